@@ -1,0 +1,12 @@
+//! `b3 derivation`.
+
+use std::process::ExitCode;
+
+use super::Global;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {}
+
+pub fn run(_g: &Global, c: Command) -> anyhow::Result<ExitCode> {
+    match c {}
+}

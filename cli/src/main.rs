@@ -1,0 +1,74 @@
+//! The `b3` binary: argument parsing and human-facing rendering only; the work
+//! happens in the library crates.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// b3: a Nix-compatible declarative package store.
+#[derive(Parser)]
+#[command(name = "b3", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: cmd::Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write, read, list and restore Nix archives (NAR).
+    #[command(subcommand)]
+    Nar(cmd::nar::Command),
+    /// Compute hashes of paths and files as Nix does.
+    #[command(subcommand)]
+    Hash(cmd::hash::Command),
+    /// Work with the local store: add, dump, query, verify, garbage-collect.
+    #[command(subcommand)]
+    Store(cmd::store::Command),
+    /// Show metadata of store paths (like `nix path-info`).
+    PathInfo(cmd::path_info::Args),
+    /// Inspect derivations.
+    #[command(subcommand)]
+    Derivation(cmd::derivation::Command),
+    /// Evaluate a Nix expression and print the result.
+    Eval(cmd::eval::Args),
+    /// A drop-in for `nix-instantiate`.
+    Instantiate(cmd::instantiate::Args),
+}
+
+fn main() -> ExitCode {
+    // Multicall: invoked as `nix-instantiate` (through a symlink), behave like it.
+    let argv0 = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    if argv0 == "nix-instantiate" {
+        return cmd::instantiate::main_multicall();
+    }
+
+    let cli = Cli::parse();
+    cmd::init_logging(&cli.global);
+    let result = match cli.command {
+        Command::Nar(c) => cmd::nar::run(&cli.global, c),
+        Command::Hash(c) => cmd::hash::run(&cli.global, c),
+        Command::Store(c) => cmd::store::run(&cli.global, c),
+        Command::PathInfo(a) => cmd::path_info::run(&cli.global, a),
+        Command::Derivation(c) => cmd::derivation::run(&cli.global, c),
+        Command::Eval(a) => cmd::eval::run(&cli.global, a),
+        Command::Instantiate(a) => cmd::instantiate::run(&cli.global, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

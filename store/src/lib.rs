@@ -1,0 +1,6 @@
+//! b3-store: store paths, hashes, derivations and the stores themselves.
+//!
+//! Owns: nix-base32 and the hash forms Nix accepts; store path parsing and
+//! computation; the ATerm `.drv` format and `hashDerivationModulo`; the async
+//! `StoreRead` / `StoreWrite` / `StoreBuild` traits; the local store (SQLite
+//! metadata, atomic adds, locks, GC, verify) and, later, binary-cache stores.
