@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The README's "main job": build b3 and use it on the embedded default (a local
+# store under the user's data directory; no server, no root, no daemon).
+#
+#   scripts/demo.sh [DIR]     DIR defaults to this repository's examples/ folder
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+DIR=${1:-$PWD/examples}
+
+cargo build --release --locked -p b3-cli
+B3=$PWD/target/release/b3
+run() { printf '\n$ %s\n' "$*"; "$@"; }
+
+run "$B3" hash path "$DIR"
+run "$B3" hash path --base32 "$DIR"
+printf '\n$ b3 nar dump %s | b3 nar ls\n' "$DIR"
+"$B3" nar dump "$DIR" | "$B3" nar ls | head -n 20
+P=$("$B3" store add "$DIR")
+printf '\n$ b3 store add %s\n%s\n' "$DIR" "$P"
+run "$B3" path-info --json "$P"
+run "$B3" store verify --check-contents
+run "$B3" eval -E 'let fib = n: if n < 2 then n else fib (n - 1) + fib (n - 2); in fib 20'
+run "$B3" instantiate --eval --strict -E 'builtins.map (x: x * 2) [ 1 2 3 ]'

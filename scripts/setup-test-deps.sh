@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs what b3's test suites need on a Debian machine, and configures
+# Debian's Nix 2.8 as the differential-testing oracle. Idempotent.
+#
+# Needs root (or sudo). What it sets up:
+#   - apt: nix-bin (the oracle), busybox-static (sandbox shell), fuse3 (vfs tests),
+#     g++ and nlohmann-json3-dev (C++ oracles for regex and float printing),
+#     pkg-config, xz-utils, zstd.
+#   - /etc/nix/nix.conf for a single-user, daemon-less, sandboxed Nix
+#     (builds run in a user namespace as uid 1000), with no substituters: the
+#     machines here have no network beyond package registries.
+set -euo pipefail
+
+SUDO=
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "setup-test-deps: need root or sudo" >&2; exit 1; }
+  SUDO=sudo
+fi
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+PKGS=(nix-bin busybox-static fuse3 g++ nlohmann-json3-dev pkg-config xz-utils zstd)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  APT=(-o DPkg::Lock::Timeout=900 -o Acquire::Retries=3)
+  # --no-install-recommends keeps out nix-setup-systemd (daemon units, nixbld users, sandbox=false).
+  if ! $SUDO apt-get "${APT[@]}" install -y --no-install-recommends "${missing[@]}"; then
+    $SUDO apt-get "${APT[@]}" update
+    $SUDO apt-get "${APT[@]}" install -y --no-install-recommends "${missing[@]}"
+  fi
+fi
+
+# Nix's settings for the oracle. Written only when the file is absent or was
+# written by a b3 set-up, so a real user's configuration is never replaced.
+CONF='# b3 test oracle (scripts/setup-test-deps.sh; also accepted: shared nix-oracle.sh).
+build-users-group =
+sandbox = true
+sandbox-fallback = false
+extra-sandbox-paths = /bin/sh=/bin/busybox
+experimental-features = nix-command
+substituters =
+flake-registry ='
+if [ ! -e /etc/nix/nix.conf ] || grep -qE 'b3 test oracle|nix-oracle.sh' /etc/nix/nix.conf; then
+  if ! grep -q 'b3 test oracle\|nix-oracle.sh' /etc/nix/nix.conf 2>/dev/null; then
+    $SUDO mkdir -p /etc/nix
+    printf '%s\n' "$CONF" | $SUDO tee /etc/nix/nix.conf >/dev/null
+    log "wrote /etc/nix/nix.conf"
+  fi
+else
+  log "keeping the existing /etc/nix/nix.conf (not written by b3); the oracle tests assume sandbox = true and no build users"
+fi
+
+# The oracle must answer the project's known fixed point before any test trusts it.
+drv=$(nix-instantiate -E 'derivation { name = "hello"; system = "x86_64-linux"; builder = "/bin/sh"; args = ["-c" "echo hi > $out"]; }' 2>/dev/null)
+[ "$drv" = /nix/store/76w21n1f03fs5kw8fnffphx7qrqffw6r-hello.drv ] || { echo "setup: Nix oracle self-check failed: got '$drv'" >&2; exit 1; }
+log "Nix oracle ready: $(nix --version)"
