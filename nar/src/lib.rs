@@ -4,3 +4,36 @@
 //! reader that validates every byte (sync and async), restoring a NAR into a
 //! directory atomically, and hashing a NAR while it streams. Pure format code:
 //! no store, no database, no network.
+//!
+//! Entry points:
+//! - [`dump_path`] / [`dump_path_async`]: `nix-store --dump`.
+//! - [`NarReader`] / [`AsyncNarReader`]: validated event streams.
+//! - [`restore`] / [`restore_async`]: `nix-store --restore`, atomically.
+//! - [`hash_path`]: `nix-hash --type sha256` (+ NAR size) without writing.
+//! - [`NarEncoder`]: write a NAR node by node from any source.
+//! - [`HashingWriter`], [`HashingReader`], [`NarHash`], [`nixbase32`].
+
+mod dump;
+mod encoder;
+mod error;
+mod hash;
+pub mod nixbase32;
+mod parser;
+mod reader;
+mod restore;
+pub mod wire;
+
+pub use dump::{dump_path, Tree};
+pub use encoder::NarEncoder;
+pub use error::{Error, Reason};
+pub use hash::{HashingReader, HashingWriter, NarHash};
+pub use reader::{Event, FileReader, Limits, NarReader};
+pub use restore::restore;
+
+/// The SHA-256 NAR hash and NAR size of `path`, streaming (nothing is
+/// written anywhere): what `nix-hash --type sha256 PATH` and
+/// `nix-store --dump PATH | wc -c` compute.
+pub fn hash_path(path: &std::path::Path) -> Result<NarHash, Error> {
+    let (w, _) = dump_path(path, HashingWriter::new(std::io::sink()))?;
+    Ok(w.finish_nar().1)
+}
