@@ -2,3 +2,5 @@
 //!
 //! Owns: parsing (via rnix), lazy evaluation, values and string contexts, every
 //! builtin, and Nix-compatible printing and error reporting.
+pub mod float_fmt;
+pub mod regex;
