@@ -13,6 +13,7 @@
 //! - [`NarEncoder`]: write a NAR node by node from any source.
 //! - [`HashingWriter`], [`HashingReader`], [`NarHash`], [`nixbase32`].
 
+mod async_io;
 mod dump;
 mod encoder;
 mod error;
@@ -23,6 +24,9 @@ mod reader;
 mod restore;
 pub mod wire;
 
+pub use async_io::{
+    dump_path_async, encode_tree_async, restore_async, AsyncEvent, AsyncFileReader, AsyncNarReader,
+};
 pub use dump::{dump_path, Tree};
 pub use encoder::NarEncoder;
 pub use error::{Error, Reason};
