@@ -1,6 +1,13 @@
 //! b3-builder: realising derivations.
 //!
-//! Will own: scheduling builds of a derivation closure, the Linux sandbox (user,
-//! mount, PID, network, IPC and UTS namespaces, entered without root), the
-//! platform interface that keeps OS-specific code in sibling `linux`/`windows`
-//! modules, build logs, and `StoreBuild` for the local store. Not written yet.
+//! Owns the platform interface ([`platform`]: OS errors, locks, process
+//! control, sandboxed spawning, with `linux` and `unsupported` siblings), the
+//! Linux build sandbox described as data ([`sandbox`]), and the Nix builder
+//! semantics on top of it ([`env`]: the environment, passAsFile and
+//! structured attrs Nix gives a builder; [`job`]: one build from inputs to
+//! outputs).
+
+pub mod env;
+pub mod job;
+pub mod platform;
+pub mod sandbox;

@@ -1,0 +1,410 @@
+//! Linux implementation of the platform interface.
+//!
+//! The sandbox is entered without privileges: one `clone()` creates the
+//! builder process directly in new user, mount, PID, IPC, UTS and (unless
+//! the build may use the network) network namespaces, so it is PID 1 of its
+//! namespace and its exit takes every process it started with it. The
+//! parent writes the child's uid/gid maps (1000/100 inside, the caller's ids
+//! outside, `setgroups` denied) and then lets it run the prepared
+//! [`child::ChildPlan`]: mounts, `pivot_root`, no-new-privs, seccomp, exec.
+//! Cloning (not `unshare`) works from a multi-threaded parent, because the
+//! new user namespace belongs to the new single-threaded process.
+
+mod child;
+mod plan;
+mod seccomp;
+
+use std::ffi::c_int;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use super::{ExitStatus, LockMode, OsError, OsErrorKind, Pid};
+use crate::sandbox::{RunOutcome, SandboxError, SandboxSpec, SANDBOX_GID, SANDBOX_UID};
+
+pub(super) fn error_kind(code: i32) -> OsErrorKind {
+    match code {
+        libc::ENOENT => OsErrorKind::NotFound,
+        libc::EACCES | libc::EPERM => OsErrorKind::PermissionDenied,
+        libc::EEXIST => OsErrorKind::AlreadyExists,
+        libc::ENOTDIR => OsErrorKind::NotADirectory,
+        libc::EISDIR => OsErrorKind::IsADirectory,
+        libc::ENOTEMPTY => OsErrorKind::DirectoryNotEmpty,
+        libc::EBUSY => OsErrorKind::Busy,
+        libc::EWOULDBLOCK => OsErrorKind::WouldBlock,
+        libc::EINTR => OsErrorKind::Interrupted,
+        libc::EINVAL | libc::ENAMETOOLONG | libc::ELOOP => OsErrorKind::InvalidInput,
+        libc::ENOSPC | libc::EDQUOT => OsErrorKind::NoSpace,
+        libc::EROFS => OsErrorKind::ReadOnlyFilesystem,
+        libc::EXDEV => OsErrorKind::CrossDevice,
+        libc::EMFILE | libc::ENFILE => OsErrorKind::TooManyOpenFiles,
+        libc::ESRCH => OsErrorKind::NoSuchProcess,
+        libc::ENOSYS | libc::EOPNOTSUPP | libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT => {
+            OsErrorKind::Unsupported
+        }
+        _ => OsErrorKind::Other,
+    }
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+pub(super) fn kill(pid: Pid) -> Result<(), OsError> {
+    // SAFETY: plain syscall.
+    if unsafe { libc::kill(pid.0, libc::SIGKILL) } < 0 {
+        return Err(OsError::last(format!("killing process {}", pid.0)));
+    }
+    Ok(())
+}
+
+pub(super) fn kill_group(pgid: Pid) -> Result<(), OsError> {
+    // SAFETY: plain syscall; a negative pid addresses the group.
+    if unsafe { libc::kill(-pgid.0, libc::SIGKILL) } < 0 {
+        return Err(OsError::last(format!("killing process group {}", pgid.0)));
+    }
+    Ok(())
+}
+
+pub(super) fn wait(pid: Pid) -> Result<ExitStatus, OsError> {
+    loop {
+        let mut status: c_int = 0;
+        // SAFETY: plain syscall with a valid out-pointer.
+        let rc = unsafe { libc::waitpid(pid.0, &mut status, 0) };
+        if rc < 0 {
+            if last_errno() == libc::EINTR {
+                continue;
+            }
+            return Err(OsError::last(format!("waiting for process {}", pid.0)));
+        }
+        return Ok(decode_status(status));
+    }
+}
+
+fn decode_status(status: c_int) -> ExitStatus {
+    if libc::WIFSIGNALED(status) {
+        ExitStatus::Signal(libc::WTERMSIG(status))
+    } else {
+        ExitStatus::Code(libc::WEXITSTATUS(status))
+    }
+}
+
+pub(super) fn lock_file(file: &std::fs::File, mode: LockMode, block: bool) -> Result<(), i32> {
+    let mut op = match mode {
+        LockMode::Shared => libc::LOCK_SH,
+        LockMode::Exclusive => libc::LOCK_EX,
+    };
+    if !block {
+        op |= libc::LOCK_NB;
+    }
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = last_errno();
+        if e != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+pub(super) fn sandbox_support() -> Result<(), OsError> {
+    for ns in ["user", "mnt", "pid", "net", "ipc", "uts"] {
+        let p = format!("/proc/self/ns/{ns}");
+        if std::fs::symlink_metadata(&p).is_err() {
+            return Err(OsError::new(
+                format!("kernel has no {ns} namespaces ({p} missing)"),
+                OsErrorKind::Unsupported,
+            ));
+        }
+    }
+    if let Ok(s) = std::fs::read_to_string("/proc/sys/user/max_user_namespaces") {
+        if s.trim() == "0" {
+            return Err(OsError::new(
+                "user namespaces are disabled (user.max_user_namespaces = 0)",
+                OsErrorKind::Unsupported,
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), OsError> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills the array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(OsError::last("creating a pipe"));
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Stack for the cloned child; it only runs the small set-up code.
+const CHILD_STACK_SIZE: usize = 1 << 20;
+
+/// A running sandboxed builder. Dropping it kills and reaps the builder.
+#[derive(Debug)]
+pub struct SandboxedChild {
+    pid: Pid,
+    log: Option<OwnedFd>,
+    started: Instant,
+    setup_time: Duration,
+    timeout: Option<Duration>,
+    reaped: bool,
+}
+
+/// Starts the builder described by `spec` in a fresh sandbox and returns
+/// once it has been executed (or set-up failed).
+pub fn spawn_sandboxed(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxError> {
+    let started = Instant::now();
+    let prepared = plan::prepare(spec)?;
+
+    let (sync_r, sync_w) = pipe().map_err(SandboxError::Setup)?;
+    let (err_r, err_w) = pipe().map_err(SandboxError::Setup)?;
+    let (log_r, log_w) = pipe().map_err(SandboxError::Setup)?;
+    let stdin = std::fs::File::open("/dev/null")
+        .map_err(|e| SandboxError::Setup(OsError::from_io("opening /dev/null", &e)))?;
+
+    let seccomp = seccomp::filter().map_err(|m| {
+        SandboxError::Setup(OsError::new(
+            format!("building seccomp filter: {m}"),
+            OsErrorKind::Other,
+        ))
+    })?;
+    let mut child_plan = child::ChildPlan {
+        ops: prepared.ops,
+        argv: Vec::new(),
+        envp: Vec::new(),
+        builder: prepared.builder,
+        argv_owned: prepared.argv,
+        envp_owned: prepared.envp,
+        uid: SANDBOX_UID,
+        gid: SANDBOX_GID,
+        seccomp,
+        sync_read: sync_r.as_raw_fd(),
+        sync_write: sync_w.as_raw_fd(),
+        err_write: err_w.as_raw_fd(),
+        log_write: log_w.as_raw_fd(),
+        stdin: stdin.as_raw_fd(),
+    };
+    child_plan.argv = child_plan.argv_owned.iter().map(|s| s.as_ptr()).collect();
+    child_plan.argv.push(std::ptr::null());
+    child_plan.envp = child_plan.envp_owned.iter().map(|s| s.as_ptr()).collect();
+    child_plan.envp.push(std::ptr::null());
+
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::SIGCHLD;
+    if !spec.network {
+        flags |= libc::CLONE_NEWNET;
+    }
+    let mut stack = vec![0u8; CHILD_STACK_SIZE];
+    // The stack grows down on every architecture Linux runs b3 on; keep the
+    // top 16-byte aligned.
+    let top = (stack.as_mut_ptr() as usize + CHILD_STACK_SIZE) & !15;
+    // SAFETY: the child gets a copy of this address space (no CLONE_VM), so
+    // `child_plan` and `stack` stay valid for it; it runs only
+    // async-signal-safe code (see child.rs).
+    let pid = unsafe {
+        libc::clone(
+            child::child_main,
+            top as *mut libc::c_void,
+            flags,
+            (&child_plan as *const child::ChildPlan) as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        return Err(SandboxError::Setup(OsError::last(
+            "creating the sandbox namespaces (clone)",
+        )));
+    }
+    drop(stack);
+    // The child's ends, so that EOF on our ends means the child is gone.
+    drop(sync_r);
+    drop(err_w);
+    drop(log_w);
+    drop(stdin);
+
+    let mut child = SandboxedChild {
+        pid: Pid(pid),
+        log: Some(log_r),
+        started,
+        setup_time: Duration::ZERO,
+        timeout: spec.timeout,
+        reaped: false,
+    };
+
+    write_id_maps(pid).map_err(SandboxError::Setup)?;
+    let mut sync_file = std::fs::File::from(sync_w);
+    sync_file
+        .write_all(&[1])
+        .map_err(|e| SandboxError::Setup(OsError::from_io("starting the sandbox", &e)))?;
+    drop(sync_file);
+
+    // EOF on the error pipe: the builder was executed (CLOEXEC closed it).
+    let mut report = [0u8; 8];
+    let n = read_full(err_r.as_raw_fd(), &mut report).map_err(|e| {
+        SandboxError::Supervise(OsError::from_raw("reading the sandbox's set-up report", e))
+    })?;
+    child.setup_time = started.elapsed();
+    if n == report.len() {
+        let step = u32::from_le_bytes([report[0], report[1], report[2], report[3]]);
+        let errno = i32::from_le_bytes([report[4], report[5], report[6], report[7]]);
+        let _ = child.kill_and_reap();
+        let what = match child_plan.ops.get(step as usize) {
+            Some(op) => plan::describe(op),
+            None => plan::describe_step(step),
+        };
+        let err = OsError::from_raw(what, errno);
+        return Err(if step == child::STEP_EXEC {
+            SandboxError::Exec {
+                builder: spec.builder.clone(),
+                source: err,
+            }
+        } else {
+            SandboxError::Setup(err)
+        });
+    }
+    Ok(child)
+}
+
+fn write_id_maps(pid: c_int) -> Result<(), OsError> {
+    // SAFETY: plain getters.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let write = |file: &str, text: String| {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, text).map_err(|e| OsError::from_io(format!("writing {path}"), &e))
+    };
+    write("setgroups", "deny".to_string())?;
+    write("uid_map", format!("{SANDBOX_UID} {uid} 1"))?;
+    write("gid_map", format!("{SANDBOX_GID} {gid} 1"))
+}
+
+/// Reads until `buf` is full or EOF; returns the byte count.
+fn read_full(fd: RawFd, buf: &mut [u8]) -> Result<usize, i32> {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into the unfilled tail of `buf`.
+        let n = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        if n < 0 {
+            let e = last_errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        got += n as usize;
+    }
+    Ok(got)
+}
+
+impl SandboxedChild {
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Time from the start of the spawn until the builder was executed.
+    pub fn setup_time(&self) -> Duration {
+        self.setup_time
+    }
+
+    fn kill_and_reap(&mut self) -> Result<ExitStatus, OsError> {
+        if self.reaped {
+            return Ok(ExitStatus::Signal(libc::SIGKILL));
+        }
+        // Killing PID 1 of the namespace kills the whole namespace.
+        let _ = kill(self.pid);
+        let status = wait(self.pid);
+        self.reaped = true;
+        status
+    }
+
+    /// Streams the builder's output to `log` until every process in the
+    /// sandbox has closed it, then reaps the builder.
+    pub fn wait_with_log(mut self, log: &mut dyn Write) -> Result<RunOutcome, SandboxError> {
+        let deadline = self.timeout.map(|t| self.started + t);
+        let mut timed_out = false;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut log_error = None;
+        if let Some(fd) = self.log.take() {
+            loop {
+                let wait_ms: c_int = match deadline {
+                    None => -1,
+                    Some(_) if timed_out => -1,
+                    Some(d) => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        left.as_millis().min(c_int::MAX as u128) as c_int
+                    }
+                };
+                let mut pfd = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                let rc = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+                if rc < 0 {
+                    if last_errno() == libc::EINTR {
+                        continue;
+                    }
+                    let err = OsError::last("waiting for build output");
+                    let _ = self.kill_and_reap();
+                    return Err(SandboxError::Supervise(err));
+                }
+                if rc == 0 {
+                    // Deadline passed: end the namespace, keep draining.
+                    timed_out = true;
+                    let _ = kill(self.pid);
+                    continue;
+                }
+                // SAFETY: reading into our buffer.
+                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n < 0 {
+                    if last_errno() == libc::EINTR {
+                        continue;
+                    }
+                    let err = OsError::last("reading build output");
+                    let _ = self.kill_and_reap();
+                    return Err(SandboxError::Supervise(err));
+                }
+                if n == 0 {
+                    break;
+                }
+                if log_error.is_none() {
+                    if let Err(e) = log.write_all(&buf[..n as usize]) {
+                        // A broken log sink must not leave the build running.
+                        let _ = kill(self.pid);
+                        log_error = Some(e);
+                    }
+                }
+            }
+        }
+        let status = wait(self.pid).map_err(SandboxError::Supervise)?;
+        self.reaped = true;
+        if let Some(e) = log_error {
+            return Err(SandboxError::Log(e));
+        }
+        let _ = log.flush();
+        Ok(RunOutcome {
+            status,
+            setup_time: self.setup_time,
+            total_time: self.started.elapsed(),
+            timed_out,
+        })
+    }
+}
+
+impl Drop for SandboxedChild {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.kill_and_reap();
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! The code that runs inside the freshly cloned sandbox process, before it
+//! executes the builder.
+//!
+//! The parent may have many threads (tokio), so the clone behaves like a fork
+//! of a threaded process: only async-signal-safe calls are allowed here. This
+//! module therefore never allocates, never panics and never touches Rust's
+//! standard library I/O: it walks a [`ChildPlan`] that the parent prepared
+//! (every path and string already a C string), calls raw libc syscall
+//! wrappers, and on failure writes `(step index, errno)` to the error pipe and
+//! exits.
+
+use std::ffi::{c_int, c_void, CStr, CString};
+use std::os::raw::c_char;
+
+/// One set-up step, executed in order inside the new namespaces.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// `mkdir`; an already existing directory is fine.
+    Mkdir {
+        path: CString,
+        mode: libc::mode_t,
+    },
+    /// `chmod` (mkdir's mode is filtered by the umask; this one is not).
+    Chmod {
+        path: CString,
+        mode: libc::mode_t,
+    },
+    /// Creates (or truncates) a file with these contents.
+    WriteFile {
+        path: CString,
+        data: Vec<u8>,
+        mode: libc::mode_t,
+    },
+    /// Creates an empty file to serve as a bind-mount target.
+    Touch {
+        path: CString,
+    },
+    Symlink {
+        target: CString,
+        link: CString,
+    },
+    Mount {
+        source: Option<CString>,
+        target: CString,
+        fstype: Option<CString>,
+        flags: libc::c_ulong,
+        data: Option<CString>,
+    },
+    /// Bind mount, then remount read-only keeping the flags the kernel
+    /// locks for mounts inherited into a user namespace (nosuid, nodev,
+    /// noexec, atime), without which the remount fails with EPERM.
+    BindReadOnly {
+        source: CString,
+        target: CString,
+        recursive: bool,
+    },
+    /// A new devpts instance at `pts`; if the kernel refuses, bind the host's
+    /// `/dev/pts` and `/dev/ptmx` instead.
+    Devpts {
+        pts: CString,
+        ptmx: CString,
+    },
+    SetHostname(CString),
+    SetDomainname(CString),
+    /// Brings up `lo` in the new network namespace.
+    LoopbackUp,
+    /// `pivot_root` into this directory and detach the old root.
+    PivotRoot {
+        new_root: CString,
+    },
+    Chdir(CString),
+}
+
+/// Everything the child needs, prepared by the parent.
+pub(crate) struct ChildPlan {
+    pub ops: Vec<Op>,
+    /// NULL-terminated pointer arrays into `_argv`/`_envp`.
+    pub argv: Vec<*const c_char>,
+    pub envp: Vec<*const c_char>,
+    pub builder: CString,
+    /// Owners of the strings `argv`/`envp` point into.
+    pub argv_owned: Vec<CString>,
+    pub envp_owned: Vec<CString>,
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    pub seccomp: Vec<libc::sock_filter>,
+    pub sync_read: c_int,
+    pub sync_write: c_int,
+    pub err_write: c_int,
+    pub log_write: c_int,
+    pub stdin: c_int,
+}
+
+/// Step indices reported for the fixed steps after the plan's ops.
+pub(crate) const STEP_SYNC: u32 = u32::MAX;
+pub(crate) const STEP_STDIO: u32 = u32::MAX - 1;
+pub(crate) const STEP_LIMITS: u32 = u32::MAX - 2;
+pub(crate) const STEP_NO_NEW_PRIVS: u32 = u32::MAX - 3;
+pub(crate) const STEP_SECCOMP: u32 = u32::MAX - 4;
+pub(crate) const STEP_IDS: u32 = u32::MAX - 5;
+pub(crate) const STEP_EXEC: u32 = u32::MAX - 6;
+pub(crate) const STEP_SIGNALS: u32 = u32::MAX - 7;
+
+/// Exit code of a child that failed during set-up (the parent reads the
+/// error pipe, so the value only matters if that report was lost).
+const SETUP_FAILED: c_int = 125;
+
+fn errno() -> c_int {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+fn fail(plan: &ChildPlan, step: u32, err: c_int) -> ! {
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&step.to_le_bytes());
+    msg[4..].copy_from_slice(&err.to_le_bytes());
+    // SAFETY: write/_exit are async-signal-safe; a short write only loses
+    // the diagnostic, the exit status still reports failure.
+    unsafe {
+        libc::write(plan.err_write, msg.as_ptr().cast(), msg.len());
+        libc::_exit(SETUP_FAILED)
+    }
+}
+
+fn check(plan: &ChildPlan, step: u32, rc: c_int) {
+    if rc < 0 {
+        fail(plan, step, errno());
+    }
+}
+
+fn opt_ptr(s: &Option<CString>) -> *const c_char {
+    s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr())
+}
+
+/// Entry point of the cloned process. `arg` points at the parent's
+/// `ChildPlan` (the clone has its own copy of the address space).
+pub(crate) extern "C" fn child_main(arg: *mut c_void) -> c_int {
+    // SAFETY: the parent passes a pointer to a live ChildPlan and does not
+    // touch it until clone() has returned; this process has its own copy.
+    let plan = unsafe { &*(arg as *const ChildPlan) };
+    run(plan)
+}
+
+fn run(plan: &ChildPlan) -> ! {
+    // SAFETY (whole function): only async-signal-safe libc calls on
+    // pointers into `plan`, which outlives this process.
+    unsafe {
+        libc::close(plan.sync_write);
+        // Die with the thread that spawned us rather than run orphaned.
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+
+        // Signal dispositions survive exec when ignored (Rust ignores
+        // SIGPIPE), and the mask is inherited: give the builder defaults.
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        check(
+            plan,
+            STEP_SIGNALS,
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()),
+        );
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+
+        // Wait until the parent has written our uid/gid maps.
+        let mut byte = 0u8;
+        let n = libc::read(plan.sync_read, (&mut byte as *mut u8).cast(), 1);
+        if n != 1 {
+            fail(plan, STEP_SYNC, if n < 0 { errno() } else { libc::EPIPE });
+        }
+        libc::close(plan.sync_read);
+
+        for (i, op) in plan.ops.iter().enumerate() {
+            if let Err(e) = run_op(op) {
+                fail(plan, i as u32, e);
+            }
+        }
+
+        check(plan, STEP_STDIO, libc::dup2(plan.stdin, 0));
+        check(plan, STEP_STDIO, libc::dup2(plan.log_write, 1));
+        check(plan, STEP_STDIO, libc::dup2(plan.log_write, 2));
+        // Nothing else of the parent's may leak into the builder.
+        if libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) < 0
+        {
+            for fd in 3..65536 {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+
+        libc::umask(0o022);
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        check(
+            plan,
+            STEP_LIMITS,
+            libc::getrlimit(libc::RLIMIT_CORE, &mut lim),
+        );
+        lim.rlim_cur = 0;
+        check(plan, STEP_LIMITS, libc::setrlimit(libc::RLIMIT_CORE, &lim));
+
+        check(plan, STEP_IDS, libc::setgid(plan.gid));
+        check(plan, STEP_IDS, libc::setuid(plan.uid));
+
+        check(
+            plan,
+            STEP_NO_NEW_PRIVS,
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+        );
+        let prog = libc::sock_fprog {
+            len: plan.seccomp.len() as u16,
+            filter: plan.seccomp.as_ptr() as *mut libc::sock_filter,
+        };
+        check(
+            plan,
+            STEP_SECCOMP,
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                &prog as *const libc::sock_fprog as libc::c_ulong,
+                0,
+                0,
+            ),
+        );
+
+        libc::execve(
+            plan.builder.as_ptr(),
+            plan.argv.as_ptr(),
+            plan.envp.as_ptr(),
+        );
+        fail(plan, STEP_EXEC, errno())
+    }
+}
+
+/// Runs one step; `Err(errno)` on failure.
+fn run_op(op: &Op) -> Result<(), c_int> {
+    // SAFETY: raw syscalls on NUL-terminated strings owned by the plan.
+    unsafe {
+        let rc = match op {
+            Op::Mkdir { path, mode } => {
+                let rc = libc::mkdir(path.as_ptr(), *mode);
+                if rc < 0 && errno() == libc::EEXIST {
+                    0
+                } else {
+                    rc
+                }
+            }
+            Op::Chmod { path, mode } => libc::chmod(path.as_ptr(), *mode),
+            Op::WriteFile { path, data, mode } => write_file(path, data, *mode),
+            Op::Touch { path } => {
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC,
+                    0o444,
+                );
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                fd
+            }
+            Op::Symlink { target, link } => libc::symlink(target.as_ptr(), link.as_ptr()),
+            Op::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            } => libc::mount(
+                opt_ptr(source),
+                target.as_ptr(),
+                opt_ptr(fstype),
+                *flags,
+                opt_ptr(data).cast(),
+            ),
+            Op::BindReadOnly {
+                source,
+                target,
+                recursive,
+            } => bind_read_only(source, target, *recursive),
+            Op::Devpts { pts, ptmx } => devpts(pts, ptmx),
+            Op::SetHostname(name) => libc::sethostname(name.as_ptr(), name.as_bytes().len()),
+            Op::SetDomainname(name) => libc::setdomainname(name.as_ptr(), name.as_bytes().len()),
+            Op::LoopbackUp => loopback_up(),
+            Op::PivotRoot { new_root } => pivot_root(new_root),
+            Op::Chdir(path) => libc::chdir(path.as_ptr()),
+        };
+        if rc < 0 {
+            Err(errno())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+unsafe fn write_file(path: &CStr, data: &[u8], mode: libc::mode_t) -> c_int {
+    let fd = libc::open(
+        path.as_ptr(),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+        mode,
+    );
+    if fd < 0 {
+        return fd;
+    }
+    let mut rest = data;
+    while !rest.is_empty() {
+        let n = libc::write(fd, rest.as_ptr().cast(), rest.len());
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            let e = errno();
+            libc::close(fd);
+            *libc::__errno_location() = e;
+            return -1;
+        }
+        rest = &rest[n as usize..];
+    }
+    libc::close(fd)
+}
+
+unsafe fn bind_read_only(source: &CStr, target: &CStr, recursive: bool) -> c_int {
+    let mut flags = libc::MS_BIND;
+    if recursive {
+        flags |= libc::MS_REC;
+    }
+    let rc = libc::mount(
+        source.as_ptr(),
+        target.as_ptr(),
+        std::ptr::null(),
+        flags,
+        std::ptr::null(),
+    );
+    if rc < 0 {
+        return rc;
+    }
+    // glibc and musl fill f_flag from the statfs syscall (ST_VALID), so
+    // this stays a single syscall.
+    let mut st: libc::statvfs = std::mem::zeroed();
+    let rc = libc::statvfs(target.as_ptr(), &mut st);
+    if rc < 0 {
+        return rc;
+    }
+    let have = st.f_flag as libc::c_ulong;
+    let mut keep: libc::c_ulong = 0;
+    for (st_flag, ms_flag) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if have & st_flag != 0 {
+            keep |= ms_flag;
+        }
+    }
+    libc::mount(
+        std::ptr::null(),
+        target.as_ptr(),
+        std::ptr::null(),
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | keep,
+        std::ptr::null(),
+    )
+}
+
+const HOST_PTS: &CStr = c"/dev/pts";
+const HOST_PTMX: &CStr = c"/dev/ptmx";
+const PTS_PTMX: &CStr = c"/dev/pts/ptmx";
+
+unsafe fn devpts(pts: &CStr, ptmx: &CStr) -> c_int {
+    let rc = libc::mount(
+        c"none".as_ptr(),
+        pts.as_ptr(),
+        c"devpts".as_ptr(),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        c"newinstance,mode=0620,ptmxmode=0666".as_ptr().cast(),
+    );
+    if rc == 0 {
+        return libc::symlink(PTS_PTMX.as_ptr(), ptmx.as_ptr());
+    }
+    let rc = libc::mount(
+        HOST_PTS.as_ptr(),
+        pts.as_ptr(),
+        std::ptr::null(),
+        libc::MS_BIND | libc::MS_REC,
+        std::ptr::null(),
+    );
+    if rc < 0 {
+        return rc;
+    }
+    let fd = libc::open(
+        ptmx.as_ptr(),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC,
+        0o444,
+    );
+    if fd < 0 {
+        return fd;
+    }
+    libc::close(fd);
+    libc::mount(
+        HOST_PTMX.as_ptr(),
+        ptmx.as_ptr(),
+        std::ptr::null(),
+        libc::MS_BIND,
+        std::ptr::null(),
+    )
+}
+
+unsafe fn loopback_up() -> c_int {
+    let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+    if fd < 0 {
+        return fd;
+    }
+    let mut ifr: libc::ifreq = std::mem::zeroed();
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo") {
+        *dst = *src as c_char;
+    }
+    let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
+    if rc == 0 {
+        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
+    }
+    let e = errno();
+    libc::close(fd);
+    *libc::__errno_location() = e;
+    rc
+}
+
+unsafe fn pivot_root(new_root: &CStr) -> c_int {
+    // pivot_root(".", ".") stacks the old root on top of the new one, so a
+    // lazy unmount of "." removes it without needing a directory for it.
+    let rc = libc::chdir(new_root.as_ptr());
+    if rc < 0 {
+        return rc;
+    }
+    let dot = c".";
+    let rc = libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as c_int;
+    if rc < 0 {
+        return rc;
+    }
+    let rc = libc::umount2(dot.as_ptr(), libc::MNT_DETACH);
+    if rc < 0 {
+        return rc;
+    }
+    libc::chdir(c"/".as_ptr())
+}

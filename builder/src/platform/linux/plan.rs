@@ -1,0 +1,458 @@
+//! Turns a [`SandboxSpec`] into the ordered list of set-up steps the cloned
+//! child executes ([`Op`]), and describes steps for error messages.
+//!
+//! The layout mirrors what Nix gives a builder: a root of its own (a tmpfs
+//! here, mode 0750), `/nix/store` (mode 1775) holding only the input paths
+//! (read-only binds) and whatever the builder writes (its outputs), `/build`
+//! (0700), `/tmp` (1777), `/etc/{passwd,group,hosts}`, a minimal `/dev`
+//! (host device nodes, a new devpts, a tmpfs `/dev/shm`), a new `/proc`, and
+//! the extra sandbox paths. Everything the child needs is computed here, in
+//! the parent, because the child may not allocate.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::child::{self, Op};
+use crate::platform::{OsError, OsErrorKind};
+use crate::sandbox::{SandboxError, SandboxSpec, SANDBOX_BUILD_DIR};
+
+pub(super) struct Prepared {
+    pub ops: Vec<Op>,
+    pub builder: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+}
+
+const PASSWD: &str = "root:x:0:0:Nix build user:/build:/noshell\n\
+nixbld:x:1000:100:Nix build user:/build:/noshell\n\
+nobody:x:65534:65534:Nobody:/:/noshell\n";
+const GROUP: &str = "root:x:0:\nnixbld:!:100:\nnogroup:x:65534:\n";
+const HOSTS: &str = "127.0.0.1 localhost\n::1 localhost\n";
+const NSSWITCH: &str = "hosts: files dns\nservices: files\n";
+const DEVICES: &[&str] = &["full", "null", "random", "tty", "urandom", "zero"];
+/// Host files a fixed-output build sees so it can resolve names.
+const FOD_ETC: &[&str] = &["resolv.conf", "services", "hosts"];
+
+fn invalid(msg: String) -> SandboxError {
+    SandboxError::InvalidSpec(msg)
+}
+
+fn cstr_bytes(b: &[u8], what: &str) -> Result<CString, SandboxError> {
+    CString::new(b).map_err(|_| invalid(format!("{what} contains a NUL byte")))
+}
+
+fn cpath(p: &Path) -> Result<CString, SandboxError> {
+    cstr_bytes(p.as_os_str().as_bytes(), &format!("path {}", p.display()))
+}
+
+/// A path under the (not yet pivoted) sandbox root.
+fn under(root: &Path, inside: &str) -> PathBuf {
+    root.join(inside.trim_start_matches('/'))
+}
+
+/// Kind of a host path, for choosing a mount point (dir or file) or a copy
+/// (symlinks cannot be bind-mounted).
+enum Kind {
+    Dir,
+    File,
+    Symlink(PathBuf),
+}
+
+fn kind_of(p: &Path) -> Result<Option<Kind>, SandboxError> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let t = std::fs::read_link(p).map_err(|e| {
+                SandboxError::Setup(OsError::from_io(
+                    format!("reading link {}", p.display()),
+                    &e,
+                ))
+            })?;
+            Ok(Some(Kind::Symlink(t)))
+        }
+        Ok(m) if m.is_dir() => Ok(Some(Kind::Dir)),
+        Ok(_) => Ok(Some(Kind::File)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SandboxError::Setup(OsError::from_io(
+            format!("inspecting {}", p.display()),
+            &e,
+        ))),
+    }
+}
+
+/// `mkdir -p` of every ancestor of `inside` below the root (not `inside`).
+fn mkdir_parents(ops: &mut Vec<Op>, root: &Path, inside: &str) -> Result<(), SandboxError> {
+    let mut cur = root.to_path_buf();
+    let comps: Vec<&str> = inside.split('/').filter(|c| !c.is_empty()).collect();
+    for c in comps.iter().take(comps.len().saturating_sub(1)) {
+        cur.push(c);
+        ops.push(Op::Mkdir {
+            path: cpath(&cur)?,
+            mode: 0o755,
+        });
+    }
+    Ok(())
+}
+
+/// Exposes host `source` at `target` (a path under the root), read-only.
+fn expose(ops: &mut Vec<Op>, kind: Kind, source: &Path, target: &Path) -> Result<(), SandboxError> {
+    match kind {
+        Kind::Dir => {
+            ops.push(Op::Mkdir {
+                path: cpath(target)?,
+                mode: 0o555,
+            });
+            ops.push(Op::BindReadOnly {
+                source: cpath(source)?,
+                target: cpath(target)?,
+                recursive: true,
+            });
+        }
+        Kind::File => {
+            ops.push(Op::Touch {
+                path: cpath(target)?,
+            });
+            ops.push(Op::BindReadOnly {
+                source: cpath(source)?,
+                target: cpath(target)?,
+                recursive: false,
+            });
+        }
+        Kind::Symlink(to) => ops.push(Op::Symlink {
+            target: cpath(&to)?,
+            link: cpath(target)?,
+        }),
+    }
+    Ok(())
+}
+
+fn check_spec(spec: &SandboxSpec) -> Result<(), SandboxError> {
+    if !spec.logical_store_dir.starts_with('/') || spec.logical_store_dir.len() < 2 {
+        return Err(invalid(format!(
+            "store directory '{}' is not an absolute path",
+            spec.logical_store_dir
+        )));
+    }
+    if !spec.builder.starts_with('/') {
+        return Err(invalid(format!(
+            "builder '{}' is not an absolute path",
+            spec.builder
+        )));
+    }
+    for input in &spec.inputs {
+        if input.is_empty() || input.contains('/') || input == "." || input == ".." {
+            return Err(invalid(format!(
+                "input '{input}' is not a store path base name"
+            )));
+        }
+    }
+    for (what, p) in [
+        ("store output directory", &spec.store_dir_host),
+        ("build directory", &spec.build_dir),
+        ("root mount point", &spec.root_dir),
+    ] {
+        if !p.is_dir() {
+            return Err(invalid(format!(
+                "{what} {} is not a directory",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn prepare(spec: &SandboxSpec) -> Result<Prepared, SandboxError> {
+    check_spec(spec)?;
+    let root = spec.root_dir.clone();
+    let mut ops = Vec::new();
+
+    // Our mounts must not propagate back to the host.
+    ops.push(Op::Mount {
+        source: None,
+        target: CString::from(c"/"),
+        fstype: None,
+        flags: libc::MS_REC | libc::MS_PRIVATE,
+        data: None,
+    });
+    ops.push(Op::Mount {
+        source: Some(CString::from(c"tmpfs")),
+        target: cpath(&root)?,
+        fstype: Some(CString::from(c"tmpfs")),
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: Some(CString::from(c"mode=0750")),
+    });
+
+    // The store: the host scratch directory, then the inputs inside it.
+    let store = under(&root, &spec.logical_store_dir);
+    mkdir_parents(&mut ops, &root, &spec.logical_store_dir)?;
+    ops.push(Op::Mkdir {
+        path: cpath(&store)?,
+        mode: 0o755,
+    });
+    ops.push(Op::Chmod {
+        path: cpath(&spec.store_dir_host)?,
+        mode: 0o1775,
+    });
+    ops.push(Op::Mount {
+        source: Some(cpath(&spec.store_dir_host)?),
+        target: cpath(&store)?,
+        fstype: None,
+        flags: libc::MS_BIND,
+        data: None,
+    });
+    for input in &spec.inputs {
+        let source = spec.physical_store_dir.join(input);
+        let kind = kind_of(&source)?.ok_or_else(|| {
+            SandboxError::Setup(OsError::new(
+                format!("input path {} does not exist", source.display()),
+                OsErrorKind::NotFound,
+            ))
+        })?;
+        expose(&mut ops, kind, &source, &store.join(input))?;
+    }
+
+    // /build and /tmp.
+    let build = under(&root, SANDBOX_BUILD_DIR);
+    ops.push(Op::Mkdir {
+        path: cpath(&build)?,
+        mode: 0o700,
+    });
+    ops.push(Op::Chmod {
+        path: cpath(&spec.build_dir)?,
+        mode: 0o700,
+    });
+    ops.push(Op::Mount {
+        source: Some(cpath(&spec.build_dir)?),
+        target: cpath(&build)?,
+        fstype: None,
+        flags: libc::MS_BIND,
+        data: None,
+    });
+    let tmp = under(&root, "/tmp");
+    ops.push(Op::Mkdir {
+        path: cpath(&tmp)?,
+        mode: 0o1777,
+    });
+    ops.push(Op::Chmod {
+        path: cpath(&tmp)?,
+        mode: 0o1777,
+    });
+
+    // /etc.
+    let etc = under(&root, "/etc");
+    ops.push(Op::Mkdir {
+        path: cpath(&etc)?,
+        mode: 0o755,
+    });
+    for (name, text) in [("passwd", PASSWD), ("group", GROUP), ("hosts", HOSTS)] {
+        ops.push(Op::WriteFile {
+            path: cpath(&etc.join(name))?,
+            data: text.as_bytes().to_vec(),
+            mode: 0o644,
+        });
+    }
+    if spec.network {
+        ops.push(Op::WriteFile {
+            path: cpath(&etc.join("nsswitch.conf"))?,
+            data: NSSWITCH.as_bytes().to_vec(),
+            mode: 0o644,
+        });
+        for name in FOD_ETC {
+            let host = Path::new("/etc").join(name);
+            if let Some(Kind::File) = kind_of(&host)? {
+                expose(&mut ops, Kind::File, &host, &etc.join(name))?;
+            }
+        }
+    }
+
+    // /dev.
+    let dev = under(&root, "/dev");
+    ops.push(Op::Mkdir {
+        path: cpath(&dev)?,
+        mode: 0o755,
+    });
+    let mut devices: Vec<&str> = DEVICES.to_vec();
+    if spec.kvm && Path::new("/dev/kvm").exists() {
+        devices.push("kvm");
+    }
+    for d in devices {
+        // Read-only binds still allow reading and writing the device, but
+        // not chmod/chown of the host's node (which the builder owns when
+        // the caller is root, root being mapped to the build user).
+        expose(
+            &mut ops,
+            Kind::File,
+            &Path::new("/dev").join(d),
+            &dev.join(d),
+        )?;
+    }
+    for (name, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        ops.push(Op::Symlink {
+            target: cstr_bytes(to.as_bytes(), "link")?,
+            link: cpath(&dev.join(name))?,
+        });
+    }
+    ops.push(Op::Mkdir {
+        path: cpath(&dev.join("pts"))?,
+        mode: 0o755,
+    });
+    ops.push(Op::Devpts {
+        pts: cpath(&dev.join("pts"))?,
+        ptmx: cpath(&dev.join("ptmx"))?,
+    });
+    ops.push(Op::Mkdir {
+        path: cpath(&dev.join("shm"))?,
+        mode: 0o1777,
+    });
+    ops.push(Op::Mount {
+        source: Some(CString::from(c"none")),
+        target: cpath(&dev.join("shm"))?,
+        fstype: Some(CString::from(c"tmpfs")),
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: Some(CString::from(c"size=50%,mode=1777")),
+    });
+
+    // /proc of the new PID namespace.
+    let proc_dir = under(&root, "/proc");
+    ops.push(Op::Mkdir {
+        path: cpath(&proc_dir)?,
+        mode: 0o555,
+    });
+    ops.push(Op::Mount {
+        source: Some(CString::from(c"none")),
+        target: cpath(&proc_dir)?,
+        fstype: Some(CString::from(c"proc")),
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: None,
+    });
+
+    // Extra sandbox paths (e.g. /bin/sh).
+    for p in &spec.extra_paths {
+        match kind_of(&p.source)? {
+            None if p.optional => continue,
+            None => {
+                return Err(SandboxError::Setup(OsError::new(
+                    format!("sandbox path {} does not exist", p.source.display()),
+                    OsErrorKind::NotFound,
+                )))
+            }
+            Some(kind) => {
+                mkdir_parents(&mut ops, &root, &p.target)?;
+                // Follow a symlinked source (e.g. /bin/sh -> busybox) so the
+                // target works without the link's own target inside.
+                let kind = match kind {
+                    Kind::Symlink(_) => match std::fs::metadata(&p.source) {
+                        Ok(m) if m.is_dir() => Kind::Dir,
+                        Ok(_) => Kind::File,
+                        Err(_) if p.optional => continue,
+                        Err(e) => {
+                            return Err(SandboxError::Setup(OsError::from_io(
+                                format!("sandbox path {}", p.source.display()),
+                                &e,
+                            )))
+                        }
+                    },
+                    k => k,
+                };
+                expose(&mut ops, kind, &p.source, &under(&root, &p.target))?;
+            }
+        }
+    }
+
+    ops.push(Op::SetHostname(CString::from(c"localhost")));
+    ops.push(Op::SetDomainname(CString::from(c"(none)")));
+    if !spec.network {
+        ops.push(Op::LoopbackUp);
+    }
+    ops.push(Op::PivotRoot {
+        new_root: cpath(&root)?,
+    });
+    ops.push(Op::Chdir(cstr_bytes(
+        SANDBOX_BUILD_DIR.as_bytes(),
+        "build dir",
+    )?));
+
+    let builder = cstr_bytes(spec.builder.as_bytes(), "builder")?;
+    // argv[0] is the builder's base name, as Nix passes it.
+    let base = spec.builder.rsplit('/').next().unwrap_or(&spec.builder);
+    let mut argv = vec![cstr_bytes(base.as_bytes(), "builder")?];
+    for a in &spec.args {
+        argv.push(cstr_bytes(a.as_bytes(), "builder argument")?);
+    }
+    let mut envp = Vec::with_capacity(spec.env.len());
+    for (k, v) in &spec.env {
+        if k.is_empty() || k.contains('=') {
+            return Err(invalid(format!(
+                "environment variable name '{k}' is invalid"
+            )));
+        }
+        envp.push(cstr_bytes(format!("{k}={v}").as_bytes(), "environment")?);
+    }
+    Ok(Prepared {
+        ops,
+        builder,
+        argv,
+        envp,
+    })
+}
+
+fn show(c: &CString) -> String {
+    String::from_utf8_lossy(c.as_bytes()).into_owned()
+}
+
+/// What a step was doing, for error messages.
+pub(super) fn describe(op: &Op) -> String {
+    match op {
+        Op::Mkdir { path, .. } => format!("creating directory {}", show(path)),
+        Op::Chmod { path, .. } => format!("setting permissions of {}", show(path)),
+        Op::WriteFile { path, .. } => format!("writing {}", show(path)),
+        Op::Touch { path } => format!("creating mount point {}", show(path)),
+        Op::Symlink { link, .. } => format!("creating symlink {}", show(link)),
+        Op::Mount {
+            source,
+            target,
+            fstype,
+            ..
+        } => format!(
+            "mounting {} on {} ({})",
+            source.as_ref().map(show).unwrap_or_default(),
+            show(target),
+            fstype
+                .as_ref()
+                .map(show)
+                .unwrap_or_else(|| "bind/flags".into())
+        ),
+        Op::BindReadOnly { source, target, .. } => {
+            format!(
+                "bind-mounting {} read-only on {}",
+                show(source),
+                show(target)
+            )
+        }
+        Op::Devpts { pts, .. } => format!("mounting devpts on {}", show(pts)),
+        Op::SetHostname(_) => "setting the host name".into(),
+        Op::SetDomainname(_) => "setting the domain name".into(),
+        Op::LoopbackUp => "bringing up the loopback interface".into(),
+        Op::PivotRoot { new_root } => format!("pivoting into {}", show(new_root)),
+        Op::Chdir(p) => format!("changing directory to {}", show(p)),
+    }
+}
+
+pub(super) fn describe_step(step: u32) -> String {
+    match step {
+        child::STEP_SYNC => "waiting for the parent to map user ids".into(),
+        child::STEP_STDIO => "connecting the builder's stdin/stdout/stderr".into(),
+        child::STEP_LIMITS => "setting resource limits".into(),
+        child::STEP_NO_NEW_PRIVS => "setting no_new_privs".into(),
+        child::STEP_SECCOMP => "installing the seccomp filter".into(),
+        child::STEP_IDS => "switching to the build user".into(),
+        child::STEP_EXEC => "executing the builder".into(),
+        child::STEP_SIGNALS => "resetting signals".into(),
+        other => format!("sandbox set-up step {other}"),
+    }
+}

@@ -1,0 +1,234 @@
+//! The platform interface: everything the builder needs from the operating
+//! system, behind one small surface so that OS-specific code lives in sibling
+//! modules (`linux`, and `unsupported` for every other target).
+//!
+//! It covers: OS errors mapped to b3's own [`OsErrorKind`] (callers never
+//! look at raw errno values), advisory file locks, process control (signal a
+//! process or a process group, wait for it), and the sandboxed spawn used by
+//! [`crate::sandbox`] (namespaces, mounts, seccomp) through [`spawn_sandboxed`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as imp;
+
+#[cfg(not(target_os = "linux"))]
+mod unsupported;
+#[cfg(not(target_os = "linux"))]
+use unsupported as imp;
+
+pub use imp::{spawn_sandboxed, SandboxedChild};
+
+/// What went wrong in an OS call, independent of the platform's error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OsErrorKind {
+    NotFound,
+    PermissionDenied,
+    AlreadyExists,
+    NotADirectory,
+    IsADirectory,
+    DirectoryNotEmpty,
+    Busy,
+    WouldBlock,
+    Interrupted,
+    InvalidInput,
+    NoSpace,
+    ReadOnlyFilesystem,
+    CrossDevice,
+    TooManyOpenFiles,
+    NoSuchProcess,
+    /// The kernel or platform lacks the feature (e.g. no user namespaces).
+    Unsupported,
+    Other,
+}
+
+impl OsErrorKind {
+    fn describe(self) -> &'static str {
+        match self {
+            OsErrorKind::NotFound => "not found",
+            OsErrorKind::PermissionDenied => "permission denied",
+            OsErrorKind::AlreadyExists => "already exists",
+            OsErrorKind::NotADirectory => "not a directory",
+            OsErrorKind::IsADirectory => "is a directory",
+            OsErrorKind::DirectoryNotEmpty => "directory not empty",
+            OsErrorKind::Busy => "resource busy",
+            OsErrorKind::WouldBlock => "operation would block",
+            OsErrorKind::Interrupted => "interrupted",
+            OsErrorKind::InvalidInput => "invalid argument",
+            OsErrorKind::NoSpace => "no space left on device",
+            OsErrorKind::ReadOnlyFilesystem => "read-only file system",
+            OsErrorKind::CrossDevice => "cross-device link",
+            OsErrorKind::TooManyOpenFiles => "too many open files",
+            OsErrorKind::NoSuchProcess => "no such process",
+            OsErrorKind::Unsupported => "not supported on this system",
+            OsErrorKind::Other => "operating system error",
+        }
+    }
+
+    /// Maps a raw platform error code (errno on Unix) to a kind.
+    pub fn from_raw(code: i32) -> OsErrorKind {
+        imp::error_kind(code)
+    }
+}
+
+/// An OS call that failed: what b3 was doing, and why it failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OsError {
+    /// What b3 was doing, e.g. `mounting /proc`.
+    pub op: String,
+    pub kind: OsErrorKind,
+    /// The raw code, kept for diagnostics only.
+    pub code: Option<i32>,
+}
+
+impl OsError {
+    pub fn new(op: impl Into<String>, kind: OsErrorKind) -> OsError {
+        OsError {
+            op: op.into(),
+            kind,
+            code: None,
+        }
+    }
+
+    pub fn from_raw(op: impl Into<String>, code: i32) -> OsError {
+        OsError {
+            op: op.into(),
+            kind: OsErrorKind::from_raw(code),
+            code: Some(code),
+        }
+    }
+
+    pub fn from_io(op: impl Into<String>, err: &std::io::Error) -> OsError {
+        match err.raw_os_error() {
+            Some(code) => OsError::from_raw(op, code),
+            None => OsError::new(op, OsErrorKind::Other),
+        }
+    }
+
+    /// The calling thread's last OS error.
+    pub fn last(op: impl Into<String>) -> OsError {
+        OsError::from_io(op, &std::io::Error::last_os_error())
+    }
+}
+
+impl fmt::Display for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.op, self.kind.describe())?;
+        if let Some(code) = self.code {
+            write!(f, " (os error {code})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for OsError {}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Exited normally with this code.
+    Code(i32),
+    /// Killed by this signal number.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "signal {s}"),
+        }
+    }
+}
+
+/// A process id on this platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pid(pub i32);
+
+/// Forcibly ends a process (SIGKILL on Unix).
+pub fn kill(pid: Pid) -> Result<(), OsError> {
+    imp::kill(pid)
+}
+
+/// Forcibly ends every process in a process group.
+pub fn kill_group(pgid: Pid) -> Result<(), OsError> {
+    imp::kill_group(pgid)
+}
+
+/// Waits for a child process to end and reaps it.
+pub fn wait(pid: Pid) -> Result<ExitStatus, OsError> {
+    imp::wait(pid)
+}
+
+/// Shared or exclusive advisory lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+/// An advisory whole-file lock, released when dropped.
+#[derive(Debug)]
+pub struct FileLock {
+    path: PathBuf,
+    // Keeping the file open keeps the lock.
+    _file: std::fs::File,
+}
+
+impl FileLock {
+    /// Opens (creating if needed) `path` and waits for the lock.
+    pub fn lock(path: &Path, mode: LockMode) -> Result<FileLock, OsError> {
+        let file = open_lock_file(path)?;
+        imp::lock_file(&file, mode, true)
+            .map_err(|k| OsError::from_raw(format!("locking {}", path.display()), k))?;
+        Ok(FileLock {
+            path: path.to_path_buf(),
+            _file: file,
+        })
+    }
+
+    /// Like [`FileLock::lock`] but returns `Ok(None)` if another holder has it.
+    pub fn try_lock(path: &Path, mode: LockMode) -> Result<Option<FileLock>, OsError> {
+        let file = open_lock_file(path)?;
+        match imp::lock_file(&file, mode, false) {
+            Ok(()) => Ok(Some(FileLock {
+                path: path.to_path_buf(),
+                _file: file,
+            })),
+            Err(code) if OsErrorKind::from_raw(code) == OsErrorKind::WouldBlock => Ok(None),
+            Err(code) => Err(OsError::from_raw(
+                format!("locking {}", path.display()),
+                code,
+            )),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<std::fs::File, OsError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| OsError::from_io(format!("opening lock file {}", path.display()), &e))
+}
+
+/// Whether this platform can run sandboxed builds at all, and if not, why.
+pub fn sandbox_support() -> Result<(), OsError> {
+    imp::sandbox_support()
+}

@@ -1,0 +1,142 @@
+//! The sandbox as data: [`SandboxSpec`] says exactly what one builder
+//! process sees (its program, arguments and final environment, the store
+//! paths it may read, where its outputs and build directory live on the
+//! host, whether it has network access), and [`run`] executes it through the
+//! platform layer, streaming the builder's stdout and stderr to a writer.
+//!
+//! This module knows nothing about derivations; see [`crate::job`] for the
+//! Nix semantics (environment, passAsFile, structured attrs) on top of it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::platform::{self, ExitStatus, OsError};
+
+/// uid of the build user inside the sandbox (Nix's `nixbld`).
+pub const SANDBOX_UID: u32 = 1000;
+/// gid of the build group inside the sandbox.
+pub const SANDBOX_GID: u32 = 100;
+/// The build directory as the builder sees it.
+pub const SANDBOX_BUILD_DIR: &str = "/build";
+
+/// One host path made visible in the sandbox (Nix's `sandbox-paths`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxPath {
+    /// Absolute path inside the sandbox.
+    pub target: String,
+    /// Host path to expose there (read-only).
+    pub source: PathBuf,
+    /// Skip silently if `source` does not exist.
+    pub optional: bool,
+}
+
+impl SandboxPath {
+    /// Parses Nix's syntax: `target=source` or `path`, optionally followed by
+    /// `?` (missing source is not an error).
+    pub fn parse(spec: &str) -> Result<SandboxPath, SandboxError> {
+        let (body, optional) = match spec.strip_suffix('?') {
+            Some(b) => (b, true),
+            None => (spec, false),
+        };
+        let (target, source) = match body.split_once('=') {
+            Some((t, s)) => (t, s),
+            None => (body, body),
+        };
+        if !target.starts_with('/') || source.is_empty() {
+            return Err(SandboxError::InvalidSpec(format!(
+                "sandbox path '{spec}' must be 'TARGET=SOURCE' or an absolute path"
+            )));
+        }
+        Ok(SandboxPath {
+            target: target.to_string(),
+            source: PathBuf::from(source),
+            optional,
+        })
+    }
+}
+
+/// Everything one sandboxed builder run needs. All host paths must exist
+/// (except `extra_paths` marked optional); nothing here is created or
+/// removed by [`run`] on the host except inside `store_dir_host`
+/// (mount points for the inputs) and whatever the builder writes.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// Program to execute, as a path inside the sandbox.
+    pub builder: String,
+    /// Arguments after argv\[0\] (argv\[0\] is the builder's base name, as in Nix).
+    pub args: Vec<String>,
+    /// The complete environment; nothing of the caller's leaks in.
+    pub env: Vec<(String, String)>,
+    /// The store directory as builders see it, e.g. `/nix/store`.
+    pub logical_store_dir: String,
+    /// Where store objects live on the host (e.g. `/nix/store`, or
+    /// `/tmp/x/nix/store` for a chroot store).
+    pub physical_store_dir: PathBuf,
+    /// Base names (`<hash>-<name>`) of the store paths the builder may read:
+    /// the input closure. Each is bind-mounted read-only.
+    pub inputs: Vec<String>,
+    /// Empty host directory shown, writable, at `logical_store_dir`; the
+    /// builder's outputs appear here as `<store_dir_host>/<hash>-<name>`.
+    /// Put it on the same file system as the store so outputs can be renamed.
+    pub store_dir_host: PathBuf,
+    /// Host directory bound at `/build` (writable).
+    pub build_dir: PathBuf,
+    /// Empty host directory used only as the mount point of the sandbox's
+    /// root (a tmpfs); nothing is written to it on the host.
+    pub root_dir: PathBuf,
+    /// Share the host's network (fixed-output derivations only). Otherwise a
+    /// new network namespace with only `lo` up.
+    pub network: bool,
+    /// Extra host paths (read-only), e.g. `/bin/sh=/bin/busybox`.
+    pub extra_paths: Vec<SandboxPath>,
+    /// Bind `/dev/kvm` if the host has it (Nix does when `kvm` is a system
+    /// feature).
+    pub kvm: bool,
+    /// Kill the build after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// How a sandboxed run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub status: ExitStatus,
+    /// From the start of [`run`] until the builder was executed.
+    pub setup_time: Duration,
+    /// From the start of [`run`] until the builder and every process it
+    /// started had exited.
+    pub total_time: Duration,
+    /// The build was killed for exceeding [`SandboxSpec::timeout`].
+    pub timed_out: bool,
+}
+
+/// Why a sandboxed run could not be carried out (a builder that fails is
+/// not an error here: see [`RunOutcome::status`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("invalid sandbox specification: {0}")]
+    InvalidSpec(String),
+    #[error("setting up the build sandbox: {0}")]
+    Setup(#[source] OsError),
+    #[error("executing builder '{builder}': {source}")]
+    Exec {
+        builder: String,
+        #[source]
+        source: OsError,
+    },
+    #[error("writing the build log: {0}")]
+    Log(#[source] std::io::Error),
+    #[error("supervising the build: {0}")]
+    Supervise(#[source] OsError),
+}
+
+/// Runs the builder described by `spec` to completion, streaming its
+/// stdout and stderr (one pipe, in order) to `log`. When it returns, the
+/// builder and every process it started are gone: the builder is PID 1 of
+/// its own PID namespace, whose end kills all of them.
+///
+/// Blocking; from async code call it inside `spawn_blocking`.
+pub fn run(spec: &SandboxSpec, log: &mut dyn Write) -> Result<RunOutcome, SandboxError> {
+    let child = platform::spawn_sandboxed(spec)?;
+    child.wait_with_log(log)
+}
