@@ -1,0 +1,346 @@
+//! The FUSE request handlers of a view: lookups resolve lazily against the
+//! object database, reads `pread` the blob file opened at `open`.
+//!
+//! Everything is immutable, so the kernel may cache without bound: entries
+//! and attributes get long TTLs, file pages are kept across opens
+//! (`FOPEN_KEEP_CACHE`) and directory listings are cached (`FOPEN_CACHE_DIR`).
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+};
+
+use super::inodes::{Inode, Inodes, ROOT_INO};
+use super::trace::{AccessKind, Tracer};
+use crate::odb::{Entry, Node, Odb};
+
+/// The filesystem served by one mount.
+pub(crate) struct ViewFs {
+    pub(crate) odb: Odb,
+    /// Store path base names visible at the top level.
+    pub(crate) closure: Arc<HashSet<String>>,
+    pub(crate) inodes: Inodes,
+    pub(crate) handles: Mutex<HashMap<u64, Arc<File>>>,
+    pub(crate) next_fh: AtomicU64,
+    pub(crate) ttl: Duration,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) tracer: Option<Arc<Tracer>>,
+}
+
+fn errno_of(e: &crate::odb::Error) -> Errno {
+    match e {
+        crate::odb::Error::Io { source, .. } => source
+            .raw_os_error()
+            .map(Errno::from_i32)
+            .unwrap_or(Errno::EIO),
+        _ => Errno::EIO,
+    }
+}
+
+impl ViewFs {
+    fn attr(&self, inode: &Inode) -> FileAttr {
+        let (kind, perm, size, nlink) = match &inode.node {
+            None => (FileType::Directory, 0o555, self.closure.len() as u64, 2),
+            Some(Node::Directory { entries, .. }) => (FileType::Directory, 0o555, *entries, 2),
+            Some(Node::File {
+                executable, size, ..
+            }) => (
+                FileType::RegularFile,
+                if *executable { 0o555 } else { 0o444 },
+                *size,
+                1,
+            ),
+            Some(Node::Symlink { target }) => (FileType::Symlink, 0o777, target.len() as u64, 1),
+        };
+        FileAttr {
+            ino: INodeNo(inode.ino),
+            size,
+            blocks: size.div_ceil(512),
+            // Store paths carry timestamp 1 (Nix's canonical mtime).
+            atime: UNIX_EPOCH + Duration::from_secs(1),
+            mtime: UNIX_EPOCH + Duration::from_secs(1),
+            ctime: UNIX_EPOCH + Duration::from_secs(1),
+            crtime: UNIX_EPOCH + Duration::from_secs(1),
+            kind,
+            perm,
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    /// The entries of directory `inode`, read from the database once.
+    fn entries(&self, inode: &Inode) -> Result<Arc<Vec<Entry>>, Errno> {
+        if let Some(e) = inode.entries.get() {
+            return Ok(e.clone());
+        }
+        let list = match &inode.node {
+            Some(Node::Directory { tree, .. }) => {
+                self.odb.get_tree(tree).map_err(|e| errno_of(&e))?
+            }
+            Some(_) => return Err(Errno::ENOTDIR),
+            None => {
+                let mut names: Vec<&String> = self.closure.iter().collect();
+                names.sort();
+                let mut out = Vec::with_capacity(names.len());
+                for n in names {
+                    if let Ok(Some(node)) = self.odb.root(n) {
+                        out.push(Entry {
+                            name: n.as_bytes().to_vec(),
+                            node,
+                        });
+                    }
+                }
+                out
+            }
+        };
+        Ok(inode.entries.get_or_init(|| Arc::new(list)).clone())
+    }
+
+    fn child(&self, parent: &Inode, name: &[u8]) -> Result<Arc<Inode>, Errno> {
+        if let Some(i) = self.inodes.find(parent.ino, name) {
+            return Ok(i);
+        }
+        let node = if parent.ino == ROOT_INO {
+            let n = std::str::from_utf8(name).map_err(|_| Errno::ENOENT)?;
+            if !self.closure.contains(n) {
+                return Err(Errno::ENOENT);
+            }
+            self.odb
+                .root(n)
+                .map_err(|e| errno_of(&e))?
+                .ok_or(Errno::ENOENT)?
+        } else {
+            let entries = self.entries(parent)?;
+            let idx = entries
+                .binary_search_by(|e| e.name.as_slice().cmp(name))
+                .map_err(|_| Errno::ENOENT)?;
+            entries[idx].node.clone()
+        };
+        Ok(self.inodes.intern(parent, name, node))
+    }
+
+    fn inode(&self, ino: INodeNo) -> Result<Arc<Inode>, Errno> {
+        self.inodes.get(ino.0).ok_or(Errno::ENOENT)
+    }
+
+    fn trace(&self, req: &Request, kind: AccessKind, ino: u64) {
+        if let Some(t) = &self.tracer {
+            if let Some((top, rel)) = self.inodes.path_of(ino) {
+                if !top.is_empty() {
+                    t.record(
+                        kind,
+                        req.pid(),
+                        top,
+                        String::from_utf8_lossy(&rel).into_owned(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Filesystem for ViewFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Optional speed-ups; a kernel without them still works.
+        let _ = config.add_capabilities(
+            InitFlags::FUSE_CACHE_SYMLINKS
+                | InitFlags::FUSE_PARALLEL_DIROPS
+                | InitFlags::FUSE_MAX_PAGES
+                | InitFlags::FUSE_ASYNC_READ,
+        );
+        let _ = config.set_max_readahead(1024 * 1024);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let res = self
+            .inode(parent)
+            .and_then(|p| self.child(&p, name.as_bytes()));
+        match res {
+            Ok(i) => reply.entry(&self.ttl, &self.attr(&i), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.inode(ino) {
+            Ok(i) => reply.attr(&self.ttl, &self.attr(&i)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.inode(ino) {
+            Ok(i) => match &i.node {
+                Some(Node::Symlink { target }) => {
+                    self.trace(req, AccessKind::ReadLink, i.ino);
+                    reply.data(target)
+                }
+                _ => reply.error(Errno::EINVAL),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        let inode = match self.inode(ino) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let blob = match &inode.node {
+            Some(Node::File { blob, .. }) => *blob,
+            Some(Node::Directory { .. }) | None => return reply.error(Errno::EISDIR),
+            Some(Node::Symlink { .. }) => return reply.error(Errno::ELOOP),
+        };
+        let file = match self.odb.open_blob(&blob) {
+            Ok(f) => f,
+            Err(e) => return reply.error(errno_of(&e)),
+        };
+        self.trace(req, AccessKind::Open, inode.ino);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, Arc::new(file));
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let file = self
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh.0)
+            .cloned();
+        let Some(file) = file else {
+            return reply.error(Errno::EBADF);
+        };
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            match file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return reply.error(e.raw_os_error().map(Errno::from_i32).unwrap_or(Errno::EIO))
+                }
+            }
+        }
+        reply.data(&buf[..done]);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.inode(ino) {
+            Ok(i) => match &i.node {
+                None | Some(Node::Directory { .. }) => {
+                    self.trace(req, AccessKind::OpenDir, i.ino);
+                    reply.opened(
+                        FileHandle(0),
+                        FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+                    )
+                }
+                _ => reply.error(Errno::ENOTDIR),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let inode = match self.inode(ino) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let entries = match self.entries(&inode) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
+        };
+        // Offsets: 1 after ".", 2 after "..", 2+k after entry k.
+        let mut off = offset;
+        if off == 0 {
+            if reply.add(INodeNo(inode.ino), 1, FileType::Directory, ".") {
+                return reply.ok();
+            }
+            off = 1;
+        }
+        if off == 1 {
+            if reply.add(INodeNo(inode.parent), 2, FileType::Directory, "..") {
+                return reply.ok();
+            }
+            off = 2;
+        }
+        for (k, e) in entries.iter().enumerate().skip((off - 2) as usize) {
+            let child = self.inodes.intern(&inode, &e.name, e.node.clone());
+            let kind = match e.node {
+                Node::File { .. } => FileType::RegularFile,
+                Node::Symlink { .. } => FileType::Symlink,
+                Node::Directory { .. } => FileType::Directory,
+            };
+            if reply.add(
+                INodeNo(child.ino),
+                k as u64 + 3,
+                kind,
+                OsStr::from_bytes(&e.name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, self.inodes.len() as u64, 0, 4096, 255, 4096);
+    }
+}

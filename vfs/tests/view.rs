@@ -1,0 +1,207 @@
+//! Real FUSE mounts of object-database views (these tests need /dev/fuse and
+//! the right to mount, as root on the development machines and CI).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::{DirEntryExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use b3_vfs::odb::Odb;
+use b3_vfs::view::trace::{AccessKind, Tracer};
+use b3_vfs::view::{mount, ViewOptions};
+use common::*;
+
+const BB: &str = "b8zzzm23p9pd6h8zbaiz806gqid7q81v-bb";
+const GEN: &str = "0gen0000000000000000000000000000-generated";
+const OTHER: &str = "1oth0000000000000000000000000000-other";
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+    odb: Odb,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let odb = Odb::open(tmp.path().join("odb")).unwrap();
+        odb.import_nar(BB, &nix_dump(&busybox())[..]).unwrap();
+        let src = tmp.path().join("src");
+        make_tree(&src, 2 * 1024 * 1024 + 3);
+        seal(&src);
+        odb.import_nar(GEN, &nix_dump(&src)[..]).unwrap();
+        let other = tmp.path().join("other");
+        fs::create_dir(&other).unwrap();
+        fs::write(other.join("secret"), b"not in the closure").unwrap();
+        odb.import_nar(OTHER, &nix_dump(&other)[..]).unwrap();
+        fs::create_dir(tmp.path().join("mnt")).unwrap();
+        Fixture { tmp, odb }
+    }
+
+    fn mnt(&self) -> std::path::PathBuf {
+        self.tmp.path().join("mnt")
+    }
+}
+
+/// Compares one tree of the view with the original, entry by entry.
+fn assert_same_tree(orig: &Path, view: &Path) {
+    let a = walk(orig);
+    let b = walk(view);
+    let rel = |root: &Path, v: &[std::path::PathBuf]| -> Vec<_> {
+        v.iter()
+            .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
+            .collect()
+    };
+    assert_eq!(rel(orig, &a), rel(view, &b), "same set of paths");
+    for (pa, pb) in a.iter().zip(&b) {
+        let ma = fs::symlink_metadata(pa).unwrap();
+        let mb = fs::symlink_metadata(pb).unwrap();
+        assert_eq!(ma.file_type(), mb.file_type(), "{}", pb.display());
+        let mode_b = mb.permissions().mode() & 0o7777;
+        if ma.is_file() {
+            assert_eq!(ma.len(), mb.len(), "size of {}", pb.display());
+            let want = if ma.mode() & 0o100 != 0 { 0o555 } else { 0o444 };
+            assert_eq!(mode_b, want, "mode of {}", pb.display());
+            assert!(
+                fs::read(pa).unwrap() == fs::read(pb).unwrap(),
+                "content of {}",
+                pb.display()
+            );
+        } else if ma.is_dir() {
+            assert_eq!(mode_b, 0o555, "mode of {}", pb.display());
+        } else {
+            assert_eq!(fs::read_link(pa).unwrap(), fs::read_link(pb).unwrap());
+        }
+    }
+}
+
+#[test]
+fn every_file_of_the_view_matches_the_original_tree() {
+    let fx = Fixture::new();
+    let g = mount(&fx.odb, [BB, GEN], fx.mnt(), ViewOptions::default()).unwrap();
+    assert_same_tree(&busybox(), &fx.mnt().join(BB));
+    assert_same_tree(&fx.tmp.path().join("src"), &fx.mnt().join(GEN));
+    // A second pass is served from the kernel caches and is still right.
+    assert_same_tree(&fx.tmp.path().join("src"), &fx.mnt().join(GEN));
+    g.unmount().unwrap();
+    assert_eq!(fs::read_dir(fx.mnt()).unwrap().count(), 0, "unmounted");
+}
+
+#[test]
+fn a_program_runs_from_the_view() {
+    let fx = Fixture::new();
+    let _g = mount(&fx.odb, [BB], fx.mnt(), ViewOptions::default()).unwrap();
+    let out = Command::new(fx.mnt().join(BB).join("bin/busybox"))
+        .args(["echo", "hi"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"hi\n");
+    // The shell applet through the bin/sh symlink, reading a file of the view.
+    let out = Command::new(fx.mnt().join(BB).join("bin/sh"))
+        .args([
+            "-c",
+            &format!("wc -c < {}/{BB}/bin/busybox", fx.mnt().display()),
+        ])
+        .output()
+        .unwrap();
+    let size = fs::metadata(busybox().join("bin/busybox")).unwrap().len();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        size.to_string()
+    );
+}
+
+#[test]
+fn a_view_shows_nothing_outside_its_closure() {
+    let fx = Fixture::new();
+    let _g = mount(
+        &fx.odb,
+        [BB, "2abs0000000000000000000000000000-absent"],
+        fx.mnt(),
+        ViewOptions::default(),
+    )
+    .unwrap();
+    let listed: BTreeSet<String> = fs::read_dir(fx.mnt())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(listed, BTreeSet::from([BB.to_string()]));
+    for hidden in [OTHER, GEN, "2abs0000000000000000000000000000-absent", "..x"] {
+        let err = fs::symlink_metadata(fx.mnt().join(hidden)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{hidden}");
+    }
+    assert!(fs::read(fx.mnt().join(OTHER).join("secret")).is_err());
+}
+
+#[test]
+fn inode_numbers_are_stable_and_the_view_is_read_only() {
+    let fx = Fixture::new();
+    let _g = mount(&fx.odb, [GEN], fx.mnt(), ViewOptions::default()).unwrap();
+    let p = fx.mnt().join(GEN).join("share/doc/README");
+    let i1 = fs::metadata(&p).unwrap().ino();
+    let listed = fs::read_dir(fx.mnt().join(GEN).join("share/doc"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_name() == "README")
+        .unwrap()
+        .ino();
+    let i2 = fs::metadata(&p).unwrap().ino();
+    assert_eq!(i1, i2);
+    assert_eq!(i1, listed);
+    let err = fs::OpenOptions::new().write(true).open(&p).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    let err = fs::write(fx.mnt().join(GEN).join("new"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+}
+
+#[test]
+fn tracing_records_who_opened_what_and_which_inputs_were_unused() {
+    let fx = Fixture::new();
+    let log = fx.tmp.path().join("trace.log");
+    let tracer = Arc::new(Tracer::with_log(&log).unwrap());
+    let opts = ViewOptions {
+        tracer: Some(tracer.clone()),
+        ..ViewOptions::default()
+    };
+    let _g = mount(&fx.odb, [BB, GEN, OTHER], fx.mnt(), opts).unwrap();
+    let readme = fx.mnt().join(GEN).join("share/doc/README");
+    let child = Command::new(fx.mnt().join(BB).join("bin/busybox"))
+        .arg("cat")
+        .arg(&readme)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child_pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.stdout, b"hello\n");
+
+    let recs = tracer.records();
+    let cat = recs
+        .iter()
+        .find(|r| r.store_path == GEN && r.file == "share/doc/README")
+        .expect("the read of README is traced");
+    assert_eq!(cat.kind, AccessKind::Open);
+    assert_eq!(cat.process.pid, child_pid);
+    assert_eq!(cat.process.ppid, Some(std::process::id()));
+    assert!(cat.process.start_time.is_some());
+    assert_eq!(
+        cat.process.cmdline[1..],
+        ["cat".to_string(), readme.display().to_string()]
+    );
+    // exec of busybox itself opened the binary.
+    assert!(recs
+        .iter()
+        .any(|r| r.store_path == BB && r.file == "bin/busybox"));
+
+    let rep = tracer.report(&[BB, GEN, OTHER]);
+    assert_eq!(rep.unused, vec![OTHER.to_string()]);
+    assert!(rep.used[GEN].contains("share/doc/README"));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text
+        .lines()
+        .any(|l| l.contains("share/doc/README") && l.contains(&format!("\t{child_pid}\t"))));
+}
