@@ -1,1 +1,251 @@
+//! One build, from a derivation's parts to output paths on the host:
+//! computes the Nix builder environment ([`crate::env`]), lays out a private
+//! work directory (sandbox root mount point, `/build`, the writable store
+//! directory), writes the passAsFile / structured-attrs files, runs the
+//! sandbox and reports which outputs the builder produced and where they are.
+//!
+//! Independent of the store crate: store paths are plain strings. The work
+//! directory is removed when the [`BuildResult`] (or the job, on error) is
+//! dropped, so callers move the outputs out first (same file system: put the
+//! work directory next to the store, see [`BuildJob::work_parent`]).
 
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::env::{builder_env, EnvError, EnvOptions};
+use crate::platform::OsError;
+use crate::sandbox::{self, RunOutcome, SandboxError, SandboxPath, SandboxSpec};
+
+/// Everything needed to run one derivation's builder.
+#[derive(Debug, Clone)]
+pub struct BuildJob {
+    /// A name for the work directory and messages (the derivation's name).
+    pub name: String,
+    pub builder: String,
+    pub args: Vec<String>,
+    /// The derivation's `env`.
+    pub drv_env: BTreeMap<String, String>,
+    /// Output name → store path (logical, e.g. `/nix/store/…-hello`).
+    pub outputs: BTreeMap<String, String>,
+    /// Store paths (logical) of the input closure.
+    pub inputs: Vec<String>,
+    pub logical_store_dir: String,
+    pub physical_store_dir: PathBuf,
+    /// Directory in which the work directory is created. For outputs to be
+    /// renamed into the store it must be on the store's file system.
+    pub work_parent: PathBuf,
+    pub fixed_output: bool,
+    pub extra_paths: Vec<SandboxPath>,
+    pub cores: u32,
+    pub timeout: Option<Duration>,
+    /// Bind `/dev/kvm` when the host has it.
+    pub kvm: bool,
+}
+
+/// A finished build.
+#[derive(Debug)]
+pub struct BuildResult {
+    pub outcome: RunOutcome,
+    /// Output name → host path of what the builder wrote, for the outputs
+    /// that exist. Valid until this result is dropped.
+    pub outputs: BTreeMap<String, PathBuf>,
+    /// Output names the builder did not produce.
+    pub missing_outputs: Vec<String>,
+    pub work_dir: WorkDir,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    Env(#[from] EnvError),
+    #[error("{0}")]
+    Sandbox(#[from] SandboxError),
+    #[error("store path '{path}' is not in store directory '{store_dir}'")]
+    NotInStore { path: String, store_dir: String },
+    #[error("preparing the build directory: {0}")]
+    WorkDir(#[source] OsError),
+}
+
+/// A private directory holding one build's scratch state; removed on drop.
+#[derive(Debug)]
+pub struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// The sandbox root's mount point.
+    pub fn root(&self) -> PathBuf {
+        self.path.join("root")
+    }
+    /// Bound at `/build`.
+    pub fn build(&self) -> PathBuf {
+        self.path.join("build")
+    }
+    /// Shown at the logical store directory; outputs appear here.
+    pub fn store(&self) -> PathBuf {
+        self.path.join("store")
+    }
+
+    fn create(parent: &Path, name: &str) -> Result<WorkDir, OsError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "+-._".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let path = parent.join(format!(".b3-build-{safe}-{}-{n}", std::process::id()));
+            match std::fs::create_dir(&path) {
+                Ok(()) => {
+                    let wd = WorkDir { path };
+                    for d in [wd.root(), wd.build(), wd.store()] {
+                        std::fs::create_dir(&d).map_err(|e| {
+                            OsError::from_io(format!("creating {}", d.display()), &e)
+                        })?;
+                    }
+                    return Ok(wd);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(OsError::from_io(format!("creating {}", path.display()), &e)),
+            }
+        }
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = remove_tree(&self.path);
+    }
+}
+
+/// `rm -rf` that also copes with directories the builder made read-only.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if meta.is_dir() {
+        if meta.permissions().mode() & 0o700 != 0o700 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+        }
+        for entry in std::fs::read_dir(path)? {
+            remove_tree(&entry?.path())?;
+        }
+        std::fs::remove_dir(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
+/// `/nix/store/abc-x` → `abc-x`.
+fn base_name<'a>(store_dir: &str, path: &'a str) -> Result<&'a str, JobError> {
+    path.strip_prefix(store_dir)
+        .and_then(|r| r.strip_prefix('/'))
+        .filter(|b| !b.is_empty() && !b.contains('/'))
+        .ok_or_else(|| JobError::NotInStore {
+            path: path.to_string(),
+            store_dir: store_dir.to_string(),
+        })
+}
+
+impl BuildJob {
+    /// Runs the build, streaming its log to `log`. A builder that fails is
+    /// reported in [`BuildResult::outcome`], not as an error.
+    pub fn run(&self, log: &mut dyn Write) -> Result<BuildResult, JobError> {
+        let lookup = |k: &str| std::env::var(k).ok();
+        let env = builder_env(
+            &self.drv_env,
+            &self.outputs,
+            &EnvOptions {
+                store_dir: &self.logical_store_dir,
+                cores: self.cores,
+                fixed_output: self.fixed_output,
+                impure_lookup: &lookup,
+            },
+        )?;
+        let mut inputs = Vec::with_capacity(self.inputs.len());
+        for p in &self.inputs {
+            inputs.push(base_name(&self.logical_store_dir, p)?.to_string());
+        }
+        let mut output_names = BTreeMap::new();
+        for (name, p) in &self.outputs {
+            let base = base_name(&self.logical_store_dir, p)?;
+            if inputs.iter().any(|i| i == base) {
+                return Err(JobError::Sandbox(SandboxError::InvalidSpec(format!(
+                    "output '{p}' is also an input"
+                ))));
+            }
+            output_names.insert(name.clone(), base.to_string());
+        }
+
+        let work = WorkDir::create(&self.work_parent, &self.name).map_err(JobError::WorkDir)?;
+        for (file, data) in &env.files {
+            let p = work.build().join(file);
+            std::fs::write(&p, data).map_err(|e| {
+                JobError::WorkDir(OsError::from_io(format!("writing {}", p.display()), &e))
+            })?;
+        }
+
+        let spec = SandboxSpec {
+            builder: self.builder.clone(),
+            args: self.args.clone(),
+            env: env.vars.into_iter().collect(),
+            logical_store_dir: self.logical_store_dir.clone(),
+            physical_store_dir: self.physical_store_dir.clone(),
+            inputs,
+            store_dir_host: work.store(),
+            build_dir: work.build(),
+            root_dir: work.root(),
+            network: self.fixed_output,
+            extra_paths: self.extra_paths.clone(),
+            kvm: self.kvm,
+            timeout: self.timeout,
+        };
+        let outcome = sandbox::run(&spec, log)?;
+
+        let mut outputs = BTreeMap::new();
+        let mut missing = Vec::new();
+        for (name, base) in output_names {
+            let host = work.store().join(&base);
+            match std::fs::symlink_metadata(&host) {
+                Ok(_) => {
+                    outputs.insert(name, host);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(name),
+                Err(e) => {
+                    return Err(JobError::WorkDir(OsError::from_io(
+                        format!("inspecting output {}", host.display()),
+                        &e,
+                    )))
+                }
+            }
+        }
+        Ok(BuildResult {
+            outcome,
+            outputs,
+            missing_outputs: missing,
+            work_dir: work,
+        })
+    }
+}
+
+impl From<OsError> for JobError {
+    fn from(e: OsError) -> JobError {
+        JobError::WorkDir(e)
+    }
+}
