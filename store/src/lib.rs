@@ -4,3 +4,7 @@
 //! computation; the ATerm `.drv` format and `hashDerivationModulo`; the async
 //! `StoreRead` / `StoreWrite` / `StoreBuild` traits; the local store (SQLite
 //! metadata, atomic adds, locks, GC, verify) and, later, binary-cache stores.
+
+pub mod hash;
+pub mod nixbase32;
+pub mod path;
