@@ -8,3 +8,4 @@
 pub mod hash;
 pub mod nixbase32;
 pub mod path;
+pub mod derivation;

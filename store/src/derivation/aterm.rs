@@ -1,0 +1,618 @@
+//! The ATerm text of `.drv` files: `Derive([outputs],[inputDrvs],[inputSrcs],
+//! "system","builder",[args],[env])`.
+//!
+//! Printing follows Nix 2.8's `Derivation::unparse` to the byte: builder,
+//! args and env are escaped (`\"` `\\` `\n` `\r` `\t`), while output names,
+//! paths, hash fields, input output-names and `system` are written between
+//! quotes unescaped, as Nix does. Parsing is strict about the syntax (a
+//! malformed file gets the byte offset and what was expected) and otherwise
+//! mirrors Nix: `\x` decodes to `x`, lists land in sorted maps/sets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use thiserror::Error;
+
+use super::{Derivation, DerivationOutput};
+use crate::hash::{Hash, HashAlgo};
+use crate::path::{ContentAddress, ContentAddressMethod, StoreDir, StorePath};
+
+/// A `.drv` text that could not be parsed: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("malformed derivation at byte {offset}: {kind}")]
+pub struct AtermError {
+    pub offset: usize,
+    pub kind: AtermErrorKind,
+}
+
+/// What was wrong at the offset of an [`AtermError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AtermErrorKind {
+    /// Expected this text, found something else (or the end).
+    Expected {
+        expected: &'static str,
+        found: Found,
+    },
+    UnterminatedString,
+    InvalidUtf8,
+    BadStorePath {
+        path: String,
+        reason: String,
+    },
+    BadOutput {
+        output: String,
+        reason: String,
+    },
+    Duplicate {
+        what: &'static str,
+        key: String,
+    },
+    TrailingData,
+}
+
+/// What the parser found instead of what it expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Byte(u8),
+    End,
+}
+
+impl fmt::Display for AtermErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AtermErrorKind::Expected { expected, found } => {
+                write!(f, "expected {expected}, found ")?;
+                match found {
+                    Found::Byte(b) if b.is_ascii_graphic() || *b == b' ' => {
+                        write!(f, "'{}'", char::from(*b))
+                    }
+                    Found::Byte(b) => write!(f, "byte 0x{b:02x}"),
+                    Found::End => f.write_str("end of input"),
+                }
+            }
+            AtermErrorKind::UnterminatedString => f.write_str("unterminated string"),
+            AtermErrorKind::InvalidUtf8 => f.write_str("string is not valid UTF-8"),
+            AtermErrorKind::BadStorePath { path, reason } => {
+                write!(f, "bad store path '{path}': {reason}")
+            }
+            AtermErrorKind::BadOutput { output, reason } => {
+                write!(f, "bad output '{output}': {reason}")
+            }
+            AtermErrorKind::Duplicate { what, key } => write!(f, "duplicate {what} '{key}'"),
+            AtermErrorKind::TrailingData => f.write_str("unexpected data after the derivation"),
+        }
+    }
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    pos: usize,
+    store_dir: &'a StoreDir,
+}
+
+impl<'a> Parser<'a> {
+    fn err(&self, offset: usize, kind: AtermErrorKind) -> AtermError {
+        AtermError { offset, kind }
+    }
+
+    fn found(&self) -> Found {
+        match self.s.get(self.pos) {
+            Some(b) => Found::Byte(*b),
+            None => Found::End,
+        }
+    }
+
+    fn expect(&mut self, lit: &'static str) -> Result<(), AtermError> {
+        for (i, b) in lit.bytes().enumerate() {
+            if self.s.get(self.pos + i) != Some(&b) {
+                self.pos += i;
+                return Err(self.err(
+                    self.pos,
+                    AtermErrorKind::Expected {
+                        expected: lit,
+                        found: self.found(),
+                    },
+                ));
+            }
+        }
+        self.pos += lit.len();
+        Ok(())
+    }
+
+    fn peek_is(&self, b: u8) -> bool {
+        self.s.get(self.pos) == Some(&b)
+    }
+
+    /// Runs `item` for each element of a `[a,b,…]` list (the `[` already read).
+    fn list(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> Result<(), AtermError>,
+    ) -> Result<(), AtermError> {
+        if self.peek_is(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            item(self)?;
+            match self.s.get(self.pos) {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => {
+                    return Err(self.err(
+                        self.pos,
+                        AtermErrorKind::Expected {
+                            expected: "',' or ']'",
+                            found: self.found(),
+                        },
+                    ))
+                }
+            }
+        }
+    }
+
+    /// A quoted string; returns it and its starting offset.
+    fn string(&mut self) -> Result<(String, usize), AtermError> {
+        let start = self.pos;
+        self.expect("\"")?;
+        let mut out = Vec::new();
+        loop {
+            let Some(&c) = self.s.get(self.pos) else {
+                return Err(self.err(start, AtermErrorKind::UnterminatedString));
+            };
+            self.pos += 1;
+            match c {
+                b'"' => break,
+                b'\\' => {
+                    let Some(&e) = self.s.get(self.pos) else {
+                        return Err(self.err(start, AtermErrorKind::UnterminatedString));
+                    };
+                    self.pos += 1;
+                    out.push(match e {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        other => other,
+                    });
+                }
+                other => out.push(other),
+            }
+        }
+        let s = String::from_utf8(out).map_err(|_| self.err(start, AtermErrorKind::InvalidUtf8))?;
+        Ok((s, start))
+    }
+
+    fn store_path(&mut self) -> Result<StorePath, AtermError> {
+        let (s, at) = self.string()?;
+        self.parse_path(&s, at)
+    }
+
+    fn parse_path(&self, s: &str, at: usize) -> Result<StorePath, AtermError> {
+        self.store_dir.parse(s).map_err(|e| {
+            self.err(
+                at,
+                AtermErrorKind::BadStorePath {
+                    path: s.to_owned(),
+                    reason: e.to_string(),
+                },
+            )
+        })
+    }
+
+    fn output(&mut self) -> Result<(String, DerivationOutput), AtermError> {
+        self.expect("(")?;
+        let (name, name_at) = self.string()?;
+        self.expect(",")?;
+        let (path, path_at) = self.string()?;
+        self.expect(",")?;
+        let (algo, algo_at) = self.string()?;
+        self.expect(",")?;
+        let (hash, hash_at) = self.string()?;
+        self.expect(")")?;
+        let bad = |at: usize, reason: String| {
+            self.err(
+                at,
+                AtermErrorKind::BadOutput {
+                    output: name.clone(),
+                    reason,
+                },
+            )
+        };
+        let out = if algo.is_empty() {
+            if !hash.is_empty() {
+                return Err(bad(hash_at, "a hash without a hash algorithm".into()));
+            }
+            if path.is_empty() {
+                DerivationOutput::Deferred
+            } else {
+                DerivationOutput::InputAddressed(self.parse_path(&path, path_at)?)
+            }
+        } else {
+            let (method, algo_name) = ContentAddressMethod::split_prefix(&algo);
+            let algo = HashAlgo::from_name(algo_name)
+                .ok_or_else(|| bad(algo_at, format!("unknown hash algorithm '{algo_name}'")))?;
+            if hash == "impure" {
+                if !path.is_empty() {
+                    return Err(bad(path_at, "an impure output cannot have a path".into()));
+                }
+                DerivationOutput::Impure { method, algo }
+            } else if hash.is_empty() {
+                if !path.is_empty() {
+                    return Err(bad(path_at, "a floating output cannot have a path".into()));
+                }
+                DerivationOutput::CaFloating { method, algo }
+            } else {
+                let hash =
+                    Hash::parse_unprefixed(&hash, algo).map_err(|e| bad(hash_at, e.to_string()))?;
+                let path = self.parse_path(&path, path_at)?;
+                DerivationOutput::CaFixed {
+                    ca: ContentAddress { method, hash },
+                    path,
+                }
+            }
+        };
+        let _ = name_at;
+        Ok((name, out))
+    }
+
+    fn derivation(&mut self) -> Result<Derivation, AtermError> {
+        let mut drv = Derivation::default();
+        self.expect("Derive([")?;
+        self.list(|p| {
+            let at = p.pos;
+            let (name, out) = p.output()?;
+            if drv.outputs.insert(name.clone(), out).is_some() {
+                return Err(p.err(at, dup("output", name)));
+            }
+            Ok(())
+        })?;
+        self.expect(",[")?;
+        self.list(|p| {
+            let at = p.pos;
+            p.expect("(")?;
+            let path = p.store_path()?;
+            p.expect(",[")?;
+            let mut outs = BTreeSet::new();
+            p.list(|p| {
+                outs.insert(p.string()?.0);
+                Ok(())
+            })?;
+            p.expect(")")?;
+            let key = path.to_string();
+            if drv.input_drvs.insert(path, outs).is_some() {
+                return Err(p.err(at, dup("input derivation", key)));
+            }
+            Ok(())
+        })?;
+        self.expect(",[")?;
+        self.list(|p| {
+            drv.input_srcs.insert(p.store_path()?);
+            Ok(())
+        })?;
+        self.expect(",")?;
+        drv.system = self.string()?.0;
+        self.expect(",")?;
+        drv.builder = self.string()?.0;
+        self.expect(",[")?;
+        self.list(|p| {
+            drv.args.push(p.string()?.0);
+            Ok(())
+        })?;
+        self.expect(",[")?;
+        self.list(|p| {
+            p.expect("(")?;
+            let (k, at) = p.string()?;
+            p.expect(",")?;
+            let (v, _) = p.string()?;
+            p.expect(")")?;
+            if drv.env.contains_key(&k) {
+                return Err(p.err(at, dup("environment variable", k)));
+            }
+            drv.env.insert(k, v);
+            Ok(())
+        })?;
+        self.expect(")")?;
+        if self.pos != self.s.len() {
+            return Err(self.err(self.pos, AtermErrorKind::TrailingData));
+        }
+        Ok(drv)
+    }
+}
+
+fn dup(what: &'static str, key: String) -> AtermErrorKind {
+    AtermErrorKind::Duplicate { what, key }
+}
+
+/// Parses the text of a `.drv` file whose paths live in `store_dir`.
+pub fn parse(store_dir: &StoreDir, text: &[u8]) -> Result<Derivation, AtermError> {
+    Parser {
+        s: text,
+        pos: 0,
+        store_dir,
+    }
+    .derivation()
+}
+
+fn push_escaped(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn push_unescaped(out: &mut String, s: &str) {
+    out.push('"');
+    out.push_str(s);
+    out.push('"');
+}
+
+fn push_list<'a, I: IntoIterator<Item = &'a str>>(out: &mut String, items: I, escaped: bool) {
+    out.push('[');
+    for (i, s) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if escaped {
+            push_escaped(out, s);
+        } else {
+            push_unescaped(out, s);
+        }
+    }
+    out.push(']');
+}
+
+/// Prints a derivation as Nix writes its `.drv` file.
+pub fn print(drv: &Derivation, store_dir: &StoreDir) -> String {
+    print_with(drv, store_dir, false, None)
+}
+
+/// Nix's `unparse(store, maskOutputs, actualInputs)`: with `mask_outputs`,
+/// output paths and the env vars named after outputs print as `""`; with
+/// `actual_inputs`, those (hash → outputs) replace the input derivations.
+pub(crate) fn print_with(
+    drv: &Derivation,
+    store_dir: &StoreDir,
+    mask_outputs: bool,
+    actual_inputs: Option<&BTreeMap<String, BTreeSet<String>>>,
+) -> String {
+    let mut s = String::with_capacity(4096);
+    s.push_str("Derive([");
+    for (i, (name, out)) in drv.outputs.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        push_unescaped(&mut s, name);
+        let masked_path = |p: &StorePath| {
+            if mask_outputs {
+                String::new()
+            } else {
+                store_dir.display(p)
+            }
+        };
+        let (path, algo, hash) = match out {
+            DerivationOutput::InputAddressed(p) => (masked_path(p), String::new(), String::new()),
+            DerivationOutput::CaFixed { ca, path } => {
+                (masked_path(path), ca.method_algo(), ca.hash.to_base16())
+            }
+            DerivationOutput::CaFloating { method, algo } => (
+                String::new(),
+                format!("{}{algo}", method.prefix()),
+                String::new(),
+            ),
+            DerivationOutput::Deferred => (String::new(), String::new(), String::new()),
+            DerivationOutput::Impure { method, algo } => (
+                String::new(),
+                format!("{}{algo}", method.prefix()),
+                "impure".to_owned(),
+            ),
+        };
+        for field in [path, algo, hash] {
+            s.push(',');
+            push_unescaped(&mut s, &field);
+        }
+        s.push(')');
+    }
+    s.push_str("],[");
+    match actual_inputs {
+        Some(inputs) => {
+            for (i, (key, outs)) in inputs.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push('(');
+                push_unescaped(&mut s, key);
+                s.push(',');
+                push_list(&mut s, outs.iter().map(String::as_str), false);
+                s.push(')');
+            }
+        }
+        None => {
+            for (i, (path, outs)) in drv.input_drvs.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push('(');
+                push_unescaped(&mut s, &store_dir.display(path));
+                s.push(',');
+                push_list(&mut s, outs.iter().map(String::as_str), false);
+                s.push(')');
+            }
+        }
+    }
+    s.push_str("],");
+    // Nix sorts the printed paths; with one store dir that is the StorePath order.
+    let srcs: Vec<String> = drv
+        .input_srcs
+        .iter()
+        .map(|p| store_dir.display(p))
+        .collect();
+    push_list(&mut s, srcs.iter().map(String::as_str), false);
+    s.push(',');
+    push_unescaped(&mut s, &drv.system);
+    s.push(',');
+    push_escaped(&mut s, &drv.builder);
+    s.push(',');
+    push_list(&mut s, drv.args.iter().map(String::as_str), true);
+    s.push_str(",[");
+    for (i, (k, v)) in drv.env.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        push_escaped(&mut s, k);
+        s.push(',');
+        let v = if mask_outputs && drv.outputs.contains_key(k) {
+            ""
+        } else {
+            v.as_str()
+        };
+        push_escaped(&mut s, v);
+        s.push(')');
+    }
+    s.push_str("])");
+    s
+}
+
+impl Derivation {
+    /// Parses `.drv` text (see [`parse`]).
+    pub fn from_aterm(store_dir: &StoreDir, text: &[u8]) -> Result<Self, AtermError> {
+        parse(store_dir, text)
+    }
+
+    /// The `.drv` text, byte for byte as Nix writes it.
+    pub fn to_aterm(&self, store_dir: &StoreDir) -> String {
+        print(self, store_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELLO: &str = r#"Derive([("out","/nix/store/mjs27ix6ig2bkbi3s3sm470vrv4lf7ic-hello","","")],[],[],"x86_64-linux","/bin/sh",["-c","echo hi > $out"],[("builder","/bin/sh"),("name","hello"),("out","/nix/store/mjs27ix6ig2bkbi3s3sm470vrv4lf7ic-hello"),("system","x86_64-linux")])"#;
+
+    fn sd() -> StoreDir {
+        StoreDir::default()
+    }
+
+    fn err_of(text: &str) -> AtermError {
+        match parse(&sd(), text.as_bytes()) {
+            Err(e) => e,
+            Ok(d) => panic!("parsed malformed input {text:?} as {d:?}"),
+        }
+    }
+
+    #[test]
+    fn hello_round_trips() {
+        let d = parse(&sd(), HELLO.as_bytes()).unwrap();
+        assert_eq!(d.system, "x86_64-linux");
+        assert_eq!(d.args, ["-c", "echo hi > $out"]);
+        assert_eq!(d.env.len(), 4);
+        assert_eq!(print(&d, &sd()), HELLO);
+    }
+
+    #[test]
+    fn escapes_like_nix() {
+        let mut d = parse(&sd(), HELLO.as_bytes()).unwrap();
+        d.env
+            .insert("weird".into(), "q\"b\\n\nr\rt\tu\u{1}é$".into());
+        d.args.push("a\\b".into());
+        let text = print(&d, &sd());
+        assert!(text.contains(r#"("weird","q\"b\\n\nr\rt\tu"#));
+        assert!(text.contains(r#""a\\b"]"#));
+        assert_eq!(parse(&sd(), text.as_bytes()).unwrap(), d);
+    }
+
+    #[test]
+    fn parses_other_escapes_as_the_character() {
+        let text = HELLO.replace(r#""-c""#, r#""\-\c\q""#);
+        let d = parse(&sd(), text.as_bytes()).unwrap();
+        assert_eq!(d.args[0], "-cq");
+    }
+
+    #[test]
+    fn malformed_inputs_report_offset_and_expectation() {
+        let e = err_of("Derive(");
+        assert_eq!(e.offset, 7);
+        assert!(matches!(
+            e.kind,
+            AtermErrorKind::Expected {
+                expected: "Derive([",
+                found: Found::End
+            }
+        ));
+        let e = err_of("Derivx([");
+        assert_eq!(e.offset, 5);
+        assert_eq!(
+            e.to_string(),
+            "malformed derivation at byte 5: expected Derive([, found 'x'"
+        );
+        let e =
+            err_of(r#"Derive([("out","/nix/store/mjs27ix6ig2bkbi3s3sm470vrv4lf7ic-hello","","")"#);
+        assert!(matches!(
+            e.kind,
+            AtermErrorKind::Expected {
+                expected: "',' or ']'",
+                found: Found::End
+            }
+        ));
+        let e = err_of(r#"Derive([("out","/nix/store/mjs27"#);
+        assert_eq!(e.kind, AtermErrorKind::UnterminatedString);
+        assert_eq!(e.offset, 15);
+        let e = err_of(&HELLO.replace(
+            "mjs27ix6ig2bkbi3s3sm470vrv4lf7ic",
+            "mjs27ix6ig2bkbi3s3sm470vrv4lf7ie",
+        ));
+        assert!(matches!(e.kind, AtermErrorKind::BadStorePath { .. }), "{e}");
+        assert_eq!(e.offset, 15);
+        let e = err_of(&format!("{HELLO}\n"));
+        assert_eq!(e.kind, AtermErrorKind::TrailingData);
+        assert_eq!(e.offset, HELLO.len());
+        let e = err_of(&HELLO.replace(r#"("name","hello")"#, r#"("name","hello"),("name","x")"#));
+        assert!(matches!(
+            e.kind,
+            AtermErrorKind::Duplicate {
+                what: "environment variable",
+                ..
+            }
+        ));
+        let e = err_of(&HELLO.replace(r#","","")]"#, r#","sha257","abc")]"#));
+        assert!(matches!(e.kind, AtermErrorKind::BadOutput { .. }), "{e}");
+        let e = err_of(&HELLO.replace(r#","","")]"#, r#","sha256","abc")]"#));
+        assert!(e.to_string().contains("wrong length"), "{e}");
+        let e = err_of(&HELLO.replace(r#","","")]"#, r#","","abc")]"#));
+        assert!(matches!(e.kind, AtermErrorKind::BadOutput { .. }), "{e}");
+        let e = err_of("Derive([],[],[],\"s\",\"b\",[],[(\"a\" \"b\")])");
+        assert!(matches!(
+            e.kind,
+            AtermErrorKind::Expected {
+                expected: ",",
+                found: Found::Byte(b' ')
+            }
+        ));
+        let mut bytes = HELLO.as_bytes().to_vec();
+        let at = HELLO.find("echo").unwrap();
+        bytes[at] = 0xff;
+        let e = parse(&sd(), &bytes).unwrap_err();
+        assert_eq!(e.kind, AtermErrorKind::InvalidUtf8);
+    }
+
+    #[test]
+    fn masked_print_blanks_outputs() {
+        let d = parse(&sd(), HELLO.as_bytes()).unwrap();
+        let masked = print_with(&d, &sd(), true, None);
+        assert!(masked.starts_with(r#"Derive([("out","","","")]"#));
+        assert!(masked.contains(r#"("out","")"#));
+    }
+}
