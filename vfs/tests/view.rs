@@ -91,6 +91,25 @@ fn every_file_of_the_view_matches_the_original_tree() {
 }
 
 #[test]
+fn served_reads_without_kernel_passthrough_match_too() {
+    let fx = Fixture::new();
+    let opts = ViewOptions {
+        passthrough: false,
+        threads: 1,
+        ..ViewOptions::default()
+    };
+    let g = mount(&fx.odb, [BB, GEN], fx.mnt(), opts).unwrap();
+    assert_same_tree(&busybox(), &fx.mnt().join(BB));
+    assert_same_tree(&fx.tmp.path().join("src"), &fx.mnt().join(GEN));
+    let out = Command::new(fx.mnt().join(BB).join("bin/busybox"))
+        .args(["echo", "served"])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"served\n");
+    g.unmount().unwrap();
+}
+
+#[test]
 fn a_program_runs_from_the_view() {
     let fx = Fixture::new();
     let _g = mount(&fx.odb, [BB], fx.mnt(), ViewOptions::default()).unwrap();

@@ -10,14 +10,14 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
 };
 
 use super::inodes::{Inode, Inodes, ROOT_INO};
@@ -30,12 +30,25 @@ pub(crate) struct ViewFs {
     /// Store path base names visible at the top level.
     pub(crate) closure: Arc<HashSet<String>>,
     pub(crate) inodes: Inodes,
-    pub(crate) handles: Mutex<HashMap<u64, Arc<File>>>,
+    pub(crate) handles: Mutex<HashMap<u64, Handle>>,
+    /// Backing ids by inode, shared by concurrent opens of one file (the
+    /// kernel requires one backing id per inode while any open uses it).
+    pub(crate) backing: Mutex<HashMap<u64, Weak<BackingId>>>,
+    /// Kernel passthrough is wanted and, so far, works.
+    pub(crate) passthrough: AtomicBool,
     pub(crate) next_fh: AtomicU64,
     pub(crate) ttl: Duration,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) tracer: Option<Arc<Tracer>>,
+}
+
+/// What an open file handle reads from.
+pub(crate) enum Handle {
+    /// Served by `read` with `pread` on the blob file.
+    File(Arc<File>),
+    /// Served by the kernel straight from the blob file; held to keep the id alive.
+    Backing(#[allow(dead_code)] Arc<BackingId>),
 }
 
 fn errno_of(e: &crate::odb::Error) -> Errno {
@@ -164,6 +177,16 @@ impl Filesystem for ViewFs {
                 | InitFlags::FUSE_ASYNC_READ,
         );
         let _ = config.set_max_readahead(1024 * 1024);
+        // Passthrough lets the kernel read blob files itself (it refuses
+        // FOPEN_KEEP_CACHE together with it: EIO at open, measured on 6.18) (Linux >= 6.9,
+        // and the server needs CAP_SYS_ADMIN). Stack depth 1: blobs live on
+        // a plain filesystem; if not, opening the backing id fails and the
+        // view falls back to serving reads itself.
+        if self.passthrough.load(Ordering::Relaxed) {
+            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            self.passthrough.store(ok, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -216,10 +239,36 @@ impl Filesystem for ViewFs {
         };
         self.trace(req, AccessKind::Open, inode.ino);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if self.passthrough.load(Ordering::Relaxed) {
+            let mut backing = self.backing.lock().unwrap_or_else(|p| p.into_inner());
+            let id = match backing.get(&inode.ino).and_then(Weak::upgrade) {
+                Some(id) => Some(id),
+                None => match reply.open_backing(&file) {
+                    Ok(id) => {
+                        let id = Arc::new(id);
+                        backing.insert(inode.ino, Arc::downgrade(&id));
+                        Some(id)
+                    }
+                    Err(_) => {
+                        // Not permitted or not supported here: serve reads ourselves.
+                        self.passthrough.store(false, Ordering::Relaxed);
+                        None
+                    }
+                },
+            };
+            drop(backing);
+            if let Some(id) = id {
+                self.handles
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(fh, Handle::Backing(id.clone()));
+                return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+            }
+        }
         self.handles
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(fh, Arc::new(file));
+            .insert(fh, Handle::File(Arc::new(file)));
         reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
@@ -234,14 +283,14 @@ impl Filesystem for ViewFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let file = self
+        let file = match self
             .handles
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&fh.0)
-            .cloned();
-        let Some(file) = file else {
-            return reply.error(Errno::EBADF);
+        {
+            Some(Handle::File(f)) => f.clone(),
+            _ => return reply.error(Errno::EBADF),
         };
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
@@ -261,17 +310,27 @@ impl Filesystem for ViewFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles
+        let gone = self
+            .handles
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&fh.0);
+        if let Some(Handle::Backing(id)) = gone {
+            // Last user of this backing id: forget it so the kernel closes it.
+            if Arc::strong_count(&id) == 1 {
+                self.backing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&ino.0);
+            }
+        }
         reply.ok();
     }
 

@@ -43,6 +43,9 @@ pub struct ViewOptions {
     pub tracer: Option<Arc<Tracer>>,
     /// Owner reported for every file (default: the mounting process's ids).
     pub owner: Option<(u32, u32)>,
+    /// Let the kernel read blob files directly (FUSE passthrough, Linux >=
+    /// 6.9, needs CAP_SYS_ADMIN); falls back to served reads when refused.
+    pub passthrough: bool,
 }
 
 impl Default for ViewOptions {
@@ -53,6 +56,7 @@ impl Default for ViewOptions {
             allow_other: false,
             tracer: None,
             owner: None,
+            passthrough: true,
         }
     }
 }
@@ -150,6 +154,8 @@ where
         closure: Arc::new(set),
         inodes: inodes::Inodes::new(),
         handles: Mutex::new(HashMap::new()),
+        backing: Mutex::new(HashMap::new()),
+        passthrough: std::sync::atomic::AtomicBool::new(opts.passthrough),
         next_fh: AtomicU64::new(1),
         ttl: opts.ttl,
         uid,

@@ -1,0 +1,275 @@
+//! Measures what a view buys over unpacking, on a generated closure.
+//!
+//! ```text
+//! cargo run --release -p b3-vfs --example vfs_bench -- [WORKDIR] [--mib N] [--drop-caches] [--no-passthrough]
+//! ```
+//!
+//! Generates a closure of store paths (NARs written with b3-nar's encoder,
+//! thousands of files, at least `--mib` MiB, default 512), imports it into an
+//! object database, then compares:
+//! - making it usable: restoring every NAR into a directory vs. mounting a view;
+//! - reading every file once, and a second time, from each.
+//!
+//! `--drop-caches` (root only) empties the page cache before each first read,
+//! so first reads come from disk. Also prints BLAKE3 vs SHA-256 throughput,
+//! the measurement behind the object database's choice of BLAKE3.
+
+use std::fs;
+use std::io::{BufReader, BufWriter, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use b3_nar::NarEncoder;
+use b3_vfs::odb::Odb;
+use b3_vfs::view::{mount, ViewOptions};
+
+fn noise(buf: &mut Vec<u8>, len: usize, seed: u64) {
+    buf.clear();
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while buf.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        buf.extend_from_slice(&x.to_le_bytes());
+    }
+    buf.truncate(len);
+}
+
+/// File sizes: mostly small (like real packages), a few large ones.
+fn size_of(i: u64) -> usize {
+    match (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) % 100 {
+        0 => 8 * 1024 * 1024 + 17,
+        1..=9 => 256 * 1024 + (i % 7) as usize * 1000,
+        10..=59 => 16 * 1024 + (i % 13) as usize * 300,
+        _ => 700 + (i % 29) as usize * 100,
+    }
+}
+
+struct Gen {
+    files: u64,
+    bytes: u64,
+}
+
+/// Writes one store path's NAR: `dirs` directories of `per_dir` files, plus a
+/// `bin/` with an executable and a symlink.
+fn gen_nar(path: &Path, seed: u64, dirs: u64, per_dir: u64, g: &mut Gen) {
+    let f = BufWriter::new(fs::File::create(path).expect("create NAR"));
+    let mut enc = NarEncoder::new(f);
+    let mut buf = Vec::new();
+    enc.directory_start().unwrap();
+    enc.entry(b"bin").unwrap();
+    enc.directory_start().unwrap();
+    enc.entry(b"run").unwrap();
+    enc.file_bytes(true, b"#!/bin/sh\nexit 0\n").unwrap();
+    enc.entry(b"run-link").unwrap();
+    enc.symlink(b"run").unwrap();
+    enc.directory_end().unwrap();
+    enc.entry(b"share").unwrap();
+    enc.directory_start().unwrap();
+    let mut names: Vec<String> = (0..dirs).map(|d| format!("d{d:03}")).collect();
+    names.sort();
+    for (d, dn) in names.iter().enumerate() {
+        enc.entry(dn.as_bytes()).unwrap();
+        enc.directory_start().unwrap();
+        let mut fnames: Vec<String> = (0..per_dir).map(|k| format!("f{k:04}.dat")).collect();
+        fnames.sort();
+        for (k, fname) in fnames.iter().enumerate() {
+            let i = seed * 1_000_000 + d as u64 * 1000 + k as u64;
+            let len = size_of(i);
+            noise(&mut buf, len, i);
+            enc.entry(fname.as_bytes()).unwrap();
+            enc.file_bytes(false, &buf).unwrap();
+            g.files += 1;
+            g.bytes += len as u64;
+        }
+        enc.directory_end().unwrap();
+    }
+    enc.directory_end().unwrap();
+    enc.directory_end().unwrap();
+    enc.finish().unwrap();
+}
+
+/// Reads every regular file under `root` once; returns (files, bytes).
+fn read_all(root: &Path, buf: &mut [u8]) -> (u64, u64) {
+    let mut files = 0;
+    let mut bytes = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let mut f = fs::File::open(e.path()).unwrap();
+                loop {
+                    let n = f.read(buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    bytes += n as u64;
+                }
+                files += 1;
+            }
+        }
+    }
+    (files, bytes)
+}
+
+fn drop_caches() {
+    // SAFETY-free: plain libc call, no memory is shared.
+    unsafe { libc::sync() };
+    if let Err(e) = fs::write("/proc/sys/vm/drop_caches", "3") {
+        eprintln!("warning: cannot drop caches ({e}); first reads are warm");
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut work = PathBuf::from("/tmp/b3-vfs-bench");
+    let mut mib: u64 = 512;
+    let mut drop = false;
+    let mut passthrough = true;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--mib" => mib = args.next().and_then(|v| v.parse().ok()).expect("--mib N"),
+            "--drop-caches" => drop = true,
+            "--no-passthrough" => passthrough = false,
+            _ => work = PathBuf::from(a),
+        }
+    }
+    let _ = fs::remove_dir_all(&work);
+    for d in ["nars", "unpacked", "mnt"] {
+        fs::create_dir_all(work.join(d)).unwrap();
+    }
+
+    // Hash throughput (what the object database pays per imported byte).
+    let mut data = Vec::new();
+    noise(&mut data, 256 << 20, 99);
+    let t = Instant::now();
+    let b = blake3::hash(&data);
+    let tb = t.elapsed();
+    let t = Instant::now();
+    let s = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&data)
+    };
+    let ts = t.elapsed();
+    std::hint::black_box((b, s));
+    std::mem::drop(data);
+    println!(
+        "hash 256 MiB: blake3 {:.0} MiB/s, sha256 {:.0} MiB/s",
+        256.0 / tb.as_secs_f64(),
+        256.0 / ts.as_secs_f64()
+    );
+
+    // Generate: 20 store paths; per path dirs × files sized so the whole is >= mib.
+    let paths = 20u64;
+    let per_dir = 25u64;
+    // Average file size from the distribution above, ~ 0.01*8M + 0.09*259K + 0.5*18K + 0.4*2.1K.
+    let avg = (0..10_000).map(size_of).sum::<usize>() as u64 / 10_000;
+    let files_needed = (mib << 20) / avg + 1;
+    let dirs = (files_needed / (paths * per_dir)).max(1) + 1;
+    let mut g = Gen { files: 0, bytes: 0 };
+    let t = Instant::now();
+    let mut names = Vec::new();
+    for p in 0..paths {
+        let name = format!("{:032}-bench-pkg-{p}", p);
+        gen_nar(&work.join("nars").join(&name), p + 1, dirs, per_dir, &mut g);
+        names.push(name);
+    }
+    println!(
+        "generated {} store paths, {} files, {:.0} MiB in {}",
+        paths,
+        g.files,
+        g.bytes as f64 / 1048576.0,
+        secs(t.elapsed())
+    );
+
+    // Import into the object database.
+    let odb = Odb::open(work.join("odb")).unwrap();
+    let t = Instant::now();
+    for n in &names {
+        let f =
+            BufReader::with_capacity(1 << 20, fs::File::open(work.join("nars").join(n)).unwrap());
+        odb.import_nar(n, f).unwrap();
+    }
+    let ti = t.elapsed();
+    println!(
+        "import into the ODB: {} ({:.0} MiB/s)",
+        secs(ti),
+        g.bytes as f64 / 1048576.0 / ti.as_secs_f64()
+    );
+
+    // Usable, way 1: unpack every NAR.
+    let t = Instant::now();
+    for n in &names {
+        let f =
+            BufReader::with_capacity(1 << 20, fs::File::open(work.join("nars").join(n)).unwrap());
+        b3_nar::restore(f, &work.join("unpacked").join(n)).unwrap();
+    }
+    let t_unpack = t.elapsed();
+
+    // Usable, way 2: mount a view (until a file inside answers stat).
+    let t = Instant::now();
+    let opts = ViewOptions {
+        passthrough,
+        ..ViewOptions::default()
+    };
+    let guard = mount(&odb, names.iter().cloned(), work.join("mnt"), opts).unwrap();
+    fs::metadata(work.join("mnt").join(&names[0]).join("bin/run")).unwrap();
+    let t_mount = t.elapsed();
+    println!(
+        "usable: unpack (NAR restore) {}, mount view {:.2} ms  => {:.0}x",
+        secs(t_unpack),
+        t_mount.as_secs_f64() * 1000.0,
+        t_unpack.as_secs_f64() / t_mount.as_secs_f64()
+    );
+
+    let mut buf = vec![0u8; 1 << 20];
+    let mut timed = |root: &Path| {
+        let t = Instant::now();
+        let (f, b) = read_all(root, &mut buf);
+        assert_eq!(f, g.files + paths, "every file read");
+        assert!(b >= g.bytes);
+        t.elapsed()
+    };
+    if drop {
+        drop_caches();
+    }
+    let u1 = timed(&work.join("unpacked"));
+    let u2 = timed(&work.join("unpacked"));
+    if drop {
+        drop_caches();
+    }
+    let v1 = timed(&work.join("mnt"));
+    let v2 = timed(&work.join("mnt"));
+    let mb = g.bytes as f64 / 1048576.0;
+    let rate = |d: Duration| mb / d.as_secs_f64();
+    println!(
+        "read all, unpacked: first {} ({:.0} MiB/s), second {} ({:.0} MiB/s)",
+        secs(u1),
+        rate(u1),
+        secs(u2),
+        rate(u2)
+    );
+    println!(
+        "read all, view:     first {} ({:.0} MiB/s), second {} ({:.0} MiB/s)",
+        secs(v1),
+        rate(v1),
+        secs(v2),
+        rate(v2)
+    );
+    println!(
+        "ratios view/unpacked: first read {:.2}x, second read {:.2}x (target <= 1.5x); first view read + mount vs unpack + first read: {:.2}x",
+        v1.as_secs_f64() / u1.as_secs_f64(),
+        v2.as_secs_f64() / u2.as_secs_f64(),
+        (v1 + t_mount).as_secs_f64() / (u1 + t_unpack).as_secs_f64()
+    );
+    guard.unmount().unwrap();
+    let _ = fs::remove_dir_all(&work);
+}
