@@ -456,7 +456,11 @@ impl Compiler<'_> {
         self.push_matcher(Matcher::Set(Box::new(b.build(negate))))
     }
 
-    fn bracket_term(&mut self, last: &mut Last, b: &mut BracketBuilder) -> Result<bool, RegexError> {
+    fn bracket_term(
+        &mut self,
+        last: &mut Last,
+        b: &mut BracketBuilder,
+    ) -> Result<bool, RegexError> {
         if self.eat(&Tok::BracketEnd) {
             return Ok(false);
         }

@@ -177,7 +177,10 @@ impl Regex {
 enum IterState {
     Start,
     /// The previous match was `start..end`.
-    After { start: usize, end: usize },
+    After {
+        start: usize,
+        end: usize,
+    },
     Done,
 }
 

@@ -150,7 +150,10 @@ pub(crate) fn tokenize(pat: &[u8]) -> Result<Vec<Tok>, RegexError> {
                     mode = Mode::Normal;
                     Tok::IntervalEnd
                 } else {
-                    return err(ErrorKind::BadBrace, "Unexpected character in brace expression");
+                    return err(
+                        ErrorKind::BadBrace,
+                        "Unexpected character in brace expression",
+                    );
                 };
                 toks.push(tok);
             }
