@@ -133,16 +133,13 @@ impl Drop for WorkDir {
 
 /// `rm -rf` that also copes with directories the builder made read-only.
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
     if meta.is_dir() {
-        if meta.permissions().mode() & 0o700 != 0o700 {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
-        }
+        make_owner_writable(path, &meta)?;
         for entry in std::fs::read_dir(path)? {
             remove_tree(&entry?.path())?;
         }
@@ -150,6 +147,26 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
     } else {
         std::fs::remove_file(path)
     }
+}
+
+#[cfg(unix)]
+fn make_owner_writable(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if meta.permissions().mode() & 0o700 != 0o700 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_owner_writable(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+    let mut perms = meta.permissions();
+    if perms.readonly() {
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(path, perms)?;
+    }
+    Ok(())
 }
 
 /// `/nix/store/abc-x` → `abc-x`.

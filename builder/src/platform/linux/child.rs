@@ -210,8 +210,19 @@ fn run(plan: &ChildPlan) -> ! {
         lim.rlim_cur = 0;
         check(plan, STEP_LIMITS, libc::setrlimit(libc::RLIMIT_CORE, &lim));
 
-        check(plan, STEP_IDS, libc::setgid(plan.gid));
-        check(plan, STEP_IDS, libc::setuid(plan.uid));
+        // Raw syscalls: glibc's setuid/setgid broadcast the change to every
+        // thread it believes exists (copied from the threaded parent) and
+        // would wait for them forever.
+        check(
+            plan,
+            STEP_IDS,
+            libc::syscall(libc::SYS_setgid, plan.gid as libc::c_long) as c_int,
+        );
+        check(
+            plan,
+            STEP_IDS,
+            libc::syscall(libc::SYS_setuid, plan.uid as libc::c_long) as c_int,
+        );
 
         check(
             plan,

@@ -28,7 +28,8 @@ const fn off_arg_low(i: u32) -> u32 {
     16 + 8 * i
 }
 
-const SETID_BITS: u32 = (libc::S_ISUID | libc::S_ISGID) as u32;
+/// `S_ISUID | S_ISGID`.
+const SETID_BITS: u32 = 0o6000;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 /// Syscall numbers of one architecture (`None`: the call does not exist).
