@@ -1,12 +1,17 @@
 //! Builds a small C++ oracle program with g++ (once per source version,
 //! cached under Cargo's per-target temporary directory).
 
+#![allow(dead_code)] // each test binary uses a different subset
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Compiles `tests/oracles/<name>.cpp` and returns the executable's path.
 /// Panics (failing the test) if g++ is missing or compilation fails.
 pub fn build(name: &str, extra_args: &[&str]) -> PathBuf {
+    // Tests of one binary run on several threads; build once.
+    static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/oracles")
         .join(format!("{name}.cpp"));
