@@ -43,6 +43,9 @@ pub struct BuildJob {
     pub timeout: Option<Duration>,
     /// Bind `/dev/kvm` when the host has it.
     pub kvm: bool,
+    /// Where fixed-output builds take their `impureEnvVars` from; `None`
+    /// reads this process's environment.
+    pub impure_env: Option<BTreeMap<String, String>>,
 }
 
 /// A finished build.
@@ -184,7 +187,10 @@ impl BuildJob {
     /// Runs the build, streaming its log to `log`. A builder that fails is
     /// reported in [`BuildResult::outcome`], not as an error.
     pub fn run(&self, log: &mut dyn Write) -> Result<BuildResult, JobError> {
-        let lookup = |k: &str| std::env::var(k).ok();
+        let lookup = |k: &str| match &self.impure_env {
+            Some(m) => m.get(k).cloned(),
+            None => std::env::var(k).ok(),
+        };
         let env = builder_env(
             &self.drv_env,
             &self.outputs,

@@ -2,7 +2,10 @@
 //! derivation (a busybox script that dumps its environment, identity, host
 //! name, file system layout, `/etc` files, id maps, process count, seccomp
 //! and no-new-privs status, network and limits) is built by real `nix-build`
-//! (sandbox on) and by b3, and the two logs are compared line by line.
+//! (sandbox on) and by b3, and the two logs are compared line by line. A
+//! fixed-output derivation is compared too (host network, host
+//! `/etc/{hosts,resolv.conf,services}`, generated `nsswitch.conf`,
+//! `NIX_OUTPUT_CHECKED`, `impureEnvVars` from the caller).
 
 mod common;
 
@@ -35,18 +38,37 @@ echo "== end"
 touch $out
 "#;
 
-fn nix_expr(nonce: &str) -> String {
+const FOD_SCRIPT: &str = r#"exec 2>&1
+echo "== env"; env | sort
+echo "== etc"; ls -A /etc | cat; cat /etc/nsswitch.conf /etc/hosts /etc/resolv.conf
+echo "== net"; ip -o link | awk '{print $2}'
+echo "== ids"; id; hostname
+echo "== end"
+echo hello > $out
+"#;
+
+/// sha256 of "hello\n".
+const HELLO_SHA256: &str = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03";
+
+fn nix_expr(name: &str, nonce: &str, script: &str, fixed_output: bool) -> String {
+    let extra = if fixed_output {
+        format!(
+            r#"outputHashMode = "flat"; outputHashAlgo = "sha256"; outputHash = "{HELLO_SHA256}";
+  impureEnvVars = [ "B3_TEST_IMPURE" "B3_TEST_UNSET" ];"#
+        )
+    } else {
+        r#"nonce = "NONCE"; passAsFile = [ "big" ]; big = "passed as a file";"#
+            .replace("NONCE", nonce)
+    };
     format!(
         r#"let bb = builtins.storePath {BB}; in
 derivation {{
-  name = "b3-sandbox-oracle"; system = "x86_64-linux"; builder = "${{bb}}/bin/sh";
+  name = "{name}"; system = "x86_64-linux"; builder = "${{bb}}/bin/sh";
   PATH = "${{bb}}/bin";
-  nonce = "{nonce}";
-  passAsFile = [ "big" ];
-  big = "passed as a file";
+  {extra}
   args = [ "-c" {script} ];
 }}"#,
-        script = serde_json::to_string(SCRIPT).unwrap()
+        script = serde_json::to_string(script).unwrap()
     )
 }
 
@@ -80,8 +102,9 @@ fn normalise(log: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn sandbox_matches_nix_2_8_as_seen_by_the_builder() {
+/// Builds the same derivation with real Nix and with b3 and compares the
+/// builders' logs line by line.
+fn compare_with_nix(script: &str, fixed_output: bool) {
     require_busybox();
     require_nix();
     let dir = tempdir();
@@ -93,8 +116,14 @@ fn sandbox_matches_nix_2_8_as_seen_by_the_builder() {
             .unwrap()
             .as_nanos()
     );
+    // A fresh name each run: fixed outputs are otherwise never rebuilt.
+    let name = if fixed_output {
+        format!("b3-fod-oracle-{nonce}")
+    } else {
+        "b3-sandbox-oracle".to_string()
+    };
     let nix_file = dir.path().join("oracle.nix");
-    std::fs::write(&nix_file, nix_expr(&nonce)).unwrap();
+    std::fs::write(&nix_file, nix_expr(&name, &nonce, script, fixed_output)).unwrap();
     let drv_path = cmd(Command::new("nix-instantiate").arg(&nix_file))
         .trim()
         .to_string();
@@ -103,7 +132,12 @@ fn sandbox_matches_nix_2_8_as_seen_by_the_builder() {
     let drv = &json[&drv_path];
 
     // Real Nix builds it; its log is the reference.
-    cmd(Command::new("nix-build").args(["--no-out-link", &drv_path]));
+    let impure: BTreeMap<String, String> =
+        [("B3_TEST_IMPURE".to_string(), "from the caller".to_string())].into();
+    cmd(Command::new("nix-build")
+        .args(["--no-out-link", &drv_path])
+        .envs(&impure)
+        .env_remove("B3_TEST_UNSET"));
     let nix_log = cmd(Command::new("nix-store").args(["-l", &drv_path]));
 
     // b3 builds the same derivation.
@@ -120,7 +154,7 @@ fn sandbox_matches_nix_2_8_as_seen_by_the_builder() {
         .map(|(k, v)| (k.clone(), v["path"].as_str().unwrap().to_string()))
         .collect();
     let job = BuildJob {
-        name: "b3-sandbox-oracle".into(),
+        name,
         builder: drv["builder"].as_str().unwrap().into(),
         args: drv["args"]
             .as_array()
@@ -134,7 +168,7 @@ fn sandbox_matches_nix_2_8_as_seen_by_the_builder() {
         logical_store_dir: "/nix/store".into(),
         physical_store_dir: "/nix/store".into(),
         work_parent: dir.path().to_path_buf(),
-        fixed_output: false,
+        fixed_output,
         // As in the oracle's /etc/nix/nix.conf.
         extra_paths: vec![SandboxPath::parse("/bin/sh=/bin/busybox").unwrap()],
         cores: std::thread::available_parallelism()
@@ -142,6 +176,7 @@ fn sandbox_matches_nix_2_8_as_seen_by_the_builder() {
             .unwrap_or(1),
         timeout: None,
         kvm: Path::new("/dev/kvm").exists(),
+        impure_env: Some(impure),
     };
     let mut log = Vec::new();
     let res = job.run(&mut log).expect("sandbox runs");
@@ -166,4 +201,14 @@ fn sandbox_matches_nix_2_8_as_seen_by_the_builder() {
         "sandbox differs from Nix 2.8:\n{}\n--- full b3 log:\n{b3_log}",
         diff.join("\n")
     );
+}
+
+#[test]
+fn sandbox_matches_nix_2_8_as_seen_by_the_builder() {
+    compare_with_nix(SCRIPT, false);
+}
+
+#[test]
+fn fixed_output_sandbox_matches_nix_2_8() {
+    compare_with_nix(FOD_SCRIPT, true);
 }

@@ -49,6 +49,7 @@ pub fn job(script: &str, work_parent: &Path) -> BuildJob {
         cores: 2,
         timeout: Some(std::time::Duration::from_secs(120)),
         kvm: true,
+        impure_env: None,
     }
 }
 
