@@ -10,4 +10,6 @@
 
 pub mod odb;
 #[cfg(target_os = "linux")]
+pub mod runtime;
+#[cfg(target_os = "linux")]
 pub mod view;

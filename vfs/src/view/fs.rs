@@ -169,19 +169,20 @@ impl ViewFs {
 
 impl Filesystem for ViewFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Optional speed-ups; a kernel without them still works.
-        let _ = config.add_capabilities(
-            InitFlags::FUSE_CACHE_SYMLINKS
-                | InitFlags::FUSE_PARALLEL_DIROPS
-                | InitFlags::FUSE_MAX_PAGES
-                | InitFlags::FUSE_ASYNC_READ,
-        );
+        // Optional speed-ups, asked one by one: a kernel without one still works.
+        for cap in [
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_MAX_PAGES,
+            InitFlags::FUSE_ASYNC_READ,
+        ] {
+            let _ = config.add_capabilities(cap);
+        }
         let _ = config.set_max_readahead(1024 * 1024);
-        // Passthrough lets the kernel read blob files itself (it refuses
-        // FOPEN_KEEP_CACHE together with it: EIO at open, measured on 6.18) (Linux >= 6.9,
-        // and the server needs CAP_SYS_ADMIN). Stack depth 1: blobs live on
-        // a plain filesystem; if not, opening the backing id fails and the
-        // view falls back to serving reads itself.
+        // Passthrough lets the kernel read blob files itself (Linux >= 6.9;
+        // opening a backing id needs CAP_SYS_ADMIN). Stack depth 1: blobs
+        // live on a plain filesystem; if not, or if not permitted, opening
+        // the backing id fails and the view serves reads itself.
         if self.passthrough.load(Ordering::Relaxed) {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
@@ -262,6 +263,9 @@ impl Filesystem for ViewFs {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(fh, Handle::Backing(id.clone()));
+                // No FOPEN_KEEP_CACHE here: the kernel refuses it together
+                // with passthrough (EIO at open, seen on 6.18); the backing
+                // file's own page cache serves repeated reads.
                 return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
             }
         }

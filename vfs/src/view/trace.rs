@@ -170,6 +170,45 @@ impl Tracer {
     }
 }
 
+/// Builds a [`TraceReport`] from a trace log written by [`Tracer::with_log`]
+/// (for a runtime whose tracer lived in another process).
+pub fn report_from_log<S: AsRef<str>>(log: &Path, declared: &[S]) -> io::Result<TraceReport> {
+    let text = fs::read_to_string(log)?;
+    let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() == 8 {
+            used.entry(unescape(f[5]))
+                .or_default()
+                .insert(unescape(f[6]));
+        }
+    }
+    let unused = declared
+        .iter()
+        .map(|d| d.as_ref().to_owned())
+        .filter(|d| !used.contains_key(d))
+        .collect();
+    Ok(TraceReport { used, unused })
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\\' {
+            match it.next() {
+                Some('t') => out.push('\t'),
+                Some('n') => out.push('\n'),
+                Some(o) => out.push(o),
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: fields resume
@@ -271,5 +310,8 @@ mod tests {
         assert_eq!(fields.len(), 8);
         assert_eq!(fields[1], "open");
         assert_eq!(fields[6], "we\\tird\\nname");
+        let rep = report_from_log(&log, &["p", "q"]).unwrap();
+        assert!(rep.used["p"].contains("we\tird\nname"));
+        assert_eq!(rep.unused, vec!["q".to_string()]);
     }
 }

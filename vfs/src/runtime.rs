@@ -1,0 +1,506 @@
+//! Runtimes: a process tree that sees exactly one closure at the logical
+//! store directory (usually `/nix/store`), through a view mounted in its own
+//! user + mount namespace.
+//!
+//! Shape of a runtime:
+//! - [`launch`] starts a *server* process (any executable that ends up in
+//!   [`serve_main`], such as `b3 runtime serve` or the `b3-vfs-runtime`
+//!   binary) with `unshare(CLONE_NEWUSER | CLONE_NEWNS)` applied between
+//!   fork and exec, so no thread of the caller is involved.
+//! - The server makes its mounts private, mounts the view over the store
+//!   directory (the mount costs the same whatever the closure's size: names
+//!   resolve on first lookup), registers itself in a registry directory and
+//!   runs the command.
+//! - [`enter`] joins a running runtime's namespaces and execs a command
+//!   there; [`list`] and [`stop`] read and act on the registry.
+//! - The runtime ends when the last process in its mount namespace other
+//!   than the server has exited (polled through `/proc`, as netlink process
+//!   events need privileges), and the namespace goes with the server.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::odb::Odb;
+use crate::view::trace::Tracer;
+use crate::view::{mount, ViewOptions};
+
+/// Errors of runtime management.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("runtime arguments: {0}")]
+    Usage(String),
+    #[error("no running runtime {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Odb(#[from] crate::odb::Error),
+    #[error(transparent)]
+    Mount(#[from] crate::view::MountError),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+/// What a runtime serves and runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeSpec {
+    /// Object database directory.
+    pub odb: PathBuf,
+    /// Where the closure appears inside the runtime.
+    pub store_dir: PathBuf,
+    /// Registry of running runtimes (see [`default_registry`]).
+    pub registry: PathBuf,
+    /// Append an access trace here (see [`crate::view::trace`]).
+    pub trace_log: Option<PathBuf>,
+    /// Store path base names visible in the runtime.
+    pub closure: Vec<String>,
+    /// The command to run (required).
+    pub command: Vec<OsString>,
+}
+
+impl RuntimeSpec {
+    /// The argument vector [`serve_main`] parses back into this spec.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            "--odb".into(),
+            self.odb.clone().into(),
+            "--store-dir".into(),
+            self.store_dir.clone().into(),
+            "--registry".into(),
+            self.registry.clone().into(),
+        ];
+        if let Some(t) = &self.trace_log {
+            a.push("--trace".into());
+            a.push(t.clone().into());
+        }
+        for p in &self.closure {
+            a.push("--path".into());
+            a.push(p.into());
+        }
+        a.push("--".into());
+        a.extend(self.command.iter().cloned());
+        a
+    }
+
+    /// Parses what [`RuntimeSpec::to_args`] wrote.
+    pub fn from_args(args: &[OsString]) -> Result<Self, Error> {
+        let mut spec = RuntimeSpec {
+            odb: PathBuf::new(),
+            store_dir: PathBuf::from("/nix/store"),
+            registry: default_registry(),
+            trace_log: None,
+            closure: Vec::new(),
+            command: Vec::new(),
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut val = |name: &str| {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| Error::Usage(format!("{name} needs a value")))
+            };
+            match a.to_str() {
+                Some("--odb") => spec.odb = val("--odb")?.into(),
+                Some("--store-dir") => spec.store_dir = val("--store-dir")?.into(),
+                Some("--registry") => spec.registry = val("--registry")?.into(),
+                Some("--trace") => spec.trace_log = Some(val("--trace")?.into()),
+                Some("--path") => spec.closure.push(
+                    val("--path")?
+                        .into_string()
+                        .map_err(|_| Error::Usage("store path names are UTF-8".into()))?,
+                ),
+                Some("--") => {
+                    spec.command = it.cloned().collect();
+                    break;
+                }
+                _ => return Err(Error::Usage(format!("unexpected argument {a:?}"))),
+            }
+        }
+        if spec.odb.as_os_str().is_empty() {
+            return Err(Error::Usage("--odb is required".into()));
+        }
+        if spec.command.is_empty() {
+            return Err(Error::Usage("a command is required after --".into()));
+        }
+        Ok(spec)
+    }
+}
+
+/// `/run/b3/runtimes` for root, else `$XDG_RUNTIME_DIR/b3/runtimes`, else
+/// `/tmp/b3-<uid>/runtimes`.
+pub fn default_registry() -> PathBuf {
+    let uid = rustix::process::getuid().as_raw();
+    if uid == 0 {
+        return PathBuf::from("/run/b3/runtimes");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("b3/runtimes"),
+        _ => PathBuf::from(format!("/tmp/b3-{uid}/runtimes")),
+    }
+}
+
+/// Starts the server `exe` with `prefix` arguments (e.g. `["runtime",
+/// "serve"]`) followed by the spec, in new user and mount namespaces.
+/// Stdio is inherited; the returned command is ready to spawn or run.
+pub fn launch(exe: &Path, prefix: &[&str], spec: &RuntimeSpec) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(prefix).args(spec.to_args());
+    let uid = rustix::process::getuid().as_raw();
+    let gid = rustix::process::getgid().as_raw();
+    // Built before fork: only async-signal-safe calls happen in the child.
+    // A process writing its own maps after unshare has no capability in
+    // the parent namespace, so it can map only its own ids (root too).
+    let uid_map = format!("0 {uid} 1\n").into_bytes();
+    let gid_map = format!("0 {gid} 1\n").into_bytes();
+    // SAFETY: the closure only makes raw system calls on data prepared
+    // above; it allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            write_proc(c"/proc/self/setgroups", b"deny")?;
+            write_proc(c"/proc/self/uid_map", &uid_map)?;
+            write_proc(c"/proc/self/gid_map", &gid_map)?;
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// open + write + close, for use between fork and exec.
+fn write_proc(path: &std::ffi::CStr, data: &[u8]) -> io::Result<()> {
+    // SAFETY: plain system calls on a NUL-terminated path and a live buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if n < 0 || n as usize != data.len() {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// One entry of the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeInfo {
+    pub id: String,
+    /// The server process.
+    pub pid: u32,
+    pub start_time: u64,
+    pub store_dir: PathBuf,
+    pub closure: Vec<String>,
+    pub command: Vec<String>,
+}
+
+impl RuntimeInfo {
+    fn render(&self) -> String {
+        let mut s = format!(
+            "pid={}\nstart_time={}\nstore_dir={}\n",
+            self.pid,
+            self.start_time,
+            self.store_dir.display()
+        );
+        for p in &self.closure {
+            s.push_str(&format!("path={p}\n"));
+        }
+        for c in &self.command {
+            s.push_str(&format!("arg={}\n", c.replace('\n', " ")));
+        }
+        s
+    }
+
+    fn parse(id: &str, text: &str) -> Option<Self> {
+        let mut info = RuntimeInfo {
+            id: id.to_owned(),
+            pid: 0,
+            start_time: 0,
+            store_dir: PathBuf::new(),
+            closure: Vec::new(),
+            command: Vec::new(),
+        };
+        for line in text.lines() {
+            let (k, v) = line.split_once('=')?;
+            match k {
+                "pid" => info.pid = v.parse().ok()?,
+                "start_time" => info.start_time = v.parse().ok()?,
+                "store_dir" => info.store_dir = v.into(),
+                "path" => info.closure.push(v.to_owned()),
+                "arg" => info.command.push(v.to_owned()),
+                _ => {}
+            }
+        }
+        (info.pid != 0).then_some(info)
+    }
+
+    /// Whether the server is still the process that registered.
+    pub fn alive(&self) -> bool {
+        proc_start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn mnt_ns(pid: &str) -> Option<PathBuf> {
+    fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
+}
+
+/// Processes (thread group ids) whose mount namespace is `ns`, except `but`.
+fn processes_in(ns: &Path, but: u32) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != but)
+        .filter(|pid| mnt_ns(&pid.to_string()).as_deref() == Some(ns))
+        .collect()
+}
+
+/// Running runtimes in `registry`; stale records are removed.
+pub fn list(registry: &Path) -> Result<Vec<RuntimeInfo>, Error> {
+    let rd = match fs::read_dir(registry) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(format!("listing {}", registry.display()))(e)),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(io_err("listing runtimes"))?;
+        let Some(id) = e.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if id.starts_with('.') {
+            continue;
+        }
+        let text = fs::read_to_string(e.path()).unwrap_or_default();
+        match RuntimeInfo::parse(&id, &text) {
+            Some(info) if info.alive() => out.push(info),
+            _ => {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// Finds runtime `id` in `registry`.
+pub fn find(registry: &Path, id: &str) -> Result<RuntimeInfo, Error> {
+    list(registry)?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| Error::NotFound(id.to_owned()))
+}
+
+/// Ends runtime `id`: SIGTERM to every process in it, SIGKILL after `grace`.
+pub fn stop(registry: &Path, id: &str, grace: Duration) -> Result<(), Error> {
+    let info = find(registry, id)?;
+    let ns = mnt_ns(&info.pid.to_string()).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+    let signal_all = |sig| {
+        for pid in processes_in(&ns, info.pid) {
+            // SAFETY: kill(2) with a pid read from /proc.
+            unsafe { libc::kill(pid as i32, sig) };
+        }
+    };
+    signal_all(libc::SIGTERM);
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline && !processes_in(&ns, info.pid).is_empty() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal_all(libc::SIGKILL);
+    Ok(())
+}
+
+/// Builds a command that runs `command` inside runtime `id` (joining its
+/// user and mount namespaces between fork and exec).
+pub fn enter(registry: &Path, id: &str, command: &[OsString]) -> Result<Command, Error> {
+    let info = find(registry, id)?;
+    let (prog, args) = command
+        .split_first()
+        .ok_or_else(|| Error::Usage("a command is required".into()))?;
+    let open = |kind: &str| {
+        let p = format!("/proc/{}/ns/{kind}", info.pid);
+        fs::File::open(&p).map_err(io_err(format!("opening {p}")))
+    };
+    let user = open("user")?;
+    let mnt = open("mnt")?;
+    let same_user = fs::read_link(format!("/proc/{}/ns/user", info.pid)).ok()
+        == fs::read_link("/proc/self/ns/user").ok();
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    use std::os::fd::AsRawFd;
+    let (ufd, mfd) = (user.as_raw_fd(), mnt.as_raw_fd());
+    // SAFETY: only setns/chdir system calls on descriptors kept open by the
+    // closure (it owns `user` and `mnt`).
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep = (&user, &mnt);
+            if !same_user && libc::setns(ufd, libc::CLONE_NEWUSER) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setns(mfd, libc::CLONE_NEWNS) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::chdir(c"/".as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// The server side: call in the process [`launch`] started. Returns the
+/// command's exit code once the last process of the runtime has exited.
+pub fn serve_main(args: &[OsString]) -> Result<i32, Error> {
+    let spec = RuntimeSpec::from_args(args)?;
+    // Mount events must not leak back to the parent namespace.
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+    )
+    .map_err(|e| io_err("making mounts private")(e.into()))?;
+    let odb = Odb::open(&spec.odb)?;
+    let tracer = match &spec.trace_log {
+        Some(p) => Some(Arc::new(
+            Tracer::with_log(p).map_err(io_err(format!("opening {}", p.display())))?,
+        )),
+        None => None,
+    };
+    let opts = ViewOptions {
+        tracer,
+        // The runtime's processes may run under any mapped id.
+        allow_other: true,
+        ..ViewOptions::default()
+    };
+    let guard = mount(&odb, spec.closure.iter().cloned(), &spec.store_dir, opts)?;
+
+    let me = std::process::id();
+    let info = RuntimeInfo {
+        id: format!("{me}-{}", proc_start_time(me).unwrap_or(0)),
+        pid: me,
+        start_time: proc_start_time(me).unwrap_or(0),
+        store_dir: spec.store_dir.clone(),
+        closure: spec.closure.clone(),
+        command: spec
+            .command
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect(),
+    };
+    fs::create_dir_all(&spec.registry)
+        .map_err(io_err(format!("creating {}", spec.registry.display())))?;
+    let record = spec.registry.join(&info.id);
+    let tmp = spec.registry.join(format!(".{}", info.id));
+    fs::write(&tmp, info.render())
+        .and_then(|_| fs::rename(&tmp, &record))
+        .map_err(io_err(format!(
+            "registering in {}",
+            spec.registry.display()
+        )))?;
+
+    let status = Command::new(&spec.command[0])
+        .args(&spec.command[1..])
+        .env("B3_RUNTIME", &info.id)
+        .status();
+    // Processes started by `enter` (or left behind) keep the runtime alive.
+    if let Some(ns) = mnt_ns("self") {
+        while !processes_in(&ns, me).is_empty() {
+            reap_children();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let _ = fs::remove_file(&record);
+    guard.unmount()?;
+    let status: ExitStatus = status.map_err(io_err(format!(
+        "running {}",
+        spec.command[0].to_string_lossy()
+    )))?;
+    Ok(exit_code(status))
+}
+
+fn reap_children() {
+    // SAFETY: non-blocking waitpid on any child; no memory is involved.
+    unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
+}
+
+fn exit_code(s: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(s: &str) -> OsString {
+        s.into()
+    }
+
+    #[test]
+    fn spec_survives_its_argument_form() {
+        let spec = RuntimeSpec {
+            odb: "/o".into(),
+            store_dir: "/nix/store".into(),
+            registry: "/r".into(),
+            trace_log: Some("/t.log".into()),
+            closure: vec!["a-x".into(), "b-y".into()],
+            command: vec!["sh".into(), "-c".into(), "echo --path".into()],
+        };
+        assert_eq!(RuntimeSpec::from_args(&spec.to_args()).unwrap(), spec);
+    }
+
+    #[test]
+    fn spec_needs_odb_and_command() {
+        assert!(RuntimeSpec::from_args(&[os("--"), os("sh")]).is_err());
+        assert!(RuntimeSpec::from_args(&[os("--odb"), os("/o")]).is_err());
+        assert!(RuntimeSpec::from_args(&[os("--bogus")]).is_err());
+    }
+
+    #[test]
+    fn registry_records_round_trip_and_dead_ones_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let live = RuntimeInfo {
+            id: "live".into(),
+            pid: me,
+            start_time: proc_start_time(me).unwrap(),
+            store_dir: "/nix/store".into(),
+            closure: vec!["a-x".into()],
+            command: vec!["sh".into()],
+        };
+        fs::write(dir.path().join("live"), live.render()).unwrap();
+        let dead = RuntimeInfo {
+            id: "dead".into(),
+            start_time: 1,
+            ..live.clone()
+        };
+        fs::write(dir.path().join("dead"), dead.render()).unwrap();
+        assert_eq!(list(dir.path()).unwrap(), vec![live]);
+        assert!(!dir.path().join("dead").exists());
+        assert!(matches!(find(dir.path(), "dead"), Err(Error::NotFound(_))));
+    }
+}
