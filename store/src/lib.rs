@@ -5,6 +5,11 @@
 //! `StoreRead` / `StoreWrite` / `StoreBuild` traits; the local store (SQLite
 //! metadata, atomic adds, locks, GC, verify) and, later, binary-cache stores.
 
+pub mod canonicalise;
+pub mod local;
+pub mod lock;
+pub mod refscan;
+pub mod traits;
 pub mod hash;
 pub mod nixbase32;
 pub mod path;

@@ -1,0 +1,560 @@
+//! The local store's metadata database (SQLite).
+//!
+//! One row per valid path, its references in both directions (indexed),
+//! derivation outputs, signatures, content address and registration time.
+//! The schema version lives in `PRAGMA user_version`; `open` upgrades older
+//! databases one step at a time inside an immediate transaction, so
+//! concurrent openers cannot both migrate. Registration is the commit point
+//! of an add: a path is valid iff it has a row here.
+//!
+//! Paths are stored as full (logical) store path strings; the store
+//! directory is recorded in the `meta` table and checked on open.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Errors from the metadata database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database schema version {found} is newer than this b3 understands ({SCHEMA_VERSION})")]
+    TooNew { found: i64 },
+    #[error("database belongs to store directory {found}, not {expected}")]
+    WrongStoreDir { found: String, expected: String },
+    #[error("cannot register {path}: its reference {reference} is not valid")]
+    MissingReference { path: String, reference: String },
+    #[error("cannot unregister {path}: it is still referenced by {referrer}")]
+    StillReferenced { path: String, referrer: String },
+}
+
+/// One registered path's metadata, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRow {
+    /// Full store path.
+    pub path: String,
+    /// NAR hash as `sha256:<nix-base32>`.
+    pub nar_hash: String,
+    pub nar_size: u64,
+    /// Seconds since the Unix epoch.
+    pub registration_time: i64,
+    pub deriver: Option<String>,
+    /// Built locally (trusted without signatures).
+    pub ultimate: bool,
+    pub sigs: BTreeSet<String>,
+    /// Content address in Nix's textual form, e.g. `fixed:r:sha256:…`.
+    pub ca: Option<String>,
+}
+
+/// Migrations from version `i` to `i + 1` (index 0 creates the schema).
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    "
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE valid_paths (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        path              TEXT UNIQUE NOT NULL,
+        nar_hash          TEXT NOT NULL,
+        nar_size          INTEGER NOT NULL,
+        registration_time INTEGER NOT NULL,
+        deriver           TEXT,
+        ultimate          INTEGER NOT NULL DEFAULT 0,
+        sigs              TEXT NOT NULL DEFAULT '',
+        ca                TEXT
+    );
+    CREATE TABLE refs (
+        referrer  INTEGER NOT NULL REFERENCES valid_paths(id) ON DELETE CASCADE,
+        reference INTEGER NOT NULL REFERENCES valid_paths(id) ON DELETE RESTRICT,
+        PRIMARY KEY (referrer, reference)
+    ) WITHOUT ROWID;
+    CREATE INDEX refs_by_reference ON refs(reference);
+    -- A path may refer to itself; that must not block its own deletion.
+    CREATE TRIGGER drop_self_refs BEFORE DELETE ON valid_paths
+    BEGIN
+        DELETE FROM refs WHERE referrer = OLD.id AND reference = OLD.id;
+    END;
+    CREATE TABLE derivation_outputs (
+        drv    INTEGER NOT NULL REFERENCES valid_paths(id) ON DELETE CASCADE,
+        output TEXT NOT NULL,
+        path   TEXT NOT NULL,
+        PRIMARY KEY (drv, output)
+    );
+    CREATE INDEX derivation_outputs_by_path ON derivation_outputs(path);
+    ",
+];
+
+/// An open metadata database.
+pub struct Db {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").finish_non_exhaustive()
+    }
+}
+
+fn join_sigs(sigs: &BTreeSet<String>) -> String {
+    sigs.iter().cloned().collect::<Vec<_>>().join(" ")
+}
+
+fn split_sigs(s: &str) -> BTreeSet<String> {
+    s.split(' ').filter(|x| !x.is_empty()).map(String::from).collect()
+}
+
+const ROW_COLUMNS: &str =
+    "path, nar_hash, nar_size, registration_time, deriver, ultimate, sigs, ca";
+
+fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<PathRow> {
+    Ok(PathRow {
+        path: r.get(0)?,
+        nar_hash: r.get(1)?,
+        nar_size: r.get::<_, i64>(2)? as u64,
+        registration_time: r.get(3)?,
+        deriver: r.get(4)?,
+        ultimate: r.get::<_, i64>(5)? != 0,
+        sigs: split_sigs(&r.get::<_, String>(6)?),
+        ca: r.get(7)?,
+    })
+}
+
+impl Db {
+    /// Open (creating and migrating as needed) the database at `file` for the
+    /// logical store directory `store_dir`.
+    pub fn open(file: &Path, store_dir: &str) -> Result<Db, DbError> {
+        let mut conn = Connection::open(file)?;
+        conn.busy_timeout(Duration::from_secs(600))?;
+        // WAL is persistent; setting it again is a no-op. It cannot run inside
+        // a transaction, and may itself meet a busy database.
+        conn.pragma_update(None, "journal_mode", "wal")?;
+        conn.pragma_update(None, "synchronous", "normal")?;
+        conn.pragma_update(None, "foreign_keys", "on")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(DbError::TooNew { found: version });
+        }
+        if version < SCHEMA_VERSION {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Re-read under the write lock: another opener may have migrated.
+            let mut v: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            while v < SCHEMA_VERSION {
+                tx.execute_batch(MIGRATIONS[v as usize])?;
+                v += 1;
+                tx.pragma_update(None, "user_version", v)?;
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('store_dir', ?1)",
+                params![store_dir],
+            )?;
+            tx.commit()?;
+        }
+        let found: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'store_dir'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(found) = found {
+            if found != store_dir {
+                return Err(DbError::WrongStoreDir {
+                    found,
+                    expected: store_dir.to_string(),
+                });
+            }
+        }
+        Ok(Db { conn })
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, DbError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    fn id_of(conn: &Connection, path: &str) -> Result<Option<i64>, DbError> {
+        Ok(conn
+            .query_row(
+                "SELECT id FROM valid_paths WHERE path = ?1",
+                params![path],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Whether `path` is registered.
+    pub fn is_valid(&self, path: &str) -> Result<bool, DbError> {
+        Ok(Self::id_of(&self.conn, path)?.is_some())
+    }
+
+    /// Register paths with their references in one transaction. References
+    /// must be valid already or among the paths being registered; a path
+    /// already registered keeps its row (its metadata is not replaced).
+    pub fn register(&mut self, items: &[(PathRow, BTreeSet<String>)]) -> Result<(), DbError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut fresh = Vec::new();
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO valid_paths (path, nar_hash, nar_size, registration_time, deriver, ultimate, sigs, ca)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(path) DO NOTHING",
+            )?;
+            for (row, refs) in items {
+                let n = ins.execute(params![
+                    row.path,
+                    row.nar_hash,
+                    row.nar_size as i64,
+                    row.registration_time,
+                    row.deriver,
+                    row.ultimate as i64,
+                    join_sigs(&row.sigs),
+                    row.ca,
+                ])?;
+                if n == 1 {
+                    fresh.push((row.path.as_str(), refs, tx.last_insert_rowid()));
+                }
+            }
+        }
+        {
+            let mut ins_ref =
+                tx.prepare_cached("INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)")?;
+            for (path, refs, id) in fresh {
+                for r in refs {
+                    let rid = Self::id_of(&tx, r)?.ok_or_else(|| DbError::MissingReference {
+                        path: path.to_string(),
+                        reference: r.clone(),
+                    })?;
+                    ins_ref.execute(params![id, rid])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The metadata and references of `path`, if registered.
+    pub fn query(&self, path: &str) -> Result<Option<(PathRow, BTreeSet<String>)>, DbError> {
+        let row = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ROW_COLUMNS}, id FROM valid_paths WHERE path = ?1"
+            ))?
+            .query_row(params![path], |r| Ok((row_from(r)?, r.get::<_, i64>(8)?)))
+            .optional()?;
+        let Some((row, id)) = row else {
+            return Ok(None);
+        };
+        let refs = self
+            .conn
+            .prepare_cached(
+                "SELECT p.path FROM refs r JOIN valid_paths p ON p.id = r.reference WHERE r.referrer = ?1",
+            )?
+            .query_map(params![id], |r| r.get(0))?
+            .collect::<Result<BTreeSet<String>, _>>()?;
+        Ok(Some((row, refs)))
+    }
+
+    /// Paths that refer to `path` (excluding itself).
+    pub fn referrers(&self, path: &str) -> Result<BTreeSet<String>, DbError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT p.path FROM refs r
+                 JOIN valid_paths p ON p.id = r.referrer
+                 JOIN valid_paths q ON q.id = r.reference
+                 WHERE q.path = ?1 AND r.referrer != r.reference",
+            )?
+            .query_map(params![path], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Every registered path.
+    pub fn all_paths(&self) -> Result<BTreeSet<String>, DbError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT path FROM valid_paths")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Every registered path with its row.
+    pub fn all_rows(&self) -> Result<Vec<PathRow>, DbError> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM valid_paths ORDER BY path"))?
+            .query_map([], row_from)?
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// All reference edges as (referrer, reference) pairs.
+    pub fn all_edges(&self) -> Result<Vec<(String, String)>, DbError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT a.path, b.path FROM refs r
+                 JOIN valid_paths a ON a.id = r.referrer
+                 JOIN valid_paths b ON b.id = r.reference",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Unregister paths in one transaction. Fails (changing nothing) if a path
+    /// would stay referenced by a path that remains registered.
+    pub fn unregister(&mut self, paths: &BTreeSet<String>) -> Result<(), DbError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut referrers = tx.prepare_cached(
+                "SELECT p.path FROM refs r
+                 JOIN valid_paths p ON p.id = r.referrer
+                 JOIN valid_paths q ON q.id = r.reference
+                 WHERE q.path = ?1 AND r.referrer != r.reference",
+            )?;
+            for p in paths {
+                let rs: Vec<String> = referrers
+                    .query_map(params![p], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                if let Some(referrer) = rs.into_iter().find(|r| !paths.contains(r)) {
+                    return Err(DbError::StillReferenced {
+                        path: p.clone(),
+                        referrer,
+                    });
+                }
+            }
+            // Drop edges among the doomed set first, so RESTRICT only guards
+            // edges from paths that stay.
+            let mut del_refs = tx.prepare_cached(
+                "DELETE FROM refs WHERE referrer = (SELECT id FROM valid_paths WHERE path = ?1)",
+            )?;
+            for p in paths {
+                del_refs.execute(params![p])?;
+            }
+            let mut del = tx.prepare_cached("DELETE FROM valid_paths WHERE path = ?1")?;
+            for p in paths {
+                del.execute(params![p])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Record a derivation's outputs (the derivation must be registered).
+    pub fn add_derivation_outputs(
+        &mut self,
+        drv: &str,
+        outputs: &[(String, String)],
+    ) -> Result<(), DbError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id = Self::id_of(&tx, drv)?.ok_or_else(|| DbError::MissingReference {
+            path: drv.to_string(),
+            reference: drv.to_string(),
+        })?;
+        for (name, path) in outputs {
+            tx.execute(
+                "INSERT OR REPLACE INTO derivation_outputs (drv, output, path) VALUES (?1, ?2, ?3)",
+                params![id, name, path],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A derivation's recorded outputs, by output name.
+    pub fn derivation_outputs(&self, drv: &str) -> Result<Vec<(String, String)>, DbError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT o.output, o.path FROM derivation_outputs o
+                 JOIN valid_paths p ON p.id = o.drv WHERE p.path = ?1 ORDER BY o.output",
+            )?
+            .query_map(params![drv], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Registered derivations that list `output` among their outputs.
+    pub fn valid_derivers(&self, output: &str) -> Result<BTreeSet<String>, DbError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT p.path FROM derivation_outputs o JOIN valid_paths p ON p.id = o.drv WHERE o.path = ?1",
+            )?
+            .query_map(params![output], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Add signatures to a registered path.
+    pub fn add_signatures(&mut self, path: &str, sigs: &BTreeSet<String>) -> Result<(), DbError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let cur: Option<String> = tx
+            .query_row(
+                "SELECT sigs FROM valid_paths WHERE path = ?1",
+                params![path],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(cur) = cur {
+            let mut all = split_sigs(&cur);
+            all.extend(sigs.iter().cloned());
+            tx.execute(
+                "UPDATE valid_paths SET sigs = ?2 WHERE path = ?1",
+                params![path, join_sigs(&all)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Check SQLite's own integrity and foreign keys; returns problems found.
+    pub fn integrity_problems(&self) -> Result<Vec<String>, DbError> {
+        let mut out: Vec<String> = self
+            .conn
+            .prepare("PRAGMA integrity_check")?
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|s| s != "ok")
+            .collect();
+        let fk: Vec<String> = self
+            .conn
+            .prepare("PRAGMA foreign_key_check")?
+            .query_map([], |r| Ok(format!("foreign key violation in {}", r.get::<_, String>(0)?)))?
+            .collect::<Result<_, _>>()?;
+        out.extend(fk);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(p: &str) -> PathRow {
+        PathRow {
+            path: p.to_string(),
+            nar_hash: "sha256:0m54h46i7lwk20d2vihhq0fq7ns5ypg44viy8bxxnfqpz3y9a10x".into(),
+            nar_size: 128,
+            registration_time: 1,
+            deriver: None,
+            ultimate: false,
+            sigs: BTreeSet::from(["k:abc".to_string()]),
+            ca: None,
+        }
+    }
+
+    fn refs(r: &[&str]) -> BTreeSet<String> {
+        r.iter().map(|s| s.to_string()).collect()
+    }
+
+    const A: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a";
+    const B: &str = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b";
+    const C: &str = "/nix/store/cccccccccccccccccccccccccccccccc-c";
+
+    #[test]
+    fn fresh_database_is_at_current_schema_and_reopens() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("db.sqlite");
+        let db = Db::open(&f, "/nix/store").unwrap();
+        assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
+        drop(db);
+        let db = Db::open(&f, "/nix/store").unwrap();
+        assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
+        assert!(matches!(
+            Db::open(&f, "/other/store"),
+            Err(DbError::WrongStoreDir { .. })
+        ));
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("db.sqlite");
+        drop(Db::open(&f, "/nix/store").unwrap());
+        let c = Connection::open(&f).unwrap();
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(c);
+        assert!(matches!(
+            Db::open(&f, "/nix/store"),
+            Err(DbError::TooNew { .. })
+        ));
+    }
+
+    #[test]
+    fn register_query_and_reference_directions() {
+        let d = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&d.path().join("db"), "/nix/store").unwrap();
+        db.register(&[(row(A), refs(&[]))]).unwrap();
+        // B refers to A and to itself; C refers to B; registered together.
+        db.register(&[(row(B), refs(&[A, B])), (row(C), refs(&[B]))])
+            .unwrap();
+        let (r, rs) = db.query(B).unwrap().unwrap();
+        assert_eq!(r, row(B));
+        assert_eq!(rs, refs(&[A, B]));
+        assert_eq!(db.referrers(A).unwrap(), refs(&[B]));
+        assert_eq!(db.referrers(B).unwrap(), refs(&[C]));
+        assert!(db.query("/nix/store/x").unwrap().is_none());
+        assert!(db.integrity_problems().unwrap().is_empty());
+    }
+
+    #[test]
+    fn missing_reference_rolls_back_everything() {
+        let d = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&d.path().join("db"), "/nix/store").unwrap();
+        let e = db
+            .register(&[(row(A), refs(&[])), (row(B), refs(&[C]))])
+            .unwrap_err();
+        assert!(matches!(e, DbError::MissingReference { .. }));
+        assert!(!db.is_valid(A).unwrap());
+    }
+
+    #[test]
+    fn unregister_refuses_to_orphan_referrers() {
+        let d = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&d.path().join("db"), "/nix/store").unwrap();
+        db.register(&[(row(A), refs(&[])), (row(B), refs(&[A, B]))])
+            .unwrap();
+        assert!(matches!(
+            db.unregister(&refs(&[A])),
+            Err(DbError::StillReferenced { .. })
+        ));
+        assert!(db.is_valid(A).unwrap());
+        db.unregister(&refs(&[A, B])).unwrap();
+        assert!(db.all_paths().unwrap().is_empty());
+        assert!(db.integrity_problems().unwrap().is_empty());
+    }
+
+    #[test]
+    fn derivation_outputs_and_signatures() {
+        let d = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&d.path().join("db"), "/nix/store").unwrap();
+        db.register(&[(row(A), refs(&[]))]).unwrap();
+        db.add_derivation_outputs(A, &[("out".into(), B.into())])
+            .unwrap();
+        assert_eq!(
+            db.derivation_outputs(A).unwrap(),
+            vec![("out".to_string(), B.to_string())]
+        );
+        assert_eq!(db.valid_derivers(B).unwrap(), refs(&[A]));
+        db.add_signatures(A, &refs(&["k2:def"])).unwrap();
+        let (r, _) = db.query(A).unwrap().unwrap();
+        assert_eq!(r.sigs, refs(&["k:abc", "k2:def"]));
+    }
+}
