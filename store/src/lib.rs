@@ -13,4 +13,5 @@ pub mod traits;
 pub mod hash;
 pub mod nixbase32;
 pub mod path;
+pub mod binary_cache;
 pub mod derivation;

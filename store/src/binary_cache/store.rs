@@ -1,0 +1,835 @@
+//! The binary-cache store: narinfos and NARs in an `object_store`.
+//!
+//! Reading: a `.narinfo` is fetched, parsed, checked to describe the path
+//! asked for, and (when trusted keys are configured) required to carry a
+//! valid signature or a content address that proves the path. Its NAR is
+//! streamed through decompression and a [`VerifyingReader`], so a tampered,
+//! truncated or overlong NAR fails before its last bytes are handed out.
+//!
+//! Writing keeps Nix's invariant: the NAR is uploaded first (streamed
+//! through the compressor to a temporary object, then renamed to
+//! `nar/<file hash>.nar<ext>`), the `.narinfo` last, and only once the
+//! `.narinfo`s of all references exist. The NAR's hash and size are checked
+//! against the caller's info before the `.narinfo` is written.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::Path as FsPath;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::cache_info::{self, CacheInfo, CacheInfoError};
+use super::compression::{compress_writer, decompress_reader, BoxReader, Compression};
+use super::narinfo::{NarInfo, NarInfoError};
+use super::signing::{PublicKey, SecretKey, SigningError};
+use super::url::{CacheLocation, CacheUrl, CacheUrlError};
+use super::verify::VerifyingReader;
+use crate::hash::{Hash, HashAlgo, Hasher};
+use crate::path::{ContentAddress, ContentAddressMethod, FileIngestionMethod, StoreDir, StorePath};
+use crate::traits::{StoreError, StoreRead, StoreWrite, ValidPathInfo};
+
+/// Errors of the binary-cache store.
+#[derive(Debug, Error)]
+pub enum BinaryCacheError {
+    #[error(transparent)]
+    Url(#[from] CacheUrlError),
+    #[error("binary cache '{url}': {op} '{key}': {source}")]
+    Object {
+        url: String,
+        op: &'static str,
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("binary cache '{url}': cannot open: {source}")]
+    Open {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("binary cache '{url}': {source}")]
+    CacheInfo {
+        url: String,
+        #[source]
+        source: CacheInfoError,
+    },
+    #[error("binary cache '{url}' is for Nix stores with prefix '{cache}', not '{ours}'")]
+    WrongStoreDir {
+        url: String,
+        cache: String,
+        ours: String,
+    },
+    #[error("binary cache '{url}': {key}: {source}")]
+    NarInfo {
+        url: String,
+        key: String,
+        #[source]
+        source: NarInfoError,
+    },
+    #[error("binary cache '{url}': {key} describes '{found}', not the requested '{wanted}'")]
+    PathMismatch {
+        url: String,
+        key: String,
+        wanted: String,
+        found: String,
+    },
+    #[error("the substitute for '{path}' from '{url}' is not signed by any of the keys in 'trusted-public-keys'")]
+    Untrusted { path: String, url: String },
+    #[error("binary cache '{url}': NAR URL '{nar_url}' of '{path}' is not a relative path inside the cache")]
+    BadNarUrl {
+        url: String,
+        path: String,
+        nar_url: String,
+    },
+    #[error("binary cache '{0}' is read-only")]
+    ReadOnly(String),
+    #[error("secret key file '{file}': {source}")]
+    KeyFile {
+        file: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("secret key file '{file}': {source}")]
+    Key {
+        file: String,
+        #[source]
+        source: SigningError,
+    },
+    #[error("{0} support is not compiled in (enable the b3-store feature)")]
+    NotCompiled(&'static str),
+}
+
+impl From<BinaryCacheError> for StoreError {
+    fn from(e: BinaryCacheError) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+/// A Nix binary cache.
+pub struct BinaryCache {
+    objects: Arc<dyn ObjectStore>,
+    url: String,
+    store_dir: StoreDir,
+    compression: Compression,
+    secret_keys: Vec<SecretKey>,
+    trusted_keys: Option<Vec<PublicKey>>,
+    writable: bool,
+}
+
+impl std::fmt::Debug for BinaryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BinaryCache")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn obj_err(
+    url: &str,
+    op: &'static str,
+    key: &ObjPath,
+    source: object_store::Error,
+) -> BinaryCacheError {
+    BinaryCacheError::Object {
+        url: url.to_owned(),
+        op,
+        key: key.to_string(),
+        source,
+    }
+}
+
+impl BinaryCache {
+    /// A cache over any object store. `url` is used in messages only.
+    pub fn new(objects: Arc<dyn ObjectStore>, url: impl Into<String>, store_dir: StoreDir) -> Self {
+        BinaryCache {
+            objects,
+            url: url.into(),
+            store_dir,
+            compression: Compression::Xz,
+            secret_keys: Vec::new(),
+            trusted_keys: None,
+            writable: true,
+        }
+    }
+
+    /// Opens a cache URL (`file://`, `s3://`, `http(s)://`) with Nix's
+    /// parameters, reading `secret-key` files. Does not touch the cache yet.
+    pub fn open(url: &str, store_dir: StoreDir) -> Result<Self, BinaryCacheError> {
+        let parsed = CacheUrl::parse(url)?;
+        let open_err = |source| BinaryCacheError::Open {
+            url: url.to_owned(),
+            source,
+        };
+        let (objects, writable): (Arc<dyn ObjectStore>, bool) = match &parsed.location {
+            CacheLocation::File(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| BinaryCacheError::Open {
+                    url: url.to_owned(),
+                    source: object_store::Error::Generic {
+                        store: "LocalFileSystem",
+                        source: Box::new(e),
+                    },
+                })?;
+                let fs =
+                    object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(open_err)?;
+                (Arc::new(fs), true)
+            }
+            CacheLocation::S3 { .. } => (s3_store(&parsed.location).map_err(open_err)?, true),
+            CacheLocation::Http(base) => (http_store(base).map_err(open_err)?, false),
+        };
+        let mut cache = BinaryCache::new(objects, url, store_dir);
+        cache.compression = parsed.compression;
+        cache.writable = writable;
+        if let Some(file) = &parsed.secret_key_file {
+            cache.secret_keys.push(read_secret_key(file)?);
+        }
+        Ok(cache)
+    }
+
+    /// Compress uploaded NARs with `c` (default xz, as Nix).
+    pub fn with_compression(mut self, c: Compression) -> Self {
+        self.compression = c;
+        self
+    }
+
+    /// Sign uploaded narinfos with `key` (in addition to `secret-key=`).
+    pub fn with_secret_key(mut self, key: SecretKey) -> Self {
+        self.secret_keys.push(key);
+        self
+    }
+
+    /// Require every narinfo read to be signed by one of `keys` (or to be
+    /// content-addressed). Without this, signatures are not checked, as with
+    /// Nix's `--no-check-sigs`.
+    pub fn with_trusted_keys(mut self, keys: Vec<PublicKey>) -> Self {
+        self.trusted_keys = Some(keys);
+        self
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Reads `nix-cache-info`; if it is missing and the cache is writable,
+    /// writes Nix's default. Fails if the cache is for another store dir.
+    pub async fn init(&self) -> Result<CacheInfo, BinaryCacheError> {
+        let key = ObjPath::from(cache_info::FILE_NAME);
+        let info = match self.get_bytes(&key).await? {
+            Some(bytes) => {
+                CacheInfo::parse_bytes(&bytes).map_err(|source| BinaryCacheError::CacheInfo {
+                    url: self.url.clone(),
+                    source,
+                })?
+            }
+            None => {
+                let info = CacheInfo::new(self.store_dir.as_str());
+                if self.writable {
+                    self.put_bytes(&key, info.to_text().into_bytes()).await?;
+                }
+                info
+            }
+        };
+        if info.store_dir != self.store_dir.as_str() {
+            return Err(BinaryCacheError::WrongStoreDir {
+                url: self.url.clone(),
+                cache: info.store_dir,
+                ours: self.store_dir.as_str().to_owned(),
+            });
+        }
+        Ok(info)
+    }
+
+    async fn get_bytes(&self, key: &ObjPath) -> Result<Option<bytes::Bytes>, BinaryCacheError> {
+        match self.objects.get(key).await {
+            Ok(r) => Ok(Some(
+                r.bytes()
+                    .await
+                    .map_err(|e| obj_err(&self.url, "reading", key, e))?,
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(obj_err(&self.url, "reading", key, e)),
+        }
+    }
+
+    async fn put_bytes(&self, key: &ObjPath, data: Vec<u8>) -> Result<(), BinaryCacheError> {
+        if !self.writable {
+            return Err(BinaryCacheError::ReadOnly(self.url.clone()));
+        }
+        self.objects
+            .put(key, PutPayload::from(data))
+            .await
+            .map_err(|e| obj_err(&self.url, "writing", key, e))?;
+        Ok(())
+    }
+
+    async fn exists(&self, key: &ObjPath) -> Result<bool, BinaryCacheError> {
+        match self.objects.head(key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(obj_err(&self.url, "checking", key, e)),
+        }
+    }
+
+    fn narinfo_key(path: &StorePath) -> ObjPath {
+        ObjPath::from(format!("{}.narinfo", path.hash_part()))
+    }
+
+    /// Whether the cache has a `.narinfo` for `path` (not fetched or checked).
+    pub async fn has_narinfo(&self, path: &StorePath) -> Result<bool, BinaryCacheError> {
+        self.exists(&Self::narinfo_key(path)).await
+    }
+
+    /// Fetches and checks the `.narinfo` of `path`; `None` if absent.
+    pub async fn narinfo(&self, path: &StorePath) -> Result<Option<NarInfo>, BinaryCacheError> {
+        let key = Self::narinfo_key(path);
+        let Some(bytes) = self.get_bytes(&key).await? else {
+            return Ok(None);
+        };
+        let info = NarInfo::parse_bytes(&bytes, &self.store_dir).map_err(|source| {
+            BinaryCacheError::NarInfo {
+                url: self.url.clone(),
+                key: key.to_string(),
+                source,
+            }
+        })?;
+        if &info.store_path != path {
+            return Err(BinaryCacheError::PathMismatch {
+                url: self.url.clone(),
+                key: key.to_string(),
+                wanted: self.store_dir.display(path),
+                found: self.store_dir.display(&info.store_path),
+            });
+        }
+        self.check_trust(&info)?;
+        Ok(Some(info))
+    }
+
+    fn check_trust(&self, info: &NarInfo) -> Result<(), BinaryCacheError> {
+        let Some(keys) = &self.trusted_keys else {
+            return Ok(());
+        };
+        if info.count_valid_sigs(&self.store_dir, keys) > 0
+            || to_path_info(info).ca_matches_path(&self.store_dir)
+        {
+            return Ok(());
+        }
+        Err(BinaryCacheError::Untrusted {
+            path: self.store_dir.display(&info.store_path),
+            url: self.url.clone(),
+        })
+    }
+
+    /// The NAR of `info`, decompressed and verified against its `NarHash`
+    /// and `NarSize` while it streams.
+    pub async fn nar_reader(&self, info: &NarInfo) -> Result<BoxReader<'static>, BinaryCacheError> {
+        let key = self.nar_key(info)?;
+        let got = self
+            .objects
+            .get(&key)
+            .await
+            .map_err(|e| obj_err(&self.url, "fetching", &key, e))?;
+        let stream = got.into_stream().map_err(io::Error::other);
+        let compressed = tokio_util::io::StreamReader::new(stream);
+        let nar = decompress_reader(info.compression, compressed);
+        Ok(Box::pin(VerifyingReader::new(
+            nar,
+            self.store_dir.display(&info.store_path),
+            info.nar_hash,
+            info.nar_size,
+        )))
+    }
+
+    fn nar_key(&self, info: &NarInfo) -> Result<ObjPath, BinaryCacheError> {
+        let bad = || BinaryCacheError::BadNarUrl {
+            url: self.url.clone(),
+            path: self.store_dir.display(&info.store_path),
+            nar_url: info.url.clone(),
+        };
+        // Only plain relative paths: no scheme, no absolute path, no `..`.
+        if info.url.contains("://")
+            || info.url.starts_with('/')
+            || info
+                .url
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(bad());
+        }
+        ObjPath::parse(&info.url).map_err(|_| bad())
+    }
+
+    /// Uploads `info.path` from its NAR: NAR first, `.narinfo` last. The
+    /// references' `.narinfo`s must already be in the cache. Returns the
+    /// narinfo written (or the existing one if the path was already there).
+    pub async fn upload(
+        &self,
+        info: &ValidPathInfo,
+        nar: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<NarInfo, StoreError> {
+        if !self.writable {
+            return Err(BinaryCacheError::ReadOnly(self.url.clone()).into());
+        }
+        let path_str = self.store_dir.display(&info.path);
+        if let Some(existing) = self.narinfo_unchecked(&info.path).await? {
+            return Ok(existing);
+        }
+        for r in &info.references {
+            if r != &info.path && !self.has_narinfo(r).await? {
+                return Err(StoreError::MissingReference {
+                    path: path_str,
+                    reference: self.store_dir.display(r),
+                });
+            }
+        }
+
+        let mut rnd = [0u8; 16];
+        getrandom::fill(&mut rnd).map_err(|e| StoreError::Other(format!("random: {e}")))?;
+        let tmp_key = ObjPath::from(format!(
+            "nar/.tmp-{}.nar{}",
+            data_encoding::HEXLOWER.encode(&rnd),
+            self.compression.extension()
+        ));
+        let upload = self
+            .objects
+            .put_multipart(&tmp_key)
+            .await
+            .map_err(|e| obj_err(&self.url, "uploading", &tmp_key, e))?;
+        let mut upload = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
+        let streamed = self.stream_compressed(nar, &mut upload).await;
+        let (nar_hash, nar_size, file_hash, file_size) = match streamed {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = upload.abort().await;
+                return Err(e);
+            }
+        };
+        let mismatch = if nar_hash != info.nar_hash {
+            Some(StoreError::NarHashMismatch {
+                path: path_str.clone(),
+                expected: info.nar_hash.to_string(),
+                got: nar_hash.to_string(),
+            })
+        } else if nar_size != info.nar_size {
+            Some(StoreError::NarSizeMismatch {
+                path: path_str.clone(),
+                expected: info.nar_size,
+                got: nar_size,
+            })
+        } else {
+            None
+        };
+        if let Some(e) = mismatch {
+            let _ = upload.abort().await;
+            return Err(e);
+        }
+        upload
+            .finish()
+            .await
+            .map_err(|e| obj_err(&self.url, "uploading", &tmp_key, e))?;
+
+        let nar_url = format!(
+            "nar/{}.nar{}",
+            file_hash.to_nix32(),
+            self.compression.extension()
+        );
+        let final_key = ObjPath::from(nar_url.as_str());
+        self.objects
+            .rename(&tmp_key, &final_key)
+            .await
+            .map_err(|e| obj_err(&self.url, "renaming", &tmp_key, e))?;
+
+        let mut narinfo = NarInfo {
+            store_path: info.path.clone(),
+            url: nar_url,
+            compression: self.compression,
+            file_hash: Some(file_hash),
+            file_size: Some(file_size),
+            nar_hash,
+            nar_size,
+            references: info.references.clone(),
+            deriver: info.deriver.clone(),
+            system: None,
+            sigs: info
+                .signatures
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+            ca: info.ca,
+        };
+        for key in &self.secret_keys {
+            narinfo.sign(&self.store_dir, key);
+        }
+        self.put_bytes(
+            &Self::narinfo_key(&info.path),
+            narinfo.to_text(&self.store_dir).into_bytes(),
+        )
+        .await?;
+        Ok(narinfo)
+    }
+
+    async fn narinfo_unchecked(
+        &self,
+        path: &StorePath,
+    ) -> Result<Option<NarInfo>, BinaryCacheError> {
+        let key = Self::narinfo_key(path);
+        let Some(bytes) = self.get_bytes(&key).await? else {
+            return Ok(None);
+        };
+        NarInfo::parse_bytes(&bytes, &self.store_dir)
+            .map(Some)
+            .map_err(|source| BinaryCacheError::NarInfo {
+                url: self.url.clone(),
+                key: key.to_string(),
+                source,
+            })
+    }
+
+    /// Reads the NAR, hashing it and the compressed bytes, into `upload`.
+    async fn stream_compressed(
+        &self,
+        nar: &mut (dyn AsyncRead + Unpin + Send),
+        upload: &mut WriteMultipart,
+    ) -> Result<(Hash, u64, Hash, u64), StoreError> {
+        let sink = SharedBuf::default();
+        let mut enc = compress_writer(self.compression, sink.clone());
+        let mut nar_hasher = Hasher::new(HashAlgo::Sha256);
+        let mut file_hasher = Hasher::new(HashAlgo::Sha256);
+        let mut buf = vec![0u8; 256 << 10];
+        let io_err = |e| StoreError::io("streaming NAR to the binary cache", e);
+        loop {
+            let n = nar.read(&mut buf).await.map_err(io_err)?;
+            if n == 0 {
+                break;
+            }
+            nar_hasher.update(&buf[..n]);
+            enc.write_all(&buf[..n]).await.map_err(io_err)?;
+            self.drain(&sink, &mut file_hasher, upload).await?;
+        }
+        enc.shutdown().await.map_err(io_err)?;
+        self.drain(&sink, &mut file_hasher, upload).await?;
+        let nar_size = nar_hasher.bytes_hashed();
+        let file_size = file_hasher.bytes_hashed();
+        Ok((
+            nar_hasher.finish(),
+            nar_size,
+            file_hasher.finish(),
+            file_size,
+        ))
+    }
+
+    async fn drain(
+        &self,
+        sink: &SharedBuf,
+        hasher: &mut Hasher,
+        upload: &mut WriteMultipart,
+    ) -> Result<(), StoreError> {
+        let chunk = sink.take();
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        hasher.update(&chunk);
+        // Bounded memory: at most a few parts in flight.
+        upload
+            .wait_for_capacity(4)
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        upload.write(&chunk);
+        Ok(())
+    }
+}
+
+/// The path info a narinfo describes.
+pub fn to_path_info(n: &NarInfo) -> ValidPathInfo {
+    let mut info = ValidPathInfo::new(n.store_path.clone(), n.nar_hash, n.nar_size);
+    info.references = n.references.clone();
+    info.deriver = n.deriver.clone();
+    info.signatures = n.sigs.iter().map(|s| s.to_string()).collect();
+    info.ca = n.ca;
+    info
+}
+
+fn read_secret_key(file: &FsPath) -> Result<SecretKey, BinaryCacheError> {
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file).map_err(|source| BinaryCacheError::KeyFile {
+        file: name.clone(),
+        source,
+    })?;
+    text.parse()
+        .map_err(|source| BinaryCacheError::Key { file: name, source })
+}
+
+#[cfg(feature = "s3")]
+fn s3_store(loc: &CacheLocation) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    use object_store::aws::AmazonS3Builder;
+    let CacheLocation::S3 {
+        bucket,
+        prefix,
+        region,
+        endpoint,
+        profile,
+    } = loc
+    else {
+        unreachable!("s3_store called with a non-S3 location")
+    };
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_region(region.as_deref().unwrap_or("us-east-1"));
+    if let Some(e) = endpoint {
+        // Custom endpoints (minio, s3s, …) mostly need path-style requests;
+        // Nix's `addressing-style=auto` does the same.
+        b = b
+            .with_endpoint(e)
+            .with_allow_http(e.starts_with("http://"))
+            .with_virtual_hosted_style_request(false);
+    }
+    if let Some(p) = profile {
+        if let Some((ak, sk)) = aws_profile_credentials(p) {
+            b = b.with_access_key_id(ak).with_secret_access_key(sk);
+        }
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(b.build()?);
+    if prefix.is_empty() {
+        Ok(store)
+    } else {
+        Ok(Arc::new(object_store::prefix::PrefixStore::new(
+            store,
+            prefix.as_str(),
+        )))
+    }
+}
+
+/// Static credentials of `profile` from `~/.aws/credentials` (or
+/// `AWS_SHARED_CREDENTIALS_FILE`); `None` if absent.
+#[cfg(feature = "s3")]
+fn aws_profile_credentials(profile: &str) -> Option<(String, String)> {
+    let file = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| dirs::home_dir().map(|h| h.join(".aws/credentials")))?;
+    let text = std::fs::read_to_string(file).ok()?;
+    let (mut ak, mut sk, mut inside) = (None, None, false);
+    for line in text.lines().map(str::trim) {
+        if let Some(sec) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = sec.trim() == profile;
+        } else if inside {
+            if let Some((k, v)) = line.split_once('=') {
+                match k.trim() {
+                    "aws_access_key_id" => ak = Some(v.trim().to_owned()),
+                    "aws_secret_access_key" => sk = Some(v.trim().to_owned()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Some((ak?, sk?))
+}
+
+#[cfg(not(feature = "s3"))]
+fn s3_store(_: &CacheLocation) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    Err(object_store::Error::NotImplemented {
+        operation: "s3:// caches (build b3-store with feature \"s3\")".into(),
+        implementer: "b3".into(),
+    })
+}
+
+#[cfg(feature = "http")]
+fn http_store(base: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    let s = object_store::http::HttpBuilder::new()
+        .with_url(base)
+        .build()?;
+    Ok(Arc::new(s))
+}
+
+#[cfg(not(feature = "http"))]
+fn http_store(_: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    Err(object_store::Error::NotImplemented {
+        operation: "http(s):// caches (build b3-store with feature \"http\")".into(),
+        implementer: "b3".into(),
+    })
+}
+
+/// An always-ready in-memory sink the compressor writes into; the upload
+/// loop drains it after every write, so it never holds more than one
+/// compressed chunk.
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuf {
+    fn take(&self) -> Vec<u8> {
+        match self.0.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        }
+    }
+}
+
+impl AsyncWrite for SharedBuf {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.0.lock() {
+            Ok(mut g) => g.extend_from_slice(buf),
+            Err(p) => p.into_inner().extend_from_slice(buf),
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[async_trait]
+impl StoreRead for BinaryCache {
+    fn store_dir(&self) -> &StoreDir {
+        &self.store_dir
+    }
+
+    async fn is_valid_path(&self, path: &StorePath) -> Result<bool, StoreError> {
+        Ok(self.narinfo(path).await?.is_some())
+    }
+
+    async fn query_path_info(&self, path: &StorePath) -> Result<Option<ValidPathInfo>, StoreError> {
+        Ok(self.narinfo(path).await?.as_ref().map(to_path_info))
+    }
+
+    async fn nar_from_path(
+        &self,
+        path: &StorePath,
+        sink: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<u64, StoreError> {
+        let info = self
+            .narinfo(path)
+            .await?
+            .ok_or_else(|| StoreError::InvalidPath(self.store_dir.display(path)))?;
+        let mut r = self.nar_reader(&info).await?;
+        let n = tokio::io::copy(&mut r, sink).await.map_err(|e| {
+            StoreError::io(
+                format!("streaming the NAR of '{}'", self.store_dir.display(path)),
+                e,
+            )
+        })?;
+        sink.flush()
+            .await
+            .map_err(|e| StoreError::io("flushing NAR sink", e))?;
+        Ok(n)
+    }
+}
+
+#[async_trait]
+impl StoreWrite for BinaryCache {
+    async fn add_nar(
+        &self,
+        info: &ValidPathInfo,
+        source: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<(), StoreError> {
+        self.upload(info, source).await.map(|_| ())
+    }
+
+    async fn add_text(
+        &self,
+        name: &str,
+        text: &[u8],
+        references: &BTreeSet<StorePath>,
+    ) -> Result<StorePath, StoreError> {
+        let hash = Hash::digest(HashAlgo::Sha256, text);
+        let path = self.store_dir.make_text_path(name, &hash, references)?;
+        let nar = b3_nar::Tree::file(text.to_vec()).to_nar()?;
+        let mut info = ValidPathInfo::new(
+            path.clone(),
+            Hash::digest(HashAlgo::Sha256, &nar),
+            nar.len() as u64,
+        );
+        info.references = references.clone();
+        info.ca = Some(ContentAddress {
+            method: ContentAddressMethod::Text,
+            hash,
+        });
+        self.upload(&info, &mut &nar[..]).await?;
+        Ok(path)
+    }
+
+    async fn add_path(
+        &self,
+        name: &str,
+        source: &FsPath,
+        method: FileIngestionMethod,
+        algo: HashAlgo,
+    ) -> Result<StorePath, StoreError> {
+        // Two streaming passes: hash first (the path depends on it), then
+        // dump again into the upload.
+        let src = source.to_path_buf();
+        let (nar_hash, nar_size) = tokio::task::spawn_blocking(move || b3_nar::hash_path(&src))
+            .await
+            .map_err(|e| StoreError::Other(format!("hashing task failed: {e}")))?
+            .map(|h| (h, h.size))?;
+        let nar_hash = Hash::from_bytes(HashAlgo::Sha256, &nar_hash.sha256)
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        let ca_hash = match method {
+            FileIngestionMethod::Recursive if algo == HashAlgo::Sha256 => nar_hash,
+            FileIngestionMethod::Recursive => {
+                let src = source.to_path_buf();
+                let (h, _) = tokio::task::spawn_blocking(move || {
+                    b3_nar::dump_path(&src, Hasher::new(algo)).map(|(h, _)| h.finish())
+                })
+                .await
+                .map_err(|e| StoreError::Other(format!("hashing task failed: {e}")))?
+                .map(|h| (h, ()))?;
+                h
+            }
+            FileIngestionMethod::Flat => {
+                let mut f = tokio::fs::File::open(source)
+                    .await
+                    .map_err(|e| StoreError::io(format!("opening '{}'", source.display()), e))?;
+                let mut hasher = Hasher::new(algo);
+                let mut buf = vec![0u8; 256 << 10];
+                loop {
+                    let n = f.read(&mut buf).await.map_err(|e| {
+                        StoreError::io(format!("reading '{}'", source.display()), e)
+                    })?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                }
+                hasher.finish()
+            }
+        };
+        let path = self.store_dir.make_fixed_output_path(
+            method,
+            &ca_hash,
+            name,
+            &BTreeSet::new(),
+            false,
+        )?;
+        let mut info = ValidPathInfo::new(path.clone(), nar_hash, nar_size);
+        info.ca = Some(ContentAddress {
+            method: ContentAddressMethod::Fixed(method),
+            hash: ca_hash,
+        });
+        let (mut rd, mut wr) = tokio::io::duplex(256 << 10);
+        let src = source.to_path_buf();
+        let dump = tokio::spawn(async move {
+            let r = b3_nar::dump_path_async(&src, &mut wr).await;
+            let _ = wr.shutdown().await;
+            r
+        });
+        let up = self.upload(&info, &mut rd).await;
+        drop(rd);
+        let dumped = dump
+            .await
+            .map_err(|e| StoreError::Other(format!("NAR dump task failed: {e}")))?;
+        up?;
+        dumped?;
+        Ok(path)
+    }
+}
