@@ -314,15 +314,25 @@ impl BinaryCache {
         let Some(keys) = &self.trusted_keys else {
             return Ok(());
         };
-        if info.count_valid_sigs(&self.store_dir, keys) > 0
-            || to_path_info(info).ca_matches_path(&self.store_dir)
-        {
+        if info.count_valid_sigs(&self.store_dir, keys) > 0 || self.ca_proves_path(info) {
             return Ok(());
         }
         Err(BinaryCacheError::Untrusted {
             path: self.store_dir.display(&info.store_path),
             url: self.url.clone(),
         })
+    }
+
+    /// Whether an unsigned narinfo proves itself by content address. Only
+    /// `fixed:r:sha256` does here: its hash is the NAR hash, which the
+    /// download verifies. (Nix also accepts `text:` and flat CAs, whose
+    /// hashes cover file contents b3 does not re-hash while streaming; b3
+    /// requires a signature for those.)
+    fn ca_proves_path(&self, info: &NarInfo) -> bool {
+        let Some(ca) = &info.ca else { return false };
+        ca.method == ContentAddressMethod::Fixed(FileIngestionMethod::Recursive)
+            && ca.hash == info.nar_hash
+            && to_path_info(info).ca_matches_path(&self.store_dir)
     }
 
     /// The NAR of `info`, decompressed and verified against its `NarHash`

@@ -1,0 +1,88 @@
+//! Helpers shared by the binary-cache integration tests: running the Nix
+//! oracle, unique store content, temporary directories.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs a Nix command; panics with its stderr on failure. Fails loudly (not
+/// silently passing) when Nix is missing.
+pub fn nix(args: &[&str]) -> Vec<u8> {
+    let (prog, rest) = args.split_first().expect("empty command");
+    let out = Command::new(prog).args(rest).output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run '{prog}' ({e}): the Nix oracle is missing; run scripts/setup-test-deps.sh"
+        )
+    });
+    assert!(
+        out.status.success(),
+        "{args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+pub fn nix_str(args: &[&str]) -> String {
+    String::from_utf8(nix(args))
+        .expect("non-UTF-8 output")
+        .trim()
+        .to_owned()
+}
+
+/// A fresh directory under /tmp (kept on failure for inspection).
+pub fn tmpdir(tag: &str) -> PathBuf {
+    let mut rnd = [0u8; 8];
+    getrandom_fill(&mut rnd);
+    let hex: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
+    let d = std::env::temp_dir().join(format!("b3-bincache-{tag}-{hex}"));
+    std::fs::create_dir_all(&d).expect("mkdir");
+    d
+}
+
+pub fn unique_token() -> String {
+    let mut rnd = [0u8; 12];
+    getrandom_fill(&mut rnd);
+    rnd.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn getrandom_fill(buf: &mut [u8]) {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .expect("/dev/urandom");
+}
+
+/// A small tree with a regular file, an executable, a symlink, an empty
+/// file and a subdirectory; `token` makes its store path unique.
+pub fn make_tree(dir: &Path, token: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("a.txt"), format!("hello {token}\n")).unwrap();
+    std::fs::write(dir.join("sub/run.sh"), "#!/bin/sh\necho x\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("sub/run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("a.txt", dir.join("link")).unwrap();
+    std::fs::write(dir.join("empty"), "").unwrap();
+    // Something that compresses, so compressed and plain NARs differ.
+    std::fs::write(dir.join("big"), "b3 binary cache test line\n".repeat(4000)).unwrap();
+}
+
+/// Generates a Nix key pair with Nix itself; returns (secret file, public key text).
+pub fn nix_keypair(dir: &Path, name: &str) -> (PathBuf, String) {
+    let sk = dir.join(format!("{name}.sec"));
+    let pk = dir.join(format!("{name}.pub"));
+    nix(&[
+        "nix-store",
+        "--generate-binary-cache-key",
+        name,
+        sk.to_str().unwrap(),
+        pk.to_str().unwrap(),
+    ]);
+    let public = std::fs::read_to_string(&pk).unwrap().trim().to_owned();
+    (sk, public)
+}
