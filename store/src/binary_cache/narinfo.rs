@@ -11,7 +11,9 @@
 //! `StorePath`, `URL`, `NarHash` and a non-zero `NarSize` are required) but
 //! is stricter where Nix would fail later or never: every error names the
 //! line and field, hashes must be sha256, duplicate fields and unknown
-//! compressions are rejected, and `Sig` must be `name:base64(64 bytes)`.
+//! compressions are rejected, and `Sig` must at least be `name:value`.
+//! Signatures are kept as text (as Nix keeps them): one that does not
+//! decode simply never verifies.
 
 use std::collections::BTreeSet;
 
@@ -39,8 +41,8 @@ pub struct NarInfo {
     pub deriver: Option<StorePath>,
     /// Old Nix wrote it; 2.8 still reads and prints it.
     pub system: Option<String>,
-    /// Kept unsorted here; printing sorts them like Nix's `std::set`.
-    pub sigs: Vec<Signature>,
+    /// `keyname:base64` texts, sorted and unique like Nix's `std::set`.
+    pub sigs: BTreeSet<String>,
     pub ca: Option<ContentAddress>,
 }
 
@@ -147,17 +149,13 @@ impl NarInfo {
         if let Some(sys) = &self.system {
             line("System", sys);
         }
-        for sig in self.sorted_sigs() {
-            line("Sig", &sig);
+        for sig in &self.sigs {
+            line("Sig", sig);
         }
         if let Some(ca) = &self.ca {
             line("CA", &ca.to_string());
         }
         s
-    }
-
-    fn sorted_sigs(&self) -> BTreeSet<String> {
-        self.sigs.iter().map(|s| s.to_string()).collect()
     }
 
     /// Nix's `ValidPathInfo::fingerprint`, the message that `Sig`s sign.
@@ -174,17 +172,21 @@ impl NarInfo {
     /// Adds (or replaces) the signature of `key` over this narinfo.
     pub fn sign(&mut self, store_dir: &StoreDir, key: &SecretKey) {
         let sig = key.sign(self.fingerprint(store_dir).as_bytes());
-        self.sigs.retain(|s| s.key_name != sig.key_name);
-        self.sigs.push(sig);
+        let prefix = format!("{}:", sig.key_name);
+        self.sigs.retain(|s| !s.starts_with(&prefix));
+        self.sigs.insert(sig.to_string());
     }
 
     /// How many of the signatures are valid under distinct `trusted` keys.
     pub fn count_valid_sigs(&self, store_dir: &StoreDir, trusted: &[PublicKey]) -> usize {
         let fp = self.fingerprint(store_dir);
         let mut names = BTreeSet::new();
-        for sig in &self.sigs {
-            if trusted.iter().any(|k| k.verify(fp.as_bytes(), sig)) {
-                names.insert(sig.key_name.as_str());
+        for text in &self.sigs {
+            let Ok(sig) = text.parse::<Signature>() else {
+                continue;
+            };
+            if trusted.iter().any(|k| k.verify(fp.as_bytes(), &sig)) {
+                names.insert(sig.key_name);
             }
         }
         names.len()
@@ -209,7 +211,7 @@ struct Partial {
     references: Option<BTreeSet<StorePath>>,
     deriver: Option<Option<StorePath>>,
     system: Option<String>,
-    sigs: Vec<Signature>,
+    sigs: BTreeSet<String>,
     ca: Option<ContentAddress>,
 }
 
@@ -288,10 +290,18 @@ impl Partial {
             }
             "System" => set_once(&mut self.system, value.to_owned(), line, field),
             "Sig" => {
-                let s = value.parse::<Signature>().map_err(|e| bad(e.to_string()))?;
-                if !self.sigs.contains(&s) {
-                    self.sigs.push(s);
+                match value.split_once(':') {
+                    Some((name, sig))
+                        if !name.is_empty()
+                            && !sig.is_empty()
+                            && !value.contains(char::is_whitespace) => {}
+                    _ => {
+                        return Err(bad(format!(
+                            "'{value}' is not of the form 'keyname:signature'"
+                        )))
+                    }
                 }
+                self.sigs.insert(value.to_owned());
                 Ok(())
             }
             "CA" => {
@@ -417,16 +427,19 @@ CA: fixed:r:sha256:0m54h46i7lwk20d2vihhq0fq7ns5ypg44viy8bxxnfqpz3y9a10x
     #[test]
     fn sigs_print_sorted_and_unique_like_nix() {
         let mut info = NarInfo::parse(T2, &dir()).unwrap();
-        let other: Signature = "a-key:7gZK7PAP6xPd40XnoQ5YBXkwtz4GrejAKfep5IH6a2qJAoLxGaPn1YkLiAKfw9buqF8DC9nBGqhR43pxLdqrBA=="
-            .parse()
-            .unwrap();
-        info.sigs.push(other.clone());
-        info.sigs.push(other);
+        let other = "a-key:7gZK7PAP6xPd40XnoQ5YBXkwtz4GrejAKfep5IH6a2qJAoLxGaPn1YkLiAKfw9buqF8DC9nBGqhR43pxLdqrBA==";
+        info.sigs.insert(other.to_owned());
+        info.sigs.insert(other.to_owned());
+        // An undecodable signature is kept (as Nix keeps it) but never verifies.
+        info.sigs.insert("junk:AAAA".to_owned());
+        let key: PublicKey = T2_KEY.parse().unwrap();
+        assert_eq!(info.count_valid_sigs(&dir(), &[key]), 1);
         let text = info.to_text(&dir());
         let sig_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Sig: ")).collect();
-        assert_eq!(sig_lines.len(), 2);
+        assert_eq!(sig_lines.len(), 3);
         assert!(sig_lines[0].starts_with("Sig: a-key:"));
         assert!(sig_lines[1].starts_with("Sig: b3-oracle-1:"));
+        assert_eq!(sig_lines[2], "Sig: junk:AAAA");
     }
 
     #[test]

@@ -465,11 +465,7 @@ impl BinaryCache {
             references: info.references.clone(),
             deriver: info.deriver.clone(),
             system: None,
-            sigs: info
-                .signatures
-                .iter()
-                .filter_map(|s| s.parse().ok())
-                .collect(),
+            sigs: info.signatures.clone(),
             ca: info.ca,
         };
         for key in &self.secret_keys {
@@ -500,57 +496,118 @@ impl BinaryCache {
             })
     }
 
-    /// Reads the NAR, hashing it and the compressed bytes, into `upload`.
+    /// Reads the NAR, validating its structure (b3-nar's reader) and
+    /// hashing it and the compressed bytes, into `upload`. Bytes after the
+    /// end of the archive are an error.
     async fn stream_compressed(
         &self,
         nar: &mut (dyn AsyncRead + Unpin + Send),
         upload: &mut WriteMultipart,
     ) -> Result<(Hash, u64, Hash, u64), StoreError> {
+        let raw = SharedBuf::default();
         let sink = SharedBuf::default();
-        let mut enc = compress_writer(self.compression, sink.clone());
-        let mut nar_hasher = Hasher::new(HashAlgo::Sha256);
-        let mut file_hasher = Hasher::new(HashAlgo::Sha256);
-        let mut buf = vec![0u8; 256 << 10];
+        let mut p = Pipeline {
+            raw: raw.clone(),
+            enc: compress_writer(self.compression, sink.clone()),
+            sink,
+            nar_hasher: Hasher::new(HashAlgo::Sha256),
+            file_hasher: Hasher::new(HashAlgo::Sha256),
+            upload,
+        };
         let io_err = |e| StoreError::io("streaming NAR to the binary cache", e);
-        loop {
-            let n = nar.read(&mut buf).await.map_err(io_err)?;
-            if n == 0 {
-                break;
+        let mut reader = b3_nar::AsyncNarReader::new(Tee {
+            inner: nar,
+            copy: raw,
+        });
+        let mut buf = vec![0u8; 256 << 10];
+        while let Some(ev) = reader.next().await? {
+            if let b3_nar::AsyncEvent::File { mut contents, .. } = ev {
+                loop {
+                    let n = contents.read(&mut buf).await.map_err(io_err)?;
+                    if n == 0 {
+                        break;
+                    }
+                    p.pump().await?;
+                }
             }
-            nar_hasher.update(&buf[..n]);
-            enc.write_all(&buf[..n]).await.map_err(io_err)?;
-            self.drain(&sink, &mut file_hasher, upload).await?;
+            p.pump().await?;
         }
-        enc.shutdown().await.map_err(io_err)?;
-        self.drain(&sink, &mut file_hasher, upload).await?;
-        let nar_size = nar_hasher.bytes_hashed();
-        let file_size = file_hasher.bytes_hashed();
+        let mut rest = reader.into_inner();
+        if rest.read(&mut buf[..1]).await.map_err(io_err)? != 0 {
+            return Err(StoreError::Other(format!(
+                "invalid NAR: trailing data after the end of the archive (at byte {})",
+                p.nar_hasher.bytes_hashed()
+            )));
+        }
+        p.pump().await?;
+        p.enc.shutdown().await.map_err(io_err)?;
+        p.pump().await?;
+        let nar_size = p.nar_hasher.bytes_hashed();
+        let file_size = p.file_hasher.bytes_hashed();
         Ok((
-            nar_hasher.finish(),
+            p.nar_hasher.finish(),
             nar_size,
-            file_hasher.finish(),
+            p.file_hasher.finish(),
             file_size,
         ))
     }
+}
 
-    async fn drain(
-        &self,
-        sink: &SharedBuf,
-        hasher: &mut Hasher,
-        upload: &mut WriteMultipart,
-    ) -> Result<(), StoreError> {
-        let chunk = sink.take();
+/// NAR bytes → sha256 + compressor → sha256 + multipart upload.
+struct Pipeline<'u> {
+    /// What the NAR reader has consumed but not yet been compressed.
+    raw: SharedBuf,
+    enc: super::compression::BoxWriter<'static>,
+    /// Compressor output not yet uploaded.
+    sink: SharedBuf,
+    nar_hasher: Hasher,
+    file_hasher: Hasher,
+    upload: &'u mut WriteMultipart,
+}
+
+impl Pipeline<'_> {
+    async fn pump(&mut self) -> Result<(), StoreError> {
+        let raw = self.raw.take();
+        if !raw.is_empty() {
+            self.nar_hasher.update(&raw);
+            self.enc
+                .write_all(&raw)
+                .await
+                .map_err(|e| StoreError::io("compressing NAR", e))?;
+        }
+        let chunk = self.sink.take();
         if chunk.is_empty() {
             return Ok(());
         }
-        hasher.update(&chunk);
+        self.file_hasher.update(&chunk);
         // Bounded memory: at most a few parts in flight.
-        upload
+        self.upload
             .wait_for_capacity(4)
             .await
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
-        upload.write(&chunk);
+        self.upload.write(&chunk);
         Ok(())
+    }
+}
+
+/// Passes reads through, keeping a copy of every byte read.
+struct Tee<'a> {
+    inner: &'a mut (dyn AsyncRead + Unpin + Send),
+    copy: SharedBuf,
+}
+
+impl AsyncRead for Tee<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &r {
+            self.copy.extend(&buf.filled()[before..]);
+        }
+        r
     }
 }
 
@@ -559,7 +616,7 @@ pub fn to_path_info(n: &NarInfo) -> ValidPathInfo {
     let mut info = ValidPathInfo::new(n.store_path.clone(), n.nar_hash, n.nar_size);
     info.references = n.references.clone();
     info.deriver = n.deriver.clone();
-    info.signatures = n.sigs.iter().map(|s| s.to_string()).collect();
+    info.signatures = n.sigs.clone();
     info.ca = n.ca;
     info
 }
@@ -670,6 +727,13 @@ fn http_store(_: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
 struct SharedBuf(Arc<Mutex<Vec<u8>>>);
 
 impl SharedBuf {
+    fn extend(&self, data: &[u8]) {
+        match self.0.lock() {
+            Ok(mut g) => g.extend_from_slice(data),
+            Err(p) => p.into_inner().extend_from_slice(data),
+        }
+    }
+
     fn take(&self) -> Vec<u8> {
         match self.0.lock() {
             Ok(mut g) => std::mem::take(&mut *g),
