@@ -98,9 +98,11 @@ fn random_regex(rng: &mut Rng, depth: u32) -> String {
         for _ in 0..rng.below(4) {
             s.push_str(&random_atom(rng, depth));
             if rng.below(3) == 0 {
-                s.push_str(*rng.pick(&quants));
+                let q: &&str = rng.pick(&quants);
+                s.push_str(q);
                 if rng.below(8) == 0 {
-                    s.push_str(*rng.pick(&quants));
+                    let q: &&str = rng.pick(&quants);
+                    s.push_str(q);
                 }
             }
         }
@@ -326,6 +328,23 @@ fn random_patterns_agree_with_libstdcxx() {
         }
     }
     report("random", compare(&cases));
+}
+
+#[test]
+fn random_patterns_on_longer_subjects_agree_with_libstdcxx() {
+    // Longer subjects make the executor revisit states much more, which
+    // is where its memo table (absent in libstdc++) matters.
+    let mut rng = Rng::new(0x10_96e5);
+    let mut cases = Vec::new();
+    for _ in 0..1500 {
+        let pat = random_regex(&mut rng, 0);
+        for _ in 0..2 {
+            let n = 8 + rng.below(20);
+            let subj: Vec<u8> = (0..n).map(|_| *rng.pick(b"aab")).collect();
+            cases.push((pat.clone().into_bytes(), subj));
+        }
+    }
+    report("random, longer subjects", compare(&cases));
 }
 
 #[test]

@@ -69,6 +69,57 @@ pub(crate) struct Program {
     pub(crate) start: u32,
     /// Number of groups including group 0 (the whole match).
     pub(crate) groups: usize,
+    /// For each state, its index among the branching states (loops and
+    /// alternatives), which are the ones the executor memoises.
+    pub(crate) branch_index: Vec<u32>,
+    pub(crate) branch_count: usize,
+    /// Per branching state (by branch index): the loop states reachable
+    /// from it without consuming input, sorted. Only their counters can
+    /// affect what happens below that state at the same position. `None`
+    /// when the pattern is too large to precompute this.
+    pub(crate) eps_loops: Option<Vec<Vec<u32>>>,
+}
+
+/// Work bound (states × branching states) for computing `eps_loops`.
+const EPS_WORK_LIMIT: usize = 20_000_000;
+
+fn eps_loops(states: &[State], branch_index: &[u32], branch_count: usize) -> Option<Vec<Vec<u32>>> {
+    if branch_count.checked_mul(states.len())? > EPS_WORK_LIMIT {
+        return None;
+    }
+    let mut out = vec![Vec::new(); branch_count];
+    let mut seen = vec![u32::MAX; states.len()];
+    let mut todo = Vec::new();
+    for (id, &b) in branch_index.iter().enumerate() {
+        if b == NONE {
+            continue;
+        }
+        let mut found = Vec::new();
+        todo.push(id as u32);
+        while let Some(s) = todo.pop() {
+            if s == NONE || seen[s as usize] == b {
+                continue;
+            }
+            seen[s as usize] = b;
+            let st = &states[s as usize];
+            match st.op {
+                Op::Match(_) | Op::Accept => {}
+                Op::Repeat => {
+                    found.push(s);
+                    todo.push(st.next);
+                    todo.push(st.alt);
+                }
+                Op::Alternative => {
+                    todo.push(st.next);
+                    todo.push(st.alt);
+                }
+                _ => todo.push(st.next),
+            }
+        }
+        found.sort_unstable();
+        out[b as usize] = found;
+    }
+    Some(out)
 }
 
 #[derive(Clone, Copy)]
@@ -114,10 +165,27 @@ pub(crate) fn compile(toks: &[Tok]) -> Result<Program, RegexError> {
     let acc = c.insert(Op::Accept)?;
     c.append_state(&mut whole, acc);
     c.eliminate_dummies();
+    let mut branch_count = 0usize;
+    let branch_index: Vec<u32> = c
+        .states
+        .iter()
+        .map(|s| {
+            if s.has_alt() {
+                branch_count += 1;
+                (branch_count - 1) as u32
+            } else {
+                NONE
+            }
+        })
+        .collect();
+    let eps_loops = eps_loops(&c.states, &branch_index, branch_count);
     Ok(Program {
         states: c.states,
         start: whole.start,
         groups: c.group_count,
+        branch_index,
+        branch_count,
+        eps_loops,
     })
 }
 

@@ -17,7 +17,7 @@
 
 use super::compile::{Op, Program, NONE};
 use super::{ErrorKind, RegexError};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Flags {
@@ -83,7 +83,80 @@ pub(crate) struct Exec<'a> {
     results: Option<Vec<Slot>>,
     loop_count: Vec<(usize, u8)>,
     loop_log: Vec<(u32, usize)>,
-    memo: HashMap<MemoKey, bool>,
+    memo: Memo,
+}
+
+/// Largest dense memo table (entries of 4 bytes) before falling back to
+/// a hash map only.
+const DENSE_LIMIT: usize = 1 << 24;
+
+/// Memo of subtree outcomes. Keys without active loop counters (the vast
+/// majority) live in a dense table indexed by branch state and position,
+/// stamped with a generation so that starting a new attempt is O(1); the
+/// rest go to a hash map.
+struct Memo {
+    dense: Vec<u32>,
+    width: usize,
+    generation: u32,
+    sparse: FxHashMap<MemoKey, bool>,
+}
+
+impl Memo {
+    fn new(prog: &Program, input_len: usize) -> Memo {
+        let width = input_len + 1;
+        let dense = match prog.branch_count.checked_mul(width) {
+            Some(n) if n <= DENSE_LIMIT => vec![0; n],
+            _ => Vec::new(),
+        };
+        Memo {
+            dense,
+            width,
+            generation: 0,
+            sparse: FxHashMap::default(),
+        }
+    }
+
+    /// Forget everything (a new start position).
+    fn reset(&mut self) {
+        if self.generation >= (u32::MAX >> 1) - 1 {
+            self.dense.iter_mut().for_each(|e| *e = 0);
+            self.generation = 0;
+        }
+        self.generation += 1;
+        // Clearing costs O(capacity); after a big walk start afresh.
+        if self.sparse.capacity() > 4096 {
+            self.sparse = FxHashMap::default();
+        } else {
+            self.sparse.clear();
+        }
+    }
+
+    fn slot(&self, prog: &Program, key: &MemoKey) -> Option<usize> {
+        if !key.loops.is_empty() || self.dense.is_empty() {
+            return None;
+        }
+        let b = prog.branch_index[key.state as usize] as usize;
+        Some(b * self.width + key.pos)
+    }
+
+    fn get(&self, prog: &Program, key: &MemoKey) -> Option<bool> {
+        match self.slot(prog, key) {
+            Some(i) => {
+                let e = self.dense[i];
+                (e >> 1 == self.generation).then_some(e & 1 == 1)
+            }
+            None => self.sparse.get(key).copied(),
+        }
+    }
+
+    fn put(&mut self, prog: &Program, key: MemoKey, sol: bool) {
+        match self.slot(prog, &key) {
+            Some(i) => self.dense[i] = self.generation << 1 | u32::from(sol),
+            None => {
+                self.sparse.insert(key, sol);
+            }
+        }
+    }
 }
 
 impl<'a> Exec<'a> {
@@ -102,7 +175,7 @@ impl<'a> Exec<'a> {
             results: None,
             loop_count: vec![(0, 0); prog.states.len()],
             loop_log: Vec::new(),
-            memo: HashMap::new(),
+            memo: Memo::new(prog, input.len()),
         }
     }
 
@@ -140,7 +213,7 @@ impl<'a> Exec<'a> {
         self.has_sol = false;
         self.sol_end = None;
         self.results = None;
-        self.memo.clear();
+        self.memo.reset();
         for s in &mut self.slots {
             *s = Slot::default();
         }
@@ -179,7 +252,7 @@ impl<'a> Exec<'a> {
                     match &st.op {
                         Op::Repeat | Op::Alternative => {
                             let key = self.memo_key(id);
-                            if let Some(&sol) = self.memo.get(&key) {
+                            if let Some(sol) = self.memo.get(prog, &key) {
                                 self.has_sol = sol;
                                 continue;
                             }
@@ -247,9 +320,7 @@ impl<'a> Exec<'a> {
                 Frame::RestoreStart(k, start) => self.slots[k].start = start,
                 Frame::RestoreSlot(k, slot) => self.slots[k] = slot,
                 Frame::RestorePos(p) => self.cur = p,
-                Frame::Memo(key) => {
-                    self.memo.insert(key, self.has_sol);
-                }
+                Frame::Memo(key) => self.memo.put(prog, key, self.has_sol),
             }
         }
         Ok(())
@@ -272,13 +343,22 @@ impl<'a> Exec<'a> {
         stack.push(Frame::Explore(self.prog.states[id as usize].alt));
     }
 
-    /// The loop counters that can still influence the walk: those set at
-    /// the current position (positions only grow along a path).
+    /// The loop counters that can still influence the walk below `state`:
+    /// those set at the current position (positions only grow along a
+    /// path) for loops reachable from `state` without consuming input.
     fn memo_key(&self, state: u32) -> MemoKey {
         let mut loops: Vec<(u32, u8)> = Vec::new();
+        let reachable = self
+            .prog
+            .eps_loops
+            .as_ref()
+            .map(|e| &e[self.prog.branch_index[state as usize] as usize]);
         for &(id, pos) in self.loop_log.iter().rev() {
             if pos != self.cur {
                 break;
+            }
+            if reachable.is_some_and(|r| r.binary_search(&id).is_err()) {
+                continue;
             }
             let (p, c) = self.loop_count[id as usize];
             if p == self.cur && c > 0 && !loops.iter().any(|&(i, _)| i == id) {

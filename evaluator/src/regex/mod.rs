@@ -66,6 +66,9 @@ pub struct Regex {
     step_limit: u64,
 }
 
+/// Capture ranges of groups 1..=n (`None`: the group did not take part).
+pub type Captures = Vec<Option<(usize, usize)>>;
+
 /// One result of [`Regex::search_iter`], with byte offsets into the subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Match {
@@ -75,7 +78,7 @@ pub struct Match {
     pub start: usize,
     pub end: usize,
     /// Groups 1..=n; `None` for a group that did not participate.
-    pub groups: Vec<Option<(usize, usize)>>,
+    pub groups: Captures,
 }
 
 /// One element of `builtins.split`'s result.
@@ -110,15 +113,12 @@ impl Regex {
 
     /// `std::regex_match`: the whole of `s` must match. Returns the
     /// captures of groups 1..=n.
-    pub fn match_full(&self, s: &[u8]) -> Option<Vec<Option<(usize, usize)>>> {
+    pub fn match_full(&self, s: &[u8]) -> Option<Captures> {
         self.try_match_full(s).ok().flatten()
     }
 
     /// Like [`Regex::match_full`], but reports an exhausted step budget.
-    pub fn try_match_full(
-        &self,
-        s: &[u8],
-    ) -> Result<Option<Vec<Option<(usize, usize)>>>, RegexError> {
+    pub fn try_match_full(&self, s: &[u8]) -> Result<Option<Captures>, RegexError> {
         let mut ex = Exec::new(&self.prog, s, self.step_limit);
         let caps = ex.run(0, Flags::default(), Mode::Exact)?;
         Ok(caps.map(|mut c| {

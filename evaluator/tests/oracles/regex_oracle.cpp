@@ -51,7 +51,7 @@ int main() {
         pid_t pid = fork();
         if (pid == 0) {
             close(fds[0]);
-            alarm(3);
+            alarm(1);
             std::string out = run_case(line) + "\n";
             if (write(fds[1], out.data(), out.size()) < 0) _exit(1);
             _exit(0);
