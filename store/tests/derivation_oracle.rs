@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use b3_store::derivation::instantiate::{instantiate, OutputHashing};
-use b3_store::derivation::json::show_derivations;
+use b3_store::derivation::json::{parse_show_derivations, show_derivations};
 use b3_store::derivation::{Derivation, DerivationError, DerivationOutput, DrvHash, DrvHashCache};
 use b3_store::hash::{Hash, HashAlgo};
 use b3_store::path::{
@@ -280,6 +280,8 @@ fn show_derivation_json_matches_nix() {
     let b: serde_json::Value = serde_json::from_str(&theirs).unwrap();
     assert_eq!(a, b, "JSON values differ");
     assert_eq!(ours, theirs, "JSON text differs");
+    // And Nix's JSON reads back into the same derivations.
+    assert_eq!(parse_show_derivations(&sd, &theirs).unwrap(), drvs);
 }
 
 /// Nix 2.8 computes paths for another store directory without writing

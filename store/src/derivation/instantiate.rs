@@ -263,6 +263,50 @@ mod tests {
     }
 
     #[test]
+    fn text_hashed_fixed_output_is_a_text_path() {
+        // `outputHashMode = "text"` (newer Nix; 2.8 refuses it): the output is
+        // the text path of its declared contents, and the ATerm says `text:sha256`.
+        let sd = StoreDir::default();
+        let ca = ContentAddress {
+            method: ContentAddressMethod::Text,
+            hash: Hash::digest(HashAlgo::Sha256, b"bar"),
+        };
+        let i = instantiate(
+            base("foo", "x"),
+            "foo",
+            &outs(&["out"]),
+            OutputHashing::Fixed(ca),
+            &sd,
+            no_inputs,
+        )
+        .unwrap();
+        let expected = sd.compute_text_path("foo", b"bar", &BTreeSet::new()).unwrap();
+        assert_eq!(i.drv.outputs["out"].path(), Some(&expected));
+        assert_eq!(sd.display(&expected), "/nix/store/vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo");
+        assert!(i.aterm.contains(&format!(
+            r#"("out","{}","text:sha256","{}")"#,
+            sd.display(&expected),
+            ca.hash.to_base16()
+        )));
+        let back = Derivation::from_aterm(&sd, i.aterm.as_bytes()).unwrap();
+        assert_eq!(back, i.drv);
+        back.check_fixed_output_paths(&sd, "foo").unwrap();
+        let sha1 = ContentAddress {
+            method: ContentAddressMethod::Text,
+            hash: Hash::digest(HashAlgo::Sha1, b"bar"),
+        };
+        assert!(instantiate(
+            base("foo", "x"),
+            "foo",
+            &outs(&["out"]),
+            OutputHashing::Fixed(sha1),
+            &sd,
+            no_inputs,
+        )
+        .is_err());
+    }
+
+    #[test]
     fn rejects_bad_names() {
         let sd = StoreDir::default();
         assert!(matches!(

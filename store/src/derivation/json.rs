@@ -3,9 +3,15 @@
 //! `system`, `builder`, `args`, `env` in that order, indented by two spaces
 //! per level, `{}`/`[]` when empty, and Nix's string escaping (`\"` `\\`
 //! `\n` `\r` `\t`, other control bytes as `\u00XX`, the rest raw).
+//! Also reads that JSON back into derivations.
 
-use super::{Derivation, DerivationOutput};
-use crate::path::{StoreDir, StorePath};
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::{Derivation, DerivationError, DerivationOutput};
+use crate::hash::{Hash, HashAlgo};
+use crate::path::{ContentAddress, ContentAddressMethod, StoreDir, StorePath};
 
 /// A tiny writer reproducing the layout of Nix 2.8's `JSONWriter` with indentation.
 struct Writer {
@@ -183,6 +189,138 @@ impl Derivation {
     }
 }
 
+fn json_err(msg: impl Into<String>) -> DerivationError {
+    DerivationError::Json(msg.into())
+}
+
+fn str_field<'v>(obj: &'v Value, key: &str, ctx: &str) -> Result<&'v str, DerivationError> {
+    obj.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| json_err(format!("{ctx}: '{key}' must be a string")))
+}
+
+fn str_list(v: &Value, ctx: &str) -> Result<Vec<String>, DerivationError> {
+    v.as_array()
+        .ok_or_else(|| json_err(format!("{ctx} must be a list")))?
+        .iter()
+        .map(|e| {
+            e.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| json_err(format!("{ctx} must hold strings")))
+        })
+        .collect()
+}
+
+fn output_from_json(
+    store_dir: &StoreDir,
+    name: &str,
+    v: &Value,
+) -> Result<DerivationOutput, DerivationError> {
+    let ctx = format!("output '{name}'");
+    let obj = v
+        .as_object()
+        .ok_or_else(|| json_err(format!("{ctx} must be an object")))?;
+    let path = match obj.get("path") {
+        Some(p) => Some(
+            store_dir.parse(
+                p.as_str()
+                    .ok_or_else(|| json_err(format!("{ctx}: 'path' must be a string")))?,
+            )?,
+        ),
+        None => None,
+    };
+    let Some(algo) = obj.get("hashAlgo") else {
+        return Ok(match path {
+            Some(p) => DerivationOutput::InputAddressed(p),
+            None => DerivationOutput::Deferred,
+        });
+    };
+    let algo = algo
+        .as_str()
+        .ok_or_else(|| json_err(format!("{ctx}: 'hashAlgo' must be a string")))?;
+    let (method, algo_name) = ContentAddressMethod::split_prefix(algo);
+    let algo = HashAlgo::from_name(algo_name)
+        .ok_or_else(|| json_err(format!("{ctx}: unknown hash algorithm '{algo_name}'")))?;
+    if obj.get("impure").and_then(Value::as_bool) == Some(true) {
+        return Ok(DerivationOutput::Impure { method, algo });
+    }
+    match obj.get("hash") {
+        Some(h) => {
+            let h = h
+                .as_str()
+                .ok_or_else(|| json_err(format!("{ctx}: 'hash' must be a string")))?;
+            let hash = Hash::parse_unprefixed(h, algo)?;
+            let path =
+                path.ok_or_else(|| json_err(format!("{ctx}: a fixed output needs 'path'")))?;
+            Ok(DerivationOutput::CaFixed {
+                ca: ContentAddress { method, hash },
+                path,
+            })
+        }
+        None => Ok(DerivationOutput::CaFloating { method, algo }),
+    }
+}
+
+/// One derivation from its `show-derivation` JSON object.
+pub fn derivation_from_json(
+    store_dir: &StoreDir,
+    v: &Value,
+) -> Result<Derivation, DerivationError> {
+    let mut drv = Derivation::default();
+    let outputs = v
+        .get("outputs")
+        .and_then(Value::as_object)
+        .ok_or_else(|| json_err("'outputs' must be an object"))?;
+    for (name, o) in outputs {
+        drv.outputs
+            .insert(name.clone(), output_from_json(store_dir, name, o)?);
+    }
+    let srcs = v
+        .get("inputSrcs")
+        .ok_or_else(|| json_err("'inputSrcs' is missing"))?;
+    for s in str_list(srcs, "'inputSrcs'")? {
+        drv.input_srcs.insert(store_dir.parse(&s)?);
+    }
+    let drvs = v
+        .get("inputDrvs")
+        .and_then(Value::as_object)
+        .ok_or_else(|| json_err("'inputDrvs' must be an object"))?;
+    for (p, outs) in drvs {
+        let outs: BTreeSet<String> = str_list(outs, "an 'inputDrvs' entry")?
+            .into_iter()
+            .collect();
+        drv.input_drvs.insert(store_dir.parse(p)?, outs);
+    }
+    drv.system = str_field(v, "system", "derivation")?.to_owned();
+    drv.builder = str_field(v, "builder", "derivation")?.to_owned();
+    drv.args = str_list(v.get("args").unwrap_or(&Value::Null), "'args'")?;
+    let env = v
+        .get("env")
+        .and_then(Value::as_object)
+        .ok_or_else(|| json_err("'env' must be an object"))?;
+    for (k, val) in env {
+        let val = val
+            .as_str()
+            .ok_or_else(|| json_err(format!("env '{k}' must be a string")))?;
+        drv.env.insert(k.clone(), val.to_owned());
+    }
+    Ok(drv)
+}
+
+/// Reads `nix show-derivation` output back: drv path → derivation.
+pub fn parse_show_derivations(
+    store_dir: &StoreDir,
+    text: &str,
+) -> Result<BTreeMap<StorePath, Derivation>, DerivationError> {
+    let v: Value = serde_json::from_str(text).map_err(|e| json_err(e.to_string()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| json_err("the top level must be an object"))?;
+    obj.iter()
+        .map(|(p, d)| Ok((store_dir.parse(p)?, derivation_from_json(store_dir, d)?)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +365,27 @@ mod tests {
         let mut s = String::new();
         push_json_string(&mut s, "a\"b\\c\nd\re\tf\u{1}g\u{7f}é");
         assert_eq!(s, "\"a\\\"b\\\\c\\nd\\re\\tf\\u0001g\u{7f}é\"");
+    }
+
+    #[test]
+    fn json_reads_back_what_it_prints() {
+        let sd = StoreDir::default();
+        let text = r#"Derive([("out","/nix/store/sxxkwa9z9yawpbhrv0ar6pgyihxvmcra-fod-flat-sha256","sha256","5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03")],[("/nix/store/76w21n1f03fs5kw8fnffphx7qrqffw6r-hello.drv",["out"])],["/nix/store/vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo"],"x86_64-linux","/bin/sh",["-c","x\ny"],[("out","/nix/store/sxxkwa9z9yawpbhrv0ar6pgyihxvmcra-fod-flat-sha256")])"#;
+        let d = Derivation::from_aterm(&sd, text.as_bytes()).unwrap();
+        let p = sd
+            .parse("/nix/store/9y2ynaxg6yzjq80plhlxrfm3r7s1fqsa-fod-flat-sha256.drv")
+            .unwrap();
+        let back = parse_show_derivations(&sd, &d.to_show_json(&sd, &p)).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[&p], d);
+        assert!(matches!(
+            parse_show_derivations(
+                &sd,
+                "{\"/nix/store/9y2ynaxg6yzjq80plhlxrfm3r7s1fqsa-x.drv\": {}}"
+            ),
+            Err(DerivationError::Json(_))
+        ));
+        assert!(parse_show_derivations(&sd, "[").is_err());
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub enum DerivationError {
     FixedOutputMultipleOutputs,
     #[error("{0}")]
     Invalid(String),
+    #[error("invalid derivation JSON: {0}")]
+    Json(String),
 }
 
 impl Derivation {
