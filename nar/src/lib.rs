@@ -13,6 +13,7 @@
 //! - [`NarEncoder`]: write a NAR node by node from any source.
 //! - [`HashingWriter`], [`HashingReader`], [`NarHash`], [`nixbase32`].
 
+mod algo;
 mod async_io;
 mod dump;
 mod encoder;
@@ -24,6 +25,7 @@ mod reader;
 mod restore;
 pub mod wire;
 
+pub use algo::{hash_path_with, hash_reader, AnyHash, HashAlgo, Hasher, UnknownAlgo};
 pub use async_io::{
     dump_path_async, encode_tree_async, restore_async, AsyncEvent, AsyncFileReader, AsyncNarReader,
 };
