@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use b3_store::derivation::instantiate::{instantiate, OutputHashing};
+use b3_store::derivation::instantiate::{instantiate, OutputHashAttrs, OutputHashing};
 use b3_store::derivation::json::{parse_show_derivations, show_derivations};
 use b3_store::derivation::{Derivation, DerivationError, DerivationOutput, DrvHash, DrvHashCache};
 use b3_store::hash::{Hash, HashAlgo};
@@ -233,6 +233,15 @@ fn corpus_round_trips_and_recomputes_paths_like_nix() {
             Some(DerivationOutput::CaFixed { ca, .. }) => OutputHashing::Fixed(*ca),
             _ => OutputHashing::InputAddressed,
         };
+        // The evaluator's view: decided from the attributes as written.
+        let from_attrs = OutputHashing::from_nix_attrs(OutputHashAttrs {
+            output_hash: drv.env.get("outputHash").map(String::as_str),
+            output_hash_algo: drv.env.get("outputHashAlgo").map(String::as_str),
+            output_hash_mode: drv.env.get("outputHashMode").map(String::as_str),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(from_attrs, hashing, "output hashing of {shown}");
         kinds.insert(format!("{hashing:?}").split('(').next().unwrap().to_owned());
         let mut blank = drv.clone();
         blank.outputs.clear();

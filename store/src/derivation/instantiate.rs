@@ -14,7 +14,9 @@ use std::collections::BTreeSet;
 use super::hashing::{hash_derivation_modulo, DrvHash, DrvHashKind};
 use super::{Derivation, DerivationError, DerivationOutput};
 use crate::hash::{Hash, HashAlgo};
-use crate::path::{check_name, ContentAddress, ContentAddressMethod, StoreDir, StorePath};
+use crate::path::{
+    check_name, ContentAddress, ContentAddressMethod, FileIngestionMethod, StoreDir, StorePath,
+};
 
 /// How the outputs of a new derivation are addressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,72 @@ pub enum OutputHashing {
         method: ContentAddressMethod,
         algo: HashAlgo,
     },
+}
+
+/// The attributes of a `derivation` call that decide how outputs are addressed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutputHashAttrs<'a> {
+    pub output_hash: Option<&'a str>,
+    pub output_hash_algo: Option<&'a str>,
+    pub output_hash_mode: Option<&'a str>,
+    /// `__contentAddressed`.
+    pub content_addressed: bool,
+    /// `__impure`.
+    pub impure: bool,
+}
+
+impl OutputHashing {
+    /// Decides the addressing as Nix 2.8's `derivationStrict`: `outputHash`
+    /// (possibly SRI or `algo:`-prefixed; empty means all zeros) makes a
+    /// fixed output, flat unless `outputHashMode = "recursive"`; an unknown
+    /// `outputHashAlgo` counts as absent; floating/impure default to
+    /// recursive sha256.
+    pub fn from_nix_attrs(a: OutputHashAttrs<'_>) -> Result<Self, DerivationError> {
+        let mode = match a.output_hash_mode {
+            None => None,
+            Some("recursive") => Some(FileIngestionMethod::Recursive),
+            Some("flat") => Some(FileIngestionMethod::Flat),
+            Some(other) => {
+                return Err(DerivationError::Invalid(format!(
+                    "invalid value '{other}' for 'outputHashMode' attribute"
+                )))
+            }
+        };
+        let algo = a.output_hash_algo.and_then(HashAlgo::from_name);
+        if let Some(h) = a.output_hash {
+            let hash = parse_hash_allow_empty(h, algo)?;
+            return Ok(OutputHashing::Fixed(ContentAddress {
+                method: ContentAddressMethod::Fixed(mode.unwrap_or(FileIngestionMethod::Flat)),
+                hash,
+            }));
+        }
+        if a.content_addressed && a.impure {
+            return Err(DerivationError::Invalid(
+                "derivation cannot be both content-addressed and impure".into(),
+            ));
+        }
+        let method = ContentAddressMethod::Fixed(mode.unwrap_or(FileIngestionMethod::Recursive));
+        let algo = algo.unwrap_or(HashAlgo::Sha256);
+        Ok(if a.impure {
+            OutputHashing::Impure { method, algo }
+        } else if a.content_addressed {
+            OutputHashing::Floating { method, algo }
+        } else {
+            OutputHashing::InputAddressed
+        })
+    }
+}
+
+/// Nix's `newHashAllowEmpty`: an empty string is the all-zero hash of the
+/// given algorithm (Nix warns and then reports the real hash on mismatch).
+pub fn parse_hash_allow_empty(s: &str, algo: Option<HashAlgo>) -> Result<Hash, DerivationError> {
+    if s.is_empty() {
+        let algo = algo.ok_or_else(|| {
+            DerivationError::Invalid("empty hash requires explicit hash type".into())
+        })?;
+        return Ok(Hash::zero(algo));
+    }
+    Ok(Hash::parse_any(s, algo)?)
 }
 
 /// A derivation ready to be written: its text, path and modulo hash.
@@ -280,9 +348,14 @@ mod tests {
             no_inputs,
         )
         .unwrap();
-        let expected = sd.compute_text_path("foo", b"bar", &BTreeSet::new()).unwrap();
+        let expected = sd
+            .compute_text_path("foo", b"bar", &BTreeSet::new())
+            .unwrap();
         assert_eq!(i.drv.outputs["out"].path(), Some(&expected));
-        assert_eq!(sd.display(&expected), "/nix/store/vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo");
+        assert_eq!(
+            sd.display(&expected),
+            "/nix/store/vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo"
+        );
         assert!(i.aterm.contains(&format!(
             r#"("out","{}","text:sha256","{}")"#,
             sd.display(&expected),
@@ -303,6 +376,88 @@ mod tests {
             &sd,
             no_inputs,
         )
+        .is_err());
+    }
+
+    #[test]
+    fn output_hashing_from_attrs_follows_nix() {
+        let attrs =
+            |h: Option<&'static str>, algo: Option<&'static str>, mode: Option<&'static str>| {
+                OutputHashing::from_nix_attrs(OutputHashAttrs {
+                    output_hash: h,
+                    output_hash_algo: algo,
+                    output_hash_mode: mode,
+                    ..Default::default()
+                })
+            };
+        let hello = Hash::digest(HashAlgo::Sha256, b"hello\n");
+        let flat = ContentAddressMethod::Fixed(FileIngestionMethod::Flat);
+        let rec = ContentAddressMethod::Fixed(FileIngestionMethod::Recursive);
+        assert_eq!(
+            attrs(
+                Some("sha256-WJG1tSLV3whtD/CxEPvZ0hu0/HFjrzTQgoai6Eb2vgM="),
+                None,
+                None
+            )
+            .unwrap(),
+            OutputHashing::Fixed(ContentAddress {
+                method: flat,
+                hash: hello
+            })
+        );
+        // An unknown algo counts as absent; the SRI prefix still names it.
+        assert_eq!(
+            attrs(
+                Some("sha256-WJG1tSLV3whtD/CxEPvZ0hu0/HFjrzTQgoai6Eb2vgM="),
+                Some("bogus"),
+                Some("recursive")
+            )
+            .unwrap(),
+            OutputHashing::Fixed(ContentAddress {
+                method: rec,
+                hash: hello
+            })
+        );
+        assert_eq!(
+            attrs(Some(""), Some("sha1"), None).unwrap(),
+            OutputHashing::Fixed(ContentAddress {
+                method: flat,
+                hash: Hash::zero(HashAlgo::Sha1)
+            })
+        );
+        assert!(attrs(Some(""), None, None).is_err());
+        assert!(attrs(
+            Some("0000000000000000000000000000000000000000000000000000000000000000"),
+            None,
+            None
+        )
+        .is_err());
+        assert!(attrs(
+            Some("0000000000000000000000000000000000000000000000000000000000000000"),
+            Some("sha256"),
+            Some("text")
+        )
+        .is_err());
+        assert_eq!(
+            attrs(None, Some("sha1"), Some("flat")).unwrap(),
+            OutputHashing::InputAddressed
+        );
+        assert_eq!(
+            OutputHashing::from_nix_attrs(OutputHashAttrs {
+                content_addressed: true,
+                ..Default::default()
+            })
+            .unwrap(),
+            OutputHashing::Floating {
+                method: rec,
+                algo: HashAlgo::Sha256
+            }
+        );
+        assert!(OutputHashing::from_nix_attrs(OutputHashAttrs {
+            content_addressed: true,
+            impure: true,
+            ..Default::default()
+        })
         .is_err());
     }
 
