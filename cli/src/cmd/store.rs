@@ -110,6 +110,8 @@ pub enum Command {
     /// Create a symlink LINK to a store path and make it an indirect GC root
     /// (as `nix-build` does with `result`).
     Link { path: String, link: PathBuf },
+    /// List every valid path.
+    List,
     /// Print where the store lives.
     Info,
 }
@@ -377,6 +379,11 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
         Command::Link { path, link } => {
             let sp = store.resolve_user_path(&path)?;
             store.create_result_link(&link, &sp)?;
+        }
+        Command::List => {
+            for p in store.all_valid_paths()? {
+                writeln!(out, "{}", store.print_path(&p))?;
+            }
         }
         Command::Info => {
             writeln!(out, "store directory: {}", store.store_dir())?;

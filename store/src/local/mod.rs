@@ -381,9 +381,11 @@ impl LocalStore {
             // Unregistered leftover (a crash after rename, before registering).
             self.delete_physical(&dest)?;
         }
+        crash_point("before-rename");
         std::fs::rename(tmp_node, &dest)
             .map_err(io_ctx(format!("moving into place {}", dest.display())))?;
         self.sync_store_dir()?;
+        crash_point("before-register");
         let row = self.row_of(info);
         let refs = info
             .references
@@ -656,7 +658,17 @@ impl LocalStore {
         let limited = nar.take(max.map_or(u64::MAX, |m| m.saturating_add(1)));
         let mut hr = b3_nar::HashingReader::new(BufReader::with_capacity(1 << 18, limited));
         let restored = b3_nar::restore(&mut hr, &node);
+        // Without an announced size, the stream must end with the archive.
+        let trailing = max.is_none() && restored.is_ok() && {
+            let mut one = [0u8; 1];
+            matches!(hr.read(&mut one), Ok(n) if n > 0)
+        };
         let (_, got) = hr.finish_nar();
+        if trailing {
+            return Err(StoreError::Other(format!(
+                "NAR for '{path_s}' is followed by trailing data"
+            )));
+        }
         if let Err(e) = restored {
             if let Some(m) = max {
                 if got.size > m {
@@ -924,6 +936,14 @@ pub struct SweepReport {
     pub temp_dirs: usize,
     /// Base names of unregistered store entries that were deleted.
     pub unregistered: Vec<String>,
+}
+
+/// Fault injection for the crash tests: `B3_TEST_CRASH_AT=<point>` aborts
+/// the process there, as a `kill -9` at the worst moment would.
+fn crash_point(point: &str) {
+    if std::env::var_os("B3_TEST_CRASH_AT").is_some_and(|v| v == point) {
+        std::process::abort();
+    }
 }
 
 fn replace_symlink(target: &Path, link: &Path) -> Result<(), StoreError> {
