@@ -28,6 +28,7 @@ mod fsimport;
 mod gc;
 mod nar_export;
 mod nar_import;
+mod verify;
 
 use std::fs;
 use std::io::{self, Write};
@@ -37,6 +38,7 @@ pub use blob::BlobWriter;
 pub use gc::GcStats;
 pub use id::ObjectId;
 pub use tree::{DecodeError, Entry, Node};
+pub use verify::Damage;
 
 const ROOT_MAGIC: &[u8] = b"b3vfs-root\x01";
 
