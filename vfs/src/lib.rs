@@ -6,7 +6,11 @@
 //! - [`view`]: a read-only FUSE filesystem presenting a chosen set of store
 //!   paths straight from the object database, with optional access tracing.
 //!
-//! The WinFSP view would live in its own crate (its binding is GPL-3.0).
+//! - [`runtime`]: commands in their own user + mount namespace that see
+//!   exactly one closure at the store directory, with list/enter/stop.
+//!
+//! The object database also builds for Windows (without the `nar` feature
+//! while b3-nar is Unix-only), for the WinFSP view in its own crate.
 
 pub mod odb;
 #[cfg(target_os = "linux")]

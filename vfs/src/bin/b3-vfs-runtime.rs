@@ -2,6 +2,7 @@
 //! code as `b3 runtime serve`): `b3-vfs-runtime serve <spec args>`, started
 //! through `b3_vfs::runtime::launch`.
 
+#[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if args.first().and_then(|a| a.to_str()) != Some("serve") {
@@ -15,4 +16,10 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() -> std::process::ExitCode {
+    eprintln!("b3-vfs-runtime: runtimes need Linux namespaces and FUSE");
+    std::process::ExitCode::FAILURE
 }

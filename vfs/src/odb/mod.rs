@@ -24,9 +24,12 @@ pub mod id;
 pub mod tree;
 
 mod blob;
+#[cfg(unix)]
 mod fsimport;
 mod gc;
+#[cfg(feature = "nar")]
 mod nar_export;
+#[cfg(feature = "nar")]
 mod nar_import;
 mod verify;
 
@@ -76,6 +79,7 @@ pub enum Error {
     NoRoot(String),
     #[error("{} is not a regular file, symlink or directory", .0.display())]
     Unsupported(PathBuf),
+    #[cfg(feature = "nar")]
     #[error("NAR: {0}")]
     Nar(#[from] b3_nar::Error),
 }
@@ -200,12 +204,7 @@ impl Odb {
     /// first so the record never outlives its objects across a crash.
     pub fn set_root(&self, name: &str, node: &Node) -> Result<()> {
         let dest = self.root_record_path(name)?;
-        let dir = fs::File::open(&self.root).map_err(io_err("opening", &self.root))?;
-        rustix::fs::syncfs(&dir).map_err(|e| Error::Io {
-            what: "syncfs",
-            path: self.root.clone(),
-            source: e.into(),
-        })?;
+        self.sync_all_objects()?;
         let mut bytes = ROOT_MAGIC.to_vec();
         node.encode_into(&mut bytes);
         self.write_atomically(&dest, &bytes, true)
@@ -258,6 +257,24 @@ impl Odb {
         }
         names.sort();
         Ok(names)
+    }
+
+    /// Flushes every object written so far to disk (one `syncfs`).
+    #[cfg(unix)]
+    fn sync_all_objects(&self) -> Result<()> {
+        let dir = fs::File::open(&self.root).map_err(io_err("opening", &self.root))?;
+        rustix::fs::syncfs(&dir).map_err(|e| Error::Io {
+            what: "syncfs",
+            path: self.root.clone(),
+            source: e.into(),
+        })
+    }
+
+    /// No `syncfs` off Unix: roots are still written durably, but objects
+    /// rely on the OS flushing them (the size check catches empty ones).
+    #[cfg(not(unix))]
+    fn sync_all_objects(&self) -> Result<()> {
+        Ok(())
     }
 
     /// A fresh path under `tmp/` that no other writer uses.
@@ -320,8 +337,10 @@ impl Odb {
 }
 
 pub(crate) fn make_read_only(p: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(p, fs::Permissions::from_mode(0o444)).map_err(io_err("chmod", p))
+    let mut perm = fs::metadata(p).map_err(io_err("stat", p))?.permissions();
+    // On Unix: clears every write bit (objects are created 0644 → 0444).
+    perm.set_readonly(true);
+    fs::set_permissions(p, perm).map_err(io_err("chmod", p))
 }
 
 #[cfg(test)]
