@@ -26,7 +26,7 @@ fn run(cmd: &mut Command) -> String {
 
 fn b3() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_b3"));
-    c.env_remove("NIX_STORE_DIR");
+    c.env_remove("NIX_STORE_DIR").env_remove("B3_STORE");
     c
 }
 
@@ -95,6 +95,27 @@ fn show_reads_drv_files_outside_the_store() {
         assert_eq!(ours, expected, "{}", f.display());
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn show_prefers_the_b3_store_when_it_has_the_drv() {
+    let drv = instantiate();
+    let root: PathBuf =
+        std::env::temp_dir().join(format!("b3-derivation-cli-root-{}", std::process::id()));
+    // A b3 store keeps `<root>/nix/store/<base>`; give it a modified copy.
+    let physical = root.join(drv.trim_start_matches('/'));
+    std::fs::create_dir_all(physical.parent().unwrap()).unwrap();
+    let text = std::fs::read_to_string(&drv).unwrap();
+    std::fs::write(&physical, text.replace("cli-top", "cli-TOP")).unwrap();
+    let ours = run(b3()
+        .arg("--store")
+        .arg(&root)
+        .args(["derivation", "show", &drv]));
+    assert!(ours.contains("\"name\": \"cli-TOP\""), "{ours}");
+    // Without the store, the logical path is read.
+    let plain = run(b3().args(["derivation", "show", &drv]));
+    assert!(plain.contains("\"name\": \"cli-top\""));
+    std::fs::remove_dir_all(&root).unwrap();
 }
 
 #[test]

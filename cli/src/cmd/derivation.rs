@@ -1,13 +1,15 @@
 //! `b3 derivation`: inspect `.drv` files.
 //!
 //! `show` prints Nix 2.8's `nix show-derivation` JSON. Arguments are drv
-//! store paths (read at their logical location, e.g. Nix's own store on the
-//! machine) or plain `.drv` files anywhere, whose store path is then computed
-//! from their contents as Nix would name them.
+//! store paths or plain `.drv` files anywhere (whose store path is then
+//! computed from their contents, as Nix would name them). A store path is
+//! read from the b3 store when `--store`/`B3_STORE` names one that holds it
+//! (`<root>/<store dir>/…`), else at its logical location (e.g. Nix's own
+//! store on this machine).
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -36,9 +38,9 @@ pub struct ShowArgs {
     store_dir: String,
 }
 
-pub fn run(_g: &Global, c: Command) -> anyhow::Result<ExitCode> {
+pub fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
     match c {
-        Command::Show(a) => show(a),
+        Command::Show(a) => show(g, a),
     }
 }
 
@@ -48,13 +50,31 @@ fn read_drv(store_dir: &StoreDir, file: &Path) -> anyhow::Result<Derivation> {
         .with_context(|| format!("parsing derivation '{}'", file.display()))
 }
 
+/// Where to read a store path: in the b3 store if it has it, else at the
+/// logical path.
+fn file_of(root: Option<&Path>, store_dir: &StoreDir, p: &StorePath) -> PathBuf {
+    let logical = store_dir.display(p);
+    if let Some(root) = root {
+        let physical = root.join(logical.trim_start_matches('/'));
+        if physical.is_file() {
+            return physical;
+        }
+    }
+    PathBuf::from(logical)
+}
+
 /// The store path a `.drv` argument stands for, and its parsed contents.
-fn load(store_dir: &StoreDir, arg: &str) -> anyhow::Result<(StorePath, Derivation)> {
+fn load(
+    root: Option<&Path>,
+    store_dir: &StoreDir,
+    arg: &str,
+) -> anyhow::Result<(StorePath, Derivation)> {
     if let Ok(p) = store_dir.parse(arg) {
         if !p.is_derivation() {
             bail!("'{arg}' is not a derivation");
         }
-        return Ok((p, read_drv(store_dir, Path::new(arg))?));
+        let file = file_of(root, store_dir, &p);
+        return Ok((p, read_drv(store_dir, &file)?));
     }
     let file = Path::new(arg);
     let drv = read_drv(store_dir, file)?;
@@ -78,11 +98,12 @@ fn load(store_dir: &StoreDir, arg: &str) -> anyhow::Result<(StorePath, Derivatio
     Ok((path, drv))
 }
 
-fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
+fn show(g: &Global, a: ShowArgs) -> anyhow::Result<ExitCode> {
     let store_dir = StoreDir::new(&a.store_dir)?;
+    let root = g.store.as_deref();
     let mut drvs: BTreeMap<StorePath, Derivation> = BTreeMap::new();
     for arg in &a.paths {
-        let (p, d) = load(&store_dir, arg)?;
+        let (p, d) = load(root, &store_dir, arg)?;
         drvs.insert(p, d);
     }
     if a.recursive {
@@ -94,7 +115,7 @@ fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             if drvs.contains_key(&p) {
                 continue;
             }
-            let d = read_drv(&store_dir, Path::new(&store_dir.display(&p)))?;
+            let d = read_drv(&store_dir, &file_of(root, &store_dir, &p))?;
             todo.extend(d.input_drvs.keys().cloned());
             drvs.insert(p, d);
         }
