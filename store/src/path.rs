@@ -176,10 +176,15 @@ impl fmt::Debug for StorePath {
 
 impl Ord for StorePath {
     fn cmp(&self, other: &Self) -> Ordering {
-        let a = nixbase32::encode_digest(&self.digest);
-        let b = nixbase32::encode_digest(&other.digest);
-        // Nix compares base names: the hash part first, then '-' + name.
-        a.cmp(&b).then_with(|| self.name.cmp(&other.name))
+        // Nix compares base names: the hash part first, then '-' + name. The
+        // 32 digits spell the digest as a little-endian 160-bit number, most
+        // significant digit first, in an ASCII-ordered alphabet: so text order
+        // is the order of the bytes read from the last one down.
+        self.digest
+            .iter()
+            .rev()
+            .cmp(other.digest.iter().rev())
+            .then_with(|| self.name.cmp(&other.name))
     }
 }
 
@@ -644,6 +649,75 @@ mod tests {
         let mut expected = printed.clone();
         expected.sort();
         assert_eq!(printed, expected);
+    }
+
+    #[test]
+    fn ordering_matches_printed_order_for_many_digests() {
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut paths = Vec::new();
+        for i in 0..500 {
+            let mut d = [0u8; 20];
+            for b in d.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Few distinct values, so long common prefixes occur.
+                *b = (x % 3) as u8 * 0x55;
+            }
+            paths.push(StorePath::from_parts(d, if i % 2 == 0 { "a" } else { "a-b" }).unwrap());
+        }
+        let mut by_ord = paths.clone();
+        by_ord.sort();
+        let mut by_text = paths;
+        by_text.sort_by_key(|p| p.to_string());
+        assert_eq!(by_ord, by_text);
+    }
+
+    #[test]
+    fn source_path_with_references_and_self() {
+        // makeType: "source" + ":<ref>" per reference in order + ":self".
+        let d = sd();
+        let a = d
+            .parse("/nix/store/00000000000000000000000000000001-a")
+            .unwrap();
+        let b = d
+            .parse("/nix/store/10000000000000000000000000000000-b")
+            .unwrap();
+        let h = hello_sha256();
+        let p = d
+            .make_fixed_output_path(
+                FileIngestionMethod::Recursive,
+                &h,
+                "src",
+                &BTreeSet::from([b.clone(), a.clone()]),
+                true,
+            )
+            .unwrap();
+        let fp = format!(
+            "source:{}:{}:self:sha256:{}:/nix/store:src",
+            d.display(&a),
+            d.display(&b),
+            h.to_base16()
+        );
+        let expected =
+            compress_hash::<20>(Hash::digest(HashAlgo::Sha256, fp.as_bytes()).as_bytes());
+        assert_eq!(p.digest(), &expected);
+        // Text paths list their references the same way, never with self.
+        let t = d
+            .make_text_path("t", &h, &BTreeSet::from([a.clone()]))
+            .unwrap();
+        let fp = format!(
+            "text:{}:sha256:{}:/nix/store:t",
+            d.display(&a),
+            h.to_base16()
+        );
+        let expected =
+            compress_hash::<20>(Hash::digest(HashAlgo::Sha256, fp.as_bytes()).as_bytes());
+        assert_eq!(t.digest(), &expected);
+        assert!(matches!(
+            d.make_text_path("t", &Hash::digest(HashAlgo::Sha1, b""), &BTreeSet::new()),
+            Err(StorePathError::TextNeedsSha256(HashAlgo::Sha1))
+        ));
     }
 
     #[test]
