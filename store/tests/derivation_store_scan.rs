@@ -98,7 +98,18 @@ fn check_all(paths: &[StorePath]) -> (usize, Vec<String>) {
     let mut checked = 0;
     let mut failures = Vec::new();
     for p in paths {
-        match check(&sd, &mut cache, p) {
+        // Other processes may be writing drvs right now (Nix writes the file
+        // in place before registering it): a failure counts only if it
+        // persists once the file has settled.
+        let mut result = check(&sd, &mut cache, p);
+        for _ in 0..3 {
+            if result.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            result = check(&sd, &mut cache, p);
+        }
+        match result {
             Ok(true) => checked += 1,
             Ok(false) => {}
             Err(e) => failures.push(e),
