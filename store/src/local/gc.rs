@@ -74,7 +74,7 @@ impl LocalStore {
                 }
             }
         }
-        let temp = scan_temp_roots(&self.temproots_dir(), std::process::id())
+        let temp = scan_temp_roots(&self.temproots_dir())
             .map_err(io_ctx("reading temporary roots"))?;
         for name in &temp.roots {
             if let Ok(p) = StorePath::from_base_name(name) {
@@ -144,6 +144,7 @@ impl LocalStore {
             crate::canonicalise::remove_tree(&m)
                 .map_err(io_ctx(format!("deleting {}", m.display())))?;
         }
+        let _ = std::fs::remove_dir(&trash);
         let _ = self.locks().remove_stale();
         Ok(report)
     }

@@ -86,7 +86,11 @@ impl LocalStoreConfig {
                     "no store root: set --store or B3_STORE (no data directory found)".into(),
                 )
             })?;
-        Ok(Self::new(root))
+        let mut cfg = Self::new(root);
+        // `B3_FSYNC=0` skips flushing added paths (faster, not crash-durable
+        // against power loss; a killed process is still safe).
+        cfg.fsync = std::env::var_os("B3_FSYNC").is_none_or(|v| v != "0");
+        Ok(cfg)
     }
 }
 
@@ -350,7 +354,10 @@ impl LocalStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(StoreError::io(format!("moving {} to trash", p.display()), e)),
         }
-        remove_tree(&dest).map_err(io_ctx(format!("deleting {}", dest.display())))
+        remove_tree(&dest).map_err(io_ctx(format!("deleting {}", dest.display())))?;
+        // Only succeeds when empty: another deleter may still be using it.
+        let _ = std::fs::remove_dir(&trash);
+        Ok(())
     }
 
     fn sync_tree(&self, p: &Path) -> Result<(), StoreError> {
@@ -867,7 +874,7 @@ impl LocalStore {
     /// unregistered paths nobody is adding, and the trash. With `always`,
     /// sweep even if no dead process was noticed (used by verify and GC).
     pub(crate) fn sweep_after_crashes(&self, always: bool) -> Result<SweepReport, StoreError> {
-        let scan = roots::scan_temp_roots(&self.temproots_dir(), std::process::id())
+        let scan = roots::scan_temp_roots(&self.temproots_dir())
             .map_err(io_ctx("reading temporary roots"))?;
         let mut report = SweepReport::default();
         if scan.dead.is_empty() && !always {

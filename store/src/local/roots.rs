@@ -26,10 +26,13 @@ pub struct TempRoots {
 }
 
 impl TempRoots {
-    /// Create and lock `<dir>/<pid>`.
+    /// Create and lock `<dir>/<pid>-<n>` (one file per open store, so a
+    /// process may open several stores, or one store twice).
     pub fn create(dir: &Path) -> io::Result<TempRoots> {
+        static INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(std::process::id().to_string());
+        let n = INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{}-{n}", std::process::id()));
         // A leftover file of a dead process with our pid: start it afresh.
         let lock = FileLock::lock(&path, LockMode::Exclusive)?;
         lock.file().set_len(0)?;
@@ -65,8 +68,10 @@ pub struct TempRootScan {
     pub live_pids: BTreeSet<u32>,
 }
 
-/// Read every temporary-roots file in `dir`, except our own (`own_pid`).
-pub fn scan_temp_roots(dir: &Path, own_pid: u32) -> io::Result<TempRootScan> {
+/// Read every temporary-roots file in `dir` (`<pid>-<n>`). A file whose lock
+/// we can take belongs to a dead process; files held by this process (other
+/// open stores) are live like any other.
+pub fn scan_temp_roots(dir: &Path) -> io::Result<TempRootScan> {
     let mut scan = TempRootScan::default();
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -75,15 +80,14 @@ pub fn scan_temp_roots(dir: &Path, own_pid: u32) -> io::Result<TempRootScan> {
     };
     for entry in rd {
         let entry = entry?;
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.split('-').next()?.parse::<u32>().ok())
+        else {
             continue;
         };
         let path = entry.path();
-        if pid == own_pid {
-            read_roots_into(&path, &mut scan.roots)?;
-            scan.live_pids.insert(pid);
-            continue;
-        }
         match FileLock::try_lock(&path, LockMode::Exclusive)? {
             Some(l) => scan.dead.push((pid, l)),
             None => {
@@ -196,14 +200,20 @@ mod tests {
         let tr = TempRoots::create(d.path()).unwrap();
         tr.append(["aaa-x", "bbb-y"]).unwrap();
         // A "dead" process's file: present, unlocked.
-        std::fs::write(d.path().join("999999"), "ccc-z\n").unwrap();
-        let scan = scan_temp_roots(d.path(), std::process::id()).unwrap();
+        let tr2 = TempRoots::create(d.path()).unwrap();
+        tr2.append(["ddd-w"]).unwrap();
+        std::fs::write(d.path().join("999999-0"), "ccc-z\n").unwrap();
+        let scan = scan_temp_roots(d.path()).unwrap();
         assert!(scan.roots.contains("aaa-x") && scan.roots.contains("bbb-y"));
+        assert!(scan.roots.contains("ddd-w"));
         assert!(!scan.roots.contains("ccc-z"));
         assert_eq!(scan.dead.len(), 1);
         assert_eq!(scan.dead[0].0, 999_999);
+        assert!(scan.live_pids.contains(&std::process::id()));
+        drop(scan);
         tr.remove().unwrap();
-        assert!(!d.path().join(std::process::id().to_string()).exists());
+        tr2.remove().unwrap();
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
 
     #[test]

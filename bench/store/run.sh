@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Store-add benchmark: `b3 store add` against `nix-store --add` on the same
+# large tree (>= 500 MiB, many files), each run into a fresh store.
+#
+# Fairness: both write into a fresh, non-root-owned-by-daemon store on the
+# same filesystem (/tmp by default): b3 into `--store $WORK/b3-N` (its
+# physical root), Nix into the chroot store `nix-store --store $WORK/nix-N`
+# (files under $WORK/nix-N/nix/store, same logical /nix/store paths). Both
+# print the same store path (checked). The source tree is in the page cache
+# (read once before timing). b3 flushes the added tree with syncfs before
+# registering it (its default); Nix 2.8 does not fsync store paths by default,
+# so a second b3 row with B3 fsync off (`B3_FSYNC=0`) is shown for a
+# like-for-like comparison. The best wall time of RUNS runs is reported.
+#
+# Env: TREE (default /tmp/b3-bench-store-tree), TREE_MIB (default 600),
+#      RUNS (default 3), WORK (default /tmp/b3-bench-store-work),
+#      CARGO_TARGET_DIR (default <repo>/target).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+TREE=${TREE:-/tmp/b3-bench-store-tree}
+TREE_MIB=${TREE_MIB:-600}
+RUNS=${RUNS:-3}
+WORK=${WORK:-/tmp/b3-bench-store-work}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
+
+for t in nix-store python3; do
+  command -v "$t" >/dev/null || { echo "missing $t: run scripts/setup-test-deps.sh" >&2; exit 1; }
+done
+
+# The NAR benchmark's generator: a Linux-source-like tree (many small files,
+# some large blobs, executables, symlinks).
+if [ ! -f "$TREE/.complete" ]; then
+  rm -rf "$TREE"
+  python3 "$repo/bench/nar/gen_tree.py" "$TREE" "$TREE_MIB"
+fi
+rm -f "$TREE/.complete.tmp"
+
+if [ -z "${B3:-}" ]; then
+  (cd "$repo" && cargo build --release -q -p b3-cli)
+  B3="$CARGO_TARGET_DIR/release/b3"
+fi
+
+export LC_ALL=C
+bytes=$(du -sb --apparent-size "$TREE" | cut -f1)
+nfiles=$(find "$TREE" -type f | wc -l)
+echo "tree: $TREE  files: $nfiles  size: $((bytes / 1048576)) MiB"
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "filesystem of $WORK: $(df -T "$(dirname "$WORK")" | awk 'NR==2{print $2}')"
+find "$TREE" -type f -print0 | xargs -0 cat > /dev/null
+
+rm -rf "$WORK"; mkdir -p "$WORK"
+n=0
+best() { # best NAME CMD-with-@STORE@ : best wall seconds of $RUNS fresh-store runs
+  local name=$1 cmd=$2 bw=999999 out
+  for _ in $(seq "$RUNS"); do
+    n=$((n + 1))
+    local st="$WORK/s$n"
+    sync
+    local c=${cmd//@STORE@/$st}
+    out=$( { /usr/bin/time -f '%e %U %S' bash -c "$c" > "$WORK/out$n"; } 2>&1 | tail -1)
+    local w u s; read -r w u s <<<"$out"
+    if awk "BEGIN{exit !($w < $bw)}"; then bw=$w; fi
+    echo "  $name run: ${w}s wall (${u}s user, ${s}s sys) -> $(cat "$WORK/out$n")" >&2
+    rm -rf "$st"
+  done
+  printf '%-34s %7.2f s  %7.0f MiB/s\n' "$name" "$bw" "$(awk "BEGIN{print $bytes / 1048576 / $bw}")" >&2
+  echo "$bw"
+}
+
+t_nix=$(best "nix-store --add (chroot store)" "nix-store --store @STORE@ --add '$TREE'")
+t_b3=$(best "b3 store add (syncfs)" "'$B3' --store @STORE@ store add '$TREE'")
+t_b3n=$(best "b3 store add (no fsync)" "B3_FSYNC=0 '$B3' --store @STORE@ store add '$TREE'")
+if [ "$(sort -u "$WORK"/out* | wc -l)" != 1 ]; then
+  echo "MISMATCH: the runs printed different store paths:" >&2; sort -u "$WORK"/out* >&2; exit 1
+fi
+echo "store path (all runs): $(head -1 "$WORK/out1")"
+awk "BEGIN{printf \"speed-up vs nix-store --add: %.2fx (syncfs), %.2fx (no fsync)  [target >= 1.5x]\n\", $t_nix / $t_b3, $t_nix / $t_b3n}"
+rm -rf "$WORK"
