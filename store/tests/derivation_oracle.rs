@@ -114,6 +114,13 @@ in rec {
     outputHashMode = "flat"; outputHashAlgo = "sha256";
     outputHash = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03";
   };
+  floating = derivation {
+    name = "floating"; system = sys; builder = "/bin/sh"; __contentAddressed = true;
+    outputHashMode = "recursive"; outputHashAlgo = "sha256"; outputs = [ "out" "dev" ];
+  };
+  afterFloating = derivation { name = "after-floating"; system = sys; builder = "/bin/sh"; x = floating.dev; };
+  impure = derivation { name = "impure"; system = sys; builder = "/bin/sh"; __impure = true; };
+  afterImpure = derivation { name = "after-impure"; system = sys; builder = "/bin/sh"; x = impure; };
   dependsOnFods = derivation {
     name = "depends-on-fods"; system = sys; builder = "/bin/sh";
     a = fodFlatSha256; b = sameFodDifferentName; c = fodSri; d = fodFlatSha512;
@@ -142,7 +149,14 @@ const ATTRS: &[&str] = &[
     "placeholderUse",
     "sameFodDifferentName",
     "dependsOnFods",
+    "floating",
+    "afterFloating",
+    "impure",
+    "afterImpure",
 ];
+
+/// Experimental features the corpus needs (floating CA and impure derivations).
+const FEATURES: &str = "nix-command ca-derivations impure-derivations";
 
 fn read_drv(sd: &StoreDir, p: &StorePath) -> Result<Derivation, DerivationError> {
     let bytes = std::fs::read(sd.display(p)).map_err(|e| DerivationError::ReadInput {
@@ -161,6 +175,7 @@ fn instantiate_corpus(dir: &Path) -> BTreeMap<String, StorePath> {
     let mut tops = BTreeMap::new();
     for attr in ATTRS {
         let out = run(Command::new("nix-instantiate")
+            .args(["--extra-experimental-features", FEATURES])
             .arg(dir.join("corpus.nix"))
             .args(["-A", attr]));
         let line = out
@@ -229,20 +244,36 @@ fn corpus_round_trips_and_recomputes_paths_like_nix() {
         }
         drv.check_fixed_output_paths(&sd, name).unwrap();
         // 4. Rebuilt from scratch as the evaluator would.
-        let hashing = match drv.outputs.get("out") {
+        let hashing = match drv.outputs.values().next() {
             Some(DerivationOutput::CaFixed { ca, .. }) => OutputHashing::Fixed(*ca),
+            Some(DerivationOutput::CaFloating { method, algo }) => OutputHashing::Floating {
+                method: *method,
+                algo: *algo,
+            },
+            Some(DerivationOutput::Impure { method, algo }) => OutputHashing::Impure {
+                method: *method,
+                algo: *algo,
+            },
             _ => OutputHashing::InputAddressed,
         };
-        // The evaluator's view: decided from the attributes as written.
+        // The evaluator's view: decided from the attributes as written
+        // (`__contentAddressed`/`__impure` are not kept in env by Nix).
         let from_attrs = OutputHashing::from_nix_attrs(OutputHashAttrs {
             output_hash: drv.env.get("outputHash").map(String::as_str),
             output_hash_algo: drv.env.get("outputHashAlgo").map(String::as_str),
             output_hash_mode: drv.env.get("outputHashMode").map(String::as_str),
-            ..Default::default()
+            content_addressed: matches!(hashing, OutputHashing::Floating { .. }),
+            impure: matches!(hashing, OutputHashing::Impure { .. }),
         })
         .unwrap();
         assert_eq!(from_attrs, hashing, "output hashing of {shown}");
-        kinds.insert(format!("{hashing:?}").split('(').next().unwrap().to_owned());
+        kinds.insert(
+            format!("{hashing:?}")
+                .split(['(', ' '])
+                .next()
+                .unwrap()
+                .to_owned(),
+        );
         let mut blank = drv.clone();
         blank.outputs.clear();
         for o in drv.outputs.keys() {
@@ -260,7 +291,12 @@ fn corpus_round_trips_and_recomputes_paths_like_nix() {
         assert_eq!(&inst.drv_path, path);
         assert_eq!(&inst.hash, &cache.path_hash(path, &mut read).unwrap());
     }
-    assert!(kinds.contains("Fixed") && kinds.contains("InputAddressed"));
+    for k in ["Fixed", "InputAddressed", "Floating", "Impure"] {
+        assert!(
+            kinds.contains(k),
+            "no {k} derivation in the corpus: {kinds:?}"
+        );
+    }
 }
 
 #[test]
@@ -276,11 +312,7 @@ fn show_derivation_json_matches_nix() {
         .collect();
     let ours = show_derivations(&sd, drvs.iter());
     let mut cmd = Command::new("nix");
-    cmd.args([
-        "--extra-experimental-features",
-        "nix-command",
-        "show-derivation",
-    ]);
+    cmd.args(["--extra-experimental-features", FEATURES, "show-derivation"]);
     for p in all.keys() {
         cmd.arg(sd.display(p));
     }

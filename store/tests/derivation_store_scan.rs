@@ -57,8 +57,16 @@ fn check(sd: &StoreDir, cache: &mut DrvHashCache, path: &StorePath) -> Result<bo
             ));
         }
     }
-    let hashing = match drv.outputs.get("out") {
+    let hashing = match drv.outputs.values().next() {
         Some(DerivationOutput::CaFixed { ca, .. }) => OutputHashing::Fixed(*ca),
+        Some(DerivationOutput::CaFloating { method, algo }) => OutputHashing::Floating {
+            method: *method,
+            algo: *algo,
+        },
+        Some(DerivationOutput::Impure { method, algo }) => OutputHashing::Impure {
+            method: *method,
+            algo: *algo,
+        },
         _ => OutputHashing::InputAddressed,
     };
     let mut blank = drv.clone();
