@@ -9,7 +9,7 @@
 //! derivations through a callback (the evaluator fills the cache as it
 //! instantiates; a store reads `.drv` files).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::{aterm, Derivation, DerivationError, DerivationKind, DerivationOutput};
 use crate::hash::{Hash, HashAlgo};
@@ -141,7 +141,8 @@ impl DrvHashCache {
     }
 
     /// Nix's `pathDerivationModulo`: the cached hash of `drv_path`, or read
-    /// it (and, recursively, its uncached inputs) and compute it.
+    /// it (and its uncached inputs, transitively) and compute it. The walk
+    /// keeps its own stack, so deep input chains cannot overflow the thread's.
     pub fn path_hash<R>(
         &mut self,
         drv_path: &StorePath,
@@ -153,10 +154,42 @@ impl DrvHashCache {
         if let Some(h) = self.hashes.get(drv_path) {
             return Ok(h.clone());
         }
-        let drv = read(drv_path)?;
-        let h = self.hash_modulo(&drv, false, read)?;
-        self.hashes.insert(drv_path.clone(), h.clone());
-        Ok(h)
+        // Depth-first: a frame is a derivation and how many of its inputs
+        // have been looked at; it is hashed once all its inputs are cached.
+        let mut stack: Vec<(StorePath, Derivation, usize)> =
+            vec![(drv_path.clone(), read(drv_path)?, 0)];
+        let mut on_stack: HashSet<StorePath> = HashSet::from([drv_path.clone()]);
+        while let Some((_, drv, next)) = stack.last_mut() {
+            let pending = drv
+                .input_drvs
+                .keys()
+                .skip(*next)
+                .position(|p| !self.hashes.contains_key(p));
+            if let Some(skip) = pending {
+                *next += skip + 1;
+                let input = drv.input_drvs.keys().nth(*next - 1).cloned();
+                if let Some(input) = input {
+                    if !on_stack.insert(input.clone()) {
+                        return Err(DerivationError::Invalid(format!(
+                            "derivation '{}' depends on itself",
+                            self.store_dir.display(&input)
+                        )));
+                    }
+                    let d = read(&input)?;
+                    stack.push((input, d, 0));
+                }
+                continue;
+            }
+            if let Some((path, drv, _)) = stack.pop() {
+                let h = self.hash_modulo_cached(&drv, false)?;
+                on_stack.remove(&path);
+                self.hashes.insert(path, h);
+            }
+        }
+        self.hashes
+            .get(drv_path)
+            .cloned()
+            .ok_or_else(|| DerivationError::Invalid("derivation hash was not computed".into()))
     }
 
     /// `hashDerivationModulo` of `drv`, with its inputs from this cache or `read`.
@@ -285,5 +318,95 @@ impl Derivation {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: usize) -> (Vec<StorePath>, HashMap<StorePath, Derivation>) {
+        let sd = StoreDir::default();
+        let mut paths = Vec::new();
+        let mut drvs = HashMap::new();
+        for i in 0..n {
+            let mut d = Derivation {
+                system: "x".into(),
+                builder: "b".into(),
+                ..Default::default()
+            };
+            d.outputs.insert("out".into(), DerivationOutput::Deferred);
+            d.env.insert("i".into(), i.to_string());
+            if let Some(prev) = paths.last() {
+                d.input_drvs
+                    .insert(StorePath::clone(prev), BTreeSet::from(["out".to_owned()]));
+            }
+            let p = d.path(&sd, &format!("d{i}")).unwrap();
+            paths.push(p.clone());
+            drvs.insert(p, d);
+        }
+        (paths, drvs)
+    }
+
+    #[test]
+    fn deep_input_chains_do_not_overflow_the_stack() {
+        let (paths, drvs) = chain(10_000);
+        let mut reads = 0;
+        let mut read = |p: &StorePath| {
+            reads += 1;
+            drvs.get(p)
+                .cloned()
+                .ok_or_else(|| DerivationError::Invalid("missing".into()))
+        };
+        let mut cache = DrvHashCache::new(StoreDir::default());
+        let top = paths.last().unwrap();
+        let h = cache.path_hash(top, &mut read).unwrap();
+        assert_eq!(cache.len(), 10_000);
+        assert_eq!(reads, 10_000);
+        // Same answer as computing bottom-up, one level at a time.
+        let mut bottom_up = DrvHashCache::new(StoreDir::default());
+        for p in &paths {
+            let hp = bottom_up.hash_modulo_cached(&drvs[p], false).unwrap();
+            bottom_up.insert(p.clone(), hp);
+        }
+        assert_eq!(bottom_up.get(top), Some(&h));
+    }
+
+    #[test]
+    fn missing_inputs_and_cycles_are_errors() {
+        let (paths, mut drvs) = chain(3);
+        // Make the first depend on the last: a cycle only a forged reader can give.
+        let first = drvs.get_mut(&paths[0]).unwrap();
+        first
+            .input_drvs
+            .insert(paths[2].clone(), BTreeSet::from(["out".to_owned()]));
+        let mut read = |p: &StorePath| {
+            drvs.get(p)
+                .cloned()
+                .ok_or_else(|| DerivationError::Invalid("missing".into()))
+        };
+        let mut cache = DrvHashCache::new(StoreDir::default());
+        let e = cache.path_hash(&paths[2], &mut read).unwrap_err();
+        assert!(e.to_string().contains("depends on itself"), "{e}");
+        let mut none = |_: &StorePath| -> Result<Derivation, DerivationError> {
+            Err(DerivationError::Invalid("no such drv".into()))
+        };
+        let mut cache = DrvHashCache::new(StoreDir::default());
+        assert!(cache.path_hash(&paths[1], &mut none).is_err());
+        // An input without the wanted output.
+        let (paths, mut drvs) = chain(2);
+        let top = drvs.get_mut(&paths[1]).unwrap();
+        top.input_drvs
+            .insert(paths[0].clone(), BTreeSet::from(["dev".to_owned()]));
+        let mut read = |p: &StorePath| {
+            drvs.get(p)
+                .cloned()
+                .ok_or_else(|| DerivationError::Invalid("missing".into()))
+        };
+        let mut cache = DrvHashCache::new(StoreDir::default());
+        assert!(matches!(
+            cache.path_hash(&paths[1], &mut read),
+            Err(DerivationError::MissingInputOutput { .. })
+        ));
     }
 }
