@@ -203,7 +203,7 @@ impl<'a> Parser<'a> {
 
     fn output(&mut self) -> Result<(String, DerivationOutput), AtermError> {
         self.expect("(")?;
-        let (name, name_at) = self.string()?;
+        let (name, _) = self.string()?;
         self.expect(",")?;
         let (path, path_at) = self.string()?;
         self.expect(",")?;
@@ -253,7 +253,6 @@ impl<'a> Parser<'a> {
                 }
             }
         };
-        let _ = name_at;
         Ok((name, out))
     }
 
