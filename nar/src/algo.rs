@@ -125,7 +125,9 @@ impl AnyHash {
 /// Hash of the NAR serialisation of `path` with any algorithm, plus the
 /// NAR size (`nix-hash --type ALGO PATH`).
 pub fn hash_path_with(path: &Path, algo: HashAlgo) -> Result<(AnyHash, u64), Error> {
-    let (h, size) = crate::dump_path(path, algo.hasher())?;
+    let tw = crate::pipeline::ThreadedWriter::new(algo.hasher()).map_err(Error::Write)?;
+    let (tw, size) = crate::dump_path(path, tw)?;
+    let h = tw.finish().map_err(Error::Write)?;
     Ok((h.finish(), size))
 }
 

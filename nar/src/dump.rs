@@ -178,7 +178,8 @@ impl Tree {
     /// file contents are buffered.
     pub fn from_nar<R: Read>(r: R) -> Result<Tree, Error> {
         let mut nar = NarReader::new(r);
-        let mut stack: Vec<(BTreeMap<Vec<u8>, Tree>, Vec<u8>)> = Vec::new();
+        // (entries so far, the directory's own name)
+        let mut stack: Vec<(Entries, Vec<u8>)> = Vec::new();
         let mut name: Vec<u8> = Vec::new();
         let mut root = None;
         while let Some(ev) = nar.next()? {
@@ -230,6 +231,7 @@ impl Tree {
     }
 }
 
+type Entries = BTreeMap<Vec<u8>, Tree>;
 type TreeIter<'a> = std::collections::btree_map::Iter<'a, Vec<u8>, Tree>;
 
 fn encode_node<'a, W: Write>(

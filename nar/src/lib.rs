@@ -21,6 +21,7 @@ mod error;
 mod hash;
 pub mod nixbase32;
 mod parser;
+mod pipeline;
 mod reader;
 mod restore;
 pub mod wire;
@@ -40,6 +41,16 @@ pub use restore::restore;
 /// written anywhere): what `nix-hash --type sha256 PATH` and
 /// `nix-store --dump PATH | wc -c` compute.
 pub fn hash_path(path: &std::path::Path) -> Result<NarHash, Error> {
+    // Hashing runs on a second thread while this one walks and reads.
+    let tw =
+        pipeline::ThreadedWriter::new(HashingWriter::new(std::io::sink())).map_err(Error::Write)?;
+    let (tw, _) = dump_path(path, tw)?;
+    let w = tw.finish().map_err(Error::Write)?;
+    Ok(w.finish_nar().1)
+}
+
+/// [`hash_path`] on the calling thread only (no helper thread).
+pub fn hash_path_single_threaded(path: &std::path::Path) -> Result<NarHash, Error> {
     let (w, _) = dump_path(path, HashingWriter::new(std::io::sink()))?;
     Ok(w.finish_nar().1)
 }

@@ -197,6 +197,8 @@ impl<R: Read> NarReader<R> {
     }
 
     /// The next event, or `None` once the root node is complete.
+    // Not `Iterator::next`: events borrow the reader (a lending iterator).
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Event<'_, R>>, Error> {
         let kind = loop {
             match self.parser.want() {
