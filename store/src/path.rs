@@ -354,16 +354,28 @@ impl StoreDir {
         format!("{}/{}", self.0, path)
     }
 
-    /// Parses a full store path `<dir>/<hash>-<name>`. Like Nix, a trailing
-    /// `/` and repeated `/` are tolerated; anything below the store path is not.
+    /// Parses a full store path `<dir>/<hash>-<name>`. Like Nix's
+    /// `parseStorePath`, the path is first made canonical (repeated and
+    /// trailing `/`, `.` and `..` components are resolved textually, without
+    /// following symlinks); then its parent must be the store directory.
     pub fn parse(&self, path: &str) -> Result<StorePath, StorePathError> {
         let not_in_store = || StorePathError::NotInStore(path.to_owned());
-        let rest = path
-            .strip_prefix(self.0.as_str())
-            .and_then(|r| r.strip_prefix('/'))
-            .ok_or_else(not_in_store)?;
-        let base = rest.trim_start_matches('/').trim_end_matches('/');
-        if base.is_empty() || base.contains('/') || base == "." || base == ".." {
+        if !path.starts_with('/') {
+            return Err(not_in_store());
+        }
+        let mut parts: Vec<&str> = Vec::new();
+        for c in path.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                c => parts.push(c),
+            }
+        }
+        let (base, dir) = parts.split_last().ok_or_else(not_in_store)?;
+        let dir_parts = self.0.split('/').filter(|c| !c.is_empty());
+        if !dir_parts.eq(dir.iter().copied()) {
             return Err(not_in_store());
         }
         StorePath::from_base_name(base)
@@ -608,6 +620,23 @@ mod tests {
             d.parse("/nix/storefoo/76w21n1f03fs5kw8fnffphx7qrqffw6r-a"),
             Err(StorePathError::NotInStore(_))
         ));
+        for ok in [
+            "/nix/./store/76w21n1f03fs5kw8fnffphx7qrqffw6r-a",
+            "/nix/store/x/../76w21n1f03fs5kw8fnffphx7qrqffw6r-a",
+            "//nix//store//76w21n1f03fs5kw8fnffphx7qrqffw6r-a//",
+        ] {
+            assert_eq!(d.parse(ok).unwrap().name(), "a", "{ok}");
+        }
+        for bad in [
+            "nix/store/76w21n1f03fs5kw8fnffphx7qrqffw6r-a",
+            "/nix/store",
+            "/nix/store/..",
+            "/nix/store/76w21n1f03fs5kw8fnffphx7qrqffw6r-a/..",
+            "/76w21n1f03fs5kw8fnffphx7qrqffw6r-a",
+            "/",
+        ] {
+            assert!(d.parse(bad).is_err(), "{bad}");
+        }
         let long = format!(
             "/nix/store/76w21n1f03fs5kw8fnffphx7qrqffw6r-{}",
             "a".repeat(212)
