@@ -1,0 +1,17 @@
+//! b3-vfs-winfsp: a read-only WinFSP view of store paths from b3's object
+//! database, the Windows counterpart of `b3_vfs::view` (there are no mount
+//! namespaces on Windows, so a view is a drive or directory mount point).
+//!
+//! - [`resolve`] (portable, tested on every host): Windows paths to nodes of
+//!   the closure.
+//! - `winview` (Windows only): the `winfsp::FileSystemContext` and
+//!   [`mount`](winview::mount). Type-checked from Linux with
+//!   `cargo check --target x86_64-pc-windows-gnu --features docsrs-bindings`;
+//!   never run here (no Windows host).
+//!
+//! Symlinks of the store are not presented yet (they would be reparse
+//! points); they are left out of listings and fail to open.
+
+pub mod resolve;
+#[cfg(windows)]
+pub mod winview;
