@@ -265,3 +265,35 @@ fn mounting_is_usable_fast_whatever_the_closure_size() {
         "{timings:?}"
     );
 }
+
+#[test]
+fn repeated_access_is_served_by_the_kernel_caches() {
+    let fx = Fx::new_small();
+    let opts = ViewOptions {
+        passthrough: false,
+        ..ViewOptions::default()
+    };
+    let g = mount(&fx.odb, [BB], fx.mnt(), opts).unwrap();
+    let bin = fx.mnt().join(BB).join("bin/busybox");
+    let first = fs::read(&bin).unwrap();
+    let after_first = g.stats();
+    assert!(
+        after_first.reads > 0 && after_first.lookups >= 3,
+        "{after_first:?}"
+    );
+    for _ in 0..3 {
+        assert!(fs::read(&bin).unwrap() == first);
+        fs::metadata(&bin).unwrap();
+        fs::read_dir(fx.mnt().join(BB).join("bin")).unwrap().count();
+    }
+    let later = g.stats();
+    // Pages stay cached across opens (keep_cache) and names/attributes are
+    // cached (long TTLs): only the opens themselves reach the server again.
+    assert_eq!(later.reads, after_first.reads, "{later:?}");
+    assert_eq!(later.lookups, after_first.lookups, "{later:?}");
+    assert_eq!(later.opens, after_first.opens + 3, "{later:?}");
+    // Directory listings are cached too (FOPEN_CACHE_DIR) after the first.
+    let listed = later.readdirs;
+    fs::read_dir(fx.mnt().join(BB).join("bin")).unwrap().count();
+    assert_eq!(g.stats().readdirs, listed);
+}

@@ -41,6 +41,16 @@ pub(crate) struct ViewFs {
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) tracer: Option<Arc<Tracer>>,
+    pub(crate) stats: Arc<Counters>,
+}
+
+/// Requests served, to check how much the kernel caches.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) lookups: AtomicU64,
+    pub(crate) opens: AtomicU64,
+    pub(crate) reads: AtomicU64,
+    pub(crate) readdirs: AtomicU64,
 }
 
 /// What an open file handle reads from.
@@ -192,6 +202,7 @@ impl Filesystem for ViewFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.stats.lookups.fetch_add(1, Ordering::Relaxed);
         let res = self
             .inode(parent)
             .and_then(|p| self.child(&p, name.as_bytes()));
@@ -222,6 +233,7 @@ impl Filesystem for ViewFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.stats.opens.fetch_add(1, Ordering::Relaxed);
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
@@ -287,6 +299,7 @@ impl Filesystem for ViewFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.stats.reads.fetch_add(1, Ordering::Relaxed);
         let file = match self
             .handles
             .lock()
@@ -362,6 +375,7 @@ impl Filesystem for ViewFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.stats.readdirs.fetch_add(1, Ordering::Relaxed);
         let inode = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),

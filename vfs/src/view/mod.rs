@@ -80,12 +80,23 @@ pub enum MountError {
     },
 }
 
+/// Requests the view has served so far (what the kernel did not cache).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ViewStats {
+    pub lookups: u64,
+    pub opens: u64,
+    /// `read` requests (none for files opened with kernel passthrough).
+    pub reads: u64,
+    pub readdirs: u64,
+}
+
 /// A mounted view; dropping it unmounts (errors are then ignored, use
 /// [`MountGuard::unmount`] to see them).
 pub struct MountGuard {
     session: Option<BackgroundSession>,
     mountpoint: PathBuf,
     tracer: Option<Arc<Tracer>>,
+    stats: Arc<fs::Counters>,
 }
 
 impl MountGuard {
@@ -96,6 +107,17 @@ impl MountGuard {
     /// The tracer given in the options, if any.
     pub fn tracer(&self) -> Option<&Arc<Tracer>> {
         self.tracer.as_ref()
+    }
+
+    /// Requests served so far.
+    pub fn stats(&self) -> ViewStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        ViewStats {
+            lookups: self.stats.lookups.load(Relaxed),
+            opens: self.stats.opens.load(Relaxed),
+            reads: self.stats.reads.load(Relaxed),
+            readdirs: self.stats.readdirs.load(Relaxed),
+        }
     }
 
     /// Unmounts and waits for the serving thread to finish.
@@ -149,6 +171,7 @@ where
             rustix::process::getgid().as_raw(),
         )
     });
+    let stats = Arc::new(fs::Counters::default());
     let fs = fs::ViewFs {
         odb: odb.clone(),
         closure: Arc::new(set),
@@ -161,6 +184,7 @@ where
         uid,
         gid,
         tracer: opts.tracer.clone(),
+        stats: stats.clone(),
     };
     let mut cfg = Config::default();
     cfg.mount_options = vec![
@@ -187,5 +211,6 @@ where
         session: Some(session),
         mountpoint,
         tracer: opts.tracer,
+        stats,
     })
 }
