@@ -61,6 +61,13 @@ fn dump_node<W: Write>(
         let executable = meta.permissions().mode() & 0o100 != 0;
         let mut f = File::open(&path).map_err(|e| Error::fs("opening file", &path, e))?;
         let size = meta.len();
+        if size <= SMALL_FILE {
+            // Small files are batched with the tokens (one write per ~64 KiB).
+            let data = &mut buf[..size as usize];
+            read_exact_file(&mut f, data, &path)?;
+            enc.file_bytes(executable, data)?;
+            return Ok(None);
+        }
         enc.file_header(executable, size)?;
         let out = enc.contents_writer()?;
         copy_exact(&mut f, out, size, buf, &path)?;
@@ -83,6 +90,22 @@ fn dump_node<W: Write>(
     } else {
         Err(Error::UnsupportedType(path))
     }
+}
+
+/// Files up to this size are read whole into the copy buffer.
+const SMALL_FILE: u64 = 4095;
+
+fn read_exact_file(f: &mut File, data: &mut [u8], path: &Path) -> Result<(), Error> {
+    let mut done = 0;
+    while done < data.len() {
+        match f.read(&mut data[done..]) {
+            Ok(0) => return Err(Error::FileChanged(path.to_path_buf())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::fs("reading file", path, e)),
+        }
+    }
+    Ok(())
 }
 
 /// Copies exactly `size` bytes of the file at `path` into `out`.

@@ -11,6 +11,9 @@ use crate::wire::{padding, put_str, MAGIC};
 
 /// Size of the copy buffer for file contents.
 pub(crate) const COPY_BUF: usize = 256 * 1024;
+/// Contents below this size are staged with the tokens instead of being
+/// written on their own (fewer writes for trees of small files).
+const SMALL: u64 = 4096;
 
 /// Streaming NAR encoder over any `io::Write`. Small tokens are staged in an
 /// internal buffer, so unbuffered writers are fine.
@@ -87,21 +90,36 @@ impl<W: Write> NarEncoder<W> {
         contents: &mut dyn Read,
     ) -> Result<(), Error> {
         self.file_header(executable, size)?;
-        let mut left = size;
-        if self.copy_buf.is_empty() && size > 0 {
+        let short = |left: u64| {
+            Error::Write(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("file contents ended {left} bytes before the announced size {size}"),
+            ))
+        };
+        if size < SMALL {
+            // Small contents join the staged tokens: one write per batch.
+            let start = self.out.len();
+            self.out.resize(start + size as usize, 0);
+            let mut done = 0usize;
+            while done < size as usize {
+                match contents.read(&mut self.out[start + done..]) {
+                    Ok(0) => return Err(short(size - done as u64)),
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::Write(e)),
+                }
+            }
+            return self.trailer(size);
+        }
+        // file_header flushed the staged tokens: contents go straight out.
+        if self.copy_buf.is_empty() {
             self.copy_buf = vec![0u8; COPY_BUF];
         }
+        let mut left = size;
         while left > 0 {
             let want = left.min(self.copy_buf.len() as u64) as usize;
             let n = match contents.read(&mut self.copy_buf[..want]) {
-                Ok(0) => {
-                    return Err(Error::Write(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "file contents ended {left} bytes before the announced size {size}"
-                        ),
-                    )))
-                }
+                Ok(0) => return Err(short(left)),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::Write(e)),
@@ -118,7 +136,7 @@ impl<W: Write> NarEncoder<W> {
     /// Writes a regular file whose contents are in memory.
     pub fn file_bytes(&mut self, executable: bool, contents: &[u8]) -> Result<(), Error> {
         self.file_header(executable, contents.len() as u64)?;
-        if contents.len() < 4096 {
+        if (contents.len() as u64) < SMALL {
             self.out.extend_from_slice(contents);
         } else {
             self.w.write_all(contents).map_err(Error::Write)?;
@@ -139,7 +157,7 @@ impl<W: Write> NarEncoder<W> {
         }
         put_str(&mut self.out, b"contents");
         self.out.extend_from_slice(&size.to_le_bytes());
-        if size >= 4096 {
+        if size >= SMALL {
             self.flush_out()?;
         }
         Ok(())
