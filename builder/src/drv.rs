@@ -88,6 +88,7 @@ pub fn job_from_derivation(
         logical_store_dir: store_dir.as_str().to_string(),
         physical_store_dir: settings.physical_store_dir.clone(),
         work_parent: settings.work_parent.clone(),
+        work_prefix: crate::job::DEFAULT_WORK_PREFIX.to_string(),
         fixed_output: kind == DerivationKind::Fixed,
         extra_paths: settings.extra_paths.clone(),
         cores: settings.cores,

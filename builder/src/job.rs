@@ -19,6 +19,9 @@ use crate::env::{builder_env, EnvError, EnvOptions};
 use crate::platform::OsError;
 use crate::sandbox::{self, RunOutcome, SandboxError, SandboxPath, SandboxSpec};
 
+/// Default name prefix of work directories.
+pub const DEFAULT_WORK_PREFIX: &str = ".b3-build-";
+
 /// Everything needed to run one derivation's builder.
 #[derive(Debug, Clone)]
 pub struct BuildJob {
@@ -37,6 +40,8 @@ pub struct BuildJob {
     /// Directory in which the work directory is created. For outputs to be
     /// renamed into the store it must be on the store's file system.
     pub work_parent: PathBuf,
+    /// Name prefix of the work directory, normally [`DEFAULT_WORK_PREFIX`].
+    pub work_prefix: String,
     pub fixed_output: bool,
     pub extra_paths: Vec<SandboxPath>,
     pub cores: u32,
@@ -95,7 +100,7 @@ impl WorkDir {
         self.path.join("store")
     }
 
-    fn create(parent: &Path, name: &str) -> Result<WorkDir, OsError> {
+    fn create(parent: &Path, prefix: &str, name: &str) -> Result<WorkDir, OsError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let safe: String = name
             .chars()
@@ -110,7 +115,7 @@ impl WorkDir {
             .collect();
         loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = parent.join(format!(".b3-build-{safe}-{}-{n}", std::process::id()));
+            let path = parent.join(format!("{prefix}{safe}-{}-{n}", std::process::id()));
             match std::fs::create_dir(&path) {
                 Ok(()) => {
                     let wd = WorkDir { path };
@@ -216,7 +221,8 @@ impl BuildJob {
             output_names.insert(name.clone(), base.to_string());
         }
 
-        let work = WorkDir::create(&self.work_parent, &self.name).map_err(JobError::WorkDir)?;
+        let work = WorkDir::create(&self.work_parent, &self.work_prefix, &self.name)
+            .map_err(JobError::WorkDir)?;
         for (file, data) in &env.files {
             let p = work.build().join(file);
             std::fs::write(&p, data).map_err(|e| {

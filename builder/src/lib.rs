@@ -11,4 +11,5 @@ pub mod drv;
 pub mod env;
 pub mod job;
 pub mod platform;
+pub mod realise;
 pub mod sandbox;

@@ -168,6 +168,7 @@ fn compare_with_nix(script: &str, fixed_output: bool) {
         logical_store_dir: "/nix/store".into(),
         physical_store_dir: "/nix/store".into(),
         work_parent: dir.path().to_path_buf(),
+        work_prefix: b3_builder::job::DEFAULT_WORK_PREFIX.to_string(),
         fixed_output,
         // As in the oracle's /etc/nix/nix.conf.
         extra_paths: vec![SandboxPath::parse("/bin/sh=/bin/busybox").unwrap()],

@@ -44,6 +44,7 @@ pub fn job(script: &str, work_parent: &Path) -> BuildJob {
         logical_store_dir: "/nix/store".into(),
         physical_store_dir: PathBuf::from("/nix/store"),
         work_parent: work_parent.to_path_buf(),
+        work_prefix: b3_builder::job::DEFAULT_WORK_PREFIX.to_string(),
         fixed_output: false,
         extra_paths: vec![SandboxPath::parse("/bin/sh=/bin/busybox").expect("valid")],
         cores: 2,
