@@ -3,6 +3,7 @@
 //! against the oracle facts otherwise.
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -194,31 +195,42 @@ fn nar_restore_reports_offset_and_leaves_nothing_on_bad_input() {
 }
 
 #[test]
-fn nar_ls_lists_type_size_and_path() {
+fn nar_ls_matches_nix_nar_ls_long_recursive() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path().join("tree");
     fact_tree(&t);
-    let nar_file = tmp.path().join("t.nar");
-    fs::write(&nar_file, stdout_of(b3().args(["nar", "dump"]).arg(&t))).unwrap();
-    let want = "d            0 /\n\
-                -            0 /a.txt\n\
-                -            6 /empty\n\
-                l            0 /link -> a.txt\n\
-                d            0 /sub\n\
-                x           17 /sub/run.sh\n";
-    // Entries are sorted by name: a.txt < empty < link < sub.
-    let want = want.replace(
-        "-            0 /a.txt\n-            6 /empty",
-        "-            6 /a.txt\n-            0 /empty",
-    );
-    let from_file = String::from_utf8(stdout_of(b3().args(["nar", "ls"]).arg(&nar_file))).unwrap();
-    assert_eq!(from_file, want);
-    let from_stdin = String::from_utf8(stdout_of(
-        b3().args(["nar", "ls"])
-            .write_stdin(fs::read(&nar_file).unwrap()),
-    ))
-    .unwrap();
-    assert_eq!(from_stdin, want);
+    fs::create_dir(t.join("sub/empty-dir")).unwrap();
+    fs::write(t.join(std::ffi::OsStr::from_bytes(b"odd \xff name")), "x").unwrap();
+    let cases = [
+        t.clone(),
+        t.join("a.txt"),
+        t.join("sub/run.sh"),
+        t.join("link"),
+        t.join("sub/empty-dir"),
+    ];
+    for case in cases {
+        let nar_file = tmp.path().join("t.nar");
+        fs::write(&nar_file, stdout_of(b3().args(["nar", "dump"]).arg(&case))).unwrap();
+        let want = nix("nix")
+            .args(["nar", "ls", "-lR"])
+            .arg(&nar_file)
+            .arg("/")
+            .output()
+            .unwrap()
+            .stdout;
+        let from_file = stdout_of(b3().args(["nar", "ls"]).arg(&nar_file));
+        assert_eq!(
+            String::from_utf8_lossy(&from_file),
+            String::from_utf8_lossy(&want),
+            "{}",
+            case.display()
+        );
+        let from_stdin = stdout_of(
+            b3().args(["nar", "ls"])
+                .write_stdin(fs::read(&nar_file).unwrap()),
+        );
+        assert!(from_stdin == want);
+    }
 }
 
 #[test]

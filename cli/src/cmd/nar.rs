@@ -25,7 +25,8 @@ pub enum Command {
         /// Where to create the restored tree.
         dest: PathBuf,
     },
-    /// List the contents of a NAR (from FILE, or stdin): type, size, path.
+    /// List the contents of a NAR (from FILE, or stdin) recursively, in the
+    /// format of `nix nar ls -lR NAR /`: mode, size, path.
     Ls {
         /// NAR file to read; stdin when absent or `-`.
         file: Option<PathBuf>,
@@ -80,25 +81,31 @@ pub(crate) fn raw_stdin() -> anyhow::Result<BufReader<File>> {
     Ok(BufReader::with_capacity(BUF, File::from(fd)))
 }
 
-/// Writes one line per node: `TYPE SIZE PATH`, where TYPE is `d`
-/// (directory), `-` (file), `x` (executable file) or `l` (symlink, with
-/// `-> target`); paths are absolute within the archive, root `/`.
+/// Writes one line per node in the format of `nix nar ls -lR NAR /`:
+/// `MODE SIZE PATH` with MODE `-r--r--r--`, `-r-xr-xr-x`, `dr-xr-xr-x` or
+/// `lrwxrwxrwx`, the size right-aligned in 20 columns, and paths relative
+/// to the root as `./a/b` (a root file or symlink has an empty path; the
+/// root directory itself is not listed). Symlinks end in ` -> TARGET`.
 /// Names are written as raw bytes (they need not be UTF-8).
 fn ls<R: Read>(input: R, out: &mut impl Write) -> Result<(), anyhow::Error> {
     let mut nar = NarReader::new(input);
-    // Path of the innermost open directory ("" for the root directory).
+    // Path of the innermost open directory ("." for the root directory).
     let mut dir: Vec<u8> = Vec::new();
     // Length of `dir` before each open directory was entered.
     let mut lens: Vec<usize> = Vec::new();
     let mut name: Option<Vec<u8>> = None;
     let mut line = Vec::with_capacity(256);
     while let Some(ev) = nar.next()? {
-        // Full path of the node this event describes.
-        let mut full = dir.clone();
-        full.push(b'/');
-        if let Some(n) = &name {
-            full.extend_from_slice(n);
-        }
+        // Path of the node this event describes ("" for the root).
+        let full = match &name {
+            Some(n) => {
+                let mut p = dir.clone();
+                p.push(b'/');
+                p.extend_from_slice(n);
+                p
+            }
+            None => Vec::new(),
+        };
         line.clear();
         match ev {
             Event::Entry { name: n } => {
@@ -110,21 +117,28 @@ fn ls<R: Read>(input: R, out: &mut impl Write) -> Result<(), anyhow::Error> {
                 continue;
             }
             Event::DirectoryStart => {
-                write!(line, "d {:>12} ", 0)?;
-                line.extend_from_slice(&full);
                 lens.push(dir.len());
-                if name.is_some() {
-                    dir = full;
+                if name.is_none() {
+                    dir = b".".to_vec();
+                    continue;
                 }
+                write!(line, "dr-xr-xr-x {:>20} ", 0)?;
+                line.extend_from_slice(&full);
+                dir = full;
             }
             Event::File {
                 executable, size, ..
             } => {
-                write!(line, "{} {:>12} ", if executable { 'x' } else { '-' }, size)?;
+                let mode = if executable {
+                    "-r-xr-xr-x"
+                } else {
+                    "-r--r--r--"
+                };
+                write!(line, "{mode} {size:>20} ")?;
                 line.extend_from_slice(&full);
             }
             Event::Symlink { target } => {
-                write!(line, "l {:>12} ", 0)?;
+                write!(line, "lrwxrwxrwx {:>20} ", 0)?;
                 line.extend_from_slice(&full);
                 line.extend_from_slice(b" -> ");
                 line.extend_from_slice(target);
