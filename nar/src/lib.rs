@@ -11,10 +11,12 @@
 //! - [`restore`] / [`restore_async`]: `nix-store --restore`, atomically.
 //! - [`hash_path`]: `nix-hash --type sha256` (+ NAR size) without writing.
 //! - [`NarEncoder`]: write a NAR node by node from any source.
+//! - [`copy_nar`]: validate a NAR while copying it byte for byte.
 //! - [`HashingWriter`], [`HashingReader`], [`NarHash`], [`nixbase32`].
 
 mod algo;
 mod async_io;
+mod copy;
 mod dump;
 mod encoder;
 mod error;
@@ -30,6 +32,7 @@ pub use algo::{hash_path_with, hash_reader, AnyHash, HashAlgo, Hasher, UnknownAl
 pub use async_io::{
     dump_path_async, encode_tree_async, restore_async, AsyncEvent, AsyncFileReader, AsyncNarReader,
 };
+pub use copy::copy_nar;
 pub use dump::{dump_path, Tree};
 pub use encoder::NarEncoder;
 pub use error::{Error, Reason};

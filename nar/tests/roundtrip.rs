@@ -14,7 +14,10 @@ use tokio::io::AsyncReadExt;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn below(&mut self, n: u64) -> u64 {
@@ -63,7 +66,9 @@ fn random_tree(g: &mut Lcg, depth: u32) -> Tree {
 fn random_trees_round_trip_through_readers_restore_and_dump() {
     let mut g = Lcg(42);
     let tmp = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     for i in 0..60 {
         let tree = random_tree(&mut g, 4);
         let nar = tree.to_nar().unwrap();
@@ -122,7 +127,10 @@ fn random_trees_round_trip_through_readers_restore_and_dump() {
 #[test]
 fn hashing_reader_during_restore_equals_hash_path() {
     let tree = Tree::dir([
-        ("bin", Tree::dir([("x", Tree::executable(vec![1u8; 70_000]))])),
+        (
+            "bin",
+            Tree::dir([("x", Tree::executable(vec![1u8; 70_000]))]),
+        ),
         ("lib", Tree::symlink("bin")),
     ]);
     let nar = tree.to_nar().unwrap();
@@ -182,7 +190,10 @@ fn encoder_file_from_reader_must_supply_the_announced_size() {
 fn unsupported_file_types_are_errors_naming_the_path() {
     let tmp = tempfile::tempdir().unwrap();
     let fifo = tmp.path().join("fifo");
-    let st = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(st.success());
     match dump_path(tmp.path(), Vec::new()) {
         Err(Error::UnsupportedType(p)) => assert_eq!(p, fifo),
@@ -198,6 +209,27 @@ fn nar_hash_renders_all_forms() {
     };
     assert_eq!(h.to_nix_base32(), "0".repeat(52));
     assert_eq!(h.to_typed_base32(), format!("sha256:{}", "0".repeat(52)));
-    assert_eq!(h.to_sri(), "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    assert_eq!(
+        h.to_sri(),
+        "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+    );
     assert_eq!(h.to_base16(), "0".repeat(64));
+}
+
+#[test]
+fn copy_nar_passes_valid_archives_through_and_stops_on_invalid_ones() {
+    let mut g = Lcg(7);
+    for _ in 0..20 {
+        let nar = random_tree(&mut g, 3).to_nar().unwrap();
+        let (out, n) = b3_nar::copy_nar(&nar[..], Vec::new()).unwrap();
+        assert_eq!(n, nar.len() as u64);
+        assert!(out == nar);
+    }
+    let nar = Tree::dir([("a", Tree::file(vec![9u8; 10_000]))])
+        .to_nar()
+        .unwrap();
+    let cut = &nar[..nar.len() - 100];
+    let err = b3_nar::copy_nar(cut, Vec::new()).unwrap_err();
+    assert_eq!(err.reason(), Some(&b3_nar::Reason::Truncated), "{err}");
+    assert_eq!(err.offset(), Some(cut.len() as u64));
 }

@@ -1,5 +1,6 @@
 //! Fuzzes the NAR reader: arbitrary bytes must never panic, hang or
-//! allocate without bound; whatever the reader accepts must re-encode to
+//! allocate without bound; the streaming reader, `Tree::from_nar`,
+//! `copy_nar` and restore must agree; whatever the reader accepts must re-encode to
 //! exactly the same bytes (the format is canonical), and restoring it must
 //! succeed or fail cleanly, leaving nothing behind on failure.
 #![no_main]
@@ -23,6 +24,15 @@ fuzz_target!(|data: &[u8]| {
     // The in-memory parse must agree with the streaming one.
     let tree = Tree::from_nar(data);
     assert_eq!(ok.is_ok(), tree.is_ok());
+    // The validating copy agrees too, and reproduces the accepted bytes.
+    match (b3_nar::copy_nar(data, Vec::new()), &ok) {
+        (Ok((out, n)), Ok(len)) => {
+            assert_eq!(n, *len);
+            assert_eq!(&out[..], &data[..*len as usize], "copy differs");
+        }
+        (Err(e), Err(e2)) => assert_eq!(e.offset(), e2.offset(), "{e} vs {e2}"),
+        (a, b) => panic!("copy_nar and reader disagree: {a:?} vs {b:?}"),
+    }
     if let (Ok(len), Ok(tree)) = (&ok, &tree) {
         let again = tree.to_nar().expect("accepted tree must encode");
         assert_eq!(&again[..], &data[..*len as usize], "re-encoding differs");
