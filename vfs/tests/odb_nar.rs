@@ -225,3 +225,45 @@ fn verify_reports_damaged_and_missing_objects() {
         .iter()
         .any(|d| matches!(d, b3_vfs::odb::Damage::BadBlob { id, .. } if *id == big)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_import_gives_the_same_objects_as_sync_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, 1024 * 1024 + 1);
+    seal(&src);
+    let nar_path = tmp.path().join("x.nar");
+    fs::write(&nar_path, nix_dump(&src)).unwrap();
+    let odb = Odb::open(tmp.path().join("odb")).unwrap();
+    let f = tokio::fs::File::open(&nar_path).await.unwrap();
+    let node = odb
+        .import_nar_async("iiiiiiiiiiiiiiiiiiiiiiiiiiiiiiii-async", f)
+        .await
+        .unwrap();
+    let sync_odb = Odb::open(tmp.path().join("odb2")).unwrap();
+    let sync_node = sync_odb
+        .import_nar(
+            "iiiiiiiiiiiiiiiiiiiiiiiiiiiiiiii-async",
+            &fs::read(&nar_path).unwrap()[..],
+        )
+        .unwrap();
+    assert_eq!(node, sync_node);
+    let (out, _) = odb
+        .export_nar("iiiiiiiiiiiiiiiiiiiiiiiiiiiiiiii-async", Vec::new())
+        .unwrap();
+    assert!(out == fs::read(&nar_path).unwrap());
+    // A truncated stream fails with the NAR error and publishes nothing.
+    let bytes = fs::read(&nar_path).unwrap();
+    let err = odb
+        .import_nar_async(
+            "jjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjj-cut",
+            &bytes[..bytes.len() / 2],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, b3_vfs::odb::Error::Nar(_)), "{err}");
+    assert_eq!(
+        odb.root("jjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjj-cut").unwrap(),
+        None
+    );
+}
