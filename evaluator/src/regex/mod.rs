@@ -47,6 +47,17 @@ pub struct RegexError {
 }
 
 impl RegexError {
+    /// The message Nix's `builtins.match`/`split` report for this failure
+    /// (`pattern` as the user wrote it).
+    pub fn nix_message(&self, pattern: &str) -> String {
+        match self.kind {
+            ErrorKind::Space => {
+                format!("memory limit exceeded by regular expression '{pattern}'")
+            }
+            _ => format!("invalid regular expression '{pattern}'"),
+        }
+    }
+
     fn new(kind: ErrorKind, message: &str) -> Self {
         RegexError {
             kind,
