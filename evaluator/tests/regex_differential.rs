@@ -302,9 +302,44 @@ fn report(name: &str, (n, unfinished, diffs): (usize, usize, Vec<String>)) {
     );
 }
 
+/// Raw-byte cases: non-UTF-8 bytes, signed-char ranges, NUL.
+fn byte_cases() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let raw: &[(&[u8], &[u8])] = &[
+        (b"[\\x80-\\xff]", b"\\x"),
+        (b"[\\x80-\\xff]+", b"\\xff"),
+        (b"[\xc3-\xff]+", b"\xc3\xa9\xff"),
+        (b"[\x80-\xbf]+", b"\xa9\xbf"),
+        (b"[a-\xc3]", b"a"),
+        (b"[\xc3-a]", b"a"),
+        (b"[\x80-a]+", b"a\x80\x00"),
+        (b"[^a]", b"\xff"),
+        (b"(.)", b"\xff"),
+        (b".", b"\x00"),
+        (b"a.b", b"a\x00b"),
+        (b"[^a]", b"\x00"),
+        (b"[[:print:]]+", b"a b\x7f"),
+        (b"[[:cntrl:]]+", b"\x01\x1f\x7f"),
+        (b"[[:punct:]]+", b"!-/:@[`{~"),
+        (b"[[:graph:]]+", b"a~"),
+        (b"[[:blank:]]+", b" \t"),
+        (b"[[:space:]]+", b" \t\n\x0b\x0c\r"),
+        (b"[[:xdigit:]]+", b"09afAF"),
+        (b"[[:upper:][:digit:]]+", b"A1Z9"),
+        (b"[[:alpha:]-z]", b"a"),
+        (b"[[=A=]]", b"a"),
+        (b"[[.NUL.]]", b"\x00"),
+        (b"[[.space.]]+", b"  "),
+        (b"[[.left-square-bracket.]]", b"["),
+        (b"\xe9+", b"\xe9\xe9"),
+        (b"[[:alpha:]]+", b"\xe9"),
+    ];
+    raw.iter().map(|(p, s)| (p.to_vec(), s.to_vec())).collect()
+}
+
 #[test]
 fn hand_written_cases_agree_with_libstdcxx() {
     let mut cases = table();
+    cases.extend(byte_cases());
     cases.extend(nix_test_cases());
     report("hand-written", compare(&cases));
 }
