@@ -13,6 +13,7 @@
 
 pub mod cache_info;
 pub mod compression;
+pub mod copy;
 pub mod narinfo;
 pub mod signing;
 pub mod store;
@@ -21,6 +22,7 @@ pub mod verify;
 
 pub use cache_info::CacheInfo;
 pub use compression::Compression;
+pub use copy::copy_paths;
 pub use narinfo::{NarInfo, NarInfoError};
 pub use signing::{PublicKey, SecretKey, Signature, SigningError};
 pub use store::{BinaryCache, BinaryCacheError};
