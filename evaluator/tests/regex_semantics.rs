@@ -49,10 +49,21 @@ fn lazy_looking_quantifier_is_an_optional_group() {
 
 #[test]
 fn perl_and_gnu_syntax_is_rejected() {
-    for p in ["\\d", "\\w", "\\s", "(?:a)", "(a)\\1", "\\b", "a{1", "[a", "*a", "\\"] {
+    for p in [
+        "\\d", "\\w", "\\s", "(?:a)", "(a)\\1", "\\b", "a{1", "[a", "*a", "\\",
+    ] {
         assert!(Regex::new(p.as_bytes()).is_err(), "{p} should be rejected");
     }
-    for p in ["\\{", "\\.", "a{1,2}", "[[:alpha:]]", "()", "a||b", "]", "}"] {
+    for p in [
+        "\\{",
+        "\\.",
+        "a{1,2}",
+        "[[:alpha:]]",
+        "()",
+        "a||b",
+        "]",
+        "}",
+    ] {
         assert!(Regex::new(p.as_bytes()).is_ok(), "{p} should be accepted");
     }
 }

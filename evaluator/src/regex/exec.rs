@@ -189,6 +189,9 @@ impl<'a> Exec<'a> {
     ) -> Result<Option<Caps>, RegexError> {
         self.begin = begin;
         self.flags = flags;
+        // The budget is per regex_match / regex_search call, so splitting
+        // a long string into many pieces never trips it.
+        self.steps = 0;
         if mode == Mode::Exact {
             return self.main(Mode::Exact);
         }

@@ -66,8 +66,9 @@ impl RegexError {
     }
 }
 
-/// Default bound on executor steps per match attempt sequence; far above
-/// anything a real pattern needs, it only stops pathological cases.
+/// Default bound on executor steps for one `regex_match` or one
+/// `regex_search` (one step of `search_iter`); far above anything a real
+/// pattern needs, it only stops pathological cases.
 pub const DEFAULT_STEP_LIMIT: u64 = 400_000_000;
 
 /// A compiled regular expression.
