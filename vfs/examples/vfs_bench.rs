@@ -116,6 +116,13 @@ fn read_all(root: &Path, buf: &mut [u8]) -> (u64, u64) {
     (files, bytes)
 }
 
+fn timed_once(root: &Path, buf: &mut [u8], files: u64) -> Duration {
+    let t = Instant::now();
+    let (f, _) = read_all(root, buf);
+    assert_eq!(f, files, "every file read");
+    t.elapsed()
+}
+
 fn drop_caches() {
     // SAFETY-free: plain libc call, no memory is shared.
     unsafe { libc::sync() };
@@ -215,20 +222,30 @@ fn main() {
     let t_unpack = t.elapsed();
 
     // Usable, way 2: mount a view (until a file inside answers stat).
-    let t = Instant::now();
+    // Five mount/unmount cycles: the machine is shared, so report the
+    // best and the median.
     let opts = ViewOptions {
         passthrough,
         ..ViewOptions::default()
     };
-    let guard = mount(&odb, names.iter().cloned(), work.join("mnt"), opts).unwrap();
-    fs::metadata(work.join("mnt").join(&names[0]).join("bin/run")).unwrap();
-    let t_mount = t.elapsed();
+    let mut mounts = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let g = mount(&odb, names.iter().cloned(), work.join("mnt"), opts.clone()).unwrap();
+        fs::metadata(work.join("mnt").join(&names[0]).join("bin/run")).unwrap();
+        mounts.push(t.elapsed());
+        g.unmount().unwrap();
+    }
+    mounts.sort();
+    let t_mount = mounts[2];
     println!(
-        "usable: unpack (NAR restore) {}, mount view {:.2} ms  => {:.0}x",
+        "usable: unpack (NAR restore) {}, mount view best {:.2} ms, median {:.2} ms  => {:.0}x",
         secs(t_unpack),
+        mounts[0].as_secs_f64() * 1000.0,
         t_mount.as_secs_f64() * 1000.0,
         t_unpack.as_secs_f64() / t_mount.as_secs_f64()
     );
+    let guard = mount(&odb, names.iter().cloned(), work.join("mnt"), opts).unwrap();
 
     // The same with 100,000 more declared (absent) paths: names are only
     // put in a set, nothing is resolved per path.
@@ -246,43 +263,56 @@ fn main() {
     );
 
     let mut buf = vec![0u8; 1 << 20];
+    let mut buf2 = vec![0u8; 1 << 20];
+    let expected_files = g.files + paths;
+    let min_bytes = g.bytes;
     let mut timed = |root: &Path| {
         let t = Instant::now();
         let (f, b) = read_all(root, &mut buf);
-        assert_eq!(f, g.files + paths, "every file read");
-        assert!(b >= g.bytes);
+        assert_eq!(f, expected_files, "every file read");
+        assert!(b >= min_bytes);
         t.elapsed()
+    };
+    // First reads once (after emptying the page cache if asked); second
+    // reads three times, keeping the best and the median.
+    let mut again = |root: &Path| {
+        let mut v: Vec<Duration> = (0..3).map(|_| timed(root)).collect();
+        v.sort();
+        (v[0], v[1])
     };
     if drop {
         drop_caches();
     }
-    let u1 = timed(&work.join("unpacked"));
-    let u2 = timed(&work.join("unpacked"));
+    let u1 = timed_once(&work.join("unpacked"), &mut buf2, g.files + paths);
+    let (u2, u2m) = again(&work.join("unpacked"));
     if drop {
         drop_caches();
     }
-    let v1 = timed(&work.join("mnt"));
-    let v2 = timed(&work.join("mnt"));
+    let v1 = timed_once(&work.join("mnt"), &mut buf2, g.files + paths);
+    let (v2, v2m) = again(&work.join("mnt"));
     let mb = g.bytes as f64 / 1048576.0;
     let rate = |d: Duration| mb / d.as_secs_f64();
     println!(
-        "read all, unpacked: first {} ({:.0} MiB/s), second {} ({:.0} MiB/s)",
+        "read all, unpacked: first {} ({:.0} MiB/s), second best {} ({:.0} MiB/s), median {}",
         secs(u1),
         rate(u1),
         secs(u2),
-        rate(u2)
+        rate(u2),
+        secs(u2m)
     );
     println!(
-        "read all, view:     first {} ({:.0} MiB/s), second {} ({:.0} MiB/s)",
+        "read all, view:     first {} ({:.0} MiB/s), second best {} ({:.0} MiB/s), median {}",
         secs(v1),
         rate(v1),
         secs(v2),
-        rate(v2)
+        rate(v2),
+        secs(v2m)
     );
     println!(
-        "ratios view/unpacked: first read {:.2}x, second read {:.2}x (target <= 1.5x); first view read + mount vs unpack + first read: {:.2}x",
+        "ratios view/unpacked: first read {:.2}x, second read best {:.2}x, median {:.2}x (target <= 1.5x); mount + first view read vs unpack + first read: {:.2}x",
         v1.as_secs_f64() / u1.as_secs_f64(),
         v2.as_secs_f64() / u2.as_secs_f64(),
+        v2m.as_secs_f64() / u2m.as_secs_f64(),
         (v1 + t_mount).as_secs_f64() / (u1 + t_unpack).as_secs_f64()
     );
     guard.unmount().unwrap();

@@ -297,3 +297,22 @@ fn repeated_access_is_served_by_the_kernel_caches() {
     fs::read_dir(fx.mnt().join(BB).join("bin")).unwrap().count();
     assert_eq!(g.stats().readdirs, listed);
 }
+
+#[test]
+fn concurrent_opens_of_one_file_share_its_passthrough_backing() {
+    // The kernel requires one backing id per inode while any open uses it;
+    // opens and closes racing on one file must all succeed.
+    let fx = Fx::new_small();
+    let _g = mount(&fx.odb, [BB], fx.mnt(), ViewOptions::default()).unwrap();
+    let bin = fx.mnt().join(BB).join("bin/busybox");
+    let want = fs::read(busybox().join("bin/busybox")).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..6 {
+            s.spawn(|| {
+                for _ in 0..40 {
+                    assert!(fs::read(&bin).unwrap() == want);
+                }
+            });
+        }
+    });
+}

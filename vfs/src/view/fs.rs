@@ -269,12 +269,12 @@ impl Filesystem for ViewFs {
                     }
                 },
             };
-            drop(backing);
             if let Some(id) = id {
                 self.handles
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(fh, Handle::Backing(id.clone()));
+                drop(backing);
                 // No FOPEN_KEEP_CACHE here: the kernel refuses it together
                 // with passthrough (EIO at open, seen on 6.18); the backing
                 // file's own page cache serves repeated reads.
@@ -334,6 +334,9 @@ impl Filesystem for ViewFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // Under the backing lock, so an open of the same inode cannot pick
+        // up this backing id between the count check and its removal.
+        let mut backing = self.backing.lock().unwrap_or_else(|p| p.into_inner());
         let gone = self
             .handles
             .lock()
@@ -342,12 +345,10 @@ impl Filesystem for ViewFs {
         if let Some(Handle::Backing(id)) = gone {
             // Last user of this backing id: forget it so the kernel closes it.
             if Arc::strong_count(&id) == 1 {
-                self.backing
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&ino.0);
+                backing.remove(&ino.0);
             }
         }
+        drop(backing);
         reply.ok();
     }
 
