@@ -1,17 +1,22 @@
 //! `b3 instantiate`, also reachable as `nix-instantiate` through a symlink.
+//! The command line itself is nix-instantiate's (see `b3_evaluator::nix_cli`).
 
 use std::process::ExitCode;
 
 use super::Global;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(disable_help_flag = true)]
+pub struct Args {
+    /// nix-instantiate arguments (see `nix-instantiate --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
 
-pub fn run(_g: &Global, _a: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not available yet")
+pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+    Ok(ExitCode::from(b3_evaluator::nix_cli::run_args(a.args)))
 }
 
 pub fn main_multicall() -> ExitCode {
-    eprintln!("error: not available yet");
-    ExitCode::FAILURE
+    ExitCode::from(b3_evaluator::nix_cli::run_args(std::env::args().skip(1).collect()))
 }

@@ -1,0 +1,225 @@
+//! List builtins.
+
+use std::rc::Rc;
+
+use crate::eval::{err, Ev, R};
+use crate::pos::Pos;
+use crate::value::*;
+
+use super::mk_attrs;
+
+pub fn register(t: &mut Vec<(&'static str, usize, PrimFn)>) {
+    t.push(("length", 1, |ev, a, p| Ok(Value::Int(ev.force_list(&a[0], p)?.len() as i64))));
+    t.push(("head", 1, head));
+    t.push(("tail", 1, tail));
+    t.push(("elemAt", 2, elem_at));
+    t.push(("elem", 2, elem));
+    t.push(("map", 2, map));
+    t.push(("filter", 2, filter));
+    t.push(("foldl'", 3, foldl));
+    t.push(("genList", 2, gen_list));
+    t.push(("concatLists", 1, concat_lists));
+    t.push(("concatMap", 2, concat_map));
+    t.push(("any", 2, |ev, a, p| any_all(ev, a, p, true)));
+    t.push(("all", 2, |ev, a, p| any_all(ev, a, p, false)));
+    t.push(("sort", 2, sort));
+    t.push(("partition", 2, partition));
+    t.push(("groupBy", 2, group_by));
+}
+
+fn head(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
+    let l = ev.force_list(&a[0], p)?;
+    match l.first() {
+        Some(v) => ev.force(v),
+        None => err("'builtins.head' called on an empty list", p),
+    }
+}
+
+fn tail(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
+    let l = ev.force_list(&a[0], p)?;
+    if l.is_empty() {
+        return err("'builtins.tail' called on an empty list", p);
+    }
+    Ok(Value::list(l[1..].to_vec()))
+}
+
+fn elem_at(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
+    let l = ev.force_list(&a[0], p)?;
+    let i = ev.force_int(&a[1], p)?;
+    if i < 0 || i as usize >= l.len() {
+        return err(format!("'builtins.elemAt' called with index {i} on a list of size {}", l.len()), p);
+    }
+    ev.force(&l[i as usize])
+}
+
+fn elem(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
+    let l = ev.force_list(&a[1], p)?;
+    for x in l.iter() {
+        if ev.eq_values(&a[0], x, p, false)? {
+            return Ok(Value::Bool(true));
+        }
+    }
+    Ok(Value::Bool(false))
+}
+
+/// A lazy application `f x`.
+pub fn lazy_app(f: &Value, x: Value, p: Pos) -> Value {
+    let f = f.clone();
+    Value::native(Rc::new(move |ev: &Ev| ev.apply(&f, x.clone(), p)))
+}
+
+fn map(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
+    let l = ev.force_list(&a[1], p)?;
+    let f = &a[0];
+    Ok(Value::list(l.iter().map(|x| lazy_app(f, x.clone(), p)).collect()))
+}
+
+fn filter(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
+    let l = ev.force_list(&a[1], p)?;
+    let f = ev.force_fn(&a[0], p)?;
+    let mut out = Vec::new();
+    let mut same = true;
+    for x in l.iter() {
+        let r = ev.apply(&f, x.clone(), p)?;
+        if ev.force_bool(&r, p)? {
+            out.push(x.clone());
+        } else {
+            same = false;
+        }
+    }
+    if same {
+        return Ok(Value::List(l));
+    }
+    Ok(Value::list(out))
+}
+
+fn foldl(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
+    let l = ev.force_list(&a[2], p)?;
+    if l.is_empty() {
+        return ev.force(&a[1]);
+    }
+    let f = ev.force_fn(&a[0], p)?;
+    let mut acc = a[1].clone();
+    for x in l.iter() {
+        let g = ev.apply(&f, acc, p)?;
+        acc = ev.apply(&g, x.clone(), p)?;
+    }
+    ev.force(&acc)
+}
+
+fn gen_list(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
+    let n = ev.force_int(&a[1], p)?;
+    if n < 0 {
+        return err(format!("cannot create list of size {n}"), p);
+    }
+    let f = ev.force_fn(&a[0], p)?;
+    Ok(Value::list((0..n).map(|i| lazy_app(&f, Value::Int(i), p)).collect()))
+}
+
+fn concat_lists(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
+    let l = ev.force_list(&a[0], p)?;
+    let mut out = Vec::new();
+    for x in l.iter() {
+        out.extend(ev.force_list(x, p)?.iter().cloned());
+    }
+    Ok(Value::list(out))
+}
+
+fn concat_map(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
+    let l = ev.force_list(&a[1], p)?;
+    let f = ev.force_fn(&a[0], p)?;
+    let mut out = Vec::new();
+    for x in l.iter() {
+        let r = ev.apply(&f, x.clone(), p)?;
+        out.extend(ev.force_list(&r, p)?.iter().cloned());
+    }
+    Ok(Value::list(out))
+}
+
+fn any_all(ev: &Ev, a: &[Value], p: Pos, any: bool) -> R<Value> {
+    let l = ev.force_list(&a[1], p)?;
+    let f = ev.force_fn(&a[0], p)?;
+    for x in l.iter() {
+        let r = ev.apply(&f, x.clone(), p)?;
+        if ev.force_bool(&r, p)? == any {
+            return Ok(Value::Bool(any));
+        }
+    }
+    Ok(Value::Bool(!any))
+}
+
+fn sort(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
+    let l = ev.force_list(&a[1], p)?;
+    let f = ev.force_fn(&a[0], p)?;
+    let v: Vec<Value> = l.iter().cloned().collect();
+    let less = |x: &Value, y: &Value| -> R<bool> {
+        let r = ev.call2(&f, x.clone(), y.clone(), p)?;
+        ev.force_bool(&r, p)
+    };
+    Ok(Value::list(merge_sort(v, &less)?))
+}
+
+/// Stable merge sort that tolerates inconsistent comparators (as Nix's
+/// `std::stable_sort` does) and propagates evaluation errors.
+pub fn merge_sort(v: Vec<Value>, less: &dyn Fn(&Value, &Value) -> R<bool>) -> R<Vec<Value>> {
+    if v.len() <= 1 {
+        return Ok(v);
+    }
+    // insertion sort for short runs
+    if v.len() <= 8 {
+        let mut out: Vec<Value> = Vec::with_capacity(v.len());
+        for x in v {
+            let mut i = out.len();
+            while i > 0 && less(&x, &out[i - 1])? {
+                i -= 1;
+            }
+            out.insert(i, x);
+        }
+        return Ok(out);
+    }
+    let mut left = v;
+    let right = left.split_off(left.len() / 2);
+    let left = merge_sort(left, less)?;
+    let right = merge_sort(right, less)?;
+    let mut out = Vec::with_capacity(left.len() + right.len());
+    let (mut i, mut j) = (0, 0);
+    while i < left.len() && j < right.len() {
+        if less(&right[j], &left[i])? {
+            out.push(right[j].clone());
+            j += 1;
+        } else {
+            out.push(left[i].clone());
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&left[i..]);
+    out.extend_from_slice(&right[j..]);
+    Ok(out)
+}
+
+fn partition(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
+    let l = ev.force_list(&a[1], p)?;
+    let f = ev.force_fn(&a[0], p)?;
+    let (mut r, mut w) = (Vec::new(), Vec::new());
+    for x in l.iter() {
+        let b = ev.apply(&f, x.clone(), p)?;
+        if ev.force_bool(&b, p)? {
+            r.push(x.clone());
+        } else {
+            w.push(x.clone());
+        }
+    }
+    Ok(mk_attrs(ev, vec![("right", Value::list(r)), ("wrong", Value::list(w))]))
+}
+
+fn group_by(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
+    let l = ev.force_list(&a[1], p)?;
+    let f = ev.force_fn(&a[0], p)?;
+    let mut groups: std::collections::BTreeMap<Sym, Vec<Value>> = Default::default();
+    for x in l.iter() {
+        let k = ev.apply(&f, x.clone(), p)?;
+        let k = ev.force_string(&k, p)?;
+        groups.entry(Rc::from(k.as_str())).or_default().push(x.clone());
+    }
+    Ok(Value::attrs(Attrs { entries: groups.into_iter().map(|(k, v)| (k, Value::list(v), Pos::none())).collect() }))
+}

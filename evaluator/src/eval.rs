@@ -1,0 +1,1100 @@
+//! The tree-walking evaluator: forcing thunks, applying functions, building
+//! attribute sets and environments, operators, coercions and equality.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use rustc_hash::FxHashMap;
+
+use crate::ast::{self, AttrName, AttrsExpr, BinOp, Expr, Param};
+use crate::error::{ErrorKind, EvalError};
+use crate::pos::Pos;
+use crate::value::*;
+
+pub type R<T> = Result<T, EvalError>;
+
+/// Evaluation settings taken from the command line.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `-I` entries first, then `NIX_PATH`: (prefix, path).
+    pub nix_path: Vec<(String, String)>,
+    pub max_call_depth: usize,
+    pub show_trace: bool,
+    pub pure: bool,
+    pub experimental: Vec<String>,
+    pub lint_abs_path: Lint,
+    pub lint_short_path: Lint,
+    pub lint_url: Lint,
+    pub store_dir: String,
+    pub abort_on_warn: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Lint {
+    #[default]
+    Off,
+    Warn,
+    Fatal,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            nix_path: Vec::new(),
+            max_call_depth: 200_000,
+            show_trace: false,
+            pure: false,
+            experimental: Vec::new(),
+            lint_abs_path: Lint::Off,
+            lint_short_path: Lint::Off,
+            lint_url: Lint::Off,
+            store_dir: "/nix/store".into(),
+            abort_on_warn: false,
+        }
+    }
+}
+
+pub struct Ev {
+    pub opts: Options,
+    pub globals_env: Rc<Env>,
+    pub global_names: Vec<Sym>,
+    pub builtins: Value,
+    pub depth: Cell<usize>,
+    pub import_cache: RefCell<FxHashMap<String, Value>>,
+    /// drv path -> hashDerivationModulo, for derivations evaluated so far.
+    pub drv_hashes: RefCell<FxHashMap<String, [u8; 32]>>,
+    pub sym_cache: RefCell<FxHashMap<&'static str, Sym>>,
+    pub regex_cache: RefCell<crate::regex::RegexCache>,
+    pub drv_outputs: RefCell<FxHashMap<String, Vec<String>>>,
+    /// Derivations computed so far (drv path -> derivation), read-only mode.
+    pub drvs: RefCell<FxHashMap<String, Rc<crate::builtins::derivation::Drv>>>,
+}
+
+pub fn err<T>(msg: impl Into<String>, pos: Pos) -> R<T> {
+    Err(EvalError::other(msg, pos))
+}
+
+impl Ev {
+    pub fn new(opts: Options) -> Rc<Ev> {
+        crate::builtins::make_ev(opts)
+    }
+
+    pub fn sym(&self, s: &'static str) -> Sym {
+        self.sym_cache.borrow_mut().entry(s).or_insert_with(|| Rc::from(s)).clone()
+    }
+
+    pub fn has_feature(&self, f: &str) -> bool {
+        self.opts.experimental.iter().any(|x| x == f)
+    }
+
+    // ---------- forcing ----------
+
+    #[inline]
+    pub fn force(&self, v: &Value) -> R<Value> {
+        match v {
+            Value::Thunk(t) => self.force_thunk(t),
+            v => Ok(v.clone()),
+        }
+    }
+
+    pub fn force_thunk(&self, t: &Rc<Thunk>) -> R<Value> {
+        let st = {
+            let mut b = t.0.borrow_mut();
+            match &*b {
+                ThunkState::Done(v) => return Ok(v.clone()),
+                ThunkState::Failed(e) => return Err(e.clone()),
+                ThunkState::Blackhole => {
+                    return Err(EvalError::new(ErrorKind::InfiniteRecursion, "infinite recursion encountered", Pos::none()))
+                }
+                _ => {}
+            }
+            std::mem::replace(&mut *b, ThunkState::Blackhole)
+        };
+        let r = match &st {
+            ThunkState::Pending(e, env) => self.eval(e, env),
+            ThunkState::Native(f) => f(self),
+            _ => unreachable!("checked above"),
+        };
+        // A thunk may evaluate to another thunk only through natives.
+        let r = match r {
+            Ok(Value::Thunk(t2)) => self.force_thunk(&t2),
+            r => r,
+        };
+        match &r {
+            Ok(v) => *t.0.borrow_mut() = ThunkState::Done(v.clone()),
+            Err(e) if e.kind() == ErrorKind::StackOverflow => *t.0.borrow_mut() = st,
+            Err(e) => *t.0.borrow_mut() = ThunkState::Failed(e.clone()),
+        }
+        r
+    }
+
+    /// Makes a lazy value for `e` in `env`. `building` is true while `env`'s
+    /// own slots are still being filled (so same-frame lookups must wait).
+    #[inline]
+    pub fn mk_thunk(&self, e: &'static Expr, env: &Rc<Env>, building: bool) -> Value {
+        match e {
+            Expr::Lit(v) => v.clone(),
+            Expr::Var(d, i) if !building || *d > 0 => env.lookup(*d, *i),
+            Expr::Lambda(l) => Value::Lambda(Rc::new(Closure { lambda: l, env: env.clone() })),
+            _ => Value::thunk(e, env),
+        }
+    }
+
+    // ---------- typed forcing helpers ----------
+
+    pub fn force_int(&self, v: &Value, pos: Pos) -> R<i64> {
+        match self.force(v)? {
+            Value::Int(i) => Ok(i),
+            v => err(format!("expected an integer but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+        }
+    }
+    pub fn force_bool(&self, v: &Value, pos: Pos) -> R<bool> {
+        match self.force(v)? {
+            Value::Bool(b) => Ok(b),
+            v => err(format!("expected a Boolean but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+        }
+    }
+    pub fn force_attrs(&self, v: &Value, pos: Pos) -> R<Rc<Attrs>> {
+        match self.force(v)? {
+            Value::Attrs(a) => Ok(a),
+            v => err(format!("expected a set but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+        }
+    }
+    pub fn force_list(&self, v: &Value, pos: Pos) -> R<Rc<Vec<Value>>> {
+        match self.force(v)? {
+            Value::List(l) => Ok(l),
+            v => err(format!("expected a list but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+        }
+    }
+    pub fn force_fn(&self, v: &Value, pos: Pos) -> R<Value> {
+        let v = self.force(v)?;
+        match &v {
+            Value::Lambda(_) | Value::PrimOp(_) | Value::PrimOpApp(..) => Ok(v),
+            Value::Attrs(a) if a.get("__functor").is_some() => Ok(v),
+            _ => err(format!("expected a function but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+        }
+    }
+    /// A string value (no coercion); returns the NixStr.
+    pub fn force_str(&self, v: &Value, pos: Pos) -> R<Rc<NixStr>> {
+        match self.force(v)? {
+            Value::Str(s) => Ok(s),
+            v => err(format!("expected a string but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+        }
+    }
+    /// A string without context requirement, as UTF-8 (lossy).
+    pub fn force_string(&self, v: &Value, pos: Pos) -> R<String> {
+        Ok(self.force_str(v, pos)?.lossy())
+    }
+    pub fn force_float(&self, v: &Value, pos: Pos) -> R<f64> {
+        match self.force(v)? {
+            Value::Int(i) => Ok(i as f64),
+            Value::Float(f) => Ok(f),
+            v => err(format!("expected a float but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+        }
+    }
+
+    pub fn show_short(&self, v: &Value) -> String {
+        crate::print::print_short(v)
+    }
+
+    // ---------- evaluation ----------
+
+    pub fn eval(&self, e: &'static Expr, env: &Rc<Env>) -> R<Value> {
+        match e {
+            Expr::Lit(v) => Ok(v.clone()),
+            Expr::Var(d, i) => {
+                let v = env.lookup(*d, *i);
+                self.force(&v)
+            }
+            Expr::WithVar { name, withs, pos } => {
+                let v = self.lookup_with(name, withs, env, *pos)?;
+                self.force(&v)
+            }
+            Expr::Interp(parts, pos) => {
+                let mut s = Vec::new();
+                let mut ctx = Context::new();
+                for p in parts {
+                    let v = self.eval(p, env)?;
+                    self.coerce_into(&v, &mut s, &mut ctx, true, false, *pos)?;
+                }
+                Ok(Value::str_ctx(s, ctx))
+            }
+            Expr::PathInterp(parts, pos) => {
+                let mut s = Vec::new();
+                let mut ctx = Context::new();
+                for p in parts {
+                    let v = self.eval(p, env)?;
+                    self.coerce_into(&v, &mut s, &mut ctx, false, false, *pos)?;
+                }
+                if !ctx.is_empty() {
+                    return err("a string that refers to a store path cannot be appended to a path", *pos);
+                }
+                let s = String::from_utf8_lossy(&s).into_owned();
+                Ok(Value::Path(ast::canon_path(&s).into()))
+            }
+            Expr::HomePath(rest, pos) => {
+                let home = std::env::var("HOME").map_err(|_| EvalError::other("HOME is not set", *pos))?;
+                Ok(Value::Path(ast::canon_path(&format!("{home}{rest}")).into()))
+            }
+            Expr::Attrs(a) => self.eval_attrs(a, env),
+            Expr::List(items) => {
+                let v: Vec<Value> = items.iter().map(|i| self.mk_thunk(i, env, false)).collect();
+                Ok(Value::list(v))
+            }
+            Expr::Select { e, path, default, pos } => {
+                let mut v = self.eval(e, env)?;
+                for name in path {
+                    let key = self.attr_name(name, env)?;
+                    let found = match &v {
+                        Value::Attrs(a) => a.get(&key).cloned(),
+                        _ if default.is_some() => None,
+                        other => {
+                            return err(
+                                format!("expected a set but found {}: {}", other.type_name(), self.show_short(other)),
+                                *pos,
+                            )
+                        }
+                    };
+                    match found {
+                        Some(x) => v = self.force(&x).map_err(|er| self.frame(er, *pos, || format!("while evaluating the attribute '{key}'")))?,
+                        None => {
+                            if let Some(d) = default {
+                                return self.eval(d, env);
+                            }
+                            let mut msg = format!("attribute '{key}' missing");
+                            if let Value::Attrs(a) = &v {
+                                if let Some(s) = suggest(&key, a) {
+                                    msg.push_str(&format!("\n\nDid you mean {s}?"));
+                                }
+                            }
+                            return err(msg, *pos);
+                        }
+                    }
+                }
+                Ok(v)
+            }
+            Expr::HasAttr { e, path } => {
+                let mut v = self.eval(e, env)?;
+                for name in path {
+                    let key = self.attr_name(name, env)?;
+                    match &v {
+                        Value::Attrs(a) => match a.get(&key) {
+                            Some(x) => v = self.force(x)?,
+                            None => return Ok(Value::Bool(false)),
+                        },
+                        _ => return Ok(Value::Bool(false)),
+                    }
+                }
+                Ok(Value::Bool(true))
+            }
+            Expr::App { f, args, pos } => {
+                let mut fv = self.eval(f, env)?;
+                for a in args {
+                    let av = self.mk_thunk(a, env, false);
+                    fv = self.apply(&fv, av, *pos)?;
+                }
+                Ok(fv)
+            }
+            Expr::Lambda(l) => Ok(Value::Lambda(Rc::new(Closure { lambda: l, env: env.clone() }))),
+            Expr::Let(a, body) => {
+                let new_env = self.build_frame(a, env)?;
+                self.eval(body, &new_env)
+            }
+            Expr::With { ns, body } => {
+                let nsv = self.mk_thunk(ns, env, false);
+                let new_env = Env::new(Some(env.clone()), vec![nsv]);
+                self.eval(body, &new_env)
+            }
+            Expr::If { c, t, e, pos } => {
+                let cv = self.eval(c, env)?;
+                let b = match cv {
+                    Value::Bool(b) => b,
+                    v => {
+                        return err(
+                            format!("expected a Boolean but found {}: {}", v.type_name(), self.show_short(&v)),
+                            *pos,
+                        )
+                        .map_err(|e: EvalError| self.frame(e, *pos, || "while evaluating a branch condition".into()))
+                    }
+                };
+                self.eval(if b { t } else { e }, env)
+            }
+            Expr::Assert { c, body, pos, text } => {
+                let cv = self.eval(c, env)?;
+                match cv {
+                    Value::Bool(true) => self.eval(body, env),
+                    Value::Bool(false) => Err(EvalError::new(ErrorKind::Assert, format!("assertion '{text}' failed"), *pos)),
+                    v => err(format!("expected a Boolean but found {}: {}", v.type_name(), self.show_short(&v)), *pos),
+                }
+            }
+            Expr::Not(x, pos) => {
+                let v = self.eval(x, env)?;
+                match v {
+                    Value::Bool(b) => Ok(Value::Bool(!b)),
+                    v => err(format!("expected a Boolean but found {}: {}", v.type_name(), self.show_short(&v)), *pos),
+                }
+            }
+            Expr::Neg(x, pos) => {
+                let v = self.eval(x, env)?;
+                self.arith(BinOp::Sub, Value::Int(0), v, *pos)
+            }
+            Expr::Bin(op, l, r, pos) => self.eval_bin(*op, l, r, env, *pos),
+            Expr::CurPos(pos) => Ok(self.pos_value(*pos)),
+        }
+    }
+
+    pub fn frame(&self, e: EvalError, pos: Pos, msg: impl FnOnce() -> String) -> EvalError {
+        if self.opts.show_trace {
+            e.with_frame(pos, msg())
+        } else {
+            e
+        }
+    }
+
+    pub fn pos_value(&self, pos: Pos) -> Value {
+        match pos.resolve() {
+            Some(r) => Value::attrs(Attrs {
+                entries: vec![
+                    (self.sym("column"), Value::Int(r.col as i64), Pos::none()),
+                    (self.sym("file"), Value::str(r.file.name.as_bytes().to_vec()), Pos::none()),
+                    (self.sym("line"), Value::Int(r.line as i64), Pos::none()),
+                ],
+            }),
+            None => Value::Null,
+        }
+    }
+
+    fn attr_name(&self, n: &'static AttrName, env: &Rc<Env>) -> R<Sym> {
+        match n {
+            AttrName::Static(s) => Ok(s.clone()),
+            AttrName::Dynamic(e) => {
+                let v = self.eval(e, env)?;
+                match v {
+                    Value::Str(s) => Ok(Rc::from(s.lossy().as_str())),
+                    v => err(
+                        format!("expected a string but found {}: {}", v.type_name(), self.show_short(&v)),
+                        Pos::none(),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn lookup_with(&self, name: &Sym, withs: &[u32], env: &Rc<Env>, pos: Pos) -> R<Value> {
+        for d in withs {
+            let ns = env.lookup(*d, 0);
+            let a = self.force_attrs(&ns, pos)?;
+            if let Some(v) = a.get(name) {
+                return Ok(v.clone());
+            }
+        }
+        err(format!("undefined variable '{name}'"), pos)
+    }
+
+    /// Creates the frame of a `let`/`rec` set, filling its slots with thunks.
+    fn build_frame(&self, a: &'static AttrsExpr, env: &Rc<Env>) -> R<Rc<Env>> {
+        let n = a.statics.len() + a.froms.len();
+        let new_env = Env::new(Some(env.clone()), Vec::with_capacity(n));
+        let building = a.rec;
+        let mut slots = Vec::with_capacity(n);
+        for (_, e, _) in &a.statics {
+            slots.push(if building { Value::Null } else { self.mk_thunk(e, &new_env, false) });
+        }
+        for f in &a.froms {
+            slots.push(self.mk_thunk(f, &new_env, true));
+        }
+        *new_env.slots.borrow_mut() = slots;
+        if building {
+            for (i, (_, e, _)) in a.statics.iter().enumerate() {
+                let v = self.mk_thunk(e, &new_env, true);
+                new_env.slots.borrow_mut()[i] = v;
+            }
+        }
+        Ok(new_env)
+    }
+
+    fn eval_attrs(&self, a: &'static AttrsExpr, env: &Rc<Env>) -> R<Value> {
+        let (venv, building) = if a.frame {
+            (self.build_frame(a, env)?, true)
+        } else {
+            (env.clone(), false)
+        };
+        let mut entries: Vec<(Sym, Value, Pos)> = Vec::with_capacity(a.statics.len() + a.dynamics.len());
+        if a.frame {
+            let slots = venv.slots.borrow();
+            for (i, (name, e, pos)) in a.statics.iter().enumerate() {
+                let v = if a.rec { slots[i].clone() } else { self.mk_thunk(e, &venv, false) };
+                entries.push((name.clone(), v, *pos));
+            }
+        } else {
+            for (name, e, pos) in &a.statics {
+                entries.push((name.clone(), self.mk_thunk(e, &venv, building), *pos));
+            }
+        }
+        let mut sorted = true;
+        for w in entries.windows(2) {
+            if w[0].0 >= w[1].0 {
+                sorted = false;
+                break;
+            }
+        }
+        if !sorted {
+            entries.sort_by(|x, y| x.0.cmp(&y.0));
+        }
+        if a.rec && a.statics.iter().any(|s| &*s.0 == "__overrides") {
+            let ov = entries.iter().find(|e| &*e.0 == "__overrides").map(|e| e.1.clone());
+            if let Some(ov) = ov {
+                let ov = self.force_attrs(&ov, Pos::none())?;
+                for (k, v, p) in &ov.entries {
+                    if let Some(i) = a.statics.iter().position(|s| &s.0 == k) {
+                        venv.slots.borrow_mut()[i] = v.clone();
+                    }
+                    match entries.binary_search_by(|e| e.0.cmp(k)) {
+                        Ok(i) => entries[i].1 = v.clone(),
+                        Err(i) => entries.insert(i, (k.clone(), v.clone(), *p)),
+                    }
+                }
+            }
+        }
+        for (k, e, pos) in &a.dynamics {
+            let kv = self.eval(k, &venv)?;
+            let key = match kv {
+                Value::Null => continue,
+                Value::Str(s) => s,
+                v => {
+                    return err(
+                        format!("expected a string but found {}: {}", v.type_name(), self.show_short(&v)),
+                        *pos,
+                    )
+                }
+            };
+            let key: Sym = Rc::from(key.lossy().as_str());
+            let v = self.mk_thunk(e, &venv, false);
+            match entries.binary_search_by(|x| x.0.cmp(&key)) {
+                Ok(_) => return err(format!("dynamic attribute '{key}' already defined at {}", show_pos(*pos)), *pos),
+                Err(i) => entries.insert(i, (key, v, *pos)),
+            }
+        }
+        Ok(Value::attrs(Attrs { entries }))
+    }
+
+    // ---------- application ----------
+
+    pub fn apply(&self, f: &Value, arg: Value, pos: Pos) -> R<Value> {
+        let f = self.force(f)?;
+        match &f {
+            Value::Lambda(c) => self.call_lambda(c, arg, pos),
+            Value::PrimOp(p) => {
+                if p.arity == 1 {
+                    self.call_prim(p, &[arg], pos)
+                } else {
+                    Ok(Value::PrimOpApp(p.clone(), Rc::new(vec![arg])))
+                }
+            }
+            Value::PrimOpApp(p, args) => {
+                let mut all = Vec::with_capacity(args.len() + 1);
+                all.extend(args.iter().cloned());
+                all.push(arg);
+                if all.len() == p.arity {
+                    self.call_prim(p, &all, pos)
+                } else {
+                    Ok(Value::PrimOpApp(p.clone(), Rc::new(all)))
+                }
+            }
+            Value::Attrs(a) => match a.get("__functor") {
+                Some(func) => {
+                    let g = self.apply(func, f.clone(), pos)?;
+                    self.apply(&g, arg, pos)
+                }
+                None => err("attempt to call something which is not a function but a set", pos),
+            },
+            v => err(
+                format!("attempt to call something which is not a function but {}: {}", v.type_name(), self.show_short(v)),
+                pos,
+            ),
+        }
+    }
+
+    pub fn call2(&self, f: &Value, a: Value, b: Value, pos: Pos) -> R<Value> {
+        let g = self.apply(f, a, pos)?;
+        self.apply(&g, b, pos)
+    }
+
+    fn call_prim(&self, p: &Rc<PrimOp>, args: &[Value], pos: Pos) -> R<Value> {
+        (p.f)(self, args, pos).map_err(|e| {
+            let e = e.at(pos);
+            self.frame(e, pos, || format!("while calling the '{}' builtin", p.name))
+        })
+    }
+
+    fn enter(&self, pos: Pos) -> R<()> {
+        let d = self.depth.get() + 1;
+        if d > self.opts.max_call_depth {
+            return Err(EvalError::new(ErrorKind::StackOverflow, "stack overflow; max-call-depth exceeded", pos));
+        }
+        self.depth.set(d);
+        Ok(())
+    }
+
+    pub fn call_lambda(&self, c: &Rc<Closure>, arg: Value, pos: Pos) -> R<Value> {
+        let l: &'static ast::Lambda = c.lambda;
+        self.enter(pos)?;
+        let r = self.call_lambda_inner(c, l, arg, pos);
+        self.depth.set(self.depth.get() - 1);
+        r.map_err(|e| {
+            if self.opts.show_trace {
+                let name = match &l.name {
+                    Some(n) => format!("while calling '{n}'"),
+                    None => "while calling anonymous lambda".to_string(),
+                };
+                e.with_frame(l.pos, name).with_frame(pos, "from call site")
+            } else {
+                e
+            }
+        })
+    }
+
+    fn call_lambda_inner(&self, c: &Rc<Closure>, l: &'static ast::Lambda, arg: Value, pos: Pos) -> R<Value> {
+        match &l.param {
+            Param::Ident(_) => {
+                let env = Env::new(Some(c.env.clone()), vec![arg]);
+                self.eval(&l.body, &env)
+            }
+            Param::Pattern { formals, ellipsis, at } => {
+                let args = self.force_attrs(&arg, pos).map_err(|e| {
+                    let mut e = e;
+                    e.inner.msg = e.inner.msg.replace("expected a set but found", "expected a set but found");
+                    e
+                })?;
+                let n = formals.len() + usize::from(at.is_some());
+                let env = Env::new(Some(c.env.clone()), Vec::with_capacity(n));
+                let mut slots = Vec::with_capacity(n);
+                let mut used = 0usize;
+                for f in formals.iter() {
+                    match args.get(&f.name) {
+                        Some(v) => {
+                            used += 1;
+                            slots.push(v.clone());
+                        }
+                        None => match &f.default {
+                            Some(d) => slots.push(self.mk_thunk(d, &env, true)),
+                            None => {
+                                let fname = l.name.as_ref().map(|n| format!("'{n}'")).unwrap_or_else(|| "anonymous lambda".into());
+                                return err(
+                                    format!("function {fname} called without required argument '{}'", f.name),
+                                    pos,
+                                );
+                            }
+                        },
+                    }
+                }
+                if !ellipsis && used < args.len() {
+                    for (k, _, _) in &args.entries {
+                        if !formals.iter().any(|f| &f.name == k) {
+                            let fname = l.name.as_ref().map(|n| format!("'{n}'")).unwrap_or_else(|| "anonymous lambda".into());
+                            let mut msg = format!("function {fname} called with unexpected argument '{k}'");
+                            let cands: Vec<&str> = formals.iter().map(|f| &*f.name).collect();
+                            if let Some(s) = suggest_from(k, &cands) {
+                                msg.push_str(&format!("\n\nDid you mean {s}?"));
+                            }
+                            return err(msg, pos);
+                        }
+                    }
+                }
+                if at.is_some() {
+                    slots.push(arg);
+                }
+                *env.slots.borrow_mut() = slots;
+                self.eval(&l.body, &env)
+            }
+        }
+    }
+
+    // ---------- operators ----------
+
+    fn eval_bin(&self, op: BinOp, l: &'static Expr, r: &'static Expr, env: &Rc<Env>, pos: Pos) -> R<Value> {
+        match op {
+            BinOp::And => {
+                if !self.bool_operand(l, env, pos, "&&")? {
+                    return Ok(Value::Bool(false));
+                }
+                Ok(Value::Bool(self.bool_operand(r, env, pos, "&&")?))
+            }
+            BinOp::Or => {
+                if self.bool_operand(l, env, pos, "||")? {
+                    return Ok(Value::Bool(true));
+                }
+                Ok(Value::Bool(self.bool_operand(r, env, pos, "||")?))
+            }
+            BinOp::Impl => {
+                if !self.bool_operand(l, env, pos, "->")? {
+                    return Ok(Value::Bool(true));
+                }
+                Ok(Value::Bool(self.bool_operand(r, env, pos, "->")?))
+            }
+            BinOp::PipeRight => {
+                let a = self.mk_thunk(l, env, false);
+                let f = self.eval(r, env)?;
+                self.apply(&f, a, pos)
+            }
+            BinOp::PipeLeft => {
+                let a = self.mk_thunk(r, env, false);
+                let f = self.eval(l, env)?;
+                self.apply(&f, a, pos)
+            }
+            _ => {
+                let a = self.eval(l, env)?;
+                let b = self.eval(r, env)?;
+                self.binop(op, a, b, pos)
+            }
+        }
+    }
+
+    fn bool_operand(&self, e: &'static Expr, env: &Rc<Env>, pos: Pos, op: &str) -> R<bool> {
+        match self.eval(e, env)? {
+            Value::Bool(b) => Ok(b),
+            v => err(format!("expected a Boolean but found {}: {}", v.type_name(), self.show_short(&v)), pos)
+                .map_err(|e: EvalError| self.frame(e, pos, || format!("in the left operand of the {op} operator"))),
+        }
+    }
+
+    pub fn binop(&self, op: BinOp, a: Value, b: Value, pos: Pos) -> R<Value> {
+        match op {
+            BinOp::Eq => Ok(Value::Bool(self.eq_values(&a, &b, pos, false)?)),
+            BinOp::Neq => Ok(Value::Bool(!self.eq_values(&a, &b, pos, false)?)),
+            BinOp::Lt => Ok(Value::Bool(self.less_than(&a, &b, pos)?)),
+            BinOp::Le => Ok(Value::Bool(!self.less_than(&b, &a, pos)?)),
+            BinOp::Gt => Ok(Value::Bool(self.less_than(&b, &a, pos)?)),
+            BinOp::Ge => Ok(Value::Bool(!self.less_than(&a, &b, pos)?)),
+            BinOp::Concat => {
+                let x = match a {
+                    Value::List(l) => l,
+                    v => return err(format!("expected a list but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+                };
+                let y = match b {
+                    Value::List(l) => l,
+                    v => return err(format!("expected a list but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+                };
+                if x.is_empty() {
+                    return Ok(Value::List(y));
+                }
+                if y.is_empty() {
+                    return Ok(Value::List(x));
+                }
+                let mut v = Vec::with_capacity(x.len() + y.len());
+                v.extend(x.iter().cloned());
+                v.extend(y.iter().cloned());
+                Ok(Value::list(v))
+            }
+            BinOp::Update => {
+                let x = match a {
+                    Value::Attrs(l) => l,
+                    v => return err(format!("expected a set but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+                };
+                let y = match b {
+                    Value::Attrs(l) => l,
+                    v => return err(format!("expected a set but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+                };
+                Ok(Value::Attrs(update(&x, &y)))
+            }
+            BinOp::Add => match (&a, &b) {
+                (Value::Str(_), _) | (Value::Path(_), _) => self.concat_strings(a, b, pos),
+                _ => self.arith(op, a, b, pos),
+            },
+            _ => self.arith(op, a, b, pos),
+        }
+    }
+
+    fn concat_strings(&self, a: Value, b: Value, pos: Pos) -> R<Value> {
+        match a {
+            Value::Path(p) => {
+                let mut s = p.as_bytes().to_vec();
+                let mut ctx = Context::new();
+                self.coerce_into(&b, &mut s, &mut ctx, false, false, pos)?;
+                if !ctx.is_empty() {
+                    return err("a string that refers to a store path cannot be appended to a path", pos);
+                }
+                Ok(Value::Path(ast::canon_path(&String::from_utf8_lossy(&s)).into()))
+            }
+            Value::Str(x) => {
+                let mut s = x.s.clone();
+                let mut ctx = Context::new();
+                merge_ctx(&mut ctx, &x.ctx);
+                self.coerce_into(&b, &mut s, &mut ctx, true, false, pos)?;
+                Ok(Value::str_ctx(s, ctx))
+            }
+            _ => unreachable!("checked by caller"),
+        }
+    }
+
+    pub fn arith(&self, op: BinOp, a: Value, b: Value, pos: Pos) -> R<Value> {
+        let opname = match op {
+            BinOp::Add => "add",
+            BinOp::Sub => "subtract",
+            BinOp::Mul => "multiply",
+            _ => "divide",
+        };
+        match (&a, &b) {
+            (Value::Int(x), Value::Int(y)) => {
+                let (x, y) = (*x, *y);
+                let r = match op {
+                    BinOp::Add => x.checked_add(y),
+                    BinOp::Sub => x.checked_sub(y),
+                    BinOp::Mul => x.checked_mul(y),
+                    _ => {
+                        if y == 0 {
+                            return err("division by zero", pos);
+                        }
+                        x.checked_div(y)
+                    }
+                };
+                let sym = match op {
+                    BinOp::Add => "+",
+                    BinOp::Sub => "-",
+                    BinOp::Mul => "*",
+                    _ => "/",
+                };
+                let verb = match op {
+                    BinOp::Add => "adding",
+                    BinOp::Sub => "subtracting",
+                    BinOp::Mul => "multiplying",
+                    _ => "dividing",
+                };
+                match r {
+                    Some(v) => Ok(Value::Int(v)),
+                    None => err(format!("integer overflow in {verb} {x} {sym} {y}"), pos),
+                }
+            }
+            (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => {
+                let x = num(&a);
+                let y = num(&b);
+                Ok(Value::Float(match op {
+                    BinOp::Add => x + y,
+                    BinOp::Sub => x - y,
+                    BinOp::Mul => x * y,
+                    _ => {
+                        if y == 0.0 {
+                            return err("division by zero", pos);
+                        }
+                        x / y
+                    }
+                }))
+            }
+            (Value::Int(_) | Value::Float(_), _) => err(
+                format!("expected an integer but found {}: {}", b.type_name(), self.show_short(&b)),
+                pos,
+            )
+            .map_err(|e: EvalError| {
+                let _ = opname;
+                e
+            }),
+            _ => {
+                if op == BinOp::Add {
+                    err(format!("cannot add {} to {}", b.type_name(), a.type_name()), pos)
+                } else {
+                    err(format!("expected an integer but found {}: {}", a.type_name(), self.show_short(&a)), pos)
+                }
+            }
+        }
+    }
+
+    // ---------- coercion ----------
+
+    /// Coerces a value to a string, appending to `out` and merging context.
+    /// `copy` copies paths into the store; `more` is `toString`'s leniency.
+    pub fn coerce_into(&self, v: &Value, out: &mut Vec<u8>, ctx: &mut Context, copy: bool, more: bool, pos: Pos) -> R<()> {
+        let v = self.force(v)?;
+        match &v {
+            Value::Str(s) => {
+                out.extend_from_slice(&s.s);
+                merge_ctx(ctx, &s.ctx);
+                Ok(())
+            }
+            Value::Path(p) => {
+                if copy {
+                    let sp = crate::builtins::store::copy_path_to_store(self, p, pos)?;
+                    out.extend_from_slice(sp.as_bytes());
+                    ctx.insert(Rc::from(sp.as_str()));
+                } else {
+                    out.extend_from_slice(p.as_bytes());
+                }
+                Ok(())
+            }
+            Value::Attrs(a) => {
+                if let Some(f) = a.get("__toString") {
+                    let r = self.apply(f, v.clone(), pos)?;
+                    return self.coerce_into(&r, out, ctx, copy, more, pos);
+                }
+                if let Some(o) = a.get("outPath") {
+                    return self.coerce_into(o, out, ctx, copy, more, pos);
+                }
+                err(format!("cannot coerce {} to a string: {}", v.type_name(), self.show_short(&v)), pos)
+            }
+            Value::Int(i) if more => {
+                out.extend_from_slice(i.to_string().as_bytes());
+                Ok(())
+            }
+            Value::Float(f) if more => {
+                out.extend_from_slice(crate::print::fmt_float_tostring(*f).as_bytes());
+                Ok(())
+            }
+            Value::Bool(b) if more => {
+                if *b {
+                    out.push(b'1');
+                }
+                Ok(())
+            }
+            Value::Null if more => Ok(()),
+            Value::List(l) if more => {
+                let n = l.len();
+                for (i, x) in l.iter().enumerate() {
+                    self.coerce_into(x, out, ctx, copy, more, pos)?;
+                    if i + 1 < n {
+                        let xv = self.force(x)?;
+                        let empty = matches!(&xv, Value::List(e) if e.is_empty());
+                        if !empty {
+                            out.push(b' ');
+                        }
+                    }
+                }
+                Ok(())
+            }
+            _ => err(format!("cannot coerce {} to a string: {}", v.type_name(), self.show_short(&v)), pos),
+        }
+    }
+
+    pub fn coerce_to_string(&self, v: &Value, copy: bool, more: bool, pos: Pos) -> R<(Vec<u8>, Context)> {
+        let mut s = Vec::new();
+        let mut c = Context::new();
+        self.coerce_into(v, &mut s, &mut c, copy, more, pos)?;
+        Ok((s, c))
+    }
+
+    /// Coerces to an absolute filesystem path (paths, or strings starting with '/').
+    pub fn coerce_to_path(&self, v: &Value, pos: Pos) -> R<String> {
+        let v = self.force(v)?;
+        if let Value::Path(p) = &v {
+            return Ok(p.to_string());
+        }
+        let (s, _) = self.coerce_to_string(&v, false, false, pos)?;
+        let s = String::from_utf8_lossy(&s).into_owned();
+        if !s.starts_with('/') {
+            return err(format!("string '{s}' doesn't represent an absolute path"), pos);
+        }
+        Ok(s)
+    }
+
+    // ---------- equality and ordering ----------
+
+    pub fn eq_values(&self, a: &Value, b: &Value, pos: Pos, nested: bool) -> R<bool> {
+        if nested && identical(a, b) {
+            return Ok(true);
+        }
+        let a = self.force(a)?;
+        let b = self.force(b)?;
+        if nested && identical(&a, &b) {
+            return Ok(true);
+        }
+        Ok(match (&a, &b) {
+            (Value::Int(x), Value::Int(y)) => x == y,
+            (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => num(&a) == num(&b),
+            (Value::Str(x), Value::Str(y)) => x.s == y.s,
+            (Value::Path(x), Value::Path(y)) => x == y,
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(x), Value::Bool(y)) => x == y,
+            (Value::List(x), Value::List(y)) => {
+                if x.len() != y.len() {
+                    return Ok(false);
+                }
+                for (p, q) in x.iter().zip(y.iter()) {
+                    if !self.eq_values(p, q, pos, true)? {
+                        return Ok(false);
+                    }
+                }
+                true
+            }
+            (Value::Attrs(x), Value::Attrs(y)) => {
+                if Rc::ptr_eq(x, y) {
+                    return Ok(true);
+                }
+                if self.is_derivation(x)? && self.is_derivation(y)? {
+                    if let (Some(p), Some(q)) = (x.get("outPath"), y.get("outPath")) {
+                        return self.eq_values(p, q, pos, true);
+                    }
+                }
+                if x.len() != y.len() {
+                    return Ok(false);
+                }
+                for (p, q) in x.entries.iter().zip(y.entries.iter()) {
+                    if p.0 != q.0 || !self.eq_values(&p.1, &q.1, pos, true)? {
+                        return Ok(false);
+                    }
+                }
+                true
+            }
+            _ => false,
+        })
+    }
+
+    pub fn is_derivation(&self, a: &Attrs) -> R<bool> {
+        match a.get("type") {
+            Some(t) => match self.force(t)? {
+                Value::Str(s) => Ok(s.s == b"derivation"),
+                _ => Ok(false),
+            },
+            None => Ok(false),
+        }
+    }
+
+    pub fn less_than(&self, a: &Value, b: &Value, pos: Pos) -> R<bool> {
+        let a = self.force(a)?;
+        let b = self.force(b)?;
+        match (&a, &b) {
+            (Value::Int(x), Value::Int(y)) => Ok(x < y),
+            (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => Ok(num(&a) < num(&b)),
+            (Value::Str(x), Value::Str(y)) => Ok(x.s < y.s),
+            (Value::Path(x), Value::Path(y)) => Ok(x.as_bytes() < y.as_bytes()),
+            (Value::List(x), Value::List(y)) => {
+                for (p, q) in x.iter().zip(y.iter()) {
+                    if !self.eq_values(p, q, pos, false)? {
+                        return self.less_than(p, q, pos);
+                    }
+                }
+                Ok(x.len() < y.len())
+            }
+            _ => err(format!("cannot compare {} with {}", a.type_name(), b.type_name()), pos),
+        }
+    }
+
+    // ---------- deep forcing ----------
+
+    pub fn deep_force(&self, v: &Value, pos: Pos) -> R<()> {
+        let mut seen = rustc_hash::FxHashSet::default();
+        self.deep_force_inner(v, pos, &mut seen)
+    }
+
+    fn deep_force_inner(&self, v: &Value, pos: Pos, seen: &mut rustc_hash::FxHashSet<usize>) -> R<()> {
+        let v = self.force(v)?;
+        match &v {
+            Value::Attrs(a) => {
+                if !seen.insert(Rc::as_ptr(a) as usize) {
+                    return Ok(());
+                }
+                for (k, x, p) in &a.entries {
+                    self.deep_force_inner(x, pos, seen).map_err(|e| {
+                        let p = if p.is_none() { pos } else { *p };
+                        self.frame(e, p, || format!("while evaluating the attribute '{k}'"))
+                    })?;
+                }
+            }
+            Value::List(l) => {
+                if !seen.insert(Rc::as_ptr(l) as usize) {
+                    return Ok(());
+                }
+                for (i, x) in l.iter().enumerate() {
+                    self.deep_force_inner(x, pos, seen)
+                        .map_err(|e| self.frame(e, pos, || format!("while evaluating list element at index {i}")))?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+pub fn num(v: &Value) -> f64 {
+    match v {
+        Value::Int(i) => *i as f64,
+        Value::Float(f) => *f,
+        _ => 0.0,
+    }
+}
+
+fn identical(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Thunk(x), Value::Thunk(y)) => Rc::ptr_eq(x, y),
+        (Value::Lambda(x), Value::Lambda(y)) => Rc::ptr_eq(x, y),
+        (Value::PrimOp(x), Value::PrimOp(y)) => Rc::ptr_eq(x, y),
+        (Value::PrimOpApp(x, xa), Value::PrimOpApp(y, ya)) => Rc::ptr_eq(x, y) && Rc::ptr_eq(xa, ya),
+        (Value::Attrs(x), Value::Attrs(y)) => Rc::ptr_eq(x, y),
+        (Value::List(x), Value::List(y)) => Rc::ptr_eq(x, y) && !x.is_empty(),
+        _ => false,
+    }
+}
+
+pub fn update(x: &Rc<Attrs>, y: &Rc<Attrs>) -> Rc<Attrs> {
+    if y.is_empty() {
+        return x.clone();
+    }
+    if x.is_empty() {
+        return y.clone();
+    }
+    let mut out = Vec::with_capacity(x.len() + y.len());
+    let (mut i, mut j) = (0, 0);
+    let (a, b) = (&x.entries, &y.entries);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i].clone());
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j].clone());
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(b[j].clone());
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend(a[i..].iter().cloned());
+    out.extend(b[j..].iter().cloned());
+    Rc::new(Attrs { entries: out })
+}
+
+pub fn show_pos(p: Pos) -> String {
+    match p.resolve() {
+        Some(r) => format!("{}:{}:{}", r.file.name, r.line, r.col),
+        None => "«unknown»".into(),
+    }
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let c = usize::from(a[i - 1] != b[j - 1]);
+            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + c);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn suggest_from(key: &str, cands: &[&str]) -> Option<String> {
+    let mut best: Vec<(usize, &str)> = cands
+        .iter()
+        .map(|c| (levenshtein(key, c), *c))
+        .filter(|(d, _)| *d <= 2)
+        .collect();
+    best.sort();
+    let names: Vec<String> = best.iter().take(3).map(|(_, c)| format!("'{c}'")).collect();
+    match names.len() {
+        0 => None,
+        1 => Some(names[0].clone()),
+        _ => {
+            let last = names.last().cloned().unwrap_or_default();
+            Some(format!("one of {} or {}", names[..names.len() - 1].join(", "), last))
+        }
+    }
+}
+
+fn suggest(key: &str, a: &Attrs) -> Option<String> {
+    let cands: Vec<&str> = a.entries.iter().map(|e| &*e.0).collect();
+    suggest_from(key, &cands)
+}

@@ -1,0 +1,221 @@
+//! A `nix-instantiate`-compatible command line (parsed by hand: several
+//! options take two values and unknown `--option`s must be tolerated), used
+//! by `b3 instantiate` and the `nix-instantiate` multicall name.
+
+use std::io::{Read, Write};
+
+use crate::driver::{self, AutoArg, OutputMode};
+use crate::{Lint, Options};
+
+#[derive(Debug, Default, Clone)]
+pub struct Cmdline {
+    pub parse: bool,
+    pub eval: bool,
+    pub strict: bool,
+    pub mode: Option<OutputMode>,
+    pub show_trace: bool,
+    pub attr_paths: Vec<String>,
+    pub auto_args: Vec<AutoArg>,
+    pub include: Vec<String>,
+    pub exprs: Vec<String>,
+    pub from_expr: bool,
+    pub max_call_depth: Option<usize>,
+    pub experimental: Vec<String>,
+    pub lint_abs: Lint,
+    pub lint_short: Lint,
+    pub lint_url: Lint,
+    pub impure: bool,
+    pub read_write: bool,
+}
+
+fn lint(v: &str) -> Result<Lint, String> {
+    match v {
+        "warn" => Ok(Lint::Warn),
+        "fatal" => Ok(Lint::Fatal),
+        "ignore" | "off" | "allow" => Ok(Lint::Off),
+        _ => Err(format!("invalid lint level '{v}'")),
+    }
+}
+
+pub fn parse_cmdline(args: &[String]) -> Result<Cmdline, String> {
+    let mut c = Cmdline::default();
+    let mut i = 0;
+    let need = |i: usize, n: usize, name: &str| -> Result<(), String> {
+        if i + n >= args.len() {
+            Err(format!("flag '{name}' requires {n} argument(s)"))
+        } else {
+            Ok(())
+        }
+    };
+    while i < args.len() {
+        let a = args[i].as_str();
+        match a {
+            "--parse" => c.parse = true,
+            "--eval" | "--eval-only" => c.eval = true,
+            "--strict" => c.strict = true,
+            "--json" => c.mode = Some(OutputMode::Json),
+            "--xml" => c.mode = Some(OutputMode::Xml),
+            "--raw" => c.mode = Some(OutputMode::Raw),
+            "--no-location" | "--add-root" | "--indirect" | "--dry-run" | "--find-file" => {}
+            "--show-trace" => c.show_trace = true,
+            "--no-show-trace" => c.show_trace = false,
+            "--impure" => c.impure = true,
+            "--pure-eval" => c.impure = false,
+            "--read-write-mode" => c.read_write = true,
+            "--readonly-mode" => c.read_write = false,
+            "-E" | "--expr" => c.from_expr = true,
+            "-A" | "--attr" => {
+                need(i, 1, a)?;
+                c.attr_paths.push(args[i + 1].clone());
+                i += 1;
+            }
+            "--arg" => {
+                need(i, 2, a)?;
+                c.auto_args.push(AutoArg::Expr(args[i + 1].clone(), args[i + 2].clone()));
+                i += 2;
+            }
+            "--argstr" => {
+                need(i, 2, a)?;
+                c.auto_args.push(AutoArg::Str(args[i + 1].clone(), args[i + 2].clone()));
+                i += 2;
+            }
+            "-I" | "--include" => {
+                need(i, 1, a)?;
+                c.include.push(args[i + 1].clone());
+                i += 1;
+            }
+            "--max-call-depth" => {
+                need(i, 1, a)?;
+                c.max_call_depth = Some(args[i + 1].parse().map_err(|_| format!("invalid number '{}'", args[i + 1]))?);
+                i += 1;
+            }
+            "--extra-experimental-features" | "--experimental-features" => {
+                need(i, 1, a)?;
+                c.experimental.extend(args[i + 1].split_whitespace().map(|s| s.to_string()));
+                i += 1;
+            }
+            "--lint-absolute-path-literals" => {
+                need(i, 1, a)?;
+                c.lint_abs = lint(&args[i + 1])?;
+                i += 1;
+            }
+            "--lint-short-path-literals" => {
+                need(i, 1, a)?;
+                c.lint_short = lint(&args[i + 1])?;
+                i += 1;
+            }
+            "--lint-url-literals" => {
+                need(i, 1, a)?;
+                c.lint_url = lint(&args[i + 1])?;
+                i += 1;
+            }
+            "--option" => {
+                need(i, 2, a)?;
+                i += 2;
+            }
+            "-" => c.exprs.push("-".into()),
+            s if s.starts_with("--") => {
+                // Unknown boolean settings (`--foo`/`--no-foo`) are accepted like Nix settings.
+            }
+            s => c.exprs.push(s.to_string()),
+        }
+        i += 1;
+    }
+    Ok(c)
+}
+
+/// Runs nix-instantiate with `args` (without argv0); returns the exit code.
+pub fn run_args(args: Vec<String>) -> u8 {
+    let c = match parse_cmdline(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    driver::with_big_stack(move || execute(c))
+}
+
+pub fn options_for(c: &Cmdline) -> Options {
+    let mut o = Options::default();
+    let mut sp = c.include.clone();
+    sp.extend(driver::nix_path_from_env());
+    o.nix_path = driver::parse_search_path(&sp);
+    if let Some(d) = c.max_call_depth {
+        o.max_call_depth = d;
+    }
+    o.show_trace = c.show_trace;
+    o.experimental = c.experimental.clone();
+    o.lint_abs_path = c.lint_abs;
+    o.lint_short_path = c.lint_short;
+    o.lint_url = c.lint_url;
+    o.pure = !c.impure;
+    if let Ok(d) = std::env::var("NIX_STORE_DIR") {
+        o.store_dir = d;
+    }
+    o.abort_on_warn = std::env::var("NIX_ABORT_ON_WARN").is_ok_and(|v| v == "1" || v == "true");
+    o
+}
+
+fn execute(c: Cmdline) -> u8 {
+    let ev = driver::new_evaluator(options_for(&c));
+    let mut stdout = std::io::stdout().lock();
+    let mut inputs = c.exprs.clone();
+    if inputs.is_empty() {
+        inputs.push(if c.from_expr { String::new() } else { "./default.nix".into() });
+    }
+    for input in &inputs {
+        let res: Result<Vec<String>, crate::EvalError> = (|| {
+            if c.parse {
+                let (text, origin) = if input == "-" {
+                    let mut s = String::new();
+                    let _ = std::io::stdin().read_to_string(&mut s);
+                    (s, "«stdin»".to_string())
+                } else if c.from_expr {
+                    (input.clone(), "«string»".to_string())
+                } else {
+                    let p = input.clone();
+                    (std::fs::read_to_string(&p).unwrap_or_default(), p)
+                };
+                let s = crate::parse_print::parse_and_print(&ev, &text, &origin, &driver::cwd())?;
+                return Ok(vec![s]);
+            }
+            let root = if input == "-" {
+                let mut s = String::new();
+                let _ = std::io::stdin().read_to_string(&mut s);
+                ev.eval_expr_str(&s, "«stdin»")?
+            } else if c.from_expr {
+                ev.eval_expr_str(input, "«string»")?
+            } else {
+                ev.eval_file(input)?
+            };
+            let args = ev.auto_args(&c.auto_args)?;
+            let paths = if c.attr_paths.is_empty() { vec![String::new()] } else { c.attr_paths.clone() };
+            let mut out = Vec::new();
+            for p in &paths {
+                let v = ev.select_path(&root, p, &args)?;
+                if c.eval {
+                    out.push(ev.render(&v, c.mode.unwrap_or(OutputMode::Nix), c.strict)?);
+                } else {
+                    let mut drvs = Vec::new();
+                    ev.collect_drv_paths(&v, &mut drvs, true)?;
+                    out.extend(drvs);
+                }
+            }
+            Ok(out)
+        })();
+        match res {
+            Ok(lines) => {
+                for l in lines {
+                    let _ = writeln!(stdout, "{l}");
+                }
+            }
+            Err(e) => {
+                let _ = stdout.flush();
+                eprint!("{}", e.render(c.show_trace));
+                return 1;
+            }
+        }
+    }
+    0
+}
