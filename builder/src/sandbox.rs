@@ -137,6 +137,7 @@ pub enum SandboxError {
 ///
 /// Blocking; from async code call it inside `spawn_blocking`.
 pub fn run(spec: &SandboxSpec, log: &mut dyn Write) -> Result<RunOutcome, SandboxError> {
+    platform::sandbox_support().map_err(SandboxError::Setup)?;
     let child = platform::spawn_sandboxed(spec)?;
     child.wait_with_log(log)
 }

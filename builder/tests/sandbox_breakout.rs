@@ -233,3 +233,35 @@ fn timeout_kills_the_whole_sandbox() {
     assert_eq!(res.missing_outputs, vec!["out".to_string()]);
     let _ = OUT;
 }
+
+#[test]
+fn timeout_applies_after_the_builder_closes_its_output() {
+    let work = tempdir();
+    let mut j = job("exec >/dev/null 2>&1; sleep 1000", work.path());
+    j.timeout = Some(Duration::from_millis(500));
+    let t = Instant::now();
+    let (res, _log) = run(&j);
+    assert!(res.outcome.timed_out);
+    assert!(t.elapsed() < Duration::from_secs(30));
+}
+
+/// As root, an id mapping that made the builder host root would let it
+/// write host sysctls (this was a real bug: it changed the host's
+/// `randomize_va_space`). The probe writes back the current values, so a
+/// regression changes nothing on the host.
+#[test]
+fn builder_has_no_privileges_left() {
+    let work = tempdir();
+    let script = "try() { if \"$@\" 2>/dev/null; then echo PRIVILEGED: \"$@\"; fi; }; \
+                  try mount -t tmpfs none /tmp; \
+                  try umount /nix/store; \
+                  try hostname evil; \
+                  for f in /proc/sys/kernel/randomize_va_space /proc/sys/kernel/sysrq /proc/sys/vm/swappiness; do \
+                    v=$(cat $f 2>/dev/null) && try sh -c \"echo $v > $f\"; done; \
+                  grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status; touch $out";
+    let (res, log) = run(&job(script, work.path()));
+    assert!(res.outcome.status.success(), "{log}");
+    assert!(!log.contains("PRIVILEGED"), "{log}");
+    assert!(log.contains("CapEff:\t0000000000000000"), "{log}");
+    assert!(log.contains("NoNewPrivs:\t1"), "{log}");
+}

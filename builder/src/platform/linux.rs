@@ -4,11 +4,20 @@
 //! builder process directly in new user, mount, PID, IPC, UTS and (unless
 //! the build may use the network) network namespaces, so it is PID 1 of its
 //! namespace and its exit takes every process it started with it. The
-//! parent writes the child's uid/gid maps (1000/100 inside, the caller's ids
-//! outside, `setgroups` denied) and then lets it run the prepared
+//! parent writes the child's uid/gid maps and then lets it run the prepared
 //! [`child::ChildPlan`]: mounts, `pivot_root`, no-new-privs, seccomp, exec.
 //! Cloning (not `unshare`) works from a multi-threaded parent, because the
 //! new user namespace belongs to the new single-threaded process.
+//!
+//! Identities: the builder is uid 1000 / gid 100 inside. An unprivileged
+//! caller maps them to its own ids (`setgroups` denied). A root caller must
+//! not: the builder would then *be* host root, and everything root owns that
+//! is reachable (`/proc/sys`, `/proc/sysrq-trigger`) would be writable. So
+//! as root the builder runs as a dedicated unprivileged host id
+//! ([`ROOT_MODE_BUILD_ID`]); host root is mapped to `nobody` (65534) so that
+//! the set-up code (still host root until it switches to 1000) can create
+//! files, and root-owned host files show as `nobody`, as in Nix with build
+//! users. Supplementary groups are dropped before the switch.
 
 mod child;
 mod plan;
@@ -158,7 +167,10 @@ pub struct SandboxedChild {
 /// once it has been executed (or set-up failed).
 pub fn spawn_sandboxed(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxError> {
     let started = Instant::now();
-    let prepared = plan::prepare(spec)?;
+    let ids = id_mapping();
+    hand_over(spec, ids).map_err(SandboxError::Setup)?;
+    let chown_to = ids.root_mode.then_some((SANDBOX_UID, SANDBOX_GID));
+    let prepared = plan::prepare(spec, chown_to)?;
 
     let (sync_r, sync_w) = pipe().map_err(SandboxError::Setup)?;
     let (err_r, err_w) = pipe().map_err(SandboxError::Setup)?;
@@ -181,6 +193,7 @@ pub fn spawn_sandboxed(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxErro
         envp_owned: prepared.envp,
         uid: SANDBOX_UID,
         gid: SANDBOX_GID,
+        drop_groups: ids.root_mode,
         seccomp,
         sync_read: sync_r.as_raw_fd(),
         sync_write: sync_w.as_raw_fd(),
@@ -238,7 +251,7 @@ pub fn spawn_sandboxed(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxErro
         reaped: false,
     };
 
-    write_id_maps(pid).map_err(SandboxError::Setup)?;
+    write_id_maps(pid, ids).map_err(SandboxError::Setup)?;
     let mut sync_file = std::fs::File::from(sync_w);
     sync_file
         .write_all(&[1])
@@ -272,16 +285,81 @@ pub fn spawn_sandboxed(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxErro
     Ok(child)
 }
 
-fn write_id_maps(pid: c_int) -> Result<(), OsError> {
+/// Host uid and gid the builder runs as when b3 runs as root (Nix's
+/// `auto-allocate-uids` range starts here); never a real account.
+pub const ROOT_MODE_BUILD_ID: u32 = 872_415_232;
+
+/// `nobody` inside the sandbox.
+const NOBODY: u32 = 65534;
+
+/// How the sandbox's ids map to the host's.
+#[derive(Debug, Clone, Copy)]
+struct IdMapping {
+    host_uid: u32,
+    host_gid: u32,
+    /// Running as root: host root is mapped to `nobody` and the builder to
+    /// [`ROOT_MODE_BUILD_ID`].
+    root_mode: bool,
+}
+
+fn id_mapping() -> IdMapping {
     // SAFETY: plain getters.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid == 0 {
+        IdMapping {
+            host_uid: ROOT_MODE_BUILD_ID,
+            host_gid: ROOT_MODE_BUILD_ID,
+            root_mode: true,
+        }
+    } else {
+        IdMapping {
+            host_uid: uid,
+            host_gid: gid,
+            root_mode: false,
+        }
+    }
+}
+
+fn write_id_maps(pid: c_int, ids: IdMapping) -> Result<(), OsError> {
     let write = |file: &str, text: String| {
         let path = format!("/proc/{pid}/{file}");
         std::fs::write(&path, text).map_err(|e| OsError::from_io(format!("writing {path}"), &e))
     };
-    write("setgroups", "deny".to_string())?;
-    write("uid_map", format!("{SANDBOX_UID} {uid} 1"))?;
-    write("gid_map", format!("{SANDBOX_GID} {gid} 1"))
+    if ids.root_mode {
+        write(
+            "uid_map",
+            format!("{SANDBOX_UID} {} 1\n{NOBODY} 0 1\n", ids.host_uid),
+        )?;
+        write(
+            "gid_map",
+            format!("{SANDBOX_GID} {} 1\n{NOBODY} 0 1\n", ids.host_gid),
+        )
+    } else {
+        write("setgroups", "deny".to_string())?;
+        write("uid_map", format!("{SANDBOX_UID} {} 1", ids.host_uid))?;
+        write("gid_map", format!("{SANDBOX_GID} {} 1", ids.host_gid))
+    }
+}
+
+/// As root, hands the build directory (and the files the caller put in
+/// it) and the writable store directory to the build user.
+fn hand_over(spec: &SandboxSpec, ids: IdMapping) -> Result<(), OsError> {
+    if !ids.root_mode {
+        return Ok(());
+    }
+    let chown = |p: &std::path::Path| {
+        std::os::unix::fs::lchown(p, Some(ids.host_uid), Some(ids.host_gid))
+            .map_err(|e| OsError::from_io(format!("changing the owner of {}", p.display()), &e))
+    };
+    chown(&spec.store_dir_host)?;
+    chown(&spec.build_dir)?;
+    let entries = std::fs::read_dir(&spec.build_dir)
+        .map_err(|e| OsError::from_io(format!("listing {}", spec.build_dir.display()), &e))?;
+    for e in entries {
+        let e = e.map_err(|e| OsError::from_io("listing the build directory", &e))?;
+        chown(&e.path())?;
+    }
+    Ok(())
 }
 
 /// Reads until `buf` is full or EOF; returns the byte count.
@@ -324,6 +402,39 @@ impl SandboxedChild {
         let status = wait(self.pid);
         self.reaped = true;
         status
+    }
+
+    /// Waits until the builder has exited (without reaping it) or `deadline`
+    /// passes; `false` on timeout. Uses a pidfd; where the kernel has none,
+    /// returns `true` at once and the caller's wait blocks.
+    fn wait_exit_until(&self, deadline: Instant) -> bool {
+        // SAFETY: pidfd_open on our own child; the fd is owned below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid.0, 0) } as RawFd;
+        if fd < 0 {
+            return true;
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().min(c_int::MAX as u128) as c_int;
+            // SAFETY: one valid pollfd.
+            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if rc > 0 {
+                return true;
+            }
+            if rc == 0 {
+                return false;
+            }
+            if last_errno() != libc::EINTR {
+                return true;
+            }
+        }
     }
 
     /// Streams the builder's output to `log` until every process in the
@@ -384,6 +495,13 @@ impl SandboxedChild {
                         log_error = Some(e);
                     }
                 }
+            }
+        }
+        // The builder may have closed its output and still be running.
+        if let (Some(d), false) = (deadline, timed_out) {
+            if !self.wait_exit_until(d) {
+                timed_out = true;
+                let _ = kill(self.pid);
             }
         }
         let status = wait(self.pid).map_err(SandboxError::Supervise)?;

@@ -20,7 +20,7 @@ mod unsupported;
 #[cfg(not(target_os = "linux"))]
 use unsupported as imp;
 
-pub use imp::{spawn_sandboxed, SandboxedChild};
+pub use imp::{spawn_sandboxed, SandboxedChild, ROOT_MODE_BUILD_ID};
 
 /// What went wrong in an OS call, independent of the platform's error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -6,6 +6,9 @@
 use super::{ExitStatus, LockMode, OsError, OsErrorKind, Pid};
 use crate::sandbox::{RunOutcome, SandboxError, SandboxSpec};
 
+/// Host id builders would run as under root (see the Linux sandbox).
+pub const ROOT_MODE_BUILD_ID: u32 = 872_415_232;
+
 pub(super) fn error_kind(code: i32) -> OsErrorKind {
     std::io::Error::from_raw_os_error(code).kind().into_b3()
 }

@@ -39,6 +39,12 @@ pub(crate) enum Op {
         target: CString,
         link: CString,
     },
+    /// `lchown` (does not follow symlinks).
+    Chown {
+        path: CString,
+        uid: libc::uid_t,
+        gid: libc::gid_t,
+    },
     Mount {
         source: Option<CString>,
         target: CString,
@@ -83,6 +89,9 @@ pub(crate) struct ChildPlan {
     pub envp_owned: Vec<CString>,
     pub uid: libc::uid_t,
     pub gid: libc::gid_t,
+    /// Clear supplementary groups before switching ids (root callers; an
+    /// unprivileged caller's namespace denies setgroups).
+    pub drop_groups: bool,
     pub seccomp: Vec<libc::sock_filter>,
     pub sync_read: c_int,
     pub sync_write: c_int,
@@ -210,6 +219,17 @@ fn run(plan: &ChildPlan) -> ! {
         lim.rlim_cur = 0;
         check(plan, STEP_LIMITS, libc::setrlimit(libc::RLIMIT_CORE, &lim));
 
+        if plan.drop_groups {
+            check(
+                plan,
+                STEP_IDS,
+                libc::syscall(
+                    libc::SYS_setgroups,
+                    0 as libc::c_long,
+                    std::ptr::null::<libc::gid_t>(),
+                ) as c_int,
+            );
+        }
         // Raw syscalls: glibc's setuid/setgid broadcast the change to every
         // thread it believes exists (copied from the threaded parent) and
         // would wait for them forever.
@@ -281,6 +301,7 @@ fn run_op(op: &Op) -> Result<(), c_int> {
                 fd
             }
             Op::Symlink { target, link } => libc::symlink(target.as_ptr(), link.as_ptr()),
+            Op::Chown { path, uid, gid } => libc::lchown(path.as_ptr(), *uid, *gid),
             Op::Mount {
                 source,
                 target,

@@ -161,7 +161,41 @@ fn check_spec(spec: &SandboxSpec) -> Result<(), SandboxError> {
     Ok(())
 }
 
-pub(super) fn prepare(spec: &SandboxSpec) -> Result<Prepared, SandboxError> {
+/// Gives what the set-up creates to the build user, as Nix's chroot does.
+/// Mount points hidden under binds are left alone.
+fn chown_created(ops: Vec<Op>, to: (u32, u32)) -> Result<Vec<Op>, SandboxError> {
+    let mut out = Vec::with_capacity(ops.len() * 2);
+    for op in ops {
+        let created = match &op {
+            Op::Mkdir { path, .. } | Op::WriteFile { path, .. } => Some(path.clone()),
+            Op::Symlink { link, .. } => Some(link.clone()),
+            // A fresh tmpfs's root belongs to whoever mounted it.
+            Op::Mount {
+                target,
+                fstype: Some(fs),
+                ..
+            } if fs.as_bytes() == b"tmpfs" => Some(target.clone()),
+            Op::Devpts { ptmx, .. } => Some(ptmx.clone()),
+            _ => None,
+        };
+        out.push(op);
+        if let Some(path) = created {
+            out.push(Op::Chown {
+                path,
+                uid: to.0,
+                gid: to.1,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `chown_to`: give the created files and directories to this (sandbox)
+/// uid/gid (needed when the set-up runs as a different id than the build).
+pub(super) fn prepare(
+    spec: &SandboxSpec,
+    chown_to: Option<(u32, u32)>,
+) -> Result<Prepared, SandboxError> {
     check_spec(spec)?;
     let root = spec.root_dir.clone();
     let mut ops = Vec::new();
@@ -369,6 +403,9 @@ pub(super) fn prepare(spec: &SandboxSpec) -> Result<Prepared, SandboxError> {
     if !spec.network {
         ops.push(Op::LoopbackUp);
     }
+    if let Some(to) = chown_to {
+        ops = chown_created(ops, to)?;
+    }
     ops.push(Op::PivotRoot {
         new_root: cpath(&root)?,
     });
@@ -413,6 +450,7 @@ pub(super) fn describe(op: &Op) -> String {
         Op::WriteFile { path, .. } => format!("writing {}", show(path)),
         Op::Touch { path } => format!("creating mount point {}", show(path)),
         Op::Symlink { link, .. } => format!("creating symlink {}", show(link)),
+        Op::Chown { path, .. } => format!("changing the owner of {}", show(path)),
         Op::Mount {
             source,
             target,
