@@ -236,6 +236,13 @@ fn main() {
         mounts.push(t.elapsed());
         g.unmount().unwrap();
     }
+    println!(
+        "mount view samples (in order, the first is the first mount of this process): {:?}",
+        mounts
+            .iter()
+            .map(|d| format!("{:.2} ms", d.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+    );
     mounts.sort();
     let t_mount = mounts[2];
     println!(
