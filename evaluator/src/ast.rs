@@ -110,6 +110,10 @@ pub struct Lowerer<'a> {
     home: Option<String>,
     scopes: Vec<Scope>,
     pub pipe_ops: bool,
+    /// (absolute/home, short, url) path-literal lints.
+    pub lints: [crate::eval::Lint; 3],
+    /// Set when the source had invalid UTF-8 (escaped as U+F700+byte).
+    pub raw_bytes: bool,
 }
 
 fn perr(msg: impl Into<String>, pos: Pos) -> EvalError {
@@ -176,7 +180,30 @@ impl<'a> Lowerer<'a> {
             }
             scopes.push(Scope::Names(m));
         }
-        Lowerer { file, base_dir, home: std::env::var("HOME").ok(), scopes, pipe_ops: false }
+        Lowerer { file, base_dir, home: std::env::var("HOME").ok(), scopes, pipe_ops: false, lints: [crate::eval::Lint::Off; 3], raw_bytes: false }
+    }
+
+    fn lint(&self, which: usize, msg: String, pos: Pos) -> Result<(), EvalError> {
+        match self.lints[which] {
+            crate::eval::Lint::Off => Ok(()),
+            crate::eval::Lint::Warn => {
+                eprintln!("warning: {msg}");
+                Ok(())
+            }
+            crate::eval::Lint::Fatal => Err(EvalError::other(msg, pos)),
+        }
+    }
+
+    fn lit_str(&self, s: &str, pos: Pos) -> Result<Value, EvalError> {
+        let bytes = if self.raw_bytes { unescape_raw(s) } else { s.as_bytes().to_vec() };
+        if bytes.contains(&0) {
+            let shown = String::from_utf8_lossy(&bytes).replace('\0', "\u{2400}");
+            return Err(EvalError::other(
+                format!("input string '{shown}' cannot be represented as Nix string because it contains null bytes"),
+                pos,
+            ));
+        }
+        Ok(Value::str(bytes))
     }
 
     fn pos(&self, n: &rnix::SyntaxNode) -> Pos {
@@ -262,9 +289,23 @@ impl<'a> Lowerer<'a> {
                 Expr::Select { e: Box::new(self.sub(s.expr(), s.syntax())?), path, default, pos }
             }
             ast::Expr::Str(s) => self.lower_str(s)?,
-            ast::Expr::PathAbs(p) => self.lower_path(p.parts(), pos, false)?,
-            ast::Expr::PathRel(p) => self.lower_path(p.parts(), pos, false)?,
-            ast::Expr::PathHome(p) => self.lower_path(p.parts(), pos, true)?,
+            ast::Expr::PathAbs(p) => {
+                let t = p.syntax().text().to_string();
+                self.lint(0, format!("absolute path literals are not portable. Consider replacing path literal '{t}' by a string, relative path, or parameter (lint-absolute-path-literals)"), pos)?;
+                self.lower_path(p.parts(), pos, false)?
+            }
+            ast::Expr::PathRel(p) => {
+                let t = p.syntax().text().to_string();
+                if !t.starts_with("./") && !t.starts_with("../") {
+                    self.lint(1, format!("relative path literal '{t}' should be prefixed with '.' for clarity: './{t}' (lint-short-path-literals)"), pos)?;
+                }
+                self.lower_path(p.parts(), pos, false)?
+            }
+            ast::Expr::PathHome(p) => {
+                let t = p.syntax().text().to_string();
+                self.lint(0, format!("home path literals are not portable. Consider replacing path literal '{t}' by a string, relative path, or parameter (lint-absolute-path-literals)"), pos)?;
+                self.lower_path(p.parts(), pos, true)?
+            }
             ast::Expr::PathSearch(p) => {
                 let text = p.content().map(|c| c.text().to_string()).unwrap_or_default();
                 let inner = text.trim_start_matches('<').trim_end_matches('>').to_string();
@@ -281,7 +322,11 @@ impl<'a> Lowerer<'a> {
                     Ok(v) => Expr::Lit(Value::Float(v)),
                     Err(_) => return Err(perr(format!("invalid float '{}'", f.syntax().text()), pos)),
                 },
-                ast::LiteralKind::Uri(u) => Expr::Lit(Value::str(u.syntax().text())),
+                ast::LiteralKind::Uri(u) => {
+                    let t = u.syntax().text();
+                    self.lint(2, format!("URL literals are disallowed. Consider using a string literal \"{t}\" instead (lint-url-literals)"), pos)?;
+                    Expr::Lit(Value::str(t))
+                }
             },
             ast::Expr::Lambda(l) => Expr::Lambda(Box::new(self.lower_lambda(l)?)),
             ast::Expr::LegacyLet(l) => {
@@ -436,7 +481,7 @@ impl<'a> Lowerer<'a> {
         let mut all_lit = true;
         for p in parts {
             match p {
-                InterpolPart::Literal(l) => out.push(Expr::Lit(Value::str(l))),
+                InterpolPart::Literal(l) => out.push(Expr::Lit(self.lit_str(&l, pos)?)),
                 InterpolPart::Interpolation(i) => {
                     all_lit = false;
                     out.push(self.sub(i.expr(), i.syntax())?);
@@ -721,6 +766,51 @@ impl<'a> Lowerer<'a> {
 }
 
 /// Parses and lowers source text. `base_dir` resolves relative paths.
+/// Decodes source bytes: valid UTF-8 stays, each invalid byte `b` becomes
+/// U+F700+b so that string literals can restore it (see `unescape_raw`).
+pub fn decode_source(bytes: &[u8]) -> (String, bool) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_string(), false),
+        Err(_) => {
+            let mut out = String::with_capacity(bytes.len());
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                match std::str::from_utf8(rest) {
+                    Ok(s) => {
+                        out.push_str(s);
+                        break;
+                    }
+                    Err(e) => {
+                        let (good, bad) = rest.split_at(e.valid_up_to());
+                        out.push_str(std::str::from_utf8(good).unwrap_or_default());
+                        let n = e.error_len().unwrap_or(bad.len()).max(1);
+                        for b in &bad[..n] {
+                            out.push(char::from_u32(0xF700 + *b as u32).unwrap_or('?'));
+                        }
+                        rest = &bad[n..];
+                    }
+                }
+            }
+            (out, true)
+        }
+    }
+}
+
+pub fn unescape_raw(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    for c in s.chars() {
+        let u = c as u32;
+        if (0xF780..=0xF7FF).contains(&u) {
+            out.push((u - 0xF700) as u8);
+        } else {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn parse(
     text: &str,
     file: u32,
@@ -728,15 +818,19 @@ pub fn parse(
     globals: &[Sym],
     extra: Option<&[Sym]>,
     pipe_ops: bool,
+    lints: [crate::eval::Lint; 3],
+    raw_bytes: bool,
 ) -> Result<Expr, EvalError> {
     let parsed = rnix::Root::parse(text);
     if let Some(e) = parsed.errors().first() {
-        let off = parse_error_offset(e);
+        let off = parse_error_offset(e).min(text.len() as u32);
         return Err(perr(format!("syntax error, {}", parse_error_text(e)), Pos { file, off }));
     }
     let root = parsed.tree();
     let mut l = Lowerer::new(file, base_dir, globals, extra);
     l.pipe_ops = pipe_ops;
+    l.lints = lints;
+    l.raw_bytes = raw_bytes;
     l.lower_root(&root)
 }
 

@@ -60,6 +60,8 @@ pub struct Ev {
     pub global_names: Vec<Sym>,
     pub builtins: Value,
     pub depth: Cell<usize>,
+    /// Call depth when the current JSON/XML/deepSeq walk started.
+    pub depth_base: Cell<usize>,
     pub import_cache: RefCell<FxHashMap<String, Value>>,
     /// drv path -> hashDerivationModulo, for derivations evaluated so far.
     pub drv_hashes: RefCell<FxHashMap<String, [u8; 32]>>,

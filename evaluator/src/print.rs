@@ -66,6 +66,12 @@ pub fn print_value(v: &Value) -> String {
 }
 
 fn pv(v: &Value, out: &mut String, seen: &mut FxHashSet<usize>) {
+    pvk(v, out, seen, None)
+}
+
+/// `key` identifies the value's location (a thunk), as Nix tracks `Value*`
+/// addresses for «repeated»; without one the set/list storage is used.
+fn pvk(v: &Value, out: &mut String, seen: &mut FxHashSet<usize>, key: Option<usize>) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -80,7 +86,7 @@ fn pv(v: &Value, out: &mut String, seen: &mut FxHashSet<usize>) {
                 out.push_str("{ }");
                 return;
             }
-            if !seen.insert(Rc::as_ptr(a) as usize) {
+            if !seen.insert(key.unwrap_or(Rc::as_ptr(a) as usize)) {
                 out.push_str("«repeated»");
                 return;
             }
@@ -98,7 +104,7 @@ fn pv(v: &Value, out: &mut String, seen: &mut FxHashSet<usize>) {
                 out.push_str("[ ]");
                 return;
             }
-            if !seen.insert(Rc::as_ptr(l) as usize) {
+            if !seen.insert(key.unwrap_or(Rc::as_ptr(l) as usize)) {
                 out.push_str("«repeated»");
                 return;
             }
@@ -118,7 +124,7 @@ fn pv(v: &Value, out: &mut String, seen: &mut FxHashSet<usize>) {
                 ThunkState::Done(v) => {
                     let v = v.clone();
                     drop(st);
-                    pv(&v, out, seen)
+                    pvk(&v, out, seen, Some(Rc::as_ptr(t) as usize))
                 }
                 _ => out.push_str("«thunk»"),
             }

@@ -134,6 +134,13 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         Some(n) => ev.force_string(n, p)?,
         None => return err("required attribute 'name' missing", p),
     };
+    super::store::check_name(&name, p).map_err(|_| {
+        crate::error::EvalError::other(
+            format!("invalid derivation name: name '{name}' contains illegal character '{}'. Please pass a different 'name'.",
+                name.chars().find(|c| !(c.is_ascii_alphanumeric() || "+-._?=".contains(*c))).unwrap_or(' ')),
+            p,
+        )
+    })?;
     let structured = match attrs.get("__structuredAttrs") {
         Some(v) => ev.force_bool(v, p)?,
         None => false,
@@ -260,27 +267,21 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             m => return err(format!("invalid value '{m}' for 'outputHashMode' attribute"), p),
         };
         let out_path = make_fixed_output_path(&store, recursive, &algo, &bytes, &name, &[]);
-        if !structured {
-            drv.env.insert("out".into(), out_path.clone());
-        }
+        drv.env.insert("out".into(), out_path.clone());
         drv.outputs.insert(
             "out".into(),
             (out_path, format!("{}{algo}", if recursive { "r:" } else { "" }), hex(&bytes)),
         );
     } else {
         for o in &outputs {
-            if !structured {
-                drv.env.insert(o.clone(), String::new());
-            }
+            drv.env.insert(o.clone(), String::new());
             drv.outputs.insert(o.clone(), (String::new(), String::new(), String::new()));
         }
         let h = hash_modulo(ev, &drv, p)?;
         for o in &outputs {
             let pname = if o == "out" { name.clone() } else { format!("{name}-{o}") };
             let path = make_store_path(&store, &format!("output:{o}"), &h, &pname);
-            if !structured {
-                drv.env.insert(o.clone(), path.clone());
-            }
+            drv.env.insert(o.clone(), path.clone());
             if let Some(x) = drv.outputs.get_mut(o) {
                 x.0 = path;
             }

@@ -48,6 +48,17 @@ pub fn json_string(s: &[u8], out: &mut Vec<u8>, p: Pos) -> R<()> {
 }
 
 pub fn write_json(ev: &Ev, v: &Value, out: &mut Vec<u8>, ctx: &mut Context, p: Pos, copy: bool) -> R<()> {
+    let d = ev.depth.get() + 1;
+    if d > ev.opts.max_call_depth.min(10_000) + ev.depth_base.get() {
+        return Err(crate::error::EvalError::new(crate::error::ErrorKind::StackOverflow, "stack overflow; max-call-depth exceeded", p));
+    }
+    ev.depth.set(d);
+    let r = write_json_inner(ev, v, out, ctx, p, copy);
+    ev.depth.set(d - 1);
+    r
+}
+
+fn write_json_inner(ev: &Ev, v: &Value, out: &mut Vec<u8>, ctx: &mut Context, p: Pos, copy: bool) -> R<()> {
     let v = ev.force(v)?;
     match &v {
         Value::Null => out.extend_from_slice(b"null"),

@@ -226,9 +226,18 @@ fn generic_closure(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             Some(k) => ev.force(k)?,
             None => return err("attribute 'key' required", p),
         };
+        // `seen` stays sorted by Nix's `<`, which also rejects keys that
+        // cannot be compared, as Nix's std::set does.
+        let mut lo = 0;
+        let mut hi = seen.len();
         let mut dup = false;
-        for s in &seen {
-            if ev.eq_values(s, &key, p, false)? {
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if ev.less_than(&seen[mid], &key, p)? {
+                lo = mid + 1;
+            } else if ev.less_than(&key, &seen[mid], p)? {
+                hi = mid;
+            } else {
                 dup = true;
                 break;
             }
@@ -236,7 +245,7 @@ fn generic_closure(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         if dup {
             continue;
         }
-        seen.push(key);
+        seen.insert(lo, key);
         result.push(item.clone());
         let next = ev.apply(&op, item, p)?;
         let next = ev.force_list(&next, p)?;

@@ -3,6 +3,7 @@
 pub mod attrs;
 pub mod context;
 pub mod derivation;
+pub mod flake;
 pub mod hash;
 pub mod json;
 pub mod lists;
@@ -39,6 +40,7 @@ pub fn table() -> Vec<(&'static str, usize, PrimFn)> {
     context::register(&mut t);
     store::register(&mut t);
     derivation::register(&mut t);
+    flake::register(&mut t);
     t
 }
 
@@ -154,6 +156,7 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
         global_names: global_names.clone(),
         builtins: Value::Null,
         depth: Cell::new(0),
+        depth_base: Cell::new(0),
         import_cache: RefCell::new(FxHashMap::default()),
         drv_hashes: RefCell::new(FxHashMap::default()),
         sym_cache: RefCell::new(FxHashMap::default()),
@@ -163,7 +166,7 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
     });
     // derivation wrapper, written in Nix
     let fid = pos::add_file("«builtin:derivation.nix»", false, Rc::from(DERIVATION_NIX));
-    let drv_val = match ast::parse(DERIVATION_NIX, fid, "/", &global_names, None, false) {
+    let drv_val = match ast::parse(DERIVATION_NIX, fid, "/", &global_names, None, false, [crate::eval::Lint::Off; 3], false) {
         Ok(e) => {
             let e = ast::leak(e);
             ev.eval(e, &env).unwrap_or(Value::Null)
@@ -196,18 +199,15 @@ impl Ev {
     pub fn parse_source(&self, text: &str, name: &str, is_path: bool, base_dir: &str, extra: Option<&[Sym]>) -> R<&'static ast::Expr> {
         let fid = pos::add_file(name, is_path, Rc::from(text));
         let pipes = self.has_feature("pipe-operators");
-        let e = ast::parse(text, fid, base_dir, &self.global_names, extra, pipes)?;
-        self.lint_paths(&e)?;
+        let lints = [self.opts.lint_abs_path, self.opts.lint_short_path, self.opts.lint_url];
+        let raw = text.chars().any(|c| (0xF780..=0xF7FF).contains(&(c as u32)));
+        let e = ast::parse(text, fid, base_dir, &self.global_names, extra, pipes, lints, raw)?;
         Ok(ast::leak(e))
     }
 
     pub fn eval_source(&self, text: &str, name: &str, is_path: bool, base_dir: &str) -> R<Value> {
         let e = self.parse_source(text, name, is_path, base_dir, None)?;
         self.eval(e, &self.globals_env)
-    }
-
-    fn lint_paths(&self, _e: &ast::Expr) -> R<()> {
-        Ok(())
     }
 
     pub fn import_file(&self, path: &str, pos: Pos) -> R<Value> {
@@ -239,7 +239,7 @@ impl Ev {
             return self.parse_source(FETCHURL_NIX, &p, true, "/", extra);
         }
         let bytes = std::fs::read(&p).map_err(|e| EvalError::other(format!("opening file '{p}': {e}"), pos))?;
-        let text = String::from_utf8_lossy(&bytes);
+        let (text, _) = ast::decode_source(&bytes);
         let dir = match p.rfind('/') {
             Some(0) => "/".to_string(),
             Some(i) => p[..i].to_string(),
@@ -284,10 +284,11 @@ impl Ev {
         if let Some(rest) = name.strip_prefix("nix/") {
             return Ok(Value::Path(format!("/__corepkgs__/{rest}").into()));
         }
-        err(
+        Err(crate::error::EvalError::new(
+            crate::error::ErrorKind::Throw,
             format!("file '{name}' was not found in the Nix search path (add it using $NIX_PATH or -I)"),
             pos,
-        )
+        ))
     }
 }
 

@@ -21,7 +21,7 @@ pub fn register(t: &mut Vec<(&'static str, usize, PrimFn)>) {
     t.push(("readFileType", 1, read_file_type));
 }
 
-fn check_name(name: &str, p: Pos) -> R<()> {
+pub fn check_name(name: &str, p: Pos) -> R<()> {
     let ok = !name.is_empty()
         && name.len() <= 211
         && !name.starts_with('.')
@@ -171,9 +171,10 @@ fn path_exists(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         _ => false,
     };
     let path = real_path(ev, &v, p)?;
-    Ok(Value::Bool(match std::fs::metadata(&path) {
-        Ok(m) => !must_dir || m.is_dir(),
-        Err(_) => false,
+    Ok(Value::Bool(if must_dir {
+        std::fs::metadata(&path).is_ok_and(|m| m.is_dir())
+    } else {
+        std::fs::symlink_metadata(&path).is_ok()
     }))
 }
 

@@ -215,19 +215,20 @@ fn base_name_of(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 
 fn dir_of(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let v = ev.force(&a[0])?;
-    let is_path = matches!(v, Value::Path(_));
-    let (s, ctx) = ev.coerce_to_string(&v, false, false, p)?;
-    let s = String::from_utf8_lossy(&s).into_owned();
-    let trimmed = if s.len() > 1 { s.trim_end_matches('/') } else { &s[..] };
-    let d = match trimmed.rfind('/') {
-        Some(0) => "/".to_string(),
-        Some(i) => trimmed[..i].to_string(),
-        None => ".".to_string(),
-    };
-    if is_path {
+    if let Value::Path(path) = &v {
+        let d = match path.rfind('/') {
+            Some(0) | None => "/".to_string(),
+            Some(i) => path[..i].to_string(),
+        };
         return Ok(Value::Path(d.into()));
     }
-    Ok(Value::str_ctx(d.into_bytes(), ctx))
+    let (s, ctx) = ev.coerce_to_string(&v, false, false, p)?;
+    let d: Vec<u8> = match s.iter().rposition(|c| *c == b'/') {
+        None => b".".to_vec(),
+        Some(0) => b"/".to_vec(),
+        Some(i) => s[..i].to_vec(),
+    };
+    Ok(Value::str_ctx(d, ctx))
 }
 
 fn to_path(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
