@@ -25,6 +25,7 @@ fn main() {
         extra_paths: vec![SandboxPath::parse("/bin/sh=/bin/busybox").unwrap()],
         kvm: true,
         timeout: None,
+        max_silent: None,
     };
     let mut out = std::io::stdout();
     let r = run(&spec, &mut out);

@@ -32,6 +32,7 @@ pub struct BuildSettings {
     pub extra_paths: Vec<SandboxPath>,
     pub cores: u32,
     pub timeout: Option<Duration>,
+    pub max_silent: Option<Duration>,
     pub kvm: bool,
     /// `None`: fixed-output builds read `impureEnvVars` from this process.
     pub impure_env: Option<BTreeMap<String, String>>,
@@ -43,6 +44,34 @@ pub enum DrvJobError {
     Derivation(#[from] DerivationError),
     #[error("derivation '{drv}' has an output kind b3 cannot build yet ({kind})")]
     Unsupported { drv: String, kind: &'static str },
+    #[error("a '{system}' with features {{}} is required to build '{drv}', but I am a '{host}'")]
+    WrongSystem {
+        system: String,
+        drv: String,
+        host: &'static str,
+    },
+    #[error(
+        "builder '{builder}' of '{drv}' is a Nix built-in builder, which b3 does not have yet"
+    )]
+    BuiltinBuilder { builder: String, drv: String },
+}
+
+/// The `system` this build of b3 runs builders for.
+pub fn host_system() -> &'static str {
+    match (std::env::consts::ARCH, std::env::consts::OS) {
+        ("x86_64", "linux") => "x86_64-linux",
+        ("aarch64", "linux") => "aarch64-linux",
+        ("x86", "linux") => "i686-linux",
+        ("x86_64", "macos") => "x86_64-darwin",
+        ("aarch64", "macos") => "aarch64-darwin",
+        _ => "unknown",
+    }
+}
+
+/// Systems whose builders run here (an x86_64 kernel also runs i686 code).
+fn can_build(system: &str) -> bool {
+    let host = host_system();
+    system == host || (host == "x86_64-linux" && system == "i686-linux")
 }
 
 /// The job that builds `drv` (stored at `drv_path`), whose input closure
@@ -56,6 +85,19 @@ pub fn job_from_derivation(
 ) -> Result<BuildJob, DrvJobError> {
     let kind = drv.kind()?;
     let drv_s = store_dir.display(drv_path);
+    if drv.builder.starts_with("builtin:") {
+        return Err(DrvJobError::BuiltinBuilder {
+            builder: drv.builder.clone(),
+            drv: drv_s,
+        });
+    }
+    if !can_build(&drv.system) {
+        return Err(DrvJobError::WrongSystem {
+            system: drv.system.clone(),
+            drv: drv_s,
+            host: host_system(),
+        });
+    }
     let unsupported = |kind| DrvJobError::Unsupported {
         drv: drv_s.clone(),
         kind,
@@ -93,6 +135,7 @@ pub fn job_from_derivation(
         extra_paths: settings.extra_paths.clone(),
         cores: settings.cores,
         timeout: settings.timeout,
+        max_silent: settings.max_silent,
         kvm: settings.kvm,
         impure_env: settings.impure_env.clone(),
     })
@@ -252,6 +295,50 @@ mod tests {
         .unwrap();
         let nar = b3_nar::hash_path(&f).unwrap();
         assert_eq!(got.as_bytes(), &nar.sha256[..]);
+    }
+
+    #[test]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    fn foreign_system_and_builtin_builders_are_refused() {
+        let sd = StoreDir::default();
+        let drv_path = sd
+            .parse("/nix/store/76w21n1f03fs5kw8fnffphx7qrqffw6r-hello.drv")
+            .unwrap();
+        let text = "Derive([(\"out\",\"/nix/store/mjs27ix6ig2bkbi3s3sm470vrv4lf7ic-hello\",\"\",\"\")],[],[],\"x86_64-linux\",\"/bin/sh\",[\"-c\",\"echo hi > $out\"],[(\"builder\",\"/bin/sh\"),(\"name\",\"hello\"),(\"out\",\"/nix/store/mjs27ix6ig2bkbi3s3sm470vrv4lf7ic-hello\"),(\"system\",\"x86_64-linux\")])";
+        let drv = b3_store::derivation::aterm::parse(&sd, text.as_bytes()).unwrap();
+        let settings = BuildSettings {
+            physical_store_dir: "/nix/store".into(),
+            work_parent: "/tmp".into(),
+            extra_paths: vec![],
+            cores: 1,
+            timeout: None,
+            max_silent: None,
+            kvm: false,
+            impure_env: None,
+        };
+        let job = job_from_derivation(&sd, &drv_path, &drv, &BTreeSet::new(), &settings).unwrap();
+        assert_eq!(job.name, "hello");
+        assert_eq!(
+            job.outputs["out"],
+            "/nix/store/mjs27ix6ig2bkbi3s3sm470vrv4lf7ic-hello"
+        );
+        assert!(!job.fixed_output);
+
+        let mut other = drv.clone();
+        other.system = "riscv64-linux".into();
+        let err =
+            job_from_derivation(&sd, &drv_path, &other, &BTreeSet::new(), &settings).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a 'riscv64-linux' with features {} is required to build \
+             '/nix/store/76w21n1f03fs5kw8fnffphx7qrqffw6r-hello.drv', but I am a 'x86_64-linux'"
+        );
+        let mut builtin = drv.clone();
+        builtin.builder = "builtin:fetchurl".into();
+        assert!(matches!(
+            job_from_derivation(&sd, &drv_path, &builtin, &BTreeSet::new(), &settings),
+            Err(DrvJobError::BuiltinBuilder { .. })
+        ));
     }
 
     #[test]

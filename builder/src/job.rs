@@ -46,6 +46,8 @@ pub struct BuildJob {
     pub extra_paths: Vec<SandboxPath>,
     pub cores: u32,
     pub timeout: Option<Duration>,
+    /// Nix's `max-silent-time`.
+    pub max_silent: Option<Duration>,
     /// Bind `/dev/kvm` when the host has it.
     pub kvm: bool,
     /// Where fixed-output builds take their `impureEnvVars` from; `None`
@@ -244,6 +246,7 @@ impl BuildJob {
             extra_paths: self.extra_paths.clone(),
             kvm: self.kvm,
             timeout: self.timeout,
+            max_silent: self.max_silent,
         };
         let outcome = sandbox::run(&spec, log)?;
 

@@ -58,6 +58,8 @@ pub enum RealiseError {
     BuildFailed { drv: String, how: String },
     #[error("building of '{drv}' timed out after {secs} seconds")]
     TimedOut { drv: String, secs: u64 },
+    #[error("building of '{drv}' timed out after {secs} seconds of silence")]
+    Silent { drv: String, secs: u64 },
     #[error("builder for '{drv}' failed to produce output path for output '{output}' at '{path}'")]
     MissingOutput {
         drv: String,
@@ -109,6 +111,7 @@ pub struct RealiseSettings {
     pub extra_paths: Vec<SandboxPath>,
     pub cores: u32,
     pub timeout: Option<Duration>,
+    pub max_silent: Option<Duration>,
     pub kvm: bool,
     pub impure_env: Option<BTreeMap<String, String>>,
 }
@@ -121,6 +124,7 @@ impl Default for RealiseSettings {
                 .map(|n| n.get() as u32)
                 .unwrap_or(1),
             timeout: None,
+            max_silent: None,
             kvm: Path::new("/dev/kvm").exists(),
             impure_env: None,
         }
@@ -240,6 +244,7 @@ fn build_if_needed(
         extra_paths: settings.extra_paths.clone(),
         cores: settings.cores,
         timeout: settings.timeout,
+        max_silent: settings.max_silent,
         kvm: settings.kvm,
         impure_env: settings.impure_env.clone(),
     };
@@ -250,6 +255,12 @@ fn build_if_needed(
         return Err(RealiseError::TimedOut {
             drv: drv_s,
             secs: settings.timeout.map_or(0, |t| t.as_secs()),
+        });
+    }
+    if result.outcome.silent_too_long {
+        return Err(RealiseError::Silent {
+            drv: drv_s,
+            secs: settings.max_silent.map_or(0, |t| t.as_secs()),
         });
     }
     if !result.outcome.status.success() {

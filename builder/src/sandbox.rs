@@ -95,6 +95,9 @@ pub struct SandboxSpec {
     pub kvm: bool,
     /// Kill the build after this long.
     pub timeout: Option<Duration>,
+    /// Kill the build when it prints nothing for this long (Nix's
+    /// `max-silent-time`).
+    pub max_silent: Option<Duration>,
 }
 
 /// How a sandboxed run ended.
@@ -108,6 +111,9 @@ pub struct RunOutcome {
     pub total_time: Duration,
     /// The build was killed for exceeding [`SandboxSpec::timeout`].
     pub timed_out: bool,
+    /// The build was killed for being silent longer than
+    /// [`SandboxSpec::max_silent`].
+    pub silent_too_long: bool,
 }
 
 /// Why a sandboxed run could not be carried out (a builder that fails is

@@ -265,3 +265,16 @@ fn builder_has_no_privileges_left() {
     assert!(log.contains("CapEff:\t0000000000000000"), "{log}");
     assert!(log.contains("NoNewPrivs:\t1"), "{log}");
 }
+
+#[test]
+fn silent_builder_is_killed_after_max_silent_time() {
+    let work = tempdir();
+    let mut j = job("echo starting; sleep 1000", work.path());
+    j.max_silent = Some(Duration::from_millis(500));
+    let t = Instant::now();
+    let (res, log) = run(&j);
+    assert!(res.outcome.silent_too_long, "{log}");
+    assert!(!res.outcome.timed_out);
+    assert_eq!(log, "starting\n");
+    assert!(t.elapsed() < Duration::from_secs(30));
+}

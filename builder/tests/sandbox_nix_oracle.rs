@@ -224,6 +224,7 @@ fn compare_with_nix(script: &str, fixed_output: bool) {
             .map(|n| n.get() as u32)
             .unwrap_or(1),
         timeout: None,
+        max_silent: None,
         kvm: Path::new("/dev/kvm").exists(),
         impure_env: Some(impure),
     };

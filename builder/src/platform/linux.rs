@@ -160,6 +160,7 @@ pub struct SandboxedChild {
     started: Instant,
     setup_time: Duration,
     timeout: Option<Duration>,
+    max_silent: Option<Duration>,
     reaped: bool,
 }
 
@@ -248,6 +249,7 @@ pub fn spawn_sandboxed(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxErro
         started,
         setup_time: Duration::ZERO,
         timeout: spec.timeout,
+        max_silent: spec.max_silent,
         reaped: false,
     };
 
@@ -442,17 +444,21 @@ impl SandboxedChild {
     pub fn wait_with_log(mut self, log: &mut dyn Write) -> Result<RunOutcome, SandboxError> {
         let deadline = self.timeout.map(|t| self.started + t);
         let mut timed_out = false;
+        let mut silent_too_long = false;
+        let mut last_output = Instant::now();
         let mut buf = vec![0u8; 64 * 1024];
         let mut log_error = None;
         if let Some(fd) = self.log.take() {
             loop {
-                let wait_ms: c_int = match deadline {
-                    None => -1,
-                    Some(_) if timed_out => -1,
-                    Some(d) => {
-                        let left = d.saturating_duration_since(Instant::now());
+                let killed = timed_out || silent_too_long;
+                let silence_end = self.max_silent.map(|m| last_output + m);
+                let next = [deadline, silence_end].into_iter().flatten().min();
+                let wait_ms: c_int = match next {
+                    Some(t) if !killed => {
+                        let left = t.saturating_duration_since(Instant::now());
                         left.as_millis().min(c_int::MAX as u128) as c_int
                     }
+                    _ => -1,
                 };
                 let mut pfd = libc::pollfd {
                     fd: fd.as_raw_fd(),
@@ -470,8 +476,13 @@ impl SandboxedChild {
                     return Err(SandboxError::Supervise(err));
                 }
                 if rc == 0 {
-                    // Deadline passed: end the namespace, keep draining.
-                    timed_out = true;
+                    // A limit passed: end the namespace, keep draining.
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
+                        timed_out = true;
+                    } else {
+                        silent_too_long = true;
+                    }
                     let _ = kill(self.pid);
                     continue;
                 }
@@ -488,6 +499,7 @@ impl SandboxedChild {
                 if n == 0 {
                     break;
                 }
+                last_output = Instant::now();
                 if log_error.is_none() {
                     if let Err(e) = log.write_all(&buf[..n as usize]) {
                         // A broken log sink must not leave the build running.
@@ -498,7 +510,7 @@ impl SandboxedChild {
             }
         }
         // The builder may have closed its output and still be running.
-        if let (Some(d), false) = (deadline, timed_out) {
+        if let (Some(d), false) = (deadline, timed_out || silent_too_long) {
             if !self.wait_exit_until(d) {
                 timed_out = true;
                 let _ = kill(self.pid);
@@ -515,6 +527,7 @@ impl SandboxedChild {
             setup_time: self.setup_time,
             total_time: self.started.elapsed(),
             timed_out,
+            silent_too_long,
         })
     }
 }

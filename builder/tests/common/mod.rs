@@ -49,6 +49,7 @@ pub fn job(script: &str, work_parent: &Path) -> BuildJob {
         extra_paths: vec![SandboxPath::parse("/bin/sh=/bin/busybox").expect("valid")],
         cores: 2,
         timeout: Some(std::time::Duration::from_secs(120)),
+        max_silent: None,
         kvm: true,
         impure_env: None,
     }

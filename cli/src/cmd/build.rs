@@ -33,6 +33,9 @@ pub struct Args {
     /// Kill a build that runs longer than this many seconds.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
+    /// Kill a build that prints nothing for this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    max_silent_time: Option<u64>,
     /// Create a symlink to the first output at this path (an indirect root).
     #[arg(long, short = 'o', value_name = "PATH")]
     out_link: Option<PathBuf>,
@@ -49,6 +52,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         settings.cores = c;
     }
     settings.timeout = a.timeout.map(Duration::from_secs);
+    settings.max_silent = a.max_silent_time.map(Duration::from_secs);
 
     let mut first = None;
     let stdout = std::io::stdout();
