@@ -267,3 +267,87 @@ fn failing_builder_is_reported_like_nix() {
         .unwrap();
     assert!(String::from_utf8_lossy(&nix.stderr).contains(&err.to_string()));
 }
+
+extern "C" {
+    fn geteuid() -> u32;
+}
+
+const DEP: &str = r#"
+let bb = builtins.storePath /nix/store/b8zzzm23p9pd6h8zbaiz806gqid7q81v-bb; in
+derivation { name = "dep"; system = "x86_64-linux"; builder = "${bb}/bin/sh"; args = [ "-c" "echo dep-content > $out" ]; }
+"#;
+
+/// Runs `inner_unprivileged_realise` (below) as user `nobody`, on a store
+/// prepared by root (busybox added, then the whole store handed to
+/// `nobody`). The output is a single file: the local store cannot yet add
+/// *directories* as a non-root user (renaming a 0555 directory into the
+/// store needs write access to it), which is the store's to fix.
+#[test]
+fn unprivileged_user_can_realise() {
+    require_busybox();
+    // SAFETY: plain getter.
+    if unsafe { geteuid() } != 0 {
+        return;
+    }
+    let dir = tempdir();
+    let drv = instantiate(dir.path(), "dep.nix", DEP);
+    let root = dir.path().join("b3");
+    {
+        let store = open_store(&root);
+        copy_drv(&store, &drv);
+    }
+    for p in [dir.path()] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    sh(Command::new("chown").args(["-R", "65534:65534"]).arg(&root));
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "inner_unprivileged_realise",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("B3_INNER_DRV", &drv)
+        .env("B3_INNER_STORE", &root)
+        .env("TMPDIR", "/tmp")
+        .output()
+        .expect("setpriv runs (util-linux)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "unprivileged realise failed:\n{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+#[test]
+#[ignore = "run by unprivileged_user_can_realise as nobody"]
+fn inner_unprivileged_realise() {
+    let (Some(drv), Some(root)) = (
+        std::env::var_os("B3_INNER_DRV"),
+        std::env::var_os("B3_INNER_STORE"),
+    ) else {
+        return;
+    };
+    let mut cfg = LocalStoreConfig::new(root);
+    cfg.fsync = false;
+    let store = LocalStore::open(cfg).unwrap();
+    let drv_path = store.store_dir().parse(&drv.to_string_lossy()).unwrap();
+    let mut log = Vec::new();
+    let outs = realise_sync(&store, &settings(), &drv_path, &BTreeSet::new(), &mut log)
+        .unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&log)));
+    let info = store.query_path_info_sync(&outs["out"]).unwrap().unwrap();
+    assert_eq!(
+        store.print_path(&outs["out"]),
+        "/nix/store/z6nl0rwcz4lzvjlyhm1hx9m7697mhnnw-dep"
+    );
+    // dep's NAR hash as Nix computes it (nix-oracle-facts.md).
+    assert_eq!(
+        info.nar_hash.to_base16(),
+        "9719d86ed7845764b8833f2a9d0b1c6dd7f018608608490137dd5093c9634fed"
+    );
+}
