@@ -296,9 +296,12 @@ fn unprivileged_user_can_realise() {
         let store = open_store(&root);
         copy_drv(&store, &drv);
     }
-    for p in [dir.path()] {
-        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    }
+    // Let `nobody` traverse the (0700) temporary directory.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     sh(Command::new("chown").args(["-R", "65534:65534"]).arg(&root));
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("setpriv")
