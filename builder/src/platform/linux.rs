@@ -128,10 +128,27 @@ pub(super) fn sandbox_support() -> Result<(), OsError> {
             ));
         }
     }
-    if let Ok(s) = std::fs::read_to_string("/proc/sys/user/max_user_namespaces") {
-        if s.trim() == "0" {
+    let sysctl = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string());
+    if sysctl("/proc/sys/user/max_user_namespaces").is_ok_and(|v| v == "0") {
+        return Err(OsError::new(
+            "user namespaces are disabled (user.max_user_namespaces = 0)",
+            OsErrorKind::Unsupported,
+        ));
+    }
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } != 0 {
+        if sysctl("/proc/sys/kernel/unprivileged_userns_clone").is_ok_and(|v| v == "0") {
             return Err(OsError::new(
-                "user namespaces are disabled (user.max_user_namespaces = 0)",
+                "unprivileged user namespaces are disabled \
+                 (kernel.unprivileged_userns_clone = 0)",
+                OsErrorKind::Unsupported,
+            ));
+        }
+        if sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").is_ok_and(|v| v == "1")
+        {
+            return Err(OsError::new(
+                "AppArmor restricts unprivileged user namespaces \
+                 (kernel.apparmor_restrict_unprivileged_userns = 1)",
                 OsErrorKind::Unsupported,
             ));
         }
