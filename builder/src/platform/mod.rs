@@ -232,3 +232,72 @@ fn open_lock_file(path: &Path) -> Result<std::fs::File, OsError> {
 pub fn sandbox_support() -> Result<(), OsError> {
     imp::sandbox_support()
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_map_to_b3_kinds() {
+        assert_eq!(OsErrorKind::from_raw(libc::ENOENT), OsErrorKind::NotFound);
+        assert_eq!(
+            OsErrorKind::from_raw(libc::EACCES),
+            OsErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            OsErrorKind::from_raw(libc::EPERM),
+            OsErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            OsErrorKind::from_raw(libc::EWOULDBLOCK),
+            OsErrorKind::WouldBlock
+        );
+        assert_eq!(
+            OsErrorKind::from_raw(libc::EROFS),
+            OsErrorKind::ReadOnlyFilesystem
+        );
+        assert_eq!(
+            OsErrorKind::from_raw(libc::ENOSYS),
+            OsErrorKind::Unsupported
+        );
+        let e = OsError::from_raw("opening /x", libc::ENOENT);
+        assert_eq!(e.to_string(), "opening /x: not found (os error 2)");
+    }
+
+    #[test]
+    fn exclusive_lock_excludes_other_holders_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.lock");
+        let held = FileLock::lock(&p, LockMode::Exclusive).unwrap();
+        assert!(FileLock::try_lock(&p, LockMode::Shared).unwrap().is_none());
+        assert!(FileLock::try_lock(&p, LockMode::Exclusive)
+            .unwrap()
+            .is_none());
+        drop(held);
+        let a = FileLock::try_lock(&p, LockMode::Shared).unwrap().unwrap();
+        let b = FileLock::try_lock(&p, LockMode::Shared).unwrap();
+        assert!(b.is_some(), "shared locks coexist");
+        assert!(FileLock::try_lock(&p, LockMode::Exclusive)
+            .unwrap()
+            .is_none());
+        assert_eq!(a.path(), p.as_path());
+    }
+
+    #[test]
+    fn kill_and_wait_report_how_a_process_ended() {
+        let child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        let pid = Pid(child.id() as i32);
+        kill(pid).unwrap();
+        assert_eq!(wait(pid).unwrap(), ExitStatus::Signal(libc::SIGKILL));
+        let child = std::process::Command::new("sh")
+            .args(["-c", "exit 7"])
+            .spawn()
+            .unwrap();
+        assert_eq!(wait(Pid(child.id() as i32)).unwrap(), ExitStatus::Code(7));
+        let err = kill(Pid(i32::MAX)).unwrap_err();
+        assert_eq!(err.kind, OsErrorKind::NoSuchProcess);
+    }
+}
