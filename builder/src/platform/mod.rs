@@ -284,6 +284,8 @@ mod tests {
     }
 
     #[test]
+    // The children are reaped by `wait` below, which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
     fn kill_and_wait_report_how_a_process_ended() {
         let child = std::process::Command::new("sleep")
             .arg("100")
