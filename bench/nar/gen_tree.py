@@ -42,7 +42,7 @@ large_left = 6
 while written < total:
     d = rng.choice(dirs)
     r = rng.random()
-    if r < 0.90:
+    if r < 0.98:
         size = min(int(rng.lognormvariate(8.8, 1.1)), 400_000)
         name = f"file{n}.{rng.choice(['c', 'h', 'S', 'txt', 'rst'])}"
         off = rng.randrange(0, len(text) - size - 1)

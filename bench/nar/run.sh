@@ -5,7 +5,7 @@
 # the best of N runs (wall clock) of each command and prints the ratios.
 #
 # Env: TREE (default /tmp/b3-bench-nar-tree), RUNS (default 5),
-#      CARGO_TARGET_DIR (default /work/target-nar-release or ./target).
+#      CARGO_TARGET_DIR (default ./target), B3 (a prebuilt b3 binary: skips the build).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -23,8 +23,10 @@ if [ ! -f "$TREE/.complete" ]; then
 fi
 rm -f "$TREE/.complete.tmp"
 
-(cd "$repo" && cargo build --release -q -p b3-cli)
-B3="$CARGO_TARGET_DIR/release/b3"
+if [ -z "${B3:-}" ]; then
+  (cd "$repo" && cargo build --release -q -p b3-cli)
+  B3="$CARGO_TARGET_DIR/release/b3"
+fi
 
 # Same byte set as the NAR contents, in NAR order (sorted by bytes).
 export LC_ALL=C
@@ -50,24 +52,29 @@ best() { # best() NAME CMD... : best wall seconds of $RUNS runs, plus user+sys o
   done
   printf '%-44s %7.2f s wall  %7.2f s cpu  %7.0f MiB/s\n' "$name" "$bw" "$bc" \
     "$(awk "BEGIN{print $narsize / 1048576 / ($bw > 0 ? $bw : 0.001)}")" >&2
-  echo "$bw"
+  echo "$bw $bc"
 }
 
 echo "best of $RUNS runs:" >&2
-t_b3hash=$(best "b3 hash path --base32" "'$B3' hash path --base32 '$TREE'")
-t_b3dump=$(best "b3 nar dump > /dev/null" "'$B3' nar dump '$TREE' > /dev/null")
-t_b3pipe=$(best "b3 nar dump | openssl sha256" "'$B3' nar dump '$TREE' | openssl dgst -sha256")
-t_nixhash=$(best "nix-hash --type sha256" "nix-hash --type sha256 '$TREE'")
-t_nixdump=$(best "nix-store --dump | sha256sum" "nix-store --dump '$TREE' | sha256sum")
-t_nixdumpo=$(best "nix-store --dump | openssl sha256" "nix-store --dump '$TREE' | openssl dgst -sha256")
-t_rawsum=$(best "raw: cat files | sha256sum" "find '$TREE' -type f ! -name .complete -print0 | sort -z | xargs -0 cat | sha256sum")
-t_rawssl=$(best "raw: cat files | openssl sha256" "find '$TREE' -type f ! -name .complete -print0 | sort -z | xargs -0 cat | openssl dgst -sha256")
+read -r t_b3hash c_b3hash < <(best "b3 hash path --base32" "'$B3' hash path --base32 '$TREE'")
+read -r t_b3dump c_b3dump < <(best "b3 nar dump > /dev/null" "'$B3' nar dump '$TREE' > /dev/null")
+read -r t_b3pipe c_b3pipe < <(best "b3 nar dump | openssl sha256" "'$B3' nar dump '$TREE' | openssl dgst -sha256")
+read -r t_nixhash c_nixhash < <(best "nix-hash --type sha256" "nix-hash --type sha256 '$TREE'")
+read -r t_nixdump c_nixdump < <(best "nix-store --dump | sha256sum" "nix-store --dump '$TREE' | sha256sum")
+read -r t_nixdumpo c_nixdumpo < <(best "nix-store --dump | openssl sha256" "nix-store --dump '$TREE' | openssl dgst -sha256")
+read -r t_rawsum c_rawsum < <(best "raw: cat files | sha256sum" "find '$TREE' -type f ! -name .complete -print0 | sort -z | xargs -0 cat | sha256sum")
+read -r t_rawssl c_rawssl < <(best "raw: cat files | openssl sha256" "find '$TREE' -type f ! -name .complete -print0 | sort -z | xargs -0 cat | openssl dgst -sha256")
 
 ratio() { awk "BEGIN{printf \"%.2f\", $1 / $2}"; }
 raw=$(awk "BEGIN{print ($t_rawsum < $t_rawssl) ? $t_rawsum : $t_rawssl}")
 echo
-echo "speed-up of b3 hash path over nix-hash:                $(ratio "$t_nixhash" "$t_b3hash")x  (target >= 1.5)"
-echo "speed-up of b3 hash path over nix-store --dump|sha256sum: $(ratio "$t_nixdump" "$t_b3hash")x"
-echo "b3 hash path time / best raw cat|hash time:            $(ratio "$t_b3hash" "$raw")  (target <= 1.2)"
-echo "b3 nar dump|openssl / nix-store --dump|openssl:         $(ratio "$t_b3pipe" "$t_nixdumpo")"
-echo "b3 nar dump (no hash) throughput:                      $(awk "BEGIN{printf \"%.0f\", $narsize / 1048576 / $t_b3dump}") MiB/s"
+echo "wall-clock ratios (best run each):"
+echo "  nix-hash / b3 hash path:                        $(ratio "$t_nixhash" "$t_b3hash")x  (target >= 1.5)"
+echo "  nix-store --dump|sha256sum / b3 hash path:      $(ratio "$t_nixdump" "$t_b3hash")x"
+echo "  b3 hash path / best raw cat|hash:               $(ratio "$t_b3hash" "$raw")  (target <= 1.2)"
+echo "  b3 nar dump|openssl / nix-store --dump|openssl: $(ratio "$t_b3pipe" "$t_nixdumpo")"
+echo "  b3 nar dump (no hash) throughput:               $(awk "BEGIN{printf \"%.0f\", $narsize / 1048576 / $t_b3dump}") MiB/s"
+echo "cpu-time (user+sys) of the same runs:"
+echo "  nix-hash / b3 hash path:                        $(ratio "$c_nixhash" "$c_b3hash")x"
+echo "  b3 hash path / raw cat|openssl:                 $(ratio "$c_b3hash" "$c_rawssl")"
+echo "  load average now: $(cut -d' ' -f1-3 /proc/loadavg) (other jobs on the machine skew wall-clock figures)"
