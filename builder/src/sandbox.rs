@@ -79,8 +79,10 @@ pub struct SandboxSpec {
     /// Empty host directory shown, writable, at `logical_store_dir`; the
     /// builder's outputs appear here as `<store_dir_host>/<hash>-<name>`.
     /// Put it on the same file system as the store so outputs can be renamed.
+    /// When b3 runs as root it is handed (chown) to the build user's host id.
     pub store_dir_host: PathBuf,
-    /// Host directory bound at `/build` (writable).
+    /// Host directory bound at `/build` (writable). As root, it and its
+    /// direct entries are handed to the build user's host id.
     pub build_dir: PathBuf,
     /// Empty host directory used only as the mount point of the sandbox's
     /// root (a tmpfs); nothing is written to it on the host.
