@@ -85,8 +85,14 @@ fn hash_path_prints_sri_base32_and_base16_like_nix() {
     assert_eq!(
         run(Some("--base16")),
         "50b741837b61476ddf101f126901ee18bf7855b56410e6561b6c010689ffb512\n"
-    );    // Nix 2.8's `nix hash path` (SRI by default; nix-hash has no --sri).
-    let nix_sri = nix("nix").args(["hash", "path"]).arg(&t).output().unwrap().stdout;
+    );
+    // Nix 2.8's `nix hash path` (SRI by default; nix-hash has no --sri).
+    let nix_sri = nix("nix")
+        .args(["hash", "path"])
+        .arg(&t)
+        .output()
+        .unwrap()
+        .stdout;
     assert_eq!(run(None), String::from_utf8(nix_sri).unwrap());
 }
 
