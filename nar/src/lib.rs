@@ -13,6 +13,24 @@
 //! - [`NarEncoder`]: write a NAR node by node from any source.
 //! - [`copy_nar`]: validate a NAR while copying it byte for byte.
 //! - [`HashingWriter`], [`HashingReader`], [`NarHash`], [`nixbase32`].
+//! - [`HashAlgo`], [`hash_path_with`], [`hash_reader`]: md5/sha1/sha512 too.
+//!
+//! Adding a path from a NAR stream, hashing it on the way (what a store does):
+//!
+//! ```
+//! use std::io::BufReader;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let nar = b3_nar::Tree::dir([("bin", b3_nar::Tree::executable("#!/bin/sh\n"))]).to_nar()?;
+//! # let dir = tempfile::tempdir()?;
+//! # let dest = dir.path().join("out");
+//! let stream = BufReader::new(&nar[..]); // e.g. a socket or a decompressor
+//! let mut hashing = b3_nar::HashingReader::new(stream);
+//! b3_nar::restore(&mut hashing, &dest)?; // atomic: all or nothing at `dest`
+//! let (_, nar_hash) = hashing.finish_nar();
+//! assert_eq!(nar_hash, b3_nar::hash_path(&dest)?);
+//! println!("narHash {} narSize {}", nar_hash.to_typed_base32(), nar_hash.size);
+//! # Ok(()) }
+//! ```
 
 mod algo;
 mod async_io;
