@@ -46,10 +46,9 @@ impl Odb {
                         found,
                     });
                 }
-                // Header, raw contents, trailer: `NarEncoder::file` writes the
-                // contents of files under 4 KiB ahead of their staged header
-                // (b3-nar 2345522), so the contents go through
-                // `contents_writer`, which flushes the header first.
+                // Header, raw contents, trailer, with our own copy loop so a
+                // blob shorter than its manifest says is reported as such
+                // (`NarEncoder::file` would report a write error).
                 enc.file_header(*executable, *size)?;
                 let out = enc.contents_writer()?;
                 let mut left = *size;
