@@ -124,6 +124,11 @@ pub fn parse_cmdline(args: &[String]) -> Result<Cmdline, String> {
     Ok(c)
 }
 
+/// Runs an already-parsed command line on the big-stack thread.
+pub fn run_cmdline(c: Cmdline) -> u8 {
+    driver::with_big_stack(move || execute(c))
+}
+
 /// Runs nix-instantiate with `args` (without argv0); returns the exit code.
 pub fn run_args(args: Vec<String>) -> u8 {
     let c = match parse_cmdline(&args) {

@@ -197,6 +197,14 @@ impl Ev {
     /// Parses a source text in the global scope (plus an optional extra
     /// scope of names for `scopedImport`).
     pub fn parse_source(&self, text: &str, name: &str, is_path: bool, base_dir: &str, extra: Option<&[Sym]>) -> R<&'static ast::Expr> {
+        // Nix's lexer treats CR and CR LF as line ends (also inside strings).
+        let normalised;
+        let text = if text.contains('\r') {
+            normalised = text.replace("\r\n", "\n").replace('\r', "\n");
+            normalised.as_str()
+        } else {
+            text
+        };
         let fid = pos::add_file(name, is_path, Rc::from(text));
         let pipes = self.has_feature("pipe-operators");
         let lints = [self.opts.lint_abs_path, self.opts.lint_short_path, self.opts.lint_url];
