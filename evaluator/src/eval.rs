@@ -518,6 +518,11 @@ impl Ev {
     }
 
     pub fn call2(&self, f: &Value, a: Value, b: Value, pos: Pos) -> R<Value> {
+        if let Value::PrimOp(p) = f {
+            if p.arity == 2 {
+                return self.call_prim(p, &[a, b], pos);
+            }
+        }
         let g = self.apply(f, a, pos)?;
         self.apply(&g, b, pos)
     }
