@@ -142,10 +142,32 @@ impl Drop for MountGuard {
     }
 }
 
+/// A set of store path base names, built once and shared by any number of
+/// mounts (mounting with it costs the same whatever its size).
+pub type Closure = Arc<HashSet<String>>;
+
+/// Checks and collects store path base names into a [`Closure`].
+pub fn closure<I, S>(names: I) -> Result<Closure, MountError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut set = HashSet::new();
+    for n in names {
+        let n = n.into();
+        if !valid_root_name(&n) {
+            return Err(MountError::BadName(n));
+        }
+        set.insert(n);
+    }
+    Ok(Arc::new(set))
+}
+
 /// Mounts a view of the store paths named in `closure` (base names such as
 /// `<hash>-name`) at `mountpoint`, served by background threads. Names not
 /// in the database simply do not appear. The mount is complete when this
-/// returns.
+/// returns. Building the name set is the only per-path cost; use
+/// [`mount_closure`] to reuse one.
 pub fn mount<I, S>(
     odb: &Odb,
     closure: I,
@@ -156,14 +178,17 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    let mut set = HashSet::new();
-    for n in closure {
-        let n = n.into();
-        if !valid_root_name(&n) {
-            return Err(MountError::BadName(n));
-        }
-        set.insert(n);
-    }
+    mount_closure(odb, self::closure(closure)?, mountpoint, opts)
+}
+
+/// [`mount`] with a prepared [`Closure`]: constant cost (nothing is read,
+/// unpacked or resolved until the first lookup).
+pub fn mount_closure(
+    odb: &Odb,
+    closure: Closure,
+    mountpoint: impl AsRef<Path>,
+    opts: ViewOptions,
+) -> Result<MountGuard, MountError> {
     let mountpoint = mountpoint.as_ref().to_path_buf();
     let (uid, gid) = opts.owner.unwrap_or_else(|| {
         (
@@ -174,7 +199,7 @@ where
     let stats = Arc::new(fs::Counters::default());
     let fs = fs::ViewFs {
         odb: odb.clone(),
-        closure: Arc::new(set),
+        closure,
         inodes: inodes::Inodes::new(),
         handles: Mutex::new(HashMap::new()),
         backing: Mutex::new(HashMap::new()),
