@@ -126,7 +126,8 @@ impl AnyHash {
 /// NAR size (`nix-hash --type ALGO PATH`).
 pub fn hash_path_with(path: &Path, algo: HashAlgo) -> Result<(AnyHash, u64), Error> {
     let tw = crate::pipeline::ThreadedWriter::new(algo.hasher()).map_err(Error::Write)?;
-    let (tw, size) = crate::dump_path(path, tw)?;
+    let (tw, size) =
+        crate::dump::dump_path_with(path, tw, crate::pipeline::ThreadedWriter::copy_file)?;
     let h = tw.finish().map_err(Error::Write)?;
     Ok((h.finish(), size))
 }

@@ -22,12 +22,26 @@ use crate::reader::{Event, NarReader};
 /// `w` receives large writes for contents and ~64 KiB batches of tokens, so
 /// it needs no extra buffering.
 pub fn dump_path<W: Write>(path: &Path, w: W) -> Result<(W, u64), Error> {
+    dump_path_with(path, w, copy_exact)
+}
+
+/// How file contents reach the output: `copy(file, out, size, scratch, path)`
+/// writes exactly `size` bytes of `file` to `out`.
+pub(crate) type CopyFn<W> = fn(&mut File, &mut W, u64, &mut [u8], &Path) -> Result<(), Error>;
+
+/// [`dump_path`] with a custom contents copier (lets the threaded hasher
+/// read files straight into its hand-over buffers).
+pub(crate) fn dump_path_with<W: Write>(
+    path: &Path,
+    w: W,
+    copy: CopyFn<W>,
+) -> Result<(W, u64), Error> {
     let mut enc = NarEncoder::new(w);
     let mut buf = vec![0u8; COPY_BUF];
     // Explicit stack instead of recursion: depth is bounded by the
     // filesystem, not by our thread's stack.
     let mut stack: Vec<(PathBuf, Vec<OsString>, usize)> = Vec::new();
-    if let Some(frame) = dump_node(&mut enc, path.to_path_buf(), &mut buf)? {
+    if let Some(frame) = dump_node(&mut enc, path.to_path_buf(), &mut buf, copy)? {
         stack.push(frame);
     }
     while let Some((dir, names, idx)) = stack.last_mut() {
@@ -35,7 +49,7 @@ pub fn dump_path<W: Write>(path: &Path, w: W) -> Result<(W, u64), Error> {
             *idx += 1;
             enc.entry(name.as_bytes())?;
             let child = dir.join(name);
-            if let Some(frame) = dump_node(&mut enc, child, &mut buf)? {
+            if let Some(frame) = dump_node(&mut enc, child, &mut buf, copy)? {
                 stack.push(frame);
             }
         } else {
@@ -54,6 +68,7 @@ fn dump_node<W: Write>(
     enc: &mut NarEncoder<W>,
     path: PathBuf,
     buf: &mut [u8],
+    copy: CopyFn<W>,
 ) -> Result<Option<Frame>, Error> {
     let meta = fs::symlink_metadata(&path).map_err(|e| Error::fs("getting status of", &path, e))?;
     let ft = meta.file_type();
@@ -70,7 +85,7 @@ fn dump_node<W: Write>(
         }
         enc.file_header(executable, size)?;
         let out = enc.contents_writer()?;
-        copy_exact(&mut f, out, size, buf, &path)?;
+        copy(&mut f, out, size, buf, &path)?;
         enc.file_trailer(size)?;
         Ok(None)
     } else if ft.is_symlink() {
@@ -95,7 +110,7 @@ fn dump_node<W: Write>(
 /// Files up to this size are read whole into the copy buffer.
 const SMALL_FILE: u64 = 4095;
 
-fn read_exact_file(f: &mut File, data: &mut [u8], path: &Path) -> Result<(), Error> {
+pub(crate) fn read_exact_file(f: &mut File, data: &mut [u8], path: &Path) -> Result<(), Error> {
     let mut done = 0;
     while done < data.len() {
         match f.read(&mut data[done..]) {
@@ -109,7 +124,7 @@ fn read_exact_file(f: &mut File, data: &mut [u8], path: &Path) -> Result<(), Err
 }
 
 /// Copies exactly `size` bytes of the file at `path` into `out`.
-fn copy_exact<W: Write>(
+pub(crate) fn copy_exact<W: Write>(
     f: &mut File,
     out: &mut W,
     size: u64,

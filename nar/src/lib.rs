@@ -65,7 +65,7 @@ pub fn hash_path(path: &std::path::Path) -> Result<NarHash, Error> {
     // Hashing runs on a second thread while this one walks and reads.
     let tw =
         pipeline::ThreadedWriter::new(HashingWriter::new(std::io::sink())).map_err(Error::Write)?;
-    let (tw, _) = dump_path(path, tw)?;
+    let (tw, _) = dump::dump_path_with(path, tw, pipeline::ThreadedWriter::copy_file)?;
     let w = tw.finish().map_err(Error::Write)?;
     Ok(w.finish_nar().1)
 }

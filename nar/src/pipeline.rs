@@ -2,33 +2,43 @@
 //! thread: the caller's thread fills 1 MiB buffers, the worker drains them
 //! into the real writer. On a machine with two or more cores this overlaps
 //! file reading and directory walking with SHA-256, which is what makes
-//! `hash_path` run at close to the raw hashing speed.
+//! `hash_path` run at close to the raw hashing speed. File contents are
+//! read straight into the hand-over buffers ([`ThreadedWriter::copy_file`]),
+//! so bytes are copied once, by the kernel.
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
+use crate::error::Error;
+
 const CAP: usize = 1 << 20;
-/// Buffers in flight: bounds memory at about (DEPTH + 2) MiB.
+/// Buffers in flight: bounds memory at about (DEPTH + 3) MiB.
 const DEPTH: usize = 4;
 
+/// A full buffer: `(bytes, used length)`. Buffers keep length `CAP` so they
+/// can be recycled without re-zeroing.
+type Chunk = (Vec<u8>, usize);
+
 pub(crate) struct ThreadedWriter<W: Write + Send + 'static> {
-    tx: Option<SyncSender<Vec<u8>>>,
+    tx: Option<SyncSender<Chunk>>,
     recycled: Receiver<Vec<u8>>,
     buf: Vec<u8>,
+    filled: usize,
     worker: Option<JoinHandle<io::Result<W>>>,
 }
 
 impl<W: Write + Send + 'static> ThreadedWriter<W> {
     pub(crate) fn new(mut inner: W) -> io::Result<Self> {
-        let (tx, rx) = sync_channel::<Vec<u8>>(DEPTH);
+        let (tx, rx) = sync_channel::<Chunk>(DEPTH);
         let (back_tx, recycled) = sync_channel::<Vec<u8>>(DEPTH + 2);
         let worker = std::thread::Builder::new()
             .name("b3-nar-consume".into())
             .spawn(move || {
-                for mut chunk in rx {
-                    inner.write_all(&chunk)?;
-                    chunk.clear();
+                for (chunk, len) in rx {
+                    inner.write_all(&chunk[..len])?;
                     let _ = back_tx.try_send(chunk);
                 }
                 inner.flush()?;
@@ -37,22 +47,20 @@ impl<W: Write + Send + 'static> ThreadedWriter<W> {
         Ok(ThreadedWriter {
             tx: Some(tx),
             recycled,
-            buf: Vec::with_capacity(CAP),
+            buf: vec![0u8; CAP],
+            filled: 0,
             worker: Some(worker),
         })
     }
 
     fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
+        if self.filled == 0 {
             return Ok(());
         }
-        let fresh = self
-            .recycled
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(CAP));
+        let fresh = self.recycled.try_recv().unwrap_or_else(|_| vec![0u8; CAP]);
         let full = std::mem::replace(&mut self.buf, fresh);
-        let sent = self.tx.as_ref().map(|tx| tx.send(full));
-        match sent {
+        let len = std::mem::take(&mut self.filled);
+        match self.tx.as_ref().map(|tx| tx.send((full, len))) {
             Some(Ok(())) => Ok(()),
             // The worker stopped: its own error is reported by finish().
             _ => Err(io::Error::new(
@@ -60,6 +68,32 @@ impl<W: Write + Send + 'static> ThreadedWriter<W> {
                 "consumer thread stopped",
             )),
         }
+    }
+
+    /// Reads exactly `size` bytes of `f` directly into the hand-over buffers.
+    pub(crate) fn copy_file(
+        f: &mut File,
+        out: &mut Self,
+        size: u64,
+        _scratch: &mut [u8],
+        path: &Path,
+    ) -> Result<(), Error> {
+        let mut left = size;
+        while left > 0 {
+            if out.filled == CAP {
+                out.send().map_err(Error::Write)?;
+            }
+            let room = (CAP - out.filled).min(left.min(usize::MAX as u64) as usize);
+            let n = match f.read(&mut out.buf[out.filled..out.filled + room]) {
+                Ok(0) => return Err(Error::FileChanged(path.to_path_buf())),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::fs("reading file", path, e)),
+            };
+            out.filled += n;
+            left -= n as u64;
+        }
+        Ok(())
     }
 
     /// Flushes everything, stops the worker and returns the inner writer.
@@ -80,12 +114,12 @@ impl<W: Write + Send + 'static> ThreadedWriter<W> {
 
 impl<W: Write + Send + 'static> Write for ThreadedWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = CAP - self.buf.len();
-        let n = data.len().min(room);
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() >= CAP {
+        if self.filled == CAP {
             self.send()?;
         }
+        let n = data.len().min(CAP - self.filled);
+        self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+        self.filled += n;
         Ok(n)
     }
 
