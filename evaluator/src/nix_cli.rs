@@ -212,7 +212,11 @@ fn execute(c: Cmdline) -> u8 {
         match res {
             Ok(lines) => {
                 for l in lines {
-                    let _ = writeln!(stdout, "{l}");
+                    if c.mode == Some(OutputMode::Raw) && c.eval {
+                        let _ = write!(stdout, "{l}");
+                    } else {
+                        let _ = writeln!(stdout, "{l}");
+                    }
                 }
             }
             Err(e) => {
