@@ -3,8 +3,10 @@
 
 #![allow(dead_code)]
 
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Runs a Nix command; panics with its stderr on failure. Fails loudly (not
 /// silently passing) when Nix is missing.
@@ -85,4 +87,68 @@ pub fn nix_keypair(dir: &Path, name: &str) -> (PathBuf, String) {
     ]);
     let public = std::fs::read_to_string(&pk).unwrap().trim().to_owned();
     (sk, public)
+}
+
+/// A running s3s-fs, killed on drop.
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+    pub root: PathBuf,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn s3s_fs_binary() -> PathBuf {
+    let in_cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|c| c.join("bin/s3s-fs"));
+    if let Some(p) = in_cargo_home.filter(|p| p.exists()) {
+        return p;
+    }
+    if let Ok(out) = Command::new("sh")
+        .args(["-c", "command -v s3s-fs"])
+        .output()
+    {
+        if out.status.success() {
+            return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        }
+    }
+    panic!(
+        "s3s-fs is not installed: run scripts/setup-test-deps.sh \
+         (cargo install s3s-fs --version 0.14.1 --features binary --locked)"
+    );
+}
+
+/// Starts s3s-fs on a free 127.0.0.1 port serving `root` (buckets are its
+/// subdirectories), with the given access/secret key or anonymous.
+pub fn start_s3(root: PathBuf, keys: Option<(&str, &str)>) -> S3Server {
+    let bin = s3s_fs_binary();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let mut cmd = Command::new(&bin);
+    cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+    if let Some((ak, sk)) = keys {
+        cmd.args(["--access-key", ak, "--secret-key", sk]);
+    }
+    let child = cmd
+        .arg(&root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let server = S3Server { child, port, root };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "s3s-fs did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
 }
