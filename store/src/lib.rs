@@ -15,3 +15,5 @@ pub mod nixbase32;
 pub mod path;
 pub mod binary_cache;
 pub mod derivation;
+pub mod settings;
+pub mod activity;
