@@ -3,7 +3,11 @@
 use std::process::Command;
 
 fn b3(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_b3")).args(args).current_dir("/").output().expect("run b3");
+    let o = Command::new(env!("CARGO_BIN_EXE_b3"))
+        .args(args)
+        .current_dir("/")
+        .output()
+        .expect("run b3");
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -28,7 +32,17 @@ fn eval_json_and_raw_output() {
 
 #[test]
 fn arg_and_argstr_take_two_values() {
-    let (code, out, err) = b3(&["eval", "--arg", "a", "40 + 1", "--argstr", "b", "x", "-E", "{ a, b }: \"${toString a}${b}\""]);
+    let (code, out, err) = b3(&[
+        "eval",
+        "--arg",
+        "a",
+        "40 + 1",
+        "--argstr",
+        "b",
+        "x",
+        "-E",
+        "{ a, b }: \"${toString a}${b}\"",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "\"41x\"\n");
 }
@@ -55,7 +69,10 @@ fn instantiate_parse_prints_nix_ast() {
         .expect("run");
     assert!(child.status.success());
     child.stdout.retain(|c| *c != b'\n');
-    assert_eq!(String::from_utf8_lossy(&child.stdout), "({ x, y }: (__sub x y))");
+    assert_eq!(
+        String::from_utf8_lossy(&child.stdout),
+        "({ x, y }: (__sub x y))"
+    );
 }
 
 #[test]

@@ -3,5 +3,7 @@
 //! command line as `b3 instantiate`).
 
 fn main() -> std::process::ExitCode {
-    std::process::ExitCode::from(b3_evaluator::nix_cli::run_args(std::env::args().skip(1).collect()))
+    std::process::ExitCode::from(b3_evaluator::nix_cli::run_args(
+        std::env::args().skip(1).collect(),
+    ))
 }

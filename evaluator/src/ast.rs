@@ -16,21 +16,50 @@ use crate::value::{Sym, Value};
 pub enum Expr {
     Lit(Value),
     Var(u32, u32),
-    WithVar { name: Sym, withs: Vec<u32>, pos: Pos },
+    WithVar {
+        name: Sym,
+        withs: Vec<u32>,
+        pos: Pos,
+    },
     /// String interpolation: every part coerced to a string and concatenated.
     Interp(Vec<Expr>, Pos),
     /// Path with interpolation: parts concatenated, then canonicalised.
     PathInterp(Vec<Expr>, Pos),
     Attrs(Box<AttrsExpr>),
     List(Vec<Expr>),
-    Select { e: Box<Expr>, path: Vec<AttrName>, default: Option<Box<Expr>>, pos: Pos },
-    HasAttr { e: Box<Expr>, path: Vec<AttrName> },
-    App { f: Box<Expr>, args: Vec<Expr>, pos: Pos },
+    Select {
+        e: Box<Expr>,
+        path: Vec<AttrName>,
+        default: Option<Box<Expr>>,
+        pos: Pos,
+    },
+    HasAttr {
+        e: Box<Expr>,
+        path: Vec<AttrName>,
+    },
+    App {
+        f: Box<Expr>,
+        args: Vec<Expr>,
+        pos: Pos,
+    },
     Lambda(Box<Lambda>),
     Let(Box<AttrsExpr>, Box<Expr>),
-    With { ns: Box<Expr>, body: Box<Expr> },
-    If { c: Box<Expr>, t: Box<Expr>, e: Box<Expr>, pos: Pos },
-    Assert { c: Box<Expr>, body: Box<Expr>, pos: Pos, text: String },
+    With {
+        ns: Box<Expr>,
+        body: Box<Expr>,
+    },
+    If {
+        c: Box<Expr>,
+        t: Box<Expr>,
+        e: Box<Expr>,
+        pos: Pos,
+    },
+    Assert {
+        c: Box<Expr>,
+        body: Box<Expr>,
+        pos: Pos,
+        text: String,
+    },
     Not(Box<Expr>, Pos),
     Neg(Box<Expr>, Pos),
     Bin(BinOp, Box<Expr>, Box<Expr>, Pos),
@@ -89,7 +118,11 @@ pub struct Lambda {
 #[derive(Debug)]
 pub enum Param {
     Ident(Sym),
-    Pattern { formals: Vec<Formal>, ellipsis: bool, at: Option<Sym> },
+    Pattern {
+        formals: Vec<Formal>,
+        ellipsis: bool,
+        at: Option<Sym>,
+    },
 }
 
 #[derive(Debug)]
@@ -161,7 +194,13 @@ pub(crate) struct Builder {
 
 impl Builder {
     pub(crate) fn new(rec: bool) -> Self {
-        Builder { rec, statics: Vec::new(), index: FxHashMap::default(), dynamics: Vec::new(), froms: Vec::new() }
+        Builder {
+            rec,
+            statics: Vec::new(),
+            index: FxHashMap::default(),
+            dynamics: Vec::new(),
+            froms: Vec::new(),
+        }
     }
 }
 
@@ -180,7 +219,15 @@ impl<'a> Lowerer<'a> {
             }
             scopes.push(Scope::Names(m));
         }
-        Lowerer { file, base_dir, home: std::env::var("HOME").ok(), scopes, pipe_ops: false, lints: [crate::eval::Lint::Off; 3], raw_bytes: false }
+        Lowerer {
+            file,
+            base_dir,
+            home: std::env::var("HOME").ok(),
+            scopes,
+            pipe_ops: false,
+            lints: [crate::eval::Lint::Off; 3],
+            raw_bytes: false,
+        }
     }
 
     fn lint(&self, which: usize, msg: String, pos: Pos) -> Result<(), EvalError> {
@@ -195,7 +242,11 @@ impl<'a> Lowerer<'a> {
     }
 
     fn lit_str(&self, s: &str, pos: Pos) -> Result<Value, EvalError> {
-        let bytes = if self.raw_bytes { unescape_raw(s) } else { s.as_bytes().to_vec() };
+        let bytes = if self.raw_bytes {
+            unescape_raw(s)
+        } else {
+            s.as_bytes().to_vec()
+        };
         if bytes.contains(&0) {
             let shown = String::from_utf8_lossy(&bytes).replace('\0', "\u{2400}");
             return Err(EvalError::other(
@@ -207,10 +258,16 @@ impl<'a> Lowerer<'a> {
     }
 
     fn pos(&self, n: &rnix::SyntaxNode) -> Pos {
-        Pos { file: self.file, off: u32::from(n.text_range().start()) }
+        Pos {
+            file: self.file,
+            off: u32::from(n.text_range().start()),
+        }
     }
     fn tpos(&self, t: &rnix::SyntaxToken) -> Pos {
-        Pos { file: self.file, off: u32::from(t.text_range().start()) }
+        Pos {
+            file: self.file,
+            off: u32::from(t.text_range().start()),
+        }
     }
 
     fn resolve(&self, name: &str, skip: usize, pos: Pos) -> Result<Expr, EvalError> {
@@ -228,15 +285,28 @@ impl<'a> Lowerer<'a> {
             }
         }
         if withs.is_empty() {
-            return Err(EvalError::other(format!("undefined variable '{name}'"), pos));
+            return Err(EvalError::other(
+                format!("undefined variable '{name}'"),
+                pos,
+            ));
         }
-        Ok(Expr::WithVar { name: name.into(), withs, pos })
+        Ok(Expr::WithVar {
+            name: name.into(),
+            withs,
+            pos,
+        })
     }
 
     pub fn lower_root(&mut self, root: &ast::Root) -> Result<Expr, EvalError> {
         match root.expr() {
             Some(e) => self.lower(&e),
-            None => Err(perr("syntax error, unexpected end of file", Pos { file: self.file, off: 0 })),
+            None => Err(perr(
+                "syntax error, unexpected end of file",
+                Pos {
+                    file: self.file,
+                    off: 0,
+                },
+            )),
         }
     }
 
@@ -261,10 +331,17 @@ impl<'a> Lowerer<'a> {
                 }
                 args.reverse();
                 let _ = fpos;
-                Expr::App { f: Box::new(self.sub(f, a.syntax())?), args, pos }
+                Expr::App {
+                    f: Box::new(self.sub(f, a.syntax())?),
+                    args,
+                    pos,
+                }
             }
             ast::Expr::Assert(a) => {
-                let text = a.condition().map(|c| c.syntax().to_string()).unwrap_or_default();
+                let text = a
+                    .condition()
+                    .map(|c| c.syntax().to_string())
+                    .unwrap_or_default();
                 Expr::Assert {
                     c: Box::new(self.sub(a.condition(), a.syntax())?),
                     body: Box::new(self.sub(a.body(), a.syntax())?),
@@ -286,7 +363,12 @@ impl<'a> Lowerer<'a> {
                     None => None,
                 };
                 let pos = s.attrpath().map(|p| self.pos(p.syntax())).unwrap_or(pos);
-                Expr::Select { e: Box::new(self.sub(s.expr(), s.syntax())?), path, default, pos }
+                Expr::Select {
+                    e: Box::new(self.sub(s.expr(), s.syntax())?),
+                    path,
+                    default,
+                    pos,
+                }
             }
             ast::Expr::Str(s) => self.lower_str(s)?,
             ast::Expr::PathAbs(p) => {
@@ -307,20 +389,37 @@ impl<'a> Lowerer<'a> {
                 self.lower_path(p.parts(), pos, true)?
             }
             ast::Expr::PathSearch(p) => {
-                let text = p.content().map(|c| c.text().to_string()).unwrap_or_default();
-                let inner = text.trim_start_matches('<').trim_end_matches('>').to_string();
+                let text = p
+                    .content()
+                    .map(|c| c.text().to_string())
+                    .unwrap_or_default();
+                let inner = text
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string();
                 let ff = self.resolve("__findFile", 0, pos)?;
                 let np = self.resolve("__nixPath", 0, pos)?;
-                Expr::App { f: Box::new(ff), args: vec![np, Expr::Lit(Value::str(inner))], pos }
+                Expr::App {
+                    f: Box::new(ff),
+                    args: vec![np, Expr::Lit(Value::str(inner))],
+                    pos,
+                }
             }
             ast::Expr::Literal(l) => match l.kind() {
                 ast::LiteralKind::Integer(i) => match i.value() {
                     Ok(v) => Expr::Lit(Value::Int(v)),
-                    Err(_) => return Err(perr(format!("invalid integer '{}'", i.syntax().text()), pos)),
+                    Err(_) => {
+                        return Err(perr(
+                            format!("invalid integer '{}'", i.syntax().text()),
+                            pos,
+                        ))
+                    }
                 },
                 ast::LiteralKind::Float(f) => match f.value() {
                     Ok(v) => Expr::Lit(Value::Float(v)),
-                    Err(_) => return Err(perr(format!("invalid float '{}'", f.syntax().text()), pos)),
+                    Err(_) => {
+                        return Err(perr(format!("invalid float '{}'", f.syntax().text()), pos))
+                    }
                 },
                 ast::LiteralKind::Uri(u) => {
                     let t = u.syntax().text();
@@ -348,7 +447,10 @@ impl<'a> Lowerer<'a> {
                 }
                 let mut body = None;
                 let attrs = self.lower_builder(b, true, Some((&mut body, l.body(), l.syntax())))?;
-                Expr::Let(Box::new(attrs), Box::new(body.ok_or_else(|| perr("syntax error", pos))?))
+                Expr::Let(
+                    Box::new(attrs),
+                    Box::new(body.ok_or_else(|| perr("syntax error", pos))?),
+                )
             }
             ast::Expr::List(l) => {
                 let mut items = Vec::new();
@@ -380,7 +482,10 @@ impl<'a> Lowerer<'a> {
                     K::NotEqual => BinOp::Neq,
                     K::Or => BinOp::Or,
                     K::PipeRight | K::PipeLeft if !self.pipe_ops => {
-                        return Err(perr("experimental Nix feature 'pipe-operators' is disabled", pos))
+                        return Err(perr(
+                            "experimental Nix feature 'pipe-operators' is disabled",
+                            pos,
+                        ))
                     }
                     K::PipeRight => BinOp::PipeRight,
                     K::PipeLeft => BinOp::PipeLeft,
@@ -423,7 +528,10 @@ impl<'a> Lowerer<'a> {
                 self.scopes.push(Scope::With);
                 let body = self.sub(w.body(), w.syntax());
                 self.scopes.pop();
-                Expr::With { ns: Box::new(ns), body: Box::new(body?) }
+                Expr::With {
+                    ns: Box::new(ns),
+                    body: Box::new(body?),
+                }
             }
             ast::Expr::HasAttr(h) => Expr::HasAttr {
                 e: Box::new(self.sub(h.expr(), h.syntax())?),
@@ -433,7 +541,11 @@ impl<'a> Lowerer<'a> {
         })
     }
 
-    fn lower_attrpath(&mut self, p: Option<ast::Attrpath>, parent: &rnix::SyntaxNode) -> Result<Vec<AttrName>, EvalError> {
+    fn lower_attrpath(
+        &mut self,
+        p: Option<ast::Attrpath>,
+        parent: &rnix::SyntaxNode,
+    ) -> Result<Vec<AttrName>, EvalError> {
         let p = p.ok_or_else(|| perr("syntax error", self.pos(parent)))?;
         let mut out = Vec::new();
         for a in p.attrs() {
@@ -500,7 +612,12 @@ impl<'a> Lowerer<'a> {
         Ok(Expr::Interp(out, pos))
     }
 
-    fn lower_path(&mut self, parts: Vec<InterpolPart<ast::PathContent>>, pos: Pos, home: bool) -> Result<Expr, EvalError> {
+    fn lower_path(
+        &mut self,
+        parts: Vec<InterpolPart<ast::PathContent>>,
+        pos: Pos,
+        home: bool,
+    ) -> Result<Expr, EvalError> {
         let mut out = Vec::new();
         let mut first = true;
         let n = parts.len();
@@ -542,13 +659,22 @@ impl<'a> Lowerer<'a> {
         let param = l.param().ok_or_else(|| perr("syntax error", pos))?;
         match param {
             ast::Param::IdentParam(i) => {
-                let name: Sym = i.ident().map(|i| i.syntax().text().to_string()).unwrap_or_default().into();
+                let name: Sym = i
+                    .ident()
+                    .map(|i| i.syntax().text().to_string())
+                    .unwrap_or_default()
+                    .into();
                 let mut m = FxHashMap::default();
                 m.insert(name.clone(), 0);
                 self.scopes.push(Scope::Names(m));
                 let body = self.sub(l.body(), l.syntax());
                 self.scopes.pop();
-                Ok(Lambda { param: Param::Ident(name), body: body?, pos, name: None })
+                Ok(Lambda {
+                    param: Param::Ident(name),
+                    body: body?,
+                    pos,
+                    name: None,
+                })
             }
             ast::Param::Pattern(p) => {
                 let mut names: Vec<(Sym, Option<ast::Expr>, Pos)> = Vec::new();
@@ -558,7 +684,10 @@ impl<'a> Lowerer<'a> {
                     let name: Sym = id.syntax().text().to_string().into();
                     let epos = self.pos(id.syntax());
                     if m.contains_key(&name) {
-                        return Err(perr(format!("duplicate formal function argument '{name}'"), epos));
+                        return Err(perr(
+                            format!("duplicate formal function argument '{name}'"),
+                            epos,
+                        ));
                     }
                     m.insert(name.clone(), names.len() as u32);
                     names.push((name, e.default(), epos));
@@ -569,7 +698,10 @@ impl<'a> Lowerer<'a> {
                     .map(|i| i.syntax().text().to_string().into());
                 if let Some(a) = &at {
                     if m.contains_key(a) {
-                        return Err(perr(format!("duplicate formal function argument '{a}'"), pos));
+                        return Err(perr(
+                            format!("duplicate formal function argument '{a}'"),
+                            pos,
+                        ));
                     }
                     m.insert(a.clone(), names.len() as u32);
                 }
@@ -581,7 +713,11 @@ impl<'a> Lowerer<'a> {
                             Some(d) => Some(self.lower(&d)?),
                             None => None,
                         };
-                        formals.push(Formal { name, default, pos: fpos });
+                        formals.push(Formal {
+                            name,
+                            default,
+                            pos: fpos,
+                        });
                     }
                     let body = self.sub(l.body(), l.syntax())?;
                     Ok((formals, body))
@@ -589,7 +725,11 @@ impl<'a> Lowerer<'a> {
                 self.scopes.pop();
                 let (formals, body) = res?;
                 Ok(Lambda {
-                    param: Param::Pattern { formals, ellipsis: p.ellipsis_token().is_some(), at },
+                    param: Param::Pattern {
+                        formals,
+                        ellipsis: p.ellipsis_token().is_some(),
+                        at,
+                    },
                     body,
                     pos,
                     name: None,
@@ -598,7 +738,11 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    pub(crate) fn ingest(&mut self, b: &mut Builder, node: &impl HasEntry) -> Result<(), EvalError> {
+    pub(crate) fn ingest(
+        &mut self,
+        b: &mut Builder,
+        node: &impl HasEntry,
+    ) -> Result<(), EvalError> {
         for entry in node.entries() {
             match entry {
                 ast::Entry::AttrpathValue(av) => {
@@ -607,13 +751,17 @@ impl<'a> Lowerer<'a> {
                         .ok_or_else(|| perr("syntax error", self.pos(av.syntax())))?
                         .attrs()
                         .collect();
-                    let value = av.value().ok_or_else(|| perr("syntax error", self.pos(av.syntax())))?;
+                    let value = av
+                        .value()
+                        .ok_or_else(|| perr("syntax error", self.pos(av.syntax())))?;
                     self.add(b, &path, value)?;
                 }
                 ast::Entry::Inherit(inh) => {
                     let from = match inh.from() {
                         Some(f) => {
-                            let e = f.expr().ok_or_else(|| perr("syntax error", self.pos(f.syntax())))?;
+                            let e = f
+                                .expr()
+                                .ok_or_else(|| perr("syntax error", self.pos(f.syntax())))?;
                             b.froms.push(e);
                             Some(b.froms.len() - 1)
                         }
@@ -623,7 +771,9 @@ impl<'a> Lowerer<'a> {
                         let apos = self.pos(a.syntax());
                         let name: Sym = match self.static_name(&a) {
                             Some(n) => n.into(),
-                            None => return Err(perr("dynamic attributes not allowed in inherit", apos)),
+                            None => {
+                                return Err(perr("dynamic attributes not allowed in inherit", apos))
+                            }
                         };
                         if b.index.contains_key(&name) {
                             return Err(perr(format!("attribute '{name}' already defined"), apos));
@@ -641,7 +791,12 @@ impl<'a> Lowerer<'a> {
         Ok(())
     }
 
-    fn add(&mut self, b: &mut Builder, path: &[ast::Attr], value: ast::Expr) -> Result<(), EvalError> {
+    fn add(
+        &mut self,
+        b: &mut Builder,
+        path: &[ast::Attr],
+        value: ast::Expr,
+    ) -> Result<(), EvalError> {
         let first = &path[0];
         let apos = self.pos(first.syntax());
         match self.static_name(first) {
@@ -657,19 +812,14 @@ impl<'a> Lowerer<'a> {
                         *existing = BEntry::Nested(nb);
                     }
                     let existing = &mut b.statics[i].1;
-                    match existing {
-                        BEntry::Nested(nb) => {
-                            if path.len() > 1 {
-                                return self.add(nb, &path[1..], value);
-                            }
-                            if let ast::Expr::AttrSet(lit) = &value {
-                                return self.ingest(nb, lit);
-                            }
+                    if let BEntry::Nested(nb) = existing {
+                        if path.len() > 1 {
+                            return self.add(nb, &path[1..], value);
                         }
-                        _ => {}
+                        if let ast::Expr::AttrSet(lit) = &value {
+                            return self.ingest(nb, lit);
+                        }
                     }
-                    let full: Vec<String> = path.iter().map(|a| a.syntax().to_string()).collect();
-                    let _ = full;
                     return Err(perr(format!("attribute '{name}' already defined"), apos));
                 }
                 let ent = if path.len() > 1 {
@@ -696,7 +846,14 @@ impl<'a> Lowerer<'a> {
         Ok(())
     }
 
-    fn lower_entry(&mut self, e: BEntry, name: &Sym, pos: Pos, skip: usize, nstatics: usize) -> Result<Expr, EvalError> {
+    fn lower_entry(
+        &mut self,
+        e: BEntry,
+        name: &Sym,
+        pos: Pos,
+        skip: usize,
+        nstatics: usize,
+    ) -> Result<Expr, EvalError> {
         Ok(match e {
             BEntry::Value(v) => {
                 let mut x = self.lower(&v)?;
@@ -756,7 +913,13 @@ impl<'a> Lowerer<'a> {
             if let Some((slot, e, parent)) = body {
                 *slot = Some(self.sub(e, parent)?);
             }
-            Ok(AttrsExpr { frame, rec, statics, dynamics, froms })
+            Ok(AttrsExpr {
+                frame,
+                rec,
+                statics,
+                dynamics,
+                froms,
+            })
         })();
         if frame {
             self.scopes.pop();
@@ -824,7 +987,10 @@ pub fn parse(
     let parsed = rnix::Root::parse(text);
     if let Some(e) = parsed.errors().first() {
         let off = parse_error_offset(e).min(text.len() as u32);
-        return Err(perr(format!("syntax error, {}", parse_error_text(e)), Pos { file, off }));
+        return Err(perr(
+            format!("syntax error, {}", parse_error_text(e)),
+            Pos { file, off },
+        ));
     }
     let root = parsed.tree();
     let mut l = Lowerer::new(file, base_dir, globals, extra);
@@ -837,9 +1003,11 @@ pub fn parse(
 fn parse_error_offset(e: &rnix::ParseError) -> u32 {
     use rnix::ParseError as P;
     match e {
-        P::Unexpected(r) | P::UnexpectedExtra(r) | P::UnexpectedWanted(_, r, _) | P::UnexpectedDoubleBind(r) | P::DuplicatedArgs(r, _) => {
-            u32::from(r.start())
-        }
+        P::Unexpected(r)
+        | P::UnexpectedExtra(r)
+        | P::UnexpectedWanted(_, r, _)
+        | P::UnexpectedDoubleBind(r)
+        | P::DuplicatedArgs(r, _) => u32::from(r.start()),
         P::UnexpectedEOF | P::UnexpectedEOFWanted(_) => u32::MAX,
         _ => 0,
     }

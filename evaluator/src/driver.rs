@@ -38,7 +38,9 @@ pub fn with_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
 }
 
 pub fn cwd() -> String {
-    std::env::current_dir().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| "/".into())
+    std::env::current_dir()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "/".into())
 }
 
 /// Parses `-I`/`NIX_PATH` entries (`prefix=path` or `path`).
@@ -63,7 +65,11 @@ fn abs(p: &str) -> String {
 
 pub fn nix_path_from_env() -> Vec<String> {
     match std::env::var("NIX_PATH") {
-        Ok(s) => s.split(':').filter(|x| !x.is_empty()).map(|x| x.to_string()).collect(),
+        Ok(s) => s
+            .split(':')
+            .filter(|x| !x.is_empty())
+            .map(|x| x.to_string())
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -84,9 +90,17 @@ impl Ev {
             match a {
                 AutoArg::Expr(n, e) => {
                     let e = self.parse_source(e, "«string»", false, &cwd(), None)?;
-                    v.push((Rc::from(n.as_str()), Value::thunk(e, &self.globals_env), Pos::none()));
+                    v.push((
+                        Rc::from(n.as_str()),
+                        Value::thunk(e, &self.globals_env),
+                        Pos::none(),
+                    ));
                 }
-                AutoArg::Str(n, s) => v.push((Rc::from(n.as_str()), Value::str(s.as_bytes().to_vec()), Pos::none())),
+                AutoArg::Str(n, s) => v.push((
+                    Rc::from(n.as_str()),
+                    Value::str(s.as_bytes().to_vec()),
+                    Pos::none(),
+                )),
             }
         }
         Ok(Rc::new(Attrs::from_unsorted(v)))
@@ -103,7 +117,9 @@ impl Ev {
                 self.auto_call(&g, args)
             }
             Value::Lambda(c) => match &c.lambda.param {
-                crate::ast::Param::Pattern { formals, ellipsis, .. } => {
+                crate::ast::Param::Pattern {
+                    formals, ellipsis, ..
+                } => {
                     if *ellipsis {
                         return self.apply(&v, Value::Attrs(args.clone()), Pos::none());
                     }
@@ -142,7 +158,14 @@ impl Ev {
                 if let Value::List(l) = self.force(&v)? {
                     match l.get(i) {
                         Some(x) => v = self.force(x)?,
-                        None => return err(format!("list index {i} in selection path '{path}' is out of range"), Pos::none()),
+                        None => {
+                            return err(
+                                format!(
+                                    "list index {i} in selection path '{path}' is out of range"
+                                ),
+                                Pos::none(),
+                            )
+                        }
                     }
                     v = self.auto_call(&v, args)?;
                     continue;
@@ -159,7 +182,12 @@ impl Ev {
             };
             match a.get(&comp) {
                 Some(x) => v = self.force(x)?,
-                None => return err(format!("attribute '{comp}' in selection path '{path}' not found"), Pos::none()),
+                None => {
+                    return err(
+                        format!("attribute '{comp}' in selection path '{path}' not found"),
+                        Pos::none(),
+                    )
+                }
             }
             v = self.auto_call(&v, args)?;
         }
@@ -176,7 +204,14 @@ impl Ev {
             OutputMode::Json => {
                 let mut out = Vec::new();
                 let mut ctx = Context::new();
-                crate::builtins::json::write_json(self, &v, &mut out, &mut ctx, Pos::none(), false)?;
+                crate::builtins::json::write_json(
+                    self,
+                    &v,
+                    &mut out,
+                    &mut ctx,
+                    Pos::none(),
+                    false,
+                )?;
                 String::from_utf8_lossy(&out).into_owned()
             }
             OutputMode::Xml => {

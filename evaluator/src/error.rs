@@ -41,7 +41,14 @@ pub struct Inner {
 
 impl EvalError {
     pub fn new(kind: ErrorKind, msg: impl Into<String>, pos: Pos) -> Self {
-        EvalError { inner: Box::new(Inner { kind, msg: msg.into(), pos, trace: Vec::new() }) }
+        EvalError {
+            inner: Box::new(Inner {
+                kind,
+                msg: msg.into(),
+                pos,
+                trace: Vec::new(),
+            }),
+        }
     }
     pub fn other(msg: impl Into<String>, pos: Pos) -> Self {
         Self::new(ErrorKind::Other, msg, pos)
@@ -64,7 +71,10 @@ impl EvalError {
     }
     pub fn with_frame(mut self, pos: Pos, msg: impl Into<String>) -> Self {
         if self.inner.trace.len() < 10_000 {
-            self.inner.trace.push(Frame { pos, msg: msg.into() });
+            self.inner.trace.push(Frame {
+                pos,
+                msg: msg.into(),
+            });
         }
         self
     }
@@ -121,7 +131,12 @@ fn frame(pos: Pos, lead: &str) -> String {
     }
     if let Some(t) = r.file.line_text(r.line) {
         let _ = writeln!(out, "{pad}{:>8}| {}", r.line, t);
-        let _ = writeln!(out, "{pad}{:>8}| {}^", "", " ".repeat(r.col.saturating_sub(1) as usize));
+        let _ = writeln!(
+            out,
+            "{pad}{:>8}| {}^",
+            "",
+            " ".repeat(r.col.saturating_sub(1) as usize)
+        );
     }
     if let Some(t) = r.file.line_text(r.line + 1) {
         let _ = writeln!(out, "{pad}{:>8}| {}", r.line + 1, t);

@@ -82,7 +82,11 @@ impl Ev {
     }
 
     pub fn sym(&self, s: &'static str) -> Sym {
-        self.sym_cache.borrow_mut().entry(s).or_insert_with(|| Rc::from(s)).clone()
+        self.sym_cache
+            .borrow_mut()
+            .entry(s)
+            .or_insert_with(|| Rc::from(s))
+            .clone()
     }
 
     pub fn has_feature(&self, f: &str) -> bool {
@@ -106,7 +110,11 @@ impl Ev {
                 ThunkState::Done(v) => return Ok(v.clone()),
                 ThunkState::Failed(e) => return Err(e.clone()),
                 ThunkState::Blackhole => {
-                    return Err(EvalError::new(ErrorKind::InfiniteRecursion, "infinite recursion encountered", Pos::none()))
+                    return Err(EvalError::new(
+                        ErrorKind::InfiniteRecursion,
+                        "infinite recursion encountered",
+                        Pos::none(),
+                    ))
                 }
                 _ => {}
             }
@@ -137,7 +145,10 @@ impl Ev {
         match e {
             Expr::Lit(v) => v.clone(),
             Expr::Var(d, i) if !building || *d > 0 => env.lookup(*d, *i),
-            Expr::Lambda(l) => Value::Lambda(Rc::new(Closure { lambda: l, env: env.clone() })),
+            Expr::Lambda(l) => Value::Lambda(Rc::new(Closure {
+                lambda: l,
+                env: env.clone(),
+            })),
             _ => Value::thunk(e, env),
         }
     }
@@ -147,25 +158,53 @@ impl Ev {
     pub fn force_int(&self, v: &Value, pos: Pos) -> R<i64> {
         match self.force(v)? {
             Value::Int(i) => Ok(i),
-            v => err(format!("expected an integer but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+            v => err(
+                format!(
+                    "expected an integer but found {}: {}",
+                    v.type_name(),
+                    self.show_short(&v)
+                ),
+                pos,
+            ),
         }
     }
     pub fn force_bool(&self, v: &Value, pos: Pos) -> R<bool> {
         match self.force(v)? {
             Value::Bool(b) => Ok(b),
-            v => err(format!("expected a Boolean but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+            v => err(
+                format!(
+                    "expected a Boolean but found {}: {}",
+                    v.type_name(),
+                    self.show_short(&v)
+                ),
+                pos,
+            ),
         }
     }
     pub fn force_attrs(&self, v: &Value, pos: Pos) -> R<Rc<Attrs>> {
         match self.force(v)? {
             Value::Attrs(a) => Ok(a),
-            v => err(format!("expected a set but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+            v => err(
+                format!(
+                    "expected a set but found {}: {}",
+                    v.type_name(),
+                    self.show_short(&v)
+                ),
+                pos,
+            ),
         }
     }
     pub fn force_list(&self, v: &Value, pos: Pos) -> R<Rc<Vec<Value>>> {
         match self.force(v)? {
             Value::List(l) => Ok(l),
-            v => err(format!("expected a list but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+            v => err(
+                format!(
+                    "expected a list but found {}: {}",
+                    v.type_name(),
+                    self.show_short(&v)
+                ),
+                pos,
+            ),
         }
     }
     pub fn force_fn(&self, v: &Value, pos: Pos) -> R<Value> {
@@ -173,14 +212,28 @@ impl Ev {
         match &v {
             Value::Lambda(_) | Value::PrimOp(_) | Value::PrimOpApp(..) => Ok(v),
             Value::Attrs(a) if a.get("__functor").is_some() => Ok(v),
-            _ => err(format!("expected a function but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+            _ => err(
+                format!(
+                    "expected a function but found {}: {}",
+                    v.type_name(),
+                    self.show_short(&v)
+                ),
+                pos,
+            ),
         }
     }
     /// A string value (no coercion); returns the NixStr.
     pub fn force_str(&self, v: &Value, pos: Pos) -> R<Rc<NixStr>> {
         match self.force(v)? {
             Value::Str(s) => Ok(s),
-            v => err(format!("expected a string but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+            v => err(
+                format!(
+                    "expected a string but found {}: {}",
+                    v.type_name(),
+                    self.show_short(&v)
+                ),
+                pos,
+            ),
         }
     }
     /// A string without context requirement, as UTF-8 (lossy).
@@ -191,7 +244,14 @@ impl Ev {
         match self.force(v)? {
             Value::Int(i) => Ok(i as f64),
             Value::Float(f) => Ok(f),
-            v => err(format!("expected a float but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+            v => err(
+                format!(
+                    "expected a float but found {}: {}",
+                    v.type_name(),
+                    self.show_short(&v)
+                ),
+                pos,
+            ),
         }
     }
 
@@ -229,21 +289,32 @@ impl Ev {
                     self.coerce_into(&v, &mut s, &mut ctx, false, false, *pos)?;
                 }
                 if !ctx.is_empty() {
-                    return err("a string that refers to a store path cannot be appended to a path", *pos);
+                    return err(
+                        "a string that refers to a store path cannot be appended to a path",
+                        *pos,
+                    );
                 }
                 let s = String::from_utf8_lossy(&s).into_owned();
                 Ok(Value::Path(ast::canon_path(&s).into()))
             }
             Expr::HomePath(rest, pos) => {
-                let home = std::env::var("HOME").map_err(|_| EvalError::other("HOME is not set", *pos))?;
-                Ok(Value::Path(ast::canon_path(&format!("{home}{rest}")).into()))
+                let home =
+                    std::env::var("HOME").map_err(|_| EvalError::other("HOME is not set", *pos))?;
+                Ok(Value::Path(
+                    ast::canon_path(&format!("{home}{rest}")).into(),
+                ))
             }
             Expr::Attrs(a) => self.eval_attrs(a, env),
             Expr::List(items) => {
                 let v: Vec<Value> = items.iter().map(|i| self.mk_thunk(i, env, false)).collect();
                 Ok(Value::list(v))
             }
-            Expr::Select { e, path, default, pos } => {
+            Expr::Select {
+                e,
+                path,
+                default,
+                pos,
+            } => {
                 let mut v = self.eval(e, env)?;
                 for name in path {
                     let key = self.attr_name(name, env)?;
@@ -252,13 +323,23 @@ impl Ev {
                         _ if default.is_some() => None,
                         other => {
                             return err(
-                                format!("expected a set but found {}: {}", other.type_name(), self.show_short(other)),
+                                format!(
+                                    "expected a set but found {}: {}",
+                                    other.type_name(),
+                                    self.show_short(other)
+                                ),
                                 *pos,
                             )
                         }
                     };
                     match found {
-                        Some(x) => v = self.force(&x).map_err(|er| self.frame(er, *pos, || format!("while evaluating the attribute '{key}'")))?,
+                        Some(x) => {
+                            v = self.force(&x).map_err(|er| {
+                                self.frame(er, *pos, || {
+                                    format!("while evaluating the attribute '{key}'")
+                                })
+                            })?
+                        }
                         None => {
                             if let Some(d) = default {
                                 return self.eval(d, env);
@@ -297,7 +378,10 @@ impl Ev {
                 }
                 Ok(fv)
             }
-            Expr::Lambda(l) => Ok(Value::Lambda(Rc::new(Closure { lambda: l, env: env.clone() }))),
+            Expr::Lambda(l) => Ok(Value::Lambda(Rc::new(Closure {
+                lambda: l,
+                env: env.clone(),
+            }))),
             Expr::Let(a, body) => {
                 let new_env = self.build_frame(a, env)?;
                 self.eval(body, &new_env)
@@ -313,10 +397,16 @@ impl Ev {
                     Value::Bool(b) => b,
                     v => {
                         return err(
-                            format!("expected a Boolean but found {}: {}", v.type_name(), self.show_short(&v)),
+                            format!(
+                                "expected a Boolean but found {}: {}",
+                                v.type_name(),
+                                self.show_short(&v)
+                            ),
                             *pos,
                         )
-                        .map_err(|e: EvalError| self.frame(e, *pos, || "while evaluating a branch condition".into()))
+                        .map_err(|e: EvalError| {
+                            self.frame(e, *pos, || "while evaluating a branch condition".into())
+                        })
                     }
                 };
                 self.eval(if b { t } else { e }, env)
@@ -325,15 +415,33 @@ impl Ev {
                 let cv = self.eval(c, env)?;
                 match cv {
                     Value::Bool(true) => self.eval(body, env),
-                    Value::Bool(false) => Err(EvalError::new(ErrorKind::Assert, format!("assertion '{text}' failed"), *pos)),
-                    v => err(format!("expected a Boolean but found {}: {}", v.type_name(), self.show_short(&v)), *pos),
+                    Value::Bool(false) => Err(EvalError::new(
+                        ErrorKind::Assert,
+                        format!("assertion '{text}' failed"),
+                        *pos,
+                    )),
+                    v => err(
+                        format!(
+                            "expected a Boolean but found {}: {}",
+                            v.type_name(),
+                            self.show_short(&v)
+                        ),
+                        *pos,
+                    ),
                 }
             }
             Expr::Not(x, pos) => {
                 let v = self.eval(x, env)?;
                 match v {
                     Value::Bool(b) => Ok(Value::Bool(!b)),
-                    v => err(format!("expected a Boolean but found {}: {}", v.type_name(), self.show_short(&v)), *pos),
+                    v => err(
+                        format!(
+                            "expected a Boolean but found {}: {}",
+                            v.type_name(),
+                            self.show_short(&v)
+                        ),
+                        *pos,
+                    ),
                 }
             }
             Expr::Neg(x, pos) => {
@@ -358,7 +466,11 @@ impl Ev {
             Some(r) => Value::attrs(Attrs {
                 entries: vec![
                     (self.sym("column"), Value::Int(r.col as i64), Pos::none()),
-                    (self.sym("file"), Value::str(r.file.name.as_bytes().to_vec()), Pos::none()),
+                    (
+                        self.sym("file"),
+                        Value::str(r.file.name.as_bytes().to_vec()),
+                        Pos::none(),
+                    ),
                     (self.sym("line"), Value::Int(r.line as i64), Pos::none()),
                 ],
             }),
@@ -374,7 +486,11 @@ impl Ev {
                 match v {
                     Value::Str(s) => Ok(Rc::from(s.lossy().as_str())),
                     v => err(
-                        format!("expected a string but found {}: {}", v.type_name(), self.show_short(&v)),
+                        format!(
+                            "expected a string but found {}: {}",
+                            v.type_name(),
+                            self.show_short(&v)
+                        ),
                         Pos::none(),
                     ),
                 }
@@ -400,7 +516,11 @@ impl Ev {
         let building = a.rec;
         let mut slots = Vec::with_capacity(n);
         for (_, e, _) in &a.statics {
-            slots.push(if building { Value::Null } else { self.mk_thunk(e, &new_env, false) });
+            slots.push(if building {
+                Value::Null
+            } else {
+                self.mk_thunk(e, &new_env, false)
+            });
         }
         for f in &a.froms {
             slots.push(self.mk_thunk(f, &new_env, true));
@@ -421,11 +541,16 @@ impl Ev {
         } else {
             (env.clone(), false)
         };
-        let mut entries: Vec<(Sym, Value, Pos)> = Vec::with_capacity(a.statics.len() + a.dynamics.len());
+        let mut entries: Vec<(Sym, Value, Pos)> =
+            Vec::with_capacity(a.statics.len() + a.dynamics.len());
         if a.frame {
             let slots = venv.slots.borrow();
             for (i, (name, e, pos)) in a.statics.iter().enumerate() {
-                let v = if a.rec { slots[i].clone() } else { self.mk_thunk(e, &venv, false) };
+                let v = if a.rec {
+                    slots[i].clone()
+                } else {
+                    self.mk_thunk(e, &venv, false)
+                };
                 entries.push((name.clone(), v, *pos));
             }
         } else {
@@ -444,7 +569,10 @@ impl Ev {
             entries.sort_by(|x, y| x.0.cmp(&y.0));
         }
         if a.rec && a.statics.iter().any(|s| &*s.0 == "__overrides") {
-            let ov = entries.iter().find(|e| &*e.0 == "__overrides").map(|e| e.1.clone());
+            let ov = entries
+                .iter()
+                .find(|e| &*e.0 == "__overrides")
+                .map(|e| e.1.clone());
             if let Some(ov) = ov {
                 let ov = self.force_attrs(&ov, Pos::none())?;
                 for (k, v, p) in &ov.entries {
@@ -465,7 +593,11 @@ impl Ev {
                 Value::Str(s) => s,
                 v => {
                     return err(
-                        format!("expected a string but found {}: {}", v.type_name(), self.show_short(&v)),
+                        format!(
+                            "expected a string but found {}: {}",
+                            v.type_name(),
+                            self.show_short(&v)
+                        ),
                         *pos,
                     )
                 }
@@ -473,7 +605,15 @@ impl Ev {
             let key: Sym = Rc::from(key.lossy().as_str());
             let v = self.mk_thunk(e, &venv, false);
             match entries.binary_search_by(|x| x.0.cmp(&key)) {
-                Ok(_) => return err(format!("dynamic attribute '{key}' already defined at {}", show_pos(*pos)), *pos),
+                Ok(_) => {
+                    return err(
+                        format!(
+                            "dynamic attribute '{key}' already defined at {}",
+                            show_pos(*pos)
+                        ),
+                        *pos,
+                    )
+                }
                 Err(i) => entries.insert(i, (key, v, *pos)),
             }
         }
@@ -508,10 +648,17 @@ impl Ev {
                     let g = self.apply(func, f.clone(), pos)?;
                     self.apply(&g, arg, pos)
                 }
-                None => err("attempt to call something which is not a function but a set", pos),
+                None => err(
+                    "attempt to call something which is not a function but a set",
+                    pos,
+                ),
             },
             v => err(
-                format!("attempt to call something which is not a function but {}: {}", v.type_name(), self.show_short(v)),
+                format!(
+                    "attempt to call something which is not a function but {}: {}",
+                    v.type_name(),
+                    self.show_short(v)
+                ),
                 pos,
             ),
         }
@@ -537,7 +684,11 @@ impl Ev {
     fn enter(&self, pos: Pos) -> R<()> {
         let d = self.depth.get() + 1;
         if d > self.opts.max_call_depth {
-            return Err(EvalError::new(ErrorKind::StackOverflow, "stack overflow; max-call-depth exceeded", pos));
+            return Err(EvalError::new(
+                ErrorKind::StackOverflow,
+                "stack overflow; max-call-depth exceeded",
+                pos,
+            ));
         }
         self.depth.set(d);
         Ok(())
@@ -561,18 +712,24 @@ impl Ev {
         })
     }
 
-    fn call_lambda_inner(&self, c: &Rc<Closure>, l: &'static ast::Lambda, arg: Value, pos: Pos) -> R<Value> {
+    fn call_lambda_inner(
+        &self,
+        c: &Rc<Closure>,
+        l: &'static ast::Lambda,
+        arg: Value,
+        pos: Pos,
+    ) -> R<Value> {
         match &l.param {
             Param::Ident(_) => {
                 let env = Env::new(Some(c.env.clone()), vec![arg]);
                 self.eval(&l.body, &env)
             }
-            Param::Pattern { formals, ellipsis, at } => {
-                let args = self.force_attrs(&arg, pos).map_err(|e| {
-                    let mut e = e;
-                    e.inner.msg = e.inner.msg.replace("expected a set but found", "expected a set but found");
-                    e
-                })?;
+            Param::Pattern {
+                formals,
+                ellipsis,
+                at,
+            } => {
+                let args = self.force_attrs(&arg, pos)?;
                 let n = formals.len() + usize::from(at.is_some());
                 let env = Env::new(Some(c.env.clone()), Vec::with_capacity(n));
                 let mut slots = Vec::with_capacity(n);
@@ -583,23 +740,34 @@ impl Ev {
                             used += 1;
                             slots.push(v.clone());
                         }
-                        None => match &f.default {
-                            Some(d) => slots.push(self.mk_thunk(d, &env, true)),
-                            None => {
-                                let fname = l.name.as_ref().map(|n| format!("'{n}'")).unwrap_or_else(|| "anonymous lambda".into());
-                                return err(
+                        None => {
+                            match &f.default {
+                                Some(d) => slots.push(self.mk_thunk(d, &env, true)),
+                                None => {
+                                    let fname = l
+                                        .name
+                                        .as_ref()
+                                        .map(|n| format!("'{n}'"))
+                                        .unwrap_or_else(|| "anonymous lambda".into());
+                                    return err(
                                     format!("function {fname} called without required argument '{}'", f.name),
                                     pos,
                                 );
+                                }
                             }
-                        },
+                        }
                     }
                 }
                 if !ellipsis && used < args.len() {
                     for (k, _, _) in &args.entries {
                         if !formals.iter().any(|f| &f.name == k) {
-                            let fname = l.name.as_ref().map(|n| format!("'{n}'")).unwrap_or_else(|| "anonymous lambda".into());
-                            let mut msg = format!("function {fname} called with unexpected argument '{k}'");
+                            let fname = l
+                                .name
+                                .as_ref()
+                                .map(|n| format!("'{n}'"))
+                                .unwrap_or_else(|| "anonymous lambda".into());
+                            let mut msg =
+                                format!("function {fname} called with unexpected argument '{k}'");
                             let cands: Vec<&str> = formals.iter().map(|f| &*f.name).collect();
                             if let Some(s) = suggest_from(k, &cands) {
                                 msg.push_str(&format!("\n\nDid you mean {s}?"));
@@ -619,7 +787,14 @@ impl Ev {
 
     // ---------- operators ----------
 
-    fn eval_bin(&self, op: BinOp, l: &'static Expr, r: &'static Expr, env: &Rc<Env>, pos: Pos) -> R<Value> {
+    fn eval_bin(
+        &self,
+        op: BinOp,
+        l: &'static Expr,
+        r: &'static Expr,
+        env: &Rc<Env>,
+        pos: Pos,
+    ) -> R<Value> {
         match op {
             BinOp::And => {
                 if !self.bool_operand(l, env, pos, "&&")? {
@@ -660,8 +835,19 @@ impl Ev {
     fn bool_operand(&self, e: &'static Expr, env: &Rc<Env>, pos: Pos, op: &str) -> R<bool> {
         match self.eval(e, env)? {
             Value::Bool(b) => Ok(b),
-            v => err(format!("expected a Boolean but found {}: {}", v.type_name(), self.show_short(&v)), pos)
-                .map_err(|e: EvalError| self.frame(e, pos, || format!("in the left operand of the {op} operator"))),
+            v => err(
+                format!(
+                    "expected a Boolean but found {}: {}",
+                    v.type_name(),
+                    self.show_short(&v)
+                ),
+                pos,
+            )
+            .map_err(|e: EvalError| {
+                self.frame(e, pos, || {
+                    format!("in the left operand of the {op} operator")
+                })
+            }),
         }
     }
 
@@ -676,11 +862,29 @@ impl Ev {
             BinOp::Concat => {
                 let x = match a {
                     Value::List(l) => l,
-                    v => return err(format!("expected a list but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+                    v => {
+                        return err(
+                            format!(
+                                "expected a list but found {}: {}",
+                                v.type_name(),
+                                self.show_short(&v)
+                            ),
+                            pos,
+                        )
+                    }
                 };
                 let y = match b {
                     Value::List(l) => l,
-                    v => return err(format!("expected a list but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+                    v => {
+                        return err(
+                            format!(
+                                "expected a list but found {}: {}",
+                                v.type_name(),
+                                self.show_short(&v)
+                            ),
+                            pos,
+                        )
+                    }
                 };
                 if x.is_empty() {
                     return Ok(Value::List(y));
@@ -696,11 +900,29 @@ impl Ev {
             BinOp::Update => {
                 let x = match a {
                     Value::Attrs(l) => l,
-                    v => return err(format!("expected a set but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+                    v => {
+                        return err(
+                            format!(
+                                "expected a set but found {}: {}",
+                                v.type_name(),
+                                self.show_short(&v)
+                            ),
+                            pos,
+                        )
+                    }
                 };
                 let y = match b {
                     Value::Attrs(l) => l,
-                    v => return err(format!("expected a set but found {}: {}", v.type_name(), self.show_short(&v)), pos),
+                    v => {
+                        return err(
+                            format!(
+                                "expected a set but found {}: {}",
+                                v.type_name(),
+                                self.show_short(&v)
+                            ),
+                            pos,
+                        )
+                    }
                 };
                 Ok(Value::Attrs(update(&x, &y)))
             }
@@ -719,9 +941,14 @@ impl Ev {
                 let mut ctx = Context::new();
                 self.coerce_into(&b, &mut s, &mut ctx, false, false, pos)?;
                 if !ctx.is_empty() {
-                    return err("a string that refers to a store path cannot be appended to a path", pos);
+                    return err(
+                        "a string that refers to a store path cannot be appended to a path",
+                        pos,
+                    );
                 }
-                Ok(Value::Path(ast::canon_path(&String::from_utf8_lossy(&s)).into()))
+                Ok(Value::Path(
+                    ast::canon_path(&String::from_utf8_lossy(&s)).into(),
+                ))
             }
             Value::Str(x) => {
                 let mut s = x.s.clone();
@@ -735,12 +962,6 @@ impl Ev {
     }
 
     pub fn arith(&self, op: BinOp, a: Value, b: Value, pos: Pos) -> R<Value> {
-        let opname = match op {
-            BinOp::Add => "add",
-            BinOp::Sub => "subtract",
-            BinOp::Mul => "multiply",
-            _ => "divide",
-        };
         match (&a, &b) {
             (Value::Int(x), Value::Int(y)) => {
                 let (x, y) = (*x, *y);
@@ -788,18 +1009,28 @@ impl Ev {
                 }))
             }
             (Value::Int(_) | Value::Float(_), _) => err(
-                format!("expected an integer but found {}: {}", b.type_name(), self.show_short(&b)),
+                format!(
+                    "expected an integer but found {}: {}",
+                    b.type_name(),
+                    self.show_short(&b)
+                ),
                 pos,
-            )
-            .map_err(|e: EvalError| {
-                let _ = opname;
-                e
-            }),
+            ),
             _ => {
                 if op == BinOp::Add {
-                    err(format!("cannot add {} to {}", b.type_name(), a.type_name()), pos)
+                    err(
+                        format!("cannot add {} to {}", b.type_name(), a.type_name()),
+                        pos,
+                    )
                 } else {
-                    err(format!("expected an integer but found {}: {}", a.type_name(), self.show_short(&a)), pos)
+                    err(
+                        format!(
+                            "expected an integer but found {}: {}",
+                            a.type_name(),
+                            self.show_short(&a)
+                        ),
+                        pos,
+                    )
                 }
             }
         }
@@ -809,7 +1040,15 @@ impl Ev {
 
     /// Coerces a value to a string, appending to `out` and merging context.
     /// `copy` copies paths into the store; `more` is `toString`'s leniency.
-    pub fn coerce_into(&self, v: &Value, out: &mut Vec<u8>, ctx: &mut Context, copy: bool, more: bool, pos: Pos) -> R<()> {
+    pub fn coerce_into(
+        &self,
+        v: &Value,
+        out: &mut Vec<u8>,
+        ctx: &mut Context,
+        copy: bool,
+        more: bool,
+        pos: Pos,
+    ) -> R<()> {
         let v = self.force(v)?;
         match &v {
             Value::Str(s) => {
@@ -835,7 +1074,14 @@ impl Ev {
                 if let Some(o) = a.get("outPath") {
                     return self.coerce_into(o, out, ctx, copy, more, pos);
                 }
-                err(format!("cannot coerce {} to a string: {}", v.type_name(), self.show_short(&v)), pos)
+                err(
+                    format!(
+                        "cannot coerce {} to a string: {}",
+                        v.type_name(),
+                        self.show_short(&v)
+                    ),
+                    pos,
+                )
             }
             Value::Int(i) if more => {
                 out.extend_from_slice(i.to_string().as_bytes());
@@ -866,11 +1112,24 @@ impl Ev {
                 }
                 Ok(())
             }
-            _ => err(format!("cannot coerce {} to a string: {}", v.type_name(), self.show_short(&v)), pos),
+            _ => err(
+                format!(
+                    "cannot coerce {} to a string: {}",
+                    v.type_name(),
+                    self.show_short(&v)
+                ),
+                pos,
+            ),
         }
     }
 
-    pub fn coerce_to_string(&self, v: &Value, copy: bool, more: bool, pos: Pos) -> R<(Vec<u8>, Context)> {
+    pub fn coerce_to_string(
+        &self,
+        v: &Value,
+        copy: bool,
+        more: bool,
+        pos: Pos,
+    ) -> R<(Vec<u8>, Context)> {
         let mut s = Vec::new();
         let mut c = Context::new();
         self.coerce_into(v, &mut s, &mut c, copy, more, pos)?;
@@ -886,13 +1145,17 @@ impl Ev {
         let (s, _) = self.coerce_to_string(&v, false, false, pos)?;
         let s = String::from_utf8_lossy(&s).into_owned();
         if !s.starts_with('/') {
-            return err(format!("string '{s}' doesn't represent an absolute path"), pos);
+            return err(
+                format!("string '{s}' doesn't represent an absolute path"),
+                pos,
+            );
         }
         Ok(s)
     }
 
     // ---------- equality and ordering ----------
 
+    #[allow(clippy::only_used_in_recursion)]
     pub fn eq_values(&self, a: &Value, b: &Value, pos: Pos, nested: bool) -> R<bool> {
         if nested && identical(a, b) {
             return Ok(true);
@@ -904,7 +1167,9 @@ impl Ev {
         }
         Ok(match (&a, &b) {
             (Value::Int(x), Value::Int(y)) => x == y,
-            (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => num(&a) == num(&b),
+            (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => {
+                num(&a) == num(&b)
+            }
             (Value::Str(x), Value::Str(y)) => x.s == y.s,
             (Value::Path(x), Value::Path(y)) => x == y,
             (Value::Null, Value::Null) => true,
@@ -958,7 +1223,9 @@ impl Ev {
         let b = self.force(b)?;
         match (&a, &b) {
             (Value::Int(x), Value::Int(y)) => Ok(x < y),
-            (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => Ok(num(&a) < num(&b)),
+            (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => {
+                Ok(num(&a) < num(&b))
+            }
             (Value::Str(x), Value::Str(y)) => Ok(x.s < y.s),
             (Value::Path(x), Value::Path(y)) => Ok(x.as_bytes() < y.as_bytes()),
             (Value::List(x), Value::List(y)) => {
@@ -969,7 +1236,10 @@ impl Ev {
                 }
                 Ok(x.len() < y.len())
             }
-            _ => err(format!("cannot compare {} with {}", a.type_name(), b.type_name()), pos),
+            _ => err(
+                format!("cannot compare {} with {}", a.type_name(), b.type_name()),
+                pos,
+            ),
         }
     }
 
@@ -980,7 +1250,13 @@ impl Ev {
         self.deep_force_inner(v, pos, &mut seen)
     }
 
-    fn deep_force_inner(&self, v: &Value, pos: Pos, seen: &mut rustc_hash::FxHashSet<usize>) -> R<()> {
+    #[allow(clippy::only_used_in_recursion)]
+    fn deep_force_inner(
+        &self,
+        v: &Value,
+        pos: Pos,
+        seen: &mut rustc_hash::FxHashSet<usize>,
+    ) -> R<()> {
         let v = self.force(v)?;
         match &v {
             Value::Attrs(a) => {
@@ -999,8 +1275,11 @@ impl Ev {
                     return Ok(());
                 }
                 for (i, x) in l.iter().enumerate() {
-                    self.deep_force_inner(x, pos, seen)
-                        .map_err(|e| self.frame(e, pos, || format!("while evaluating list element at index {i}")))?;
+                    self.deep_force_inner(x, pos, seen).map_err(|e| {
+                        self.frame(e, pos, || {
+                            format!("while evaluating list element at index {i}")
+                        })
+                    })?;
                 }
             }
             _ => {}
@@ -1022,7 +1301,9 @@ fn identical(a: &Value, b: &Value) -> bool {
         (Value::Thunk(x), Value::Thunk(y)) => Rc::ptr_eq(x, y),
         (Value::Lambda(x), Value::Lambda(y)) => Rc::ptr_eq(x, y),
         (Value::PrimOp(x), Value::PrimOp(y)) => Rc::ptr_eq(x, y),
-        (Value::PrimOpApp(x, xa), Value::PrimOpApp(y, ya)) => Rc::ptr_eq(x, y) && Rc::ptr_eq(xa, ya),
+        (Value::PrimOpApp(x, xa), Value::PrimOpApp(y, ya)) => {
+            Rc::ptr_eq(x, y) && Rc::ptr_eq(xa, ya)
+        }
         (Value::Attrs(x), Value::Attrs(y)) => Rc::ptr_eq(x, y),
         (Value::List(x), Value::List(y)) => Rc::ptr_eq(x, y) && !x.is_empty(),
         _ => false,
@@ -1096,7 +1377,11 @@ fn suggest_from(key: &str, cands: &[&str]) -> Option<String> {
         1 => Some(names[0].clone()),
         _ => {
             let last = names.last().cloned().unwrap_or_default();
-            Some(format!("one of {} or {}", names[..names.len() - 1].join(", "), last))
+            Some(format!(
+                "one of {} or {}",
+                names[..names.len() - 1].join(", "),
+                last
+            ))
         }
     }
 }

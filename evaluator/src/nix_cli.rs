@@ -71,12 +71,14 @@ pub fn parse_cmdline(args: &[String]) -> Result<Cmdline, String> {
             }
             "--arg" => {
                 need(i, 2, a)?;
-                c.auto_args.push(AutoArg::Expr(args[i + 1].clone(), args[i + 2].clone()));
+                c.auto_args
+                    .push(AutoArg::Expr(args[i + 1].clone(), args[i + 2].clone()));
                 i += 2;
             }
             "--argstr" => {
                 need(i, 2, a)?;
-                c.auto_args.push(AutoArg::Str(args[i + 1].clone(), args[i + 2].clone()));
+                c.auto_args
+                    .push(AutoArg::Str(args[i + 1].clone(), args[i + 2].clone()));
                 i += 2;
             }
             "-I" | "--include" => {
@@ -86,12 +88,17 @@ pub fn parse_cmdline(args: &[String]) -> Result<Cmdline, String> {
             }
             "--max-call-depth" => {
                 need(i, 1, a)?;
-                c.max_call_depth = Some(args[i + 1].parse().map_err(|_| format!("invalid number '{}'", args[i + 1]))?);
+                c.max_call_depth = Some(
+                    args[i + 1]
+                        .parse()
+                        .map_err(|_| format!("invalid number '{}'", args[i + 1]))?,
+                );
                 i += 1;
             }
             "--extra-experimental-features" | "--experimental-features" => {
                 need(i, 1, a)?;
-                c.experimental.extend(args[i + 1].split_whitespace().map(|s| s.to_string()));
+                c.experimental
+                    .extend(args[i + 1].split_whitespace().map(|s| s.to_string()));
                 i += 1;
             }
             "--lint-absolute-path-literals" => {
@@ -167,7 +174,11 @@ fn execute(c: Cmdline) -> u8 {
     let mut stdout = std::io::stdout().lock();
     let mut inputs = c.exprs.clone();
     if inputs.is_empty() {
-        inputs.push(if c.from_expr { String::new() } else { "./default.nix".into() });
+        inputs.push(if c.from_expr {
+            String::new()
+        } else {
+            "./default.nix".into()
+        });
     }
     for input in &inputs {
         let res: Result<Vec<String>, crate::EvalError> = (|| {
@@ -195,7 +206,11 @@ fn execute(c: Cmdline) -> u8 {
                 ev.eval_file(input)?
             };
             let args = ev.auto_args(&c.auto_args)?;
-            let paths = if c.attr_paths.is_empty() { vec![String::new()] } else { c.attr_paths.clone() };
+            let paths = if c.attr_paths.is_empty() {
+                vec![String::new()]
+            } else {
+                c.attr_paths.clone()
+            };
             let mut out = Vec::new();
             for p in &paths {
                 let v = ev.select_path(&root, p, &args)?;

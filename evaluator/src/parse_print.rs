@@ -61,7 +61,13 @@ fn p_is_empty(p: &InterpolPart<String>) -> bool {
     matches!(p, InterpolPart::Literal(x) if x.is_empty())
 }
 
-fn show_path(parts: Vec<InterpolPart<ast::PathContent>>, base: &str, home: bool, l: &mut Lowerer, out: &mut String) {
+fn show_path(
+    parts: Vec<InterpolPart<ast::PathContent>>,
+    base: &str,
+    home: bool,
+    l: &mut Lowerer,
+    out: &mut String,
+) {
     let n = parts.len();
     let mut pieces = Vec::new();
     for (i, p) in parts.into_iter().enumerate() {
@@ -269,27 +275,45 @@ pub fn show(l: &mut Lowerer, e: &ast::Expr, base: &str, out: &mut String) {
         ast::Expr::PathRel(p) => show_path(p.parts(), base, false, l, out),
         ast::Expr::PathHome(p) => show_path(p.parts(), base, true, l, out),
         ast::Expr::PathSearch(p) => {
-            let text = p.content().map(|c| c.text().to_string()).unwrap_or_default();
+            let text = p
+                .content()
+                .map(|c| c.text().to_string())
+                .unwrap_or_default();
             let inner = text.trim_start_matches('<').trim_end_matches('>');
             let mut s = String::new();
             escape_str(inner.as_bytes(), &mut s);
             call(out, "__findFile", &["__nixPath".into(), s]);
         }
         ast::Expr::Literal(lit) => match lit.kind() {
-            ast::LiteralKind::Integer(i) => out.push_str(&i.value().map(|v| v.to_string()).unwrap_or_default()),
-            ast::LiteralKind::Float(f) => out.push_str(&crate::print::fmt_float(f.value().unwrap_or(0.0))),
+            ast::LiteralKind::Integer(i) => {
+                out.push_str(&i.value().map(|v| v.to_string()).unwrap_or_default())
+            }
+            ast::LiteralKind::Float(f) => {
+                out.push_str(&crate::print::fmt_float(f.value().unwrap_or(0.0)))
+            }
             ast::LiteralKind::Uri(u) => escape_str(u.syntax().text().as_bytes(), out),
         },
         ast::Expr::Lambda(lam) => {
             out.push('(');
             match lam.param() {
                 Some(ast::Param::IdentParam(i)) => {
-                    out.push_str(&i.ident().map(|x| x.syntax().text().to_string()).unwrap_or_default());
+                    out.push_str(
+                        &i.ident()
+                            .map(|x| x.syntax().text().to_string())
+                            .unwrap_or_default(),
+                    );
                 }
                 Some(ast::Param::Pattern(p)) => {
                     let mut formals: Vec<(String, Option<ast::Expr>)> = p
                         .pat_entries()
-                        .map(|e| (e.ident().map(|x| x.syntax().text().to_string()).unwrap_or_default(), e.default()))
+                        .map(|e| {
+                            (
+                                e.ident()
+                                    .map(|x| x.syntax().text().to_string())
+                                    .unwrap_or_default(),
+                                e.default(),
+                            )
+                        })
                         .collect();
                     formals.sort_by(|a, b| a.0.cmp(&b.0));
                     out.push_str("{ ");

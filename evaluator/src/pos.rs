@@ -33,7 +33,12 @@ pub fn add_file(name: &str, is_path: bool, text: Rc<str>) -> u32 {
     }
     FILES.with(|f| {
         let mut f = f.borrow_mut();
-        f.push(Rc::new(SourceFile { name: name.into(), is_path, text, line_starts }));
+        f.push(Rc::new(SourceFile {
+            name: name.into(),
+            is_path,
+            text,
+            line_starts,
+        }));
         f.len() as u32
     })
 }
@@ -67,8 +72,16 @@ impl Pos {
             Err(i) => i - 1,
         };
         let start = f.line_starts[line];
-        let col = f.text.get(start as usize..self.off as usize).map(|s| s.chars().count()).unwrap_or(0);
-        Some(Resolved { file: f, line: line as u32 + 1, col: col as u32 + 1 })
+        let col = f
+            .text
+            .get(start as usize..self.off as usize)
+            .map(|s| s.chars().count())
+            .unwrap_or(0);
+        Some(Resolved {
+            file: f,
+            line: line as u32 + 1,
+            col: col as u32 + 1,
+        })
     }
 }
 
@@ -76,7 +89,11 @@ impl SourceFile {
     pub fn line_text(&self, line: u32) -> Option<&str> {
         let i = line.checked_sub(1)? as usize;
         let start = *self.line_starts.get(i)? as usize;
-        let end = self.line_starts.get(i + 1).map(|e| *e as usize - 1).unwrap_or(self.text.len());
+        let end = self
+            .line_starts
+            .get(i + 1)
+            .map(|e| *e as usize - 1)
+            .unwrap_or(self.text.len());
         self.text.get(start..end)
     }
 }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use rustc_hash::FxHashSet;
 
-use crate::value::{Value, ThunkState};
+use crate::value::{ThunkState, Value};
 
 /// `%g` with precision 6, what Nix prints for floats.
 pub fn fmt_float(f: f64) -> String {
@@ -36,7 +36,9 @@ pub fn escape_str(s: &[u8], out: &mut String) {
     out.push('"');
 }
 
-const KEYWORDS: &[&str] = &["if", "then", "else", "assert", "with", "let", "in", "rec", "inherit", "or"];
+const KEYWORDS: &[&str] = &[
+    "if", "then", "else", "assert", "with", "let", "in", "rec", "inherit", "or",
+];
 
 pub fn is_ident(s: &str) -> bool {
     let mut cs = s.chars();
@@ -44,7 +46,8 @@ pub fn is_ident(s: &str) -> bool {
         Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
         _ => return false,
     }
-    cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '\'' || c == '-') && !KEYWORDS.contains(&s)
+    cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '\'' || c == '-')
+        && !KEYWORDS.contains(&s)
 }
 
 pub fn print_attr_name(s: &str, out: &mut String) {

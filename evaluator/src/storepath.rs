@@ -19,7 +19,11 @@ pub fn nixbase32(h: &[u8]) -> String {
         let i = b / 8;
         let j = b % 8;
         let lo = (h[i] as u32) >> j;
-        let hi = if i + 1 < h.len() { (h[i + 1] as u32) << (8 - j) } else { 0 };
+        let hi = if i + 1 < h.len() {
+            (h[i + 1] as u32) << (8 - j)
+        } else {
+            0
+        };
         out.push(ALPHABET[((lo | hi) & 0x1f) as usize] as char);
     }
     out
@@ -83,17 +87,33 @@ pub fn make_type(base: &str, refs: &[String], self_ref: bool) -> String {
 }
 
 pub fn make_text_path(store_dir: &str, name: &str, content: &[u8], refs: &[String]) -> String {
-    make_store_path(store_dir, &make_type("text", refs, false), &sha256(content), name)
+    make_store_path(
+        store_dir,
+        &make_type("text", refs, false),
+        &sha256(content),
+        name,
+    )
 }
 
 /// A fixed-output path: `method_r` is recursive (NAR) hashing.
-pub fn make_fixed_output_path(store_dir: &str, recursive: bool, algo: &str, hash: &[u8], name: &str, refs: &[String]) -> String {
+pub fn make_fixed_output_path(
+    store_dir: &str,
+    recursive: bool,
+    algo: &str,
+    hash: &[u8],
+    name: &str,
+    refs: &[String],
+) -> String {
     if recursive && algo == "sha256" {
         let mut h = [0u8; 32];
         h.copy_from_slice(&hash[..32.min(hash.len())]);
         return make_store_path(store_dir, &make_type("source", refs, false), &h, name);
     }
-    let inner = format!("fixed:out:{}{algo}:{}:", if recursive { "r:" } else { "" }, hex(hash));
+    let inner = format!(
+        "fixed:out:{}{algo}:{}:",
+        if recursive { "r:" } else { "" },
+        hex(hash)
+    );
     make_store_path(store_dir, "output:out", &sha256(inner.as_bytes()), name)
 }
 
@@ -115,7 +135,10 @@ impl NarWriter<'_> {
 
 /// Streams the NAR serialisation of `path` into a SHA-256 hasher. `filter`
 /// decides (full path, type) whether an entry below the root is included.
-pub fn nar_hash(path: &str, filter: &mut dyn FnMut(&str, &str) -> Result<bool, String>) -> Result<[u8; 32], String> {
+pub fn nar_hash(
+    path: &str,
+    filter: &mut dyn FnMut(&str, &str) -> Result<bool, String>,
+) -> Result<[u8; 32], String> {
     let mut h = Sha256::new();
     {
         let mut w = NarWriter { h: &mut h };
@@ -125,8 +148,13 @@ pub fn nar_hash(path: &str, filter: &mut dyn FnMut(&str, &str) -> Result<bool, S
     Ok(h.finalize().into())
 }
 
-fn dump(w: &mut NarWriter, path: &str, filter: &mut dyn FnMut(&str, &str) -> Result<bool, String>) -> Result<(), String> {
-    let md = std::fs::symlink_metadata(path).map_err(|e| format!("getting status of '{path}': {e}"))?;
+fn dump(
+    w: &mut NarWriter,
+    path: &str,
+    filter: &mut dyn FnMut(&str, &str) -> Result<bool, String>,
+) -> Result<(), String> {
+    let md =
+        std::fs::symlink_metadata(path).map_err(|e| format!("getting status of '{path}': {e}"))?;
     w.s("(");
     let ft = md.file_type();
     if ft.is_symlink() {

@@ -25,10 +25,20 @@ pub struct NixStr {
 
 impl NixStr {
     pub fn plain(s: impl Into<Vec<u8>>) -> Self {
-        NixStr { s: s.into(), ctx: None }
+        NixStr {
+            s: s.into(),
+            ctx: None,
+        }
     }
     pub fn with_ctx(s: Vec<u8>, ctx: Context) -> Self {
-        NixStr { s, ctx: if ctx.is_empty() { None } else { Some(Box::new(ctx)) } }
+        NixStr {
+            s,
+            ctx: if ctx.is_empty() {
+                None
+            } else {
+                Some(Box::new(ctx))
+            },
+        }
     }
     pub fn has_ctx(&self) -> bool {
         self.ctx.as_ref().is_some_and(|c| !c.is_empty())
@@ -61,7 +71,10 @@ impl Attrs {
             .map(|i| &self.entries[i].1)
     }
     pub fn get_entry(&self, k: &str) -> Option<&(Sym, Value, Pos)> {
-        self.entries.binary_search_by(|e| e.0.as_ref().cmp(k)).ok().map(|i| &self.entries[i])
+        self.entries
+            .binary_search_by(|e| e.0.as_ref().cmp(k))
+            .ok()
+            .map(|i| &self.entries[i])
     }
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -124,7 +137,10 @@ impl std::fmt::Debug for Env {
 
 impl Env {
     pub fn new(parent: Option<Rc<Env>>, slots: Vec<Value>) -> Rc<Env> {
-        Rc::new(Env { parent, slots: RefCell::new(slots) })
+        Rc::new(Env {
+            parent,
+            slots: RefCell::new(slots),
+        })
     }
     pub fn lookup(self: &Rc<Env>, depth: u32, idx: u32) -> Value {
         let mut e = self;
@@ -183,7 +199,10 @@ impl Value {
         Value::Str(Rc::new(NixStr::with_ctx(s, ctx)))
     }
     pub fn thunk(e: &'static Expr, env: &Rc<Env>) -> Value {
-        Value::Thunk(Rc::new(Thunk(RefCell::new(ThunkState::Pending(e, env.clone())))))
+        Value::Thunk(Rc::new(Thunk(RefCell::new(ThunkState::Pending(
+            e,
+            env.clone(),
+        )))))
     }
     pub fn native(f: NativeFn) -> Value {
         Value::Thunk(Rc::new(Thunk(RefCell::new(ThunkState::Native(f)))))
@@ -223,6 +242,9 @@ impl Value {
         }
     }
     pub fn is_function(&self) -> bool {
-        matches!(self, Value::Lambda(_) | Value::PrimOp(_) | Value::PrimOpApp(..))
+        matches!(
+            self,
+            Value::Lambda(_) | Value::PrimOp(_) | Value::PrimOpApp(..)
+        )
     }
 }

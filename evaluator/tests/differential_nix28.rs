@@ -71,15 +71,15 @@ fn run(cmd: &mut Command) -> (bool, String, String) {
 }
 
 fn b3_eval(expr: &str) -> (bool, String, String) {
-    let out = std::thread::Builder::new()
+    std::thread::Builder::new()
         .stack_size(64 << 20)
         .spawn({
             let expr = expr.to_string();
             move || {
                 let ev = b3_evaluator::Ev::new(b3_evaluator::Options::default());
-                let r = ev.eval_expr_str(&expr, "«string»").and_then(|v| {
-                    ev.render(&v, b3_evaluator::driver::OutputMode::Nix, true)
-                });
+                let r = ev
+                    .eval_expr_str(&expr, "«string»")
+                    .and_then(|v| ev.render(&v, b3_evaluator::driver::OutputMode::Nix, true));
                 match r {
                     Ok(s) => (true, s + "\n", String::new()),
                     Err(e) => (false, String::new(), e.render(false)),
@@ -88,8 +88,7 @@ fn b3_eval(expr: &str) -> (bool, String, String) {
         })
         .expect("thread")
         .join()
-        .expect("join");
-    out
+        .expect("join")
 }
 
 #[test]
@@ -101,11 +100,20 @@ fn expressions_print_like_nix_2_8() {
     );
     let mut failures = Vec::new();
     for case in CASES {
-        let (nok, nout, nerr) = run(Command::new("nix-instantiate").args(["--eval", "--strict", "-E", case]).current_dir("/"));
+        let (nok, nout, nerr) = run(Command::new("nix-instantiate")
+            .args(["--eval", "--strict", "-E", case])
+            .current_dir("/"));
         let (bok, bout, berr) = b3_eval(case);
         if nok != bok || nout != bout {
-            failures.push(format!("{case}\n  nix ({nok}): {nout}{nerr}\n  b3  ({bok}): {bout}{berr}"));
+            failures.push(format!(
+                "{case}\n  nix ({nok}): {nout}{nerr}\n  b3  ({bok}): {bout}{berr}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

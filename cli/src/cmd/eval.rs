@@ -13,7 +13,12 @@ pub struct Args {
     /// File to evaluate (default: ./default.nix), or `-` for stdin.
     pub file: Option<String>,
     /// Evaluate this expression instead of a file.
-    #[arg(short = 'E', long = "expr", value_name = "EXPR", conflicts_with = "file")]
+    #[arg(
+        short = 'E',
+        long = "expr",
+        value_name = "EXPR",
+        conflicts_with = "file"
+    )]
     pub expr: Option<String>,
     /// Force the whole result (lists and sets deeply).
     #[arg(long)]
@@ -48,7 +53,12 @@ pub struct Args {
 }
 
 pub fn cmdline(a: Args) -> Cmdline {
-    let mut c = Cmdline { eval: true, strict: a.strict || a.json, show_trace: a.show_trace, ..Default::default() };
+    let mut c = Cmdline {
+        eval: true,
+        strict: a.strict || a.json,
+        show_trace: a.show_trace,
+        ..Default::default()
+    };
     c.mode = Some(if a.json {
         OutputMode::Json
     } else if a.raw {
@@ -75,7 +85,11 @@ pub fn cmdline(a: Args) -> Cmdline {
     }
     c.include = a.include;
     c.max_call_depth = a.max_call_depth;
-    c.experimental = a.extra_experimental_features.iter().flat_map(|s| s.split_whitespace().map(String::from)).collect();
+    c.experimental = a
+        .extra_experimental_features
+        .iter()
+        .flat_map(|s| s.split_whitespace().map(String::from))
+        .collect();
     c
 }
 

@@ -18,5 +18,7 @@ pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub fn main_multicall() -> ExitCode {
-    ExitCode::from(b3_evaluator::nix_cli::run_args(std::env::args().skip(1).collect()))
+    ExitCode::from(b3_evaluator::nix_cli::run_args(
+        std::env::args().skip(1).collect(),
+    ))
 }

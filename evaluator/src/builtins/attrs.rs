@@ -21,7 +21,12 @@ pub fn register(t: &mut Vec<(&'static str, usize, PrimFn)>) {
 
 fn attr_names(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let s = ev.force_attrs(&a[0], p)?;
-    Ok(Value::list(s.entries.iter().map(|e| Value::str(e.0.as_bytes().to_vec())).collect()))
+    Ok(Value::list(
+        s.entries
+            .iter()
+            .map(|e| Value::str(e.0.as_bytes().to_vec()))
+            .collect(),
+    ))
 }
 
 fn attr_values(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -52,14 +57,26 @@ fn remove_attrs(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         names.push(ev.force_string(x, p)?);
     }
     Ok(Value::attrs(Attrs {
-        entries: s.entries.iter().filter(|e| !names.iter().any(|n| n.as_str() == &*e.0)).cloned().collect(),
+        entries: s
+            .entries
+            .iter()
+            .filter(|e| !names.iter().any(|n| n.as_str() == &*e.0))
+            .cloned()
+            .collect(),
     }))
 }
 
 fn intersect_attrs(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let x = ev.force_attrs(&a[0], p)?;
     let y = ev.force_attrs(&a[1], p)?;
-    Ok(Value::attrs(Attrs { entries: y.entries.iter().filter(|e| x.get(&e.0).is_some()).cloned().collect() }))
+    Ok(Value::attrs(Attrs {
+        entries: y
+            .entries
+            .iter()
+            .filter(|e| x.get(&e.0).is_some())
+            .cloned()
+            .collect(),
+    }))
 }
 
 fn cat_attrs(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -86,7 +103,9 @@ fn map_attrs(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
                 let f = f.clone();
                 let k2 = k.clone();
                 let v = v.clone();
-                let t = Value::native(Rc::new(move |ev: &Ev| ev.call2(&f, Value::str(k2.as_bytes().to_vec()), v.clone(), p)));
+                let t = Value::native(Rc::new(move |ev: &Ev| {
+                    ev.call2(&f, Value::str(k2.as_bytes().to_vec()), v.clone(), p)
+                }));
                 (k.clone(), t, *pos)
             })
             .collect(),
@@ -110,7 +129,9 @@ fn zip_attrs_with(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
                 let f = f.clone();
                 let k2 = k.clone();
                 let vs = Value::list(vs);
-                let t = Value::native(Rc::new(move |ev: &Ev| ev.call2(&f, Value::str(k2.as_bytes().to_vec()), vs.clone(), p)));
+                let t = Value::native(Rc::new(move |ev: &Ev| {
+                    ev.call2(&f, Value::str(k2.as_bytes().to_vec()), vs.clone(), p)
+                }));
                 (k, t, Pos::none())
             })
             .collect(),

@@ -10,7 +10,9 @@ use crate::value::*;
 
 pub fn register(t: &mut Vec<(&'static str, usize, PrimFn)>) {
     t.push(("getContext", 1, get_context));
-    t.push(("hasContext", 1, |ev, a, p| Ok(Value::Bool(ev.force_str(&a[0], p)?.has_ctx()))));
+    t.push(("hasContext", 1, |ev, a, p| {
+        Ok(Value::Bool(ev.force_str(&a[0], p)?.has_ctx()))
+    }));
     t.push(("appendContext", 2, append_context));
     t.push(("unsafeDiscardStringContext", 1, discard));
     t.push(("unsafeDiscardOutputDependency", 1, discard_output_dep));
@@ -37,7 +39,10 @@ fn get_context(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
                 m.entry(d.to_string()).or_default().all = true;
             } else if let Some(rest) = e.strip_prefix('!') {
                 if let Some((out, drv)) = rest.split_once('!') {
-                    m.entry(drv.to_string()).or_default().outs.push(out.to_string());
+                    m.entry(drv.to_string())
+                        .or_default()
+                        .outs
+                        .push(out.to_string());
                 }
             } else {
                 m.entry(e.to_string()).or_default().path = true;
@@ -52,12 +57,19 @@ fn get_context(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         }
         if !i.outs.is_empty() {
             i.outs.sort();
-            fields.push(("outputs", Value::list(i.outs.into_iter().map(Value::str).collect())));
+            fields.push((
+                "outputs",
+                Value::list(i.outs.into_iter().map(Value::str).collect()),
+            ));
         }
         if i.path {
             fields.push(("path", Value::Bool(true)));
         }
-        entries.push((Rc::from(k.as_str()), super::mk_attrs(ev, fields), Pos::none()));
+        entries.push((
+            Rc::from(k.as_str()),
+            super::mk_attrs(ev, fields),
+            Pos::none(),
+        ));
     }
     Ok(Value::attrs(Attrs { entries }))
 }
@@ -116,10 +128,18 @@ fn discard_output_dep(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 
 fn add_drv_output_deps(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let s = ev.force_str(&a[0], p)?;
-    let c: Vec<Rc<str>> = s.ctx.as_ref().map(|c| c.iter().cloned().collect()).unwrap_or_default();
+    let c: Vec<Rc<str>> = s
+        .ctx
+        .as_ref()
+        .map(|c| c.iter().cloned().collect())
+        .unwrap_or_default();
     if c.len() != 1 {
         return err(
-            format!("context of string '{}' must have exactly one element, but has {}", s.lossy(), c.len()),
+            format!(
+                "context of string '{}' must have exactly one element, but has {}",
+                s.lossy(),
+                c.len()
+            ),
             p,
         );
     }

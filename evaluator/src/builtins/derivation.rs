@@ -121,9 +121,17 @@ fn hash_modulo(ev: &Ev, d: &Drv, p: Pos) -> R<[u8; 32]> {
     for (drv, outs) in &d.input_drvs {
         let h = match ev.drv_hashes.borrow().get(drv) {
             Some(h) => *h,
-            None => return err(format!("don't know how to hash derivation '{drv}' (not evaluated here)"), p),
+            None => {
+                return err(
+                    format!("don't know how to hash derivation '{drv}' (not evaluated here)"),
+                    p,
+                )
+            }
         };
-        replaced.entry(hex(&h)).or_default().extend(outs.iter().cloned());
+        replaced
+            .entry(hex(&h))
+            .or_default()
+            .extend(outs.iter().cloned());
     }
     Ok(sha256(d.aterm(Some(&replaced)).as_bytes()))
 }
@@ -165,7 +173,11 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         if ignore_nulls && matches!(fv, Value::Null) {
             continue;
         }
-        let ctxerr = |e: crate::error::EvalError| ev.frame(e, p, || format!("while evaluating attribute '{key}' of derivation '{name}'"));
+        let ctxerr = |e: crate::error::EvalError| {
+            ev.frame(e, p, || {
+                format!("while evaluating attribute '{key}' of derivation '{name}'")
+            })
+        };
         let as_string = |v: &Value, ctx: &mut Context| -> R<String> {
             let (s, c) = ev.coerce_to_string(v, true, true, p)?;
             ctx.extend(c);
@@ -230,26 +242,35 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     }
     if structured {
         let mut out = Vec::new();
-        let v = Value::attrs(Attrs { entries: json_entries });
+        let v = Value::attrs(Attrs {
+            entries: json_entries,
+        });
         super::json::write_json(ev, &v, &mut out, &mut ctx, p, true)?;
-        drv.env.insert("__json".into(), String::from_utf8_lossy(&out).into_owned());
+        drv.env
+            .insert("__json".into(), String::from_utf8_lossy(&out).into_owned());
     }
     // inputs from context
     for e in ctx.iter() {
         if let Some(d) = e.strip_prefix('=') {
             let outs = ev.drv_outputs.borrow().get(d).cloned().unwrap_or_default();
-            drv.input_drvs.entry(d.to_string()).or_default().extend(outs);
+            drv.input_drvs
+                .entry(d.to_string())
+                .or_default()
+                .extend(outs);
             drv.input_srcs.insert(d.to_string());
         } else if let Some(rest) = e.strip_prefix('!') {
             if let Some((out, d)) = rest.split_once('!') {
-                drv.input_drvs.entry(d.to_string()).or_default().insert(out.to_string());
+                drv.input_drvs
+                    .entry(d.to_string())
+                    .or_default()
+                    .insert(out.to_string());
             }
         } else {
             drv.input_srcs.insert(e.to_string());
         }
     }
     if drv.builder.is_empty() && attrs.get("builder").is_none() {
-        return err(format!("required attribute 'builder' missing"), p);
+        return err("required attribute 'builder' missing", p);
     }
     if attrs.get("system").is_none() {
         return err("required attribute 'system' missing", p);
@@ -257,29 +278,47 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let store = ev.opts.store_dir.clone();
     if let Some(h) = &output_hash {
         if outputs.len() != 1 || outputs[0] != "out" {
-            return err("multiple outputs are not supported in fixed-output derivations", p);
+            return err(
+                "multiple outputs are not supported in fixed-output derivations",
+                p,
+            );
         }
         let algo = output_hash_algo.clone().filter(|a| !a.is_empty());
-        let (algo, bytes) = super::hash::parse_hash(h, algo.as_deref()).map_err(|e| crate::error::EvalError::other(e, p))?;
+        let (algo, bytes) = super::hash::parse_hash(h, algo.as_deref())
+            .map_err(|e| crate::error::EvalError::other(e, p))?;
         let recursive = match output_hash_mode.as_str() {
             "recursive" | "nar" => true,
             "flat" => false,
-            m => return err(format!("invalid value '{m}' for 'outputHashMode' attribute"), p),
+            m => {
+                return err(
+                    format!("invalid value '{m}' for 'outputHashMode' attribute"),
+                    p,
+                )
+            }
         };
         let out_path = make_fixed_output_path(&store, recursive, &algo, &bytes, &name, &[]);
         drv.env.insert("out".into(), out_path.clone());
         drv.outputs.insert(
             "out".into(),
-            (out_path, format!("{}{algo}", if recursive { "r:" } else { "" }), hex(&bytes)),
+            (
+                out_path,
+                format!("{}{algo}", if recursive { "r:" } else { "" }),
+                hex(&bytes),
+            ),
         );
     } else {
         for o in &outputs {
             drv.env.insert(o.clone(), String::new());
-            drv.outputs.insert(o.clone(), (String::new(), String::new(), String::new()));
+            drv.outputs
+                .insert(o.clone(), (String::new(), String::new(), String::new()));
         }
         let h = hash_modulo(ev, &drv, p)?;
         for o in &outputs {
-            let pname = if o == "out" { name.clone() } else { format!("{name}-{o}") };
+            let pname = if o == "out" {
+                name.clone()
+            } else {
+                format!("{name}-{o}")
+            };
             let path = make_store_path(&store, &format!("output:{o}"), &h, &pname);
             drv.env.insert(o.clone(), path.clone());
             if let Some(x) = drv.outputs.get_mut(o) {
@@ -295,16 +334,28 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let drv_path = make_text_path(&store, &format!("{name}.drv"), aterm.as_bytes(), &refs);
     let hm = hash_modulo(ev, &drv, p)?;
     ev.drv_hashes.borrow_mut().insert(drv_path.clone(), hm);
-    ev.drv_outputs.borrow_mut().insert(drv_path.clone(), outputs.iter().cloned().collect());
-    ev.drvs.borrow_mut().insert(drv_path.clone(), Rc::new(drv.clone()));
+    ev.drv_outputs
+        .borrow_mut()
+        .insert(drv_path.clone(), outputs.to_vec());
+    ev.drvs
+        .borrow_mut()
+        .insert(drv_path.clone(), Rc::new(drv.clone()));
     let mut entries = Vec::new();
     let mut c = Context::new();
     c.insert(Rc::from(format!("={drv_path}").as_str()));
-    entries.push((Rc::from("drvPath"), Value::str_ctx(drv_path.clone().into_bytes(), c), Pos::none()));
+    entries.push((
+        Rc::from("drvPath"),
+        Value::str_ctx(drv_path.clone().into_bytes(), c),
+        Pos::none(),
+    ));
     for (o, (path, _, _)) in &drv.outputs {
         let mut c = Context::new();
         c.insert(Rc::from(format!("!{o}!{drv_path}").as_str()));
-        entries.push((Rc::from(o.as_str()), Value::str_ctx(path.clone().into_bytes(), c), Pos::none()));
+        entries.push((
+            Rc::from(o.as_str()),
+            Value::str_ctx(path.clone().into_bytes(), c),
+            Pos::none(),
+        ));
     }
     Ok(Value::attrs(Attrs::from_unsorted(entries)))
 }

@@ -20,8 +20,13 @@ fn parse_query(q: &str, out: &mut Vec<(String, Value)>) {
     for kv in q.split('&').filter(|x| !x.is_empty()) {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         let val = match k {
-            "revCount" | "lastModified" | "narHash_" => v.parse::<i64>().map(Value::Int).unwrap_or_else(|_| Value::str(v)),
-            "shallow" | "submodules" | "lfs" | "exportIgnore" => Value::Bool(v == "1" || v == "true"),
+            "revCount" | "lastModified" | "narHash_" => v
+                .parse::<i64>()
+                .map(Value::Int)
+                .unwrap_or_else(|_| Value::str(v)),
+            "shallow" | "submodules" | "lfs" | "exportIgnore" => {
+                Value::Bool(v == "1" || v == "true")
+            }
             _ => Value::str(v),
         };
         out.push((k.to_string(), val));
@@ -32,7 +37,10 @@ fn parse_flake_ref(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let s = ev.force_string(&a[0], p)?;
     let (main, query) = s.split_once('?').unwrap_or((&s, ""));
     let mut out: Vec<(String, Value)> = Vec::new();
-    if let Some((scheme, rest)) = main.split_once(':').filter(|(sc, _)| matches!(*sc, "github" | "gitlab" | "sourcehut")) {
+    if let Some((scheme, rest)) = main
+        .split_once(':')
+        .filter(|(sc, _)| matches!(*sc, "github" | "gitlab" | "sourcehut"))
+    {
         let parts: Vec<&str> = rest.split('/').collect();
         if parts.len() < 2 {
             return err(format!("'{s}' is not a valid flake reference"), p);
@@ -57,7 +65,10 @@ fn parse_flake_ref(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     } else if let Some(url) = main.strip_prefix("git+") {
         out.push(("type".into(), Value::str("git")));
         out.push(("url".into(), Value::str(url)));
-    } else if let Some(id) = main.strip_prefix("flake:").or(if main.contains(':') { None } else { Some(main) }) {
+    } else if let Some(id) =
+        main.strip_prefix("flake:")
+            .or(if main.contains(':') { None } else { Some(main) })
+    {
         let mut it = id.splitn(3, '/');
         out.push(("type".into(), Value::str("indirect")));
         out.push(("id".into(), Value::str(it.next().unwrap_or(""))));
@@ -67,14 +78,21 @@ fn parse_flake_ref(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         if let Some(r) = it.next() {
             out.push(("rev".into(), Value::str(r)));
         }
-    } else if main.starts_with("http://") || main.starts_with("https://") || main.starts_with("file://") {
+    } else if main.starts_with("http://")
+        || main.starts_with("https://")
+        || main.starts_with("file://")
+    {
         out.push(("type".into(), Value::str("tarball")));
         out.push(("url".into(), Value::str(main)));
     } else {
         return err(format!("'{s}' is not a valid flake reference"), p);
     }
     parse_query(query, &mut out);
-    Ok(Value::attrs(Attrs::from_unsorted(out.into_iter().map(|(k, v)| (Rc::from(k.as_str()), v, Pos::none())).collect())))
+    Ok(Value::attrs(Attrs::from_unsorted(
+        out.into_iter()
+            .map(|(k, v)| (Rc::from(k.as_str()), v, Pos::none()))
+            .collect(),
+    )))
 }
 
 fn flake_ref_to_string(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -101,15 +119,25 @@ fn flake_ref_to_string(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     };
     let (mut base, used): (String, Vec<&str>) = match ty.as_str() {
         "github" | "gitlab" | "sourcehut" => {
-            let mut b = format!("{ty}:{}/{}", get("owner").unwrap_or_default(), get("repo").unwrap_or_default());
+            let mut b = format!(
+                "{ty}:{}/{}",
+                get("owner").unwrap_or_default(),
+                get("repo").unwrap_or_default()
+            );
             if let Some(r) = get("ref").or(get("rev")) {
                 b.push('/');
                 b.push_str(&r);
             }
             (b, vec!["type", "owner", "repo", "ref", "rev"])
         }
-        "path" => (format!("path:{}", get("path").unwrap_or_default()), vec!["type", "path"]),
-        "git" => (format!("git+{}", get("url").unwrap_or_default()), vec!["type", "url"]),
+        "path" => (
+            format!("path:{}", get("path").unwrap_or_default()),
+            vec!["type", "path"],
+        ),
+        "git" => (
+            format!("git+{}", get("url").unwrap_or_default()),
+            vec!["type", "url"],
+        ),
         "tarball" | "file" => (get("url").unwrap_or_default(), vec!["type", "url"]),
         "indirect" => {
             let mut b = format!("flake:{}", get("id").unwrap_or_default());
@@ -123,7 +151,11 @@ fn flake_ref_to_string(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         }
         t => return err(format!("unsupported flake reference type '{t}'"), p),
     };
-    let q: Vec<String> = fields.iter().filter(|f| !used.contains(&f.0.as_str())).map(|(k, v)| format!("{k}={v}")).collect();
+    let q: Vec<String> = fields
+        .iter()
+        .filter(|f| !used.contains(&f.0.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     if !q.is_empty() {
         base.push('?');
         base.push_str(&q.join("&"));

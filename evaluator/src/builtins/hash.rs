@@ -36,7 +36,12 @@ pub fn digest(algo: &str, data: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn bad_algo(a: &str, p: Pos) -> crate::error::EvalError {
-    crate::error::EvalError::other(format!("unknown hash algorithm '{a}', expect 'blake3', 'md5', 'sha1', 'sha256', or 'sha512'"), p)
+    crate::error::EvalError::other(
+        format!(
+            "unknown hash algorithm '{a}', expect 'blake3', 'md5', 'sha1', 'sha256', or 'sha512'"
+        ),
+        p,
+    )
 }
 
 fn hash_string(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -49,7 +54,8 @@ fn hash_string(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 fn hash_file(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let algo = ev.force_string(&a[0], p)?;
     let path = ev.coerce_to_path(&a[1], p)?;
-    let data = std::fs::read(&path).map_err(|e| crate::error::EvalError::other(format!("opening file '{path}': {e}"), p))?;
+    let data = std::fs::read(&path)
+        .map_err(|e| crate::error::EvalError::other(format!("opening file '{path}': {e}"), p))?;
     let h = digest(&algo, &data).ok_or_else(|| bad_algo(&algo, p))?;
     Ok(Value::str(hex(&h)))
 }
@@ -68,23 +74,37 @@ pub fn parse_hash(s: &str, algo: Option<&str>) -> Result<(String, Vec<u8>), Stri
     } else {
         match algo {
             Some(a) => (a.to_string(), s, false),
-            None => return Err(format!("hash '{s}' does not include a type, nor is the type otherwise known from context")),
+            None => {
+                return Err(format!(
+                "hash '{s}' does not include a type, nor is the type otherwise known from context"
+            ))
+            }
         }
     };
     let size = algo_size(&algo).ok_or_else(|| format!("unknown hash algorithm '{algo}', expect 'blake3', 'md5', 'sha1', 'sha256', or 'sha512'"))?;
     let bytes = if sri {
-        b64().decode(body.as_bytes()).map_err(|_| format!("invalid SRI hash '{s}'"))?
+        b64()
+            .decode(body.as_bytes())
+            .map_err(|_| format!("invalid SRI hash '{s}'"))?
     } else if body.len() == size * 2 {
-        data_encoding::HEXLOWER_PERMISSIVE.decode(body.as_bytes()).map_err(|_| format!("invalid base-16 hash '{s}'"))?
+        data_encoding::HEXLOWER_PERMISSIVE
+            .decode(body.as_bytes())
+            .map_err(|_| format!("invalid base-16 hash '{s}'"))?
     } else if body.len() == (size * 8 - 1) / 5 + 1 {
         nixbase32_decode(body).ok_or_else(|| format!("invalid base-32 hash '{s}'"))?
     } else if body.len() == size.div_ceil(3) * 4 {
-        b64().decode(body.as_bytes()).map_err(|_| format!("invalid base-64 hash '{s}'"))?
+        b64()
+            .decode(body.as_bytes())
+            .map_err(|_| format!("invalid base-64 hash '{s}'"))?
     } else {
-        return Err(format!("hash '{s}' has wrong length for hash algorithm '{algo}'"));
+        return Err(format!(
+            "hash '{s}' has wrong length for hash algorithm '{algo}'"
+        ));
     };
     if bytes.len() != size {
-        return Err(format!("hash '{s}' has wrong length for hash algorithm '{algo}'"));
+        return Err(format!(
+            "hash '{s}' has wrong length for hash algorithm '{algo}'"
+        ));
     }
     Ok((algo, bytes))
 }
@@ -113,9 +133,13 @@ fn convert_hash(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         Some(h) => ev.force_string(h, p)?,
         None => return err("attribute 'toHashFormat' missing", p),
     };
-    let (algo, bytes) = parse_hash(&hash, algo.as_deref()).map_err(|e| crate::error::EvalError::other(e, p))?;
+    let (algo, bytes) =
+        parse_hash(&hash, algo.as_deref()).map_err(|e| crate::error::EvalError::other(e, p))?;
     match format_hash(&algo, &bytes, &fmt) {
         Some(s) => Ok(Value::str(s)),
-        None => err(format!("unknown hash format '{fmt}', expect 'base16', 'base32', 'base64', or 'sri'"), p),
+        None => err(
+            format!("unknown hash format '{fmt}', expect 'base16', 'base32', 'base64', or 'sri'"),
+            p,
+        ),
     }
 }

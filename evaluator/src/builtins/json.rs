@@ -23,7 +23,14 @@ pub fn json_string(s: &[u8], out: &mut Vec<u8>, p: Pos) -> R<()> {
         Ok(t) => t,
         Err(e) => {
             let b = s.get(e.valid_up_to()).copied().unwrap_or(0);
-            return err(format!("[json.exception.type_error.316] invalid UTF-8 byte at index {}: 0x{:02X}", e.valid_up_to(), b), p);
+            return err(
+                format!(
+                    "[json.exception.type_error.316] invalid UTF-8 byte at index {}: 0x{:02X}",
+                    e.valid_up_to(),
+                    b
+                ),
+                p,
+            );
         }
     };
     out.push(b'"');
@@ -36,7 +43,9 @@ pub fn json_string(s: &[u8], out: &mut Vec<u8>, p: Pos) -> R<()> {
             '\t' => out.extend_from_slice(b"\\t"),
             '\u{8}' => out.extend_from_slice(b"\\b"),
             '\u{c}' => out.extend_from_slice(b"\\f"),
-            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
             c => {
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
@@ -47,10 +56,21 @@ pub fn json_string(s: &[u8], out: &mut Vec<u8>, p: Pos) -> R<()> {
     Ok(())
 }
 
-pub fn write_json(ev: &Ev, v: &Value, out: &mut Vec<u8>, ctx: &mut Context, p: Pos, copy: bool) -> R<()> {
+pub fn write_json(
+    ev: &Ev,
+    v: &Value,
+    out: &mut Vec<u8>,
+    ctx: &mut Context,
+    p: Pos,
+    copy: bool,
+) -> R<()> {
     let d = ev.depth.get() + 1;
     if d > ev.opts.max_call_depth.min(10_000) + ev.depth_base.get() {
-        return Err(crate::error::EvalError::new(crate::error::ErrorKind::StackOverflow, "stack overflow; max-call-depth exceeded", p));
+        return Err(crate::error::EvalError::new(
+            crate::error::ErrorKind::StackOverflow,
+            "stack overflow; max-call-depth exceeded",
+            p,
+        ));
     }
     ev.depth.set(d);
     let r = write_json_inner(ev, v, out, ctx, p, copy);
@@ -58,7 +78,14 @@ pub fn write_json(ev: &Ev, v: &Value, out: &mut Vec<u8>, ctx: &mut Context, p: P
     r
 }
 
-fn write_json_inner(ev: &Ev, v: &Value, out: &mut Vec<u8>, ctx: &mut Context, p: Pos, copy: bool) -> R<()> {
+fn write_json_inner(
+    ev: &Ev,
+    v: &Value,
+    out: &mut Vec<u8>,
+    ctx: &mut Context,
+    p: Pos,
+    copy: bool,
+) -> R<()> {
     let v = ev.force(v)?;
     match &v {
         Value::Null => out.extend_from_slice(b"null"),
@@ -100,7 +127,8 @@ fn write_json_inner(ev: &Ev, v: &Value, out: &mut Vec<u8>, ctx: &mut Context, p:
                 }
                 json_string(k.as_bytes(), out, p)?;
                 out.push(b':');
-                write_json(ev, x, out, ctx, p, copy).map_err(|e| ev.frame(e, p, || format!("while evaluating attribute '{k}'")))?;
+                write_json(ev, x, out, ctx, p, copy)
+                    .map_err(|e| ev.frame(e, p, || format!("while evaluating attribute '{k}'")))?;
             }
             out.push(b'}');
         }
@@ -111,7 +139,12 @@ fn write_json_inner(ev: &Ev, v: &Value, out: &mut Vec<u8>, ctx: &mut Context, p:
 
 fn from_json(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let s = ev.force_str(&a[0], p)?;
-    let j: serde_json::Value = serde_json::from_slice(&s.s).map_err(|e| crate::error::EvalError::other(format!("[json.exception.parse_error.101] parse error: {e}"), p))?;
+    let j: serde_json::Value = serde_json::from_slice(&s.s).map_err(|e| {
+        crate::error::EvalError::other(
+            format!("[json.exception.parse_error.101] parse error: {e}"),
+            p,
+        )
+    })?;
     conv(ev, &j, p)
 }
 
@@ -122,6 +155,7 @@ fn no_nul(s: &str, p: Pos) -> R<()> {
     Ok(())
 }
 
+#[allow(clippy::only_used_in_recursion)]
 fn conv(ev: &Ev, j: &serde_json::Value, p: Pos) -> R<Value> {
     Ok(match j {
         serde_json::Value::Null => Value::Null,
@@ -130,7 +164,10 @@ fn conv(ev: &Ev, j: &serde_json::Value, p: Pos) -> R<Value> {
             if let Some(i) = n.as_i64() {
                 Value::Int(i)
             } else if let Some(u) = n.as_u64() {
-                return err(format!("unsigned json number {u} outside of Nix integer range"), p);
+                return err(
+                    format!("unsigned json number {u} outside of Nix integer range"),
+                    p,
+                );
             } else {
                 Value::Float(n.as_f64().unwrap_or(0.0))
             }

@@ -9,7 +9,9 @@ use crate::value::*;
 use super::mk_attrs;
 
 pub fn register(t: &mut Vec<(&'static str, usize, PrimFn)>) {
-    t.push(("length", 1, |ev, a, p| Ok(Value::Int(ev.force_list(&a[0], p)?.len() as i64))));
+    t.push(("length", 1, |ev, a, p| {
+        Ok(Value::Int(ev.force_list(&a[0], p)?.len() as i64))
+    }));
     t.push(("head", 1, head));
     t.push(("tail", 1, tail));
     t.push(("elemAt", 2, elem_at));
@@ -47,7 +49,13 @@ fn elem_at(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let l = ev.force_list(&a[0], p)?;
     let i = ev.force_int(&a[1], p)?;
     if i < 0 || i as usize >= l.len() {
-        return err(format!("'builtins.elemAt' called with index {i} on a list of size {}", l.len()), p);
+        return err(
+            format!(
+                "'builtins.elemAt' called with index {i} on a list of size {}",
+                l.len()
+            ),
+            p,
+        );
     }
     ev.force(&l[i as usize])
 }
@@ -71,7 +79,9 @@ pub fn lazy_app(f: &Value, x: Value, p: Pos) -> Value {
 fn map(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let l = ev.force_list(&a[1], p)?;
     let f = &a[0];
-    Ok(Value::list(l.iter().map(|x| lazy_app(f, x.clone(), p)).collect()))
+    Ok(Value::list(
+        l.iter().map(|x| lazy_app(f, x.clone(), p)).collect(),
+    ))
 }
 
 fn filter(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -113,7 +123,9 @@ fn gen_list(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         return err(format!("cannot create list of size {n}"), p);
     }
     let f = ev.force_fn(&a[0], p)?;
-    Ok(Value::list((0..n).map(|i| lazy_app(&f, Value::Int(i), p)).collect()))
+    Ok(Value::list(
+        (0..n).map(|i| lazy_app(&f, Value::Int(i), p)).collect(),
+    ))
 }
 
 fn concat_lists(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -209,7 +221,10 @@ fn partition(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             w.push(x.clone());
         }
     }
-    Ok(mk_attrs(ev, vec![("right", Value::list(r)), ("wrong", Value::list(w))]))
+    Ok(mk_attrs(
+        ev,
+        vec![("right", Value::list(r)), ("wrong", Value::list(w))],
+    ))
 }
 
 fn group_by(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -219,7 +234,15 @@ fn group_by(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     for x in l.iter() {
         let k = ev.apply(&f, x.clone(), p)?;
         let k = ev.force_string(&k, p)?;
-        groups.entry(Rc::from(k.as_str())).or_default().push(x.clone());
+        groups
+            .entry(Rc::from(k.as_str()))
+            .or_default()
+            .push(x.clone());
     }
-    Ok(Value::attrs(Attrs { entries: groups.into_iter().map(|(k, v)| (k, Value::list(v), Pos::none())).collect() }))
+    Ok(Value::attrs(Attrs {
+        entries: groups
+            .into_iter()
+            .map(|(k, v)| (k, Value::list(v), Pos::none()))
+            .collect(),
+    }))
 }

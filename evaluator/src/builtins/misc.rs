@@ -26,23 +26,55 @@ pub fn register(t: &mut Vec<(&'static str, usize, PrimFn)>) {
     t.push(("import", 1, import));
     t.push(("scopedImport", 2, scoped_import));
     t.push(("typeOf", 1, type_of));
-    t.push(("isNull", 1, |ev, a, _| Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::Null)))));
-    t.push(("isFunction", 1, |ev, a, _| Ok(Value::Bool(ev.force(&a[0])?.is_function()))));
-    t.push(("isString", 1, |ev, a, _| Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::Str(_))))));
-    t.push(("isInt", 1, |ev, a, _| Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::Int(_))))));
-    t.push(("isFloat", 1, |ev, a, _| Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::Float(_))))));
-    t.push(("isBool", 1, |ev, a, _| Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::Bool(_))))));
-    t.push(("isPath", 1, |ev, a, _| Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::Path(_))))));
-    t.push(("isAttrs", 1, |ev, a, _| Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::Attrs(_))))));
-    t.push(("isList", 1, |ev, a, _| Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::List(_))))));
+    t.push(("isNull", 1, |ev, a, _| {
+        Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::Null)))
+    }));
+    t.push(("isFunction", 1, |ev, a, _| {
+        Ok(Value::Bool(ev.force(&a[0])?.is_function()))
+    }));
+    t.push(("isString", 1, |ev, a, _| {
+        Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::Str(_))))
+    }));
+    t.push(("isInt", 1, |ev, a, _| {
+        Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::Int(_))))
+    }));
+    t.push(("isFloat", 1, |ev, a, _| {
+        Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::Float(_))))
+    }));
+    t.push(("isBool", 1, |ev, a, _| {
+        Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::Bool(_))))
+    }));
+    t.push(("isPath", 1, |ev, a, _| {
+        Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::Path(_))))
+    }));
+    t.push(("isAttrs", 1, |ev, a, _| {
+        Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::Attrs(_))))
+    }));
+    t.push(("isList", 1, |ev, a, _| {
+        Ok(Value::Bool(matches!(ev.force(&a[0])?, Value::List(_))))
+    }));
     t.push(("add", 2, |ev, a, p| arith(ev, BinOp::Add, a, p)));
     t.push(("sub", 2, |ev, a, p| arith(ev, BinOp::Sub, a, p)));
     t.push(("mul", 2, |ev, a, p| arith(ev, BinOp::Mul, a, p)));
     t.push(("div", 2, |ev, a, p| arith(ev, BinOp::Div, a, p)));
-    t.push(("lessThan", 2, |ev, a, p| Ok(Value::Bool(ev.less_than(&a[0], &a[1], p)?))));
-    t.push(("bitAnd", 2, |ev, a, p| Ok(Value::Int(ev.force_int(&a[0], p)? & ev.force_int(&a[1], p)?))));
-    t.push(("bitOr", 2, |ev, a, p| Ok(Value::Int(ev.force_int(&a[0], p)? | ev.force_int(&a[1], p)?))));
-    t.push(("bitXor", 2, |ev, a, p| Ok(Value::Int(ev.force_int(&a[0], p)? ^ ev.force_int(&a[1], p)?))));
+    t.push(("lessThan", 2, |ev, a, p| {
+        Ok(Value::Bool(ev.less_than(&a[0], &a[1], p)?))
+    }));
+    t.push(("bitAnd", 2, |ev, a, p| {
+        Ok(Value::Int(
+            ev.force_int(&a[0], p)? & ev.force_int(&a[1], p)?,
+        ))
+    }));
+    t.push(("bitOr", 2, |ev, a, p| {
+        Ok(Value::Int(
+            ev.force_int(&a[0], p)? | ev.force_int(&a[1], p)?,
+        ))
+    }));
+    t.push(("bitXor", 2, |ev, a, p| {
+        Ok(Value::Int(
+            ev.force_int(&a[0], p)? ^ ev.force_int(&a[1], p)?,
+        ))
+    }));
     t.push(("ceil", 1, |ev, a, p| round(ev, a, p, f64::ceil)));
     t.push(("floor", 1, |ev, a, p| round(ev, a, p, f64::floor)));
     t.push(("toString", 1, to_string));
@@ -61,12 +93,23 @@ pub fn register(t: &mut Vec<(&'static str, usize, PrimFn)>) {
 
 fn abort(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let (s, _) = ev.coerce_to_string(&a[0], false, true, p)?;
-    Err(EvalError::new(ErrorKind::Abort, format!("evaluation aborted with the following error message: '{}'", String::from_utf8_lossy(&s)), p))
+    Err(EvalError::new(
+        ErrorKind::Abort,
+        format!(
+            "evaluation aborted with the following error message: '{}'",
+            String::from_utf8_lossy(&s)
+        ),
+        p,
+    ))
 }
 
 fn throw(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let (s, _) = ev.coerce_to_string(&a[0], false, true, p)?;
-    Err(EvalError::new(ErrorKind::Throw, String::from_utf8_lossy(&s).into_owned(), p))
+    Err(EvalError::new(
+        ErrorKind::Throw,
+        String::from_utf8_lossy(&s).into_owned(),
+        p,
+    ))
 }
 
 fn seq(ev: &Ev, a: &[Value], _p: Pos) -> R<Value> {
@@ -96,9 +139,15 @@ fn trace_verbose(ev: &Ev, a: &[Value], _p: Pos) -> R<Value> {
 fn warn(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let s = ev.force_str(&a[0], p)?;
     let text = s.lossy();
-    eprintln!("evaluation warning: {}", text.replace('\n', "\n                    "));
+    eprintln!(
+        "evaluation warning: {}",
+        text.replace('\n', "\n                    ")
+    );
     if ev.opts.abort_on_warn {
-        return Err(EvalError::other("aborting to reveal stack trace of warning, as abort-on-warn is set", p));
+        return Err(EvalError::other(
+            "aborting to reveal stack trace of warning, as abort-on-warn is set",
+            p,
+        ));
     }
     ev.force(&a[1])
 }
@@ -109,10 +158,17 @@ fn brk(ev: &Ev, a: &[Value], _p: Pos) -> R<Value> {
 
 fn try_eval(ev: &Ev, a: &[Value], _p: Pos) -> R<Value> {
     match ev.force(&a[0]) {
-        Ok(v) => Ok(mk_attrs(ev, vec![("success", Value::Bool(true)), ("value", v)])),
-        Err(e) if e.is_catchable() => {
-            Ok(mk_attrs(ev, vec![("success", Value::Bool(false)), ("value", Value::Bool(false))]))
-        }
+        Ok(v) => Ok(mk_attrs(
+            ev,
+            vec![("success", Value::Bool(true)), ("value", v)],
+        )),
+        Err(e) if e.is_catchable() => Ok(mk_attrs(
+            ev,
+            vec![
+                ("success", Value::Bool(false)),
+                ("value", Value::Bool(false)),
+            ],
+        )),
         Err(e) => Err(e),
     }
 }
@@ -142,7 +198,11 @@ fn unsafe_get_attr_pos(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 
 fn get_env(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let name = ev.force_string(&a[0], p)?;
-    Ok(Value::str(std::env::var_os(&name).map(|v| v.into_encoded_bytes()).unwrap_or_default()))
+    Ok(Value::str(
+        std::env::var_os(&name)
+            .map(|v| v.into_encoded_bytes())
+            .unwrap_or_default(),
+    ))
 }
 
 fn import(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -169,7 +229,14 @@ fn arith(ev: &Ev, op: BinOp, a: &[Value], p: Pos) -> R<Value> {
     let y = ev.force(&a[1])?;
     for v in [&x, &y] {
         if !matches!(v, Value::Int(_) | Value::Float(_)) {
-            return err(format!("expected an integer but found {}: {}", v.type_name(), ev.show_short(v)), p);
+            return err(
+                format!(
+                    "expected an integer but found {}: {}",
+                    v.type_name(),
+                    ev.show_short(v)
+                ),
+                p,
+            );
         }
     }
     ev.arith(op, x, y, p)
@@ -180,12 +247,25 @@ fn round(ev: &Ev, a: &[Value], p: Pos, f: fn(f64) -> f64) -> R<Value> {
         Value::Int(i) => Ok(Value::Int(i)),
         Value::Float(x) => {
             let r = f(x);
-            if !(r >= -9.223372036854776e18 && r < 9.223372036854776e18) {
-                return err(format!("float {} cannot be represented as an integer", crate::print::fmt_float(x)), p);
+            if !(-9.223372036854776e18..9.223372036854776e18).contains(&r) {
+                return err(
+                    format!(
+                        "float {} cannot be represented as an integer",
+                        crate::print::fmt_float(x)
+                    ),
+                    p,
+                );
             }
             Ok(Value::Int(r as i64))
         }
-        v => err(format!("expected a float but found {}: {}", v.type_name(), ev.show_short(&v)), p),
+        v => err(
+            format!(
+                "expected a float but found {}: {}",
+                v.type_name(),
+                ev.show_short(&v)
+            ),
+            p,
+        ),
     }
 }
 
@@ -199,11 +279,21 @@ fn function_args(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         Value::Lambda(c) => match &c.lambda.param {
             crate::ast::Param::Ident(_) => Ok(Value::attrs(Attrs::default())),
             crate::ast::Param::Pattern { formals, .. } => Ok(Value::attrs(Attrs::from_unsorted(
-                formals.iter().map(|f| (f.name.clone(), Value::Bool(f.default.is_some()), f.pos)).collect(),
+                formals
+                    .iter()
+                    .map(|f| (f.name.clone(), Value::Bool(f.default.is_some()), f.pos))
+                    .collect(),
             ))),
         },
         Value::PrimOp(_) | Value::PrimOpApp(..) => Ok(Value::attrs(Attrs::default())),
-        v => err(format!("expected a function but found {}: {}", v.type_name(), ev.show_short(&v)), p),
+        v => err(
+            format!(
+                "expected a function but found {}: {}",
+                v.type_name(),
+                ev.show_short(&v)
+            ),
+            p,
+        ),
     }
 }
 

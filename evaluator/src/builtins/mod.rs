@@ -100,7 +100,11 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
     let mut global_names: Vec<Sym> = Vec::new();
     let mut global_vals: Vec<Value> = Vec::new();
     for (name, arity, f) in &table {
-        let v = Value::PrimOp(Rc::new(PrimOp { name, arity: *arity, f: *f }));
+        let v = Value::PrimOp(Rc::new(PrimOp {
+            name,
+            arity: *arity,
+            f: *f,
+        }));
         builtin_entries.push((Rc::from(*name), v.clone(), Pos::none()));
         if UNPREFIXED.contains(name) {
             global_names.push(Rc::from(*name));
@@ -116,8 +120,16 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
     let mut nix_path_list = Vec::new();
     for (prefix, path) in &opts.nix_path {
         nix_path_list.push(Value::attrs(Attrs::from_unsorted(vec![
-            (Rc::from("path"), Value::str(path.as_bytes().to_vec()), Pos::none()),
-            (Rc::from("prefix"), Value::str(prefix.as_bytes().to_vec()), Pos::none()),
+            (
+                Rc::from("path"),
+                Value::str(path.as_bytes().to_vec()),
+                Pos::none(),
+            ),
+            (
+                Rc::from("prefix"),
+                Value::str(prefix.as_bytes().to_vec()),
+                Pos::none(),
+            ),
         ])));
     }
     let consts: Vec<(&str, Value)> = vec![
@@ -166,7 +178,16 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
     });
     // derivation wrapper, written in Nix
     let fid = pos::add_file("«builtin:derivation.nix»", false, Rc::from(DERIVATION_NIX));
-    let drv_val = match ast::parse(DERIVATION_NIX, fid, "/", &global_names, None, false, [crate::eval::Lint::Off; 3], false) {
+    let drv_val = match ast::parse(
+        DERIVATION_NIX,
+        fid,
+        "/",
+        &global_names,
+        None,
+        false,
+        [crate::eval::Lint::Off; 3],
+        false,
+    ) {
         Ok(e) => {
             let e = ast::leak(e);
             ev.eval(e, &env).unwrap_or(Value::Null)
@@ -175,7 +196,11 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
     };
     builtin_entries.push((Rc::from("derivation"), drv_val.clone(), Pos::none()));
     let builtins_thunk = Rc::new(Thunk(RefCell::new(ThunkState::Blackhole)));
-    builtin_entries.push((Rc::from("builtins"), Value::Thunk(builtins_thunk.clone()), Pos::none()));
+    builtin_entries.push((
+        Rc::from("builtins"),
+        Value::Thunk(builtins_thunk.clone()),
+        Pos::none(),
+    ));
     let battrs = Value::attrs(Attrs::from_unsorted(builtin_entries));
     *builtins_thunk.0.borrow_mut() = ThunkState::Done(battrs.clone());
     {
@@ -196,7 +221,14 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
 impl Ev {
     /// Parses a source text in the global scope (plus an optional extra
     /// scope of names for `scopedImport`).
-    pub fn parse_source(&self, text: &str, name: &str, is_path: bool, base_dir: &str, extra: Option<&[Sym]>) -> R<&'static ast::Expr> {
+    pub fn parse_source(
+        &self,
+        text: &str,
+        name: &str,
+        is_path: bool,
+        base_dir: &str,
+        extra: Option<&[Sym]>,
+    ) -> R<&'static ast::Expr> {
         // Nix's lexer treats CR and CR LF as line ends (also inside strings).
         let normalised;
         let text = if text.contains('\r') {
@@ -207,9 +239,24 @@ impl Ev {
         };
         let fid = pos::add_file(name, is_path, Rc::from(text));
         let pipes = self.has_feature("pipe-operators");
-        let lints = [self.opts.lint_abs_path, self.opts.lint_short_path, self.opts.lint_url];
-        let raw = text.chars().any(|c| (0xF780..=0xF7FF).contains(&(c as u32)));
-        let e = ast::parse(text, fid, base_dir, &self.global_names, extra, pipes, lints, raw)?;
+        let lints = [
+            self.opts.lint_abs_path,
+            self.opts.lint_short_path,
+            self.opts.lint_url,
+        ];
+        let raw = text
+            .chars()
+            .any(|c| (0xF780..=0xF7FF).contains(&(c as u32)));
+        let e = ast::parse(
+            text,
+            fid,
+            base_dir,
+            &self.global_names,
+            extra,
+            pipes,
+            lints,
+            raw,
+        )?;
         Ok(ast::leak(e))
     }
 
@@ -224,7 +271,9 @@ impl Ev {
         }
         let e = self.parse_file(path, pos, None)?;
         let v = self.eval(e, &self.globals_env)?;
-        self.import_cache.borrow_mut().insert(path.to_string(), v.clone());
+        self.import_cache
+            .borrow_mut()
+            .insert(path.to_string(), v.clone());
         Ok(v)
     }
 
@@ -246,7 +295,8 @@ impl Ev {
         if p == "/__corepkgs__/fetchurl.nix" {
             return self.parse_source(FETCHURL_NIX, &p, true, "/", extra);
         }
-        let bytes = std::fs::read(&p).map_err(|e| EvalError::other(format!("opening file '{p}': {e}"), pos))?;
+        let bytes = std::fs::read(&p)
+            .map_err(|e| EvalError::other(format!("opening file '{p}': {e}"), pos))?;
         let (text, _) = ast::decode_source(&bytes);
         let dir = match p.rfind('/') {
             Some(0) => "/".to_string(),
@@ -283,7 +333,11 @@ impl Ev {
             if base.starts_with("http://") || base.starts_with("https://") {
                 continue;
             }
-            let full = if rest.is_empty() { base.clone() } else { format!("{}/{}", base.trim_end_matches('/'), rest) };
+            let full = if rest.is_empty() {
+                base.clone()
+            } else {
+                format!("{}/{}", base.trim_end_matches('/'), rest)
+            };
             let full = ast::canon_path(&full);
             if std::path::Path::new(&full).exists() {
                 return Ok(Value::Path(full.into()));
@@ -294,7 +348,9 @@ impl Ev {
         }
         Err(crate::error::EvalError::new(
             crate::error::ErrorKind::Throw,
-            format!("file '{name}' was not found in the Nix search path (add it using $NIX_PATH or -I)"),
+            format!(
+                "file '{name}' was not found in the Nix search path (add it using $NIX_PATH or -I)"
+            ),
             pos,
         ))
     }
@@ -302,5 +358,10 @@ impl Ev {
 
 /// Helper used by builtins: an attribute set from (name, value) pairs.
 pub fn mk_attrs(ev: &Ev, pairs: Vec<(&'static str, Value)>) -> Value {
-    Value::attrs(Attrs::from_unsorted(pairs.into_iter().map(|(k, v)| (ev.sym(k), v, Pos::none())).collect()))
+    Value::attrs(Attrs::from_unsorted(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (ev.sym(k), v, Pos::none()))
+            .collect(),
+    ))
 }

@@ -25,7 +25,9 @@ pub fn check_name(name: &str, p: Pos) -> R<()> {
     let ok = !name.is_empty()
         && name.len() <= 211
         && !name.starts_with('.')
-        && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c));
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c));
     if !ok {
         return err(format!("invalid store path name '{name}'"), p);
     }
@@ -73,7 +75,14 @@ fn add_path(ev: &Ev, path: &str, name: &str, filter: Option<&Value>, pos: Pos) -
         return Err(e);
     }
     let h = h.map_err(|e| EvalError::other(e, pos))?;
-    Ok(make_fixed_output_path(&ev.opts.store_dir, true, "sha256", &h, name, &[]))
+    Ok(make_fixed_output_path(
+        &ev.opts.store_dir,
+        true,
+        "sha256",
+        &h,
+        name,
+        &[],
+    ))
 }
 
 fn to_file(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -115,7 +124,12 @@ fn path(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let args = ev.force_attrs(&a[0], p)?;
     let path = match args.get("path") {
         Some(x) => ev.coerce_to_path(x, p)?,
-        None => return err("missing required 'path' attribute in the first argument to builtins.path", p),
+        None => {
+            return err(
+                "missing required 'path' attribute in the first argument to builtins.path",
+                p,
+            )
+        }
     };
     let name = match args.get("name") {
         Some(x) => ev.force_string(x, p)?,
@@ -133,8 +147,16 @@ fn path(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         add_path(ev, &path, &name, filter.as_ref(), p)?
     } else {
         check_name(&name, p)?;
-        let data = std::fs::read(&path).map_err(|e| EvalError::other(format!("reading '{path}': {e}"), p))?;
-        make_fixed_output_path(&ev.opts.store_dir, false, "sha256", &sha256(&data), &name, &[])
+        let data = std::fs::read(&path)
+            .map_err(|e| EvalError::other(format!("reading '{path}': {e}"), p))?;
+        make_fixed_output_path(
+            &ev.opts.store_dir,
+            false,
+            "sha256",
+            &sha256(&data),
+            &name,
+            &[],
+        )
     };
     if let Some(h) = args.get("sha256") {
         let h = ev.force_string(h, p)?;
@@ -157,7 +179,10 @@ fn filter_source(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 
 fn placeholder(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let out = ev.force_string(&a[0], p)?;
-    Ok(Value::str(format!("/{}", nixbase32(&sha256(format!("nix-output:{out}").as_bytes())))))
+    Ok(Value::str(format!(
+        "/{}",
+        nixbase32(&sha256(format!("nix-output:{out}").as_bytes()))
+    )))
 }
 
 fn real_path(ev: &Ev, v: &Value, p: Pos) -> R<String> {
@@ -180,16 +205,21 @@ fn path_exists(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 
 fn read_file(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let path = real_path(ev, &a[0], p)?;
-    let data = std::fs::read(&path).map_err(|e| EvalError::other(format!("opening file '{path}': {e}"), p))?;
+    let data = std::fs::read(&path)
+        .map_err(|e| EvalError::other(format!("opening file '{path}': {e}"), p))?;
     if data.contains(&0) {
-        return err(format!("the contents of the file '{path}' cannot be represented as a Nix string"), p);
+        return err(
+            format!("the contents of the file '{path}' cannot be represented as a Nix string"),
+            p,
+        );
     }
     Ok(Value::str(data))
 }
 
 fn read_dir(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let path = real_path(ev, &a[0], p)?;
-    let rd = std::fs::read_dir(&path).map_err(|e| EvalError::other(format!("reading directory '{path}': {e}"), p))?;
+    let rd = std::fs::read_dir(&path)
+        .map_err(|e| EvalError::other(format!("reading directory '{path}': {e}"), p))?;
     let mut entries = Vec::new();
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -204,6 +234,7 @@ fn read_dir(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 
 fn read_file_type(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let path = real_path(ev, &a[0], p)?;
-    let md = std::fs::symlink_metadata(&path).map_err(|e| EvalError::other(format!("getting status of '{path}': {e}"), p))?;
+    let md = std::fs::symlink_metadata(&path)
+        .map_err(|e| EvalError::other(format!("getting status of '{path}': {e}"), p))?;
     Ok(Value::str(storepath::file_type_name(&md.file_type())))
 }

@@ -31,7 +31,11 @@ fn substring(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         return err("negative start position in substring", p);
     }
     let start = (start as usize).min(s.len());
-    let end = if len < 0 { s.len() } else { start.saturating_add(len as usize).min(s.len()) };
+    let end = if len < 0 {
+        s.len()
+    } else {
+        start.saturating_add(len as usize).min(s.len())
+    };
     if start == 0 && end == s.len() {
         return Ok(Value::str_ctx(s, ctx));
     }
@@ -47,7 +51,10 @@ fn replace_strings(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let from = ev.force_list(&a[0], p)?;
     let to = ev.force_list(&a[1], p)?;
     if from.len() != to.len() {
-        return err("'from' and 'to' arguments passed to builtins.replaceStrings have different lengths", p);
+        return err(
+            "'from' and 'to' arguments passed to builtins.replaceStrings have different lengths",
+            p,
+        );
     }
     let (s, mut ctx) = ev.coerce_to_string(&a[2], true, false, p)?;
     let mut froms = Vec::new();
@@ -134,7 +141,9 @@ pub fn version_components(s: &[u8]) -> Vec<Vec<u8>> {
 
 fn split_version(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let (s, _) = ev.coerce_to_string(&a[0], false, false, p)?;
-    Ok(Value::list(version_components(&s).into_iter().map(Value::str).collect()))
+    Ok(Value::list(
+        version_components(&s).into_iter().map(Value::str).collect(),
+    ))
 }
 
 fn comp_less(a: &[u8], b: &[u8]) -> bool {
@@ -148,9 +157,7 @@ fn comp_less(a: &[u8], b: &[u8]) -> bool {
     match (num(a), num(b)) {
         (Some(x), Some(y)) => x < y,
         _ => {
-            if a.is_empty() && num(b).is_some() {
-                true
-            } else if a == b"pre" && b != b"pre" {
+            if (a.is_empty() && num(b).is_some()) || (a == b"pre" && b != b"pre") {
                 true
             } else if b == b"pre" {
                 false
@@ -198,8 +205,18 @@ fn parse_drv_name(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             break;
         }
     }
-    let (name, version) = if split < s.len() { (&s[..split], &s[split + 1..]) } else { (&s[..], &b""[..]) };
-    Ok(mk_attrs(ev, vec![("name", Value::str(name.to_vec())), ("version", Value::str(version.to_vec()))]))
+    let (name, version) = if split < s.len() {
+        (&s[..split], &s[split + 1..])
+    } else {
+        (&s[..], &b""[..])
+    };
+    Ok(mk_attrs(
+        ev,
+        vec![
+            ("name", Value::str(name.to_vec())),
+            ("version", Value::str(version.to_vec())),
+        ],
+    ))
 }
 
 fn base_name_of(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -209,7 +226,11 @@ fn base_name_of(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     if end > 0 && s[end - 1] == b'/' {
         end -= 1;
     }
-    let start = s[..end].iter().rposition(|c| *c == b'/').map(|i| i + 1).unwrap_or(0);
+    let start = s[..end]
+        .iter()
+        .rposition(|c| *c == b'/')
+        .map(|i| i + 1)
+        .unwrap_or(0);
     Ok(Value::str_ctx(s[start..end].to_vec(), ctx))
 }
 
@@ -251,11 +272,16 @@ fn rmatch(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let re = ev.force_str(&a[0], p)?;
     let s = ev.force_str(&a[1], p)?;
     let re = compile(ev, &re.s, p)?;
-    let m = re.nix_match(&s.s).map_err(|e| crate::error::EvalError::other(e.to_string(), p))?;
+    let m = re
+        .nix_match(&s.s)
+        .map_err(|e| crate::error::EvalError::other(e.to_string(), p))?;
     match m {
         None => Ok(Value::Null),
         Some(groups) => Ok(Value::list(
-            groups.into_iter().map(|g| g.map(|x| Value::str(x.to_vec())).unwrap_or(Value::Null)).collect(),
+            groups
+                .into_iter()
+                .map(|g| g.map(|x| Value::str(x.to_vec())).unwrap_or(Value::Null))
+                .collect(),
         )),
     }
 }
@@ -264,14 +290,18 @@ fn rsplit(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let re = ev.force_str(&a[0], p)?;
     let s = ev.force_str(&a[1], p)?;
     let re = compile(ev, &re.s, p)?;
-    let items = re.nix_split(&s.s).map_err(|e| crate::error::EvalError::other(e.to_string(), p))?;
+    let items = re
+        .nix_split(&s.s)
+        .map_err(|e| crate::error::EvalError::other(e.to_string(), p))?;
     Ok(Value::list(
         items
             .into_iter()
             .map(|it| match it {
                 crate::regex::SplitItem::Text(t) => Value::str(t.to_vec()),
                 crate::regex::SplitItem::Groups(g) => Value::list(
-                    g.into_iter().map(|x| x.map(|x| Value::str(x.to_vec())).unwrap_or(Value::Null)).collect(),
+                    g.into_iter()
+                        .map(|x| x.map(|x| Value::str(x.to_vec())).unwrap_or(Value::Null))
+                        .collect(),
                 ),
             })
             .collect(),

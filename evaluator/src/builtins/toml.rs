@@ -33,9 +33,9 @@ fn fmt_time(t: &toml::value::Time) -> String {
     let mut s = format!("{:02}:{:02}:{:02}", t.hour, t.minute, t.second);
     let ns = t.nanosecond;
     if ns != 0 {
-        if ns % 1_000_000 == 0 {
+        if ns.is_multiple_of(1_000_000) {
             s.push_str(&format!(".{:03}", ns / 1_000_000));
-        } else if ns % 1000 == 0 {
+        } else if ns.is_multiple_of(1000) {
             s.push_str(&format!(".{:06}", ns / 1000));
         } else {
             s.push_str(&format!(".{ns:09}"));
@@ -47,7 +47,10 @@ fn fmt_time(t: &toml::value::Time) -> String {
 fn fmt_datetime(d: &toml::value::Datetime) -> String {
     let mut s = String::new();
     if let Some(date) = &d.date {
-        s.push_str(&format!("{:04}-{:02}-{:02}", date.year, date.month, date.day));
+        s.push_str(&format!(
+            "{:04}-{:02}-{:02}",
+            date.year, date.month, date.day
+        ));
     }
     if let Some(t) = &d.time {
         if d.date.is_some() {
@@ -81,7 +84,13 @@ fn conv(ev: &Ev, v: &toml::Value, p: Pos) -> R<Value> {
             if !ev.has_feature("parse-toml-timestamps") {
                 return err("while parsing TOML: Dates and times are not supported", p);
             }
-            mk_attrs(ev, vec![("_type", Value::str("timestamp")), ("value", Value::str(fmt_datetime(d)))])
+            mk_attrs(
+                ev,
+                vec![
+                    ("_type", Value::str("timestamp")),
+                    ("value", Value::str(fmt_datetime(d))),
+                ],
+            )
         }
         toml::Value::Array(a) => {
             let mut out = Vec::with_capacity(a.len());

@@ -85,7 +85,12 @@ impl W<'_> {
             Value::Int(i) => self.open(ind, "int", &[("value", i.to_string())], true),
             Value::Bool(b) => self.open(ind, "bool", &[("value", b.to_string())], true),
             Value::Null => self.open(ind, "null", &[], true),
-            Value::Float(f) => self.open(ind, "float", &[("value", crate::print::fmt_float(*f))], true),
+            Value::Float(f) => self.open(
+                ind,
+                "float",
+                &[("value", crate::print::fmt_float(*f))],
+                true,
+            ),
             Value::Path(p) => self.open(ind, "path", &[("value", p.to_string())], true),
             Value::List(l) => {
                 self.open(ind, "list", &[], false);
@@ -131,8 +136,14 @@ impl W<'_> {
             Value::Lambda(c) => {
                 self.open(ind, "function", &[], false);
                 match &c.lambda.param {
-                    crate::ast::Param::Ident(n) => self.open(ind + 1, "varpat", &[("name", n.to_string())], true),
-                    crate::ast::Param::Pattern { formals, ellipsis, at } => {
+                    crate::ast::Param::Ident(n) => {
+                        self.open(ind + 1, "varpat", &[("name", n.to_string())], true)
+                    }
+                    crate::ast::Param::Pattern {
+                        formals,
+                        ellipsis,
+                        at,
+                    } => {
                         let mut attrs = Vec::new();
                         if *ellipsis {
                             attrs.push(("ellipsis", "1".to_string()));
@@ -159,8 +170,15 @@ impl W<'_> {
 }
 
 pub fn value_to_xml(ev: &Ev, v: &Value, pos: Pos, ctx: &mut Context) -> R<String> {
-    let mut w = W { out: String::new(), ev, pos, drvs: FxHashSet::default(), ctx };
-    w.out.push_str("<?xml version='1.0' encoding='utf-8'?>\n<expr>\n");
+    let mut w = W {
+        out: String::new(),
+        ev,
+        pos,
+        drvs: FxHashSet::default(),
+        ctx,
+    };
+    w.out
+        .push_str("<?xml version='1.0' encoding='utf-8'?>\n<expr>\n");
     w.value(v, 1)?;
     w.out.push_str("</expr>\n");
     Ok(w.out)
