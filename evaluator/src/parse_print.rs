@@ -12,7 +12,8 @@ use crate::print::{escape_str, print_attr_name};
 pub fn parse_and_print(ev: &Ev, text: &str, origin: &str, base: &str) -> R<String> {
     // Full lowering first: it reports parse errors and undefined variables.
     let _ = ev.parse_source(text, origin, false, base, None)?;
-    let parsed = rnix::Root::parse(text);
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let parsed = rnix::Root::parse(&text);
     let root = parsed.tree();
     let mut l = Lowerer::new(0, base, &[], None);
     let mut out = String::new();
