@@ -23,8 +23,7 @@ fn require_nix() {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("spawn");
-    out
+    cmd.output().expect("spawn")
 }
 
 fn ok_stdout(cmd: &mut Command) -> String {
@@ -65,7 +64,11 @@ fn corpus(dir: &Path) -> Vec<PathBuf> {
     let all: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
     v.push(f("binary.bin", &all, 0o644));
     v.push(f("big.dat", &vec![0xa5; 3 << 20], 0o644));
-    v.push(f("Name+x=y?_.-z", b"every legal name character class", 0o644));
+    v.push(f(
+        "Name+x=y?_.-z",
+        b"every legal name character class",
+        0o644,
+    ));
     // A tree with nesting, sorting edge cases, links and an empty dir.
     let t = dir.join("tree");
     std::fs::create_dir_all(t.join("d/e/f")).unwrap();
@@ -297,7 +300,13 @@ fn conformance_file_nar(contents: &[u8]) -> Vec<u8> {
         out.resize(out.len() + (8 - b.len() % 8) % 8, 0);
     }
     let mut o = Vec::new();
-    for t in [&b"nix-archive-1"[..], b"(", b"type", b"regular", b"contents"] {
+    for t in [
+        &b"nix-archive-1"[..],
+        b"(",
+        b"type",
+        b"regular",
+        b"contents",
+    ] {
         s(&mut o, t);
     }
     s(&mut o, contents);
@@ -320,7 +329,7 @@ fn gc_keeps_roots_indirect_roots_and_their_closures() {
     let garbage = add("garbage", "g");
     // `kept` refers to `dep`; only `kept` is rooted.
     let dep = add("dep", "d");
-    let kept_nar = conformance_file_nar(format!("{dep}").as_bytes());
+    let kept_nar = conformance_file_nar(dep.as_bytes());
     let kept = "/nix/store/ap8llpmkx0n1cn5b6h321cfd1ggqc6bg-kept";
     ok_stdout(
         b3_in(&s)
@@ -341,11 +350,18 @@ fn gc_keeps_roots_indirect_roots_and_their_closures() {
     for live in [&rooted, &linked, &dep, &kept.to_string()] {
         assert!(!dry.contains(live.as_str()), "{live} in dry run: {dry}");
     }
-    assert!(run(b3_in(&s).args(["path-info", &garbage])).status.success());
+    assert!(run(b3_in(&s).args(["path-info", &garbage]))
+        .status
+        .success());
 
     let gc = ok_stdout(b3_in(&s).args(["store", "gc"]));
-    assert!(gc.contains(&garbage) && gc.contains("1 store paths deleted"), "{gc}");
-    assert!(!run(b3_in(&s).args(["path-info", &garbage])).status.success());
+    assert!(
+        gc.contains(&garbage) && gc.contains("1 store paths deleted"),
+        "{gc}"
+    );
+    assert!(!run(b3_in(&s).args(["path-info", &garbage]))
+        .status
+        .success());
     let base = garbage.rsplit('/').next().unwrap();
     assert!(!s.join("nix/store").join(base).exists());
     for live in [&rooted, &linked, &dep] {
@@ -357,7 +373,11 @@ fn gc_keeps_roots_indirect_roots_and_their_closures() {
     let gc = ok_stdout(b3_in(&s).args(["store", "gc"]));
     assert!(gc.contains(&linked), "{gc}");
     let out = run(b3_in(&s).args(["store", "verify", "--check-contents"]));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -370,7 +390,11 @@ fn store_location_follows_flag_and_env() {
             .args(["store", "add"])
             .arg(&f),
     );
-    assert!(d.path().join("env/nix/store").join(via_env.trim().rsplit('/').next().unwrap()).exists());
+    assert!(d
+        .path()
+        .join("env/nix/store")
+        .join(via_env.trim().rsplit('/').next().unwrap())
+        .exists());
     assert!(d.path().join("env/nix/var/b3/db.sqlite").exists());
     let via_home = ok_stdout(
         Command::new(b3())

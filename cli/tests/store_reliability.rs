@@ -77,7 +77,11 @@ fn listing(p: &Path) -> BTreeSet<String> {
             if rel.contains("db.sqlite") || rel.contains("temproots") || rel.contains("locks/") {
                 continue;
             }
-            out.insert(format!("{rel} {:?} {}", m.file_type(), if m.is_file() { m.len() } else { 0 }));
+            out.insert(format!(
+                "{rel} {:?} {}",
+                m.file_type(),
+                if m.is_file() { m.len() } else { 0 }
+            ));
             if m.is_dir() {
                 walk(base, &path, out);
             }
@@ -150,7 +154,10 @@ fn kill_9_during_add_leaves_a_consistent_store() {
         if out.status.success() {
             outcomes.1 += 1;
             let nar = run(b3_in(&store).args(["store", "dump", &expected])).stdout;
-            assert!(nar == expected_nar, "kill {i}: valid path has wrong contents");
+            assert!(
+                nar == expected_nar,
+                "kill {i}: valid path has wrong contents"
+            );
             // Remove it again so the next kill has work to interrupt.
             ok_stdout(b3_in(&store).args(["store", "gc"]));
         } else {
@@ -165,7 +172,10 @@ fn kill_9_during_add_leaves_a_consistent_store() {
             .collect();
         assert!(leftovers.is_empty(), "kill {i} ({status}): tmp dirs left");
     }
-    eprintln!("kills: {kills}, path absent after {}, valid after {}", outcomes.0, outcomes.1);
+    eprintln!(
+        "kills: {kills}, path absent after {}, valid after {}",
+        outcomes.0, outcomes.1
+    );
     assert!(outcomes.0 > 0, "no kill interrupted the add");
     // The narrowest windows, hit on purpose: after the tree is complete but
     // before it is in place, and in place but not yet registered.
@@ -177,11 +187,22 @@ fn kill_9_during_add_leaves_a_consistent_store() {
         assert!(!out.status.success(), "{point}: did not crash");
         let base = expected.rsplit('/').next().unwrap();
         if point == "before-register" {
-            assert!(store.join("nix/store").join(base).exists(), "in place, unregistered");
+            assert!(
+                store.join("nix/store").join(base).exists(),
+                "in place, unregistered"
+            );
         }
-        assert!(!run(b3_in(&store).args(["path-info", &expected])).status.success(), "{point}");
+        assert!(
+            !run(b3_in(&store).args(["path-info", &expected]))
+                .status
+                .success(),
+            "{point}"
+        );
         assert_verify_clean(&store);
-        assert!(!store.join("nix/store").join(base).exists(), "{point}: leftover not swept");
+        assert!(
+            !store.join("nix/store").join(base).exists(),
+            "{point}: leftover not swept"
+        );
     }
     // Finally an undisturbed add works and verifies.
     assert_eq!(
@@ -271,34 +292,69 @@ fn corrupted_file_is_reported_and_repaired() {
     let empty = d.path().join("empty-source");
     std::fs::create_dir(&empty).unwrap();
     let out = run(b3_in(&store)
-        .args(["store", "verify", "--check-contents", "--repair", "--repair-from"])
+        .args([
+            "store",
+            "verify",
+            "--check-contents",
+            "--repair",
+            "--repair-from",
+        ])
         .arg(&empty));
     assert!(!out.status.success());
 
     // From a NAR file.
     let out = run(b3_in(&store)
-        .args(["store", "verify", "--check-contents", "--repair", "--repair-nar"])
+        .args([
+            "store",
+            "verify",
+            "--check-contents",
+            "--repair",
+            "--repair-nar",
+        ])
         .arg(format!("{p}={}", nar_file.display())));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("repaired"));
     assert_verify_clean(&store);
-    assert_eq!(run(b3_in(&store).args(["store", "dump", &p])).stdout, good_nar);
+    assert_eq!(
+        run(b3_in(&store).args(["store", "dump", &p])).stdout,
+        good_nar
+    );
 
     // From another store directory holding a good copy (as a Nix store would).
     corrupt();
     let other = d.path().join("other");
     ok_stdout(b3_in(&other).args(["store", "add"]).arg(&tree));
     let out = run(b3_in(&store)
-        .args(["store", "verify", "--check-contents", "--repair", "--repair-from"])
+        .args([
+            "store",
+            "verify",
+            "--check-contents",
+            "--repair",
+            "--repair-from",
+        ])
         .arg(other.join("nix/store")));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_verify_clean(&store);
-    assert_eq!(run(b3_in(&store).args(["store", "dump", &p])).stdout, good_nar);
+    assert_eq!(
+        run(b3_in(&store).args(["store", "dump", &p])).stdout,
+        good_nar
+    );
 }
 
 #[test]
 fn corrupted_path_is_repaired_from_the_real_nix_store() {
-    let ok = Command::new("nix-store").arg("--version").output().map(|o| o.status.success());
+    let ok = Command::new("nix-store")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success());
     assert!(
         ok.unwrap_or(false),
         "nix-store (the oracle) not found: run scripts/setup-test-deps.sh"
@@ -307,7 +363,13 @@ fn corrupted_path_is_repaired_from_the_real_nix_store() {
     let tree = make_tree(d.path(), 10, 5);
     // A Nix chroot store stands in for /nix/store of a Nix installation.
     let nix_root = d.path().join("nix-root");
-    let out = Command::new("nix-store").arg("--store").arg(&nix_root).arg("--add").arg(&tree).output().unwrap();
+    let out = Command::new("nix-store")
+        .arg("--store")
+        .arg(&nix_root)
+        .arg("--add")
+        .arg(&tree)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let store = d.path().join("s");
     let p = ok_stdout(b3_in(&store).args(["store", "add"]).arg(&tree));
@@ -318,9 +380,19 @@ fn corrupted_path_is_repaired_from_the_real_nix_store() {
     std::fs::set_permissions(&victim_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::remove_file(victim_dir.join("f0")).unwrap();
     let out = run(b3_in(&store)
-        .args(["store", "verify", "--check-contents", "--repair", "--repair-from"])
+        .args([
+            "store",
+            "verify",
+            "--check-contents",
+            "--repair",
+            "--repair-from",
+        ])
         .arg(nix_root.join("nix/store")));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_verify_clean(&store);
 }
 
@@ -361,38 +433,87 @@ fn hostile_nars() -> Vec<(&'static str, Vec<u8>)> {
     };
     let mut huge = toks(&[b"nix-archive-1", b"(", b"type", b"regular", b"contents"]);
     huge.extend_from_slice(&u64::MAX.to_le_bytes());
-    let mut long_name = toks(&[b"nix-archive-1", b"(", b"type", b"directory", b"entry", b"(", b"name"]);
+    let mut long_name = toks(&[
+        b"nix-archive-1",
+        b"(",
+        b"type",
+        b"directory",
+        b"entry",
+        b"(",
+        b"name",
+    ]);
     long_name.extend_from_slice(&(1u64 << 40).to_le_bytes());
     vec![
-        ("wrong magic", toks(&[b"nix-archive-2", b"(", b"type", b"regular", b"contents", b"x", b")"])),
+        (
+            "wrong magic",
+            toks(&[
+                b"nix-archive-2",
+                b"(",
+                b"type",
+                b"regular",
+                b"contents",
+                b"x",
+                b")",
+            ]),
+        ),
         ("empty", Vec::new()),
-        ("truncated", toks(&[b"nix-archive-1", b"(", b"type", b"regular", b"contents"])),
+        (
+            "truncated",
+            toks(&[b"nix-archive-1", b"(", b"type", b"regular", b"contents"]),
+        ),
         ("dot-dot entry", dir_with(vec![entry(b"..", file)])),
         ("dot entry", dir_with(vec![entry(b".", file)])),
         ("slash in name", dir_with(vec![entry(b"a/b", file)])),
         ("empty name", dir_with(vec![entry(b"", file)])),
         ("nul in name", dir_with(vec![entry(b"a\0b", file)])),
-        ("unsorted entries", dir_with(vec![entry(b"b", file), entry(b"a", file)])),
-        ("duplicate entries", dir_with(vec![entry(b"a", file), entry(b"a", file)])),
-        ("unknown node type", toks(&[b"nix-archive-1", b"(", b"type", b"fifo", b")"])),
+        (
+            "unsorted entries",
+            dir_with(vec![entry(b"b", file), entry(b"a", file)]),
+        ),
+        (
+            "duplicate entries",
+            dir_with(vec![entry(b"a", file), entry(b"a", file)]),
+        ),
+        (
+            "unknown node type",
+            toks(&[b"nix-archive-1", b"(", b"type", b"fifo", b")"]),
+        ),
         ("huge file length", huge),
         ("huge name length", long_name),
         ("trailing garbage", {
-            let mut v = toks(&[b"nix-archive-1", b"(", b"type", b"regular", b"contents", b"x", b")"]);
+            let mut v = toks(&[
+                b"nix-archive-1",
+                b"(",
+                b"type",
+                b"regular",
+                b"contents",
+                b"x",
+                b")",
+            ]);
             v.extend_from_slice(b"garbage!");
             v
         }),
         ("nonzero padding", {
-            let mut v = toks(&[b"nix-archive-1", b"(", b"type", b"regular", b"contents", b"x"]);
+            let mut v = toks(&[
+                b"nix-archive-1",
+                b"(",
+                b"type",
+                b"regular",
+                b"contents",
+                b"x",
+            ]);
             let n = v.len();
             v[n - 1] = 1;
             v.extend(toks(&[b")"]));
             v
         }),
-        ("symlink escaping then file through it", dir_with(vec![
-            entry(b"a", &[b"(", b"type", b"symlink", b"target", b"/tmp", b")"]),
-            entry(b"a/x", file),
-        ])),
+        (
+            "symlink escaping then file through it",
+            dir_with(vec![
+                entry(b"a", &[b"(", b"type", b"symlink", b"target", b"/tmp", b")"]),
+                entry(b"a/x", file),
+            ]),
+        ),
     ]
 }
 
@@ -412,7 +533,12 @@ fn hostile_nars_are_rejected_and_leave_the_store_unchanged() {
             format!("sha256:{}", o.split_whitespace().next().unwrap())
         };
         for args in [
-            vec!["store".to_string(), "import".into(), "--name".into(), "hostile".into()],
+            vec![
+                "store".to_string(),
+                "import".into(),
+                "--name".into(),
+                "hostile".into(),
+            ],
             vec![
                 "store".into(),
                 "import".into(),
@@ -427,7 +553,10 @@ fn hostile_nars_are_rejected_and_leave_the_store_unchanged() {
             let out = run(b3_in(&store).args(&args).arg("--file").arg(&f));
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "{what}: accepted by {args:?}");
-            assert!(err.starts_with("error:") && err.len() > 10, "{what}: unclear error {err:?}");
+            assert!(
+                err.starts_with("error:") && err.len() > 10,
+                "{what}: unclear error {err:?}"
+            );
             assert!(!err.contains("panicked"), "{what}: {err}");
         }
         let after = (listing(&store), db_snapshot(&store));
@@ -436,8 +565,16 @@ fn hostile_nars_are_rejected_and_leave_the_store_unchanged() {
     assert_verify_clean(&store);
     // The same checks on stdin, with a NAR that never ends (bounded read).
     let mut child = b3_in(&store)
-        .args(["store", "import", "--path", "/nix/store/ap8llpmkx0n1cn5b6h321cfd1ggqc6bg-hostile",
-               "--nar-hash", "sha256:1vagcg4r6l6x6w0lj246c0cg1mvd3h5rsaizhfw68mw4sxpdh6cp", "--nar-size", "128"])
+        .args([
+            "store",
+            "import",
+            "--path",
+            "/nix/store/ap8llpmkx0n1cn5b6h321cfd1ggqc6bg-hostile",
+            "--nar-hash",
+            "sha256:1vagcg4r6l6x6w0lj246c0cg1mvd3h5rsaizhfw68mw4sxpdh6cp",
+            "--nar-size",
+            "128",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -460,6 +597,9 @@ fn hostile_nars_are_rejected_and_leave_the_store_unchanged() {
     });
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
-    assert!(writer.join().unwrap(), "b3 kept reading past the announced size");
+    assert!(
+        writer.join().unwrap(),
+        "b3 kept reading past the announced size"
+    );
     assert_eq!(before, (listing(&store), db_snapshot(&store)));
 }

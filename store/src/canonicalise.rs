@@ -160,8 +160,7 @@ mod tests {
         std::fs::write(t.join("a"), b"a").unwrap();
         std::fs::set_permissions(t.join("a"), std::fs::Permissions::from_mode(0o4775)).unwrap();
         std::fs::write(t.join("sub/b"), b"b").unwrap();
-        std::fs::set_permissions(t.join("sub/b"), std::fs::Permissions::from_mode(0o2640))
-            .unwrap();
+        std::fs::set_permissions(t.join("sub/b"), std::fs::Permissions::from_mode(0o2640)).unwrap();
         std::os::unix::fs::symlink(&outside, t.join("l")).unwrap();
 
         canonicalise_tree(&t).unwrap();
@@ -171,7 +170,13 @@ mod tests {
         assert_eq!(m(&t.join("sub/b")).mode() & 0o7777, 0o444);
         assert_eq!(m(&t.join("sub")).mode() & 0o7777, 0o555);
         assert_eq!(m(&t).mode() & 0o7777, 0o555);
-        for p in [t.join("a"), t.join("sub/b"), t.join("sub"), t.join("l"), t.clone()] {
+        for p in [
+            t.join("a"),
+            t.join("sub/b"),
+            t.join("sub"),
+            t.join("l"),
+            t.clone(),
+        ] {
             assert_eq!(m(&p).mtime(), CANONICAL_MTIME, "{}", p.display());
         }
         // The symlink's target was not touched.

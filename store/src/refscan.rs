@@ -201,10 +201,7 @@ mod tests {
         for b in &d {
             s.update(std::slice::from_ref(b));
         }
-        assert_eq!(
-            s.found(),
-            BTreeSet::from([H1.to_string(), H2.to_string()])
-        );
+        assert_eq!(s.found(), BTreeSet::from([H1.to_string(), H2.to_string()]));
     }
 
     #[test]

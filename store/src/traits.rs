@@ -95,7 +95,11 @@ pub enum StoreError {
         got: String,
     },
     #[error("size mismatch importing path '{path}': specified {expected} bytes, got {got}")]
-    NarSizeMismatch { path: String, expected: u64, got: u64 },
+    NarSizeMismatch {
+        path: String,
+        expected: u64,
+        got: u64,
+    },
     #[error("cannot add '{path}': its reference '{reference}' is not valid in this store")]
     MissingReference { path: String, reference: String },
     #[error("content address '{ca}' does not match path '{path}'")]
@@ -140,8 +144,7 @@ pub trait StoreRead: Send + Sync {
     async fn is_valid_path(&self, path: &StorePath) -> Result<bool, StoreError>;
 
     /// The metadata of `path`, or `None` if it is not valid.
-    async fn query_path_info(&self, path: &StorePath)
-        -> Result<Option<ValidPathInfo>, StoreError>;
+    async fn query_path_info(&self, path: &StorePath) -> Result<Option<ValidPathInfo>, StoreError>;
 
     /// Stream the NAR serialisation of `path` into `sink`; returns its size.
     async fn nar_from_path(

@@ -31,7 +31,13 @@ fn file_nar(contents: &[u8]) -> Vec<u8> {
         out.resize(out.len() + (8 - b.len() % 8) % 8, 0);
     }
     let mut o = Vec::new();
-    for t in [&b"nix-archive-1"[..], b"(", b"type", b"regular", b"contents"] {
+    for t in [
+        &b"nix-archive-1"[..],
+        b"(",
+        b"type",
+        b"regular",
+        b"contents",
+    ] {
         s(&mut o, t);
     }
     s(&mut o, contents);
@@ -53,11 +59,21 @@ fn layout_and_canonical_metadata() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(src.join("run"), std::fs::Permissions::from_mode(0o4755)).unwrap();
     let p = store
-        .add_path_sync("src", &src, FileIngestionMethod::Recursive, HashAlgo::Sha256)
+        .add_path_sync(
+            "src",
+            &src,
+            FileIngestionMethod::Recursive,
+            HashAlgo::Sha256,
+        )
         .unwrap();
     let real = store.real_path(&p);
     assert_eq!(real, root.join("nix/store").join(p.base_name()));
-    for (rel, mode) in [("", 0o555), ("sub", 0o555), ("sub/x", 0o444), ("run", 0o555)] {
+    for (rel, mode) in [
+        ("", 0o555),
+        ("sub", 0o555),
+        ("sub/x", 0o444),
+        ("run", 0o555),
+    ] {
         let m = std::fs::symlink_metadata(real.join(rel)).unwrap();
         assert_eq!(m.mode() & 0o7777, mode, "{rel}");
         assert_eq!(m.mtime(), 1, "{rel}");
@@ -86,7 +102,11 @@ fn open_sweeps_leftovers_of_dead_processes_only() {
     std::fs::write(sd.join(".b3-tmp-999999-0/node/deep/f"), b"partial").unwrap();
     let junk = "ap8llpmkx0n1cn5b6h321cfd1ggqc6bg-junk";
     std::fs::create_dir_all(sd.join(junk)).unwrap();
-    std::fs::write(root.join("nix/var/b3/temproots/999999-0"), format!("{junk}\n")).unwrap();
+    std::fs::write(
+        root.join("nix/var/b3/temproots/999999-0"),
+        format!("{junk}\n"),
+    )
+    .unwrap();
 
     // A live store in this process holds its own temp roots.
     let live = open(&root);
@@ -118,7 +138,11 @@ fn gc_honours_temp_roots_of_open_stores_and_references() {
         let dep = add_file(&a, d.path(), "dep", b"dep");
         let nar = file_nar(format!("/nix/store/{}", dep.base_name()).as_bytes());
         let top = StorePath::from_base_name("ap8llpmkx0n1cn5b6h321cfd1ggqc6bg-top").unwrap();
-        let mut info = ValidPathInfo::new(top.clone(), Hash::digest(HashAlgo::Sha256, &nar), nar.len() as u64);
+        let mut info = ValidPathInfo::new(
+            top.clone(),
+            Hash::digest(HashAlgo::Sha256, &nar),
+            nar.len() as u64,
+        );
         info.references.insert(dep.clone());
         a.add_nar_sync(&info, &nar[..]).unwrap();
         (x, y, dep, top)
@@ -165,12 +189,20 @@ fn result_links_are_usable_indirect_roots() {
     assert_eq!(std::fs::read(d.path().join("result")).unwrap(), b"content");
     let s = open(&root);
     assert_eq!(
-        s.resolve_user_path(d.path().join("result").to_str().unwrap()).unwrap(),
+        s.resolve_user_path(d.path().join("result").to_str().unwrap())
+            .unwrap(),
         p
     );
-    assert!(s.collect_garbage(&GcOptions::default()).unwrap().deleted.is_empty());
+    assert!(s
+        .collect_garbage(&GcOptions::default())
+        .unwrap()
+        .deleted
+        .is_empty());
     std::fs::remove_file(d.path().join("result")).unwrap();
-    assert_eq!(s.collect_garbage(&GcOptions::default()).unwrap().deleted, vec![p]);
+    assert_eq!(
+        s.collect_garbage(&GcOptions::default()).unwrap().deleted,
+        vec![p]
+    );
 }
 
 #[test]
@@ -196,7 +228,10 @@ fn verify_finds_and_repairs_vanished_corrupted_and_unregistered() {
     assert_eq!(r.vanished, vec![gone.clone()]);
     assert_eq!(r.corrupted.len(), 1);
     assert_eq!(r.corrupted[0].path, bad);
-    assert_eq!(r.unregistered, vec!["ap8llpmkx0n1cn5b6h321cfd1ggqc6bg-stray".to_string()]);
+    assert_eq!(
+        r.unregistered,
+        vec!["ap8llpmkx0n1cn5b6h321cfd1ggqc6bg-stray".to_string()]
+    );
     assert!(!r.is_clean());
 
     // A good copy of `bad` elsewhere (another store's directory).
@@ -262,7 +297,9 @@ fn reference_scan_over_a_stored_nar() {
     let dep = add_file(&s, d.path(), "dep", b"dep");
     let other = add_file(&s, d.path(), "other", b"other");
     let text = format!("#!/bin/sh\nexec {}/bin/x\n", s.print_path(&dep));
-    let user = s.add_text_sync("user", text.as_bytes(), &BTreeSet::from([dep.clone()])).unwrap();
+    let user = s
+        .add_text_sync("user", text.as_bytes(), &BTreeSet::from([dep.clone()]))
+        .unwrap();
     let mut nar = Vec::new();
     s.nar_from_path_sync(&user, &mut nar).unwrap();
     let mut scan = RefScanner::new([dep.hash_part(), other.hash_part()]);
@@ -283,5 +320,14 @@ fn two_stores_in_one_process_do_not_block_each_other() {
     let b = open(d.path());
     let p = add_file(&a, d.path(), "f", b"f");
     assert!(b.is_valid_sync(&p).unwrap());
-    assert_eq!(b.add_path_sync("f", &d.path().join("f"), FileIngestionMethod::Recursive, HashAlgo::Sha256).unwrap(), p);
+    assert_eq!(
+        b.add_path_sync(
+            "f",
+            &d.path().join("f"),
+            FileIngestionMethod::Recursive,
+            HashAlgo::Sha256
+        )
+        .unwrap(),
+        p
+    );
 }

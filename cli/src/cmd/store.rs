@@ -213,11 +213,8 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                 (Some(name), None) => store.import_nar_ca_sync(&name, input)?,
                 (None, Some(path)) => {
                     let sp = store.resolve_user_path(&path)?;
-                    let nar_hash = parse_hash(
-                        nar_hash
-                            .as_deref()
-                            .context("--path needs --nar-hash")?,
-                    )?;
+                    let nar_hash =
+                        parse_hash(nar_hash.as_deref().context("--path needs --nar-hash")?)?;
                     let mut info = ValidPathInfo::new(sp.clone(), nar_hash, 0);
                     info.references = reference
                         .iter()
@@ -309,7 +306,10 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                 });
             }
             sources.extend(repair_from.into_iter().map(RepairSource::StoreDir));
-            if sources.iter().all(|s| !matches!(s, RepairSource::StoreDir(_))) {
+            if sources
+                .iter()
+                .all(|s| !matches!(s, RepairSource::StoreDir(_)))
+            {
                 let real = PathBuf::from(store.store_dir().as_str());
                 if real.is_dir()
                     && std::fs::canonicalize(&real).ok()

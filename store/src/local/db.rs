@@ -24,7 +24,9 @@ pub const SCHEMA_VERSION: i64 = 1;
 pub enum DbError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("database schema version {found} is newer than this b3 understands ({SCHEMA_VERSION})")]
+    #[error(
+        "database schema version {found} is newer than this b3 understands ({SCHEMA_VERSION})"
+    )]
     TooNew { found: i64 },
     #[error("database belongs to store directory {found}, not {expected}")]
     WrongStoreDir { found: String, expected: String },
@@ -108,7 +110,10 @@ fn join_sigs(sigs: &BTreeSet<String>) -> String {
 }
 
 fn split_sigs(s: &str) -> BTreeSet<String> {
-    s.split(' ').filter(|x| !x.is_empty()).map(String::from).collect()
+    s.split(' ')
+        .filter(|x| !x.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 const ROW_COLUMNS: &str =
@@ -228,8 +233,9 @@ impl Db {
             }
         }
         {
-            let mut ins_ref =
-                tx.prepare_cached("INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)")?;
+            let mut ins_ref = tx.prepare_cached(
+                "INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?1, ?2)",
+            )?;
             for (path, refs, id) in fresh {
                 for r in refs {
                     let rid = Self::id_of(&tx, r)?.ok_or_else(|| DbError::MissingReference {
@@ -293,7 +299,9 @@ impl Db {
     pub fn all_rows(&self) -> Result<Vec<PathRow>, DbError> {
         Ok(self
             .conn
-            .prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM valid_paths ORDER BY path"))?
+            .prepare_cached(&format!(
+                "SELECT {ROW_COLUMNS} FROM valid_paths ORDER BY path"
+            ))?
             .query_map([], row_from)?
             .collect::<Result<_, _>>()?)
     }
@@ -435,7 +443,12 @@ impl Db {
         let fk: Vec<String> = self
             .conn
             .prepare("PRAGMA foreign_key_check")?
-            .query_map([], |r| Ok(format!("foreign key violation in {}", r.get::<_, String>(0)?)))?
+            .query_map([], |r| {
+                Ok(format!(
+                    "foreign key violation in {}",
+                    r.get::<_, String>(0)?
+                ))
+            })?
             .collect::<Result<_, _>>()?;
         out.extend(fk);
         Ok(out)

@@ -65,8 +65,8 @@ impl LocalStore {
             .map_err(io_ctx("locking gc.lock"))?;
 
         let mut roots: BTreeSet<StorePath> = BTreeSet::new();
-        for r in find_roots(&self.gcroots_dir(), !opts.dry_run)
-            .map_err(io_ctx("reading gc roots"))?
+        for r in
+            find_roots(&self.gcroots_dir(), !opts.dry_run).map_err(io_ctx("reading gc roots"))?
         {
             if let Some(t) = r.target.to_str() {
                 if let Ok(p) = self.resolve_user_path(t) {
@@ -74,8 +74,8 @@ impl LocalStore {
                 }
             }
         }
-        let temp = scan_temp_roots(&self.temproots_dir())
-            .map_err(io_ctx("reading temporary roots"))?;
+        let temp =
+            scan_temp_roots(&self.temproots_dir()).map_err(io_ctx("reading temporary roots"))?;
         for name in &temp.roots {
             if let Ok(p) = StorePath::from_base_name(name) {
                 roots.insert(p);
@@ -106,7 +106,11 @@ impl LocalStore {
                 continue;
             }
             if let Some(rs) = graph.get(p.as_str()) {
-                todo.extend(rs.iter().filter(|r| !live.contains(**r)).map(|r| r.to_string()));
+                todo.extend(
+                    rs.iter()
+                        .filter(|r| !live.contains(**r))
+                        .map(|r| r.to_string()),
+                );
             }
         }
         let dead: BTreeSet<String> = all.difference(&live).cloned().collect();
@@ -136,7 +140,12 @@ impl LocalStore {
             match std::fs::rename(&from, &to) {
                 Ok(()) => moved.push(to),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io(format!("moving {} to trash", from.display()), e)),
+                Err(e) => {
+                    return Err(StoreError::io(
+                        format!("moving {} to trash", from.display()),
+                        e,
+                    ))
+                }
             }
         }
         drop(gc);

@@ -38,9 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::canonicalise::{canonicalise_tree, remove_tree};
 use crate::hash::{Hash, HashAlgo};
 use crate::lock::{FileLock, LockMode, PathLocks};
-use crate::path::{
-    ContentAddress, ContentAddressMethod, FileIngestionMethod, StoreDir, StorePath,
-};
+use crate::path::{ContentAddress, ContentAddressMethod, FileIngestionMethod, StoreDir, StorePath};
 use crate::traits::{StoreError, ValidPathInfo};
 
 use db::{Db, DbError, PathRow};
@@ -180,8 +178,8 @@ impl LocalStore {
             std::fs::create_dir_all(&d).map_err(io_ctx(format!("creating {}", d.display())))?;
         }
         let db = Db::open(&state.join("db.sqlite"), cfg.store_dir.as_str()).map_err(db_err)?;
-        let locks = PathLocks::new(state.join("locks"))
-            .map_err(io_ctx("creating the lock directory"))?;
+        let locks =
+            PathLocks::new(state.join("locks")).map_err(io_ctx("creating the lock directory"))?;
         let temp_roots = TempRoots::create(&state.join("temproots"))
             .map_err(io_ctx("creating the temporary-roots file"))?;
         let sweep_unregistered = !cfg.root.join("nix/var/nix/db").exists();
@@ -329,10 +327,10 @@ impl LocalStore {
 
     pub(crate) fn new_tmp_dir(&self) -> Result<TmpDir, StoreError> {
         let n = self.inner.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let path = self.inner.real_store.join(format!(
-            "{TMP_PREFIX}{}-{n}",
-            std::process::id()
-        ));
+        let path = self
+            .inner
+            .real_store
+            .join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
         // A leftover of an earlier process with our pid.
         let _ = remove_tree(&path);
         std::fs::create_dir(&path).map_err(io_ctx(format!("creating {}", path.display())))?;
@@ -352,7 +350,12 @@ impl LocalStore {
         match std::fs::rename(p, &dest) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(StoreError::io(format!("moving {} to trash", p.display()), e)),
+            Err(e) => {
+                return Err(StoreError::io(
+                    format!("moving {} to trash", p.display()),
+                    e,
+                ))
+            }
         }
         remove_tree(&dest).map_err(io_ctx(format!("deleting {}", dest.display())))?;
         // Only succeeds when empty: another deleter may still be using it.
@@ -394,11 +397,7 @@ impl LocalStore {
         self.sync_store_dir()?;
         crash_point("before-register");
         let row = self.row_of(info);
-        let refs = info
-            .references
-            .iter()
-            .map(|r| self.print_path(r))
-            .collect();
+        let refs = info.references.iter().map(|r| self.print_path(r)).collect();
         match self.db().register(&[(row, refs)]) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -423,18 +422,14 @@ impl LocalStore {
 
     fn info_of(&self, row: PathRow, refs: BTreeSet<String>) -> Result<ValidPathInfo, StoreError> {
         let sd = &self.inner.store_dir;
-        let bad = |what: &str, v: &str| {
-            StoreError::Db(format!("corrupt {what} '{v}' for {}", row.path))
-        };
+        let bad =
+            |what: &str, v: &str| StoreError::Db(format!("corrupt {what} '{v}' for {}", row.path));
         Ok(ValidPathInfo {
             path: sd.parse(&row.path)?,
             nar_hash: Hash::parse_prefixed(&row.nar_hash)
                 .map_err(|_| bad("narHash", &row.nar_hash))?,
             nar_size: row.nar_size,
-            references: refs
-                .iter()
-                .map(|r| sd.parse(r))
-                .collect::<Result<_, _>>()?,
+            references: refs.iter().map(|r| sd.parse(r)).collect::<Result<_, _>>()?,
             deriver: row.deriver.as_deref().map(|d| sd.parse(d)).transpose()?,
             signatures: row.sigs.clone(),
             ca: row
@@ -481,7 +476,10 @@ impl LocalStore {
         &self,
         path: &StorePath,
     ) -> Result<BTreeSet<StorePath>, StoreError> {
-        let rs = self.db().referrers(&self.print_path(path)).map_err(db_err)?;
+        let rs = self
+            .db()
+            .referrers(&self.print_path(path))
+            .map_err(db_err)?;
         rs.iter()
             .map(|r| Ok(self.inner.store_dir.parse(r)?))
             .collect()
@@ -775,7 +773,10 @@ impl LocalStore {
         references: &BTreeSet<StorePath>,
     ) -> Result<StorePath, StoreError> {
         let hash = Hash::digest(HashAlgo::Sha256, text);
-        let path = self.inner.store_dir.make_text_path(name, &hash, references)?;
+        let path = self
+            .inner
+            .store_dir
+            .make_text_path(name, &hash, references)?;
         let (nar, nar_hash) = ingest::text_nar(text)?;
         let mut info = ValidPathInfo::new(path.clone(), nar_hash, nar.len() as u64);
         info.references = references.clone();
@@ -963,6 +964,7 @@ fn replace_symlink(target: &Path, link: &Path) -> Result<(), StoreError> {
         std::process::id()
     ));
     let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp).map_err(io_ctx(format!("creating {}", tmp.display())))?;
+    std::os::unix::fs::symlink(target, &tmp)
+        .map_err(io_ctx(format!("creating {}", tmp.display())))?;
     std::fs::rename(&tmp, link).map_err(io_ctx(format!("creating {}", link.display())))
 }

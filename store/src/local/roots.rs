@@ -185,7 +185,13 @@ pub fn auto_root_name(link: &Path) -> String {
     }
     let readable: String = link
         .file_name()
-        .map(|f| f.to_string_lossy().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.').take(40).collect())
+        .map(|f| {
+            f.to_string_lossy()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.')
+                .take(40)
+                .collect()
+        })
         .unwrap_or_default();
     format!("{h:016x}-{readable}")
 }

@@ -41,10 +41,7 @@ impl StoreRead for LocalStore {
         blocking(move || s.is_valid_sync(&p)).await
     }
 
-    async fn query_path_info(
-        &self,
-        path: &StorePath,
-    ) -> Result<Option<ValidPathInfo>, StoreError> {
+    async fn query_path_info(&self, path: &StorePath) -> Result<Option<ValidPathInfo>, StoreError> {
         let (s, p) = (self.clone(), path.clone());
         blocking(move || s.query_path_info_sync(&p)).await
     }

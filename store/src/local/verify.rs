@@ -84,8 +84,11 @@ impl VerifyReport {
 
     /// Every problem found was fixed.
     pub fn all_repaired(&self) -> bool {
-        let fixed: BTreeSet<&StorePath> =
-            self.repaired.iter().chain(self.invalidated.iter()).collect();
+        let fixed: BTreeSet<&StorePath> = self
+            .repaired
+            .iter()
+            .chain(self.invalidated.iter())
+            .collect();
         self.database.is_empty()
             && self.vanished.iter().all(|p| fixed.contains(p))
             && self.corrupted.iter().all(|c| fixed.contains(&c.path))
@@ -163,9 +166,7 @@ impl LocalStore {
             };
             if self.repair_from_sources(&info, &opts.sources)? {
                 report.repaired.push(p);
-            } else if report.vanished.contains(&p)
-                && self.query_referrers_sync(&p)?.is_empty()
-            {
+            } else if report.vanished.contains(&p) && self.query_referrers_sync(&p)?.is_empty() {
                 self.db()
                     .unregister(&BTreeSet::from([self.print_path(&p)]))
                     .map_err(db_err)?;
@@ -204,7 +205,12 @@ impl LocalStore {
                     if std::fs::symlink_metadata(&cand).is_err() {
                         continue;
                     }
-                    match ingest::ingest(&cand, &node, FileIngestionMethod::Recursive, HashAlgo::Sha256) {
+                    match ingest::ingest(
+                        &cand,
+                        &node,
+                        FileIngestionMethod::Recursive,
+                        HashAlgo::Sha256,
+                    ) {
                         Ok(i) => (i.nar_hash, i.nar_size),
                         Err(_) => continue,
                     }
@@ -213,7 +219,8 @@ impl LocalStore {
                     if path != &info.path {
                         continue;
                     }
-                    let f = File::open(file).map_err(io_ctx(format!("opening {}", file.display())))?;
+                    let f =
+                        File::open(file).map_err(io_ctx(format!("opening {}", file.display())))?;
                     let mut hr = b3_nar::HashingReader::new(BufReader::with_capacity(1 << 18, f));
                     if b3_nar::restore(&mut hr, &node).is_err() {
                         continue;
@@ -236,8 +243,9 @@ impl LocalStore {
             let dest = self.real_path(&info.path);
             if std::fs::symlink_metadata(&dest).is_ok() {
                 // Swap atomically; the damaged copy ends up in the temp dir.
-                renameat_with(CWD, &node, CWD, &dest, RenameFlags::EXCHANGE)
-                    .map_err(|e| StoreError::io(format!("swapping in {}", dest.display()), e.into()))?;
+                renameat_with(CWD, &node, CWD, &dest, RenameFlags::EXCHANGE).map_err(|e| {
+                    StoreError::io(format!("swapping in {}", dest.display()), e.into())
+                })?;
             } else {
                 std::fs::rename(&node, &dest)
                     .map_err(io_ctx(format!("moving into place {}", dest.display())))?;

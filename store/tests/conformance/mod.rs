@@ -106,7 +106,10 @@ pub async fn fresh_store_is_empty<S: StoreWrite + ?Sized>(store: Arc<S>) {
 }
 
 pub async fn add_text_gives_nix_path_and_info<S: StoreWrite + ?Sized>(store: Arc<S>) {
-    let p = store.add_text("foo", b"bar", &BTreeSet::new()).await.unwrap();
+    let p = store
+        .add_text("foo", b"bar", &BTreeSet::new())
+        .await
+        .unwrap();
     // nix-instantiate --eval -E 'builtins.toFile "foo" "bar"'
     assert_eq!(
         store.store_dir().display(&p),
@@ -205,7 +208,10 @@ pub async fn add_nar_with_missing_reference_is_rejected<S: StoreWrite + ?Sized>(
 pub async fn references_and_closure<S: StoreWrite + ?Sized>(store: Arc<S>) {
     let (a, b, c) = (sp(P3), sp(P2), sp(P1));
     let na = file_nar(b"a", false);
-    store.add_nar(&info_for(&a, &na), &mut &na[..]).await.unwrap();
+    store
+        .add_nar(&info_for(&a, &na), &mut &na[..])
+        .await
+        .unwrap();
     let nb = file_nar(b"b", false);
     let mut ib = info_for(&b, &nb);
     ib.references = BTreeSet::from([a.clone(), b.clone()]);
@@ -241,8 +247,7 @@ pub fn make_test_tree(dir: &Path) -> std::path::PathBuf {
     std::fs::create_dir_all(t.join("sub")).unwrap();
     std::fs::write(t.join("a.txt"), b"hello\n").unwrap();
     std::fs::write(t.join("sub/run.sh"), b"#!/bin/sh\necho x\n").unwrap();
-    std::fs::set_permissions(t.join("sub/run.sh"), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(t.join("sub/run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::symlink("a.txt", t.join("link")).unwrap();
     std::fs::write(t.join("empty"), b"").unwrap();
     t
@@ -279,10 +284,34 @@ pub async fn add_fixed_matches_nix_store_add_fixed<S: StoreWrite + ?Sized>(store
     std::fs::write(&f, b"hello\n").unwrap();
     let t = make_test_tree(d.path());
     let cases: [(&Path, &str, FileIngestionMethod, HashAlgo, &str); 4] = [
-        (&f, "hello.txt", FileIngestionMethod::Recursive, HashAlgo::Sha256, "i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt"),
-        (&f, "hello.txt", FileIngestionMethod::Flat, HashAlgo::Sha256, "gy454w1cxaq731grqwylhzf4pp9r5izh-hello.txt"),
-        (&f, "hello.txt", FileIngestionMethod::Flat, HashAlgo::Md5, "dra1cz5vbrhclpv4y1q0psnbkxz581bk-hello.txt"),
-        (&t, "tree", FileIngestionMethod::Recursive, HashAlgo::Sha1, "jr0fywcy4i3ncy4aqwmx31h2204s2pbm-tree"),
+        (
+            &f,
+            "hello.txt",
+            FileIngestionMethod::Recursive,
+            HashAlgo::Sha256,
+            "i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt",
+        ),
+        (
+            &f,
+            "hello.txt",
+            FileIngestionMethod::Flat,
+            HashAlgo::Sha256,
+            "gy454w1cxaq731grqwylhzf4pp9r5izh-hello.txt",
+        ),
+        (
+            &f,
+            "hello.txt",
+            FileIngestionMethod::Flat,
+            HashAlgo::Md5,
+            "dra1cz5vbrhclpv4y1q0psnbkxz581bk-hello.txt",
+        ),
+        (
+            &t,
+            "tree",
+            FileIngestionMethod::Recursive,
+            HashAlgo::Sha1,
+            "jr0fywcy4i3ncy4aqwmx31h2204s2pbm-tree",
+        ),
     ];
     for (src, name, method, algo, want) in cases {
         let p = store.add_path(name, src, method, algo).await.unwrap();
@@ -329,7 +358,9 @@ pub async fn concurrent_adds_of_one_path_all_succeed<S: StoreWrite + ?Sized + 's
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (s, n, i) = (store.clone(), nar.clone(), info.clone());
-        tasks.push(tokio::spawn(async move { s.add_nar(&i, &mut &n[..]).await }));
+        tasks.push(tokio::spawn(
+            async move { s.add_nar(&i, &mut &n[..]).await },
+        ));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
