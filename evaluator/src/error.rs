@@ -80,35 +80,40 @@ impl EvalError {
     }
 
     /// Renders like Nix: trace frames (outermost first) when `show_trace`,
-    /// then `error: msg` with the position and a code frame.
+    /// then `error: msg` with the position and a code frame (omitted when
+    /// the innermost frame already shows the same position).
     pub fn render(&self, show_trace: bool) -> String {
         let mut out = String::from("error:\n");
-        if show_trace {
-            let mut last: Option<(u32, u32, String)> = None;
-            let mut dup = 0usize;
-            for f in self.inner.trace.iter().rev() {
-                let key = (f.pos.file, f.pos.off, f.msg.clone());
-                if last.as_ref() == Some(&key) {
-                    dup += 1;
-                    continue;
-                }
-                if dup > 0 {
-                    let _ = writeln!(out, "       ({dup} duplicate frames omitted)\n");
-                    dup = 0;
-                }
-                last = Some(key);
-                let _ = writeln!(out, "       … {}", f.msg);
-                out.push_str(&frame(f.pos, "         "));
-                out.push('\n');
+        if !show_trace || self.inner.trace.is_empty() {
+            let mut out = format!("error: {}\n", indent(&self.inner.msg));
+            out.push_str(&frame(self.inner.pos, "       "));
+            return out;
+        }
+        let mut last: Option<(u32, u32, String)> = None;
+        let mut dup = 0usize;
+        for f in self.inner.trace.iter().rev() {
+            let key = (f.pos.file, f.pos.off, f.msg.clone());
+            if last.as_ref() == Some(&key) {
+                dup += 1;
+                continue;
             }
             if dup > 0 {
                 let _ = writeln!(out, "       ({dup} duplicate frames omitted)\n");
+                dup = 0;
             }
-            let _ = writeln!(out, "       error: {}", indent(&self.inner.msg));
-        } else {
-            out = format!("error: {}\n", indent(&self.inner.msg));
+            last = Some(key);
+            let _ = writeln!(out, "       … {}", f.msg);
+            out.push_str(&frame(f.pos, "         "));
+            out.push('\n');
         }
-        out.push_str(&frame(self.inner.pos, "       "));
+        if dup > 0 {
+            let _ = writeln!(out, "       ({dup} duplicate frames omitted)\n");
+        }
+        let _ = writeln!(out, "       error: {}", indent(&self.inner.msg));
+        let innermost = self.inner.trace.first().map(|f| f.pos);
+        if innermost != Some(self.inner.pos) {
+            out.push_str(&frame(self.inner.pos, "       "));
+        }
         out
     }
 }
@@ -123,23 +128,24 @@ fn frame(pos: Pos, lead: &str) -> String {
     };
     let mut out = String::new();
     let _ = writeln!(out, "{lead}at {}:{}:{}:", r.file.name, r.line, r.col);
-    let pad = "    ";
+    let line = |out: &mut String, n: u32, t: &str| {
+        if t.is_empty() {
+            let _ = writeln!(out, "{n:>13}|");
+        } else {
+            let _ = writeln!(out, "{n:>13}| {t}");
+        }
+    };
     if r.line > 1 {
         if let Some(t) = r.file.line_text(r.line - 1) {
-            let _ = writeln!(out, "{pad}{:>8}| {}", r.line - 1, t).map(|_| ());
+            line(&mut out, r.line - 1, t);
         }
     }
     if let Some(t) = r.file.line_text(r.line) {
-        let _ = writeln!(out, "{pad}{:>8}| {}", r.line, t);
-        let _ = writeln!(
-            out,
-            "{pad}{:>8}| {}^",
-            "",
-            " ".repeat(r.col.saturating_sub(1) as usize)
-        );
+        line(&mut out, r.line, t);
+        let _ = writeln!(out, "{:>13}| {}^", "", " ".repeat(r.col.saturating_sub(1) as usize));
     }
     if let Some(t) = r.file.line_text(r.line + 1) {
-        let _ = writeln!(out, "{pad}{:>8}| {}", r.line + 1, t);
+        line(&mut out, r.line + 1, t);
     }
     out
 }
