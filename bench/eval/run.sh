@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs each workload with `b3 eval --strict` and `nix-instantiate --eval --strict`
-# side by side; prints wall time, peak RSS (GNU time %M) and the b3/Nix ratios.
+# side by side; prints CPU time (user+sys), peak RSS (GNU time %M) and the b3/Nix ratios.
 # Usage: bench/eval/run.sh [path-to-b3]   (default: target/release/b3)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -18,12 +18,12 @@ if [ "$(basename "$B3")" = nix-instantiate ]; then b3cmd=("$B3"); else b3cmd=("$
 
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
-measure() { # prints "seconds maxrss_kb"
-  /usr/bin/time -f '%e %M' -o "$tmp" "$@" >/dev/null 2>&1 || true
-  tail -1 "$tmp"
+measure() { # prints "cpu_seconds maxrss_kb" (user+sys: the machine may be shared)
+  /usr/bin/time -f '%U %S %M' -o "$tmp" "$@" >/dev/null 2>&1 || true
+  tail -1 "$tmp" | awk '{ printf "%.2f %s\n", $1 + $2, $3 }'
 }
 
-printf '%-16s %10s %10s %8s %10s %10s %8s\n' workload b3_s nix_s time_x b3_KB nix_KB mem_x
+printf '%-16s %10s %10s %8s %10s %10s %8s\n' workload b3_cpu_s nix_cpu_s time_x b3_KB nix_KB mem_x
 for w in fib attrs-merge sort-fold strings fixpoint; do
   f="$here/$w.nix"
   b3_out=$("${b3cmd[@]}" --eval --strict "$f" 2>&1 || true)

@@ -123,6 +123,7 @@ impl Ev {
         let r = match &st {
             ThunkState::Pending(e, env) => self.eval(e, env),
             ThunkState::Native(f) => f(self),
+            ThunkState::Apply(f, x, pos) => self.apply(f, x.clone(), *pos),
             _ => unreachable!("checked above"),
         };
         // A thunk may evaluate to another thunk only through natives.
@@ -388,7 +389,7 @@ impl Ev {
             }
             Expr::With { ns, body } => {
                 let nsv = self.mk_thunk(ns, env, false);
-                let new_env = Env::new(Some(env.clone()), vec![nsv]);
+                let new_env = Env::new(Some(env.clone()), smallvec::smallvec![nsv]);
                 self.eval(body, &new_env)
             }
             Expr::If { c, t, e, pos } => {
@@ -512,9 +513,9 @@ impl Ev {
     /// Creates the frame of a `let`/`rec` set, filling its slots with thunks.
     fn build_frame(&self, a: &'static AttrsExpr, env: &Rc<Env>) -> R<Rc<Env>> {
         let n = a.statics.len() + a.froms.len();
-        let new_env = Env::new(Some(env.clone()), Vec::with_capacity(n));
+        let new_env = Env::new(Some(env.clone()), Slots::new());
         let building = a.rec;
-        let mut slots = Vec::with_capacity(n);
+        let mut slots = Slots::with_capacity(n);
         for (_, e, _) in &a.statics {
             slots.push(if building {
                 Value::Null
@@ -721,7 +722,7 @@ impl Ev {
     ) -> R<Value> {
         match &l.param {
             Param::Ident(_) => {
-                let env = Env::new(Some(c.env.clone()), vec![arg]);
+                let env = Env::new(Some(c.env.clone()), smallvec::smallvec![arg]);
                 self.eval(&l.body, &env)
             }
             Param::Pattern {
@@ -731,8 +732,8 @@ impl Ev {
             } => {
                 let args = self.force_attrs(&arg, pos)?;
                 let n = formals.len() + usize::from(at.is_some());
-                let env = Env::new(Some(c.env.clone()), Vec::with_capacity(n));
-                let mut slots = Vec::with_capacity(n);
+                let env = Env::new(Some(c.env.clone()), Slots::new());
+                let mut slots = Slots::with_capacity(n);
                 let mut used = 0usize;
                 for f in formals.iter() {
                     match args.get(&f.name) {

@@ -111,6 +111,8 @@ pub type NativeFn = Rc<dyn Fn(&crate::eval::Ev) -> Result<Value, EvalError>>;
 pub enum ThunkState {
     Pending(&'static Expr, Rc<Env>),
     Native(NativeFn),
+    /// A lazy application `f x` (from `map`, `genList`…).
+    Apply(Value, Value, Pos),
     Blackhole,
     Done(Value),
     Failed(EvalError),
@@ -124,9 +126,12 @@ impl std::fmt::Debug for Thunk {
     }
 }
 
+/// Environment slots; most frames hold one or two values, kept inline.
+pub type Slots = smallvec::SmallVec<[Value; 2]>;
+
 pub struct Env {
     pub parent: Option<Rc<Env>>,
-    pub slots: RefCell<Vec<Value>>,
+    pub slots: RefCell<Slots>,
 }
 
 impl std::fmt::Debug for Env {
@@ -136,7 +141,7 @@ impl std::fmt::Debug for Env {
 }
 
 impl Env {
-    pub fn new(parent: Option<Rc<Env>>, slots: Vec<Value>) -> Rc<Env> {
+    pub fn new(parent: Option<Rc<Env>>, slots: Slots) -> Rc<Env> {
         Rc::new(Env {
             parent,
             slots: RefCell::new(slots),

@@ -72,8 +72,7 @@ fn elem(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 
 /// A lazy application `f x`.
 pub fn lazy_app(f: &Value, x: Value, p: Pos) -> Value {
-    let f = f.clone();
-    Value::native(Rc::new(move |ev: &Ev| ev.apply(&f, x.clone(), p)))
+    Value::Thunk(Rc::new(Thunk(std::cell::RefCell::new(ThunkState::Apply(f.clone(), x, p)))))
 }
 
 fn map(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {

@@ -216,7 +216,7 @@ fn scoped_import(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let names: Vec<Sym> = scope.entries.iter().map(|e| e.0.clone()).collect();
     let vals: Vec<Value> = scope.entries.iter().map(|e| e.1.clone()).collect();
     let e = ev.parse_file(&path, p, Some(&names))?;
-    let env = Env::new(Some(ev.globals_env.clone()), vals);
+    let env = Env::new(Some(ev.globals_env.clone()), Slots::from_vec(vals));
     ev.eval(e, &env)
 }
 

@@ -161,7 +161,7 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
     global_vals.push(Value::Null);
     let drv_idx = global_vals.len() - 1;
 
-    let env = Env::new(None, global_vals);
+    let env = Env::new(None, Slots::from_vec(global_vals));
     let ev = Rc::new(Ev {
         opts,
         globals_env: env.clone(),
