@@ -381,6 +381,13 @@ fn hand_over(spec: &SandboxSpec, ids: IdMapping) -> Result<(), OsError> {
     Ok(())
 }
 
+/// Milliseconds until `t` for poll(2), rounded up so that poll does not
+/// return just before it.
+fn poll_ms(t: Instant) -> c_int {
+    let left = t.saturating_duration_since(Instant::now());
+    left.as_micros().div_ceil(1000).min(c_int::MAX as u128) as c_int
+}
+
 /// Reads until `buf` is full or EOF; returns the byte count.
 fn read_full(fd: RawFd, buf: &mut [u8]) -> Result<usize, i32> {
     let mut got = 0;
@@ -435,20 +442,21 @@ impl SandboxedChild {
         // SAFETY: a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
             let mut pfd = libc::pollfd {
                 fd: fd.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             };
-            let ms = left.as_millis().min(c_int::MAX as u128) as c_int;
             // SAFETY: one valid pollfd.
-            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+            let rc = unsafe { libc::poll(&mut pfd, 1, poll_ms(deadline)) };
             if rc > 0 {
                 return true;
             }
             if rc == 0 {
-                return false;
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                continue;
             }
             if last_errno() != libc::EINTR {
                 return true;
@@ -471,10 +479,7 @@ impl SandboxedChild {
                 let silence_end = self.max_silent.map(|m| last_output + m);
                 let next = [deadline, silence_end].into_iter().flatten().min();
                 let wait_ms: c_int = match next {
-                    Some(t) if !killed => {
-                        let left = t.saturating_duration_since(Instant::now());
-                        left.as_millis().min(c_int::MAX as u128) as c_int
-                    }
+                    Some(t) if !killed => poll_ms(t),
                     _ => -1,
                 };
                 let mut pfd = libc::pollfd {
@@ -497,8 +502,10 @@ impl SandboxedChild {
                     let now = Instant::now();
                     if deadline.is_some_and(|d| now >= d) {
                         timed_out = true;
-                    } else {
+                    } else if silence_end.is_some_and(|d| now >= d) {
                         silent_too_long = true;
+                    } else {
+                        continue;
                     }
                     let _ = kill(self.pid);
                     continue;
