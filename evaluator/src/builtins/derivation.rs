@@ -140,7 +140,7 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let attrs = ev.force_attrs(&a[0], p)?;
     let name = match attrs.get("name") {
         Some(n) => ev.force_string(n, p)?,
-        None => return err("required attribute 'name' missing", p),
+        None => return err("attribute 'name' missing", p),
     };
     super::store::check_name(&name, p).map_err(|_| {
         crate::error::EvalError::other(
@@ -190,11 +190,23 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             }
             continue;
         }
+        if matches!(key, "__contentAddressed" | "__impure") {
+            ev.force_bool(&fv, p).map_err(ctxerr)?;
+        }
         if key == "outputs" {
-            let l = ev.force_list(&fv, p).map_err(ctxerr)?;
+            let names: Vec<String> = if structured || matches!(fv, Value::List(_)) {
+                let l = ev.force_list(&fv, p).map_err(ctxerr)?;
+                let mut v = Vec::new();
+                for x in l.iter() {
+                    v.push(ev.force_string(x, p)?);
+                }
+                v
+            } else {
+                let (s, _) = ev.coerce_to_string(&fv, true, true, p).map_err(ctxerr)?;
+                String::from_utf8_lossy(&s).split_whitespace().map(String::from).collect()
+            };
             let mut outs = Vec::new();
-            for x in l.iter() {
-                let o = ev.force_string(x, p)?;
+            for o in names {
                 if o == "drv" || o == "drvPath" {
                     return err(format!("invalid derivation output name '{o}'"), p);
                 }

@@ -103,7 +103,7 @@ fn flake_ref_to_string(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             Value::Str(s) => s.lossy(),
             Value::Int(i) => {
                 if i < 0 {
-                    return err(format!("negative value given for flake input attribute {k}: {i}"), p);
+                    return err(format!("negative value given for flake ref attr {k}: {i}"), p);
                 }
                 i.to_string()
             }

@@ -103,11 +103,11 @@ fn filter(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 }
 
 fn foldl(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
+    let f = ev.force_fn(&a[0], p)?;
     let l = ev.force_list(&a[2], p)?;
     if l.is_empty() {
         return ev.force(&a[1]);
     }
-    let f = ev.force_fn(&a[0], p)?;
     let mut acc = a[1].clone();
     for x in l.iter() {
         let g = ev.apply(&f, acc, p)?;
@@ -137,8 +137,8 @@ fn concat_lists(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 }
 
 fn concat_map(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
-    let l = ev.force_list(&a[1], p)?;
     let f = ev.force_fn(&a[0], p)?;
+    let l = ev.force_list(&a[1], p)?;
     let mut out = Vec::new();
     for x in l.iter() {
         let r = ev.apply(&f, x.clone(), p)?;
@@ -148,8 +148,8 @@ fn concat_map(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 }
 
 fn any_all(ev: &Ev, a: &[Value], p: Pos, any: bool) -> R<Value> {
-    let l = ev.force_list(&a[1], p)?;
     let f = ev.force_fn(&a[0], p)?;
+    let l = ev.force_list(&a[1], p)?;
     for x in l.iter() {
         let r = ev.apply(&f, x.clone(), p)?;
         if ev.force_bool(&r, p)? == any {
