@@ -40,22 +40,25 @@ echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), 
 # Warm the page cache so every command reads from memory.
 files | xargs -0 cat > /dev/null
 
-best() { # best() NAME CMD... : best wall seconds of $RUNS runs, plus user+sys of that run
+best() { # best() NAME CMD... : best wall seconds and least user+sys seconds of $RUNS runs
   local name=$1; shift
-  local bw=999999 bc=0
+  local bw=999999 bc=999999
   for _ in $(seq "$RUNS"); do
     local out
     out=$( { /usr/bin/time -f '%e %U %S' bash -c "$*" >/dev/null; } 2>&1 | tail -1)
     local w u s
     read -r w u s <<<"$out"
-    if awk "BEGIN{exit !($w < $bw)}"; then bw=$w; bc=$(awk "BEGIN{print $u + $s}"); fi
+    if awk "BEGIN{exit !($w < $bw)}"; then bw=$w; fi
+    local c
+    c=$(awk "BEGIN{print $u + $s}")
+    if awk "BEGIN{exit !($c < $bc)}"; then bc=$c; fi
   done
   printf '%-44s %7.2f s wall  %7.2f s cpu  %7.0f MiB/s\n' "$name" "$bw" "$bc" \
     "$(awk "BEGIN{print $narsize / 1048576 / ($bw > 0 ? $bw : 0.001)}")" >&2
   echo "$bw $bc"
 }
 
-echo "best of $RUNS runs:" >&2
+echo "best of $RUNS runs (least wall clock; least user+sys CPU, all processes of the pipeline):" >&2
 read -r t_b3hash c_b3hash < <(best "b3 hash path --base32" "'$B3' hash path --base32 '$TREE'")
 read -r t_b3dump c_b3dump < <(best "b3 nar dump > /dev/null" "'$B3' nar dump '$TREE' > /dev/null")
 read -r t_b3pipe c_b3pipe < <(best "b3 nar dump | openssl sha256" "'$B3' nar dump '$TREE' | openssl dgst -sha256")
@@ -74,7 +77,7 @@ echo "  nix-store --dump|sha256sum / b3 hash path:      $(ratio "$t_nixdump" "$t
 echo "  b3 hash path / best raw cat|hash:               $(ratio "$t_b3hash" "$raw")  (target <= 1.2)"
 echo "  b3 nar dump|openssl / nix-store --dump|openssl: $(ratio "$t_b3pipe" "$t_nixdumpo")"
 echo "  b3 nar dump (no hash) throughput:               $(awk "BEGIN{printf \"%.0f\", $narsize / 1048576 / $t_b3dump}") MiB/s"
-echo "cpu-time (user+sys) of the same runs:"
+echo "cpu-time ratios (least user+sys of the runs; stable under load):"
 echo "  nix-hash / b3 hash path:                        $(ratio "$c_nixhash" "$c_b3hash")x"
 echo "  b3 hash path / raw cat|openssl:                 $(ratio "$c_b3hash" "$c_rawssl")"
 echo "  load average now: $(cut -d' ' -f1-3 /proc/loadavg) (other jobs on the machine skew wall-clock figures)"
