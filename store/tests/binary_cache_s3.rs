@@ -102,13 +102,9 @@ async fn s3_cache_round_trips_and_nix_reads_the_bucket() {
         "trusted-public-keys",
         &format!("{} {nix_pk}", sk.public()),
     ]);
-    let dumped = nix(&[
-        "nix-store",
-        "--store",
-        chroot.to_str().unwrap(),
-        "--dump",
-        &dir.display(&dep),
-    ]);
+    // Nix 2.8's `--dump` reads the logical path: dump the physical one.
+    let physical = chroot.join("nix/store").join(dep.to_string());
+    let dumped = nix(&["nix-store", "--dump", physical.to_str().unwrap()]);
     assert!(dumped == want);
     drop(server);
     let _ = std::fs::remove_dir_all(&work);

@@ -706,8 +706,10 @@ fn s3_store(_: &CacheLocation) -> Result<Arc<dyn ObjectStore>, object_store::Err
 
 #[cfg(feature = "http")]
 fn http_store(base: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    let options = object_store::ClientOptions::new().with_allow_http(base.starts_with("http://"));
     let s = object_store::http::HttpBuilder::new()
         .with_url(base)
+        .with_client_options(options)
         .build()?;
     Ok(Arc::new(s))
 }
