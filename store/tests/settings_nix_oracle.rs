@@ -394,3 +394,58 @@ fn internal_json_build_records_have_nix_shape() {
         .unwrap();
     assert_eq!(shape(&[ours_all[0].clone()]), shape(&[nix_realise.clone()]));
 }
+
+#[test]
+fn xdg_config_precedence_matches_nix() {
+    require_nix();
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    for (dir, text) in [
+        ("home/nix", "cores = 5\n"),
+        ("d1/nix", "cores = 6\ntimeout = 11\nlog-lines = 31\n"),
+        (
+            "d2/nix",
+            "timeout = 12\nlog-lines = 32\nconnect-timeout = 13\n",
+        ),
+    ] {
+        fs::create_dir_all(d.join(dir)).unwrap();
+        fs::write(d.join(dir).join("nix.conf"), text).unwrap();
+    }
+    fs::write(
+        d.join("nix.conf"),
+        "experimental-features = nix-command\nconnect-timeout = 1\n",
+    )
+    .unwrap();
+    let vars: BTreeMap<&str, String> = [
+        ("NIX_CONF_DIR", d.to_string_lossy().into_owned()),
+        ("HOME", d.to_string_lossy().into_owned()),
+        (
+            "XDG_CONFIG_HOME",
+            d.join("home").to_string_lossy().into_owned(),
+        ),
+        (
+            "XDG_CONFIG_DIRS",
+            format!("{}:{}", d.join("d1").display(), d.join("d2").display()),
+        ),
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+    ]
+    .into();
+    let out = Command::new("nix")
+        .args(["show-config", "--json"])
+        .env_clear()
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("running nix show-config");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nix: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let b3 = Config::load(&ConfigEnv::from_vars(|k| vars.get(k).cloned())).unwrap();
+    let ours = b3.to_json();
+    for name in ["cores", "timeout", "log-lines", "connect-timeout"] {
+        assert_eq!(ours[name]["value"], nix[name]["value"], "setting {name}");
+    }
+    assert_eq!(ours["cores"]["value"], 5);
+}
