@@ -456,6 +456,65 @@ impl Activity {
     pub fn stop(self) {}
 }
 
+/// Relays a builder's stderr into its build activity, as Nix does: `@nix`
+/// records are interpreted (a phase change, a message, file-transfer
+/// activities the builder runs, their results and stops), anything else is
+/// a build log line. Builders are untrusted: they may only start
+/// `FileTransfer` activities, and only their own ids are honoured.
+pub struct BuilderLog<'a> {
+    build: &'a Activity,
+    children: std::collections::HashMap<ActivityId, Activity>,
+}
+
+impl<'a> BuilderLog<'a> {
+    pub fn new(build: &'a Activity) -> BuilderLog<'a> {
+        BuilderLog {
+            build,
+            children: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Handles one line (without its newline).
+    pub fn line(&mut self, line: &str) {
+        let msg = match parse_json_line(line) {
+            None => return self.build.log_line(line),
+            Some(Err(e)) => {
+                self.build.logger.log(
+                    Verbosity::Error,
+                    &format!("bad JSON log message from the derivation builder: {e}"),
+                );
+                return;
+            }
+            Some(Ok(m)) => m,
+        };
+        match msg {
+            JsonMessage::SetPhase { phase } => self.build.set_phase(&phase),
+            JsonMessage::Msg { level, msg } => self.build.logger.log(level, &msg),
+            JsonMessage::Start {
+                id,
+                level,
+                ty,
+                text,
+                fields,
+                ..
+            } => {
+                if ty == ActivityType::FileTransfer {
+                    let child = self.build.child(level, ty, text, fields);
+                    self.children.insert(id, child);
+                }
+            }
+            JsonMessage::Stop { id } => {
+                self.children.remove(&id);
+            }
+            JsonMessage::Result { id, ty, fields } => {
+                if let Some(child) = self.children.get(&id) {
+                    child.result(ty, &fields);
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Activity {
     fn drop(&mut self) {
         self.logger.inner.sink.stop(self.id);
@@ -566,6 +625,43 @@ mod tests {
         assert_eq!(Verbosity::from_flags(1, 0), Verbosity::Talkative);
         assert_eq!(Verbosity::from_flags(0, 5), Verbosity::Error);
         assert_eq!(Verbosity::from_flags(9, 0), Verbosity::Vomit);
+    }
+
+    #[test]
+    fn builder_lines_are_relayed_like_nix() {
+        let rec = Arc::new(Recorder::default());
+        let logger = Logger::new(rec.clone(), Verbosity::Info);
+        {
+            let build = logger.start_build("/nix/store/x.drv", "", 0);
+            let mut bl = BuilderLog::new(&build);
+            bl.line("plain output");
+            bl.line(r#"@nix {"action":"setPhase","phase":"unpackPhase"}"#);
+            bl.line(r#"@nix {"action":"msg","level":3,"msg":"from builder"}"#);
+            // Untrusted: a build activity from the builder is ignored...
+            bl.line(r#"@nix {"action":"start","id":7,"level":3,"text":"x","type":105}"#);
+            bl.line(r#"@nix {"action":"result","fields":[1,2,0,0],"id":7,"type":105}"#);
+            // ...a file transfer becomes a child of the build.
+            bl.line(r#"@nix {"action":"start","fields":["https://e/x"],"id":8,"level":4,"text":"downloading","type":101}"#);
+            bl.line(r#"@nix {"action":"result","fields":[5,10,0,0],"id":8,"type":105}"#);
+            bl.line(r#"@nix {"action":"stop","id":8}"#);
+            bl.line("@nix {broken");
+        }
+        let got = rec.0.lock().unwrap().clone();
+        let build_id: u64 = got[0].split(' ').nth(1).unwrap().parse().unwrap();
+        assert!(got[1].ends_with(" 101 [Str(\"plain output\")]"), "{got:?}");
+        assert!(got[2].ends_with(" 104 [Str(\"unpackPhase\")]"));
+        assert_eq!(got[3], "msg 3 from builder");
+        assert!(
+            got[4].starts_with("start ")
+                && got[4].ends_with(&format!(
+                    " 4 101 downloading [Str(\"https://e/x\")] {build_id}"
+                ))
+        );
+        assert!(got[5].contains(" 105 [Int(5), Int(10), Int(0), Int(0)]"));
+        assert!(got[6].starts_with("stop "));
+        assert!(got[7].starts_with("msg 0 bad JSON log message"));
+        assert_eq!(got[8], format!("stop {build_id}"));
+        assert_eq!(got.len(), 9);
     }
 
     #[test]
