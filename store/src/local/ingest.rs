@@ -5,6 +5,12 @@
 //! both to the NAR hasher and to the copy halves the I/O compared with
 //! hashing first and copying afterwards. Entries are visited in NAR order
 //! (names sorted by bytes) so the hash is exactly Nix's.
+//!
+//! Small files are read whole, hashed on the walking thread and written by a
+//! pool of writer threads (file creation and page-cache copies are most of
+//! the cost, and they parallelise); large files are streamed in place. The
+//! copy is produced already canonical (modes 0444/0555, mtime 1), so no
+//! second pass over the tree is needed.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -12,8 +18,12 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex};
 
 use b3_nar::NarEncoder;
+
+use crate::canonicalise::CANONICAL_MTIME;
 
 use crate::hash::{Hash, HashAlgo, Hasher};
 use crate::path::FileIngestionMethod;
@@ -77,9 +87,148 @@ impl Write for NarHashers {
     }
 }
 
+/// Files up to this size are read whole and handed to the writer pool.
+const SMALL: u64 = 1 << 20;
+
+struct FileJob {
+    dest: PathBuf,
+    data: Vec<u8>,
+    executable: bool,
+}
+
+/// Writer threads creating small files; the first error wins.
+struct Writers {
+    tx: Option<SyncSender<FileJob>>,
+    handles: Vec<std::thread::JoinHandle<Result<(), IngestError>>>,
+}
+
+impl Writers {
+    fn new() -> Writers {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+        let (tx, rx) = sync_channel::<FileJob>(32);
+        let rx = Arc::new(Mutex::new(rx));
+        let handles = (0..n)
+            .map(|_| {
+                let rx = Arc::clone(&rx);
+                std::thread::spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(p) => p.into_inner().recv(),
+                    };
+                    let Ok(job) = job else { return Ok(()) };
+                    write_small(&job).map_err(io_at(&job.dest))?;
+                })
+            })
+            .collect();
+        Writers {
+            tx: Some(tx),
+            handles,
+        }
+    }
+
+    fn send(&mut self, job: FileJob) -> Result<(), IngestError> {
+        let tx = self.tx.as_ref().ok_or_else(|| IngestError::Io {
+            path: job.dest.clone(),
+            source: io::Error::other("writer pool closed"),
+        })?;
+        if tx.send(job).is_err() {
+            // Every writer has stopped: one of them failed; report that.
+            return self.finish();
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), IngestError> {
+        self.tx = None;
+        let mut first = Ok(());
+        for h in self.handles.drain(..) {
+            let r = h.join().unwrap_or_else(|_| {
+                Err(IngestError::Io {
+                    path: PathBuf::new(),
+                    source: io::Error::other("writer thread panicked"),
+                })
+            });
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+impl Drop for Writers {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+fn file_mode(executable: bool) -> u32 {
+    if executable {
+        0o555
+    } else {
+        0o444
+    }
+}
+
+/// Give an open, fully written file its canonical mode and timestamp.
+fn finish_file(f: &File, executable: bool) -> io::Result<()> {
+    rustix::fs::fchmod(f, rustix::fs::Mode::from_raw_mode(file_mode(executable)))?;
+    let t = rustix::fs::Timespec {
+        tv_sec: CANONICAL_MTIME,
+        tv_nsec: 0,
+    };
+    rustix::fs::futimens(
+        f,
+        &rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+    )?;
+    Ok(())
+}
+
+fn create(dest: &Path, executable: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(file_mode(executable))
+        .open(dest)
+}
+
+fn write_small(job: &FileJob) -> io::Result<()> {
+    let mut f = create(&job.dest, job.executable)?;
+    f.write_all(&job.data)?;
+    finish_file(&f, job.executable)
+}
+
+fn set_times_nofollow(p: &Path) -> Result<(), IngestError> {
+    let t = rustix::fs::Timespec {
+        tv_sec: CANONICAL_MTIME,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| io_at(p)(e.into()))
+}
+
+struct Walk {
+    enc: NarEncoder<NarHashers>,
+    buf: Vec<u8>,
+    writers: Writers,
+    /// Directories in post-order, made read-only once every file is written.
+    dirs: Vec<PathBuf>,
+}
+
 /// Copy `src` to `dest` (which must not exist), computing the hashes of
-/// `method`/`algo`. Symlinks in `src` are stored as symlinks, never followed
-/// (except `src` itself, which is taken as given: a symlink is stored as one).
+/// `method`/`algo`. The copy is canonical (see the module docs). Symlinks in
+/// `src` are stored as symlinks, never followed (`src` itself too).
 pub fn ingest(
     src: &Path,
     dest: &Path,
@@ -90,11 +239,15 @@ pub fn ingest(
         FileIngestionMethod::Recursive if algo != HashAlgo::Sha256 => Some(Hasher::new(algo)),
         _ => None,
     };
-    let mut enc = NarEncoder::new(NarHashers {
-        nar: Hasher::new(HashAlgo::Sha256),
-        other,
-    });
-    let mut buf = vec![0u8; BUF];
+    let mut walk = Walk {
+        enc: NarEncoder::new(NarHashers {
+            nar: Hasher::new(HashAlgo::Sha256),
+            other,
+        }),
+        buf: vec![0u8; BUF],
+        writers: Writers::new(),
+        dirs: Vec::new(),
+    };
     let mut content = match method {
         FileIngestionMethod::Flat => Some(Hasher::new(algo)),
         FileIngestionMethod::Recursive => None,
@@ -103,8 +256,13 @@ pub fn ingest(
     if method == FileIngestionMethod::Flat && !meta.is_file() {
         return Err(IngestError::FlatNeedsFile(src.to_path_buf()));
     }
-    copy_node(src, dest, meta, &mut enc, &mut buf, content.as_mut())?;
-    let (hashers, nar_size) = enc.finish()?;
+    walk.copy_node(src, dest, meta, content.as_mut())?;
+    walk.writers.finish()?;
+    for d in &walk.dirs {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o555)).map_err(io_at(d))?;
+        set_times_nofollow(d)?;
+    }
+    let (hashers, nar_size) = walk.enc.finish()?;
     let nar_hash = hashers.nar.finish();
     let ca_hash = match (method, hashers.other, content) {
         (FileIngestionMethod::Flat, _, Some(c)) => c.finish(),
@@ -118,77 +276,94 @@ pub fn ingest(
     })
 }
 
-fn copy_node(
-    src: &Path,
-    dest: &Path,
-    meta: std::fs::Metadata,
-    enc: &mut NarEncoder<NarHashers>,
-    buf: &mut [u8],
-    content: Option<&mut Hasher>,
-) -> Result<(), IngestError> {
-    let ft = meta.file_type();
-    if ft.is_file() {
-        let executable = meta.permissions().mode() & 0o100 != 0;
-        let size = meta.len();
-        let mut input = File::open(src).map_err(io_at(src))?;
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(if executable { 0o755 } else { 0o644 })
-            .open(dest)
-            .map_err(io_at(dest))?;
-        enc.file_header(executable, size)?;
-        let w = enc.contents_writer()?;
-        let mut left = size;
-        let mut content = content;
-        while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            let n = match input.read(&mut buf[..want]) {
-                Ok(0) => return Err(IngestError::FileChanged(src.to_path_buf())),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_at(src)(e)),
-            };
-            let chunk = &buf[..n];
-            // Hashing cannot fail; the NarHashers writer never errors.
-            w.write_all(chunk).map_err(io_at(src))?;
-            if let Some(c) = content.as_deref_mut() {
-                c.update(chunk);
+impl Walk {
+    fn copy_node(
+        &mut self,
+        src: &Path,
+        dest: &Path,
+        meta: std::fs::Metadata,
+        content: Option<&mut Hasher>,
+    ) -> Result<(), IngestError> {
+        let ft = meta.file_type();
+        if ft.is_file() {
+            let executable = meta.permissions().mode() & 0o100 != 0;
+            let size = meta.len();
+            let mut input = File::open(src).map_err(io_at(src))?;
+            if size <= SMALL {
+                let mut data = Vec::with_capacity(size as usize + 1);
+                (&mut input)
+                    .take(size + 1)
+                    .read_to_end(&mut data)
+                    .map_err(io_at(src))?;
+                if data.len() as u64 != size {
+                    return Err(IngestError::FileChanged(src.to_path_buf()));
+                }
+                self.enc.file_bytes(executable, &data)?;
+                if let Some(c) = content {
+                    c.update(&data);
+                }
+                return self.writers.send(FileJob {
+                    dest: dest.to_path_buf(),
+                    data,
+                    executable,
+                });
             }
-            out.write_all(chunk).map_err(io_at(dest))?;
-            left -= n as u64;
+            let mut out = create(dest, executable).map_err(io_at(dest))?;
+            self.enc.file_header(executable, size)?;
+            let w = self.enc.contents_writer()?;
+            let mut left = size;
+            let mut content = content;
+            while left > 0 {
+                let want = left.min(self.buf.len() as u64) as usize;
+                let n = match input.read(&mut self.buf[..want]) {
+                    Ok(0) => return Err(IngestError::FileChanged(src.to_path_buf())),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(io_at(src)(e)),
+                };
+                let chunk = &self.buf[..n];
+                // The hashing writer never fails.
+                w.write_all(chunk).map_err(io_at(src))?;
+                if let Some(c) = content.as_deref_mut() {
+                    c.update(chunk);
+                }
+                out.write_all(chunk).map_err(io_at(dest))?;
+                left -= n as u64;
+            }
+            // Growing after we sized it would make the copy differ from the hash.
+            if input.read(&mut self.buf[..1]).map_err(io_at(src))? != 0 {
+                return Err(IngestError::FileChanged(src.to_path_buf()));
+            }
+            self.enc.file_trailer(size)?;
+            finish_file(&out, executable).map_err(io_at(dest))?;
+            Ok(())
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(src).map_err(io_at(src))?;
+            self.enc.symlink(target.as_os_str().as_bytes())?;
+            std::os::unix::fs::symlink(&target, dest).map_err(io_at(dest))?;
+            set_times_nofollow(dest)
+        } else if ft.is_dir() {
+            std::fs::create_dir(dest).map_err(io_at(dest))?;
+            let mut names: Vec<OsString> = std::fs::read_dir(src)
+                .map_err(io_at(src))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()
+                .map_err(io_at(src))?;
+            names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            self.enc.directory_start()?;
+            for name in names {
+                let s = src.join(&name);
+                let d = dest.join(&name);
+                let m = std::fs::symlink_metadata(&s).map_err(io_at(&s))?;
+                self.enc.entry(name.as_bytes())?;
+                self.copy_node(&s, &d, m, None)?;
+            }
+            self.enc.directory_end()?;
+            self.dirs.push(dest.to_path_buf());
+            Ok(())
+        } else {
+            Err(IngestError::UnsupportedType(src.to_path_buf()))
         }
-        // Growing after we sized it would make the copy differ from the hash.
-        if input.read(&mut buf[..1]).map_err(io_at(src))? != 0 {
-            return Err(IngestError::FileChanged(src.to_path_buf()));
-        }
-        enc.file_trailer(size)?;
-        Ok(())
-    } else if ft.is_symlink() {
-        let target = std::fs::read_link(src).map_err(io_at(src))?;
-        enc.symlink(target.as_os_str().as_bytes())?;
-        std::os::unix::fs::symlink(&target, dest).map_err(io_at(dest))?;
-        Ok(())
-    } else if ft.is_dir() {
-        std::fs::create_dir(dest).map_err(io_at(dest))?;
-        let mut names: Vec<OsString> = std::fs::read_dir(src)
-            .map_err(io_at(src))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(io_at(src))?;
-        names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        enc.directory_start()?;
-        for name in names {
-            let s = src.join(&name);
-            let d = dest.join(&name);
-            let m = std::fs::symlink_metadata(&s).map_err(io_at(&s))?;
-            enc.entry(name.as_bytes())?;
-            copy_node(&s, &d, m, enc, buf, None)?;
-        }
-        enc.directory_end()?;
-        Ok(())
-    } else {
-        Err(IngestError::UnsupportedType(src.to_path_buf()))
     }
 }
 

@@ -812,7 +812,7 @@ impl LocalStore {
         if self.is_valid_sync(&path)? {
             return Ok(path);
         }
-        canonicalise_tree(&node).map_err(|e| StoreError::Other(e.to_string()))?;
+        // `ingest` produced a canonical tree already.
         self.sync_tree(&node)?;
         let _lock = self
             .inner
