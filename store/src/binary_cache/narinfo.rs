@@ -397,7 +397,7 @@ Sig: b3-oracle-1:7gZK7PAP6xPd40XnoQ5YBXkwtz4GrejAKfep5IH6a2qJAoLxGaPn1YkLiAKfw9b
              /nix/store/z6nl0rwcz4lzvjlyhm1hx9m7697mhnnw-dep"
         );
         let key: PublicKey = T2_KEY.parse().unwrap();
-        assert_eq!(info.count_valid_sigs(&dir(), &[key.clone()]), 1);
+        assert_eq!(info.count_valid_sigs(&dir(), std::slice::from_ref(&key)), 1);
 
         // Any change to a signed field breaks it.
         let mut tampered = info.clone();

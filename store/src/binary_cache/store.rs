@@ -46,13 +46,13 @@ pub enum BinaryCacheError {
         op: &'static str,
         key: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("binary cache '{url}': cannot open: {source}")]
     Open {
         url: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("binary cache '{url}': {source}")]
     CacheInfo {
@@ -141,7 +141,7 @@ fn obj_err(
         url: url.to_owned(),
         op,
         key: key.to_string(),
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -165,16 +165,16 @@ impl BinaryCache {
         let parsed = CacheUrl::parse(url)?;
         let open_err = |source| BinaryCacheError::Open {
             url: url.to_owned(),
-            source,
+            source: Box::new(source),
         };
         let (objects, writable): (Arc<dyn ObjectStore>, bool) = match &parsed.location {
             CacheLocation::File(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| BinaryCacheError::Open {
                     url: url.to_owned(),
-                    source: object_store::Error::Generic {
+                    source: Box::new(object_store::Error::Generic {
                         store: "LocalFileSystem",
                         source: Box::new(e),
-                    },
+                    }),
                 })?;
                 let fs =
                     object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(open_err)?;
