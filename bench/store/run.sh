@@ -10,7 +10,8 @@
 # (read once before timing). b3 flushes the added tree with syncfs before
 # registering it (its default); Nix 2.8 does not fsync store paths by default,
 # so a second b3 row with B3 fsync off (`B3_FSYNC=0`) is shown for a
-# like-for-like comparison. The best wall time of RUNS runs is reported.
+# like-for-like comparison. Runs are interleaved in RUNS rounds (nix, b3,
+# b3 without fsync) and the best wall time of each is reported.
 #
 # Env: TREE (default /tmp/b3-bench-store-tree), TREE_MIB (default 600),
 #      RUNS (default 3), WORK (default /tmp/b3-bench-store-work),
@@ -51,26 +52,31 @@ find "$TREE" -type f -print0 | xargs -0 cat > /dev/null
 
 rm -rf "$WORK"; mkdir -p "$WORK"
 n=0
-best() { # best NAME CMD-with-@STORE@ : best wall seconds of $RUNS fresh-store runs
-  local name=$1 cmd=$2 bw=999999 out
-  for _ in $(seq "$RUNS"); do
-    n=$((n + 1))
-    local st="$WORK/s$n"
-    sync
-    local c=${cmd//@STORE@/$st}
-    out=$( { /usr/bin/time -f '%e %U %S' bash -c "$c" > "$WORK/out$n"; } 2>&1 | tail -1)
-    local w u s; read -r w u s <<<"$out"
-    if awk "BEGIN{exit !($w < $bw)}"; then bw=$w; fi
-    echo "  $name run: ${w}s wall (${u}s user, ${s}s sys) -> $(cat "$WORK/out$n")" >&2
-    rm -rf "$st"
-  done
-  printf '%-34s %7.2f s  %7.0f MiB/s\n' "$name" "$bw" "$(awk "BEGIN{print $bytes / 1048576 / $bw}")" >&2
-  echo "$bw"
+declare -A bestw
+one() { # one NAME CMD-with-@STORE@ : one fresh-store run; keeps the best wall time per NAME
+  local name=$1 cmd=$2 out w u s
+  n=$((n + 1))
+  local st="$WORK/s$n"
+  sync
+  out=$( { /usr/bin/time -f '%e %U %S' bash -c "${cmd//@STORE@/$st}" > "$WORK/out$n"; } 2>&1 | tail -1)
+  read -r w u s <<<"$out"
+  echo "  $name: ${w}s wall (${u}s user, ${s}s sys) -> $(cat "$WORK/out$n")" >&2
+  if [ -z "${bestw[$name]:-}" ] || awk "BEGIN{exit !($w < ${bestw[$name]})}"; then bestw[$name]=$w; fi
+  rm -rf "$st"
 }
-
-t_nix=$(best "nix-store --add (chroot store)" "nix-store --store @STORE@ --add '$TREE'")
-t_b3=$(best "b3 store add (syncfs)" "'$B3' --store @STORE@ store add '$TREE'")
-t_b3n=$(best "b3 store add (no fsync)" "B3_FSYNC=0 '$B3' --store @STORE@ store add '$TREE'")
+NIX="nix-store --add (chroot store)"; B3S="b3 store add (syncfs)"; B3N="b3 store add (no fsync)"
+# Rounds interleave the contenders, so drift in machine load hits all alike.
+for r in $(seq "$RUNS"); do
+  echo "round $r:" >&2
+  one "$NIX" "nix-store --store @STORE@ --add '$TREE'"
+  one "$B3S" "'$B3' --store @STORE@ store add '$TREE'"
+  one "$B3N" "B3_FSYNC=0 '$B3' --store @STORE@ store add '$TREE'"
+done
+echo "best of $RUNS:" >&2
+for k in "$NIX" "$B3S" "$B3N"; do
+  printf '%-34s %7.2f s  %7.0f MiB/s\n' "$k" "${bestw[$k]}" "$(awk "BEGIN{print $bytes / 1048576 / ${bestw[$k]}}")" >&2
+done
+t_nix=${bestw[$NIX]}; t_b3=${bestw[$B3S]}; t_b3n=${bestw[$B3N]}
 if [ "$(sort -u "$WORK"/out* | wc -l)" != 1 ]; then
   echo "MISMATCH: the runs printed different store paths:" >&2; sort -u "$WORK"/out* >&2; exit 1
 fi

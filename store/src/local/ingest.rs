@@ -87,8 +87,10 @@ impl Write for NarHashers {
     }
 }
 
-/// Files up to this size are read whole and handed to the writer pool.
-const SMALL: u64 = 1 << 20;
+/// Files up to this size are read whole and handed to the writer pool. Kept
+/// below the allocator's mmap threshold: a fresh mapping per file costs page
+/// faults and, freed from another thread, TLB shootdowns.
+const SMALL: u64 = 96 << 10;
 
 struct FileJob {
     dest: PathBuf,
