@@ -2,6 +2,7 @@
 //! happens in the library crates.
 
 mod cmd;
+mod logformat;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,14 @@ enum Command {
     Eval(cmd::eval::Args),
     /// A drop-in for `nix-instantiate`.
     Instantiate(cmd::instantiate::Args),
+    /// Show settings (nix.conf, NIX_CONFIG, --option) and where each value came from.
+    #[command(subcommand)]
+    Config(cmd::config::Command),
+    /// Realise derivations in the sandbox (like `nix-store --realise`).
+    Build(cmd::build::Args),
+    /// Runtimes: commands that see exactly one closure, served from the object database.
+    #[cfg(target_os = "linux")]
+    Runtime(cmd::runtime::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +64,7 @@ fn main() -> ExitCode {
 
     let cli = Cli::parse();
     cmd::init_logging(&cli.global);
+    let _activity_logger = logformat::install(cli.global.log_format, cli.global.verbose, 0);
     let result = match cli.command {
         Command::Nar(c) => cmd::nar::run(&cli.global, c),
         Command::Hash(c) => cmd::hash::run(&cli.global, c),
@@ -63,6 +73,10 @@ fn main() -> ExitCode {
         Command::Derivation(c) => cmd::derivation::run(&cli.global, c),
         Command::Eval(a) => cmd::eval::run(&cli.global, a),
         Command::Instantiate(a) => cmd::instantiate::run(&cli.global, a),
+        Command::Config(c) => cmd::config::run(&cli.global, c),
+        Command::Build(a) => cmd::build::run(&cli.global, a),
+        #[cfg(target_os = "linux")]
+        Command::Runtime(a) => cmd::runtime::run(&cli.global, a),
     };
     match result {
         Ok(code) => code,

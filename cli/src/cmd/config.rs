@@ -58,21 +58,6 @@ pub fn run(_g: &Global, c: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Like [`run`], for a `main` that already loaded the settings (and took the
-/// settings flags out of argv with `Config::take_setting_args`); this
-/// command's own `--option` pairs are applied on top.
-pub fn run_with(mut config: Config, c: Command) -> anyhow::Result<ExitCode> {
-    match c {
-        Command::Show(a) => {
-            for pair in a.option.chunks(2) {
-                if let [name, value] = pair {
-                    config.apply_option(name, value)?;
-                }
-            }
-            show(config, a)
-        }
-    }
-}
 
 fn render_text(e: &Entry) -> String {
     format!("{} = {}  # {}", e.name, e.value_text, e.provenance)

@@ -1,12 +1,16 @@
 //! One module per subcommand. Each exposes its clap arguments and a `run`
 //! returning the process exit code; errors bubble up to `main` for rendering.
 
+pub mod build;
+pub mod config;
 pub mod derivation;
 pub mod eval;
 pub mod hash;
 pub mod instantiate;
 pub mod nar;
 pub mod path_info;
+#[cfg(target_os = "linux")]
+pub mod runtime;
 pub mod store;
 
 use std::path::PathBuf;
@@ -17,6 +21,9 @@ pub struct Global {
     /// Physical root of the local store (default: the user's data directory).
     #[arg(long, global = true, env = "B3_STORE")]
     pub store: Option<PathBuf>,
+    /// Log format: raw, internal-json (Nix's `@nix` records, for nix-output-monitor), bar, bar-with-logs.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<crate::logformat::LogFormat>,
     /// More log output (repeatable).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
