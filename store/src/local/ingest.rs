@@ -106,7 +106,13 @@ struct Writers {
 
 impl Writers {
     fn new() -> Writers {
-        let n = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+        let n = match std::env::var("B3_INGEST_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)),
+        };
         let (tx, rx) = sync_channel::<FileJob>(32);
         let rx = Arc::new(Mutex::new(rx));
         let handles = (0..n)
@@ -126,6 +132,11 @@ impl Writers {
             tx: Some(tx),
             handles,
         }
+    }
+
+    /// `B3_INGEST_THREADS=0` copies everything on the walking thread.
+    fn enabled(&self) -> bool {
+        !self.handles.is_empty()
     }
 
     fn send(&mut self, job: FileJob) -> Result<(), IngestError> {
@@ -291,7 +302,7 @@ impl Walk {
             let executable = meta.permissions().mode() & 0o100 != 0;
             let size = meta.len();
             let mut input = File::open(src).map_err(io_at(src))?;
-            if size <= SMALL {
+            if size <= SMALL && self.writers.enabled() {
                 let mut data = Vec::with_capacity(size as usize + 1);
                 (&mut input)
                     .take(size + 1)
