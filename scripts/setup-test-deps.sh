@@ -34,6 +34,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# A real S3-compatible server for the binary-cache tests (pinned: newer releases need a newer Rust).
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  log "installing s3s-fs 0.14.1 (S3 test server)"
+  cargo install s3s-fs --version 0.14.1 --features binary --locked
+fi
+
 # Nix's settings for the oracle. Written only when the file is absent or was
 # written by a b3 set-up, so a real user's configuration is never replaced.
 CONF='# b3 test oracle (scripts/setup-test-deps.sh; also accepted: shared nix-oracle.sh).

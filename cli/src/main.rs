@@ -38,6 +38,13 @@ enum Command {
     Eval(cmd::eval::Args),
     /// A drop-in for `nix-instantiate`.
     Instantiate(cmd::instantiate::Args),
+    /// Binary-cache signing keys (Nix's format).
+    #[command(subcommand)]
+    Key(cmd::key::Command),
+    /// Copy paths to or from a binary cache (file://, s3://, http(s)://).
+    Copy(cmd::copy::Args),
+    /// Serve the local store as a Nix HTTP binary cache.
+    Serve(cmd::serve::Args),
     /// Show settings (nix.conf, NIX_CONFIG, --option) and where each value came from.
     #[command(subcommand)]
     Config(cmd::config::Command),
@@ -73,6 +80,9 @@ fn main() -> ExitCode {
         Command::Derivation(c) => cmd::derivation::run(&cli.global, c),
         Command::Eval(a) => cmd::eval::run(&cli.global, a),
         Command::Instantiate(a) => cmd::instantiate::run(&cli.global, a),
+        Command::Key(c) => cmd::key::run(&cli.global, c),
+        Command::Copy(a) => cmd::copy::run(&cli.global, a),
+        Command::Serve(a) => cmd::serve::run(&cli.global, a),
         Command::Config(c) => cmd::config::run(&cli.global, c),
         Command::Build(a) => cmd::build::run(&cli.global, a),
         #[cfg(target_os = "linux")]

@@ -3,12 +3,15 @@
 
 pub mod build;
 pub mod config;
+pub mod copy;
 pub mod derivation;
 pub mod eval;
 pub mod hash;
 pub mod instantiate;
+pub mod key;
 pub mod nar;
 pub mod path_info;
+pub mod serve;
 #[cfg(target_os = "linux")]
 pub mod runtime;
 pub mod store;
