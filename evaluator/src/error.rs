@@ -142,7 +142,12 @@ fn frame(pos: Pos, lead: &str) -> String {
     }
     if let Some(t) = r.file.line_text(r.line) {
         line(&mut out, r.line, t);
-        let _ = writeln!(out, "{:>13}| {}^", "", " ".repeat(r.col.saturating_sub(1) as usize));
+        let _ = writeln!(
+            out,
+            "{:>13}| {}^",
+            "",
+            " ".repeat(r.col.saturating_sub(1) as usize)
+        );
     }
     if let Some(t) = r.file.line_text(r.line + 1) {
         line(&mut out, r.line + 1, t);

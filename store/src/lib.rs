@@ -5,15 +5,15 @@
 //! `StoreRead` / `StoreWrite` / `StoreBuild` traits; the local store (SQLite
 //! metadata, atomic adds, locks, GC, verify) and, later, binary-cache stores.
 
+pub mod activity;
+pub mod binary_cache;
 pub mod canonicalise;
+pub mod derivation;
+pub mod hash;
 pub mod local;
 pub mod lock;
-pub mod refscan;
-pub mod traits;
-pub mod hash;
 pub mod nixbase32;
 pub mod path;
-pub mod binary_cache;
-pub mod derivation;
+pub mod refscan;
 pub mod settings;
-pub mod activity;
+pub mod traits;

@@ -58,7 +58,6 @@ pub fn run(_g: &Global, c: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-
 fn render_text(e: &Entry) -> String {
     format!("{} = {}  # {}", e.name, e.value_text, e.provenance)
 }

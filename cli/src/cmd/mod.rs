@@ -11,9 +11,9 @@ pub mod instantiate;
 pub mod key;
 pub mod nar;
 pub mod path_info;
-pub mod serve;
 #[cfg(target_os = "linux")]
 pub mod runtime;
+pub mod serve;
 pub mod store;
 
 use std::path::PathBuf;

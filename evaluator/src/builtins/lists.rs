@@ -72,7 +72,11 @@ fn elem(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 
 /// A lazy application `f x`.
 pub fn lazy_app(f: &Value, x: Value, p: Pos) -> Value {
-    Value::Thunk(Rc::new(Thunk(std::cell::RefCell::new(ThunkState::Apply(f.clone(), x, p)))))
+    Value::Thunk(Rc::new(Thunk(std::cell::RefCell::new(ThunkState::Apply(
+        f.clone(),
+        x,
+        p,
+    )))))
 }
 
 fn map(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
