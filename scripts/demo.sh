@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DIR=${1:-$PWD/examples}
 
-cargo build --release --locked -p b3-cli
+cargo build --release -p b3-cli
 B3=$PWD/target/release/b3
 run() { printf '\n$ %s\n' "$*"; "$@"; }
 

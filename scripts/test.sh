@@ -14,17 +14,17 @@ step() { printf '\n=== %s\n' "$*"; }
 
 step "format and lints"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "unit and integration tests (cargo nextest)"
 if ! command -v cargo-nextest >/dev/null; then
-  cargo install cargo-nextest --locked
+  cargo install cargo-nextest
 fi
-cargo nextest run --workspace --locked --no-fail-fast
+cargo nextest run --workspace --no-fail-fast
 
 step "Nix language conformance suite (lang-tests/, lenient mode)"
 LANG_DIR=${B3_LANG_TESTS:-$ROOT/../shared/nix-lang-tests}
-cargo build --locked -p b3-cli -p b3-lang-tests
+cargo build -p b3-cli -p b3-lang-tests
 MIN_PASS=$(cat lang-tests/min-pass 2>/dev/null || echo 0)
 if [ -d "$LANG_DIR" ]; then
   ./target/debug/b3-lang-tests --lenient --b3 "$ROOT/target/debug/b3" --min-pass "$MIN_PASS" "$LANG_DIR" \
