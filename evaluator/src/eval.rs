@@ -64,7 +64,7 @@ pub struct Ev {
     pub depth_base: Cell<usize>,
     pub import_cache: RefCell<FxHashMap<String, Value>>,
     /// drv path -> hashDerivationModulo, for derivations evaluated so far.
-    pub drv_hashes: RefCell<FxHashMap<String, [u8; 32]>>,
+    pub drv_hashes: RefCell<b3_store::derivation::DrvHashCache>,
     pub sym_cache: RefCell<FxHashMap<&'static str, Sym>>,
     pub regex_cache: RefCell<crate::regex::RegexCache>,
     pub drv_outputs: RefCell<FxHashMap<String, Vec<String>>>,

@@ -1,131 +1,122 @@
-//! Store-path arithmetic needed during evaluation (read-only mode): Nix
-//! base-32, the `makeStorePath` fingerprint scheme, and NAR hashing of a
-//! filesystem tree with an optional filter.
+//! Store-path arithmetic needed during evaluation, as a thin string-typed
+//! layer over b3-store (`nixbase32`, `StoreDir::make_*_path`) and b3-nar
+//! (NAR hashing). The evaluator handles paths as strings; this module does
+//! the conversions. Only the *filtered* NAR hash (`builtins.path` with a
+//! `filter`, `filterSource`) is computed here, because b3-nar serialises whole
+//! trees and the filter is an evaluator callback deciding entry by entry.
 
+use std::collections::BTreeSet;
 use std::io::Read;
 
-use sha2::{Digest, Sha256};
-
-const ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
+use b3_store::hash::{Hash, HashAlgo, Hasher};
+use b3_store::path::{FileIngestionMethod, StoreDir, StorePath};
 
 pub fn nixbase32(h: &[u8]) -> String {
-    if h.is_empty() {
-        return String::new();
-    }
-    let len = (h.len() * 8 - 1) / 5 + 1;
-    let mut out = String::with_capacity(len);
-    for n in (0..len).rev() {
-        let b = n * 5;
-        let i = b / 8;
-        let j = b % 8;
-        let lo = (h[i] as u32) >> j;
-        let hi = if i + 1 < h.len() {
-            (h[i + 1] as u32) << (8 - j)
-        } else {
-            0
-        };
-        out.push(ALPHABET[((lo | hi) & 0x1f) as usize] as char);
-    }
-    out
+    b3_store::nixbase32::encode(h)
 }
 
 pub fn nixbase32_decode(s: &str) -> Option<Vec<u8>> {
-    let len = s.len() * 5 / 8;
-    let mut out = vec![0u8; len];
-    for (n, c) in s.bytes().rev().enumerate() {
-        let digit = ALPHABET.iter().position(|x| *x == c)? as u32;
-        let b = n * 5;
-        let i = b / 8;
-        let j = b % 8;
-        if i < len {
-            out[i] |= (digit << j) as u8;
-        }
-        let hi = digit >> (8 - j);
-        if i + 1 < len {
-            out[i + 1] |= hi as u8;
-        } else if hi != 0 {
-            return None;
-        }
-    }
-    Some(out)
-}
-
-pub fn compress(h: &[u8], n: usize) -> Vec<u8> {
-    let mut out = vec![0u8; n];
-    for (i, b) in h.iter().enumerate() {
-        out[i % n] ^= b;
-    }
-    out
+    b3_store::nixbase32::decode(s).ok()
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
+    let mut out = [0u8; 32];
+    out.copy_from_slice(Hash::digest(HashAlgo::Sha256, data).as_bytes());
+    out
 }
 
 pub fn hex(h: &[u8]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(h)
 }
 
-pub fn make_store_path(store_dir: &str, ty: &str, inner: &[u8; 32], name: &str) -> String {
-    let s = format!("{ty}:sha256:{}:{store_dir}:{name}", hex(inner));
-    let h = sha256(s.as_bytes());
-    format!("{store_dir}/{}-{name}", nixbase32(&compress(&h, 20)))
+pub fn store_dir(dir: &str) -> Result<StoreDir, String> {
+    StoreDir::new(dir).map_err(|e| e.to_string())
 }
 
-pub fn make_type(base: &str, refs: &[String], self_ref: bool) -> String {
-    let mut t = base.to_string();
-    let mut refs: Vec<&String> = refs.iter().collect();
-    refs.sort();
-    for r in refs {
-        t.push(':');
-        t.push_str(r);
-    }
-    if self_ref {
-        t.push_str(":self");
-    }
-    t
+fn parse_refs(sd: &StoreDir, refs: &[String]) -> Result<BTreeSet<StorePath>, String> {
+    refs.iter()
+        .map(|r| {
+            sd.parse(r)
+                .map_err(|e| format!("invalid reference '{r}': {e}"))
+        })
+        .collect()
 }
 
-pub fn make_text_path(store_dir: &str, name: &str, content: &[u8], refs: &[String]) -> String {
-    make_store_path(
-        store_dir,
-        &make_type("text", refs, false),
-        &sha256(content),
-        name,
-    )
+/// `builtins.toFile`: the text path of `content` with `refs`.
+pub fn make_text_path(
+    dir: &str,
+    name: &str,
+    content: &[u8],
+    refs: &[String],
+) -> Result<String, String> {
+    let sd = store_dir(dir)?;
+    let refs = parse_refs(&sd, refs)?;
+    let p = sd
+        .compute_text_path(name, content, &refs)
+        .map_err(|e| e.to_string())?;
+    Ok(sd.display(&p))
 }
 
-/// A fixed-output path: `method_r` is recursive (NAR) hashing.
+/// A fixed-output path; `recursive` is NAR (as opposed to flat) hashing.
 pub fn make_fixed_output_path(
-    store_dir: &str,
+    dir: &str,
     recursive: bool,
     algo: &str,
     hash: &[u8],
     name: &str,
     refs: &[String],
-) -> String {
-    if recursive && algo == "sha256" {
-        let mut h = [0u8; 32];
-        h.copy_from_slice(&hash[..32.min(hash.len())]);
-        return make_store_path(store_dir, &make_type("source", refs, false), &h, name);
+) -> Result<String, String> {
+    let sd = store_dir(dir)?;
+    let algo =
+        HashAlgo::from_name(algo).ok_or_else(|| format!("unknown hash algorithm '{algo}'"))?;
+    let hash = Hash::from_bytes(algo, hash).map_err(|e| e.to_string())?;
+    let method = if recursive {
+        FileIngestionMethod::Recursive
+    } else {
+        FileIngestionMethod::Flat
+    };
+    let p = sd
+        .make_fixed_output_path(method, &hash, name, &parse_refs(&sd, refs)?, false)
+        .map_err(|e| e.to_string())?;
+    Ok(sd.display(&p))
+}
+
+/// NAR sha256 of `path`; `filter` decides (full path, type) whether an entry
+/// below the root is included. Without a filter this is b3-nar's hash.
+pub fn nar_hash(
+    path: &str,
+    filter: Option<&mut dyn FnMut(&str, &str) -> Result<bool, String>>,
+) -> Result<[u8; 32], String> {
+    match filter {
+        None => b3_nar::hash_path(std::path::Path::new(path))
+            .map(|h| h.sha256)
+            .map_err(|e| format!("hashing '{path}': {e}")),
+        Some(filter) => {
+            let mut w = NarHashWriter {
+                h: Hasher::new(HashAlgo::Sha256),
+            };
+            w.s("nix-archive-1");
+            dump_filtered(&mut w, path, filter)?;
+            let mut out = [0u8; 32];
+            out.copy_from_slice(w.h.finish().as_bytes());
+            Ok(out)
+        }
     }
-    let inner = format!(
-        "fixed:out:{}{algo}:{}:",
-        if recursive { "r:" } else { "" },
-        hex(hash)
-    );
-    make_store_path(store_dir, "output:out", &sha256(inner.as_bytes()), name)
 }
 
-struct NarWriter<'a> {
-    h: &'a mut Sha256,
+/// Feeds NAR framing (length-prefixed, 8-byte padded strings) to a hasher.
+struct NarHashWriter {
+    h: Hasher,
 }
 
-impl NarWriter<'_> {
+impl NarHashWriter {
     fn bytes(&mut self, b: &[u8]) {
-        self.h.update((b.len() as u64).to_le_bytes());
+        self.h.update(&(b.len() as u64).to_le_bytes());
         self.h.update(b);
-        let pad = (8 - b.len() % 8) % 8;
+        self.pad(b.len() as u64);
+    }
+    fn pad(&mut self, len: u64) {
+        let pad = ((8 - len % 8) % 8) as usize;
         self.h.update(&[0u8; 8][..pad]);
     }
     fn s(&mut self, s: &str) {
@@ -133,23 +124,8 @@ impl NarWriter<'_> {
     }
 }
 
-/// Streams the NAR serialisation of `path` into a SHA-256 hasher. `filter`
-/// decides (full path, type) whether an entry below the root is included.
-pub fn nar_hash(
-    path: &str,
-    filter: &mut dyn FnMut(&str, &str) -> Result<bool, String>,
-) -> Result<[u8; 32], String> {
-    let mut h = Sha256::new();
-    {
-        let mut w = NarWriter { h: &mut h };
-        w.s("nix-archive-1");
-        dump(&mut w, path, filter)?;
-    }
-    Ok(h.finalize().into())
-}
-
-fn dump(
-    w: &mut NarWriter,
+fn dump_filtered(
+    w: &mut NarHashWriter,
     path: &str,
     filter: &mut dyn FnMut(&str, &str) -> Result<bool, String>,
 ) -> Result<(), String> {
@@ -166,17 +142,17 @@ fn dump(
     } else if ft.is_dir() {
         w.s("type");
         w.s("directory");
-        let mut names: Vec<String> = std::fs::read_dir(path)
-            .map_err(|e| format!("reading directory '{path}': {e}"))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(path).map_err(|e| format!("reading directory '{path}': {e}"))? {
+            let e = e.map_err(|e| format!("reading directory '{path}': {e}"))?;
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
         names.sort();
         for n in names {
             let child = format!("{}/{}", path.trim_end_matches('/'), n);
-            let cmd = std::fs::symlink_metadata(&child).map_err(|e| e.to_string())?;
-            let ty = file_type_name(&cmd.file_type());
-            if !filter(&child, ty)? {
+            let cmd = std::fs::symlink_metadata(&child)
+                .map_err(|e| format!("getting status of '{child}': {e}"))?;
+            if !filter(&child, file_type_name(&cmd.file_type()))? {
                 continue;
             }
             w.s("entry");
@@ -184,7 +160,7 @@ fn dump(
             w.s("name");
             w.s(&n);
             w.s("node");
-            dump(w, &child, filter)?;
+            dump_filtered(w, &child, filter)?;
             w.s(")");
         }
     } else {
@@ -196,21 +172,24 @@ fn dump(
             w.s("");
         }
         w.s("contents");
-        let len = md.len();
-        w.h.update(len.to_le_bytes());
+        w.h.update(&md.len().to_le_bytes());
         let mut f = std::fs::File::open(path).map_err(|e| format!("opening '{path}': {e}"))?;
         let mut buf = vec![0u8; 65536];
         let mut total = 0u64;
         loop {
-            let n = f.read(&mut buf).map_err(|e| e.to_string())?;
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| format!("reading '{path}': {e}"))?;
             if n == 0 {
                 break;
             }
             total += n as u64;
             w.h.update(&buf[..n]);
         }
-        let pad = ((8 - total % 8) % 8) as usize;
-        w.h.update(&[0u8; 8][..pad]);
+        if total != md.len() {
+            return Err(format!("file '{path}' changed while it was being hashed"));
+        }
+        w.pad(total);
     }
     w.s(")");
     Ok(())
@@ -243,7 +222,22 @@ mod tests {
     #[test]
     fn text_path_matches_nix() {
         // nix-instantiate --eval -E 'builtins.toFile "foo" "bar"' (Nix 2.8)
-        let p = make_text_path("/nix/store", "foo", b"bar", &[]);
+        let p = make_text_path("/nix/store", "foo", b"bar", &[]).unwrap();
         assert_eq!(p, "/nix/store/vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo");
+    }
+
+    #[test]
+    fn filtered_nar_hash_accepting_everything_equals_b3_nar() {
+        let d = std::env::temp_dir().join(format!("b3-eval-narhash-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        std::fs::write(d.join("a"), b"hello").unwrap();
+        std::fs::write(d.join("sub/b"), b"0123456789").unwrap();
+        std::os::unix::fs::symlink("a", d.join("l")).unwrap();
+        let p = d.to_str().unwrap();
+        let mut all = |_: &str, _: &str| Ok(true);
+        let filtered = nar_hash(p, Some(&mut all)).unwrap();
+        let whole = nar_hash(p, None).unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+        assert_eq!(filtered, whole);
     }
 }

@@ -1,139 +1,64 @@
-//! `derivationStrict`: turns an attribute set into a store derivation,
-//! computing output and `.drv` paths exactly as Nix does (read-only: the
-//! ATerm text is kept in memory, not written to a store).
+//! `derivationStrict`: turns an attribute set into a
+//! `b3_store::derivation::Derivation` and lets `b3_store`'s `instantiate`
+//! compute its output and `.drv` paths (inputs' modulo hashes from the
+//! evaluator's `DrvHashCache`). Nothing is written here: the ATerm is kept
+//! in `Ev::drvs` for `b3 instantiate` to write.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use crate::eval::{err, Ev, R};
 use crate::pos::Pos;
-use crate::storepath::{hex, make_fixed_output_path, make_store_path, make_text_path, sha256};
 use crate::value::*;
+use b3_store::derivation::instantiate::{instantiate, OutputHashAttrs, OutputHashing};
+use b3_store::derivation::{Derivation, DerivationError};
+use b3_store::path::StoreDir;
 
 pub fn register(t: &mut Vec<(&'static str, usize, PrimFn)>) {
     t.push(("derivationStrict", 1, derivation_strict));
 }
 
-#[derive(Default, Clone)]
+/// A derivation computed during evaluation, kept under its drv path so that
+/// `b3 instantiate` can write the closure and later derivations can take it
+/// as an input.
+#[derive(Debug, Clone)]
 pub struct Drv {
-    pub outputs: BTreeMap<String, (String, String, String)>,
-    pub input_drvs: BTreeMap<String, BTreeSet<String>>,
-    pub input_srcs: BTreeSet<String>,
-    pub platform: String,
-    pub builder: String,
-    pub args: Vec<String>,
-    pub env: BTreeMap<String, String>,
+    pub name: String,
+    pub drv: Derivation,
+    /// The `.drv` file contents.
+    pub aterm: String,
 }
 
-fn esc(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+fn drv_err(e: impl std::fmt::Display, p: Pos) -> crate::error::EvalError {
+    crate::error::EvalError::other(e.to_string(), p)
 }
 
-impl Drv {
-    /// ATerm text; `input_override` replaces the inputDrvs list (for hashing modulo).
-    pub fn aterm(&self, input_override: Option<&BTreeMap<String, BTreeSet<String>>>) -> String {
-        let mut o = String::from("Derive([");
-        for (i, (name, (path, algo, hash))) in self.outputs.iter().enumerate() {
-            if i > 0 {
-                o.push(',');
-            }
-            o.push('(');
-            esc(name, &mut o);
-            o.push(',');
-            esc(path, &mut o);
-            o.push(',');
-            esc(algo, &mut o);
-            o.push(',');
-            esc(hash, &mut o);
-            o.push(')');
+/// Nix adds, for a `=drv` (all outputs, deep) context, the whole closure
+/// of the drv as input sources and every derivation in it as an input
+/// derivation with all its outputs.
+fn add_drv_closure(ev: &Ev, sd: &StoreDir, root: &str, d: &mut Derivation, p: Pos) -> R<()> {
+    let mut todo = vec![root.to_string()];
+    let mut seen = BTreeSet::new();
+    while let Some(cur) = todo.pop() {
+        if !seen.insert(cur.clone()) {
+            continue;
         }
-        o.push_str("],[");
-        let inputs = input_override.unwrap_or(&self.input_drvs);
-        for (i, (p, outs)) in inputs.iter().enumerate() {
-            if i > 0 {
-                o.push(',');
+        let sp = sd.parse(&cur).map_err(|e| drv_err(e, p))?;
+        if let Some(known) = ev.drvs.borrow().get(&cur) {
+            let outs = ev
+                .drv_outputs
+                .borrow()
+                .get(&cur)
+                .cloned()
+                .unwrap_or_default();
+            d.input_drvs.entry(sp.clone()).or_default().extend(outs);
+            for r in known.drv.references() {
+                todo.push(sd.display(&r));
             }
-            o.push('(');
-            esc(p, &mut o);
-            o.push_str(",[");
-            for (j, out) in outs.iter().enumerate() {
-                if j > 0 {
-                    o.push(',');
-                }
-                esc(out, &mut o);
-            }
-            o.push_str("])");
         }
-        o.push_str("],[");
-        for (i, s) in self.input_srcs.iter().enumerate() {
-            if i > 0 {
-                o.push(',');
-            }
-            esc(s, &mut o);
-        }
-        o.push_str("],");
-        esc(&self.platform, &mut o);
-        o.push(',');
-        esc(&self.builder, &mut o);
-        o.push_str(",[");
-        for (i, a) in self.args.iter().enumerate() {
-            if i > 0 {
-                o.push(',');
-            }
-            esc(a, &mut o);
-        }
-        o.push_str("],[");
-        for (i, (k, v)) in self.env.iter().enumerate() {
-            if i > 0 {
-                o.push(',');
-            }
-            o.push('(');
-            esc(k, &mut o);
-            o.push(',');
-            esc(v, &mut o);
-            o.push(')');
-        }
-        o.push_str("])");
-        o
+        d.input_srcs.insert(sp);
     }
-}
-
-fn hash_modulo(ev: &Ev, d: &Drv, p: Pos) -> R<[u8; 32]> {
-    if d.outputs.len() == 1 {
-        if let Some((path, algo, hash)) = d.outputs.get("out") {
-            if !hash.is_empty() {
-                return Ok(sha256(format!("fixed:out:{algo}:{hash}:{path}").as_bytes()));
-            }
-        }
-    }
-    let mut replaced: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (drv, outs) in &d.input_drvs {
-        let h = match ev.drv_hashes.borrow().get(drv) {
-            Some(h) => *h,
-            None => {
-                return err(
-                    format!("don't know how to hash derivation '{drv}' (not evaluated here)"),
-                    p,
-                )
-            }
-        };
-        replaced
-            .entry(hex(&h))
-            .or_default()
-            .extend(outs.iter().cloned());
-    }
-    Ok(sha256(d.aterm(Some(&replaced)).as_bytes()))
+    Ok(())
 }
 
 fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -157,12 +82,12 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         Some(v) => ev.force_bool(v, p)?,
         None => false,
     };
-    let mut drv = Drv::default();
+    let mut drv = Derivation::default();
     let mut ctx = Context::new();
     let mut outputs: Vec<String> = vec!["out".into()];
     let mut output_hash: Option<String> = None;
     let mut output_hash_algo: Option<String> = None;
-    let mut output_hash_mode = "flat".to_string();
+    let mut output_hash_mode: Option<String> = None;
     let mut json_entries: Vec<(Sym, Value, Pos)> = Vec::new();
     for (k, v, _) in &attrs.entries {
         let key: &str = k;
@@ -203,7 +128,10 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
                 v
             } else {
                 let (s, _) = ev.coerce_to_string(&fv, true, true, p).map_err(ctxerr)?;
-                String::from_utf8_lossy(&s).split_whitespace().map(String::from).collect()
+                String::from_utf8_lossy(&s)
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect()
             };
             let mut outs = Vec::new();
             for o in names {
@@ -227,10 +155,10 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             json_entries.push((k.clone(), fv.clone(), Default::default()));
             match key {
                 "builder" => drv.builder = ev.force_string(&fv, p)?,
-                "system" => drv.platform = ev.force_string(&fv, p)?,
+                "system" => drv.system = ev.force_string(&fv, p)?,
                 "outputHash" => output_hash = Some(ev.force_string(&fv, p)?),
                 "outputHashAlgo" => output_hash_algo = Some(ev.force_string(&fv, p)?),
-                "outputHashMode" => output_hash_mode = ev.force_string(&fv, p)?,
+                "outputHashMode" => output_hash_mode = Some(ev.force_string(&fv, p)?),
                 "args" => {
                     let l = ev.force_list(&fv, p)?;
                     for x in l.iter() {
@@ -244,10 +172,10 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         let s = as_string(&fv, &mut ctx).map_err(ctxerr)?;
         match key {
             "builder" => drv.builder = s.clone(),
-            "system" => drv.platform = s.clone(),
+            "system" => drv.system = s.clone(),
             "outputHash" => output_hash = Some(s.clone()),
             "outputHashAlgo" => output_hash_algo = Some(s.clone()),
-            "outputHashMode" => output_hash_mode = s.clone(),
+            "outputHashMode" => output_hash_mode = Some(s.clone()),
             _ => {}
         }
         drv.env.insert(key.to_string(), s);
@@ -261,24 +189,21 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         drv.env
             .insert("__json".into(), String::from_utf8_lossy(&out).into_owned());
     }
-    // inputs from context
+    let sd = StoreDir::new(&ev.opts.store_dir).map_err(|e| drv_err(e, p))?;
     for e in ctx.iter() {
         if let Some(d) = e.strip_prefix('=') {
-            let outs = ev.drv_outputs.borrow().get(d).cloned().unwrap_or_default();
-            drv.input_drvs
-                .entry(d.to_string())
-                .or_default()
-                .extend(outs);
-            drv.input_srcs.insert(d.to_string());
+            add_drv_closure(ev, &sd, d, &mut drv, p)?;
         } else if let Some(rest) = e.strip_prefix('!') {
             if let Some((out, d)) = rest.split_once('!') {
+                let dp = sd.parse(d).map_err(|e| drv_err(e, p))?;
                 drv.input_drvs
-                    .entry(d.to_string())
+                    .entry(dp)
                     .or_default()
                     .insert(out.to_string());
             }
         } else {
-            drv.input_srcs.insert(e.to_string());
+            drv.input_srcs
+                .insert(sd.parse(e).map_err(|e| drv_err(e, p))?);
         }
     }
     if drv.builder.is_empty() && attrs.get("builder").is_none() {
@@ -287,71 +212,37 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     if attrs.get("system").is_none() {
         return err("required attribute 'system' missing", p);
     }
-    let store = ev.opts.store_dir.clone();
-    if let Some(h) = &output_hash {
-        if outputs.len() != 1 || outputs[0] != "out" {
-            return err(
-                "multiple outputs are not supported in fixed-output derivations",
-                p,
-            );
-        }
-        let algo = output_hash_algo.clone().filter(|a| !a.is_empty());
-        let (algo, bytes) = super::hash::parse_hash(h, algo.as_deref())
-            .map_err(|e| crate::error::EvalError::other(e, p))?;
-        let recursive = match output_hash_mode.as_str() {
-            "recursive" | "nar" => true,
-            "flat" => false,
-            m => {
-                return err(
-                    format!("invalid value '{m}' for 'outputHashMode' attribute"),
-                    p,
-                )
-            }
-        };
-        let out_path = make_fixed_output_path(&store, recursive, &algo, &bytes, &name, &[]);
-        drv.env.insert("out".into(), out_path.clone());
-        drv.outputs.insert(
-            "out".into(),
-            (
-                out_path,
-                format!("{}{algo}", if recursive { "r:" } else { "" }),
-                hex(&bytes),
-            ),
-        );
-    } else {
-        for o in &outputs {
-            drv.env.insert(o.clone(), String::new());
-            drv.outputs
-                .insert(o.clone(), (String::new(), String::new(), String::new()));
-        }
-        let h = hash_modulo(ev, &drv, p)?;
-        for o in &outputs {
-            let pname = if o == "out" {
-                name.clone()
-            } else {
-                format!("{name}-{o}")
-            };
-            let path = make_store_path(&store, &format!("output:{o}"), &h, &pname);
-            drv.env.insert(o.clone(), path.clone());
-            if let Some(x) = drv.outputs.get_mut(o) {
-                x.0 = path;
-            }
-        }
-    }
-    let aterm = drv.aterm(None);
-    let mut refs: Vec<String> = drv.input_srcs.iter().cloned().collect();
-    refs.extend(drv.input_drvs.keys().cloned());
-    refs.sort();
-    refs.dedup();
-    let drv_path = make_text_path(&store, &format!("{name}.drv"), aterm.as_bytes(), &refs);
-    let hm = hash_modulo(ev, &drv, p)?;
-    ev.drv_hashes.borrow_mut().insert(drv_path.clone(), hm);
+    // `__contentAddressed`/`__impure` need experimental features Nix 2.8
+    // does not enable by default; they are treated as input-addressed.
+    let hashing = OutputHashing::from_nix_attrs(OutputHashAttrs {
+        output_hash: output_hash.as_deref(),
+        output_hash_algo: output_hash_algo.as_deref(),
+        output_hash_mode: output_hash_mode.as_deref(),
+        content_addressed: false,
+        impure: false,
+    })
+    .map_err(|e| drv_err(e, p))?;
+    let output_names: BTreeSet<String> = outputs.iter().cloned().collect();
+    let inst = {
+        let cache = ev.drv_hashes.borrow();
+        instantiate(drv, &name, &output_names, hashing, &sd, |ip| {
+            cache
+                .get(ip)
+                .cloned()
+                .ok_or_else(|| DerivationError::ReadInput {
+                    path: sd.display(ip),
+                    source: "don't know how to hash derivation (not evaluated here)".into(),
+                })
+        })
+        .map_err(|e| drv_err(e, p))?
+    };
+    let drv_path = sd.display(&inst.drv_path);
+    ev.drv_hashes
+        .borrow_mut()
+        .insert(inst.drv_path.clone(), inst.hash.clone());
     ev.drv_outputs
         .borrow_mut()
         .insert(drv_path.clone(), outputs.to_vec());
-    ev.drvs
-        .borrow_mut()
-        .insert(drv_path.clone(), Rc::new(drv.clone()));
     let mut entries = Vec::new();
     let mut c = Context::new();
     c.insert(Rc::from(format!("={drv_path}").as_str()));
@@ -360,14 +251,26 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         Value::str_ctx(drv_path.clone().into_bytes(), c),
         Pos::none(),
     ));
-    for (o, (path, _, _)) in &drv.outputs {
+    for (o, out) in &inst.drv.outputs {
+        let path = match out.path() {
+            Some(sp) => sd.display(sp),
+            None => inst.drv.env.get(o).cloned().unwrap_or_default(),
+        };
         let mut c = Context::new();
         c.insert(Rc::from(format!("!{o}!{drv_path}").as_str()));
         entries.push((
             Rc::from(o.as_str()),
-            Value::str_ctx(path.clone().into_bytes(), c),
+            Value::str_ctx(path.into_bytes(), c),
             Pos::none(),
         ));
     }
+    ev.drvs.borrow_mut().insert(
+        drv_path,
+        Rc::new(Drv {
+            name,
+            drv: inst.drv,
+            aterm: inst.aterm,
+        }),
+    );
     Ok(Value::attrs(Attrs::from_unsorted(entries)))
 }

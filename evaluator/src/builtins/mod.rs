@@ -162,6 +162,9 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
     let drv_idx = global_vals.len() - 1;
 
     let env = Env::new(None, Slots::from_vec(global_vals));
+    let drv_hashes = b3_store::derivation::DrvHashCache::new(
+        b3_store::path::StoreDir::new(&opts.store_dir).unwrap_or_default(),
+    );
     let ev = Rc::new(Ev {
         opts,
         globals_env: env.clone(),
@@ -170,7 +173,7 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
         depth: Cell::new(0),
         depth_base: Cell::new(0),
         import_cache: RefCell::new(FxHashMap::default()),
-        drv_hashes: RefCell::new(FxHashMap::default()),
+        drv_hashes: RefCell::new(drv_hashes),
         sym_cache: RefCell::new(FxHashMap::default()),
         regex_cache: RefCell::new(crate::regex::RegexCache::new()),
         drv_outputs: RefCell::new(FxHashMap::default()),

@@ -70,19 +70,17 @@ fn add_path(ev: &Ev, path: &str, name: &str, filter: Option<&Value>, pos: Pos) -
             }
         }
     };
-    let h = nar_hash(path, &mut f);
+    let h = if filter.is_some() {
+        nar_hash(path, Some(&mut f))
+    } else {
+        nar_hash(path, None)
+    };
     if let Some(e) = ferr {
         return Err(e);
     }
     let h = h.map_err(|e| EvalError::other(e, pos))?;
-    Ok(make_fixed_output_path(
-        &ev.opts.store_dir,
-        true,
-        "sha256",
-        &h,
-        name,
-        &[],
-    ))
+    make_fixed_output_path(&ev.opts.store_dir, true, "sha256", &h, name, &[])
+        .map_err(|e| EvalError::other(e, pos))
 }
 
 fn to_file(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -101,7 +99,8 @@ fn to_file(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             refs.push(e.to_string());
         }
     }
-    let path = make_text_path(&ev.opts.store_dir, &name, &s.s, &refs);
+    let path = make_text_path(&ev.opts.store_dir, &name, &s.s, &refs)
+        .map_err(|e| EvalError::other(e, p))?;
     let mut ctx = Context::new();
     ctx.insert(Rc::from(path.as_str()));
     Ok(Value::str_ctx(path.into_bytes(), ctx))
@@ -157,6 +156,7 @@ fn path(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             &name,
             &[],
         )
+        .map_err(|e| EvalError::other(e, p))?
     };
     if let Some(h) = args.get("sha256") {
         let h = ev.force_string(h, p)?;
