@@ -929,6 +929,12 @@ impl Ev {
             }
             BinOp::Add => match (&a, &b) {
                 (Value::Str(_), _) | (Value::Path(_), _) => self.concat_strings(a, b, pos),
+                // Nix concatenates strings unless the first operand is a
+                // path or number: `drv + "/bin"` coerces the set.
+                (Value::Attrs(_), Value::Str(_) | Value::Attrs(_)) => {
+                    let (s, ctx) = self.coerce_to_string(&a, true, false, pos)?;
+                    self.concat_strings(Value::str_ctx(s, ctx), b, pos)
+                }
                 _ => self.arith(op, a, b, pos),
             },
             _ => self.arith(op, a, b, pos),
