@@ -90,8 +90,25 @@ in
 "#;
 
 const FETCHURL_NIX: &str = r#"
-{ url, sha256 ? "", hash ? "", name ? baseNameOf (toString url), executable ? false, unpack ? false, ... }:
-builtins.fetchurl { inherit url name; }
+{ url, hash ? "", sha256 ? "", sha1 ? "", sha512 ? "", name ? baseNameOf (toString url),
+  executable ? false, unpack ? false, system ? "", ... }:
+# A fixed-output derivation built by the builtin fetcher, as `<nix/fetchurl.nix>`
+# is in Nix 2.8 (same env, hence the same drv path).
+derivation {
+  inherit name url executable unpack;
+  builder = "builtin:fetchurl";
+  system = "builtin";
+  urls = [ url ];
+  outputHash =
+    if hash != "" then hash else if sha512 != "" then sha512
+    else if sha1 != "" then sha1 else sha256;
+  outputHashAlgo =
+    if hash != "" then "" else if sha512 != "" then "sha512"
+    else if sha1 != "" then "sha1" else "sha256";
+  outputHashMode = if unpack || executable then "recursive" else "flat";
+  impureEnvVars = [ "http_proxy" "https_proxy" "ftp_proxy" "all_proxy" "no_proxy" ];
+  preferLocalBuild = true;
+}
 "#;
 
 pub fn make_ev(opts: Options) -> Rc<Ev> {
