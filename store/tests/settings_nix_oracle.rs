@@ -392,7 +392,10 @@ fn internal_json_build_records_have_nix_shape() {
         .iter()
         .find(|l| l.contains("\"type\":102"))
         .unwrap();
-    assert_eq!(shape(&[ours_all[0].clone()]), shape(&[nix_realise.clone()]));
+    assert_eq!(
+        shape(std::slice::from_ref(&ours_all[0])),
+        shape(std::slice::from_ref(nix_realise))
+    );
 }
 
 #[test]
