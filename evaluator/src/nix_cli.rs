@@ -26,6 +26,8 @@ pub struct Cmdline {
     pub lint_url: Lint,
     pub impure: bool,
     pub read_write: bool,
+    /// `--readonly-mode` / `--dry-run`: compute drv paths without writing them.
+    pub no_write: bool,
 }
 
 fn lint(v: &str) -> Result<Lint, String> {
@@ -56,13 +58,17 @@ pub fn parse_cmdline(args: &[String]) -> Result<Cmdline, String> {
             "--json" => c.mode = Some(OutputMode::Json),
             "--xml" => c.mode = Some(OutputMode::Xml),
             "--raw" => c.mode = Some(OutputMode::Raw),
-            "--no-location" | "--add-root" | "--indirect" | "--dry-run" | "--find-file" => {}
+            "--no-location" | "--add-root" | "--indirect" | "--find-file" => {}
             "--show-trace" => c.show_trace = true,
             "--no-show-trace" => c.show_trace = false,
             "--impure" => c.impure = true,
             "--pure-eval" => c.impure = false,
             "--read-write-mode" => c.read_write = true,
-            "--readonly-mode" => c.read_write = false,
+            "--readonly-mode" => {
+                c.read_write = false;
+                c.no_write = true;
+            }
+            "--dry-run" => c.no_write = true,
             "-E" | "--expr" => c.from_expr = true,
             "-A" | "--attr" => {
                 need(i, 1, a)?;
@@ -219,6 +225,10 @@ fn execute(c: Cmdline) -> u8 {
                 } else {
                     let mut drvs = Vec::new();
                     ev.collect_drv_paths(&v, &mut drvs, true)?;
+                    if !c.no_write && std::env::var("NIX_REMOTE").as_deref() != Ok("dummy://") {
+                        write_drvs(&ev, &drvs)
+                            .map_err(|e| crate::EvalError::other(e, crate::pos::Pos::none()))?;
+                    }
                     out.extend(drvs);
                 }
             }
@@ -242,4 +252,49 @@ fn execute(c: Cmdline) -> u8 {
         }
     }
     0
+}
+
+/// Writes the `.drv` files of the closure of `roots` (inputs first, so each
+/// one's references are valid when it is registered) into the local b3
+/// store (`$B3_STORE` or the default data directory).
+fn write_drvs(ev: &crate::eval::Ev, roots: &[String]) -> Result<(), String> {
+    use b3_store::local::{LocalStore, LocalStoreConfig};
+    use b3_store::traits::StoreWrite;
+    let mut order: Vec<String> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    // Iterative post-order walk over derivations known to the evaluator.
+    let mut stack: Vec<(String, bool)> = roots.iter().map(|r| (r.clone(), false)).collect();
+    while let Some((p, done)) = stack.pop() {
+        if done {
+            order.push(p);
+            continue;
+        }
+        if !seen.insert(p.clone()) {
+            continue;
+        }
+        stack.push((p.clone(), true));
+        if let Some(d) = ev.drvs.borrow().get(&p) {
+            for i in d.drv.input_drvs.keys() {
+                let ip = ev.drv_hashes.borrow().store_dir().display(i);
+                stack.push((ip, false));
+            }
+        }
+    }
+    let mut cfg = LocalStoreConfig::resolve(None).map_err(|e| e.to_string())?;
+    cfg.store_dir = b3_store::path::StoreDir::new(&ev.opts.store_dir).map_err(|e| e.to_string())?;
+    let store = LocalStore::open(cfg).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    for p in order {
+        let d = match ev.drvs.borrow().get(&p) {
+            Some(d) => d.clone(),
+            None => continue,
+        };
+        let name = format!("{}.drv", d.name);
+        rt.block_on(store.add_text(&name, d.aterm.as_bytes(), &d.drv.references()))
+            .map_err(|e| format!("writing '{p}' to the b3 store: {e}"))?;
+    }
+    Ok(())
 }

@@ -13,7 +13,11 @@ pub struct Args {
     pub args: Vec<String>,
 }
 
-pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+    // The evaluator opens the local store itself (`$B3_STORE` or the default).
+    if let Some(s) = &g.store {
+        std::env::set_var("B3_STORE", s);
+    }
     Ok(ExitCode::from(b3_evaluator::nix_cli::run_args(a.args)))
 }
 
