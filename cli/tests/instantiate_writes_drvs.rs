@@ -10,6 +10,7 @@ let
 in derivation {
   name = "evalstore-top"; system = "x86_64-linux"; builder = "/bin/sh";
   args = [ "-c" "cat ${dep} > $out" ];
+  script = builtins.toFile "evalstore-script" "echo hi > $out";
   outputs = [ "out" "dev" ];
 }
 "#;

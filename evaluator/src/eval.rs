@@ -70,6 +70,9 @@ pub struct Ev {
     pub drv_outputs: RefCell<FxHashMap<String, Vec<String>>>,
     /// Derivations computed so far (drv path -> derivation), read-only mode.
     pub drvs: RefCell<FxHashMap<String, Rc<crate::builtins::derivation::Drv>>>,
+    /// Store paths computed for sources (toFile, copied paths), so that
+    /// `b3 instantiate` can add them: store path -> how to make it.
+    pub sources: RefCell<FxHashMap<String, crate::builtins::store::Source>>,
 }
 
 pub fn err<T>(msg: impl Into<String>, pos: Pos) -> R<T> {

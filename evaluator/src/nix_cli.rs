@@ -287,7 +287,15 @@ fn write_drvs(ev: &crate::eval::Ev, roots: &[String]) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let sd = ev.drv_hashes.borrow().store_dir().clone();
     for p in order {
+        let srcs: Vec<String> = match ev.drvs.borrow().get(&p) {
+            Some(d) => d.drv.input_srcs.iter().map(|s| sd.display(s)).collect(),
+            None => Vec::new(),
+        };
+        for src in srcs {
+            add_source(ev, &store, &rt, &sd, &src)?;
+        }
         let d = match ev.drvs.borrow().get(&p) {
             Some(d) => d.clone(),
             None => continue,
@@ -295,6 +303,58 @@ fn write_drvs(ev: &crate::eval::Ev, roots: &[String]) -> Result<(), String> {
         let name = format!("{}.drv", d.name);
         rt.block_on(store.add_text(&name, d.aterm.as_bytes(), &d.drv.references()))
             .map_err(|e| format!("writing '{p}' to the b3 store: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Adds a source path the evaluator computed (and its references) to the
+/// store unless it is valid already; derivations are added by the caller.
+fn add_source(
+    ev: &crate::eval::Ev,
+    store: &b3_store::local::LocalStore,
+    rt: &tokio::runtime::Runtime,
+    sd: &b3_store::path::StoreDir,
+    src: &str,
+) -> Result<(), String> {
+    use crate::builtins::store::Source;
+    use b3_store::traits::{StoreRead, StoreWrite};
+    let sp = sd.parse(src).map_err(|e| e.to_string())?;
+    if sp.is_derivation()
+        || rt
+            .block_on(store.is_valid_path(&sp))
+            .map_err(|e| e.to_string())?
+    {
+        return Ok(());
+    }
+    let how = ev.sources.borrow().get(src).cloned();
+    let added = match how {
+        Some(Source::Text(name, text, refs)) => {
+            let mut set = std::collections::BTreeSet::new();
+            for r in &refs {
+                add_source(ev, store, rt, sd, r)?;
+                set.insert(sd.parse(r).map_err(|e| e.to_string())?);
+            }
+            rt.block_on(store.add_text(&name, &text, &set))
+        }
+        Some(Source::Path(fs, name)) => rt.block_on(store.add_path(
+            &name,
+            std::path::Path::new(&fs),
+            b3_store::path::FileIngestionMethod::Recursive,
+            b3_store::hash::HashAlgo::Sha256,
+        )),
+        None => {
+            return Err(format!(
+                "cannot add source '{src}' to the b3 store: b3 does not know how it was made \
+                 (filtered sources are not supported yet)"
+            ))
+        }
+    }
+    .map_err(|e| format!("adding '{src}' to the b3 store: {e}"))?;
+    if added != sp {
+        return Err(format!(
+            "source '{src}' was added as '{}'",
+            sd.display(&added)
+        ));
     }
     Ok(())
 }

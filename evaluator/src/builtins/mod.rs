@@ -195,6 +195,7 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
         regex_cache: RefCell::new(crate::regex::RegexCache::new()),
         drv_outputs: RefCell::new(FxHashMap::default()),
         drvs: RefCell::new(FxHashMap::default()),
+        sources: RefCell::new(FxHashMap::default()),
     });
     // derivation wrapper, written in Nix
     let fid = pos::add_file("«builtin:derivation.nix»", false, Rc::from(DERIVATION_NIX));

@@ -9,6 +9,15 @@ use crate::pos::Pos;
 use crate::storepath::{self, make_fixed_output_path, make_text_path, nar_hash, nixbase32, sha256};
 use crate::value::*;
 
+/// How a source store path computed during evaluation is made.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// `builtins.toFile`: name, contents, references.
+    Text(String, Vec<u8>, Vec<String>),
+    /// A filesystem path added whole (recursive, sha256) under a name.
+    Path(String, String),
+}
+
 pub fn register(t: &mut Vec<(&'static str, usize, PrimFn)>) {
     t.push(("toFile", 2, to_file));
     t.push(("storePath", 1, store_path));
@@ -79,8 +88,14 @@ fn add_path(ev: &Ev, path: &str, name: &str, filter: Option<&Value>, pos: Pos) -
         return Err(e);
     }
     let h = h.map_err(|e| EvalError::other(e, pos))?;
-    make_fixed_output_path(&ev.opts.store_dir, true, "sha256", &h, name, &[])
-        .map_err(|e| EvalError::other(e, pos))
+    let sp = make_fixed_output_path(&ev.opts.store_dir, true, "sha256", &h, name, &[])
+        .map_err(|e| EvalError::other(e, pos))?;
+    if filter.is_none() {
+        ev.sources
+            .borrow_mut()
+            .insert(sp.clone(), Source::Path(path.to_string(), name.to_string()));
+    }
+    Ok(sp)
 }
 
 fn to_file(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -101,6 +116,10 @@ fn to_file(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     }
     let path = make_text_path(&ev.opts.store_dir, &name, &s.s, &refs)
         .map_err(|e| EvalError::other(e, p))?;
+    ev.sources.borrow_mut().insert(
+        path.clone(),
+        Source::Text(name.clone(), s.s.to_vec(), refs.clone()),
+    );
     let mut ctx = Context::new();
     ctx.insert(Rc::from(path.as_str()));
     Ok(Value::str_ctx(path.into_bytes(), ctx))
