@@ -81,11 +81,14 @@ pub fn make_fixed_output_path(
     Ok(sd.display(&p))
 }
 
+/// Decides (full path, file type) whether an entry goes into a NAR.
+pub type EntryFilter<'a> = dyn FnMut(&str, &str) -> Result<bool, String> + 'a;
+
 /// NAR sha256 of `path`; `filter` decides (full path, type) whether an entry
 /// below the root is included. Without a filter this is b3-nar's hash.
 pub fn nar_hash(
     path: &str,
-    filter: Option<&mut dyn FnMut(&str, &str) -> Result<bool, String>>,
+    filter: Option<&mut EntryFilter<'_>>,
 ) -> Result<[u8; 32], String> {
     match filter {
         None => b3_nar::hash_path(std::path::Path::new(path))
@@ -127,7 +130,7 @@ impl NarHashWriter {
 fn dump_filtered(
     w: &mut NarHashWriter,
     path: &str,
-    filter: &mut dyn FnMut(&str, &str) -> Result<bool, String>,
+    filter: &mut EntryFilter<'_>,
 ) -> Result<(), String> {
     let md =
         std::fs::symlink_metadata(path).map_err(|e| format!("getting status of '{path}': {e}"))?;
