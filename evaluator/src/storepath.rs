@@ -86,10 +86,7 @@ pub type EntryFilter<'a> = dyn FnMut(&str, &str) -> Result<bool, String> + 'a;
 
 /// NAR sha256 of `path`; `filter` decides (full path, type) whether an entry
 /// below the root is included. Without a filter this is b3-nar's hash.
-pub fn nar_hash(
-    path: &str,
-    filter: Option<&mut EntryFilter<'_>>,
-) -> Result<[u8; 32], String> {
+pub fn nar_hash(path: &str, filter: Option<&mut EntryFilter<'_>>) -> Result<[u8; 32], String> {
     match filter {
         None => b3_nar::hash_path(std::path::Path::new(path))
             .map(|h| h.sha256)
