@@ -21,3 +21,16 @@ run "$B3" path-info --json "$P"
 run "$B3" store verify --check-contents
 run "$B3" eval -E 'let fib = n: if n < 2 then n else fib (n - 1) + fib (n - 2); in fib 20'
 run "$B3" instantiate --eval --strict -E 'builtins.map (x: x * 2) [ 1 2 3 ]'
+
+# From expression to output: instantiate writes the .drv into the store (the same path
+# nix-instantiate computes), and b3 builds it in the rootless sandbox. The builder is
+# /bin/sh, which the sandbox maps to a static busybox (Debian's busybox-static).
+DRV=$("$B3" instantiate examples/hello)
+printf '\n$ b3 instantiate examples/hello\n%s\n' "$DRV"
+if [ -x /bin/busybox ]; then
+  OUT_LINK=${TMPDIR:-/tmp}/b3-demo-hello
+  run "$B3" build --sandbox-path /bin/sh=/bin/busybox -o "$OUT_LINK" "$DRV"
+  printf '\n$ cat %s\n' "$OUT_LINK"; cat "$OUT_LINK"
+else
+  echo "(skipping the build: /bin/busybox is missing; apt-get install busybox-static)"
+fi
