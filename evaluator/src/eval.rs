@@ -864,32 +864,8 @@ impl Ev {
             BinOp::Gt => Ok(Value::Bool(self.less_than(&b, &a, pos)?)),
             BinOp::Ge => Ok(Value::Bool(!self.less_than(&a, &b, pos)?)),
             BinOp::Concat => {
-                let x = match a {
-                    Value::List(l) => l,
-                    v => {
-                        return err(
-                            format!(
-                                "expected a list but found {}: {}",
-                                v.type_name(),
-                                self.show_short(&v)
-                            ),
-                            pos,
-                        )
-                    }
-                };
-                let y = match b {
-                    Value::List(l) => l,
-                    v => {
-                        return err(
-                            format!(
-                                "expected a list but found {}: {}",
-                                v.type_name(),
-                                self.show_short(&v)
-                            ),
-                            pos,
-                        )
-                    }
-                };
+                let x = self.force_list(&a, pos)?;
+                let y = self.force_list(&b, pos)?;
                 if x.is_empty() {
                     return Ok(Value::List(y));
                 }
@@ -902,32 +878,8 @@ impl Ev {
                 Ok(Value::list(v))
             }
             BinOp::Update => {
-                let x = match a {
-                    Value::Attrs(l) => l,
-                    v => {
-                        return err(
-                            format!(
-                                "expected a set but found {}: {}",
-                                v.type_name(),
-                                self.show_short(&v)
-                            ),
-                            pos,
-                        )
-                    }
-                };
-                let y = match b {
-                    Value::Attrs(l) => l,
-                    v => {
-                        return err(
-                            format!(
-                                "expected a set but found {}: {}",
-                                v.type_name(),
-                                self.show_short(&v)
-                            ),
-                            pos,
-                        )
-                    }
-                };
+                let x = self.force_attrs(&a, pos)?;
+                let y = self.force_attrs(&b, pos)?;
                 Ok(Value::Attrs(update(&x, &y)))
             }
             BinOp::Add => match (&a, &b) {
