@@ -16,4 +16,5 @@ pub mod nixbase32;
 pub mod path;
 pub mod refscan;
 pub mod settings;
+pub mod substitute;
 pub mod traits;
