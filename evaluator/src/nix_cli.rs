@@ -257,7 +257,7 @@ fn execute(c: Cmdline) -> u8 {
 /// Writes the `.drv` files of the closure of `roots` (inputs first, so each
 /// one's references are valid when it is registered) into the local b3
 /// store (`$B3_STORE` or the default data directory).
-fn write_drvs(ev: &crate::eval::Ev, roots: &[String]) -> Result<(), String> {
+pub fn write_drvs(ev: &crate::eval::Ev, roots: &[String]) -> Result<(), String> {
     use b3_store::local::{LocalStore, LocalStoreConfig};
     use b3_store::traits::StoreWrite;
     let mut order: Vec<String> = Vec::new();

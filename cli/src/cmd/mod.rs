@@ -5,15 +5,18 @@ pub mod build;
 pub mod config;
 pub mod copy;
 pub mod derivation;
+pub mod dev_env;
 pub mod eval;
 pub mod hash;
 pub mod instantiate;
 pub mod key;
 pub mod nar;
 pub mod path_info;
+pub mod print_env;
 #[cfg(target_os = "linux")]
 pub mod runtime;
 pub mod serve;
+pub mod shell;
 pub mod store;
 
 use std::path::PathBuf;

@@ -1,0 +1,217 @@
+//! `b3 shell` (also `nix-shell` through a symlink): build a derivation's
+//! inputs and start bash with its build environment, as `nix-shell` does,
+//! inside a mount namespace where the store's physical directory is visible
+//! at the logical store directory (`/nix/store`) wherever it really lives.
+//!
+//! `--run CMD` runs CMD non-interactively and exits with its status;
+//! `--command CMD` runs it in an interactive shell; `--pure` starts from a
+//! nearly empty environment. The environment is computed in [`super::dev_env`];
+//! the namespace is set up by [`ns`].
+
+pub mod ns;
+
+use std::ffi::OsString;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+
+use anyhow::Context;
+use b3_store::local::LocalStore;
+
+use super::dev_env::{self, DevEnv, EnvOptions, Then};
+use super::Global;
+use crate::installable::{self, DefaultFile, InstallableArgs};
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Args {
+    #[command(flatten)]
+    pub inst: InstallableArgs,
+    /// Run CMD in a non-interactive shell and exit with its status.
+    #[arg(long, value_name = "CMD", conflicts_with = "command")]
+    pub run: Option<String>,
+    /// Run CMD in an interactive shell, then exit.
+    #[arg(long, value_name = "CMD")]
+    pub command: Option<String>,
+    #[command(flatten)]
+    pub env: EnvArgs,
+}
+
+/// Options shared by `b3 shell` and `b3 print-env`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EnvArgs {
+    /// Clear the environment first (keeping HOME, USER, PATH, TERM, …).
+    #[arg(long)]
+    pub pure: bool,
+    /// The default: keep the caller's environment.
+    #[arg(long, conflicts_with = "pure")]
+    pub impure: bool,
+    /// Also keep this variable with `--pure` (repeatable).
+    #[arg(long = "keep", value_name = "NAME")]
+    pub keep: Vec<String>,
+    /// Expose a host path in the sandbox of the input builds (`TARGET=SOURCE`).
+    #[arg(long = "sandbox-path", value_name = "SPEC")]
+    pub sandbox_paths: Vec<String>,
+    /// `NIX_BUILD_CORES` (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub cores: u32,
+}
+
+impl EnvArgs {
+    pub fn options(&self) -> EnvOptions {
+        EnvOptions {
+            pure: self.pure,
+            clean: false,
+            keep: self.keep.clone(),
+            sandbox_paths: self.sandbox_paths.clone(),
+            cores: self.cores,
+        }
+    }
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+    let store = super::store::open_store(g)?;
+    let items = installable::resolve(&store, &a.inst, DefaultFile::Shell)?;
+    let opts = a.env.options();
+    let env = dev_env::prepare(&store, &items, &opts)?;
+    let (then, interactive) = match (&a.run, &a.command) {
+        (Some(cmd), _) => (Then::Run(cmd.clone()), false),
+        (None, Some(cmd)) => (Then::Run(cmd.clone()), true),
+        (None, None) => (Then::Interactive, true),
+    };
+    run_in_env(&store, &env, &then, opts.pure, interactive, false)
+}
+
+/// The shell to start: `$NIX_BUILD_SHELL`, else bash from `PATH`, else `sh`.
+pub fn shell_program() -> PathBuf {
+    if let Some(s) = std::env::var_os("NIX_BUILD_SHELL").filter(|s| !s.is_empty()) {
+        return PathBuf::from(s);
+    }
+    find_in_path("bash").unwrap_or_else(|| PathBuf::from("/bin/sh"))
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn is_bash(p: &Path) -> bool {
+    p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("bash"))
+}
+
+/// Starts the shell for `env` and waits for it. With `to_stderr`, the
+/// shell's standard output goes to standard error (for callers that print
+/// something else on stdout).
+pub fn run_in_env(
+    store: &LocalStore,
+    env: &DevEnv,
+    then: &Then,
+    pure: bool,
+    interactive: bool,
+    to_stderr: bool,
+) -> anyhow::Result<ExitCode> {
+    let shell = shell_program();
+    let rc = env.tmp.path().join("rc");
+    std::fs::write(&rc, env.rc_script(then, pure)).context("writing the shell's start-up file")?;
+    let mut args: Vec<OsString> = Vec::new();
+    let mut vars = env.vars.clone();
+    if interactive {
+        if is_bash(&shell) {
+            args.extend(["--rcfile".into(), rc.clone().into_os_string()]);
+        } else {
+            // POSIX shells read $ENV when interactive.
+            vars.insert("ENV".into(), rc.to_string_lossy().into_owned());
+            args.push("-i".into());
+        }
+    } else {
+        args.push(rc.clone().into_os_string());
+    }
+    let staging = env.tmp.path().join("root");
+    std::fs::create_dir(&staging).context("creating the shell's staging directory")?;
+    let mut cmd = ns::command(
+        store.real_store_dir(),
+        Path::new(store.store_dir().as_str()),
+        &staging,
+        shell.as_os_str(),
+        &args,
+    )?;
+    cmd.env_clear().envs(&vars);
+    if to_stderr {
+        let fd = std::io::stderr().as_fd().try_clone_to_owned()?;
+        cmd.stdout(Stdio::from(fd));
+    }
+    let status = {
+        let _guard = IgnoreInterrupts::new();
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", shell.display()))?;
+        child.wait()?
+    };
+    Ok(exit_code(status))
+}
+
+/// Exit status of a child as ours (128+signal when killed).
+pub fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => ExitCode::from(c.clamp(0, 255) as u8),
+        (None, Some(s)) => ExitCode::from((128 + s).clamp(0, 255) as u8),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Like `system(3)`: while the shell runs, ^C and ^\ are for it, not for b3
+/// (which must survive to clean up the build directory).
+struct IgnoreInterrupts {
+    int: libc::sighandler_t,
+    quit: libc::sighandler_t,
+}
+
+impl IgnoreInterrupts {
+    fn new() -> Self {
+        // SAFETY: installing SIG_IGN; the previous handlers are restored on drop.
+        unsafe {
+            IgnoreInterrupts {
+                int: libc::signal(libc::SIGINT, libc::SIG_IGN),
+                quit: libc::signal(libc::SIGQUIT, libc::SIG_IGN),
+            }
+        }
+    }
+}
+
+impl Drop for IgnoreInterrupts {
+    fn drop(&mut self) {
+        // SAFETY: restoring the handlers saved in `new`.
+        unsafe {
+            libc::signal(libc::SIGINT, self.int);
+            libc::signal(libc::SIGQUIT, self.quit);
+        }
+    }
+}
+
+/// `nix-shell ARGS`: the same as `b3 shell`, with nix-shell's spelling.
+pub fn main_multicall(args: Vec<String>) -> ExitCode {
+    use clap::Parser;
+    #[derive(Parser)]
+    #[command(name = "nix-shell")]
+    struct Cli {
+        #[command(flatten)]
+        global: Global,
+        #[command(flatten)]
+        shell: Args,
+    }
+    let cli = match Cli::try_parse_from(std::iter::once("nix-shell".to_string()).chain(args)) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    super::init_logging(&cli.global);
+    match run(&cli.global, cli.shell) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+

@@ -1,0 +1,129 @@
+//! `b3 shell` end to end: a real store in a temporary directory, the
+//! example package set built in the sandbox, and the shell started in a
+//! mount namespace where that store appears at /nix/store.
+
+mod shell_common;
+use shell_common::*;
+
+fn shell(args: &[&str]) -> std::process::Command {
+    let ex = examples();
+    let mut c = b3_cmd(&["shell"]);
+    c.arg(&ex).args(args);
+    c
+}
+
+#[test]
+fn shell_with_stdenv_runs_the_built_programs_and_the_shell_hook() {
+    require_toolchain();
+    let out = ok(shell(&["-A", "shell", "--run", "greet tests; echo \"IN=$IN_NIX_SHELL\""]));
+    assert!(out.contains("b3 example shell: greet and hello are on PATH"), "{out}");
+    assert!(out.contains("greet: calling /nix/store/"), "{out}");
+    assert!(out.contains("Hello, tests! (a C program built by b3 in its sandbox)"), "{out}");
+    assert!(out.contains("IN=impure"), "{out}");
+}
+
+#[test]
+fn shell_sees_the_b3_store_at_nix_store_not_the_host_one() {
+    require_toolchain();
+    // The store lives in a temporary directory; inside the shell its paths
+    // are at /nix/store, and the host's /nix/store (Nix's, if any) is hidden.
+    let out = ok(shell(&["-A", "shell", "--run", "ls /nix/store; echo \"out=$out\""]));
+    let listed: Vec<&str> = out.lines().take_while(|l| !l.starts_with("out=")).collect();
+    assert!(listed.iter().any(|l| l.ends_with("-greet-1.0")), "{out}");
+    let physical = store().join("nix/store");
+    for name in &listed {
+        assert!(physical.join(name).exists(), "{name} is in the b3 store");
+    }
+    // A path only the host's /nix/store has (Nix's, on machines with Nix) is hidden.
+    if let Ok(rd) = std::fs::read_dir("/nix/store") {
+        let host_only: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.') && !physical.join(n).exists())
+            .take(5)
+            .collect();
+        for n in &host_only {
+            assert!(!listed.contains(&n.as_str()), "host path {n} visible in the shell");
+        }
+    }
+    assert!(out.contains("out=/nix/store/"), "outputs are set: {out}");
+}
+
+#[test]
+fn shell_run_returns_the_command_exit_status() {
+    require_toolchain();
+    let out = run(shell(&["-A", "shell", "--run", "exit 7"]));
+    assert_eq!(out.status.code(), Some(7));
+    let out = run(shell(&["-A", "shell", "--command", "false"]));
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn shell_pure_drops_the_callers_environment() {
+    require_toolchain();
+    let mut c = shell(&["-A", "shell", "--run", "echo \"v=${B3_TEST_HOST_VAR-unset} in=$IN_NIX_SHELL\""]);
+    c.env("B3_TEST_HOST_VAR", "here");
+    assert!(ok(c).contains("v=here in=impure"));
+    let mut c = shell(&["-A", "shell", "--pure", "--run", "echo \"v=${B3_TEST_HOST_VAR-unset} in=$IN_NIX_SHELL\""]);
+    c.env("B3_TEST_HOST_VAR", "here");
+    assert!(ok(c).contains("v=unset in=pure"));
+    let mut c = shell(&["-A", "shell", "--pure", "--keep", "B3_TEST_HOST_VAR", "--run", "echo \"v=$B3_TEST_HOST_VAR\""]);
+    c.env("B3_TEST_HOST_VAR", "kept");
+    assert!(ok(c).contains("v=kept"));
+}
+
+#[test]
+fn shell_without_stdenv_gets_the_derivation_env_and_inputs_on_path() {
+    require_toolchain();
+    let expr = format!(
+        "with import {} {{}}; derivation {{ name = \"plain\"; system = \"x86_64-linux\"; \
+         builder = \"${{busybox}}/bin/sh\"; args = [ \"-c\" \"echo > $out\" ]; \
+         buildInputs = [ hello ]; FOO = \"two words 'quoted'\"; passAsFile = [ \"big\" ]; big = \"in a file\"; }}",
+        examples().display()
+    );
+    let out = ok(b3_cmd(&[
+        "shell",
+        "-E",
+        &expr,
+        "--run",
+        "hello plain; echo \"FOO=$FOO\"; cat \"$bigPath\"; echo \"top=$NIX_BUILD_TOP tmp=$TMPDIR\"; test -d \"$NIX_BUILD_TOP\" && echo top-exists",
+    ]));
+    assert!(out.contains("Hello, plain!"), "{out}");
+    assert!(out.contains("FOO=two words 'quoted'"), "{out}");
+    assert!(out.contains("in a file"), "{out}");
+    assert!(out.contains("top-exists"), "{out}");
+    let top = out
+        .lines()
+        .find_map(|l| l.strip_prefix("top="))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_string();
+    assert!(out.contains(&format!("tmp={top}")), "{out}");
+    assert!(
+        !std::path::Path::new(&top).exists(),
+        "the build directory {top} is removed after the shell exits"
+    );
+}
+
+#[test]
+fn shell_packages_flag_uses_nixpkgs_from_the_search_path() {
+    require_toolchain();
+    let inc = format!("nixpkgs={}", examples().display());
+    let out = ok(b3_cmd(&["shell", "-I", &inc, "-p", "hello", "greet", "--run", "hello p; greet q"]));
+    assert!(out.contains("Hello, p!"), "{out}");
+    assert!(out.contains("Hello, q!"), "{out}");
+}
+
+#[test]
+fn shell_of_a_drv_path_and_of_an_output_path() {
+    require_toolchain();
+    let ex = examples();
+    let drv = ok(b3_cmd(&["instantiate", ex.to_str().unwrap(), "-A", "shell"]));
+    let out = ok(b3_cmd(&["shell", drv.trim(), "--run", "greet drv"]));
+    assert!(out.contains("Hello, drv!"), "{out}");
+    // An output path (not a derivation) puts its bin/ on PATH.
+    let hello_drv = ok(b3_cmd(&["instantiate", ex.to_str().unwrap(), "-A", "hello"]));
+    let hello = ok(b3_cmd(&["build", hello_drv.trim()]));
+    let out = ok(b3_cmd(&["shell", hello.trim(), "--run", "hello out"]));
+    assert!(out.contains("Hello, out!"), "{out}");
+}
