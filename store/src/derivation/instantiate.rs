@@ -187,17 +187,15 @@ where
             }
         }
     }
-    let aterm = drv.to_aterm(store_dir);
-    let drv_path = store_dir.compute_text_path(
-        &format!("{drv_name}.drv"),
-        aterm.as_bytes(),
-        &drv.references(),
-    )?;
+    let aterm_bytes = drv.to_aterm_bytes(store_dir);
+    let drv_path =
+        store_dir.compute_text_path(&format!("{drv_name}.drv"), &aterm_bytes, &drv.references())?;
     let hash = hash_derivation_modulo(&drv, store_dir, false, &mut input_hash)?;
     Ok(Instantiated {
         drv,
         drv_path,
-        aterm,
+        aterm: String::from_utf8(aterm_bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
         hash,
     })
 }
