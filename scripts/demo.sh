@@ -3,12 +3,16 @@
 # store under the user's data directory; no server, no root, no daemon).
 #
 #   scripts/demo.sh [DIR]     DIR defaults to this repository's examples/ folder
+#   Needs (Debian): busybox-static tcc musl-dev, and unprivileged user namespaces.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DIR=${1:-$PWD/examples}
 
-cargo build --release -p b3-cli
-B3=$PWD/target/release/b3
+# B3=/path/to/b3 uses an existing binary instead of building one.
+if [ -z "${B3:-}" ]; then
+  cargo build --release -p b3-cli
+  B3=$PWD/target/release/b3
+fi
 run() { printf '\n$ %s\n' "$*"; "$@"; }
 
 run "$B3" hash path "$DIR"

@@ -205,7 +205,10 @@ fn store_item(store: &LocalStore, item: &str) -> anyhow::Result<Option<Resolved>
     };
     if sp.is_derivation() {
         if !store.is_valid_sync(&sp)? {
-            bail!("derivation '{}' is not valid in the store", store.print_path(&sp));
+            bail!(
+                "derivation '{}' is not valid in the store",
+                store.print_path(&sp)
+            );
         }
         let outputs = outs
             .map(|o| {

@@ -98,11 +98,13 @@ fn run_nix_build(cli: NixBuild) -> anyhow::Result<ExitCode> {
     let mut printed = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let outs: Vec<(String, b3_store::path::StorePath)> = match item {
-            Resolved::Derivation { drv, outputs } => dev_env::realise(&store, &settings, drv, outputs)
-                .with_context(|| format!("building {}", item.drv_arg(&store)))?
-                .into_iter()
-                .filter(|(name, _)| outputs.is_empty() || outputs.contains(name))
-                .collect(),
+            Resolved::Derivation { drv, outputs } => {
+                dev_env::realise(&store, &settings, drv, outputs)
+                    .with_context(|| format!("building {}", item.drv_arg(&store)))?
+                    .into_iter()
+                    .filter(|(name, _)| outputs.is_empty() || outputs.contains(name))
+                    .collect()
+            }
             Resolved::Path(p) => {
                 if !store.is_valid_sync(p)? {
                     bail!("path '{}' is not valid", store.print_path(p));
@@ -157,7 +159,11 @@ pub fn nix_store_args(args: &[String]) -> anyhow::Result<StoreOp> {
         .iter()
         .flat_map(|a| {
             let b = a.as_bytes();
-            if b.len() > 2 && b[0] == b'-' && b[1] != b'-' && a.chars().skip(1).all(|c| c.is_ascii_alphabetic()) {
+            if b.len() > 2
+                && b[0] == b'-'
+                && b[1] != b'-'
+                && a.chars().skip(1).all(|c| c.is_ascii_alphabetic())
+            {
                 a.chars().skip(1).map(|c| format!("-{c}")).collect()
             } else {
                 vec![a.clone()]
@@ -179,7 +185,9 @@ pub fn nix_store_args(args: &[String]) -> anyhow::Result<StoreOp> {
                 let v = it.next().context("'--store' needs a value")?;
                 global.extend(["--store".into(), v.clone()]);
             }
-            "--add-root" => add_root = Some(it.next().context("'--add-root' needs a value")?.clone()),
+            "--add-root" => {
+                add_root = Some(it.next().context("'--add-root' needs a value")?.clone())
+            }
             "--indirect" => {}
             "-v" | "--verbose" => global.push("-v".into()),
             s if s.starts_with('-') && s.len() > 1 => flags.push(s.to_string()),
@@ -221,7 +229,15 @@ pub fn nix_store_args(args: &[String]) -> anyhow::Result<StoreOp> {
                 b3.push("--recursive".into());
             }
         }
-        "--dump" => b3.extend(["nar".into(), "dump".into()]),
+        // A store path is read from the store's physical directory; any
+        // other path is archived as it is.
+        "--dump" => {
+            let store_dir = std::env::var("NIX_STORE_DIR").unwrap_or_else(|_| "/nix/store".into());
+            let in_store = rest
+                .first()
+                .is_some_and(|p| p.starts_with(&format!("{store_dir}/")));
+            b3.extend([if in_store { "store" } else { "nar" }.into(), "dump".into()]);
+        }
         "--restore" => b3.extend(["nar".into(), "restore".into()]),
         "--verify" => {
             b3.extend(["store".into(), "verify".into()]);
@@ -279,14 +295,24 @@ fn global_from(args: &[String]) -> Global {
     }
 }
 
-fn realise(args: &[String], paths: Vec<String>, add_root: Option<String>) -> anyhow::Result<ExitCode> {
+fn realise(
+    args: &[String],
+    paths: Vec<String>,
+    add_root: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let g = global_from(args);
     let store = cmd::store::open_store(&g)?;
     let settings = dev_env::settings(&dev_env::EnvOptions::default())?;
     let mut out = Vec::new();
     for p in &paths {
         let (path, wanted) = match p.split_once('!') {
-            Some((p, o)) => (p, o.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()),
+            Some((p, o)) => (
+                p,
+                o.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ),
             None => (p.as_str(), BTreeSet::new()),
         };
         let sp = store.resolve_user_path(path)?;
@@ -299,7 +325,10 @@ fn realise(args: &[String], paths: Vec<String>, add_root: Option<String>) -> any
         } else if store.is_valid_sync(&sp)? {
             out.push(sp);
         } else {
-            bail!("path '{}' is not valid and b3 cannot substitute it", store.print_path(&sp));
+            bail!(
+                "path '{}' is not valid and b3 cannot substitute it",
+                store.print_path(&sp)
+            );
         }
     }
     if let (Some(root), Some(first)) = (&add_root, out.first()) {

@@ -9,7 +9,10 @@ use std::process::Command;
 
 fn nix_available() {
     assert!(
-        Command::new("nix-instantiate").arg("--version").output().is_ok_and(|o| o.status.success()),
+        Command::new("nix-instantiate")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
         "the Nix oracle is missing: run scripts/setup-test-deps.sh"
     );
 }
@@ -33,13 +36,21 @@ fn example_builds_in_the_sandbox_with_the_same_nar_hashes_as_nix() {
     require_toolchain();
     nix_available();
     let ex = examples();
-    let drv = ok(b3_cmd(&["instantiate", ex.to_str().unwrap(), "-A", "greet"]));
+    let drv = ok(b3_cmd(&[
+        "instantiate",
+        ex.to_str().unwrap(),
+        "-A",
+        "greet",
+    ]));
     let out = ok(b3_cmd(&["build", drv.trim()]));
     let greet = out.trim();
     assert!(greet.ends_with("-greet-1.0"), "{out}");
     // The program runs (it calls hello through its store path).
     let run = ok(b3_cmd(&["shell", greet, "--run", "greet example"]));
-    assert!(run.contains("Hello, example! (a C program built by b3 in its sandbox)"), "{run}");
+    assert!(
+        run.contains("Hello, example! (a C program built by b3 in its sandbox)"),
+        "{run}"
+    );
 
     // Nix builds the same derivations; compare the deterministic outputs.
     let mut c = Command::new("nix-build");
@@ -53,8 +64,14 @@ fn example_builds_in_the_sandbox_with_the_same_nar_hashes_as_nix() {
         let mut c = Command::new("nix-store");
         c.args(["-q", "--hash", p.trim()]);
         let theirs = ok(c);
+        let mut c = Command::new("nix");
+        c.args(["hash", "to-sri", theirs.trim()]);
+        let theirs_sri = ok(c);
         let v: serde_json::Value = serde_json::from_str(&ours).unwrap();
-        let text = v.to_string();
-        assert!(text.contains(theirs.trim()), "{attr}: b3 {text} vs nix {theirs}");
+        assert_eq!(
+            v[0]["narHash"].as_str().unwrap(),
+            theirs_sri.trim(),
+            "{attr}: the same NAR hash as Nix's build"
+        );
     }
 }

@@ -33,17 +33,26 @@ fn ex() -> String {
 fn built(attr: &str) -> (String, PathBuf) {
     let dir = tempfile::tempdir().unwrap().keep();
     let link = dir.join("result");
-    let out = ok(nix("nix-build", &[&ex(), "-A", attr, "-o", link.to_str().unwrap()]));
+    let out = ok(nix(
+        "nix-build",
+        &[&ex(), "-A", attr, "-o", link.to_str().unwrap()],
+    ));
     (out.trim().to_string(), link)
 }
 
 #[test]
 fn multicall_nix_build_prints_outputs_and_makes_result_links() {
-    require_toolchain();
+    prebuilt();
     let (out, link) = built("greet");
-    assert!(out.starts_with("/nix/store/") && out.ends_with("-greet-1.0"), "{out}");
+    assert!(
+        out.starts_with("/nix/store/") && out.ends_with("-greet-1.0"),
+        "{out}"
+    );
     let target = std::fs::read_link(&link).expect("result link");
-    assert!(target.to_string_lossy().ends_with("-greet-1.0"), "{target:?}");
+    assert!(
+        target.to_string_lossy().ends_with("-greet-1.0"),
+        "{target:?}"
+    );
     // --no-out-link, -E and --argstr.
     let dir = tempfile::tempdir().unwrap();
     let mut c = nix(
@@ -51,7 +60,10 @@ fn multicall_nix_build_prints_outputs_and_makes_result_links() {
         &[
             "--no-out-link",
             "-E",
-            &format!("{{ who }}: (import {} {{}}).runCommand \"note\" {{}} \"echo ${{who}} > $out\"", ex()),
+            &format!(
+                "{{ who }}: (import {} {{}}).runCommand \"note\" {{}} \"echo ${{who}} > $out\"",
+                ex()
+            ),
             "--argstr",
             "who",
             "argstr-value",
@@ -61,19 +73,27 @@ fn multicall_nix_build_prints_outputs_and_makes_result_links() {
     let note = ok(c);
     assert!(note.trim().ends_with("-note"), "{note}");
     assert!(!dir.path().join("result").exists());
-    let phys = store().join("nix/store").join(note.trim().trim_start_matches("/nix/store/"));
+    let phys = store()
+        .join("nix/store")
+        .join(note.trim().trim_start_matches("/nix/store/"));
     assert_eq!(std::fs::read_to_string(phys).unwrap(), "argstr-value\n");
 }
 
 #[test]
 fn multicall_nix_store_queries() {
-    require_toolchain();
+    prebuilt();
     let (greet, _) = built("greet");
     let (hello, _) = built("hello");
     let refs = ok(nix("nix-store", &["-q", "--references", &greet]));
-    assert!(refs.lines().any(|l| l == hello), "greet refers to hello: {refs}");
+    assert!(
+        refs.lines().any(|l| l == hello),
+        "greet refers to hello: {refs}"
+    );
     let req = ok(nix("nix-store", &["-qR", &greet]));
-    assert!(req.lines().any(|l| l == hello) && req.lines().any(|l| l == greet), "{req}");
+    assert!(
+        req.lines().any(|l| l == hello) && req.lines().any(|l| l == greet),
+        "{req}"
+    );
     let referrers = ok(nix("nix-store", &["--query", "--referrers", &hello]));
     assert!(referrers.lines().any(|l| l == greet), "{referrers}");
     let deriver = ok(nix("nix-store", &["-q", "--deriver", &greet]));
@@ -81,7 +101,11 @@ fn multicall_nix_store_queries() {
     let outs = ok(nix("nix-store", &["-q", "--outputs", deriver.trim()]));
     assert_eq!(outs.trim(), greet);
     let again = ok(nix("nix-store", &["-r", deriver.trim()]));
-    assert_eq!(again.trim(), greet, "--realise of a built drv prints its output");
+    assert_eq!(
+        again.trim(),
+        greet,
+        "--realise of a built drv prints its output"
+    );
     let valid = ok(nix("nix-store", &["--realise", &greet]));
     assert_eq!(valid.trim(), greet);
 }
@@ -93,14 +117,18 @@ fn multicall_nix_store_add_dump_restore_verify_gc() {
     std::fs::write(&f, "multicall\n").unwrap();
     let p = ok(nix("nix-store", &["--add", f.to_str().unwrap()]));
     assert!(p.trim().ends_with("-note.txt"), "{p}");
-    let fixed = ok(nix("nix-store", &["--add-fixed", "sha256", f.to_str().unwrap()]));
+    let fixed = ok(nix(
+        "nix-store",
+        &["--add-fixed", "sha256", f.to_str().unwrap()],
+    ));
     assert!(fixed.trim().ends_with("-note.txt"), "{fixed}");
     let nar = nix("nix-store", &["--dump", p.trim()]).output().unwrap();
     assert!(nar.status.success());
     assert!(nar.stdout.starts_with(b"\r\0\0\0\0\0\0\0nix-archive-1"));
     let dest = dir.path().join("restored");
     let mut c = nix("nix-store", &["--restore", dest.to_str().unwrap()]);
-    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(&nar.stdout).unwrap();
@@ -108,24 +136,45 @@ fn multicall_nix_store_add_dump_restore_verify_gc() {
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), "multicall\n");
     ok(nix("nix-store", &["--verify", "--check-contents"]));
     let dead = ok(nix("nix-store", &["--gc", "--print-dead"]));
-    assert!(dead.contains("-note.txt"), "an unrooted added path is dead: {dead}");
+    assert!(
+        dead.contains("-note.txt"),
+        "an unrooted added path is dead: {dead}"
+    );
 }
 
 #[test]
 fn multicall_nix_shell_runs_commands() {
-    require_toolchain();
-    let out = ok(nix("nix-shell", &[&ex(), "-A", "shell", "--run", "greet nix-shell"]));
+    prebuilt();
+    let out = ok(nix(
+        "nix-shell",
+        &[&ex(), "-A", "shell", "--run", "greet nix-shell"],
+    ));
     assert!(out.contains("Hello, nix-shell!"), "{out}");
     let inc = format!("nixpkgs={}", ex());
-    let out = ok(nix("nix-shell", &["-I", &inc, "-p", "hello", "--pure", "--run", "hello p; echo $IN_NIX_SHELL"]));
+    let out = ok(nix(
+        "nix-shell",
+        &[
+            "-I",
+            &inc,
+            "-p",
+            "hello",
+            "--pure",
+            "--run",
+            "hello p; echo $IN_NIX_SHELL",
+        ],
+    ));
     assert!(out.contains("Hello, p!") && out.contains("pure"), "{out}");
-    let status = nix("nix-shell", &[&ex(), "-A", "shell", "--run", "exit 3"]).status().unwrap();
+    let status = nix("nix-shell", &[&ex(), "-A", "shell", "--run", "exit 3"])
+        .status()
+        .unwrap();
     assert_eq!(status.code(), Some(3));
 }
 
 #[test]
 fn multicall_unknown_nix_store_operation_fails_cleanly() {
-    let out = nix("nix-store", &["--export", "/nix/store/x"]).output().unwrap();
+    let out = nix("nix-store", &["--export", "/nix/store/x"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not supported"));
 }

@@ -30,12 +30,25 @@ fn shell_namespace_creates_a_missing_store_directory_under_root() {
         &format!("cat {logical}/marker; test -d /usr && echo host-usr; pwd; touch {logical}/x 2>/dev/null || echo read-only"),
     );
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{s}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{s}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(s.contains("from the physical store"), "{s}");
-    assert!(s.contains("host-usr"), "the host file system stays visible: {s}");
-    assert!(s.contains(&std::env::current_dir().unwrap().display().to_string()), "{s}");
+    assert!(
+        s.contains("host-usr"),
+        "the host file system stays visible: {s}"
+    );
+    assert!(
+        s.contains(&std::env::current_dir().unwrap().display().to_string()),
+        "{s}"
+    );
     assert!(s.contains("read-only"), "{s}");
-    assert!(!std::path::Path::new(&logical).exists(), "the host is untouched");
+    assert!(
+        !std::path::Path::new(&logical).exists(),
+        "the host is untouched"
+    );
 }
 
 #[test]
@@ -48,10 +61,18 @@ fn shell_namespace_creates_a_missing_store_directory_under_an_existing_one() {
     let out = enter(
         phys.path(),
         logical.to_str().unwrap(),
-        &format!("cat {0}/marker {1}/sibling", logical.display(), host.path().display()),
+        &format!(
+            "cat {0}/marker {1}/sibling",
+            logical.display(),
+            host.path().display()
+        ),
     );
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{s}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{s}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(s, "phys\nkept\n");
     assert!(!logical.exists());
 }

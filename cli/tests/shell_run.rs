@@ -14,21 +14,41 @@ fn shell(args: &[&str]) -> std::process::Command {
 
 #[test]
 fn shell_with_stdenv_runs_the_built_programs_and_the_shell_hook() {
-    require_toolchain();
-    let out = ok(shell(&["-A", "shell", "--run", "greet tests; echo \"IN=$IN_NIX_SHELL\""]));
-    assert!(out.contains("b3 example shell: greet and hello are on PATH"), "{out}");
+    prebuilt();
+    let out = ok(shell(&[
+        "-A",
+        "shell",
+        "--run",
+        "greet tests; echo \"IN=$IN_NIX_SHELL\"",
+    ]));
+    assert!(
+        out.contains("b3 example shell: greet and hello are on PATH"),
+        "{out}"
+    );
     assert!(out.contains("greet: calling /nix/store/"), "{out}");
-    assert!(out.contains("Hello, tests! (a C program built by b3 in its sandbox)"), "{out}");
+    assert!(
+        out.contains("Hello, tests! (a C program built by b3 in its sandbox)"),
+        "{out}"
+    );
     assert!(out.contains("IN=impure"), "{out}");
 }
 
 #[test]
 fn shell_sees_the_b3_store_at_nix_store_not_the_host_one() {
-    require_toolchain();
+    prebuilt();
     // The store lives in a temporary directory; inside the shell its paths
     // are at /nix/store, and the host's /nix/store (Nix's, if any) is hidden.
-    let out = ok(shell(&["-A", "shell", "--run", "ls /nix/store; echo \"out=$out\""]));
-    let listed: Vec<&str> = out.lines().take_while(|l| !l.starts_with("out=")).collect();
+    let out = ok(shell(&[
+        "-A",
+        "shell",
+        "--run",
+        "ls /nix/store; echo \"out=$out\"",
+    ]));
+    let listed: Vec<&str> = out
+        .lines()
+        .take_while(|l| !l.starts_with("out="))
+        .filter(|l| !l.starts_with("b3 example shell"))
+        .collect();
     assert!(listed.iter().any(|l| l.ends_with("-greet-1.0")), "{out}");
     let physical = store().join("nix/store");
     for name in &listed {
@@ -43,7 +63,10 @@ fn shell_sees_the_b3_store_at_nix_store_not_the_host_one() {
             .take(5)
             .collect();
         for n in &host_only {
-            assert!(!listed.contains(&n.as_str()), "host path {n} visible in the shell");
+            assert!(
+                !listed.contains(&n.as_str()),
+                "host path {n} visible in the shell"
+            );
         }
     }
     assert!(out.contains("out=/nix/store/"), "outputs are set: {out}");
@@ -51,7 +74,7 @@ fn shell_sees_the_b3_store_at_nix_store_not_the_host_one() {
 
 #[test]
 fn shell_run_returns_the_command_exit_status() {
-    require_toolchain();
+    prebuilt();
     let out = run(shell(&["-A", "shell", "--run", "exit 7"]));
     assert_eq!(out.status.code(), Some(7));
     let out = run(shell(&["-A", "shell", "--command", "false"]));
@@ -60,21 +83,40 @@ fn shell_run_returns_the_command_exit_status() {
 
 #[test]
 fn shell_pure_drops_the_callers_environment() {
-    require_toolchain();
-    let mut c = shell(&["-A", "shell", "--run", "echo \"v=${B3_TEST_HOST_VAR-unset} in=$IN_NIX_SHELL\""]);
+    prebuilt();
+    let mut c = shell(&[
+        "-A",
+        "shell",
+        "--run",
+        "echo \"v=${B3_TEST_HOST_VAR-unset} in=$IN_NIX_SHELL\"",
+    ]);
     c.env("B3_TEST_HOST_VAR", "here");
     assert!(ok(c).contains("v=here in=impure"));
-    let mut c = shell(&["-A", "shell", "--pure", "--run", "echo \"v=${B3_TEST_HOST_VAR-unset} in=$IN_NIX_SHELL\""]);
+    let mut c = shell(&[
+        "-A",
+        "shell",
+        "--pure",
+        "--run",
+        "echo \"v=${B3_TEST_HOST_VAR-unset} in=$IN_NIX_SHELL\"",
+    ]);
     c.env("B3_TEST_HOST_VAR", "here");
     assert!(ok(c).contains("v=unset in=pure"));
-    let mut c = shell(&["-A", "shell", "--pure", "--keep", "B3_TEST_HOST_VAR", "--run", "echo \"v=$B3_TEST_HOST_VAR\""]);
+    let mut c = shell(&[
+        "-A",
+        "shell",
+        "--pure",
+        "--keep",
+        "B3_TEST_HOST_VAR",
+        "--run",
+        "echo \"v=$B3_TEST_HOST_VAR\"",
+    ]);
     c.env("B3_TEST_HOST_VAR", "kept");
     assert!(ok(c).contains("v=kept"));
 }
 
 #[test]
 fn shell_without_stdenv_gets_the_derivation_env_and_inputs_on_path() {
-    require_toolchain();
+    prebuilt();
     let expr = format!(
         "with import {} {{}}; derivation {{ name = \"plain\"; system = \"x86_64-linux\"; \
          builder = \"${{busybox}}/bin/sh\"; args = [ \"-c\" \"echo > $out\" ]; \
@@ -86,7 +128,7 @@ fn shell_without_stdenv_gets_the_derivation_env_and_inputs_on_path() {
         "-E",
         &expr,
         "--run",
-        "hello plain; echo \"FOO=$FOO\"; cat \"$bigPath\"; echo \"top=$NIX_BUILD_TOP tmp=$TMPDIR\"; test -d \"$NIX_BUILD_TOP\" && echo top-exists",
+        "hello plain; echo \"FOO=$FOO\"; cat \"$bigPath\"; echo; echo \"top=$NIX_BUILD_TOP tmp=$TMPDIR\"; test -d \"$NIX_BUILD_TOP\" && echo top-exists",
     ]));
     assert!(out.contains("Hello, plain!"), "{out}");
     assert!(out.contains("FOO=two words 'quoted'"), "{out}");
@@ -107,22 +149,41 @@ fn shell_without_stdenv_gets_the_derivation_env_and_inputs_on_path() {
 
 #[test]
 fn shell_packages_flag_uses_nixpkgs_from_the_search_path() {
-    require_toolchain();
+    prebuilt();
     let inc = format!("nixpkgs={}", examples().display());
-    let out = ok(b3_cmd(&["shell", "-I", &inc, "-p", "hello", "greet", "--run", "hello p; greet q"]));
+    let out = ok(b3_cmd(&[
+        "shell",
+        "-I",
+        &inc,
+        "-p",
+        "hello",
+        "greet",
+        "--run",
+        "hello p; greet q",
+    ]));
     assert!(out.contains("Hello, p!"), "{out}");
     assert!(out.contains("Hello, q!"), "{out}");
 }
 
 #[test]
 fn shell_of_a_drv_path_and_of_an_output_path() {
-    require_toolchain();
+    prebuilt();
     let ex = examples();
-    let drv = ok(b3_cmd(&["instantiate", ex.to_str().unwrap(), "-A", "shell"]));
+    let drv = ok(b3_cmd(&[
+        "instantiate",
+        ex.to_str().unwrap(),
+        "-A",
+        "shell",
+    ]));
     let out = ok(b3_cmd(&["shell", drv.trim(), "--run", "greet drv"]));
     assert!(out.contains("Hello, drv!"), "{out}");
     // An output path (not a derivation) puts its bin/ on PATH.
-    let hello_drv = ok(b3_cmd(&["instantiate", ex.to_str().unwrap(), "-A", "hello"]));
+    let hello_drv = ok(b3_cmd(&[
+        "instantiate",
+        ex.to_str().unwrap(),
+        "-A",
+        "hello",
+    ]));
     let hello = ok(b3_cmd(&["build", hello_drv.trim()]));
     let out = ok(b3_cmd(&["shell", hello.trim(), "--run", "hello out"]));
     assert!(out.contains("Hello, out!"), "{out}");

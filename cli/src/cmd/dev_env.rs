@@ -127,8 +127,7 @@ pub fn prepare(
 
     let mut vars: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| {
-            !opts.clean
-                && (!opts.pure || PURE_KEEP.contains(&k.as_str()) || opts.keep.contains(k))
+            !opts.clean && (!opts.pure || PURE_KEEP.contains(&k.as_str()) || opts.keep.contains(k))
         })
         .collect();
     let mut path_prefix = Vec::new();
@@ -207,10 +206,15 @@ pub fn prepare(
         };
         if !has_stdenv {
             for key in ["nativeBuildInputs", "buildInputs", "propagatedBuildInputs"] {
-                for word in drv.env.get(key).map(|s| s.split_whitespace()).into_iter().flatten() {
+                for word in drv
+                    .env
+                    .get(key)
+                    .map(|s| s.split_whitespace())
+                    .into_iter()
+                    .flatten()
+                {
                     let bin = format!("{word}/bin");
-                    if Path::new(&physical(store, &bin)?).is_dir() && !path_prefix.contains(&bin)
-                    {
+                    if Path::new(&physical(store, &bin)?).is_dir() && !path_prefix.contains(&bin) {
                         path_prefix.push(bin);
                     }
                 }
@@ -285,7 +289,10 @@ impl DevEnv {
         }
         if !self.path_prefix.is_empty() {
             let pre: Vec<String> = self.path_prefix.iter().map(|p| sh_quote(p)).collect();
-            s.push_str(&format!("PATH={}\"${{PATH:+:$PATH}}\"\n", pre.join("\":\"")));
+            s.push_str(&format!(
+                "PATH={}\"${{PATH:+:$PATH}}\"\n",
+                pre.join("\":\"")
+            ));
         }
         s.push_str("export PATH\nunset __b3_p\nset +e\n");
         s.push_str(

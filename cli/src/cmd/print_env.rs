@@ -315,7 +315,10 @@ pub fn parse_dump(bytes: &[u8]) -> anyhow::Result<DevEnvDump> {
         .split(|b| *b == 0)
         .map(|f| String::from_utf8_lossy(f).into_owned());
     let mut d = DevEnvDump::default();
-    let mut next = |what: &str| it.next().with_context(|| format!("truncated dump: no {what}"));
+    let mut next = |what: &str| {
+        it.next()
+            .with_context(|| format!("truncated dump: no {what}"))
+    };
     loop {
         let kind = match next("kind") {
             Ok(k) if k.is_empty() => break,
@@ -386,7 +389,11 @@ impl DevEnvDump {
                 DevVar::Array(a) => ("array", Value::from(a.clone())),
                 DevVar::Associative(m) => (
                     "associative",
-                    Value::Object(m.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect()),
+                    Value::Object(
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+                            .collect(),
+                    ),
                 ),
             };
             vars.insert(k.clone(), json!({ "type": ty, "value": val }));
@@ -462,7 +469,10 @@ mod tests {
     fn powershell_quote_doubles_every_kind_of_single_quote() {
         assert_eq!(powershell_quote("a'b"), "'a''b'");
         assert_eq!(powershell_quote("it\u{2019}s"), "'it\u{2019}\u{2019}s'");
-        assert_eq!(powershell_quote("\u{2018}x\u{201B}"), "'\u{2018}\u{2018}x\u{201B}\u{201B}'");
+        assert_eq!(
+            powershell_quote("\u{2018}x\u{201B}"),
+            "'\u{2018}\u{2018}x\u{201B}\u{201B}'"
+        );
         // `$` and backticks are literal inside single quotes: left alone.
         assert_eq!(powershell_quote("$HOME `n"), "'$HOME `n'");
         assert_eq!(powershell_quote(""), "''");
@@ -478,7 +488,10 @@ mod tests {
     fn powershell_script_sets_and_removes() {
         let s = render(
             ShellKind::Powershell,
-            &[Change::Set("out".into(), "/nix/store/x-'q'".into()), Change::Unset("FOO".into())],
+            &[
+                Change::Set("out".into(), "/nix/store/x-'q'".into()),
+                Change::Unset("FOO".into()),
+            ],
         );
         assert_eq!(
             s,
@@ -489,7 +502,10 @@ mod tests {
     #[test]
     fn fish_quote_escapes_backslash_and_quote() {
         assert_eq!(fish_quote(r"a\b'c"), r"'a\\b\'c'");
-        let s = render(ShellKind::Fish, &[Change::Set("PATH".into(), "/a:/b c".into())]);
+        let s = render(
+            ShellKind::Fish,
+            &[Change::Set("PATH".into(), "/a:/b c".into())],
+        );
         assert_eq!(s, "set -gx PATH '/a' '/b c'\n");
     }
 
@@ -506,7 +522,10 @@ mod tests {
         .into();
         assert_eq!(
             diff(&before, &after),
-            vec![Change::Set("NEW".into(), "y".into()), Change::Unset("GONE".into())]
+            vec![
+                Change::Set("NEW".into(), "y".into()),
+                Change::Unset("GONE".into())
+            ]
         );
     }
 
@@ -516,7 +535,10 @@ mod tests {
         let d = parse_dump(raw).unwrap();
         assert_eq!(d.variables["out"], DevVar::Exported("/nix/store/a".into()));
         assert_eq!(d.variables["local"], DevVar::Var("l v".into()));
-        assert_eq!(d.variables["arr"], DevVar::Array(vec!["one".into(), "two".into()]));
+        assert_eq!(
+            d.variables["arr"],
+            DevVar::Array(vec!["one".into(), "two".into()])
+        );
         assert_eq!(
             d.variables["map"],
             DevVar::Associative([("k".to_string(), "v".to_string())].into())

@@ -97,7 +97,8 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 }
 
 fn is_bash(p: &Path) -> bool {
-    p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("bash"))
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("bash"))
 }
 
 /// Starts the shell for `env` and waits for it. With `to_stderr`, the
@@ -118,7 +119,9 @@ pub fn run_in_env(
     let mut vars = env.vars.clone();
     if interactive {
         if is_bash(&shell) {
-            args.extend(["--rcfile".into(), rc.clone().into_os_string()]);
+            // `-i`: bash reads --rcfile only when interactive, and without a
+            // terminal on stdin it would not be.
+            args.extend(["--rcfile".into(), rc.clone().into_os_string(), "-i".into()]);
         } else {
             // POSIX shells read $ENV when interactive.
             vars.insert("ENV".into(), rc.to_string_lossy().into_owned());
@@ -214,4 +217,3 @@ pub fn main_multicall(args: Vec<String>) -> ExitCode {
         }
     }
 }
-

@@ -30,6 +30,23 @@ pub fn require_toolchain() {
     }
 }
 
+/// Builds the example set once (serially) in the shared store, so tests
+/// running in parallel find it built. Returns the toolchain check too.
+pub fn prebuilt() {
+    require_toolchain();
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let ex = examples();
+        let drv = ok(b3_cmd(&[
+            "instantiate",
+            ex.to_str().unwrap(),
+            "-A",
+            "shell",
+        ]));
+        ok(b3_cmd(&["build", drv.trim()]));
+    });
+}
+
 /// A b3 store in a temporary directory, shared by the tests of one binary.
 pub fn store() -> &'static Path {
     static STORE: OnceLock<tempfile::TempDir> = OnceLock::new();
@@ -51,8 +68,7 @@ pub fn b3_cmd(args: &[&str]) -> Command {
 }
 
 pub fn run(mut c: Command) -> Output {
-    let out = c.output().expect("running b3");
-    out
+    c.output().expect("running b3")
 }
 
 /// Runs and asserts success; returns stdout.

@@ -71,12 +71,15 @@ enum Never {}
 
 fn enter(args: &[OsString]) -> io::Result<Never> {
     let [physical, logical, staging, cwd, dashdash, program, rest @ ..] = args else {
-        return Err(io::Error::other("usage: __b3-shell-enter PHYS LOGICAL STAGING CWD -- PROGRAM ARGS"));
+        return Err(io::Error::other(
+            "usage: __b3-shell-enter PHYS LOGICAL STAGING CWD -- PROGRAM ARGS",
+        ));
     };
     if dashdash != "--" {
         return Err(io::Error::other("expected '--' before the program"));
     }
-    let (physical, logical, staging) = (Path::new(physical), Path::new(logical), Path::new(staging));
+    let (physical, logical, staging) =
+        (Path::new(physical), Path::new(logical), Path::new(staging));
     unshare_mount_namespace()?;
     expose(physical, logical, staging)?;
     if std::env::set_current_dir(cwd).is_err() {
@@ -122,7 +125,10 @@ fn unshare_mount_namespace() -> io::Result<()> {
         // SAFETY: as above.
         check(
             unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) },
-            || "unshare(CLONE_NEWUSER|CLONE_NEWNS) (are unprivileged user namespaces enabled?)".into(),
+            || {
+                "unshare(CLONE_NEWUSER|CLONE_NEWNS) (are unprivileged user namespaces enabled?)"
+                    .into()
+            },
         )?;
         std::fs::write("/proc/self/setgroups", "deny")?;
         std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1\n"))?;
@@ -189,15 +195,25 @@ fn expose(physical: &Path, logical: &Path, staging: &Path) -> io::Result<()> {
     while !anc.is_dir() {
         match anc.file_name() {
             Some(n) => missing.push(n.to_os_string()),
-            None => return Err(io::Error::other(format!("{}: no existing ancestor", logical.display()))),
+            None => {
+                return Err(io::Error::other(format!(
+                    "{}: no existing ancestor",
+                    logical.display()
+                )))
+            }
         }
         if !anc.pop() {
             break;
         }
     }
     missing.reverse();
-    if logical.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(io::Error::other("the store directory must not contain '..'"));
+    if logical
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
+        return Err(io::Error::other(
+            "the store directory must not contain '..'",
+        ));
     }
     let tmpfs = cstr(Path::new("tmpfs"))?;
     let st = cstr(staging)?;
