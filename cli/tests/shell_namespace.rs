@@ -83,3 +83,51 @@ fn shell_namespace_exit_status_passes_through() {
     let out = enter(phys.path(), "/b3-ns-status-test/store", "exit 42");
     assert_eq!(out.status.code(), Some(42));
 }
+
+#[test]
+fn shell_namespace_works_for_an_unprivileged_user() {
+    // As root, drop to `nobody` to take the user-namespace path; as an
+    // ordinary user the tests above already take it.
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        return;
+    }
+    let phys = tempfile::tempdir().unwrap();
+    std::fs::write(phys.path().join("marker"), "unprivileged\n").unwrap();
+    let staging = tempfile::tempdir().unwrap();
+    for d in [phys.path(), staging.path()] {
+        let mut perm = std::fs::metadata(d).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o777);
+        std::fs::set_permissions(d, perm).unwrap();
+    }
+    // The test binary's directory may not be reachable by nobody: copy b3.
+    let exe_dir = tempfile::tempdir().unwrap();
+    let exe = exe_dir.path().join("b3");
+    std::fs::copy(b3(), &exe).unwrap();
+    let mut perm = std::fs::metadata(exe_dir.path()).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(exe_dir.path(), perm).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(&exe)
+        .arg("__b3-shell-enter")
+        .arg(phys.path())
+        .arg("/b3-ns-unprivileged-test/store")
+        .arg(staging.path())
+        .arg("/")
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "id -u; cat /b3-ns-unprivileged-test/store/marker",
+        ])
+        .output()
+        .expect("setpriv (util-linux)");
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{s}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s, "65534\nunprivileged\n");
+}

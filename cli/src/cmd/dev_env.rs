@@ -78,6 +78,10 @@ pub struct DevEnv {
     pub structured: bool,
     /// Directories to put in front of `PATH` when there is no stdenv.
     pub path_prefix: Vec<String>,
+    /// The store paths the environment uses: the inputs' outputs and
+    /// sources, and store paths named directly (their closure is what a
+    /// `--vfs` view must show).
+    pub roots: BTreeSet<StorePath>,
 }
 
 /// Builds the wanted outputs of `drv` (all if empty) and returns them. The
@@ -131,8 +135,10 @@ pub fn prepare(
         })
         .collect();
     let mut path_prefix = Vec::new();
+    let mut roots = BTreeSet::new();
     for r in items {
         if let Resolved::Path(p) = r {
+            roots.insert(p.clone());
             if !store.is_valid_sync(p)? {
                 bail!("path '{}' is not valid in the store", store.print_path(p));
             }
@@ -145,9 +151,16 @@ pub fn prepare(
     if let Some(drv_path) = &drv_path {
         let drv = read_derivation(store, drv_path)?;
         for (input, outs) in &drv.input_drvs {
-            realise(store, &settings, input, outs)
+            let built = realise(store, &settings, input, outs)
                 .with_context(|| format!("building '{}'", store.print_path(input)))?;
+            roots.extend(
+                built
+                    .into_iter()
+                    .filter(|(name, _)| outs.is_empty() || outs.contains(name))
+                    .map(|(_, p)| p),
+            );
         }
+        roots.extend(drv.input_srcs.iter().cloned());
         for src in &drv.input_srcs {
             if !store.is_valid_sync(src)? {
                 bail!(
@@ -236,6 +249,7 @@ pub fn prepare(
         has_stdenv,
         structured,
         path_prefix,
+        roots,
     })
 }
 

@@ -139,7 +139,15 @@ fn capture(
     let env = dev_env::prepare(&store, &items, opts)?;
     let out = env.tmp.path().join("dump");
     let cmd = format!("__b3_out={}\n{script}", sh_quote(&out.to_string_lossy()));
-    let code = shell::run_in_env(&store, &env, &Then::Run(cmd), opts.pure, false, true)?;
+    let code = shell::run_in_env(
+        &store,
+        &env,
+        &Then::Run(cmd),
+        opts.pure,
+        false,
+        true,
+        &shell::StoreView::Bind,
+    )?;
     if code != ExitCode::SUCCESS {
         bail!("the shell's start-up failed ({code:?})");
     }

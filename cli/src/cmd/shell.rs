@@ -6,11 +6,27 @@
 //! `--run CMD` runs CMD non-interactively and exits with its status;
 //! `--command CMD` runs it in an interactive shell; `--pure` starts from a
 //! nearly empty environment. The environment is computed in [`super::dev_env`];
-//! the namespace is set up by [`ns`].
+//! the namespace is set up by [`ns`]. With `--vfs` the store is instead a
+//! FUSE view of exactly the environment's closure, served from the object
+//! database by a `b3 runtime` (see `b3_vfs::runtime`).
+#![cfg_attr(not(target_os = "linux"), allow(unused_imports, dead_code))]
 
+#[cfg(target_os = "linux")]
 pub mod ns;
 
+/// Elsewhere the shell cannot enter a namespace yet (Windows support
+/// belongs to the vfs/WinFSP work).
+#[cfg(not(target_os = "linux"))]
+pub mod ns {
+    pub const ENTER_ARG: &str = "__b3-shell-enter";
+    pub fn enter_main(_args: &[std::ffi::OsString]) -> std::process::ExitCode {
+        eprintln!("error: b3 shell's namespaces need Linux");
+        std::process::ExitCode::FAILURE
+    }
+}
+
 use std::ffi::OsString;
+#[cfg(target_os = "linux")]
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -34,6 +50,21 @@ pub struct Args {
     pub command: Option<String>,
     #[command(flatten)]
     pub env: EnvArgs,
+    /// Show the store through a FUSE view of exactly the environment's
+    /// closure, served from the object database (a `b3 runtime`), instead
+    /// of bind-mounting the whole store.
+    #[arg(long)]
+    pub vfs: bool,
+}
+
+/// How the shell sees the store.
+#[derive(Debug, Clone)]
+pub enum StoreView {
+    /// The store's physical directory bind-mounted at the store directory.
+    Bind,
+    /// A runtime: a FUSE view of these store paths (base names), served
+    /// from the object database at `odb`.
+    Vfs { odb: PathBuf, closure: Vec<String> },
 }
 
 /// Options shared by `b3 shell` and `b3 print-env`.
@@ -78,7 +109,44 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         (None, Some(cmd)) => (Then::Run(cmd.clone()), true),
         (None, None) => (Then::Interactive, true),
     };
-    run_in_env(&store, &env, &then, opts.pure, interactive, false)
+    let view = if a.vfs {
+        vfs_view(g, &store, &env)?
+    } else {
+        StoreView::Bind
+    };
+    run_in_env(&store, &env, &then, opts.pure, interactive, false, &view)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn vfs_view(_: &Global, _: &LocalStore, _: &DevEnv) -> anyhow::Result<StoreView> {
+    anyhow::bail!("--vfs needs Linux (FUSE) for now")
+}
+
+/// The closure of what `env` uses, imported into the object database
+/// (`$B3_ODB`, default `odb/` under the store root) where missing.
+#[cfg(target_os = "linux")]
+fn vfs_view(g: &Global, store: &LocalStore, env: &DevEnv) -> anyhow::Result<StoreView> {
+    let odb_path = match std::env::var_os("B3_ODB") {
+        Some(p) => PathBuf::from(p),
+        None => b3_store::local::LocalStoreConfig::resolve(g.store.clone())?
+            .root
+            .join("odb"),
+    };
+    let odb = b3_vfs::odb::Odb::open(&odb_path)
+        .with_context(|| format!("opening the object database {}", odb_path.display()))?;
+    let mut closure = Vec::new();
+    for p in store.query_closure_sync(&env.roots)? {
+        let name = p.base_name();
+        if odb.root(&name)?.is_none() {
+            odb.import_path(&name, &store.real_path(&p))
+                .with_context(|| format!("importing {}", store.print_path(&p)))?;
+        }
+        closure.push(name);
+    }
+    Ok(StoreView::Vfs {
+        odb: odb_path,
+        closure,
+    })
 }
 
 /// The shell to start: `$NIX_BUILD_SHELL`, else bash from `PATH`, else `sh`.
@@ -101,9 +169,23 @@ fn is_bash(p: &Path) -> bool {
         .is_some_and(|n| n.to_string_lossy().starts_with("bash"))
 }
 
+#[cfg(not(target_os = "linux"))]
+pub fn run_in_env(
+    _store: &LocalStore,
+    _env: &DevEnv,
+    _then: &Then,
+    _pure: bool,
+    _interactive: bool,
+    _to_stderr: bool,
+    _view: &StoreView,
+) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("b3 shell needs Linux namespaces; not available on this platform yet")
+}
+
 /// Starts the shell for `env` and waits for it. With `to_stderr`, the
 /// shell's standard output goes to standard error (for callers that print
 /// something else on stdout).
+#[cfg(target_os = "linux")]
 pub fn run_in_env(
     store: &LocalStore,
     env: &DevEnv,
@@ -111,6 +193,7 @@ pub fn run_in_env(
     pure: bool,
     interactive: bool,
     to_stderr: bool,
+    view: &StoreView,
 ) -> anyhow::Result<ExitCode> {
     let shell = shell_program();
     let rc = env.tmp.path().join("rc");
@@ -132,13 +215,30 @@ pub fn run_in_env(
     }
     let staging = env.tmp.path().join("root");
     std::fs::create_dir(&staging).context("creating the shell's staging directory")?;
-    let mut cmd = ns::command(
-        store.real_store_dir(),
-        Path::new(store.store_dir().as_str()),
-        &staging,
-        shell.as_os_str(),
-        &args,
-    )?;
+    let mut cmd = match view {
+        StoreView::Bind => ns::command(
+            store.real_store_dir(),
+            Path::new(store.store_dir().as_str()),
+            &staging,
+            shell.as_os_str(),
+            &args,
+        )?,
+        StoreView::Vfs { odb, closure } => {
+            let spec = b3_vfs::runtime::RuntimeSpec {
+                odb: odb.clone(),
+                store_dir: PathBuf::from(store.store_dir().as_str()),
+                registry: b3_vfs::runtime::default_registry(),
+                trace_log: None,
+                closure: closure.clone(),
+                command: std::iter::once(shell.clone().into_os_string())
+                    .chain(args.iter().cloned())
+                    .collect(),
+            };
+            let exe = std::env::current_exe().context("locating the b3 executable")?;
+            // `--`: the spec's options (`--odb`) are not `runtime serve`'s.
+            b3_vfs::runtime::launch(&exe, &["runtime", "serve", "--"], &spec)
+        }
+    };
     cmd.env_clear().envs(&vars);
     if to_stderr {
         let fd = std::io::stderr().as_fd().try_clone_to_owned()?;
@@ -155,6 +255,7 @@ pub fn run_in_env(
 }
 
 /// Exit status of a child as ours (128+signal when killed).
+#[cfg(target_os = "linux")]
 pub fn exit_code(status: std::process::ExitStatus) -> ExitCode {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -166,11 +267,13 @@ pub fn exit_code(status: std::process::ExitStatus) -> ExitCode {
 
 /// Like `system(3)`: while the shell runs, ^C and ^\ are for it, not for b3
 /// (which must survive to clean up the build directory).
+#[cfg(target_os = "linux")]
 struct IgnoreInterrupts {
     int: libc::sighandler_t,
     quit: libc::sighandler_t,
 }
 
+#[cfg(target_os = "linux")]
 impl IgnoreInterrupts {
     fn new() -> Self {
         // SAFETY: installing SIG_IGN; the previous handlers are restored on drop.
@@ -183,6 +286,7 @@ impl IgnoreInterrupts {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for IgnoreInterrupts {
     fn drop(&mut self) {
         // SAFETY: restoring the handlers saved in `new`.
