@@ -188,3 +188,25 @@ fn shell_of_a_drv_path_and_of_an_output_path() {
     let out = ok(b3_cmd(&["shell", hello.trim(), "--run", "hello out"]));
     assert!(out.contains("Hello, out!"), "{out}");
 }
+
+#[test]
+fn shell_with_structured_attrs_sources_attrs_sh() {
+    prebuilt();
+    let expr = format!(
+        "with import {} {{}}; derivation {{ name = \"structured\"; system = \"x86_64-linux\"; \
+         builder = \"${{busybox}}/bin/sh\"; args = [ \"-c\" \"echo > $out\" ]; \
+         __structuredAttrs = true; greeting = \"from .attrs.sh\"; }}",
+        examples().display()
+    );
+    let out = ok(b3_cmd(&[
+        "shell",
+        "-E",
+        &expr,
+        "--run",
+        "echo \"greeting=$greeting\"; test -f \"$NIX_ATTRS_JSON_FILE\" && echo json-ok; \
+         case \"$NIX_ATTRS_SH_FILE\" in \"$NIX_BUILD_TOP\"/*) echo sh-in-top;; esac",
+    ]));
+    assert!(out.contains("greeting=from .attrs.sh"), "{out}");
+    assert!(out.contains("json-ok"), "{out}");
+    assert!(out.contains("sh-in-top"), "{out}");
+}

@@ -205,10 +205,13 @@ pub fn prepare(
             if SANDBOX_ONLY.contains(&k.as_str()) && !drv.env.contains_key(&k) {
                 continue;
             }
-            let v = if k.ends_with("Path") && v.starts_with(&format!("{sandbox_top}/.attr-")) {
-                format!("{top}{}", &v[sandbox_top.len()..])
-            } else {
-                v
+            // Files the builder would find in /build (passAsFile, structured
+            // attributes) are in the shell's own build directory.
+            let v = match v.strip_prefix(sandbox_top) {
+                Some(rest) if rest.starts_with('/') && !drv.env.contains_key(&k) => {
+                    format!("{top}{rest}")
+                }
+                _ => v,
             };
             vars.insert(k, v);
         }
