@@ -70,3 +70,44 @@ fn shell_vfs_returns_the_exit_status() {
     ]));
     assert_eq!(out.status.code(), Some(5));
 }
+
+#[test]
+fn shell_trace_reports_used_and_unused_inputs() {
+    prebuilt();
+    let ex = examples();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("trace.log");
+    let out = run(b3_cmd(&[
+        "shell",
+        ex.to_str().unwrap(),
+        "-A",
+        "shell",
+        "--trace",
+        log.to_str().unwrap(),
+        "--run",
+        "greet traced",
+    ]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Hello, traced!"), "{stdout}");
+    let used = |suffix: &str| {
+        stderr
+            .lines()
+            .any(|l| l.starts_with("used /nix/store/") && l.contains(suffix))
+    };
+    assert!(used("-greet-1.0 ("), "{stderr}");
+    assert!(used("-hello-1.0 ("), "{stderr}");
+    assert!(
+        used("-stdenv ("),
+        "the stdenv's setup was sourced: {stderr}"
+    );
+    // The builders' script is a declared input the shell never reads.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("unused /nix/store/") && l.ends_with("-builder.sh")),
+        "{stderr}"
+    );
+    assert!(std::fs::metadata(&log).unwrap().len() > 0);
+}

@@ -55,6 +55,10 @@ pub struct Args {
     /// of bind-mounting the whole store.
     #[arg(long)]
     pub vfs: bool,
+    /// Record every file the shell's processes open in FILE (implies
+    /// `--vfs`) and report, on exit, which inputs were used and which never read.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 /// How the shell sees the store.
@@ -64,7 +68,11 @@ pub enum StoreView {
     Bind,
     /// A runtime: a FUSE view of these store paths (base names), served
     /// from the object database at `odb`.
-    Vfs { odb: PathBuf, closure: Vec<String> },
+    Vfs {
+        odb: PathBuf,
+        closure: Vec<String>,
+        trace: Option<PathBuf>,
+    },
 }
 
 /// Options shared by `b3 shell` and `b3 print-env`.
@@ -109,23 +117,59 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         (None, Some(cmd)) => (Then::Run(cmd.clone()), true),
         (None, None) => (Then::Interactive, true),
     };
-    let view = if a.vfs {
-        vfs_view(g, &store, &env)?
+    let view = if a.vfs || a.trace.is_some() {
+        vfs_view(g, &store, &env, a.trace.clone())?
     } else {
         StoreView::Bind
     };
-    run_in_env(&store, &env, &then, opts.pure, interactive, false, &view)
+    let code = run_in_env(&store, &env, &then, opts.pure, interactive, false, &view)?;
+    if let Some(log) = &a.trace {
+        report_trace(&store, &env, log)?;
+    }
+    Ok(code)
+}
+
+/// `--trace`: which of the environment's inputs the shell used (and how
+/// many of their files), and which it never read; on stderr.
+#[cfg(target_os = "linux")]
+fn report_trace(store: &LocalStore, env: &DevEnv, log: &Path) -> anyhow::Result<()> {
+    let declared: Vec<String> = env.roots.iter().map(|p| p.base_name()).collect();
+    let rep = b3_vfs::view::trace::report_from_log(log, &declared)
+        .with_context(|| format!("reading the trace {}", log.display()))?;
+    let dir = store.store_dir().as_str();
+    for (path, files) in &rep.used {
+        eprintln!("used {dir}/{path} ({} files)", files.len());
+    }
+    for path in &rep.unused {
+        eprintln!("unused {dir}/{path}");
+    }
+    Ok(())
 }
 
 #[cfg(not(target_os = "linux"))]
-fn vfs_view(_: &Global, _: &LocalStore, _: &DevEnv) -> anyhow::Result<StoreView> {
+fn report_trace(_: &LocalStore, _: &DevEnv, _: &Path) -> anyhow::Result<()> {
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn vfs_view(
+    _: &Global,
+    _: &LocalStore,
+    _: &DevEnv,
+    _: Option<PathBuf>,
+) -> anyhow::Result<StoreView> {
     anyhow::bail!("--vfs needs Linux (FUSE) for now")
 }
 
 /// The closure of what `env` uses, imported into the object database
 /// (`$B3_ODB`, default `odb/` under the store root) where missing.
 #[cfg(target_os = "linux")]
-fn vfs_view(g: &Global, store: &LocalStore, env: &DevEnv) -> anyhow::Result<StoreView> {
+fn vfs_view(
+    g: &Global,
+    store: &LocalStore,
+    env: &DevEnv,
+    trace: Option<PathBuf>,
+) -> anyhow::Result<StoreView> {
     let odb_path = match std::env::var_os("B3_ODB") {
         Some(p) => PathBuf::from(p),
         None => b3_store::local::LocalStoreConfig::resolve(g.store.clone())?
@@ -143,9 +187,14 @@ fn vfs_view(g: &Global, store: &LocalStore, env: &DevEnv) -> anyhow::Result<Stor
         }
         closure.push(name);
     }
+    // The trace is appended to: start from an empty file.
+    if let Some(t) = &trace {
+        std::fs::write(t, b"").with_context(|| format!("creating {}", t.display()))?;
+    }
     Ok(StoreView::Vfs {
         odb: odb_path,
         closure,
+        trace: trace.map(|t| std::path::absolute(&t).unwrap_or(t)),
     })
 }
 
@@ -223,12 +272,16 @@ pub fn run_in_env(
             shell.as_os_str(),
             &args,
         )?,
-        StoreView::Vfs { odb, closure } => {
+        StoreView::Vfs {
+            odb,
+            closure,
+            trace,
+        } => {
             let spec = b3_vfs::runtime::RuntimeSpec {
                 odb: odb.clone(),
                 store_dir: PathBuf::from(store.store_dir().as_str()),
                 registry: b3_vfs::runtime::default_registry(),
-                trace_log: None,
+                trace_log: trace.clone(),
                 closure: closure.clone(),
                 command: std::iter::once(shell.clone().into_os_string())
                     .chain(args.iter().cloned())
