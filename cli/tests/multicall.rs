@@ -53,20 +53,22 @@ fn multicall_nix_build_prints_outputs_and_makes_result_links() {
         target.to_string_lossy().ends_with("-greet-1.0"),
         "{target:?}"
     );
-    // --no-out-link, -E and --argstr.
+    // --no-out-link, -E, --arg, --argstr and -I.
     let dir = tempfile::tempdir().unwrap();
     let mut c = nix(
         "nix-build",
         &[
             "--no-out-link",
+            "-I",
+            &format!("examples={}", ex()),
             "-E",
-            &format!(
-                "{{ who }}: (import {} {{}}).runCommand \"note\" {{}} \"echo ${{who}} > $out\"",
-                ex()
-            ),
+            "{ who, n }: (import <examples> {}).runCommand \"note\" {} \"echo ${who} ${toString n} > $out\"",
             "--argstr",
             "who",
             "argstr-value",
+            "--arg",
+            "n",
+            "1 + 2",
         ],
     );
     c.current_dir(dir.path());
@@ -76,7 +78,7 @@ fn multicall_nix_build_prints_outputs_and_makes_result_links() {
     let phys = store()
         .join("nix/store")
         .join(note.trim().trim_start_matches("/nix/store/"));
-    assert_eq!(std::fs::read_to_string(phys).unwrap(), "argstr-value\n");
+    assert_eq!(std::fs::read_to_string(phys).unwrap(), "argstr-value 3\n");
 }
 
 #[test]
