@@ -210,3 +210,79 @@ fn shell_with_structured_attrs_sources_attrs_sh() {
     assert!(out.contains("json-ok"), "{out}");
     assert!(out.contains("sh-in-top"), "{out}");
 }
+
+#[test]
+fn shell_installable_forms_and_their_errors() {
+    prebuilt();
+    let ex = examples();
+    let drv = ok(b3_cmd(&[
+        "instantiate",
+        ex.to_str().unwrap(),
+        "-A",
+        "shell",
+    ]));
+    let with_outputs = format!("{}!out", drv.trim());
+    let out = ok(b3_cmd(&["shell", &with_outputs, "--run", "greet bang"]));
+    assert!(out.contains("Hello, bang!"), "{out}");
+
+    let hello_drv = ok(b3_cmd(&[
+        "instantiate",
+        ex.to_str().unwrap(),
+        "-A",
+        "hello",
+    ]));
+    let hello = ok(b3_cmd(&["build", hello_drv.trim()]));
+    let bad = run(b3_cmd(&[
+        "shell",
+        &format!("{}!out", hello.trim()),
+        "--run",
+        "true",
+    ]));
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("is not a derivation"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    let bad = run(b3_cmd(&[
+        "shell",
+        ex.to_str().unwrap(),
+        "-p",
+        "hello",
+        "--run",
+        "true",
+    ]));
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("'-p' cannot be combined"));
+
+    // Two derivations: nix-shell's rule, one environment at a time.
+    let bad = run(b3_cmd(&[
+        "shell",
+        ex.to_str().unwrap(),
+        "-A",
+        "hello",
+        "-A",
+        "greet",
+        "--run",
+        "true",
+    ]));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("single derivation"));
+
+    // An evaluation error is reported as the evaluator renders it.
+    let bad = run(b3_cmd(&[
+        "shell",
+        ex.to_str().unwrap(),
+        "-A",
+        "nope",
+        "--run",
+        "true",
+    ]));
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("attribute 'nope' in selection path 'nope' not found"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
