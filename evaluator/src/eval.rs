@@ -27,6 +27,8 @@ pub struct Options {
     pub lint_url: Lint,
     pub store_dir: String,
     pub abort_on_warn: bool,
+    /// Store writes and import from derivation (see `storepath`).
+    pub store: crate::storepath::StoreOptions,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -50,6 +52,7 @@ impl Default for Options {
             lint_url: Lint::Off,
             store_dir: "/nix/store".into(),
             abort_on_warn: false,
+            store: Default::default(),
         }
     }
 }
@@ -73,6 +76,8 @@ pub struct Ev {
     /// Store paths computed for sources (toFile, copied paths), so that
     /// `b3 instantiate` can add them: store path -> how to make it.
     pub sources: RefCell<FxHashMap<String, crate::builtins::store::Source>>,
+    /// The local store, scratch space and fetch cache of this evaluation.
+    pub store_io: crate::storepath::StoreIo,
 }
 
 pub fn err<T>(msg: impl Into<String>, pos: Pos) -> R<T> {

@@ -3,6 +3,7 @@
 pub mod attrs;
 pub mod context;
 pub mod derivation;
+pub mod fetch;
 pub mod flake;
 pub mod hash;
 pub mod json;
@@ -41,6 +42,7 @@ pub fn table() -> Vec<(&'static str, usize, PrimFn)> {
     store::register(&mut t);
     derivation::register(&mut t);
     flake::register(&mut t);
+    fetch::register(&mut t);
     t
 }
 
@@ -196,6 +198,7 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
         drv_outputs: RefCell::new(FxHashMap::default()),
         drvs: RefCell::new(FxHashMap::default()),
         sources: RefCell::new(FxHashMap::default()),
+        store_io: Default::default(),
     });
     // derivation wrapper, written in Nix
     let fid = pos::add_file("«builtin:derivation.nix»", false, Rc::from(DERIVATION_NIX));
@@ -303,7 +306,10 @@ impl Ev {
         if let Some(rest) = p.strip_prefix("/__corepkgs__/") {
             return Ok(format!("/__corepkgs__/{rest}"));
         }
-        match std::fs::metadata(&p) {
+        // Store paths may live elsewhere on disk, or need building first.
+        let real =
+            crate::storepath::realise_path(self, &p).map_err(|e| EvalError::other(e, pos))?;
+        match std::fs::metadata(&real) {
             Ok(m) if m.is_dir() => p = format!("{}/default.nix", p.trim_end_matches('/')),
             Ok(_) => {}
             Err(_) => return err(format!("path '{p}' does not exist"), pos),
@@ -316,7 +322,9 @@ impl Ev {
         if p == "/__corepkgs__/fetchurl.nix" {
             return self.parse_source(FETCHURL_NIX, &p, true, "/", extra);
         }
-        let bytes = std::fs::read(&p)
+        let real =
+            crate::storepath::realise_path(self, &p).map_err(|e| EvalError::other(e, pos))?;
+        let bytes = std::fs::read(&real)
             .map_err(|e| EvalError::other(format!("opening file '{p}': {e}"), pos))?;
         let (text, _) = ast::decode_source(&bytes);
         let dir = match p.rfind('/') {
