@@ -111,6 +111,15 @@ impl Ev {
         }
     }
 
+    /// Forces a value the caller owns (saves a clone for non-thunks).
+    #[inline]
+    pub fn force_owned(&self, v: Value) -> R<Value> {
+        match v {
+            Value::Thunk(t) => self.force_thunk(&t),
+            v => Ok(v),
+        }
+    }
+
     pub fn force_thunk(&self, t: &Rc<Thunk>) -> R<Value> {
         let st = {
             let mut b = t.0.borrow_mut();
@@ -158,7 +167,62 @@ impl Ev {
                 lambda: l,
                 env: env.clone(),
             })),
+            Expr::Bin(..) | Expr::Select { .. } => match self.cheap(e, env, building) {
+                Some(v) => v,
+                None => Value::thunk(e, env),
+            },
             _ => Value::thunk(e, env),
+        }
+    }
+
+    /// The value of `e` when it can be had without evaluating anything that
+    /// might fail, loop or have effects: integer arithmetic and comparison
+    /// on already-forced operands, and `x.a` on an already-forced set that
+    /// has `a` (giving `a`'s own thunk). Laziness is unobservable there, so
+    /// no thunk needs to be allocated.
+    fn cheap(&self, e: &'static Expr, env: &Rc<Env>, building: bool) -> Option<Value> {
+        let operand = |x: &'static Expr| -> Option<Value> {
+            match x {
+                Expr::Lit(v) => Some(v.clone()),
+                Expr::Var(d, i) if !building || *d > 0 => match env.lookup(*d, *i) {
+                    Value::Thunk(_) => None,
+                    v => Some(v),
+                },
+                _ => None,
+            }
+        };
+        match e {
+            Expr::Bin(op, l, r, _) => {
+                let (Value::Int(x), Value::Int(y)) = (operand(l)?, operand(r)?) else {
+                    return None;
+                };
+                int_binop(*op, x, y)
+            }
+            Expr::Select {
+                e: inner,
+                path,
+                default: _,
+                pos: _,
+            } => {
+                let mut v = operand(inner)?;
+                let n = path.len();
+                for (k, name) in path.iter().enumerate() {
+                    let AttrName::Static(key) = name else {
+                        return None;
+                    };
+                    let Value::Attrs(a) = &v else { return None };
+                    let x = a.get(key)?.clone();
+                    if k + 1 < n {
+                        if let Value::Thunk(t) = &x {
+                            v = t.forced()?;
+                            continue;
+                        }
+                    }
+                    v = x;
+                }
+                Some(v)
+            }
+            _ => None,
         }
     }
 
@@ -271,15 +335,134 @@ impl Ev {
     // ---------- evaluation ----------
 
     pub fn eval(&self, e: &'static Expr, env: &Rc<Env>) -> R<Value> {
+        // Only the common forms are handled here, so that this recursive
+        // function keeps a small stack frame; the rest is in `eval_cold`.
         match e {
             Expr::Lit(v) => Ok(v.clone()),
-            Expr::Var(d, i) => {
-                let v = env.lookup(*d, *i);
-                self.force(&v)
+            Expr::Var(d, i) => self.force_owned(env.lookup(*d, *i)),
+            Expr::Select {
+                e,
+                path,
+                default,
+                pos,
+            } => self.eval_select(e, path, default.as_deref(), *pos, env),
+            Expr::App { f, args, pos } => {
+                let mut fv = self.eval(f, env)?;
+                for a in args {
+                    let av = self.mk_thunk(a, env, false);
+                    fv = self.apply(&fv, av, *pos)?;
+                }
+                Ok(fv)
             }
+            Expr::Lambda(l) => Ok(Value::Lambda(Rc::new(Closure {
+                lambda: l,
+                env: env.clone(),
+            }))),
+            Expr::If { c, t, e, pos } => match self.eval(c, env)? {
+                Value::Bool(b) => self.eval(if b { t } else { e }, env),
+                v => Err(self.if_type_error(v, *pos)),
+            },
+            Expr::Bin(op, l, r, pos) => self.eval_bin(*op, l, r, env, *pos),
+            Expr::Let(a, body) => {
+                let new_env = self.build_frame(a, env)?;
+                self.eval(body, &new_env)
+            }
+            Expr::Attrs(a) => self.eval_attrs(a, env),
+            Expr::List(items) => {
+                let v: Vec<Value> = items.iter().map(|i| self.mk_thunk(i, env, false)).collect();
+                Ok(Value::list(v))
+            }
+            _ => self.eval_cold(e, env),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn if_type_error(&self, v: Value, pos: Pos) -> EvalError {
+        let e = EvalError::other(
+            format!(
+                "expected a Boolean but found {}: {}",
+                v.type_name(),
+                self.show_short(&v)
+            ),
+            pos,
+        );
+        self.frame(e, pos, || "while evaluating a branch condition".into())
+    }
+
+    fn eval_select(
+        &self,
+        e: &'static Expr,
+        path: &'static [AttrName],
+        default: Option<&'static Expr>,
+        pos: Pos,
+        env: &Rc<Env>,
+    ) -> R<Value> {
+        let mut v = self.eval(e, env)?;
+        for name in path {
+            let dynkey;
+            let key: &str = match name {
+                AttrName::Static(s) => s,
+                AttrName::Dynamic(_) => {
+                    dynkey = self.attr_name(name, env)?;
+                    &dynkey
+                }
+            };
+            let found = match &v {
+                Value::Attrs(a) => a.get(key).cloned(),
+                _ if default.is_some() => None,
+                other => return Err(self.select_type_error(other, pos)),
+            };
+            match found {
+                Some(x) => {
+                    v = self.force_owned(x).map_err(|er| {
+                        self.frame(er, pos, || {
+                            format!("while evaluating the attribute '{key}'")
+                        })
+                    })?
+                }
+                None => {
+                    if let Some(d) = default {
+                        return self.eval(d, env);
+                    }
+                    return Err(self.missing_attr_error(key, &v, pos));
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn select_type_error(&self, other: &Value, pos: Pos) -> EvalError {
+        EvalError::other(
+            format!(
+                "expected a set but found {}: {}",
+                other.type_name(),
+                self.show_short(other)
+            ),
+            pos,
+        )
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn missing_attr_error(&self, key: &str, v: &Value, pos: Pos) -> EvalError {
+        let mut msg = format!("attribute '{key}' missing");
+        if let Value::Attrs(a) = v {
+            if let Some(s) = suggest(key, a) {
+                msg.push_str(&format!("\n\nDid you mean {s}?"));
+            }
+        }
+        EvalError::other(msg, pos)
+    }
+
+    #[inline(never)]
+    fn eval_cold(&self, e: &'static Expr, env: &Rc<Env>) -> R<Value> {
+        match e {
             Expr::WithVar { name, withs, pos } => {
                 let v = self.lookup_with(name, withs, env, *pos)?;
-                self.force(&v)
+                self.force_owned(v)
             }
             Expr::Interp(parts, pos) => {
                 let mut s = Vec::new();
@@ -313,58 +496,6 @@ impl Ev {
                     ast::canon_path(&format!("{home}{rest}")).into(),
                 ))
             }
-            Expr::Attrs(a) => self.eval_attrs(a, env),
-            Expr::List(items) => {
-                let v: Vec<Value> = items.iter().map(|i| self.mk_thunk(i, env, false)).collect();
-                Ok(Value::list(v))
-            }
-            Expr::Select {
-                e,
-                path,
-                default,
-                pos,
-            } => {
-                let mut v = self.eval(e, env)?;
-                for name in path {
-                    let key = self.attr_name(name, env)?;
-                    let found = match &v {
-                        Value::Attrs(a) => a.get(&key).cloned(),
-                        _ if default.is_some() => None,
-                        other => {
-                            return err(
-                                format!(
-                                    "expected a set but found {}: {}",
-                                    other.type_name(),
-                                    self.show_short(other)
-                                ),
-                                *pos,
-                            )
-                        }
-                    };
-                    match found {
-                        Some(x) => {
-                            v = self.force(&x).map_err(|er| {
-                                self.frame(er, *pos, || {
-                                    format!("while evaluating the attribute '{key}'")
-                                })
-                            })?
-                        }
-                        None => {
-                            if let Some(d) = default {
-                                return self.eval(d, env);
-                            }
-                            let mut msg = format!("attribute '{key}' missing");
-                            if let Value::Attrs(a) = &v {
-                                if let Some(s) = suggest(&key, a) {
-                                    msg.push_str(&format!("\n\nDid you mean {s}?"));
-                                }
-                            }
-                            return err(msg, *pos);
-                        }
-                    }
-                }
-                Ok(v)
-            }
             Expr::HasAttr { e, path } => {
                 let mut v = self.eval(e, env)?;
                 for name in path {
@@ -379,46 +510,10 @@ impl Ev {
                 }
                 Ok(Value::Bool(true))
             }
-            Expr::App { f, args, pos } => {
-                let mut fv = self.eval(f, env)?;
-                for a in args {
-                    let av = self.mk_thunk(a, env, false);
-                    fv = self.apply(&fv, av, *pos)?;
-                }
-                Ok(fv)
-            }
-            Expr::Lambda(l) => Ok(Value::Lambda(Rc::new(Closure {
-                lambda: l,
-                env: env.clone(),
-            }))),
-            Expr::Let(a, body) => {
-                let new_env = self.build_frame(a, env)?;
-                self.eval(body, &new_env)
-            }
             Expr::With { ns, body } => {
                 let nsv = self.mk_thunk(ns, env, false);
                 let new_env = Env::new(Some(env.clone()), smallvec::smallvec![nsv]);
                 self.eval(body, &new_env)
-            }
-            Expr::If { c, t, e, pos } => {
-                let cv = self.eval(c, env)?;
-                let b = match cv {
-                    Value::Bool(b) => b,
-                    v => {
-                        return err(
-                            format!(
-                                "expected a Boolean but found {}: {}",
-                                v.type_name(),
-                                self.show_short(&v)
-                            ),
-                            *pos,
-                        )
-                        .map_err(|e: EvalError| {
-                            self.frame(e, *pos, || "while evaluating a branch condition".into())
-                        })
-                    }
-                };
-                self.eval(if b { t } else { e }, env)
             }
             Expr::Assert { c, body, pos, text } => {
                 let cv = self.eval(c, env)?;
@@ -457,8 +552,9 @@ impl Ev {
                 let v = self.eval(x, env)?;
                 self.arith(BinOp::Sub, Value::Int(0), v, *pos)
             }
-            Expr::Bin(op, l, r, pos) => self.eval_bin(*op, l, r, env, *pos),
             Expr::CurPos(pos) => Ok(self.pos_value(*pos)),
+            // The common forms are handled by `eval` itself.
+            _ => self.eval(e, env),
         }
     }
 
@@ -632,6 +728,9 @@ impl Ev {
     // ---------- application ----------
 
     pub fn apply(&self, f: &Value, arg: Value, pos: Pos) -> R<Value> {
+        if let Value::Lambda(c) = f {
+            return self.call_lambda(c, arg, pos);
+        }
         let f = self.force(f)?;
         match &f {
             Value::Lambda(c) => self.call_lambda(c, arg, pos),
@@ -836,6 +935,11 @@ impl Ev {
             _ => {
                 let a = self.eval(l, env)?;
                 let b = self.eval(r, env)?;
+                if let (Value::Int(x), Value::Int(y)) = (&a, &b) {
+                    if let Some(v) = int_binop(op, *x, *y) {
+                        return Ok(v);
+                    }
+                }
                 self.binop(op, a, b, pos)
             }
         }
@@ -1253,6 +1357,25 @@ impl Ev {
         }
         Ok(())
     }
+}
+
+/// Integer arithmetic and comparison, or `None` when the operator is not one
+/// of those or the result would be an error (overflow, division by zero).
+#[inline]
+fn int_binop(op: BinOp, x: i64, y: i64) -> Option<Value> {
+    Some(match op {
+        BinOp::Add => Value::Int(x.checked_add(y)?),
+        BinOp::Sub => Value::Int(x.checked_sub(y)?),
+        BinOp::Mul => Value::Int(x.checked_mul(y)?),
+        BinOp::Div if y != 0 => Value::Int(x.checked_div(y)?),
+        BinOp::Lt => Value::Bool(x < y),
+        BinOp::Le => Value::Bool(x <= y),
+        BinOp::Gt => Value::Bool(x > y),
+        BinOp::Ge => Value::Bool(x >= y),
+        BinOp::Eq => Value::Bool(x == y),
+        BinOp::Neq => Value::Bool(x != y),
+        _ => return None,
+    })
 }
 
 pub fn num(v: &Value) -> f64 {

@@ -64,6 +64,7 @@ pub struct Attrs {
 }
 
 impl Attrs {
+    #[inline]
     pub fn get(&self, k: &str) -> Option<&Value> {
         self.entries
             .binary_search_by(|e| e.0.as_ref().cmp(k))
@@ -120,6 +121,17 @@ pub enum ThunkState {
 
 pub struct Thunk(pub RefCell<ThunkState>);
 
+impl Thunk {
+    /// The value of an already-forced thunk.
+    #[inline]
+    pub fn forced(&self) -> Option<Value> {
+        match &*self.0.try_borrow().ok()? {
+            ThunkState::Done(v) => Some(v.clone()),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Debug for Thunk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<thunk>")
@@ -147,16 +159,33 @@ impl Env {
             slots: RefCell::new(slots),
         })
     }
+    /// The value in slot `idx` of the frame `depth` levels up. A slot whose
+    /// thunk has already been forced is replaced by the thunk's value, so the
+    /// next lookup skips the indirection and the thunk can be freed.
+    #[inline]
     pub fn lookup(self: &Rc<Env>, depth: u32, idx: u32) -> Value {
-        let mut e = self;
+        let mut e: &Env = self;
         for _ in 0..depth {
             match &e.parent {
                 Some(p) => e = p,
                 None => return Value::Null,
             }
         }
-        let s = e.slots.borrow();
-        s.get(idx as usize).cloned().unwrap_or(Value::Null)
+        let forced = {
+            let s = e.slots.borrow();
+            match s.get(idx as usize) {
+                Some(Value::Thunk(t)) => match t.forced() {
+                    Some(v) => v,
+                    None => return Value::Thunk(t.clone()),
+                },
+                Some(v) => return v.clone(),
+                None => return Value::Null,
+            }
+        };
+        if let Ok(mut s) = e.slots.try_borrow_mut() {
+            s[idx as usize] = forced.clone();
+        }
+        forced
     }
 }
 
@@ -180,7 +209,7 @@ impl std::fmt::Debug for PrimOp {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Value {
     Null,
     Bool(bool),
@@ -196,6 +225,27 @@ pub enum Value {
     Thunk(Rc<Thunk>),
 }
 
+impl Clone for Value {
+    // Written out so that it inlines into the evaluator's hot paths.
+    #[inline]
+    fn clone(&self) -> Self {
+        match self {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(*b),
+            Value::Int(i) => Value::Int(*i),
+            Value::Float(f) => Value::Float(*f),
+            Value::Str(s) => Value::Str(s.clone()),
+            Value::Path(p) => Value::Path(p.clone()),
+            Value::Attrs(a) => Value::Attrs(a.clone()),
+            Value::List(l) => Value::List(l.clone()),
+            Value::Lambda(c) => Value::Lambda(c.clone()),
+            Value::PrimOp(p) => Value::PrimOp(p.clone()),
+            Value::PrimOpApp(p, a) => Value::PrimOpApp(p.clone(), a.clone()),
+            Value::Thunk(t) => Value::Thunk(t.clone()),
+        }
+    }
+}
+
 impl Value {
     pub fn str(s: impl Into<Vec<u8>>) -> Value {
         Value::Str(Rc::new(NixStr::plain(s)))
@@ -203,6 +253,7 @@ impl Value {
     pub fn str_ctx(s: Vec<u8>, ctx: Context) -> Value {
         Value::Str(Rc::new(NixStr::with_ctx(s, ctx)))
     }
+    #[inline]
     pub fn thunk(e: &'static Expr, env: &Rc<Env>) -> Value {
         Value::Thunk(Rc::new(Thunk(RefCell::new(ThunkState::Pending(
             e,
@@ -212,9 +263,11 @@ impl Value {
     pub fn native(f: NativeFn) -> Value {
         Value::Thunk(Rc::new(Thunk(RefCell::new(ThunkState::Native(f)))))
     }
+    #[inline]
     pub fn attrs(a: Attrs) -> Value {
         Value::Attrs(Rc::new(a))
     }
+    #[inline]
     pub fn list(v: Vec<Value>) -> Value {
         Value::List(Rc::new(v))
     }
