@@ -7,6 +7,7 @@
 //! structured attrs Nix gives a builder; [`job`]: one build from inputs to
 //! outputs).
 
+pub mod builtin_fetchurl;
 pub mod drv;
 pub mod env;
 pub mod job;
