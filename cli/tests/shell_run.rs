@@ -286,3 +286,32 @@ fn shell_installable_forms_and_their_errors() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+#[test]
+fn shell_without_items_prefers_shell_nix_then_default_nix() {
+    prebuilt();
+    let dir = tempfile::tempdir().unwrap();
+    let ex = examples();
+    std::fs::write(
+        dir.path().join("default.nix"),
+        format!(
+            "(import {} {{}}).mkShell {{ name = \"from-default\"; }}",
+            ex.display()
+        ),
+    )
+    .unwrap();
+    let mut c = b3_cmd(&["shell", "--run", "echo \"name=$name\""]);
+    c.current_dir(dir.path());
+    assert!(ok(c).contains("name=from-default"));
+    std::fs::write(
+        dir.path().join("shell.nix"),
+        format!(
+            "(import {} {{}}).mkShell {{ name = \"from-shell\"; }}",
+            ex.display()
+        ),
+    )
+    .unwrap();
+    let mut c = b3_cmd(&["shell", "--run", "echo \"name=$name\""]);
+    c.current_dir(dir.path());
+    assert!(ok(c).contains("name=from-shell"));
+}
