@@ -13,7 +13,19 @@ if [ -z "${B3:-}" ]; then
   cargo build --release -p b3-cli
   B3=$PWD/target/release/b3
 fi
-run() { printf '\n$ %s\n' "$*"; "$@"; }
+# Show each command as a user would type it (`b3 …`), then run it.
+run() {
+  local shown=() a q="'"
+  for a in "$@"; do
+    case $a in
+      "$B3") shown+=(b3) ;;
+      *[[:space:]\"\'\$\(\)\;\<\>\*]*) shown+=("$q${a//$q/$q\\$q$q}$q") ;;
+      *) shown+=("$a") ;;
+    esac
+  done
+  printf '\n$ %s\n' "${shown[*]}"
+  "$@"
+}
 
 run "$B3" hash path "$DIR"
 run "$B3" hash path --base32 "$DIR"
