@@ -5,6 +5,7 @@ mod cmd;
 mod installable;
 mod logformat;
 mod multicall;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -52,6 +53,8 @@ enum Command {
     Config(cmd::config::Command),
     /// Realise derivations in the sandbox (like `nix-store --realise`).
     Build(cmd::build::Args),
+    /// Show the stored build log of a derivation or output path (like `nix log`).
+    Log(cmd::log::Args),
     /// Start a shell with a derivation's build environment (like `nix-shell`).
     Shell(cmd::shell::Args),
     /// Print the environment `b3 shell` would set, for bash, zsh, fish or PowerShell.
@@ -114,6 +117,7 @@ fn dispatch(cli: Cli) -> ExitCode {
         Command::Serve(a) => cmd::serve::run(&cli.global, a),
         Command::Config(c) => cmd::config::run(&cli.global, c),
         Command::Build(a) => cmd::build::run(&cli.global, a),
+        Command::Log(a) => cmd::log::run(&cli.global, a),
         Command::Shell(a) => cmd::shell::run(&cli.global, a),
         Command::PrintEnv(a) => cmd::print_env::run(&cli.global, a),
         Command::PrintDevEnv(a) => cmd::print_env::run_dev(&cli.global, a),

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod hash;
 pub mod instantiate;
 pub mod key;
+pub mod log;
 pub mod nar;
 pub mod path_info;
 pub mod print_env;
