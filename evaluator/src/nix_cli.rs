@@ -172,6 +172,10 @@ pub fn options_for(c: &Cmdline) -> Options {
         o.store_dir = d;
     }
     o.abort_on_warn = std::env::var("NIX_ABORT_ON_WARN").is_ok_and(|v| v == "1" || v == "true");
+    // Fetched and filtered paths go into the b3 store as they are made,
+    // except in read-only mode; missing derivation outputs are built.
+    o.store.write = !c.no_write && std::env::var("NIX_REMOTE").as_deref() != Ok("dummy://");
+    o.store.realise = crate::storepath::default_realise_hook();
     o
 }
 

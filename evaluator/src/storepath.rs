@@ -227,6 +227,19 @@ pub fn file_type_name(ft: &std::fs::FileType) -> &'static str {
 pub type RealiseHook =
     Arc<dyn Fn(&crate::eval::Ev, &str, &str) -> Result<(), String> + Send + Sync>;
 
+static DEFAULT_REALISE: std::sync::OnceLock<RealiseHook> = std::sync::OnceLock::new();
+
+/// Sets the realise hook that command-line evaluations (`nix_cli`) use; the
+/// CLI sets it once to the builder. Later calls are ignored.
+pub fn set_default_realise_hook(hook: RealiseHook) {
+    let _ = DEFAULT_REALISE.set(hook);
+}
+
+/// The hook set with [`set_default_realise_hook`], if any.
+pub fn default_realise_hook() -> Option<RealiseHook> {
+    DEFAULT_REALISE.get().cloned()
+}
+
 /// How evaluation reaches the store.
 #[derive(Clone, Default)]
 pub struct StoreOptions {

@@ -85,7 +85,7 @@ fn fetch_common(ev: &Ev, arg: &Value, p: Pos, who: &str, unpack: bool) -> R<Valu
             }
         }
         if url.is_none() {
-            return err(format!("'url' argument required"), p);
+            return err("'url' argument required", p);
         }
     } else {
         url = Some(ev.force_string(&v, p)?);
@@ -145,7 +145,7 @@ fn fetch_common(ev: &Ev, arg: &Value, p: Pos, who: &str, unpack: bool) -> R<Valu
     } else {
         if let Some(e) = &expected {
             let got = if e.algo() == HashAlgo::Sha256 {
-                got.sha256.clone()
+                got.sha256
             } else {
                 hash_file(&file, e.algo()).map_err(other(p))?
             };
