@@ -103,7 +103,7 @@ impl WorkDir {
         self.path.join("store")
     }
 
-    fn create(parent: &Path, prefix: &str, name: &str) -> Result<WorkDir, OsError> {
+    pub(crate) fn create(parent: &Path, prefix: &str, name: &str) -> Result<WorkDir, OsError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let safe: String = name
             .chars()

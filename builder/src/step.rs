@@ -26,10 +26,13 @@ use b3_store::substitute::Substituted;
 use b3_store::traits::{StoreError, ValidPathInfo};
 
 use crate::buildlog::{log_path, BuildOutput, RawLog};
+use crate::builtin_fetchurl;
 use crate::checks::check_outputs;
 use crate::drv::{check_fixed_output, fixed_output_ca, job_from_derivation, BuildSettings};
-use crate::job::BuildResult;
+use crate::job::{BuildResult, WorkDir};
+use crate::platform::ExitStatus;
 use crate::realise::{add_output, failure_text, scan_output, RealiseError, RealiseSettings};
+use crate::sandbox::RunOutcome;
 
 /// Prefix of work directories in the store directory. The local store
 /// sweeps `.b3-tmp-<pid>-…` entries of dead processes, so a crashed build
@@ -143,19 +146,6 @@ pub(crate) fn build_step(
     store.add_temp_roots(roots.iter())?;
     let closure = store.query_closure_sync(&roots)?;
 
-    let build_settings = BuildSettings {
-        physical_store_dir: store.real_store_dir().to_path_buf(),
-        work_parent: store.real_store_dir().to_path_buf(),
-        extra_paths: ctx.settings.extra_paths.clone(),
-        cores: ctx.settings.cores,
-        timeout: ctx.settings.timeout,
-        max_silent: ctx.settings.max_silent,
-        kvm: ctx.settings.kvm,
-        impure_env: ctx.settings.impure_env.clone(),
-    };
-    let mut job = job_from_derivation(store.store_dir(), drv_path, drv, &closure, &build_settings)?;
-    job.work_prefix = format!("{WORK_PREFIX}{}-build-", std::process::id());
-
     let text = if check {
         format!("checking outputs of '{drv_s}'")
     } else {
@@ -175,7 +165,12 @@ pub(crate) fn build_step(
     };
     let log_file = log_path(store.root(), &drv_path.base_name());
     let mut out = BuildOutput::new(&activity, Some(log_file), tail_lines, ctx.raw);
-    let run = job.run(&mut out);
+    let run = if drv.builder == builtin_fetchurl::BUILDER {
+        run_builtin_fetchurl(ctx, drv_path, drv, outputs, &mut out)
+    } else {
+        sandboxed_job(ctx, drv_path, drv, &closure)
+            .and_then(|job| job.run(&mut out).map_err(RealiseError::from))
+    };
     if let Err(e) = out.finish() {
         ctx.logger
             .warn(&format!("could not store the build log of '{drv_s}': {e}"));
@@ -192,6 +187,83 @@ pub(crate) fn build_step(
         keep_build_dir(ctx, drv_path, result);
     }
     ended
+}
+
+/// The sandboxed job for `drv`, with its work directory in the store.
+fn sandboxed_job(
+    ctx: &StepCtx<'_>,
+    drv_path: &StorePath,
+    drv: &Derivation,
+    closure: &BTreeSet<StorePath>,
+) -> Result<crate::job::BuildJob, RealiseError> {
+    let store = ctx.store;
+    let build_settings = BuildSettings {
+        physical_store_dir: store.real_store_dir().to_path_buf(),
+        work_parent: store.real_store_dir().to_path_buf(),
+        extra_paths: ctx.settings.extra_paths.clone(),
+        cores: ctx.settings.cores,
+        timeout: ctx.settings.timeout,
+        max_silent: ctx.settings.max_silent,
+        kvm: ctx.settings.kvm,
+        impure_env: ctx.settings.impure_env.clone(),
+    };
+    let mut job = job_from_derivation(store.store_dir(), drv_path, drv, closure, &build_settings)?;
+    job.work_prefix = format!("{WORK_PREFIX}{}-build-", std::process::id());
+
+    Ok(job)
+}
+
+/// `builtin:fetchurl` runs in this process (as in Nix, outside the
+/// sandbox): the download lands in a work directory like a sandboxed
+/// build's output, and a failure is reported in the log with exit code 1.
+fn run_builtin_fetchurl(
+    ctx: &StepCtx<'_>,
+    drv_path: &StorePath,
+    drv: &Derivation,
+    outputs: &BTreeMap<String, StorePath>,
+    log: &mut dyn std::io::Write,
+) -> Result<BuildResult, RealiseError> {
+    let started = std::time::Instant::now();
+    let name = drv_path.derivation_name().unwrap_or("fetchurl");
+    let prefix = format!("{WORK_PREFIX}{}-build-", std::process::id());
+    let work = WorkDir::create(ctx.store.real_store_dir(), &prefix, name)
+        .map_err(crate::job::JobError::WorkDir)?;
+    let mut found = BTreeMap::new();
+    let mut missing = Vec::new();
+    let status = match outputs.get("out") {
+        Some(out) => {
+            let host = work.store().join(out.base_name());
+            let status = match builtin_fetchurl::run(drv, &host) {
+                Ok(()) => ExitStatus::Code(0),
+                Err(e) => {
+                    let _ = writeln!(log, "error: {e}");
+                    ExitStatus::Code(1)
+                }
+            };
+            if std::fs::symlink_metadata(&host).is_ok() {
+                found.insert("out".to_string(), host);
+            }
+            status
+        }
+        None => ExitStatus::Code(1),
+    };
+    for name in outputs.keys() {
+        if !found.contains_key(name) {
+            missing.push(name.clone());
+        }
+    }
+    Ok(BuildResult {
+        outcome: RunOutcome {
+            status,
+            setup_time: Duration::ZERO,
+            total_time: started.elapsed(),
+            timed_out: false,
+            silent_too_long: false,
+        },
+        outputs: found,
+        missing_outputs: missing,
+        work_dir: work,
+    })
 }
 
 /// Moves the work directory of a failed build somewhere it is not swept

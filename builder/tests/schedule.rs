@@ -512,3 +512,45 @@ fn unknown_output_is_an_error() {
         .unwrap_err();
     assert!(matches!(err, RealiseError::NoSuchOutput { .. }), "{err}");
 }
+
+#[test]
+fn builtin_fetchurl_derivations_are_realised_and_checked() {
+    let dir = tempdir();
+    let src = dir.path().join("hello.txt");
+    std::fs::write(&src, "hello\n").unwrap();
+    let expr = |hash: &str| {
+        format!(
+            "import <nix/fetchurl.nix> {{ url = \"file://{}\"; sha256 = \"{hash}\"; }}",
+            src.display()
+        )
+    };
+    let store = open_store(&dir.path().join("b3"));
+    let rec = Arc::new(Rec::default());
+    let good = nix_instantiate(
+        dir.path(),
+        "f.nix",
+        &expr("5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"),
+        None,
+    );
+    let drv = copy_drv(&store, &good);
+    let report = realise_goals(&store, &settings(&rec, 1), &[goal(&drv)], None);
+    let out = report.into_result().unwrap()[0]["out"].clone();
+    assert_eq!(
+        std::fs::read_to_string(store.real_path(&out)).unwrap(),
+        "hello\n"
+    );
+    let info = store.query_path_info_sync(&out).unwrap().unwrap();
+    assert!(info.ca.is_some());
+
+    // A wrong hash is Nix's hash-mismatch error; nothing is registered.
+    let bad = nix_instantiate(dir.path(), "g.nix", &expr(&"0".repeat(64)), None);
+    let drv = copy_drv(&store, &bad);
+    let err = realise_goals(&store, &settings(&rec, 1), &[goal(&drv)], None)
+        .into_result()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("hash mismatch in fixed-output derivation '{bad}'")),
+        "{err}"
+    );
+}

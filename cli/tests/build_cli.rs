@@ -62,6 +62,7 @@ fn copy_drv(store: &LocalStore, drv: &str) {
 }
 
 /// A b3 store with busybox and the `.drv`s of `attrs`; returns their paths.
+/// The expression is at `<dir>/e.nix`.
 fn setup(attrs: &[&str]) -> (Env, Vec<String>) {
     assert!(
         Path::new(BB).join("bin/busybox").exists(),
@@ -303,4 +304,46 @@ fn two_processes_build_the_same_derivation_once() {
     assert_eq!(text(&log).0, "slow start\n");
     let paths: BTreeSet<&str> = sa.lines().collect();
     assert_eq!(paths.len(), 1);
+}
+
+#[test]
+fn build_evaluates_a_file_and_leaves_a_result_link() {
+    let (env, _) = setup(&[]);
+    let file = env.dir.path().join("e.nix");
+    let cwd = env.dir.path().join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let out = b3(&env)
+        .current_dir(&cwd)
+        .arg("build")
+        .arg(&file)
+        .args(["-A", "good"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let path = stdout.trim();
+    assert!(path.ends_with("-good-cli"), "{stdout}");
+    // The link leads to the output where the store keeps it physically.
+    let link = std::fs::read_link(cwd.join("result")).unwrap();
+    assert!(link.ends_with(path.trim_start_matches('/')), "{link:?}");
+    assert_eq!(std::fs::read_to_string(cwd.join("result")).unwrap(), "ok\n");
+    // The same drv path Nix instantiates.
+    let nix_drv = sh(Command::new("nix-instantiate")
+        .arg(&file)
+        .args(["-A", "good"]));
+    let log = b3(&env).args(["log", nix_drv.trim()]).output().unwrap();
+    assert_eq!(text(&log).0, "building good\n");
+
+    // --no-out-link: nothing in the directory; -E works too.
+    let cwd2 = env.dir.path().join("cwd2");
+    std::fs::create_dir_all(&cwd2).unwrap();
+    let expr = format!("(import {}).good", file.display());
+    let out = b3(&env)
+        .current_dir(&cwd2)
+        .args(["build", "--no-out-link", "-E", &expr])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(text(&out).0.trim(), path);
+    assert_eq!(std::fs::read_dir(&cwd2).unwrap().count(), 0);
 }

@@ -1,10 +1,14 @@
 //! `b3 build`: realise derivations in the local store, building them (and
-//! their input derivations) in the sandbox, like `nix-store --realise` /
-//! `nix-build`.
+//! their input derivations) in the sandbox, like `nix-build` /
+//! `nix-store --realise`.
 //!
-//! Arguments are `.drv` store paths (or links to them), optionally with
-//! `!out,dev` to pick outputs. Output paths are printed one per line on
-//! stdout. Settings come from nix.conf (`max-jobs`, `cores`,
+//! Arguments are installables (`crate::installable`): a Nix file (default
+//! `./default.nix`) or `-E` expressions with `-A attr`, evaluated and
+//! written to the store, or `.drv` store paths optionally with `!out,dev`.
+//! Output paths are printed one per line on stdout. Like `nix-build`, an
+//! evaluated build leaves `result` links (indirect GC roots: `result`,
+//! `result-dev`, `result-2`, ...) unless `--no-out-link`; for `.drv` paths
+//! (the `nix-store --realise` form) only `-o` makes one. Settings come from nix.conf (`max-jobs`, `cores`,
 //! `sandbox-paths`/`extra-sandbox-paths`, `keep-failed`, `keep-going`,
 //! `timeout`, `max-silent-time`, `log-lines`) and `--option NAME VALUE`;
 //! the flags here override them. Progress: a live display on a terminal,
@@ -12,26 +16,27 @@
 //! `--log-format internal-json`. The exit status is Nix's (100 build
 //! failure, 101 timeout, 102 hash mismatch, 104 not deterministic).
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use b3_builder::realise::RealiseSettings;
 use b3_builder::sandbox::SandboxPath;
 use b3_builder::schedule::{realise_goals, Goal};
 use b3_store::activity::{self, Logger, Verbosity};
+use b3_store::path::StorePath;
 
 use super::Global;
+use crate::installable::{self, DefaultFile, InstallableArgs, Resolved};
 use crate::logformat::LogFormat;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Derivations to realise: `/nix/store/…drv` or `/nix/store/…drv!out,dev`.
-    #[arg(required = true)]
-    paths: Vec<String>,
+    #[command(flatten)]
+    inst: InstallableArgs,
     /// Builds to run at once (`auto` = number of cores; default: the
     /// `max-jobs` setting if set, else the number of cores).
     #[arg(long = "max-jobs", short = 'j', value_name = "N")]
@@ -66,9 +71,12 @@ pub struct Args {
     /// Kill a build that prints nothing for this many seconds.
     #[arg(long, value_name = "SECONDS")]
     max_silent_time: Option<u64>,
-    /// Create a symlink to the first output at this path (an indirect root).
+    /// Name of the result links (default `result`; indirect GC roots).
     #[arg(long, short = 'o', value_name = "PATH")]
     out_link: Option<PathBuf>,
+    /// Do not create result links.
+    #[arg(long)]
+    no_out_link: bool,
     /// Print timing statistics (builds, sandbox set-up times) on stderr.
     #[arg(long)]
     stats: bool,
@@ -146,38 +154,35 @@ fn settings_from(a: &Args, logger: &Logger, logs_shown: bool) -> anyhow::Result<
     Ok(s)
 }
 
-fn parse_goal(store: &b3_store::local::LocalStore, arg: &str, check: bool) -> anyhow::Result<Goal> {
-    let (path, wanted) = match arg.split_once('!') {
-        Some((p, outs)) => (
-            p,
-            outs.split(',')
-                .filter(|o| !o.is_empty() && *o != "*")
-                .map(str::to_string)
-                .collect::<BTreeSet<_>>(),
-        ),
-        None => (arg, BTreeSet::new()),
-    };
-    let drv = store.resolve_user_path(path)?;
-    if !drv.is_derivation() {
-        anyhow::bail!("'{}' is not a derivation", store.print_path(&drv));
-    }
-    Ok(Goal {
-        drv,
-        outputs: wanted,
-        check,
-    })
-}
-
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     b3_builder::platform::sandbox_support()?;
     let (logger, display, logs_shown) = install_logger(g, a.print_build_logs);
     let settings = settings_from(&a, &logger, logs_shown)?;
     let store = super::store::open_store(g)?;
-    let goals = a
-        .paths
-        .iter()
-        .map(|p| parse_goal(&store, p, a.check))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let items = installable::resolve(&store, &a.inst, DefaultFile::Build)?;
+    let evaluated = items.is_empty()
+        || a.inst.from_expr
+        || !a.inst.packages.is_empty()
+        || a.inst.items.iter().any(|i| {
+            store
+                .resolve_user_path(i.split('!').next().unwrap_or(i))
+                .is_err()
+        });
+    let mut goals = Vec::new();
+    for item in &items {
+        match item {
+            Resolved::Derivation { drv, outputs } => goals.push(Goal {
+                drv: drv.clone(),
+                outputs: outputs.clone(),
+                check: a.check,
+            }),
+            Resolved::Path(p) => {
+                if !store.is_valid_sync(p)? {
+                    anyhow::bail!("path '{}' is not valid", store.print_path(p));
+                }
+            }
+        }
+    }
 
     let started = std::time::Instant::now();
     let report = realise_goals(&store, &settings, &goals, None);
@@ -195,17 +200,30 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(code));
         }
     };
+    let mut built = outputs.into_iter();
+    let base = a
+        .out_link
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("result"))
+        .to_string_lossy()
+        .into_owned();
+    let make_links = !a.no_out_link && (evaluated || a.out_link.is_some());
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut first = None;
-    for outs in &outputs {
-        for p in outs.values() {
-            writeln!(out, "{}", store.print_path(p))?;
-            first.get_or_insert_with(|| p.clone());
+    for (i, item) in items.iter().enumerate() {
+        let outs: Vec<(String, StorePath)> = match item {
+            Resolved::Derivation { .. } => built.next().unwrap_or_default().into_iter().collect(),
+            Resolved::Path(p) => vec![("out".to_string(), p.clone())],
+        };
+        for (name, path) in outs {
+            if make_links {
+                let link = PathBuf::from(crate::multicall::link_name(&base, i, &name));
+                store
+                    .create_result_link(&link, &path)
+                    .with_context(|| format!("creating {}", link.display()))?;
+            }
+            writeln!(out, "{}", store.print_path(&path))?;
         }
-    }
-    if let (Some(link), Some(p)) = (&a.out_link, &first) {
-        store.create_result_link(link, p)?;
     }
     Ok(ExitCode::SUCCESS)
 }
