@@ -28,6 +28,7 @@ in {
   top = mk "top-cli" "echo > $out" [ bad good ];
   slow = mk "slow-cli" "echo slow start; sleep 3; echo done > $out" [];
   nondet = mk "nondet-cli" "cat /proc/sys/kernel/random/uuid > $out" [];
+  usesGood = mk "uses-good-cli" "echo used > $out" [ good ];
 }
 "#;
 
@@ -346,4 +347,57 @@ fn build_evaluates_a_file_and_leaves_a_result_link() {
     assert!(out.status.success(), "{}", text(&out).1);
     assert_eq!(text(&out).0.trim(), path);
     assert_eq!(std::fs::read_dir(&cwd2).unwrap().count(), 0);
+}
+
+#[test]
+fn outputs_are_substituted_from_a_binary_cache_instead_of_built() {
+    // Store A builds the derivation and copies its output to a file:// cache.
+    let (a, drvs) = setup(&["usesGood"]);
+    let built = b3(&a).args(["build", &drvs[0]]).output().unwrap();
+    assert!(built.status.success(), "{}", text(&built).1);
+    let path = text(&built).0.trim().to_string();
+    let cache = format!("file://{}", a.dir.path().join("cache").display());
+    let copy = b3(&a)
+        .args(["copy", "--to", &cache, &path])
+        .output()
+        .unwrap();
+    assert!(copy.status.success(), "{}", text(&copy).1);
+
+    // Store B gets it from the cache: nothing is built, and the input
+    // derivation (not a runtime reference) is not realised.
+    let (b, drvs) = setup(&["usesGood"]);
+    let out = b3(&b)
+        .args(["build", "--option", "substituters", &cache])
+        .args(["--option", "require-sigs", "false", &drvs[0]])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), path);
+    assert!(!stderr.contains("building '"), "{stderr}");
+    assert!(stderr.contains("this path will be fetched:"), "{stderr}");
+    let store_entries: Vec<String> = std::fs::read_dir(b.root.join("nix/store"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(store_entries.iter().any(|e| e.ends_with("-uses-good-cli")));
+    assert!(
+        !store_entries
+            .iter()
+            .any(|e| e.ends_with("-good-cli") && !e.contains("uses")),
+        "{store_entries:?}"
+    );
+
+    // Unsigned paths are refused when signatures are required, and the
+    // build falls back to building.
+    let (c, drvs) = setup(&["usesGood"]);
+    let out = b3(&c)
+        .args(["build", "--option", "substituters", &cache, &drvs[0]])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), path);
+    assert!(stderr.contains("building '"), "{stderr}");
 }

@@ -11,7 +11,9 @@
 //! (the `nix-store --realise` form) only `-o` makes one. Settings come from nix.conf (`max-jobs`, `cores`,
 //! `sandbox-paths`/`extra-sandbox-paths`, `keep-failed`, `keep-going`,
 //! `timeout`, `max-silent-time`, `log-lines`) and `--option NAME VALUE`;
-//! the flags here override them. Progress: a live display on a terminal,
+//! the flags here override them. Missing outputs are substituted from the
+//! configured binary caches (`substituters`, `trusted-public-keys`,
+//! `require-sigs`) before anything is built. Progress: a live display on a terminal,
 //! plain lines when piped (`-L` adds the build logs), Nix's records with
 //! `--log-format internal-json`. The exit status is Nix's (100 build
 //! failure, 101 timeout, 102 hash mismatch, 104 not deterministic).
@@ -27,7 +29,9 @@ use b3_builder::realise::RealiseSettings;
 use b3_builder::sandbox::SandboxPath;
 use b3_builder::schedule::{realise_goals, Goal};
 use b3_store::activity::{self, Logger, Verbosity};
-use b3_store::path::StorePath;
+use b3_store::binary_cache::Substituters;
+use b3_store::path::{StoreDir, StorePath};
+use b3_store::substitute::Substitute;
 
 use super::Global;
 use crate::installable::{self, DefaultFile, InstallableArgs, Resolved};
@@ -102,7 +106,12 @@ fn install_logger(
     }
 }
 
-fn settings_from(a: &Args, logger: &Logger, logs_shown: bool) -> anyhow::Result<RealiseSettings> {
+fn settings_from(
+    a: &Args,
+    logger: &Logger,
+    logs_shown: bool,
+    store_dir: &StoreDir,
+) -> anyhow::Result<RealiseSettings> {
     let config = super::config::load(&a.option)?;
     for w in config.warnings() {
         logger.warn(&w.to_string());
@@ -151,14 +160,19 @@ fn settings_from(a: &Args, logger: &Logger, logs_shown: bool) -> anyhow::Result<
     } else {
         conf.log_lines as usize
     };
+    // Binary caches (`substituters`, `trusted-public-keys`, `require-sigs`,
+    // `substitute`): asked for missing outputs before building.
+    if let Some(subst) = Substituters::from_settings(conf, store_dir)? {
+        s.substituter = Some(Arc::new(subst) as Arc<dyn Substitute>);
+    }
     Ok(s)
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     b3_builder::platform::sandbox_support()?;
     let (logger, display, logs_shown) = install_logger(g, a.print_build_logs);
-    let settings = settings_from(&a, &logger, logs_shown)?;
     let store = super::store::open_store(g)?;
+    let settings = settings_from(&a, &logger, logs_shown, store.store_dir())?;
     let items = installable::resolve(&store, &a.inst, DefaultFile::Build)?;
     let evaluated = items.is_empty()
         || a.inst.from_expr
