@@ -1408,8 +1408,26 @@ pub fn update(x: &Rc<Attrs>, y: &Rc<Attrs>) -> Rc<Attrs> {
         return y.clone();
     }
     let mut out = Vec::with_capacity(x.len() + y.len());
-    let (mut i, mut j) = (0, 0);
     let (a, b) = (&x.entries, &y.entries);
+    if b.len() * 8 < a.len() {
+        // Few overrides into a big set (`acc // { k = v; }`): find each one
+        // by binary search and copy the runs of `x` between them, instead of
+        // comparing every name of `x`.
+        let mut i = 0;
+        for e in b {
+            let k = i + a[i..].partition_point(|x| x.0 < e.0);
+            out.extend_from_slice(&a[i..k]);
+            out.push(e.clone());
+            i = if k < a.len() && a[k].0 == e.0 {
+                k + 1
+            } else {
+                k
+            };
+        }
+        out.extend_from_slice(&a[i..]);
+        return Rc::new(Attrs { entries: out });
+    }
+    let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         match a[i].0.cmp(&b[j].0) {
             std::cmp::Ordering::Less => {
@@ -1479,4 +1497,92 @@ fn suggest_from(key: &str, cands: &[&str]) -> Option<String> {
 fn suggest(key: &str, a: &Attrs) -> Option<String> {
     let cands: Vec<&str> = a.entries.iter().map(|e| &*e.0).collect();
     suggest_from(key, &cands)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::{with_big_stack, OutputMode};
+
+    fn eval(expr: &str) -> Result<String, String> {
+        let expr = expr.to_string();
+        with_big_stack(move || {
+            let ev = Ev::new(Options::default());
+            ev.eval_expr_str(&expr, "«string»")
+                .and_then(|v| ev.render(&v, OutputMode::Nix, true))
+                .map_err(|e| e.msg().to_string())
+        })
+    }
+
+    fn set(names: &[&str], base: i64) -> Rc<Attrs> {
+        Rc::new(Attrs::from_unsorted(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (Rc::from(*n), Value::Int(base + i as i64), Pos::none()))
+                .collect(),
+        ))
+    }
+
+    fn ints(a: &Attrs) -> Vec<(String, i64)> {
+        a.entries
+            .iter()
+            .map(|(k, v, _)| match v {
+                Value::Int(i) => (k.to_string(), *i),
+                _ => (k.to_string(), -1),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn update_with_few_overrides_into_a_big_set_matches_the_merge() {
+        let names: Vec<String> = (0..40).map(|i| format!("k{i:02}")).collect();
+        let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        let big = set(&refs, 0);
+        // one existing name, one before all, one between, one after all
+        let small = set(&["a", "k05", "k10x", "z"], 100);
+        let got = ints(&update(&big, &small));
+        let mut want: Vec<(String, i64)> =
+            ints(&big).into_iter().filter(|(k, _)| k != "k05").collect();
+        want.extend(ints(&small));
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn speculated_arithmetic_keeps_overflow_and_division_errors_lazy() {
+        let max = i64::MAX;
+        assert_eq!(
+            eval(&format!("let f = x: 1; n = {max}; in f (n + 1)")).as_deref(),
+            Ok("1")
+        );
+        assert_eq!(
+            eval("let f = x: 2; n = 0; in f (1 / n)").as_deref(),
+            Ok("2")
+        );
+        let e = eval(&format!("let f = x: x; n = {max}; in f (n + 1)")).unwrap_err();
+        assert!(e.contains("integer overflow"), "{e}");
+    }
+
+    #[test]
+    fn speculated_selection_of_a_missing_attribute_stays_lazy() {
+        assert_eq!(
+            eval("let f = x: 3; s = { a = 1; }; in builtins.seq s (f s.b)").as_deref(),
+            Ok("3")
+        );
+        assert_eq!(
+            eval("let s = { a = { b = 5; }; }; in builtins.seq s.a [ s.a.b (s.a.c or 6) ]")
+                .as_deref(),
+            Ok("[ 5 6 ]")
+        );
+    }
+
+    #[test]
+    fn forced_variables_keep_their_value_after_the_slot_is_short_circuited() {
+        assert_eq!(
+            eval("let fib = n: if n < 2 then n else fib (n - 1) + fib (n - 2); in fib 15")
+                .as_deref(),
+            Ok("610")
+        );
+    }
 }

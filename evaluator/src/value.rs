@@ -83,6 +83,26 @@ impl Attrs {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+    /// `builtins.intersectAttrs self other`: the entries of `other` whose
+    /// names `self` has. Walks the smaller set and binary-searches the
+    /// bigger one, so `intersectAttrs (functionArgs f) pkgs` costs a few
+    /// lookups rather than one per package.
+    pub fn intersect(&self, other: &Attrs) -> Attrs {
+        let entries = if self.len() < other.len() {
+            self.entries
+                .iter()
+                .filter_map(|e| other.get_entry(&e.0).cloned())
+                .collect()
+        } else {
+            other
+                .entries
+                .iter()
+                .filter(|e| self.get(&e.0).is_some())
+                .cloned()
+                .collect()
+        };
+        Attrs { entries }
+    }
     /// Builds from unsorted entries; later duplicates win.
     pub fn from_unsorted(mut v: Vec<(Sym, Value, Pos)>) -> Self {
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -304,5 +324,39 @@ impl Value {
             self,
             Value::Lambda(_) | Value::PrimOp(_) | Value::PrimOpApp(..)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> Attrs {
+        Attrs::from_unsorted(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (Rc::from(*n), Value::Int(i as i64), Pos::none()))
+                .collect(),
+        )
+    }
+
+    fn names(a: &Attrs) -> Vec<String> {
+        a.entries.iter().map(|e| e.0.to_string()).collect()
+    }
+
+    #[test]
+    fn intersect_takes_the_values_of_the_second_set_whichever_is_smaller() {
+        let small = set(&["b", "zz", "d"]);
+        let big = set(&["a", "b", "c", "d", "e"]);
+        let r = small.intersect(&big);
+        assert_eq!(names(&r), ["b", "d"]);
+        // values come from `big` (b is its entry 1, d its entry 3)
+        assert!(matches!(r.entries[0].1, Value::Int(1)));
+        assert!(matches!(r.entries[1].1, Value::Int(3)));
+        let r = big.intersect(&small);
+        assert_eq!(names(&r), ["b", "d"]);
+        assert!(matches!(r.entries[0].1, Value::Int(0)));
+        assert!(matches!(r.entries[1].1, Value::Int(2)));
     }
 }
