@@ -3,7 +3,8 @@
 # store under the user's data directory; no server, no root, no daemon).
 #
 #   scripts/demo.sh [DIR]     DIR defaults to this repository's examples/ folder
-#   Needs (Debian): busybox-static tcc musl-dev, and unprivileged user namespaces.
+#   Installs what the example needs when missing (Debian: busybox-static tcc musl-dev,
+#   through apt-get, with sudo when not root). Needs unprivileged user namespaces.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DIR=${1:-$PWD/examples}
@@ -42,9 +43,16 @@ run "$B3" instantiate --eval --strict -E 'builtins.map (x: x * 2) [ 1 2 3 ]'
 # toolchain enters the store through b3 itself (builtins.path): Debian's static busybox
 # and tcc (with musl-dev's static libc). In b3's rootless sandbox, hello is compiled
 # from examples/src/hello.c and greet (which runs hello) from examples/src/greet.c.
-for f in /bin/busybox /usr/bin/tcc /usr/lib/x86_64-linux-musl/libc.a; do
-  [ -e "$f" ] || { echo "missing $f: apt-get install busybox-static tcc musl-dev" >&2; exit 1; }
-done
+missing=()
+[ -e /bin/busybox ] || missing+=(busybox-static)
+[ -e /usr/bin/tcc ] || missing+=(tcc)
+[ -e /usr/lib/x86_64-linux-musl/libc.a ] || missing+=(musl-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  echo "installing ${missing[*]} (the example's toolchain)" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >&2
+fi
 OUT_LINK=${TMPDIR:-/tmp}/b3-demo-greet
 if "$B3" build --help 2>/dev/null | grep -q -- '--attr'; then
   run "$B3" build examples -A greet -o "$OUT_LINK"
