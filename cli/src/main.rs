@@ -41,6 +41,10 @@ enum Command {
     Eval(cmd::eval::Args),
     /// A drop-in for `nix-instantiate`.
     Instantiate(cmd::instantiate::Args),
+    /// `nix-env -qa`: list the derivations an expression offers (`b3 env -qa --drv-path`).
+    Env(cmd::query::Args),
+    /// Same as `b3 env -qa`.
+    QueryAll(cmd::query::Args),
     /// Binary-cache signing keys (Nix's format).
     #[command(subcommand)]
     Key(cmd::key::Command),
@@ -112,6 +116,8 @@ fn dispatch(cli: Cli) -> ExitCode {
         Command::Derivation(c) => cmd::derivation::run(&cli.global, c),
         Command::Eval(a) => cmd::eval::run(&cli.global, a),
         Command::Instantiate(a) => cmd::instantiate::run(&cli.global, a),
+        Command::Env(a) => cmd::query::run(&cli.global, a, false),
+        Command::QueryAll(a) => cmd::query::run(&cli.global, a, true),
         Command::Key(c) => cmd::key::run(&cli.global, c),
         Command::Copy(a) => cmd::copy::run(&cli.global, a),
         Command::Serve(a) => cmd::serve::run(&cli.global, a),

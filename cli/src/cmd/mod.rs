@@ -14,6 +14,7 @@ pub mod log;
 pub mod nar;
 pub mod path_info;
 pub mod print_env;
+pub mod query;
 #[cfg(target_os = "linux")]
 pub mod runtime;
 pub mod serve;
