@@ -25,6 +25,8 @@ pub struct Cmdline {
     pub lint_short: Lint,
     pub lint_url: Lint,
     pub impure: bool,
+    /// `--pure-eval`; Nix 2.8's nix-instantiate is impure by default.
+    pub pure_eval: bool,
     pub read_write: bool,
     /// `--readonly-mode` / `--dry-run`: compute drv paths without writing them.
     pub no_write: bool,
@@ -61,8 +63,14 @@ pub fn parse_cmdline(args: &[String]) -> Result<Cmdline, String> {
             "--no-location" | "--add-root" | "--indirect" | "--find-file" => {}
             "--show-trace" => c.show_trace = true,
             "--no-show-trace" => c.show_trace = false,
-            "--impure" => c.impure = true,
-            "--pure-eval" => c.impure = false,
+            "--impure" => {
+                c.impure = true;
+                c.pure_eval = false;
+            }
+            "--pure-eval" => {
+                c.impure = false;
+                c.pure_eval = true;
+            }
             "--read-write-mode" => c.read_write = true,
             "--readonly-mode" => {
                 c.read_write = false;
@@ -167,7 +175,7 @@ pub fn options_for(c: &Cmdline) -> Options {
     o.lint_abs_path = c.lint_abs;
     o.lint_short_path = c.lint_short;
     o.lint_url = c.lint_url;
-    o.pure = !c.impure;
+    o.pure = c.pure_eval;
     if let Ok(d) = std::env::var("NIX_STORE_DIR") {
         o.store_dir = d;
     }

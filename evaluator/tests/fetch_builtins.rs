@@ -234,3 +234,19 @@ fn fetch_tarball_hash_mismatch_reads_like_nix() {
     assert!(e.contains(&format!("got:       {got}")), "{e}\n{nix_e}");
     assert!(e.starts_with(&format!("hash mismatch in file downloaded from '{url}'")));
 }
+
+#[test]
+fn the_command_line_is_impure_and_writes_unless_told_otherwise() {
+    use b3_evaluator::nix_cli::{options_for, parse_cmdline};
+    let args = |a: &[&str]| -> Vec<String> { a.iter().map(|s| s.to_string()).collect() };
+    // Only read when NIX_REMOTE is not dummy://, which the test runner does not set.
+    let o = options_for(&parse_cmdline(&args(&["--eval", "-E", "1"])).unwrap());
+    assert!(!o.pure, "Nix 2.8's nix-instantiate is impure by default");
+    assert_eq!(
+        o.store.write,
+        std::env::var("NIX_REMOTE").as_deref() != Ok("dummy://")
+    );
+    let o = options_for(&parse_cmdline(&args(&["--pure-eval", "--readonly-mode"])).unwrap());
+    assert!(o.pure);
+    assert!(!o.store.write);
+}
