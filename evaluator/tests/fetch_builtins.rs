@@ -250,3 +250,26 @@ fn the_command_line_is_impure_and_writes_unless_told_otherwise() {
     assert!(o.pure);
     assert!(!o.store.write);
 }
+
+#[test]
+fn a_pinned_fetch_already_in_the_store_is_not_downloaded_again() {
+    let s = serve(vec![("/pinned", Route::Body(b"pinned\n".to_vec()))]);
+    let t = TmpDir::new("pin");
+    let f = t.path().join("b");
+    std::fs::write(&f, b"pinned\n").unwrap();
+    let sha = Command::new("nix-hash")
+        .args(["--type", "sha256", "--flat", "--base32"])
+        .arg(&f)
+        .output()
+        .expect("nix-hash is needed: run scripts/setup-test-deps.sh");
+    let sha = String::from_utf8(sha.stdout).unwrap().trim().to_string();
+    let store = TmpDir::new("pin-store");
+    let expr = format!(
+        "builtins.fetchurl {{ url = {}; sha256 = \"{sha}\"; }}",
+        lit(&s.url("/pinned"))
+    );
+    let first = b3_eval(&expr, Some(store.path())).unwrap();
+    let second = b3_eval(&expr, Some(store.path())).unwrap();
+    assert_eq!(first, second);
+    assert_eq!(s.hits("/pinned"), 1);
+}

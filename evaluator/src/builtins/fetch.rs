@@ -110,6 +110,12 @@ fn fetch_common(ev: &Ev, arg: &Value, p: Pos, who: &str, unpack: bool) -> R<Valu
     if let Some(v) = ev.store_io.fetch_cache.borrow().get(&key) {
         return Ok(v.clone());
     }
+    // A pinned result already in the store is not fetched again (as Nix).
+    if let Some(sp) = pinned_in_store(ev, expected.as_ref(), unpack, &name).map_err(other(p))? {
+        let v = store_string(sp);
+        ev.store_io.fetch_cache.borrow_mut().insert(key, v.clone());
+        return Ok(v);
+    }
     let io = &ev.store_io;
     let file = io.scratch_path("download").map_err(other(p))?;
     let got = fetch::download_to_file(&url, &file, &FetchOptions::default())
@@ -168,6 +174,34 @@ fn fetch_common(ev: &Ev, arg: &Value, p: Pos, who: &str, unpack: bool) -> R<Valu
     let v = store_string(sp);
     ev.store_io.fetch_cache.borrow_mut().insert(key, v.clone());
     Ok(v)
+}
+
+/// The store path a sha256-pinned fetch would produce, if the b3 store
+/// (write mode) already has it.
+fn pinned_in_store(
+    ev: &Ev,
+    expected: Option<&Hash>,
+    recursive: bool,
+    name: &str,
+) -> Result<Option<String>, String> {
+    let Some(h) = expected.filter(|h| h.algo() == HashAlgo::Sha256) else {
+        return Ok(None);
+    };
+    if !ev.opts.store.write || h.as_bytes().iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    let sp = make_fixed_output_path(
+        &ev.opts.store_dir,
+        recursive,
+        "sha256",
+        h.as_bytes(),
+        name,
+        &[],
+    )?;
+    let store = ev.store_io.store(&ev.opts.store, &ev.opts.store_dir)?;
+    let parsed = store.store_dir().parse(&sp).map_err(|e| e.to_string())?;
+    let valid = store.is_valid_sync(&parsed).map_err(|e| e.to_string())?;
+    Ok(valid.then_some(sp))
 }
 
 fn hash_file(path: &Path, algo: HashAlgo) -> Result<Hash, String> {
