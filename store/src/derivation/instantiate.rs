@@ -108,7 +108,9 @@ pub fn parse_hash_allow_empty(s: &str, algo: Option<HashAlgo>) -> Result<Hash, D
 pub struct Instantiated {
     pub drv: Derivation,
     pub drv_path: StorePath,
-    /// The `.drv` file contents.
+    /// The `.drv` file contents (exact whenever `drv.env_bytes` is empty,
+    /// as for every derivation the evaluator makes; otherwise write
+    /// `drv.to_aterm_bytes`).
     pub aterm: String,
     /// `hashDerivationModulo(drv, maskOutputs = false)`: cache it under
     /// `drv_path` (e.g. in a [`super::DrvHashCache`]).
