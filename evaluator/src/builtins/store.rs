@@ -60,18 +60,25 @@ pub fn copy_path_to_store(ev: &Ev, path: &str, pos: Pos) -> R<String> {
     add_path(ev, path, &name, None, pos)
 }
 
-fn add_path(ev: &Ev, path: &str, name: &str, filter: Option<&Value>, pos: Pos) -> R<String> {
+fn add_path(ev: &Ev, logical: &str, name: &str, filter: Option<&Value>, pos: Pos) -> R<String> {
     check_name(name, pos)?;
+    // Read from where the contents are; the filter sees logical paths.
+    let real = storepath::realise_path(ev, logical).map_err(|e| EvalError::other(e, pos))?;
+    let path = real.as_str();
     if std::fs::symlink_metadata(path).is_err() {
-        return err(format!("path '{path}' does not exist"), pos);
+        return err(format!("path '{logical}' does not exist"), pos);
     }
     let ferr: std::cell::RefCell<Option<EvalError>> = std::cell::RefCell::new(None);
     let mut f = |p: &str, ty: &str| -> Result<bool, String> {
         match filter {
             None => Ok(true),
             Some(fv) => {
+                let shown = match p.strip_prefix(path) {
+                    Some(rest) if path != logical => format!("{logical}{rest}"),
+                    _ => p.to_string(),
+                };
                 let r = ev
-                    .call2(fv, Value::str(p.as_bytes().to_vec()), Value::str(ty), pos)
+                    .call2(fv, Value::str(shown.into_bytes()), Value::str(ty), pos)
                     .and_then(|r| ev.force_bool(&r, pos));
                 match r {
                     Ok(b) => Ok(b),
@@ -204,6 +211,7 @@ fn path(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         add_path(ev, &path, &name, filter.as_ref(), p)?
     } else {
         check_name(&name, p)?;
+        let path = storepath::realise_path(ev, &path).map_err(|e| EvalError::other(e, p))?;
         let data = std::fs::read(&path)
             .map_err(|e| EvalError::other(format!("reading '{path}': {e}"), p))?;
         let sp = make_fixed_output_path(
