@@ -171,6 +171,13 @@ fn fetch_common(ev: &Ev, arg: &Value, p: Pos, who: &str, unpack: bool) -> R<Valu
         (file, sp)
     };
     storepath::add_computed(ev, &content, &name, unpack, &sp).map_err(other(p))?;
+    if ev.opts.store.write {
+        // The store has its own copy now; read-only mode keeps reading this one.
+        let _ = match content.parent() {
+            Some(dir) if unpack => std::fs::remove_dir_all(dir),
+            _ => std::fs::remove_file(&content),
+        };
+    }
     let v = store_string(sp);
     ev.store_io.fetch_cache.borrow_mut().insert(key, v.clone());
     Ok(v)
