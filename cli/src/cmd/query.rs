@@ -103,7 +103,7 @@ struct Columns {
 }
 
 pub fn run(_g: &Global, a: Args, query_all: bool) -> anyhow::Result<ExitCode> {
-    if !query_all && !(a.query && a.available) {
+    if !(query_all || a.query && a.available) {
         anyhow::bail!(
             "b3 env supports only the query of available derivations: use `b3 env -qa` \
              (or `b3 query-all`)"
@@ -796,7 +796,7 @@ fn load_source(ev: &Ev, file: &str) -> R<Value> {
         b3_evaluator::pos::Pos::none(),
     ));
     let mut seen = std::collections::BTreeSet::new();
-    all_exprs(ev, &abs, &mut seen, &mut entries);
+    all_exprs(&abs, &mut seen, &mut entries);
     Ok(Value::attrs(Attrs::from_unsorted_first(entries)))
 }
 
@@ -807,7 +807,6 @@ fn is_nix_expr(path: &str, meta: &std::fs::Metadata) -> bool {
 /// The entries of a channel directory: `foo.nix` and `foo/` (with a
 /// default.nix) become `foo`; other directories are searched in turn.
 fn all_exprs(
-    ev: &Ev,
     dir: &str,
     seen: &mut std::collections::BTreeSet<String>,
     out: &mut Vec<(Rc<str>, Value, b3_evaluator::pos::Pos)>,
@@ -837,7 +836,7 @@ fn all_exprs(
             let v = Value::native(Rc::new(move |ev: &Ev| ev.eval_file(&path)));
             out.push((Rc::from(attr.as_str()), v, b3_evaluator::pos::Pos::none()));
         } else if meta.is_dir() {
-            all_exprs(ev, &p, seen, out);
+            all_exprs(&p, seen, out);
         }
     }
 }
