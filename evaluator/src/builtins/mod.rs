@@ -154,7 +154,9 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
     let consts: Vec<(&str, Value)> = vec![
         ("currentSystem", Value::str("x86_64-linux")),
         ("currentTime", Value::Int(now)),
-        ("nixVersion", Value::str("2.36.0")),
+        // The version of the oracle b3 is held to: nixpkgs reads it (irods
+        // passes it to cmake; minver checks), so drv paths depend on it.
+        ("nixVersion", Value::str("2.8.0")),
         ("langVersion", Value::Int(6)),
         ("storeDir", Value::str(opts.store_dir.as_bytes().to_vec())),
         ("nixPath", Value::list(nix_path_list)),
