@@ -70,6 +70,10 @@ enum Command {
     Runtime(cmd::runtime::Args),
 }
 
+// The evaluator allocates many small, short-lived thunks and frames.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Multicall: invoked as `nix-build`, `nix-shell`, `nix-store` or
     // `nix-instantiate` (through a symlink), behave like it.
