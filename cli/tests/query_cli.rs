@@ -36,7 +36,7 @@ in many // more // {
   _under = mk "under_score-1" { };
   multi = mk "multi-3" { outputs = [ "out" "dev" "bin" ]; };
   broken = assert count == 2; mk "broken-1" { };
-  brokenDrv = (mk "brokendrv-1" { }) // { drvPath = assert count == 2; "x"; };
+  brokenDrv = (mk "brokendrv-1" { }) // { drvPath = assert count == 2; alpha.drvPath; };
   noDrvPath = { type = "derivation"; name = "nodrvpath-1"; outPath = alpha.outPath; };
   nested = {
     recurseForDerivations = true;
@@ -178,11 +178,11 @@ fn query_all_is_an_alias_of_env_qa() {
 }
 
 #[test]
-fn a_throw_stops_the_query_as_in_nix() {
+fn an_abort_stops_the_query_as_in_nix_and_a_throw_does_not() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("expr.nix"),
-        r#"{ ok = derivation { name = "ok-1"; system = "x"; builder = "/bin/sh"; }; bad = throw "no"; }"#,
+        r#"{ ok = derivation { name = "ok-1"; system = "x"; builder = "/bin/sh"; }; bad = abort "no"; thrown = throw "skipped, as an assert is"; }"#,
     )
     .unwrap();
     let nix = nix_env()

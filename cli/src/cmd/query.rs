@@ -377,8 +377,9 @@ struct Walk<'a> {
     ev: &'a Ev,
     setup: &'a Setup,
     args: Rc<Attrs>,
-    /// The value the walk starts at (after `-A`), not yet auto-called.
-    start: Value,
+    /// The value the walk starts at (after `-A`), auto-called once: the
+    /// walk and later identity checks must see the same instance.
+    top: Value,
 }
 
 type R<T> = Result<T, EvalError>;
@@ -393,11 +394,12 @@ impl<'a> Walk<'a> {
         } else {
             ev.select_path(&root, &setup.attr, &args)?
         };
+        let top = ev.auto_call(&start, &args)?;
         Ok(Walk {
             ev,
             setup,
             args,
-            start,
+            top,
         })
     }
 
@@ -407,8 +409,7 @@ impl<'a> Walk<'a> {
         let mut out = Vec::new();
         let prefix = self.setup.attr.clone();
         // The top level is split only when it is a plain set of packages.
-        let top = self.ev.auto_call(&self.start, &self.args);
-        let top = match top {
+        let top = match self.ev.force(&self.top) {
             Ok(v) => v,
             Err(e) => return Err(render(&e, show)),
         };
@@ -742,7 +743,7 @@ impl<'a> Walk<'a> {
     /// The identity of the attribute set at `path` (as the walk reached it),
     /// or `None` if it cannot be evaluated.
     fn resolve(&self, path: &str) -> Option<usize> {
-        let mut v = self.ev.auto_call(&self.start, &self.args).ok()?;
+        let mut v = self.top.clone();
         let rel = if self.setup.attr.is_empty() {
             path
         } else {
