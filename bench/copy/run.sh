@@ -74,7 +74,7 @@ HTTP="http://127.0.0.1:$HTTP_PORT"
 raw_fetch() { # base url → seconds to fetch every object with curl, 8 at a time
   local t0 t1
   t0=$(now)
-  sed "s|^|$1/|" "$W/objects" | xargs -P 8 -n 64 curl -sf -o /dev/null
+  sed "s|^|$1/|" "$W/objects" | xargs -P 8 -n 16 curl -sf >/dev/null
   t1=$(now); elapsed "$t0" "$t1"
 }
 echo "== raw fetch (curl, 8 parallel) over HTTP"
