@@ -97,14 +97,11 @@ pub enum AttrName {
 
 #[derive(Debug)]
 pub struct AttrsExpr {
-    /// Whether values live in a new frame (rec sets, let, or sets with
-    /// `inherit (e)` whose sources need slots).
+    /// Whether values live in a new frame (rec sets and let).
     pub frame: bool,
     pub rec: bool,
     pub statics: Vec<(Sym, Expr, Pos)>,
     pub dynamics: Vec<(Expr, Expr, Pos)>,
-    /// `inherit (e)` sources, stored in the frame after the statics.
-    pub froms: Vec<Expr>,
 }
 
 #[derive(Debug)]
@@ -852,7 +849,7 @@ impl<'a> Lowerer<'a> {
         name: &Sym,
         pos: Pos,
         skip: usize,
-        nstatics: usize,
+        froms: &[ast::Expr],
     ) -> Result<Expr, EvalError> {
         Ok(match e {
             BEntry::Value(v) => {
@@ -864,8 +861,11 @@ impl<'a> Lowerer<'a> {
             }
             BEntry::Nested(nb) => Expr::Attrs(Box::new(self.lower_builder(nb, false, None)?)),
             BEntry::Inherit => self.resolve(name, skip, pos)?,
+            // Nix 2.8 evaluates the source of `inherit (e) a b` once per
+            // inherited name (`a = e.a; b = e.b;`), so a source that is a
+            // call yields distinct values; nix-env -qa output depends on it.
             BEntry::InheritFrom(i) => Expr::Select {
-                e: Box::new(Expr::Var(0, (nstatics + i) as u32)),
+                e: Box::new(self.lower(&froms[i])?),
                 path: vec![AttrName::Static(name.clone())],
                 default: None,
                 pos,
@@ -881,8 +881,7 @@ impl<'a> Lowerer<'a> {
         body: Option<(&mut Option<Expr>, Option<ast::Expr>, &rnix::SyntaxNode)>,
     ) -> Result<AttrsExpr, EvalError> {
         let rec = b.rec || is_let;
-        let frame = rec || !b.froms.is_empty();
-        let nstatics = b.statics.len();
+        let frame = rec;
         if frame {
             let mut m = FxHashMap::default();
             if rec {
@@ -894,20 +893,16 @@ impl<'a> Lowerer<'a> {
         }
         let res = (|| {
             let skip = usize::from(frame);
-            let mut froms = Vec::new();
-            for f in &b.froms {
-                froms.push(self.lower(f)?);
-            }
             let mut statics = Vec::new();
             for (name, e, pos) in b.statics {
-                let x = self.lower_entry(e, &name, pos, skip, nstatics)?;
+                let x = self.lower_entry(e, &name, pos, skip, &b.froms)?;
                 statics.push((name, x, pos));
             }
             let mut dynamics = Vec::new();
             for (k, e, pos) in b.dynamics {
                 let key = self.lower_dyn_key(&k)?;
                 let dummy: Sym = "".into();
-                let x = self.lower_entry(e, &dummy, pos, skip, nstatics)?;
+                let x = self.lower_entry(e, &dummy, pos, skip, &b.froms)?;
                 dynamics.push((key, x, pos));
             }
             if let Some((slot, e, parent)) = body {
@@ -918,7 +913,6 @@ impl<'a> Lowerer<'a> {
                 rec,
                 statics,
                 dynamics,
-                froms,
             })
         })();
         if frame {

@@ -616,7 +616,7 @@ impl Ev {
 
     /// Creates the frame of a `let`/`rec` set, filling its slots with thunks.
     fn build_frame(&self, a: &'static AttrsExpr, env: &Rc<Env>) -> R<Rc<Env>> {
-        let n = a.statics.len() + a.froms.len();
+        let n = a.statics.len();
         let new_env = Env::new(Some(env.clone()), Slots::new());
         let building = a.rec;
         let mut slots = Slots::with_capacity(n);
@@ -626,9 +626,6 @@ impl Ev {
             } else {
                 self.mk_thunk(e, &new_env, false)
             });
-        }
-        for f in &a.froms {
-            slots.push(self.mk_thunk(f, &new_env, true));
         }
         *new_env.slots.borrow_mut() = slots;
         if building {

@@ -69,14 +69,7 @@ fn remove_attrs(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 fn intersect_attrs(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let x = ev.force_attrs(&a[0], p)?;
     let y = ev.force_attrs(&a[1], p)?;
-    Ok(Value::attrs(Attrs {
-        entries: y
-            .entries
-            .iter()
-            .filter(|e| x.get(&e.0).is_some())
-            .cloned()
-            .collect(),
-    }))
+    Ok(Value::attrs(x.intersect(&y)))
 }
 
 fn cat_attrs(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {

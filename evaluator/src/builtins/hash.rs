@@ -53,9 +53,12 @@ fn hash_string(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 
 fn hash_file(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let algo = ev.force_string(&a[0], p)?;
-    let path = ev.coerce_to_path(&a[1], p)?;
+    let logical = ev.coerce_to_path(&a[1], p)?;
+    // A fetched path may live in a scratch directory or the b3 store.
+    let path = crate::storepath::realise_path(ev, &logical)
+        .map_err(|e| crate::error::EvalError::other(e, p))?;
     let data = std::fs::read(&path)
-        .map_err(|e| crate::error::EvalError::other(format!("opening file '{path}': {e}"), p))?;
+        .map_err(|e| crate::error::EvalError::other(format!("opening file '{logical}': {e}"), p))?;
     let h = digest(&algo, &data).ok_or_else(|| bad_algo(&algo, p))?;
     Ok(Value::str(hex(&h)))
 }
