@@ -164,10 +164,9 @@ fn dump_filtered(
             w.s(")");
         }
     } else {
-        use std::os::unix::fs::PermissionsExt;
         w.s("type");
         w.s("regular");
-        if md.permissions().mode() & 0o100 != 0 {
+        if b3_store::os::is_executable(&md) {
             w.s("executable");
             w.s("");
         }

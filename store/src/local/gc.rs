@@ -11,7 +11,6 @@
 //! a path that a remaining path refers to.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::lock::{FileLock, LockMode};
@@ -45,7 +44,7 @@ pub(crate) fn disk_usage(p: &Path) -> u64 {
     let Ok(m) = std::fs::symlink_metadata(p) else {
         return 0;
     };
-    let mut n = m.blocks() * 512;
+    let mut n = crate::os::allocated_bytes(&m);
     if m.is_dir() {
         if let Ok(rd) = std::fs::read_dir(p) {
             for e in rd.flatten() {

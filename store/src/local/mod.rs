@@ -372,7 +372,7 @@ impl LocalStore {
         let f = File::open(p)
             .or_else(|_| File::open(p.parent().unwrap_or(Path::new("/"))))
             .map_err(io_ctx(format!("opening {}", p.display())))?;
-        rustix::fs::syncfs(&f).map_err(|e| StoreError::io("syncfs", e.into()))
+        crate::os::sync_filesystem(&f).map_err(|e| StoreError::io("syncfs", e))
     }
 
     fn sync_store_dir(&self) -> Result<(), StoreError> {
@@ -964,7 +964,7 @@ fn replace_symlink(target: &Path, link: &Path) -> Result<(), StoreError> {
         std::process::id()
     ));
     let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)
+    crate::os::symlink(target, &tmp)
         .map_err(io_ctx(format!("creating {}", tmp.display())))?;
     std::fs::rename(&tmp, link).map_err(io_ctx(format!("creating {}", link.display())))
 }
