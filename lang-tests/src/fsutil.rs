@@ -64,10 +64,11 @@ fn make_writable(dir: &Path) -> io::Result<()> {
         if meta.is_dir() {
             let mut perm = meta.permissions();
             #[cfg(unix)]
-            std::os::unix::fs::PermissionsExt::set_mode(
-                &mut perm,
-                std::os::unix::fs::PermissionsExt::mode(&perm) | 0o700,
-            );
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = perm.mode();
+                perm.set_mode(mode | 0o700);
+            }
             #[cfg(windows)]
             perm.set_readonly(false);
             std::fs::set_permissions(entry.path(), perm)?;

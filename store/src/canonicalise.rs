@@ -132,7 +132,8 @@ pub fn remove_tree(root: &Path) -> io::Result<()> {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use rustix::fs::CWD;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn canonicalises_modes_and_times_without_following_symlinks() {
