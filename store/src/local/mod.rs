@@ -369,8 +369,8 @@ impl LocalStore {
         }
         // One syncfs flushes every file written for this add at once, far
         // cheaper than an fsync per file for trees with many small files.
-        let f = File::open(p)
-            .or_else(|_| File::open(p.parent().unwrap_or(Path::new("/"))))
+        let f = crate::os::open_node(p)
+            .or_else(|_| crate::os::open_node(p.parent().unwrap_or(Path::new("/"))))
             .map_err(io_ctx(format!("opening {}", p.display())))?;
         crate::os::sync_filesystem(&f).map_err(|e| StoreError::io("syncfs", e))
     }
@@ -379,8 +379,9 @@ impl LocalStore {
         if !self.inner.fsync {
             return Ok(());
         }
-        let f = File::open(&self.inner.real_store).map_err(io_ctx("opening the store dir"))?;
-        f.sync_all().map_err(io_ctx("syncing the store dir"))
+        let f = crate::os::open_node(&self.inner.real_store)
+            .map_err(io_ctx("opening the store dir"))?;
+        crate::os::sync_dir(&f).map_err(io_ctx("syncing the store dir"))
     }
 
     /// Move a finished, canonical tree at `tmp_node` to `path` and register it.

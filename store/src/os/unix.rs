@@ -70,6 +70,16 @@ pub fn sync_filesystem(f: &File) -> io::Result<()> {
     rustix::fs::syncfs(f).map_err(io::Error::from)
 }
 
+/// Opens a file or directory for reading (to sync it).
+pub fn open_node(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
+/// Makes a directory's entries durable.
+pub fn sync_dir(dir: &File) -> io::Result<()> {
+    dir.sync_all()
+}
+
 /// Atomically swaps the paths `a` and `b` (both must exist).
 pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     rustix::fs::renameat_with(CWD, a, CWD, b, rustix::fs::RenameFlags::EXCHANGE)

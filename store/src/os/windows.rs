@@ -95,6 +95,21 @@ pub fn sync_filesystem(f: &File) -> io::Result<()> {
     }
 }
 
+/// Opens a file or directory for reading (directories need backup
+/// semantics to be opened at all).
+pub fn open_node(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+        .open(path)
+}
+
+/// Windows cannot flush a directory opened for reading, and NTFS journals
+/// its metadata: flushing is attempted and "access denied" accepted.
+pub fn sync_dir(dir: &File) -> io::Result<()> {
+    sync_filesystem(dir)
+}
+
 /// Swaps `a` and `b` in three renames (Windows has no atomic exchange).
 pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     let mut aside = b.as_os_str().to_owned();
