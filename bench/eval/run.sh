@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs each workload with `b3 eval --strict` and `nix-instantiate --eval --strict`
-# side by side; prints CPU time (user+sys), peak RSS (GNU time %M) and the b3/Nix ratios.
+# side by side; prints CPU time (user+sys, best of $RUNS, default 3), peak RSS
+# (GNU time %M) and the b3/Nix ratios.
 # Usage: bench/eval/run.sh [path-to-b3]   (default: target/release/b3)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -18,9 +19,17 @@ if [ "$(basename "$B3")" = nix-instantiate ]; then b3cmd=("$B3"); else b3cmd=("$
 
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
-measure() { # prints "cpu_seconds maxrss_kb" (user+sys: the machine may be shared)
-  /usr/bin/time -f '%U %S %M' -o "$tmp" "$@" >/dev/null 2>&1 || true
-  tail -1 "$tmp" | awk '{ printf "%.2f %s\n", $1 + $2, $3 }'
+RUNS="${RUNS:-3}"
+measure() { # prints "cpu_seconds maxrss_kb": best CPU time (user+sys, the
+  # machine may be shared) and peak RSS over $RUNS runs
+  local best="" rss=0 t m
+  for _ in $(seq "$RUNS"); do
+    /usr/bin/time -f '%U %S %M' -o "$tmp" "$@" >/dev/null 2>&1 || true
+    read -r t m < <(tail -1 "$tmp" | awk '{ printf "%.3f %s\n", $1 + $2, $3 }')
+    if [ -z "$best" ] || awk -v a="$t" -v b="$best" 'BEGIN { exit !(a < b) }'; then best=$t; fi
+    [ "$m" -gt "$rss" ] && rss=$m
+  done
+  echo "$best $rss"
 }
 
 printf '%-16s %10s %10s %8s %10s %10s %8s\n' workload b3_cpu_s nix_cpu_s time_x b3_KB nix_KB mem_x

@@ -83,6 +83,7 @@ pub enum JobError {
 #[derive(Debug)]
 pub struct WorkDir {
     path: PathBuf,
+    kept: bool,
 }
 
 impl WorkDir {
@@ -102,7 +103,7 @@ impl WorkDir {
         self.path.join("store")
     }
 
-    fn create(parent: &Path, prefix: &str, name: &str) -> Result<WorkDir, OsError> {
+    pub(crate) fn create(parent: &Path, prefix: &str, name: &str) -> Result<WorkDir, OsError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let safe: String = name
             .chars()
@@ -120,7 +121,7 @@ impl WorkDir {
             let path = parent.join(format!("{prefix}{safe}-{}-{n}", std::process::id()));
             match std::fs::create_dir(&path) {
                 Ok(()) => {
-                    let wd = WorkDir { path };
+                    let wd = WorkDir { path, kept: false };
                     for d in [wd.root(), wd.build(), wd.store()] {
                         std::fs::create_dir(&d).map_err(|e| {
                             OsError::from_io(format!("creating {}", d.display()), &e)
@@ -135,9 +136,24 @@ impl WorkDir {
     }
 }
 
+impl WorkDir {
+    /// Keeps the directory (Nix's `--keep-failed`): moves it to `dest`
+    /// (same file system) and no longer removes it. Returns where it is.
+    pub fn keep(mut self, dest: &Path) -> std::io::Result<PathBuf> {
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(&self.path, dest)?;
+        self.kept = true;
+        Ok(dest.to_path_buf())
+    }
+}
+
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        let _ = remove_tree(&self.path);
+        if !self.kept {
+            let _ = remove_tree(&self.path);
+        }
     }
 }
 

@@ -5,11 +5,19 @@
 //! Linux build sandbox described as data ([`sandbox`]), and the Nix builder
 //! semantics on top of it ([`env`]: the environment, passAsFile and
 //! structured attrs Nix gives a builder; [`job`]: one build from inputs to
-//! outputs).
+//! outputs), and realisation into the local store: [`schedule`] (the
+//! derivation graph, parallel builds and substitutions), [`step`] (one
+//! derivation: locks, build, [`checks`], registration), [`buildlog`] (kept
+//! logs) and [`realise`] (settings, errors, entry points, `StoreBuild`).
 
+pub mod buildlog;
+pub mod builtin_fetchurl;
+pub mod checks;
 pub mod drv;
 pub mod env;
 pub mod job;
 pub mod platform;
 pub mod realise;
 pub mod sandbox;
+pub mod schedule;
+pub mod step;

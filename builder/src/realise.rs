@@ -1,40 +1,40 @@
-//! Realising derivations into the local store: read the `.drv`, realise its
-//! input derivations first (depth first), run the builder in the sandbox
-//! with its outputs in a work directory inside the store, check
-//! fixed-output hashes, then hand each output to the store's `add_nar`
-//! (which restores, verifies, canonicalises and registers it atomically)
-//! with the references found by scanning its NAR, and record the
-//! derivation's outputs.
+//! Realising derivations into the local store: the settings a realisation
+//! runs with, its errors (with Nix's wording and exit status), the entry
+//! points, and [`LocalBuilder`], which wraps a [`LocalStore`] and
+//! implements the async [`StoreBuild`] trait (plus `StoreRead`/`StoreWrite`
+//! by delegation).
 //!
-//! [`LocalBuilder`] wraps a [`LocalStore`] and implements the async
-//! [`StoreBuild`] trait (plus `StoreRead`/`StoreWrite` by delegation).
+//! The work is split: [`crate::schedule`] walks the derivation graph and
+//! runs builds and substitutions in parallel; [`crate::step`] builds one
+//! derivation (lock its outputs, run the builder in the sandbox, check the
+//! outputs, register them). This module also owns the two helpers they
+//! share to turn a built output into a store path: [`scan_output`] (NAR
+//! hash, size and references in one pass) and [`add_output`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use b3_store::activity::Logger;
 use b3_store::derivation::{aterm, Derivation, DerivationError};
 use b3_store::hash::{Hash, HashAlgo, Hasher};
 use b3_store::local::LocalStore;
-use b3_store::path::{ContentAddress, FileIngestionMethod, StoreDir, StorePath};
+use b3_store::path::{FileIngestionMethod, StoreDir, StorePath};
 use b3_store::refscan::RefScanner;
+use b3_store::substitute::Substitute;
 use b3_store::traits::{StoreBuild, StoreError, StoreRead, StoreWrite, ValidPathInfo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::drv::{
-    check_fixed_output, fixed_output_ca, job_from_derivation, BuildSettings, DrvJobError,
-    FixedOutputError,
-};
+use crate::buildlog::RawLog;
+use crate::checks::CheckError;
+use crate::drv::{DrvJobError, FixedOutputError};
 use crate::job::JobError;
 use crate::platform::ExitStatus;
 use crate::sandbox::SandboxPath;
-
-/// Prefix of work directories in the store directory. The local store
-/// sweeps `.b3-tmp-<pid>-…` entries of dead processes, so a crashed build
-/// leaves nothing behind for long.
-const WORK_PREFIX: &str = ".b3-tmp-";
+use crate::schedule::{realise_goals, Goal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RealiseError {
@@ -48,14 +48,21 @@ pub enum RealiseError {
     DrvJob(#[from] DrvJobError),
     #[error("{0}")]
     FixedOutput(#[from] FixedOutputError),
+    #[error("{0}")]
+    OutputCheck(#[from] CheckError),
     #[error("reading derivation '{path}': {source}")]
     ReadDrv {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("builder for '{drv}' {how}")]
-    BuildFailed { drv: String, how: String },
+    /// `tail` is empty or Nix's `;\n last N log lines: ...` suffix.
+    #[error("builder for '{drv}' {how}{tail}")]
+    BuildFailed {
+        drv: String,
+        how: String,
+        tail: String,
+    },
     #[error("building of '{drv}' timed out after {secs} seconds")]
     TimedOut { drv: String, secs: u64 },
     #[error("building of '{drv}' timed out after {secs} seconds of silence")]
@@ -78,10 +85,52 @@ pub enum RealiseError {
         #[source]
         source: b3_nar::Error,
     },
+    #[error("{count} dependencies of derivation '{drv}' failed to build")]
+    DependencyFailed { count: usize, drv: String },
+    /// More than one requested derivation failed (or was not attempted).
+    #[error("build of {} failed", .0.iter().map(|d| format!("'{d}'")).collect::<Vec<_>>().join(", "))]
+    BuildsFailed(Vec<String>),
+    #[error("some outputs of '{0}' are not valid, so checking is not possible")]
+    CheckInvalid(String),
+    #[error("derivation '{drv}' may not be deterministic: output '{output}' differs{}", .kept.as_ref().map(|k| format!(" from '{k}'")).unwrap_or_default())]
+    NotDeterministic {
+        drv: String,
+        output: String,
+        kept: Option<String>,
+    },
+    #[error("locking '{path}': {source}")]
+    Lock {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("path '{0}' is required, but there is no substituter that can build it")]
+    MissingInput(String),
+}
+
+impl RealiseError {
+    /// The bits Nix ORs into its exit status `0b1100000` (100) for failed
+    /// builds: 1 timed out, 2 hash mismatch, 4 not deterministic. `None`
+    /// for errors that are not build failures (exit status 1).
+    pub fn nix_status_bits(&self) -> Option<u8> {
+        match self {
+            RealiseError::TimedOut { .. } | RealiseError::Silent { .. } => Some(1),
+            RealiseError::FixedOutput(FixedOutputError::HashMismatch { .. }) => Some(2),
+            RealiseError::NotDeterministic { .. } => Some(4),
+            RealiseError::BuildFailed { .. }
+            | RealiseError::MissingOutput { .. }
+            | RealiseError::FixedOutputReferences(_)
+            | RealiseError::OutputCheck(_)
+            | RealiseError::DependencyFailed { .. }
+            | RealiseError::BuildsFailed(_)
+            | RealiseError::FixedOutput(_) => Some(0),
+            _ => None,
+        }
+    }
 }
 
 /// Nix's wording for a builder that did not succeed.
-fn failure_text(status: ExitStatus) -> String {
+pub(crate) fn failure_text(status: ExitStatus) -> String {
     match status {
         ExitStatus::Code(c) => format!("failed with exit code {c}"),
         ExitStatus::Signal(s) => {
@@ -105,7 +154,8 @@ fn failure_text(status: ExitStatus) -> String {
     }
 }
 
-/// Per-machine build settings, without the store-specific parts.
+/// How a realisation runs: per-machine build settings plus the scheduling
+/// policy and where its records go.
 #[derive(Debug, Clone)]
 pub struct RealiseSettings {
     pub extra_paths: Vec<SandboxPath>,
@@ -114,20 +164,51 @@ pub struct RealiseSettings {
     pub max_silent: Option<Duration>,
     pub kvm: bool,
     pub impure_env: Option<BTreeMap<String, String>>,
+    /// Builds run at once (Nix's `max-jobs`; default: number of cores).
+    pub max_jobs: usize,
+    /// Substitutions run at once (`max-substitution-jobs`).
+    pub max_substitution_jobs: usize,
+    /// Go on with other builds after one fails (`--keep-going`).
+    pub keep_going: bool,
+    /// Keep the build directory of failed builds (`--keep-failed`).
+    pub keep_failed: bool,
+    /// Lines of a failed build's log to put in its error message (Nix's
+    /// `log-lines`); 0 when the logs were shown anyway.
+    pub log_lines: usize,
+    /// Asked for missing outputs before building (binary caches).
+    pub substituter: Option<Arc<dyn Substitute>>,
+    /// Where activities go; `None`: the process-wide logger.
+    pub logger: Option<Logger>,
 }
 
 impl Default for RealiseSettings {
     fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         RealiseSettings {
             extra_paths: Vec::new(),
-            cores: std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(1),
+            cores: cores as u32,
             timeout: None,
             max_silent: None,
             kvm: Path::new("/dev/kvm").exists(),
             impure_env: None,
+            max_jobs: cores,
+            max_substitution_jobs: 16,
+            keep_going: false,
+            keep_failed: false,
+            log_lines: 25,
+            substituter: None,
+            logger: None,
         }
+    }
+}
+
+impl RealiseSettings {
+    pub(crate) fn logger(&self) -> Logger {
+        self.logger
+            .clone()
+            .unwrap_or_else(b3_store::activity::global)
     }
 }
 
@@ -150,194 +231,27 @@ pub fn read_derivation(
 }
 
 /// Realises the `wanted` outputs (all if empty) of `drv_path`, building its
-/// inputs first as needed. Builder output goes to `log`.
+/// inputs first as needed (in parallel up to `settings.max_jobs`). The
+/// builders' raw output is copied to `log` (so error messages carry no log
+/// tail); activities go to the settings' logger.
 pub fn realise_sync(
     store: &LocalStore,
     settings: &RealiseSettings,
     drv_path: &StorePath,
     wanted: &BTreeSet<String>,
-    log: &mut dyn Write,
+    log: &mut (dyn Write + Send),
 ) -> Result<BTreeMap<String, StorePath>, RealiseError> {
-    let mut done = BTreeMap::new();
-    realise_inner(store, settings, drv_path, wanted, log, &mut done)
-}
-
-fn realise_inner(
-    store: &LocalStore,
-    settings: &RealiseSettings,
-    drv_path: &StorePath,
-    wanted: &BTreeSet<String>,
-    log: &mut dyn Write,
-    done: &mut BTreeMap<StorePath, BTreeMap<String, StorePath>>,
-) -> Result<BTreeMap<String, StorePath>, RealiseError> {
-    let drv_s = store.print_path(drv_path);
-    let all = match done.get(drv_path) {
-        Some(outs) => outs.clone(),
-        None => {
-            let drv = read_derivation(store, drv_path)?;
-            let outs = build_if_needed(store, settings, drv_path, &drv, log, done)?;
-            done.insert(drv_path.clone(), outs.clone());
-            outs
-        }
+    let goal = Goal {
+        drv: drv_path.clone(),
+        outputs: wanted.clone(),
+        check: false,
     };
-    if wanted.is_empty() {
-        return Ok(all);
-    }
-    let mut picked = BTreeMap::new();
-    for w in wanted {
-        let p = all.get(w).ok_or_else(|| RealiseError::NoSuchOutput {
-            drv: drv_s.clone(),
-            output: w.clone(),
-        })?;
-        picked.insert(w.clone(), p.clone());
-    }
-    Ok(picked)
-}
-
-fn build_if_needed(
-    store: &LocalStore,
-    settings: &RealiseSettings,
-    drv_path: &StorePath,
-    drv: &Derivation,
-    log: &mut dyn Write,
-    done: &mut BTreeMap<StorePath, BTreeMap<String, StorePath>>,
-) -> Result<BTreeMap<String, StorePath>, RealiseError> {
-    let drv_s = store.print_path(drv_path);
-    let mut outputs = BTreeMap::new();
-    for (name, out) in &drv.outputs {
-        match out.path() {
-            Some(p) => {
-                outputs.insert(name.clone(), p.clone());
-            }
-            None => {
-                return Err(DrvJobError::Unsupported {
-                    drv: drv_s,
-                    kind: "output without a path",
-                }
-                .into())
-            }
-        }
-    }
-    store.add_temp_roots(outputs.values())?;
-    let mut all_valid = true;
-    for p in outputs.values() {
-        all_valid &= store.is_valid_sync(p)?;
-    }
-    if all_valid {
-        let pairs: Vec<(String, StorePath)> = outputs.clone().into_iter().collect();
-        store.register_derivation_outputs(drv_path, &pairs)?;
-        return Ok(outputs);
-    }
-
-    // Inputs: sources must be valid; input derivations are realised first.
-    let mut roots: BTreeSet<StorePath> = drv.input_srcs.clone();
-    for (input_drv, input_outs) in &drv.input_drvs {
-        let got = realise_inner(store, settings, input_drv, input_outs, log, done)?;
-        roots.extend(got.into_values());
-    }
-    store.add_temp_roots(roots.iter())?;
-    let closure = store.query_closure_sync(&roots)?;
-
-    let build_settings = BuildSettings {
-        physical_store_dir: store.real_store_dir().to_path_buf(),
-        work_parent: store.real_store_dir().to_path_buf(),
-        extra_paths: settings.extra_paths.clone(),
-        cores: settings.cores,
-        timeout: settings.timeout,
-        max_silent: settings.max_silent,
-        kvm: settings.kvm,
-        impure_env: settings.impure_env.clone(),
-    };
-    let mut job = job_from_derivation(store.store_dir(), drv_path, drv, &closure, &build_settings)?;
-    job.work_prefix = format!("{WORK_PREFIX}{}-build-", std::process::id());
-    let result = job.run(log)?;
-    if result.outcome.timed_out {
-        return Err(RealiseError::TimedOut {
-            drv: drv_s,
-            secs: settings.timeout.map_or(0, |t| t.as_secs()),
-        });
-    }
-    if result.outcome.silent_too_long {
-        return Err(RealiseError::Silent {
-            drv: drv_s,
-            secs: settings.max_silent.map_or(0, |t| t.as_secs()),
-        });
-    }
-    if !result.outcome.status.success() {
-        return Err(RealiseError::BuildFailed {
-            drv: drv_s,
-            how: failure_text(result.outcome.status),
-        });
-    }
-    if let Some(name) = result.missing_outputs.first() {
-        return Err(RealiseError::MissingOutput {
-            drv: drv_s,
-            output: name.clone(),
-            path: store.print_path(&outputs[name]),
-        });
-    }
-    let fod = fixed_output_ca(drv).copied();
-    if let Some(ca) = &fod {
-        check_fixed_output(ca, &drv_s, &result.outputs["out"])?;
-    }
-
-    // Scan every output for references to the closure and to the outputs.
-    let mut candidates: BTreeMap<String, StorePath> =
-        closure.iter().map(|p| (p.hash_part(), p.clone())).collect();
-    for p in outputs.values() {
-        candidates.insert(p.hash_part(), p.clone());
-    }
-    let mut infos: BTreeMap<String, ValidPathInfo> = BTreeMap::new();
-    for (name, host) in &result.outputs {
-        let path = outputs[name].clone();
-        let (hash, size, found) = scan_output(host, candidates.keys())?;
-        let mut info = ValidPathInfo::new(path, hash, size);
-        info.references = found
-            .iter()
-            .filter_map(|h| candidates.get(h).cloned())
-            .collect();
-        info.deriver = Some(drv_path.clone());
-        info.ultimate = true;
-        if let Some(ca) = &fod {
-            if !info.references.is_empty() {
-                return Err(RealiseError::FixedOutputReferences(drv_s));
-            }
-            info.ca = Some(ContentAddress {
-                method: ca.method,
-                hash: ca.hash,
-            });
-        }
-        infos.insert(name.clone(), info);
-    }
-
-    // Add outputs after the outputs they refer to.
-    let mut added: BTreeSet<StorePath> = BTreeSet::new();
-    while added.len() < infos.len() {
-        let before = added.len();
-        for (name, info) in &infos {
-            if added.contains(&info.path) {
-                continue;
-            }
-            let ready = info
-                .references
-                .iter()
-                .all(|r| r == &info.path || added.contains(r) || !outputs.values().any(|o| o == r));
-            if ready {
-                add_output(store, info, &result.outputs[name])?;
-                added.insert(info.path.clone());
-            }
-        }
-        if added.len() == before {
-            return Err(RealiseError::OutputCycle(drv_s));
-        }
-    }
-    let pairs: Vec<(String, StorePath)> = outputs.clone().into_iter().collect();
-    store.register_derivation_outputs(drv_path, &pairs)?;
-    Ok(outputs)
+    let raw = Mutex::new(log);
+    realise_goals(store, settings, &[goal], Some(&raw as &dyn RawLog)).into_single()
 }
 
 /// NAR hash, NAR size and the candidate hash parts the NAR contains.
-fn scan_output<'a>(
+pub(crate) fn scan_output<'a>(
     host: &Path,
     candidates: impl Iterator<Item = &'a String>,
 ) -> Result<(Hash, u64, BTreeSet<String>), RealiseError> {
@@ -368,7 +282,11 @@ fn scan_output<'a>(
 }
 
 /// Streams the output's NAR into the store's verified, atomic add.
-fn add_output(store: &LocalStore, info: &ValidPathInfo, host: &Path) -> Result<(), RealiseError> {
+pub(crate) fn add_output(
+    store: &LocalStore,
+    info: &ValidPathInfo,
+    host: &Path,
+) -> Result<(), RealiseError> {
     let (reader, writer) = std::io::pipe().map_err(|e| StoreError::io("creating a pipe", e))?;
     std::thread::scope(|s| {
         let producer = s.spawn(move || b3_nar::dump_path(host, writer).map(|_| ()));
@@ -387,7 +305,8 @@ fn add_output(store: &LocalStore, info: &ValidPathInfo, host: &Path) -> Result<(
 }
 
 /// A local store that can build: `StoreRead`/`StoreWrite` are the store's,
-/// `StoreBuild::realise` runs builds in the sandbox (logs to stderr).
+/// `StoreBuild::realise` runs the scheduler (build logs go to the settings'
+/// logger as activity records, not to a raw stream).
 #[derive(Debug, Clone)]
 pub struct LocalBuilder {
     pub store: LocalStore,
@@ -467,8 +386,12 @@ impl StoreBuild for LocalBuilder {
         let (store, settings) = (self.store.clone(), self.settings.clone());
         let (drv, wanted) = (drv_path.clone(), outputs.clone());
         tokio::task::spawn_blocking(move || {
-            let mut stderr = std::io::stderr();
-            realise_sync(&store, &settings, &drv, &wanted, &mut stderr)
+            let goal = Goal {
+                drv,
+                outputs: wanted,
+                check: false,
+            };
+            realise_goals(&store, &settings, &[goal], None).into_single()
         })
         .await
         .map_err(|e| StoreError::Other(format!("build worker failed: {e}")))?

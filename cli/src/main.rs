@@ -2,7 +2,10 @@
 //! happens in the library crates.
 
 mod cmd;
+mod installable;
 mod logformat;
+mod multicall;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -38,6 +41,10 @@ enum Command {
     Eval(cmd::eval::Args),
     /// A drop-in for `nix-instantiate`.
     Instantiate(cmd::instantiate::Args),
+    /// `nix-env -qa`: list the derivations an expression offers (`b3 env -qa --drv-path`).
+    Env(cmd::query::Args),
+    /// Same as `b3 env -qa`.
+    QueryAll(cmd::query::Args),
     /// Binary-cache signing keys (Nix's format).
     #[command(subcommand)]
     Key(cmd::key::Command),
@@ -50,13 +57,26 @@ enum Command {
     Config(cmd::config::Command),
     /// Realise derivations in the sandbox (like `nix-store --realise`).
     Build(cmd::build::Args),
+    /// Show the stored build log of a derivation or output path (like `nix log`).
+    Log(cmd::log::Args),
+    /// Start a shell with a derivation's build environment (like `nix-shell`).
+    Shell(cmd::shell::Args),
+    /// Print the environment `b3 shell` would set, for bash, zsh, fish or PowerShell.
+    PrintEnv(cmd::print_env::Args),
+    /// Print the build environment as Nix's `print-dev-env` does (bash or --json).
+    PrintDevEnv(cmd::print_env::DevArgs),
     /// Runtimes: commands that see exactly one closure, served from the object database.
     #[cfg(target_os = "linux")]
     Runtime(cmd::runtime::Args),
 }
 
+// The evaluator allocates many small, short-lived thunks and frames.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
-    // Multicall: invoked as `nix-instantiate` (through a symlink), behave like it.
+    // Multicall: invoked as `nix-build`, `nix-shell`, `nix-store` or
+    // `nix-instantiate` (through a symlink), behave like it.
     let argv0 = std::env::args_os()
         .next()
         .and_then(|a| {
@@ -65,11 +85,31 @@ fn main() -> ExitCode {
                 .map(|f| f.to_string_lossy().into_owned())
         })
         .unwrap_or_default();
-    if argv0 == "nix-instantiate" {
-        return cmd::instantiate::main_multicall();
+    let rest: Vec<String> = std::env::args().skip(1).collect();
+    match multicall::personality(&argv0) {
+        Some("nix-instantiate") => return cmd::instantiate::main_multicall(),
+        Some("nix-build") => return multicall::nix_build(rest),
+        Some("nix-shell") => return multicall::nix_shell(rest),
+        Some("nix-store") => return multicall::nix_store(rest, run_b3),
+        _ => {}
     }
+    // `b3 shell` re-executes itself to enter its mount namespace.
+    if rest.first().map(String::as_str) == Some(cmd::shell::ns::ENTER_ARG) {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
+        return cmd::shell::ns::enter_main(&args);
+    }
+    dispatch(Cli::parse())
+}
 
-    let cli = Cli::parse();
+/// Runs `b3 ARGS` (used by the `nix-store` translation).
+fn run_b3(args: Vec<String>) -> ExitCode {
+    match Cli::try_parse_from(std::iter::once("b3".to_string()).chain(args)) {
+        Ok(cli) => dispatch(cli),
+        Err(e) => e.exit(),
+    }
+}
+
+fn dispatch(cli: Cli) -> ExitCode {
     cmd::init_logging(&cli.global);
     let _activity_logger = logformat::install(cli.global.log_format, cli.global.verbose, 0);
     let result = match cli.command {
@@ -80,11 +120,17 @@ fn main() -> ExitCode {
         Command::Derivation(c) => cmd::derivation::run(&cli.global, c),
         Command::Eval(a) => cmd::eval::run(&cli.global, a),
         Command::Instantiate(a) => cmd::instantiate::run(&cli.global, a),
+        Command::Env(a) => cmd::query::run(&cli.global, a, false),
+        Command::QueryAll(a) => cmd::query::run(&cli.global, a, true),
         Command::Key(c) => cmd::key::run(&cli.global, c),
         Command::Copy(a) => cmd::copy::run(&cli.global, a),
         Command::Serve(a) => cmd::serve::run(&cli.global, a),
         Command::Config(c) => cmd::config::run(&cli.global, c),
         Command::Build(a) => cmd::build::run(&cli.global, a),
+        Command::Log(a) => cmd::log::run(&cli.global, a),
+        Command::Shell(a) => cmd::shell::run(&cli.global, a),
+        Command::PrintEnv(a) => cmd::print_env::run(&cli.global, a),
+        Command::PrintDevEnv(a) => cmd::print_env::run_dev(&cli.global, a),
         #[cfg(target_os = "linux")]
         Command::Runtime(a) => cmd::runtime::run(&cli.global, a),
     };

@@ -27,6 +27,8 @@ pub struct Options {
     pub lint_url: Lint,
     pub store_dir: String,
     pub abort_on_warn: bool,
+    /// Store writes and import from derivation (see `storepath`).
+    pub store: crate::storepath::StoreOptions,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -50,6 +52,7 @@ impl Default for Options {
             lint_url: Lint::Off,
             store_dir: "/nix/store".into(),
             abort_on_warn: false,
+            store: Default::default(),
         }
     }
 }
@@ -73,6 +76,8 @@ pub struct Ev {
     /// Store paths computed for sources (toFile, copied paths), so that
     /// `b3 instantiate` can add them: store path -> how to make it.
     pub sources: RefCell<FxHashMap<String, crate::builtins::store::Source>>,
+    /// The local store, scratch space and fetch cache of this evaluation.
+    pub store_io: crate::storepath::StoreIo,
 }
 
 pub fn err<T>(msg: impl Into<String>, pos: Pos) -> R<T> {
@@ -103,6 +108,15 @@ impl Ev {
         match v {
             Value::Thunk(t) => self.force_thunk(t),
             v => Ok(v.clone()),
+        }
+    }
+
+    /// Forces a value the caller owns (saves a clone for non-thunks).
+    #[inline]
+    pub fn force_owned(&self, v: Value) -> R<Value> {
+        match v {
+            Value::Thunk(t) => self.force_thunk(&t),
+            v => Ok(v),
         }
     }
 
@@ -153,7 +167,62 @@ impl Ev {
                 lambda: l,
                 env: env.clone(),
             })),
+            Expr::Bin(..) | Expr::Select { .. } => match self.cheap(e, env, building) {
+                Some(v) => v,
+                None => Value::thunk(e, env),
+            },
             _ => Value::thunk(e, env),
+        }
+    }
+
+    /// The value of `e` when it can be had without evaluating anything that
+    /// might fail, loop or have effects: integer arithmetic and comparison
+    /// on already-forced operands, and `x.a` on an already-forced set that
+    /// has `a` (giving `a`'s own thunk). Laziness is unobservable there, so
+    /// no thunk needs to be allocated.
+    fn cheap(&self, e: &'static Expr, env: &Rc<Env>, building: bool) -> Option<Value> {
+        let operand = |x: &'static Expr| -> Option<Value> {
+            match x {
+                Expr::Lit(v) => Some(v.clone()),
+                Expr::Var(d, i) if !building || *d > 0 => match env.lookup(*d, *i) {
+                    Value::Thunk(_) => None,
+                    v => Some(v),
+                },
+                _ => None,
+            }
+        };
+        match e {
+            Expr::Bin(op, l, r, _) => {
+                let (Value::Int(x), Value::Int(y)) = (operand(l)?, operand(r)?) else {
+                    return None;
+                };
+                int_binop(*op, x, y)
+            }
+            Expr::Select {
+                e: inner,
+                path,
+                default: _,
+                pos: _,
+            } => {
+                let mut v = operand(inner)?;
+                let n = path.len();
+                for (k, name) in path.iter().enumerate() {
+                    let AttrName::Static(key) = name else {
+                        return None;
+                    };
+                    let Value::Attrs(a) = &v else { return None };
+                    let x = a.get(key)?.clone();
+                    if k + 1 < n {
+                        if let Value::Thunk(t) = &x {
+                            v = t.forced()?;
+                            continue;
+                        }
+                    }
+                    v = x;
+                }
+                Some(v)
+            }
+            _ => None,
         }
     }
 
@@ -266,15 +335,134 @@ impl Ev {
     // ---------- evaluation ----------
 
     pub fn eval(&self, e: &'static Expr, env: &Rc<Env>) -> R<Value> {
+        // Only the common forms are handled here, so that this recursive
+        // function keeps a small stack frame; the rest is in `eval_cold`.
         match e {
             Expr::Lit(v) => Ok(v.clone()),
-            Expr::Var(d, i) => {
-                let v = env.lookup(*d, *i);
-                self.force(&v)
+            Expr::Var(d, i) => self.force_owned(env.lookup(*d, *i)),
+            Expr::Select {
+                e,
+                path,
+                default,
+                pos,
+            } => self.eval_select(e, path, default.as_deref(), *pos, env),
+            Expr::App { f, args, pos } => {
+                let mut fv = self.eval(f, env)?;
+                for a in args {
+                    let av = self.mk_thunk(a, env, false);
+                    fv = self.apply(&fv, av, *pos)?;
+                }
+                Ok(fv)
             }
+            Expr::Lambda(l) => Ok(Value::Lambda(Rc::new(Closure {
+                lambda: l,
+                env: env.clone(),
+            }))),
+            Expr::If { c, t, e, pos } => match self.eval(c, env)? {
+                Value::Bool(b) => self.eval(if b { t } else { e }, env),
+                v => Err(self.if_type_error(v, *pos)),
+            },
+            Expr::Bin(op, l, r, pos) => self.eval_bin(*op, l, r, env, *pos),
+            Expr::Let(a, body) => {
+                let new_env = self.build_frame(a, env)?;
+                self.eval(body, &new_env)
+            }
+            Expr::Attrs(a) => self.eval_attrs(a, env),
+            Expr::List(items) => {
+                let v: Vec<Value> = items.iter().map(|i| self.mk_thunk(i, env, false)).collect();
+                Ok(Value::list(v))
+            }
+            _ => self.eval_cold(e, env),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn if_type_error(&self, v: Value, pos: Pos) -> EvalError {
+        let e = EvalError::other(
+            format!(
+                "expected a Boolean but found {}: {}",
+                v.type_name(),
+                self.show_short(&v)
+            ),
+            pos,
+        );
+        self.frame(e, pos, || "while evaluating a branch condition".into())
+    }
+
+    fn eval_select(
+        &self,
+        e: &'static Expr,
+        path: &'static [AttrName],
+        default: Option<&'static Expr>,
+        pos: Pos,
+        env: &Rc<Env>,
+    ) -> R<Value> {
+        let mut v = self.eval(e, env)?;
+        for name in path {
+            let dynkey;
+            let key: &str = match name {
+                AttrName::Static(s) => s,
+                AttrName::Dynamic(_) => {
+                    dynkey = self.attr_name(name, env)?;
+                    &dynkey
+                }
+            };
+            let found = match &v {
+                Value::Attrs(a) => a.get(key).cloned(),
+                _ if default.is_some() => None,
+                other => return Err(self.select_type_error(other, pos)),
+            };
+            match found {
+                Some(x) => {
+                    v = self.force_owned(x).map_err(|er| {
+                        self.frame(er, pos, || {
+                            format!("while evaluating the attribute '{key}'")
+                        })
+                    })?
+                }
+                None => {
+                    if let Some(d) = default {
+                        return self.eval(d, env);
+                    }
+                    return Err(self.missing_attr_error(key, &v, pos));
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn select_type_error(&self, other: &Value, pos: Pos) -> EvalError {
+        EvalError::other(
+            format!(
+                "expected a set but found {}: {}",
+                other.type_name(),
+                self.show_short(other)
+            ),
+            pos,
+        )
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn missing_attr_error(&self, key: &str, v: &Value, pos: Pos) -> EvalError {
+        let mut msg = format!("attribute '{key}' missing");
+        if let Value::Attrs(a) = v {
+            if let Some(s) = suggest(key, a) {
+                msg.push_str(&format!("\n\nDid you mean {s}?"));
+            }
+        }
+        EvalError::other(msg, pos)
+    }
+
+    #[inline(never)]
+    fn eval_cold(&self, e: &'static Expr, env: &Rc<Env>) -> R<Value> {
+        match e {
             Expr::WithVar { name, withs, pos } => {
                 let v = self.lookup_with(name, withs, env, *pos)?;
-                self.force(&v)
+                self.force_owned(v)
             }
             Expr::Interp(parts, pos) => {
                 let mut s = Vec::new();
@@ -308,58 +496,6 @@ impl Ev {
                     ast::canon_path(&format!("{home}{rest}")).into(),
                 ))
             }
-            Expr::Attrs(a) => self.eval_attrs(a, env),
-            Expr::List(items) => {
-                let v: Vec<Value> = items.iter().map(|i| self.mk_thunk(i, env, false)).collect();
-                Ok(Value::list(v))
-            }
-            Expr::Select {
-                e,
-                path,
-                default,
-                pos,
-            } => {
-                let mut v = self.eval(e, env)?;
-                for name in path {
-                    let key = self.attr_name(name, env)?;
-                    let found = match &v {
-                        Value::Attrs(a) => a.get(&key).cloned(),
-                        _ if default.is_some() => None,
-                        other => {
-                            return err(
-                                format!(
-                                    "expected a set but found {}: {}",
-                                    other.type_name(),
-                                    self.show_short(other)
-                                ),
-                                *pos,
-                            )
-                        }
-                    };
-                    match found {
-                        Some(x) => {
-                            v = self.force(&x).map_err(|er| {
-                                self.frame(er, *pos, || {
-                                    format!("while evaluating the attribute '{key}'")
-                                })
-                            })?
-                        }
-                        None => {
-                            if let Some(d) = default {
-                                return self.eval(d, env);
-                            }
-                            let mut msg = format!("attribute '{key}' missing");
-                            if let Value::Attrs(a) = &v {
-                                if let Some(s) = suggest(&key, a) {
-                                    msg.push_str(&format!("\n\nDid you mean {s}?"));
-                                }
-                            }
-                            return err(msg, *pos);
-                        }
-                    }
-                }
-                Ok(v)
-            }
             Expr::HasAttr { e, path } => {
                 let mut v = self.eval(e, env)?;
                 for name in path {
@@ -374,46 +510,10 @@ impl Ev {
                 }
                 Ok(Value::Bool(true))
             }
-            Expr::App { f, args, pos } => {
-                let mut fv = self.eval(f, env)?;
-                for a in args {
-                    let av = self.mk_thunk(a, env, false);
-                    fv = self.apply(&fv, av, *pos)?;
-                }
-                Ok(fv)
-            }
-            Expr::Lambda(l) => Ok(Value::Lambda(Rc::new(Closure {
-                lambda: l,
-                env: env.clone(),
-            }))),
-            Expr::Let(a, body) => {
-                let new_env = self.build_frame(a, env)?;
-                self.eval(body, &new_env)
-            }
             Expr::With { ns, body } => {
                 let nsv = self.mk_thunk(ns, env, false);
                 let new_env = Env::new(Some(env.clone()), smallvec::smallvec![nsv]);
                 self.eval(body, &new_env)
-            }
-            Expr::If { c, t, e, pos } => {
-                let cv = self.eval(c, env)?;
-                let b = match cv {
-                    Value::Bool(b) => b,
-                    v => {
-                        return err(
-                            format!(
-                                "expected a Boolean but found {}: {}",
-                                v.type_name(),
-                                self.show_short(&v)
-                            ),
-                            *pos,
-                        )
-                        .map_err(|e: EvalError| {
-                            self.frame(e, *pos, || "while evaluating a branch condition".into())
-                        })
-                    }
-                };
-                self.eval(if b { t } else { e }, env)
             }
             Expr::Assert { c, body, pos, text } => {
                 let cv = self.eval(c, env)?;
@@ -452,8 +552,9 @@ impl Ev {
                 let v = self.eval(x, env)?;
                 self.arith(BinOp::Sub, Value::Int(0), v, *pos)
             }
-            Expr::Bin(op, l, r, pos) => self.eval_bin(*op, l, r, env, *pos),
             Expr::CurPos(pos) => Ok(self.pos_value(*pos)),
+            // The common forms are handled by `eval` itself.
+            _ => self.eval(e, env),
         }
     }
 
@@ -627,6 +728,9 @@ impl Ev {
     // ---------- application ----------
 
     pub fn apply(&self, f: &Value, arg: Value, pos: Pos) -> R<Value> {
+        if let Value::Lambda(c) = f {
+            return self.call_lambda(c, arg, pos);
+        }
         let f = self.force(f)?;
         match &f {
             Value::Lambda(c) => self.call_lambda(c, arg, pos),
@@ -831,6 +935,11 @@ impl Ev {
             _ => {
                 let a = self.eval(l, env)?;
                 let b = self.eval(r, env)?;
+                if let (Value::Int(x), Value::Int(y)) = (&a, &b) {
+                    if let Some(v) = int_binop(op, *x, *y) {
+                        return Ok(v);
+                    }
+                }
                 self.binop(op, a, b, pos)
             }
         }
@@ -1250,6 +1359,25 @@ impl Ev {
     }
 }
 
+/// Integer arithmetic and comparison, or `None` when the operator is not one
+/// of those or the result would be an error (overflow, division by zero).
+#[inline]
+fn int_binop(op: BinOp, x: i64, y: i64) -> Option<Value> {
+    Some(match op {
+        BinOp::Add => Value::Int(x.checked_add(y)?),
+        BinOp::Sub => Value::Int(x.checked_sub(y)?),
+        BinOp::Mul => Value::Int(x.checked_mul(y)?),
+        BinOp::Div if y != 0 => Value::Int(x.checked_div(y)?),
+        BinOp::Lt => Value::Bool(x < y),
+        BinOp::Le => Value::Bool(x <= y),
+        BinOp::Gt => Value::Bool(x > y),
+        BinOp::Ge => Value::Bool(x >= y),
+        BinOp::Eq => Value::Bool(x == y),
+        BinOp::Neq => Value::Bool(x != y),
+        _ => return None,
+    })
+}
+
 pub fn num(v: &Value) -> f64 {
     match v {
         Value::Int(i) => *i as f64,
@@ -1280,8 +1408,26 @@ pub fn update(x: &Rc<Attrs>, y: &Rc<Attrs>) -> Rc<Attrs> {
         return y.clone();
     }
     let mut out = Vec::with_capacity(x.len() + y.len());
-    let (mut i, mut j) = (0, 0);
     let (a, b) = (&x.entries, &y.entries);
+    if b.len() * 8 < a.len() {
+        // Few overrides into a big set (`acc // { k = v; }`): find each one
+        // by binary search and copy the runs of `x` between them, instead of
+        // comparing every name of `x`.
+        let mut i = 0;
+        for e in b {
+            let k = i + a[i..].partition_point(|x| x.0 < e.0);
+            out.extend_from_slice(&a[i..k]);
+            out.push(e.clone());
+            i = if k < a.len() && a[k].0 == e.0 {
+                k + 1
+            } else {
+                k
+            };
+        }
+        out.extend_from_slice(&a[i..]);
+        return Rc::new(Attrs { entries: out });
+    }
+    let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         match a[i].0.cmp(&b[j].0) {
             std::cmp::Ordering::Less => {
@@ -1351,4 +1497,92 @@ fn suggest_from(key: &str, cands: &[&str]) -> Option<String> {
 fn suggest(key: &str, a: &Attrs) -> Option<String> {
     let cands: Vec<&str> = a.entries.iter().map(|e| &*e.0).collect();
     suggest_from(key, &cands)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::{with_big_stack, OutputMode};
+
+    fn eval(expr: &str) -> Result<String, String> {
+        let expr = expr.to_string();
+        with_big_stack(move || {
+            let ev = Ev::new(Options::default());
+            ev.eval_expr_str(&expr, "«string»")
+                .and_then(|v| ev.render(&v, OutputMode::Nix, true))
+                .map_err(|e| e.msg().to_string())
+        })
+    }
+
+    fn set(names: &[&str], base: i64) -> Rc<Attrs> {
+        Rc::new(Attrs::from_unsorted(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (Rc::from(*n), Value::Int(base + i as i64), Pos::none()))
+                .collect(),
+        ))
+    }
+
+    fn ints(a: &Attrs) -> Vec<(String, i64)> {
+        a.entries
+            .iter()
+            .map(|(k, v, _)| match v {
+                Value::Int(i) => (k.to_string(), *i),
+                _ => (k.to_string(), -1),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn update_with_few_overrides_into_a_big_set_matches_the_merge() {
+        let names: Vec<String> = (0..40).map(|i| format!("k{i:02}")).collect();
+        let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        let big = set(&refs, 0);
+        // one existing name, one before all, one between, one after all
+        let small = set(&["a", "k05", "k10x", "z"], 100);
+        let got = ints(&update(&big, &small));
+        let mut want: Vec<(String, i64)> =
+            ints(&big).into_iter().filter(|(k, _)| k != "k05").collect();
+        want.extend(ints(&small));
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn speculated_arithmetic_keeps_overflow_and_division_errors_lazy() {
+        let max = i64::MAX;
+        assert_eq!(
+            eval(&format!("let f = x: 1; n = {max}; in f (n + 1)")).as_deref(),
+            Ok("1")
+        );
+        assert_eq!(
+            eval("let f = x: 2; n = 0; in f (1 / n)").as_deref(),
+            Ok("2")
+        );
+        let e = eval(&format!("let f = x: x; n = {max}; in f (n + 1)")).unwrap_err();
+        assert!(e.contains("integer overflow"), "{e}");
+    }
+
+    #[test]
+    fn speculated_selection_of_a_missing_attribute_stays_lazy() {
+        assert_eq!(
+            eval("let f = x: 3; s = { a = 1; }; in builtins.seq s (f s.b)").as_deref(),
+            Ok("3")
+        );
+        assert_eq!(
+            eval("let s = { a = { b = 5; }; }; in builtins.seq s.a [ s.a.b (s.a.c or 6) ]")
+                .as_deref(),
+            Ok("[ 5 6 ]")
+        );
+    }
+
+    #[test]
+    fn forced_variables_keep_their_value_after_the_slot_is_short_circuited() {
+        assert_eq!(
+            eval("let fib = n: if n < 2 then n else fib (n - 1) + fib (n - 2); in fib 15")
+                .as_deref(),
+            Ok("610")
+        );
+    }
 }

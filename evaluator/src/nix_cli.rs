@@ -25,6 +25,8 @@ pub struct Cmdline {
     pub lint_short: Lint,
     pub lint_url: Lint,
     pub impure: bool,
+    /// `--pure-eval`; Nix 2.8's nix-instantiate is impure by default.
+    pub pure_eval: bool,
     pub read_write: bool,
     /// `--readonly-mode` / `--dry-run`: compute drv paths without writing them.
     pub no_write: bool,
@@ -61,8 +63,14 @@ pub fn parse_cmdline(args: &[String]) -> Result<Cmdline, String> {
             "--no-location" | "--add-root" | "--indirect" | "--find-file" => {}
             "--show-trace" => c.show_trace = true,
             "--no-show-trace" => c.show_trace = false,
-            "--impure" => c.impure = true,
-            "--pure-eval" => c.impure = false,
+            "--impure" => {
+                c.impure = true;
+                c.pure_eval = false;
+            }
+            "--pure-eval" => {
+                c.impure = false;
+                c.pure_eval = true;
+            }
             "--read-write-mode" => c.read_write = true,
             "--readonly-mode" => {
                 c.read_write = false;
@@ -167,11 +175,15 @@ pub fn options_for(c: &Cmdline) -> Options {
     o.lint_abs_path = c.lint_abs;
     o.lint_short_path = c.lint_short;
     o.lint_url = c.lint_url;
-    o.pure = !c.impure;
+    o.pure = c.pure_eval;
     if let Ok(d) = std::env::var("NIX_STORE_DIR") {
         o.store_dir = d;
     }
     o.abort_on_warn = std::env::var("NIX_ABORT_ON_WARN").is_ok_and(|v| v == "1" || v == "true");
+    // Fetched and filtered paths go into the b3 store as they are made,
+    // except in read-only mode; missing derivation outputs are built.
+    o.store.write = !c.no_write && std::env::var("NIX_REMOTE").as_deref() != Ok("dummy://");
+    o.store.realise = crate::storepath::default_realise_hook();
     o
 }
 
@@ -257,7 +269,7 @@ fn execute(c: Cmdline) -> u8 {
 /// Writes the `.drv` files of the closure of `roots` (inputs first, so each
 /// one's references are valid when it is registered) into the local b3
 /// store (`$B3_STORE` or the default data directory).
-fn write_drvs(ev: &crate::eval::Ev, roots: &[String]) -> Result<(), String> {
+pub fn write_drvs(ev: &crate::eval::Ev, roots: &[String]) -> Result<(), String> {
     use b3_store::local::{LocalStore, LocalStoreConfig};
     use b3_store::traits::StoreWrite;
     let mut order: Vec<String> = Vec::new();

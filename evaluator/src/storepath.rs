@@ -1,12 +1,24 @@
-//! Store-path arithmetic needed during evaluation, as a thin string-typed
-//! layer over b3-store (`nixbase32`, `StoreDir::make_*_path`) and b3-nar
-//! (NAR hashing). The evaluator handles paths as strings; this module does
-//! the conversions. Only the *filtered* NAR hash (`builtins.path` with a
-//! `filter`, `filterSource`) is computed here, because b3-nar serialises whole
-//! trees and the filter is an evaluator callback deciding entry by entry.
+//! Store access during evaluation, as a thin string-typed layer over
+//! b3-store (`nixbase32`, `StoreDir::make_*_path`, the local store) and
+//! b3-nar (NAR hashing). The evaluator handles paths as strings; this module
+//! does the conversions, and owns:
+//! - the *filtered* NAR hash and copy (`builtins.path` with a `filter`,
+//!   `filterSource`), because b3-nar serialises whole trees and the filter
+//!   is an evaluator callback deciding entry by entry;
+//! - [`StoreOptions`] / [`StoreIo`]: whether paths made during evaluation
+//!   (fetches, filtered sources) go into the local b3 store or only into a
+//!   per-evaluation scratch directory (read-only mode), and where the
+//!   contents of a logical store path are on disk ([`realise_path`]),
+//!   building it through the import-from-derivation hook when it is the
+//!   missing output of a derivation the evaluator computed.
 
+use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeSet;
 use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use b3_store::hash::{Hash, HashAlgo, Hasher};
 use b3_store::path::{FileIngestionMethod, StoreDir, StorePath};
@@ -204,6 +216,306 @@ pub fn file_type_name(ft: &std::fs::FileType) -> &'static str {
     } else {
         "unknown"
     }
+}
+
+// ---------- where store paths made during evaluation live ----------
+
+/// Builds the derivation `drv` (a `.drv` path the evaluator computed) so
+/// that its output `output` becomes valid; gets the evaluator so it can write
+/// the `.drv` closure first. Set by the CLI to the builder.
+pub type RealiseHook =
+    Arc<dyn Fn(&crate::eval::Ev, &str, &str) -> Result<(), String> + Send + Sync>;
+
+static DEFAULT_REALISE: std::sync::OnceLock<RealiseHook> = std::sync::OnceLock::new();
+
+/// Sets the realise hook that command-line evaluations (`nix_cli`) use; the
+/// CLI sets it once to the builder. Later calls are ignored.
+pub fn set_default_realise_hook(hook: RealiseHook) {
+    let _ = DEFAULT_REALISE.set(hook);
+}
+
+/// The hook set with [`set_default_realise_hook`], if any.
+pub fn default_realise_hook() -> Option<RealiseHook> {
+    DEFAULT_REALISE.get().cloned()
+}
+
+/// How evaluation reaches the store.
+#[derive(Clone, Default)]
+pub struct StoreOptions {
+    /// Add fetched and filtered paths to the local b3 store as they are made
+    /// (as Nix does). Off: they are only computed, their contents kept in a
+    /// scratch directory for the rest of the evaluation (read-only mode).
+    pub write: bool,
+    /// Physical root of the local b3 store; `None`: `$B3_STORE` or the
+    /// default data directory.
+    pub root: Option<PathBuf>,
+    /// Import from derivation: builds a missing derivation output.
+    pub realise: Option<RealiseHook>,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("write", &self.write)
+            .field("root", &self.root)
+            .field("realise", &self.realise.is_some())
+            .finish()
+    }
+}
+
+/// Per-evaluation store state: the opened local store, the scratch
+/// directory, paths made in read-only mode, and the fetch cache.
+#[derive(Default)]
+pub struct StoreIo {
+    store: OnceCell<Result<b3_store::local::LocalStore, String>>,
+    scratch: OnceCell<Result<Scratch, String>>,
+    counter: std::cell::Cell<u64>,
+    /// Logical store path -> where its contents are (read-only mode).
+    local: RefCell<FxHashMap<String, PathBuf>>,
+    /// Fetch results by request, so one evaluation fetches a URL once.
+    pub fetch_cache: RefCell<FxHashMap<String, crate::value::Value>>,
+}
+
+/// A directory removed when the evaluation ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        make_writable(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn make_writable(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(md) = std::fs::symlink_metadata(p) {
+        if md.is_dir() {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    make_writable(&e.path());
+                }
+            }
+        }
+    }
+}
+
+impl StoreIo {
+    /// The local b3 store, opened on first use.
+    pub fn store(
+        &self,
+        opts: &StoreOptions,
+        dir: &str,
+    ) -> Result<&b3_store::local::LocalStore, String> {
+        self.store
+            .get_or_init(|| {
+                use b3_store::local::{LocalStore, LocalStoreConfig};
+                let mut cfg =
+                    LocalStoreConfig::resolve(opts.root.clone()).map_err(|e| e.to_string())?;
+                cfg.store_dir = store_dir(dir)?;
+                LocalStore::open(cfg).map_err(|e| format!("opening the b3 store: {e}"))
+            })
+            .as_ref()
+            .map_err(|e| e.clone())
+    }
+
+    /// A fresh, empty path inside the scratch directory (not created).
+    pub fn scratch_path(&self, what: &str) -> Result<PathBuf, String> {
+        let dir = self
+            .scratch
+            .get_or_init(|| {
+                let d = std::env::temp_dir().join(format!(
+                    "b3-eval-{}-{:x}",
+                    std::process::id(),
+                    self as *const _ as usize
+                ));
+                std::fs::create_dir_all(&d)
+                    .map_err(|e| format!("creating scratch directory '{}': {e}", d.display()))?;
+                Ok(Scratch(d))
+            })
+            .as_ref()
+            .map_err(|e| e.clone())?;
+        let n = self.counter.get() + 1;
+        self.counter.set(n);
+        Ok(dir.0.join(format!("{n}-{what}")))
+    }
+
+    /// Records that the contents of `store_path` are at `at` (read-only mode).
+    pub fn record_local(&self, store_path: &str, at: PathBuf) {
+        self.local.borrow_mut().insert(store_path.to_string(), at);
+    }
+
+    /// The physical directory of the b3 store's paths, without opening it.
+    fn physical_store_dir(opts: &StoreOptions, dir: &str) -> Option<PathBuf> {
+        let root = opts
+            .root
+            .clone()
+            .or_else(|| std::env::var_os("B3_STORE").map(PathBuf::from))
+            .or_else(b3_store::local::LocalStoreConfig::default_root)?;
+        Some(root.join(dir.trim_start_matches('/')))
+    }
+}
+
+/// Puts the tree (or file) at `src` into the store as `expected`, a path
+/// already computed from its contents with `method`/sha256 under `name`:
+/// into the local b3 store in write mode, else by recording `src` (which
+/// must then stay put, i.e. live in the scratch directory) as its contents.
+pub fn add_computed(
+    ev: &crate::eval::Ev,
+    src: &Path,
+    name: &str,
+    recursive: bool,
+    expected: &str,
+) -> Result<(), String> {
+    let opts = &ev.opts.store;
+    if !opts.write {
+        ev.store_io.record_local(expected, src.to_path_buf());
+        return Ok(());
+    }
+    let store = ev.store_io.store(opts, &ev.opts.store_dir)?;
+    let method = if recursive {
+        FileIngestionMethod::Recursive
+    } else {
+        FileIngestionMethod::Flat
+    };
+    let got = store
+        .add_path_sync(name, src, method, HashAlgo::Sha256)
+        .map_err(|e| format!("adding '{}' to the b3 store: {e}", src.display()))?;
+    let got = store.print_path(&got);
+    if got != expected {
+        return Err(format!(
+            "'{}' was added to the store as '{got}', not '{expected}'",
+            src.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The top-level store path of `path` (`<store>/<hash>-<name>`) and the rest.
+fn split_store_path<'a>(dir: &str, path: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = path.strip_prefix(dir)?.strip_prefix('/')?;
+    let end = rest.find('/').unwrap_or(rest.len());
+    if end == 0 {
+        return None;
+    }
+    let top_len = dir.len() + 1 + end;
+    Some((&path[..top_len], &path[top_len..]))
+}
+
+/// Where the contents of `path` are on disk, for reading it (`import`,
+/// `readFile`, `pathExists`, ...). Paths outside the store are themselves.
+/// A store path is looked up among the paths this evaluation made, then in
+/// the local b3 store, then on the filesystem; a missing output of a
+/// derivation the evaluator computed is built through the realise hook
+/// (import from derivation), or is a clear error without one.
+pub fn realise_path(ev: &crate::eval::Ev, path: &str) -> Result<String, String> {
+    let dir = ev.opts.store_dir.as_str();
+    let Some((top, rest)) = split_store_path(dir, path) else {
+        return Ok(path.to_string());
+    };
+    if let Some(at) = ev.store_io.local.borrow().get(top) {
+        return Ok(format!("{}{rest}", at.display()));
+    }
+    // Sources computed but not added yet are read where they come from.
+    let src = ev.sources.borrow().get(top).cloned();
+    match src {
+        Some(crate::builtins::store::Source::Path(fs, _)) => return Ok(format!("{fs}{rest}")),
+        Some(crate::builtins::store::Source::Text(name, text, _)) => {
+            let at = ev.store_io.scratch_path(&name)?;
+            std::fs::write(&at, &text).map_err(|e| format!("writing '{}': {e}", at.display()))?;
+            ev.store_io.record_local(top, at.clone());
+            return Ok(format!("{}{rest}", at.display()));
+        }
+        None => {}
+    }
+    let physical = StoreIo::physical_store_dir(&ev.opts.store, dir);
+    let in_b3 = |physical: &Option<PathBuf>| -> Option<String> {
+        let base = &top[dir.len() + 1..];
+        let p = physical.as_ref()?.join(base);
+        std::fs::symlink_metadata(&p)
+            .is_ok()
+            .then(|| format!("{}{rest}", p.display()))
+    };
+    if let Some(p) = in_b3(&physical) {
+        return Ok(p);
+    }
+    if std::fs::symlink_metadata(top).is_ok() {
+        return Ok(path.to_string());
+    }
+    let Some((drv, output)) = output_of(ev, top) else {
+        return Ok(path.to_string());
+    };
+    match &ev.opts.store.realise {
+        Some(hook) => {
+            hook(ev, &drv, &output).map_err(|e| {
+                format!("cannot build '{drv}' (output '{output}') to read '{path}': {e}")
+            })?;
+            in_b3(&physical)
+                .ok_or_else(|| format!("building '{drv}' did not produce '{top}' in the b3 store"))
+        }
+        None => Err(format!(
+            "cannot read '{path}': it is output '{output}' of derivation '{drv}', which is not \
+             built, and this evaluation cannot build (import from derivation): build it first \
+             (b3 build {drv})"
+        )),
+    }
+}
+
+/// The derivation (drv path, output name) among those evaluated so far
+/// whose output is `store_path`.
+fn output_of(ev: &crate::eval::Ev, store_path: &str) -> Option<(String, String)> {
+    let sd = ev.drv_hashes.borrow().store_dir().clone();
+    let sp = sd.parse(store_path).ok()?;
+    for (drv_path, d) in ev.drvs.borrow().iter() {
+        for (name, out) in &d.drv.outputs {
+            if out.path() == Some(&sp) {
+                return Some((drv_path.clone(), name.clone()));
+            }
+        }
+    }
+    None
+}
+
+/// Copies the tree at `src` to `dst` (which must not exist), keeping only
+/// the entries `filter` accepts; symlinks are copied, not followed.
+pub fn copy_filtered(src: &str, dst: &Path, filter: &mut EntryFilter<'_>) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let md =
+        std::fs::symlink_metadata(src).map_err(|e| format!("getting status of '{src}': {e}"))?;
+    let ft = md.file_type();
+    let werr = |e: std::io::Error| format!("writing '{}': {e}", dst.display());
+    if ft.is_symlink() {
+        let t = std::fs::read_link(src).map_err(|e| format!("reading link '{src}': {e}"))?;
+        std::os::unix::fs::symlink(t, dst).map_err(werr)?;
+    } else if ft.is_dir() {
+        std::fs::create_dir(dst).map_err(werr)?;
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(src).map_err(|e| format!("reading directory '{src}': {e}"))? {
+            names.push(
+                e.map_err(|e| format!("reading directory '{src}': {e}"))?
+                    .file_name(),
+            );
+        }
+        names.sort();
+        for n in names {
+            let child = format!("{}/{}", src.trim_end_matches('/'), n.to_string_lossy());
+            let cmd = std::fs::symlink_metadata(&child)
+                .map_err(|e| format!("getting status of '{child}': {e}"))?;
+            if !filter(&child, file_type_name(&cmd.file_type()))? {
+                continue;
+            }
+            copy_filtered(&child, &dst.join(&n), filter)?;
+        }
+    } else {
+        std::fs::copy(src, dst).map_err(|e| format!("copying '{src}': {e}"))?;
+        let mode = if md.permissions().mode() & 0o100 != 0 {
+            0o755
+        } else {
+            0o644
+        };
+        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(mode)).map_err(werr)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -64,6 +64,7 @@ pub struct Attrs {
 }
 
 impl Attrs {
+    #[inline]
     pub fn get(&self, k: &str) -> Option<&Value> {
         self.entries
             .binary_search_by(|e| e.0.as_ref().cmp(k))
@@ -81,6 +82,26 @@ impl Attrs {
     }
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+    /// `builtins.intersectAttrs self other`: the entries of `other` whose
+    /// names `self` has. Walks the smaller set and binary-searches the
+    /// bigger one, so `intersectAttrs (functionArgs f) pkgs` costs a few
+    /// lookups rather than one per package.
+    pub fn intersect(&self, other: &Attrs) -> Attrs {
+        let entries = if self.len() < other.len() {
+            self.entries
+                .iter()
+                .filter_map(|e| other.get_entry(&e.0).cloned())
+                .collect()
+        } else {
+            other
+                .entries
+                .iter()
+                .filter(|e| self.get(&e.0).is_some())
+                .cloned()
+                .collect()
+        };
+        Attrs { entries }
     }
     /// Builds from unsorted entries; later duplicates win.
     pub fn from_unsorted(mut v: Vec<(Sym, Value, Pos)>) -> Self {
@@ -120,6 +141,17 @@ pub enum ThunkState {
 
 pub struct Thunk(pub RefCell<ThunkState>);
 
+impl Thunk {
+    /// The value of an already-forced thunk.
+    #[inline]
+    pub fn forced(&self) -> Option<Value> {
+        match &*self.0.try_borrow().ok()? {
+            ThunkState::Done(v) => Some(v.clone()),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Debug for Thunk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<thunk>")
@@ -147,16 +179,33 @@ impl Env {
             slots: RefCell::new(slots),
         })
     }
+    /// The value in slot `idx` of the frame `depth` levels up. A slot whose
+    /// thunk has already been forced is replaced by the thunk's value, so the
+    /// next lookup skips the indirection and the thunk can be freed.
+    #[inline]
     pub fn lookup(self: &Rc<Env>, depth: u32, idx: u32) -> Value {
-        let mut e = self;
+        let mut e: &Env = self;
         for _ in 0..depth {
             match &e.parent {
                 Some(p) => e = p,
                 None => return Value::Null,
             }
         }
-        let s = e.slots.borrow();
-        s.get(idx as usize).cloned().unwrap_or(Value::Null)
+        let forced = {
+            let s = e.slots.borrow();
+            match s.get(idx as usize) {
+                Some(Value::Thunk(t)) => match t.forced() {
+                    Some(v) => v,
+                    None => return Value::Thunk(t.clone()),
+                },
+                Some(v) => return v.clone(),
+                None => return Value::Null,
+            }
+        };
+        if let Ok(mut s) = e.slots.try_borrow_mut() {
+            s[idx as usize] = forced.clone();
+        }
+        forced
     }
 }
 
@@ -180,7 +229,7 @@ impl std::fmt::Debug for PrimOp {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Value {
     Null,
     Bool(bool),
@@ -196,6 +245,27 @@ pub enum Value {
     Thunk(Rc<Thunk>),
 }
 
+impl Clone for Value {
+    // Written out so that it inlines into the evaluator's hot paths.
+    #[inline]
+    fn clone(&self) -> Self {
+        match self {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(*b),
+            Value::Int(i) => Value::Int(*i),
+            Value::Float(f) => Value::Float(*f),
+            Value::Str(s) => Value::Str(s.clone()),
+            Value::Path(p) => Value::Path(p.clone()),
+            Value::Attrs(a) => Value::Attrs(a.clone()),
+            Value::List(l) => Value::List(l.clone()),
+            Value::Lambda(c) => Value::Lambda(c.clone()),
+            Value::PrimOp(p) => Value::PrimOp(p.clone()),
+            Value::PrimOpApp(p, a) => Value::PrimOpApp(p.clone(), a.clone()),
+            Value::Thunk(t) => Value::Thunk(t.clone()),
+        }
+    }
+}
+
 impl Value {
     pub fn str(s: impl Into<Vec<u8>>) -> Value {
         Value::Str(Rc::new(NixStr::plain(s)))
@@ -203,6 +273,7 @@ impl Value {
     pub fn str_ctx(s: Vec<u8>, ctx: Context) -> Value {
         Value::Str(Rc::new(NixStr::with_ctx(s, ctx)))
     }
+    #[inline]
     pub fn thunk(e: &'static Expr, env: &Rc<Env>) -> Value {
         Value::Thunk(Rc::new(Thunk(RefCell::new(ThunkState::Pending(
             e,
@@ -212,9 +283,11 @@ impl Value {
     pub fn native(f: NativeFn) -> Value {
         Value::Thunk(Rc::new(Thunk(RefCell::new(ThunkState::Native(f)))))
     }
+    #[inline]
     pub fn attrs(a: Attrs) -> Value {
         Value::Attrs(Rc::new(a))
     }
+    #[inline]
     pub fn list(v: Vec<Value>) -> Value {
         Value::List(Rc::new(v))
     }
@@ -251,5 +324,39 @@ impl Value {
             self,
             Value::Lambda(_) | Value::PrimOp(_) | Value::PrimOpApp(..)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> Attrs {
+        Attrs::from_unsorted(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (Rc::from(*n), Value::Int(i as i64), Pos::none()))
+                .collect(),
+        )
+    }
+
+    fn names(a: &Attrs) -> Vec<String> {
+        a.entries.iter().map(|e| e.0.to_string()).collect()
+    }
+
+    #[test]
+    fn intersect_takes_the_values_of_the_second_set_whichever_is_smaller() {
+        let small = set(&["b", "zz", "d"]);
+        let big = set(&["a", "b", "c", "d", "e"]);
+        let r = small.intersect(&big);
+        assert_eq!(names(&r), ["b", "d"]);
+        // values come from `big` (b is its entry 1, d its entry 3)
+        assert!(matches!(r.entries[0].1, Value::Int(1)));
+        assert!(matches!(r.entries[1].1, Value::Int(3)));
+        let r = big.intersect(&small);
+        assert_eq!(names(&r), ["b", "d"]);
+        assert!(matches!(r.entries[0].1, Value::Int(0)));
+        assert!(matches!(r.entries[1].1, Value::Int(2)));
     }
 }

@@ -32,7 +32,7 @@ fn check(sd: &StoreDir, cache: &mut DrvHashCache, path: &StorePath) -> Result<bo
         Err(e) => return Err(format!("{shown}: {e}")),
     };
     let drv = Derivation::from_aterm(sd, &bytes).map_err(|e| format!("{shown}: {e}"))?;
-    if drv.to_aterm(sd).as_bytes() != &bytes[..] {
+    if drv.to_aterm_bytes(sd) != bytes {
         return Err(format!("{shown}: re-print differs"));
     }
     let name = path.derivation_name().ok_or("not a .drv")?;
@@ -79,7 +79,7 @@ fn check(sd: &StoreDir, cache: &mut DrvHashCache, path: &StorePath) -> Result<bo
         cache.path_hash(p, &mut reader)
     })
     .map_err(|e| format!("{shown}: instantiate: {e}"))?;
-    if inst.aterm.as_bytes() != &bytes[..] || &inst.drv_path != path {
+    if inst.drv.to_aterm_bytes(sd) != bytes || &inst.drv_path != path {
         return Err(format!(
             "{shown}: instantiate() gives a different derivation"
         ));

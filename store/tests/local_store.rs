@@ -155,7 +155,12 @@ fn gc_honours_temp_roots_of_open_stores_and_references() {
     holder.add_temp_roots([&y]).unwrap();
     let gc = open(&root);
     gc.add_root("top", &top).unwrap();
-    let dry = gc.collect_garbage(&GcOptions { dry_run: true }).unwrap();
+    let dry = gc
+        .collect_garbage(&GcOptions {
+            dry_run: true,
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(dry.deleted, vec![x.clone()]);
     assert!(dry.bytes_freed > 0);
     assert!(gc.is_valid_sync(&x).unwrap(), "dry run deleted");

@@ -68,3 +68,66 @@ pub fn tempdir() -> tempfile::TempDir {
         .tempdir()
         .expect("temp dir")
 }
+
+/// Runs a command that must succeed (the Nix oracle among them) and
+/// returns its stdout.
+pub fn sh(c: &mut std::process::Command) -> String {
+    let out = c.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{c:?} failed ({}); the Nix oracle is needed: run scripts/setup-test-deps.sh",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// `nix-instantiate` of `expr` (written to `dir/file`), attribute `attr`
+/// (`None`: the whole expression) → the `.drv` path.
+pub fn nix_instantiate(dir: &Path, file: &str, expr: &str, attr: Option<&str>) -> String {
+    let f = dir.join(file);
+    std::fs::write(&f, expr).expect("write expression");
+    let mut c = std::process::Command::new("nix-instantiate");
+    c.arg(&f);
+    if let Some(a) = attr {
+        c.args(["-A", a]);
+    }
+    sh(&mut c).trim().to_string()
+}
+
+/// Copies a `.drv` (and, first, the `.drv`s it depends on) from the Nix
+/// store into the b3 store, as text paths like Nix made them.
+pub fn copy_drv(store: &b3_store::local::LocalStore, drv: &str) -> b3_store::path::StorePath {
+    use b3_store::derivation::aterm;
+    let sd = b3_store::path::StoreDir::default();
+    let path = sd.parse(drv).expect("a store path");
+    let text = std::fs::read(drv).expect("the .drv is readable");
+    let parsed = aterm::parse(&sd, &text).expect("a derivation");
+    for input in parsed.input_drvs.keys() {
+        copy_drv(store, &sd.display(input));
+    }
+    let refs = parsed.references();
+    let got = store
+        .add_text_sync(path.name(), &text, &refs)
+        .expect("added");
+    assert_eq!(got, path, "the .drv lands at Nix's path");
+    got
+}
+
+/// A fresh b3 store at `root` holding the static busybox at Nix's path.
+pub fn open_store(root: &Path) -> b3_store::local::LocalStore {
+    use b3_store::local::{LocalStore, LocalStoreConfig};
+    require_busybox();
+    let mut cfg = LocalStoreConfig::new(root);
+    cfg.fsync = false;
+    let store = LocalStore::open(cfg).expect("store opens");
+    let bb = store
+        .add_path_sync(
+            "bb",
+            Path::new(BB),
+            b3_store::path::FileIngestionMethod::Recursive,
+            b3_store::hash::HashAlgo::Sha256,
+        )
+        .expect("busybox added");
+    assert_eq!(store.print_path(&bb), BB);
+    store
+}

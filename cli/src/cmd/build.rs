@@ -1,33 +1,72 @@
 //! `b3 build`: realise derivations in the local store, building them (and
-//! their input derivations) in the sandbox, like `nix-store --realise`.
+//! their input derivations) in the sandbox, like `nix-build` /
+//! `nix-store --realise`.
 //!
-//! Arguments are `.drv` store paths (or links to them), optionally with
-//! `!out,dev` to pick outputs. Output paths are printed one per line on
-//! stdout; builder logs go to stderr. `--out-link` makes a `result`-style
-//! link (an indirect GC root) to the first output.
+//! Arguments are installables (`crate::installable`): a Nix file (default
+//! `./default.nix`) or `-E` expressions with `-A attr`, evaluated and
+//! written to the store, or `.drv` store paths optionally with `!out,dev`.
+//! Output paths are printed one per line on stdout. Like `nix-build`, an
+//! evaluated build leaves `result` links (indirect GC roots: `result`,
+//! `result-dev`, `result-2`, ...) unless `--no-out-link`; for `.drv` paths
+//! (the `nix-store --realise` form) only `-o` makes one. Settings come from nix.conf (`max-jobs`, `cores`,
+//! `sandbox-paths`/`extra-sandbox-paths`, `keep-failed`, `keep-going`,
+//! `timeout`, `max-silent-time`, `log-lines`) and `--option NAME VALUE`;
+//! the flags here override them. Missing outputs are substituted from the
+//! configured binary caches (`substituters`, `trusted-public-keys`,
+//! `require-sigs`) before anything is built. Progress: a live display on a terminal,
+//! plain lines when piped (`-L` adds the build logs), Nix's records with
+//! `--log-format internal-json`. The exit status is Nix's (100 build
+//! failure, 101 timeout, 102 hash mismatch, 104 not deterministic).
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use b3_builder::realise::{realise_sync, RealiseSettings};
+use anyhow::Context;
+use b3_builder::realise::RealiseSettings;
 use b3_builder::sandbox::SandboxPath;
+use b3_builder::schedule::{realise_goals, Goal};
+use b3_store::activity::{self, Logger, Verbosity};
+use b3_store::binary_cache::Substituters;
+use b3_store::path::{StoreDir, StorePath};
+use b3_store::substitute::Substitute;
 
 use super::Global;
+use crate::installable::{self, DefaultFile, InstallableArgs, Resolved};
+use crate::logformat::LogFormat;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Derivations to realise: `/nix/store/…drv` or `/nix/store/…drv!out,dev`.
-    #[arg(required = true)]
-    paths: Vec<String>,
+    #[command(flatten)]
+    inst: InstallableArgs,
+    /// Builds to run at once (`auto` = number of cores; default: the
+    /// `max-jobs` setting if set, else the number of cores).
+    #[arg(long = "max-jobs", short = 'j', value_name = "N")]
+    max_jobs: Option<String>,
+    /// Keep building other derivations after one fails.
+    #[arg(long = "keep-going", short = 'k')]
+    keep_going: bool,
+    /// Keep the build directory of failed builds.
+    #[arg(long = "keep-failed", short = 'K')]
+    keep_failed: bool,
+    /// Rebuild derivations whose outputs are valid and report whether the
+    /// result is bit-identical; registers nothing.
+    #[arg(long)]
+    check: bool,
+    /// Show the full build logs.
+    #[arg(long = "print-build-logs", short = 'L')]
+    print_build_logs: bool,
+    /// Set a Nix setting for this invocation (repeatable).
+    #[arg(long = "option", num_args = 2, value_names = ["NAME", "VALUE"], action = clap::ArgAction::Append)]
+    option: Vec<String>,
     /// Expose a host path in the sandbox, read-only (`TARGET=SOURCE`,
     /// `PATH`; a trailing `?` makes it optional). Repeatable, e.g.
-    /// `--sandbox-path /bin/sh=/bin/busybox`.
+    /// `--sandbox-path /bin/sh=/bin/busybox`. Added to `sandbox-paths`.
     #[arg(long = "sandbox-path", value_name = "SPEC")]
     sandbox_paths: Vec<String>,
-    /// `NIX_BUILD_CORES` for the builders (default: all cores).
+    /// `NIX_BUILD_CORES` for the builders (default: the `cores` setting).
     #[arg(long)]
     cores: Option<u32>,
     /// Kill a build that runs longer than this many seconds.
@@ -36,51 +75,194 @@ pub struct Args {
     /// Kill a build that prints nothing for this many seconds.
     #[arg(long, value_name = "SECONDS")]
     max_silent_time: Option<u64>,
-    /// Create a symlink to the first output at this path (an indirect root).
+    /// Name of the result links (default `result`; indirect GC roots).
     #[arg(long, short = 'o', value_name = "PATH")]
     out_link: Option<PathBuf>,
+    /// Do not create result links.
+    #[arg(long)]
+    no_out_link: bool,
+    /// Print timing statistics (builds, sandbox set-up times) on stderr.
+    #[arg(long)]
+    stats: bool,
+}
+
+/// Where the records of this build go, and whether the logs are shown.
+fn install_logger(
+    g: &Global,
+    print_build_logs: bool,
+) -> (Logger, Option<Arc<crate::progress::ProgressSink>>, bool) {
+    let verbosity = Verbosity::from_flags(g.verbose, 0);
+    match g.log_format {
+        // Machine formats (and an explicit raw) as `main` installed them.
+        Some(LogFormat::InternalJson) => (activity::global(), None, print_build_logs),
+        Some(LogFormat::Raw) => (activity::global(), None, true),
+        Some(LogFormat::Bar) | Some(LogFormat::BarWithLogs) | None => {
+            let logs = print_build_logs || g.log_format == Some(LogFormat::BarWithLogs);
+            let (sink, display) = crate::progress::human_sink(verbosity, logs);
+            let logger = Logger::new(sink, verbosity);
+            activity::set_global(logger.clone());
+            (logger, display, logs)
+        }
+    }
+}
+
+fn settings_from(
+    a: &Args,
+    logger: &Logger,
+    logs_shown: bool,
+    store_dir: &StoreDir,
+) -> anyhow::Result<RealiseSettings> {
+    let config = super::config::load(&a.option)?;
+    for w in config.warnings() {
+        logger.warn(&w.to_string());
+    }
+    let conf = &config.settings;
+    let mut s = RealiseSettings {
+        logger: Some(logger.clone()),
+        ..RealiseSettings::default()
+    };
+    for p in &conf.sandbox_paths.0 {
+        s.extra_paths.push(SandboxPath::parse(&p.spec)?);
+    }
+    for spec in &a.sandbox_paths {
+        s.extra_paths.push(SandboxPath::parse(spec)?);
+    }
+    s.cores = match a.cores {
+        Some(c) => c,
+        None if conf.cores > 0 => conf.cores as u32,
+        None => s.cores,
+    };
+    let jobs_set = config
+        .provenance("max-jobs")
+        .is_some_and(|p| p.set != b3_store::settings::Origin::Default);
+    s.max_jobs = match &a.max_jobs {
+        Some(j) if j == "auto" => s.max_jobs,
+        Some(j) => j
+            .parse()
+            .map_err(|_| anyhow::anyhow!("'--max-jobs' should be 'auto' or an integer"))?,
+        None if jobs_set => conf.max_jobs.0 as usize,
+        None => s.max_jobs,
+    };
+    if s.max_jobs == 0 {
+        anyhow::bail!(
+            "unable to start any build; either increase '--max-jobs' or enable remote builds"
+        );
+    }
+    s.max_substitution_jobs = conf.max_substitution_jobs.max(1) as usize;
+    s.keep_going = a.keep_going || conf.keep_going;
+    s.keep_failed = a.keep_failed || conf.keep_failed;
+    let secs =
+        |flag: Option<u64>, conf: u64| flag.or((conf > 0).then_some(conf)).map(Duration::from_secs);
+    s.timeout = secs(a.timeout, conf.timeout);
+    s.max_silent = secs(a.max_silent_time, conf.max_silent_time);
+    s.log_lines = if logs_shown {
+        0
+    } else {
+        conf.log_lines as usize
+    };
+    // Binary caches (`substituters`, `trusted-public-keys`, `require-sigs`,
+    // `substitute`): asked for missing outputs before building.
+    if let Some(subst) = Substituters::from_settings(conf, store_dir)? {
+        s.substituter = Some(Arc::new(subst) as Arc<dyn Substitute>);
+    }
+    Ok(s)
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     b3_builder::platform::sandbox_support()?;
+    let (logger, display, logs_shown) = install_logger(g, a.print_build_logs);
     let store = super::store::open_store(g)?;
-    let mut settings = RealiseSettings::default();
-    for spec in &a.sandbox_paths {
-        settings.extra_paths.push(SandboxPath::parse(spec)?);
+    let settings = settings_from(&a, &logger, logs_shown, store.store_dir())?;
+    let items = installable::resolve(&store, &a.inst, DefaultFile::Build)?;
+    let evaluated = items.is_empty()
+        || a.inst.from_expr
+        || !a.inst.packages.is_empty()
+        || a.inst.items.iter().any(|i| {
+            store
+                .resolve_user_path(i.split('!').next().unwrap_or(i))
+                .is_err()
+        });
+    let mut goals = Vec::new();
+    for item in &items {
+        match item {
+            Resolved::Derivation { drv, outputs } => goals.push(Goal {
+                drv: drv.clone(),
+                outputs: outputs.clone(),
+                check: a.check,
+            }),
+            Resolved::Path(p) => {
+                if !store.is_valid_sync(p)? {
+                    anyhow::bail!("path '{}' is not valid", store.print_path(p));
+                }
+            }
+        }
     }
-    if let Some(c) = a.cores {
-        settings.cores = c;
-    }
-    settings.timeout = a.timeout.map(Duration::from_secs);
-    settings.max_silent = a.max_silent_time.map(Duration::from_secs);
 
-    let mut first = None;
-    let stdout = std::io::stdout();
-    for arg in &a.paths {
-        let (path, wanted) = match arg.split_once('!') {
-            Some((p, outs)) => (
-                p,
-                outs.split(',')
-                    .filter(|o| !o.is_empty())
-                    .map(str::to_string)
-                    .collect::<BTreeSet<_>>(),
-            ),
-            None => (arg.as_str(), BTreeSet::new()),
-        };
-        let drv = store.resolve_user_path(path)?;
-        if !drv.is_derivation() {
-            anyhow::bail!("'{}' is not a derivation", store.print_path(&drv));
-        }
-        let mut stderr = std::io::stderr();
-        let outs = realise_sync(&store, &settings, &drv, &wanted, &mut stderr)?;
-        let mut out = stdout.lock();
-        for p in outs.values() {
-            writeln!(out, "{}", store.print_path(p))?;
-            first.get_or_insert_with(|| p.clone());
-        }
+    let started = std::time::Instant::now();
+    let report = realise_goals(&store, &settings, &goals, None);
+    if let Some(d) = &display {
+        d.finish();
     }
-    if let (Some(link), Some(p)) = (&a.out_link, &first) {
-        store.create_result_link(link, p)?;
+    if a.stats {
+        print_stats(&report, started.elapsed());
+    }
+    let code = report.exit_code();
+    let outputs = match report.into_result() {
+        Ok(o) => o,
+        Err(e) => {
+            logger.error(&e.to_string());
+            return Ok(ExitCode::from(code));
+        }
+    };
+    let mut built = outputs.into_iter();
+    let base = a
+        .out_link
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("result"))
+        .to_string_lossy()
+        .into_owned();
+    let make_links = !a.no_out_link && (evaluated || a.out_link.is_some());
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for (i, item) in items.iter().enumerate() {
+        let outs: Vec<(String, StorePath)> = match item {
+            Resolved::Derivation { .. } => built.next().unwrap_or_default().into_iter().collect(),
+            Resolved::Path(p) => vec![("out".to_string(), p.clone())],
+        };
+        for (name, path) in outs {
+            if make_links {
+                let link = PathBuf::from(crate::multicall::link_name(&base, i, &name));
+                store
+                    .create_result_link(&link, &path)
+                    .with_context(|| format!("creating {}", link.display()))?;
+            }
+            writeln!(out, "{}", store.print_path(&path))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--stats`: how many derivations were built and what the sandbox cost.
+fn print_stats(report: &b3_builder::schedule::RealiseReport, wall: Duration) {
+    let mut setup: Vec<Duration> = report.built.iter().map(|b| b.setup).collect();
+    setup.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let median = setup.get(setup.len() / 2).copied().unwrap_or_default();
+    let mean = if setup.is_empty() {
+        Duration::ZERO
+    } else {
+        setup.iter().sum::<Duration>() / setup.len() as u32
+    };
+    let max = setup.last().copied().unwrap_or_default();
+    eprintln!(
+        "stats: built {} derivations ({} by other processes, {} substituted) in {:.3} s; \
+         sandbox set-up per build: median {:.2} ms, mean {:.2} ms, max {:.2} ms",
+        report.built.len(),
+        report.built_elsewhere.len(),
+        report.substituted.len(),
+        wall.as_secs_f64(),
+        ms(median),
+        ms(mean),
+        ms(max)
+    );
 }

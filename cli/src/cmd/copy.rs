@@ -3,17 +3,24 @@
 //! `b3 copy --to URL PATHS…` uploads from the local store;
 //! `b3 copy --from URL PATHS…` substitutes into the local store, checking
 //! signatures against `--trusted-public-keys` (unless `--no-check-sigs`).
-//! Closures are copied unless `--no-recursive`. URLs are Nix's: `file://`,
+//! Closures are copied unless `--no-recursive`; `--all` copies every valid
+//! path of the source (the local store, or every path in the source
+//! cache's narinfos). URLs are Nix's: `file://`,
 //! `s3://bucket?region=…&endpoint=…&profile=…`, `http(s)://` (read-only), with
-//! `secret-key=FILE` and `compression=xz|zstd|bzip2|none`.
+//! `secret-key=FILE`, `compression=xz|zstd|bzip2|none` and
+//! `write-nar-listing=1`. Up to `--jobs` transfers run at once; on a
+//! terminal, a progress line shows paths and bytes done and the speed.
 
 use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
+use b3_store::binary_cache::net::NetOptions;
 use b3_store::binary_cache::signing::parse_public_keys;
-use b3_store::binary_cache::{copy_paths, BinaryCache};
+use b3_store::binary_cache::{copy_paths_with, BinaryCache, CopyOptions, CopyProgress};
 use b3_store::path::StorePath;
 use b3_store::traits::{StoreRead, StoreWrite};
 
@@ -37,8 +44,14 @@ pub struct Args {
     /// separated; repeatable).
     #[arg(long, env = "B3_TRUSTED_PUBLIC_KEYS")]
     pub trusted_public_keys: Vec<String>,
+    /// Copy every valid path of the source.
+    #[arg(long, conflicts_with = "paths")]
+    pub all: bool,
+    /// Transfers in flight at once.
+    #[arg(long, short = 'j', default_value_t = 16)]
+    pub jobs: usize,
     /// Store paths (`/nix/store/…` or base names).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "all")]
     pub paths: Vec<String>,
 }
 
@@ -59,7 +72,7 @@ async fn copy(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
 
     let source: Arc<dyn StoreRead> = match &a.from {
         Some(url) => {
-            let mut cache = BinaryCache::open(url, store_dir.clone())?;
+            let mut cache = BinaryCache::open_with(url, store_dir.clone(), &NetOptions::default())?;
             if !a.no_check_sigs {
                 let keys = parse_public_keys(&a.trusted_public_keys.join(" "))?;
                 if keys.is_empty() {
@@ -74,7 +87,7 @@ async fn copy(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     };
     let dest: Arc<dyn StoreWrite> = match &a.to {
         Some(url) => {
-            let cache = BinaryCache::open(url, store_dir.clone())?;
+            let cache = BinaryCache::open_with(url, store_dir.clone(), &NetOptions::default())?;
             cache.init().await?;
             Arc::new(cache)
         }
@@ -82,6 +95,15 @@ async fn copy(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     };
 
     let mut paths: BTreeSet<StorePath> = BTreeSet::new();
+    if a.all {
+        paths = match &a.from {
+            Some(url) => {
+                let cache = BinaryCache::open(url, store_dir.clone())?;
+                cache.all_paths().await?
+            }
+            None => local.all_valid_paths()?,
+        };
+    }
     for p in &a.paths {
         let sp = match store_dir.parse(p) {
             Ok(sp) => sp,
@@ -90,9 +112,78 @@ async fn copy(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         };
         paths.insert(sp);
     }
-    let copied = copy_paths(source.as_ref(), dest.as_ref(), &paths, !a.no_recursive).await?;
-    for p in &copied {
-        eprintln!("copied '{}'", store_dir.display(p));
+    let bar = std::io::stderr().is_terminal().then(ProgressLine::new);
+    let opts = CopyOptions {
+        recursive: !a.no_recursive,
+        jobs: a.jobs.max(1),
+        progress: bar.clone().map(|b| {
+            Arc::new(move |p: &CopyProgress| b.show(p)) as b3_store::binary_cache::copy::ProgressFn
+        }),
+    };
+    let started = Instant::now();
+    let copied = copy_paths_with(source.as_ref(), dest.as_ref(), &paths, &opts).await;
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    let copied = copied?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "copied {} path{} in {secs:.2} s",
+        copied.len(),
+        if copied.len() == 1 { "" } else { "s" }
+    );
+    if g.verbose > 0 {
+        for p in &copied {
+            eprintln!("copied '{}'", store_dir.display(p));
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One self-overwriting status line on stderr (terminals only).
+#[derive(Clone)]
+struct ProgressLine {
+    started: Instant,
+    last: Arc<Mutex<Option<Instant>>>,
+}
+
+impl ProgressLine {
+    fn new() -> Self {
+        ProgressLine {
+            started: Instant::now(),
+            last: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn show(&self, p: &CopyProgress) {
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        // At most ten redraws a second, but always the final state.
+        let done = p.paths_done == p.paths_total;
+        if !done && last.is_some_and(|t| now.duration_since(t).as_millis() < 100) {
+            return;
+        }
+        *last = Some(now);
+        let secs = now.duration_since(self.started).as_secs_f64().max(1e-3);
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[Kcopying: {}/{} paths, {:.1}/{:.1} MiB, {:.1} MiB/s",
+            p.paths_done,
+            p.paths_total,
+            mib(p.bytes_done),
+            mib(p.bytes_total),
+            mib(p.bytes_done) / secs
+        );
+        let _ = err.flush();
+    }
+
+    fn finish(&self) {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[K");
+        let _ = err.flush();
+    }
 }

@@ -94,5 +94,6 @@ pub fn cmdline(a: Args) -> Cmdline {
 }
 
 pub fn run(_g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+    super::instantiate::install_realise_hook();
     Ok(ExitCode::from(nix_cli::run_cmdline(cmdline(a))))
 }

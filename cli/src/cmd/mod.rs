@@ -5,15 +5,20 @@ pub mod build;
 pub mod config;
 pub mod copy;
 pub mod derivation;
+pub mod dev_env;
 pub mod eval;
 pub mod hash;
 pub mod instantiate;
 pub mod key;
+pub mod log;
 pub mod nar;
 pub mod path_info;
+pub mod print_env;
+pub mod query;
 #[cfg(target_os = "linux")]
 pub mod runtime;
 pub mod serve;
+pub mod shell;
 pub mod store;
 
 use std::path::PathBuf;

@@ -86,6 +86,13 @@ pub enum Command {
         /// Only print what would be deleted.
         #[arg(long)]
         dry_run: bool,
+        /// Do not keep paths that running processes use (their executables,
+        /// mapped libraries, open files, environment, command line).
+        #[arg(long)]
+        no_runtime_roots: bool,
+        /// Stop after freeing at least this many bytes (suffixes K, M, G).
+        #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+        max_freed: Option<u64>,
     },
     /// Check the store: vanished, corrupted and unregistered paths.
     Verify {
@@ -269,8 +276,16 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{}", store.print_path(&p))?;
             }
         }
-        Command::Gc { dry_run } => {
-            let r = store.collect_garbage(&GcOptions { dry_run })?;
+        Command::Gc {
+            dry_run,
+            no_runtime_roots,
+            max_freed,
+        } => {
+            let r = store.collect_garbage(&GcOptions {
+                dry_run,
+                no_runtime_roots,
+                max_freed,
+            })?;
             for p in &r.deleted {
                 writeln!(out, "{}", store.print_path(p))?;
             }
@@ -393,4 +408,26 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A byte count with an optional binary suffix (`K`, `M`, `G`, `T`).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix '{c}'")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a byte count"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
 }

@@ -29,6 +29,19 @@ pub struct Drv {
     pub aterm: String,
 }
 
+thread_local! {
+    static KEEP_TEXT: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether derivations evaluated on this thread keep their `.drv` text and
+/// environment (needed to write them, as `b3 instantiate` does). Queries
+/// that only print paths (`b3 env -qa`) turn this off: of every derivation
+/// only its outputs and inputs are kept, which is what later derivations
+/// and reads of outputs need, at a fraction of the memory.
+pub fn set_keep_drv_text(keep: bool) {
+    KEEP_TEXT.with(|k| k.set(keep));
+}
+
 fn drv_err(e: impl std::fmt::Display, p: Pos) -> crate::error::EvalError {
     crate::error::EvalError::other(e.to_string(), p)
 }
@@ -264,12 +277,18 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             Pos::none(),
         ));
     }
+    let (mut kept, mut aterm) = (inst.drv, inst.aterm);
+    if !KEEP_TEXT.with(|k| k.get()) {
+        kept.env = Default::default();
+        kept.args = Vec::new();
+        aterm = String::new();
+    }
     ev.drvs.borrow_mut().insert(
         drv_path,
         Rc::new(Drv {
             name,
-            drv: inst.drv,
-            aterm: inst.aterm,
+            drv: kept,
+            aterm,
         }),
     );
     Ok(Value::attrs(Attrs::from_unsorted(entries)))

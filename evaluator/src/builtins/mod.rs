@@ -3,6 +3,7 @@
 pub mod attrs;
 pub mod context;
 pub mod derivation;
+pub mod fetch;
 pub mod flake;
 pub mod hash;
 pub mod json;
@@ -41,6 +42,7 @@ pub fn table() -> Vec<(&'static str, usize, PrimFn)> {
     store::register(&mut t);
     derivation::register(&mut t);
     flake::register(&mut t);
+    fetch::register(&mut t);
     t
 }
 
@@ -152,7 +154,9 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
     let consts: Vec<(&str, Value)> = vec![
         ("currentSystem", Value::str("x86_64-linux")),
         ("currentTime", Value::Int(now)),
-        ("nixVersion", Value::str("2.36.0")),
+        // The version of the oracle b3 is held to: nixpkgs reads it (irods
+        // passes it to cmake; minver checks), so drv paths depend on it.
+        ("nixVersion", Value::str("2.8.0")),
         ("langVersion", Value::Int(6)),
         ("storeDir", Value::str(opts.store_dir.as_bytes().to_vec())),
         ("nixPath", Value::list(nix_path_list)),
@@ -196,6 +200,7 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
         drv_outputs: RefCell::new(FxHashMap::default()),
         drvs: RefCell::new(FxHashMap::default()),
         sources: RefCell::new(FxHashMap::default()),
+        store_io: Default::default(),
     });
     // derivation wrapper, written in Nix
     let fid = pos::add_file("«builtin:derivation.nix»", false, Rc::from(DERIVATION_NIX));
@@ -303,7 +308,10 @@ impl Ev {
         if let Some(rest) = p.strip_prefix("/__corepkgs__/") {
             return Ok(format!("/__corepkgs__/{rest}"));
         }
-        match std::fs::metadata(&p) {
+        // Store paths may live elsewhere on disk, or need building first.
+        let real =
+            crate::storepath::realise_path(self, &p).map_err(|e| EvalError::other(e, pos))?;
+        match std::fs::metadata(&real) {
             Ok(m) if m.is_dir() => p = format!("{}/default.nix", p.trim_end_matches('/')),
             Ok(_) => {}
             Err(_) => return err(format!("path '{p}' does not exist"), pos),
@@ -316,7 +324,9 @@ impl Ev {
         if p == "/__corepkgs__/fetchurl.nix" {
             return self.parse_source(FETCHURL_NIX, &p, true, "/", extra);
         }
-        let bytes = std::fs::read(&p)
+        let real =
+            crate::storepath::realise_path(self, &p).map_err(|e| EvalError::other(e, pos))?;
+        let bytes = std::fs::read(&real)
             .map_err(|e| EvalError::other(format!("opening file '{p}': {e}"), pos))?;
         let (text, _) = ast::decode_source(&bytes);
         let dir = match p.rfind('/') {

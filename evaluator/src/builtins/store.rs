@@ -1,5 +1,8 @@
-//! Builtins touching the filesystem or the store in read-only mode: store
-//! paths are computed (NAR hash, fingerprint) but nothing is written.
+//! Builtins touching the filesystem or the store: source paths are computed
+//! (NAR hash, fingerprint) and recorded for `b3 instantiate` to add;
+//! filtered and flat `builtins.path` results go into the store at once in
+//! write mode (see `storepath::StoreOptions`). Reads go through
+//! `storepath::realise_path`, which also triggers import from derivation.
 
 use std::rc::Rc;
 
@@ -8,6 +11,7 @@ use crate::eval::{err, Ev, R};
 use crate::pos::Pos;
 use crate::storepath::{self, make_fixed_output_path, make_text_path, nar_hash, nixbase32, sha256};
 use crate::value::*;
+use b3_store::hash::{Hash, HashAlgo};
 
 /// How a source store path computed during evaluation is made.
 #[derive(Debug, Clone)]
@@ -56,44 +60,78 @@ pub fn copy_path_to_store(ev: &Ev, path: &str, pos: Pos) -> R<String> {
     add_path(ev, path, &name, None, pos)
 }
 
-fn add_path(ev: &Ev, path: &str, name: &str, filter: Option<&Value>, pos: Pos) -> R<String> {
+fn add_path(ev: &Ev, logical: &str, name: &str, filter: Option<&Value>, pos: Pos) -> R<String> {
     check_name(name, pos)?;
+    // Read from where the contents are; the filter sees logical paths.
+    let real = storepath::realise_path(ev, logical).map_err(|e| EvalError::other(e, pos))?;
+    let path = real.as_str();
     if std::fs::symlink_metadata(path).is_err() {
-        return err(format!("path '{path}' does not exist"), pos);
+        return err(format!("path '{logical}' does not exist"), pos);
     }
-    let mut ferr: Option<EvalError> = None;
+    let ferr: std::cell::RefCell<Option<EvalError>> = std::cell::RefCell::new(None);
     let mut f = |p: &str, ty: &str| -> Result<bool, String> {
         match filter {
             None => Ok(true),
             Some(fv) => {
+                let shown = match p.strip_prefix(path) {
+                    Some(rest) if path != logical => format!("{logical}{rest}"),
+                    _ => p.to_string(),
+                };
                 let r = ev
-                    .call2(fv, Value::str(p.as_bytes().to_vec()), Value::str(ty), pos)
+                    .call2(fv, Value::str(shown.into_bytes()), Value::str(ty), pos)
                     .and_then(|r| ev.force_bool(&r, pos));
                 match r {
                     Ok(b) => Ok(b),
                     Err(e) => {
-                        ferr = Some(e);
+                        *ferr.borrow_mut() = Some(e);
                         Err("filter failed".into())
                     }
                 }
             }
         }
     };
-    let h = if filter.is_some() {
-        nar_hash(path, Some(&mut f))
+    // A filtered tree going into the store is copied once (the filter runs
+    // once per entry) and hashed as copied; otherwise it is hashed in place.
+    let copy = if filter.is_some() && ev.opts.store.write {
+        let dst = ev
+            .store_io
+            .scratch_path(name)
+            .map_err(|e| EvalError::other(e, pos))?;
+        let r = storepath::copy_filtered(path, &dst, &mut f);
+        if let Some(e) = ferr.borrow_mut().take() {
+            return Err(e);
+        }
+        r.map_err(|e| EvalError::other(e, pos))?;
+        Some(dst)
     } else {
-        nar_hash(path, None)
+        None
     };
-    if let Some(e) = ferr {
+    let h = match (&copy, filter) {
+        (Some(dst), _) => nar_hash(&dst.to_string_lossy(), None),
+        (None, Some(_)) => nar_hash(path, Some(&mut f)),
+        (None, None) => nar_hash(path, None),
+    };
+    if let Some(e) = ferr.borrow_mut().take() {
         return Err(e);
     }
     let h = h.map_err(|e| EvalError::other(e, pos))?;
     let sp = make_fixed_output_path(&ev.opts.store_dir, true, "sha256", &h, name, &[])
         .map_err(|e| EvalError::other(e, pos))?;
-    if filter.is_none() {
-        ev.sources
-            .borrow_mut()
-            .insert(sp.clone(), Source::Path(path.to_string(), name.to_string()));
+    match copy {
+        Some(dst) => {
+            storepath::add_computed(ev, &dst, name, true, &sp)
+                .map_err(|e| EvalError::other(e, pos))?;
+            let _ = std::fs::remove_dir_all(&dst);
+        }
+        None if filter.is_none() => {
+            ev.sources
+                .borrow_mut()
+                .insert(sp.clone(), Source::Path(path.to_string(), name.to_string()));
+        }
+        // Read-only mode: reads of the filtered path see the unfiltered tree.
+        None => ev
+            .store_io
+            .record_local(&sp, std::path::PathBuf::from(path)),
     }
     Ok(sp)
 }
@@ -140,34 +178,43 @@ fn store_path(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 
 fn path(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let args = ev.force_attrs(&a[0], p)?;
-    let path = match args.get("path") {
-        Some(x) => ev.coerce_to_path(x, p)?,
-        None => {
-            return err(
-                "missing required 'path' attribute in the first argument to builtins.path",
-                p,
-            )
+    let mut path = None;
+    let mut name = None;
+    let mut filter = None;
+    let mut recursive = true;
+    let mut expected = None;
+    for (k, v, _) in args.entries.iter() {
+        match &**k {
+            "path" => path = Some(ev.coerce_to_path(v, p)?),
+            "name" => name = Some(ev.force_string(v, p)?),
+            "filter" => filter = Some(ev.force_fn(v, p)?),
+            "recursive" => recursive = ev.force_bool(v, p)?,
+            "sha256" => {
+                let h = ev.force_string(v, p)?;
+                if !h.is_empty() {
+                    let h = Hash::parse_any(&h, Some(HashAlgo::Sha256))
+                        .map_err(|e| EvalError::other(format!("invalid hash '{h}': {e}"), p))?;
+                    expected = Some(h);
+                }
+            }
+            other => return err(format!("unsupported argument '{other}' to 'addPath'"), p),
         }
+    }
+    let Some(path) = path else {
+        return err(
+            "missing required 'path' attribute in the first argument to builtins.path",
+            p,
+        );
     };
-    let name = match args.get("name") {
-        Some(x) => ev.force_string(x, p)?,
-        None => base_name(&path).to_string(),
-    };
-    let filter = match args.get("filter") {
-        Some(f) => Some(ev.force_fn(f, p)?),
-        None => None,
-    };
-    let recursive = match args.get("recursive") {
-        Some(r) => ev.force_bool(r, p)?,
-        None => true,
-    };
+    let name = name.unwrap_or_else(|| base_name(&path).to_string());
     let sp = if recursive {
         add_path(ev, &path, &name, filter.as_ref(), p)?
     } else {
         check_name(&name, p)?;
+        let path = storepath::realise_path(ev, &path).map_err(|e| EvalError::other(e, p))?;
         let data = std::fs::read(&path)
             .map_err(|e| EvalError::other(format!("reading '{path}': {e}"), p))?;
-        make_fixed_output_path(
+        let sp = make_fixed_output_path(
             &ev.opts.store_dir,
             false,
             "sha256",
@@ -175,11 +222,32 @@ fn path(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             &name,
             &[],
         )
-        .map_err(|e| EvalError::other(e, p))?
+        .map_err(|e| EvalError::other(e, p))?;
+        if ev.opts.store.write {
+            storepath::add_computed(ev, std::path::Path::new(&path), &name, false, &sp)
+                .map_err(|e| EvalError::other(e, p))?;
+        } else {
+            ev.store_io
+                .record_local(&sp, std::path::PathBuf::from(&path));
+        }
+        sp
     };
-    if let Some(h) = args.get("sha256") {
-        let h = ev.force_string(h, p)?;
-        let _ = h;
+    if let Some(h) = expected {
+        let want = make_fixed_output_path(
+            &ev.opts.store_dir,
+            recursive,
+            "sha256",
+            h.as_bytes(),
+            &name,
+            &[],
+        )
+        .map_err(|e| EvalError::other(e, p))?;
+        if want != sp {
+            return err(
+                format!("store path mismatch in (possibly filtered) path added from '{path}'"),
+                p,
+            );
+        }
     }
     let mut ctx = Context::new();
     ctx.insert(Rc::from(sp.as_str()));
@@ -204,8 +272,11 @@ fn placeholder(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     )))
 }
 
+/// The on-disk location of a path argument (store paths may live in the b3
+/// store or a scratch directory, or need building first).
 fn real_path(ev: &Ev, v: &Value, p: Pos) -> R<String> {
-    ev.coerce_to_path(v, p)
+    let path = ev.coerce_to_path(v, p)?;
+    storepath::realise_path(ev, &path).map_err(|e| EvalError::other(e, p))
 }
 
 fn path_exists(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {

@@ -252,9 +252,22 @@ fn dir_of(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     Ok(Value::str_ctx(d, ctx))
 }
 
+/// `toPath` keeps the string context of its argument (a derivation turned
+/// into a path still depends on it), as Nix does.
 fn to_path(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
-    let s = ev.coerce_to_path(&a[0], p)?;
-    Ok(Value::str(crate::ast::canon_path(&s)))
+    let v = ev.force(&a[0])?;
+    if let Value::Path(path) = &v {
+        return Ok(Value::str(crate::ast::canon_path(path)));
+    }
+    let (s, ctx) = ev.coerce_to_string(&v, false, false, p)?;
+    let s = String::from_utf8_lossy(&s).into_owned();
+    if !s.starts_with('/') {
+        return err(
+            format!("string '{s}' doesn't represent an absolute path"),
+            p,
+        );
+    }
+    Ok(Value::str_ctx(crate::ast::canon_path(&s).into_bytes(), ctx))
 }
 
 fn compile(ev: &Ev, re: &[u8], p: Pos) -> R<crate::regex::Regex> {

@@ -14,16 +14,20 @@
 pub mod cache_info;
 pub mod compression;
 pub mod copy;
+pub mod listing;
 pub mod narinfo;
+pub mod net;
 pub mod signing;
 pub mod store;
+pub mod substituter;
 pub mod url;
 pub mod verify;
 
 pub use cache_info::CacheInfo;
 pub use compression::Compression;
-pub use copy::copy_paths;
+pub use copy::{copy_paths, copy_paths_with, CopyOptions, CopyProgress};
 pub use narinfo::{NarInfo, NarInfoError};
 pub use signing::{PublicKey, SecretKey, Signature, SigningError};
 pub use store::{BinaryCache, BinaryCacheError};
+pub use substituter::{SubstituterConfigError, SubstituterOptions, Substituters};
 pub use url::CacheUrl;

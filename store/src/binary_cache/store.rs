@@ -17,6 +17,7 @@ use std::io;
 use std::path::Path as FsPath;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -27,7 +28,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::cache_info::{self, CacheInfo, CacheInfoError};
 use super::compression::{compress_writer, decompress_reader, BoxReader, Compression};
+use super::listing::ListingBuilder;
 use super::narinfo::{NarInfo, NarInfoError};
+use super::net::{self, NetOptions};
 use super::signing::{PublicKey, SecretKey, SigningError};
 use super::url::{CacheLocation, CacheUrl, CacheUrlError};
 use super::verify::VerifyingReader;
@@ -121,6 +124,10 @@ pub struct BinaryCache {
     secret_keys: Vec<SecretKey>,
     trusted_keys: Option<Vec<PublicKey>>,
     writable: bool,
+    /// Write `<hashpart>.ls` NAR listings with uploads (`write-nar-listing=1`).
+    write_nar_listing: bool,
+    /// Stall detection for remote caches (`None`: local files, no limit).
+    stall_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for BinaryCache {
@@ -156,12 +163,33 @@ impl BinaryCache {
             secret_keys: Vec::new(),
             trusted_keys: None,
             writable: true,
+            write_nar_listing: false,
+            stall_timeout: None,
         }
     }
 
     /// Opens a cache URL (`file://`, `s3://`, `http(s)://`) with Nix's
     /// parameters, reading `secret-key` files. Does not touch the cache yet.
     pub fn open(url: &str, store_dir: StoreDir) -> Result<Self, BinaryCacheError> {
+        Self::open_inner(url, store_dir, None)
+    }
+
+    /// Like [`Self::open`], with explicit network behaviour for remote
+    /// caches: connect timeout, stall timeout, and no hidden retries (the
+    /// caller retries, see [`super::substituter`]).
+    pub fn open_with(
+        url: &str,
+        store_dir: StoreDir,
+        net: &NetOptions,
+    ) -> Result<Self, BinaryCacheError> {
+        Self::open_inner(url, store_dir, Some(net))
+    }
+
+    fn open_inner(
+        url: &str,
+        store_dir: StoreDir,
+        net: Option<&NetOptions>,
+    ) -> Result<Self, BinaryCacheError> {
         let parsed = CacheUrl::parse(url)?;
         let open_err = |source| BinaryCacheError::Open {
             url: url.to_owned(),
@@ -180,12 +208,17 @@ impl BinaryCache {
                     object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(open_err)?;
                 (Arc::new(fs), true)
             }
-            CacheLocation::S3 { .. } => (s3_store(&parsed.location).map_err(open_err)?, true),
-            CacheLocation::Http(base) => (http_store(base).map_err(open_err)?, false),
+            CacheLocation::S3 { .. } => (s3_store(&parsed.location, net).map_err(open_err)?, true),
+            CacheLocation::Http(base) => (http_store(base, net).map_err(open_err)?, false),
         };
+        let remote = !matches!(parsed.location, CacheLocation::File(_));
         let mut cache = BinaryCache::new(objects, url, store_dir);
         cache.compression = parsed.compression;
         cache.writable = writable;
+        cache.write_nar_listing = parsed.write_nar_listing;
+        if remote {
+            cache.stall_timeout = net.map(|n| n.stall_timeout);
+        }
         if let Some(file) = &parsed.secret_key_file {
             cache.secret_keys.push(read_secret_key(file)?);
         }
@@ -210,6 +243,50 @@ impl BinaryCache {
     pub fn with_trusted_keys(mut self, keys: Vec<PublicKey>) -> Self {
         self.trusted_keys = Some(keys);
         self
+    }
+
+    /// Write `.ls` NAR listings with uploads (as `write-nar-listing=1`).
+    pub fn with_nar_listing(mut self, on: bool) -> Self {
+        self.write_nar_listing = on;
+        self
+    }
+
+    /// Every store path the cache has a `.narinfo` for (lists the cache;
+    /// plain HTTP caches cannot be listed).
+    pub async fn all_paths(&self) -> Result<BTreeSet<StorePath>, BinaryCacheError> {
+        let listed: Vec<object_store::ObjectMeta> = self
+            .objects
+            .list(None)
+            .try_collect()
+            .await
+            .map_err(|e| obj_err(&self.url, "listing", &ObjPath::from(""), e))?;
+        let mut out = BTreeSet::new();
+        for meta in listed {
+            let name = meta.location.to_string();
+            if name.contains('/') || !name.ends_with(".narinfo") {
+                continue;
+            }
+            if let Some(ni) = self.narinfo_unchecked_key(&meta.location).await? {
+                out.insert(ni.store_path);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn narinfo_unchecked_key(
+        &self,
+        key: &ObjPath,
+    ) -> Result<Option<NarInfo>, BinaryCacheError> {
+        let Some(bytes) = self.get_bytes(key).await? else {
+            return Ok(None);
+        };
+        NarInfo::parse_bytes(&bytes, &self.store_dir)
+            .map(Some)
+            .map_err(|source| BinaryCacheError::NarInfo {
+                url: self.url.clone(),
+                key: key.to_string(),
+                source,
+            })
     }
 
     pub fn url(&self) -> &str {
@@ -245,16 +322,65 @@ impl BinaryCache {
         Ok(info)
     }
 
-    async fn get_bytes(&self, key: &ObjPath) -> Result<Option<bytes::Bytes>, BinaryCacheError> {
-        match self.objects.get(key).await {
-            Ok(r) => Ok(Some(
-                r.bytes()
-                    .await
-                    .map_err(|e| obj_err(&self.url, "reading", key, e))?,
-            )),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(obj_err(&self.url, "reading", key, e)),
+    /// The configured stall timeout, if any.
+    pub fn stall_timeout(&self) -> Option<Duration> {
+        self.stall_timeout
+    }
+
+    /// Starts a GET, failing if the response does not start within the
+    /// stall timeout.
+    async fn start_get(
+        &self,
+        key: &ObjPath,
+    ) -> Result<object_store::GetResult, object_store::Error> {
+        let what = format!("{}/{key}", self.url.trim_end_matches('/'));
+        match net::within(self.stall_timeout, &what, self.objects.get(key)).await {
+            Ok(r) => r,
+            Err(e) => Err(object_store::Error::Generic {
+                store: "b3",
+                source: Box::new(e),
+            }),
         }
+    }
+
+    /// The body of a GET as a byte stream, guarded against stalls.
+    fn body_stream(
+        &self,
+        key: &ObjPath,
+        got: object_store::GetResult,
+    ) -> futures::stream::BoxStream<'static, io::Result<bytes::Bytes>> {
+        let stream = got.into_stream().map_err(io::Error::other);
+        match self.stall_timeout {
+            None => Box::pin(stream),
+            Some(d) => {
+                let what = format!("{}/{key}", self.url.trim_end_matches('/'));
+                Box::pin(net::StallGuard::new(stream, d, what))
+            }
+        }
+    }
+
+    async fn get_bytes(&self, key: &ObjPath) -> Result<Option<bytes::Bytes>, BinaryCacheError> {
+        let got = match self.start_get(key).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(obj_err(&self.url, "reading", key, e)),
+        };
+        let mut body = self.body_stream(key, got);
+        let mut out = bytes::BytesMut::new();
+        while let Some(chunk) = body.try_next().await.map_err(|e| {
+            obj_err(
+                &self.url,
+                "reading",
+                key,
+                object_store::Error::Generic {
+                    store: "b3",
+                    source: Box::new(e),
+                },
+            )
+        })? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Some(out.freeze()))
     }
 
     async fn put_bytes(&self, key: &ObjPath, data: Vec<u8>) -> Result<(), BinaryCacheError> {
@@ -340,11 +466,10 @@ impl BinaryCache {
     pub async fn nar_reader(&self, info: &NarInfo) -> Result<BoxReader<'static>, BinaryCacheError> {
         let key = self.nar_key(info)?;
         let got = self
-            .objects
-            .get(&key)
+            .start_get(&key)
             .await
             .map_err(|e| obj_err(&self.url, "fetching", &key, e))?;
-        let stream = got.into_stream().map_err(io::Error::other);
+        let stream = self.body_stream(&key, got);
         let compressed = tokio_util::io::StreamReader::new(stream);
         let nar = decompress_reader(info.compression, compressed);
         Ok(Box::pin(VerifyingReader::new(
@@ -412,7 +537,13 @@ impl BinaryCache {
             .map_err(|e| obj_err(&self.url, "uploading", &tmp_key, e))?;
         let mut upload = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
         let streamed = self.stream_compressed(nar, &mut upload).await;
-        let (nar_hash, nar_size, file_hash, file_size) = match streamed {
+        let Streamed {
+            nar_hash,
+            nar_size,
+            file_hash,
+            file_size,
+            listing,
+        } = match streamed {
             Ok(v) => v,
             Err(e) => {
                 let _ = upload.abort().await;
@@ -453,6 +584,10 @@ impl BinaryCache {
             .rename(&tmp_key, &final_key)
             .await
             .map_err(|e| obj_err(&self.url, "renaming", &tmp_key, e))?;
+        if let Some(ls) = listing {
+            let key = ObjPath::from(format!("{}.ls", info.path.hash_part()));
+            self.put_bytes(&key, ls.into_bytes()).await?;
+        }
 
         let mut narinfo = NarInfo {
             store_path: info.path.clone(),
@@ -503,7 +638,7 @@ impl BinaryCache {
         &self,
         nar: &mut (dyn AsyncRead + Unpin + Send),
         upload: &mut WriteMultipart,
-    ) -> Result<(Hash, u64, Hash, u64), StoreError> {
+    ) -> Result<Streamed, StoreError> {
         let raw = SharedBuf::default();
         let sink = SharedBuf::default();
         let mut p = Pipeline {
@@ -520,15 +655,48 @@ impl BinaryCache {
             copy: raw,
         });
         let mut buf = vec![0u8; 256 << 10];
+        let mut listing = self.write_nar_listing.then(ListingBuilder::new);
         while let Some(ev) = reader.next().await? {
-            if let b3_nar::AsyncEvent::File { mut contents, .. } = ev {
-                loop {
-                    let n = contents.read(&mut buf).await.map_err(io_err)?;
-                    if n == 0 {
-                        break;
+            let mut file = None;
+            match ev {
+                b3_nar::AsyncEvent::File {
+                    mut contents,
+                    size,
+                    executable,
+                } => {
+                    loop {
+                        let n = contents.read(&mut buf).await.map_err(io_err)?;
+                        if n == 0 {
+                            break;
+                        }
+                        p.pump().await?;
                     }
-                    p.pump().await?;
+                    file = Some((size, executable));
                 }
+                b3_nar::AsyncEvent::DirectoryStart => {
+                    if let Some(l) = &mut listing {
+                        l.directory_start()
+                    }
+                }
+                b3_nar::AsyncEvent::Entry { name } => {
+                    if let Some(l) = &mut listing {
+                        l.entry(name)
+                    }
+                }
+                b3_nar::AsyncEvent::Symlink { target } => {
+                    if let Some(l) = &mut listing {
+                        l.symlink(target)
+                    }
+                }
+                b3_nar::AsyncEvent::DirectoryEnd => {
+                    if let Some(l) = &mut listing {
+                        l.directory_end()
+                    }
+                }
+            }
+            if let (Some(l), Some((size, exec))) = (&mut listing, file) {
+                // Just past the contents: they started `size` bytes back.
+                l.file(size, exec, reader.offset() - size);
             }
             p.pump().await?;
         }
@@ -544,13 +712,24 @@ impl BinaryCache {
         p.pump().await?;
         let nar_size = p.nar_hasher.bytes_hashed();
         let file_size = p.file_hasher.bytes_hashed();
-        Ok((
-            p.nar_hasher.finish(),
+        Ok(Streamed {
+            nar_hash: p.nar_hasher.finish(),
             nar_size,
-            p.file_hasher.finish(),
+            file_hash: p.file_hasher.finish(),
             file_size,
-        ))
+            listing: listing.and_then(ListingBuilder::finish),
+        })
     }
+}
+
+/// What streaming a NAR into the cache measured.
+struct Streamed {
+    nar_hash: Hash,
+    nar_size: u64,
+    file_hash: Hash,
+    file_size: u64,
+    /// The `.ls` listing, when `write-nar-listing` is on.
+    listing: Option<String>,
 }
 
 /// NAR bytes → sha256 + compressor → sha256 + multipart upload.
@@ -631,8 +810,36 @@ fn read_secret_key(file: &FsPath) -> Result<SecretKey, BinaryCacheError> {
         .map_err(|source| BinaryCacheError::Key { file: name, source })
 }
 
+/// Client options for remote caches: with `net`, the connect timeout, no
+/// whole-request deadline (stalls are caught per chunk instead) and no
+/// retries inside the client.
+#[cfg(any(feature = "s3", feature = "http"))]
+fn client_options(base_is_http: bool, net: Option<&NetOptions>) -> object_store::ClientOptions {
+    let mut o = object_store::ClientOptions::new().with_allow_http(base_is_http);
+    if let Some(n) = net {
+        o = o
+            .with_connect_timeout(n.connect_timeout)
+            .with_timeout_disabled();
+    }
+    o
+}
+
+#[cfg(any(feature = "s3", feature = "http"))]
+fn retry_config(net: Option<&NetOptions>) -> object_store::RetryConfig {
+    match net {
+        Some(_) => object_store::RetryConfig {
+            max_retries: 0,
+            ..Default::default()
+        },
+        None => object_store::RetryConfig::default(),
+    }
+}
+
 #[cfg(feature = "s3")]
-fn s3_store(loc: &CacheLocation) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+fn s3_store(
+    loc: &CacheLocation,
+    net: Option<&NetOptions>,
+) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
     use object_store::aws::AmazonS3Builder;
     let CacheLocation::S3 {
         bucket,
@@ -650,11 +857,14 @@ fn s3_store(loc: &CacheLocation) -> Result<Arc<dyn ObjectStore>, object_store::E
     if let Some(e) = endpoint {
         // Custom endpoints (minio, s3s, …) mostly need path-style requests;
         // Nix's `addressing-style=auto` does the same.
-        b = b
-            .with_endpoint(e)
-            .with_allow_http(e.starts_with("http://"))
-            .with_virtual_hosted_style_request(false);
+        b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
     }
+    let is_http = endpoint
+        .as_deref()
+        .is_some_and(|e| e.starts_with("http://"));
+    b = b
+        .with_client_options(client_options(is_http, net))
+        .with_retry(retry_config(net));
     if let Some(p) = profile {
         if let Some((ak, sk)) = aws_profile_credentials(p) {
             b = b.with_access_key_id(ak).with_secret_access_key(sk);
@@ -697,7 +907,10 @@ fn aws_profile_credentials(profile: &str) -> Option<(String, String)> {
 }
 
 #[cfg(not(feature = "s3"))]
-fn s3_store(_: &CacheLocation) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+fn s3_store(
+    _: &CacheLocation,
+    _: Option<&NetOptions>,
+) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
     Err(object_store::Error::NotImplemented {
         operation: "s3:// caches (build b3-store with feature \"s3\")".into(),
         implementer: "b3".into(),
@@ -705,17 +918,23 @@ fn s3_store(_: &CacheLocation) -> Result<Arc<dyn ObjectStore>, object_store::Err
 }
 
 #[cfg(feature = "http")]
-fn http_store(base: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
-    let options = object_store::ClientOptions::new().with_allow_http(base.starts_with("http://"));
+fn http_store(
+    base: &str,
+    net: Option<&NetOptions>,
+) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
     let s = object_store::http::HttpBuilder::new()
         .with_url(base)
-        .with_client_options(options)
+        .with_client_options(client_options(base.starts_with("http://"), net))
+        .with_retry(retry_config(net))
         .build()?;
     Ok(Arc::new(s))
 }
 
 #[cfg(not(feature = "http"))]
-fn http_store(_: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+fn http_store(
+    _: &str,
+    _: Option<&NetOptions>,
+) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
     Err(object_store::Error::NotImplemented {
         operation: "http(s):// caches (build b3-store with feature \"http\")".into(),
         implementer: "b3".into(),

@@ -43,6 +43,8 @@ pub struct CacheUrl {
     pub secret_key_file: Option<PathBuf>,
     pub priority: Option<i64>,
     pub want_mass_query: Option<bool>,
+    /// `write-nar-listing=1`: upload `.ls` listings with NARs.
+    pub write_nar_listing: bool,
     /// Parameters recognised but not acted on (`name=value`).
     pub ignored: Vec<String>,
 }
@@ -82,6 +84,7 @@ impl CacheUrl {
             secret_key_file: None,
             priority: None,
             want_mass_query: None,
+            write_nar_listing: false,
             ignored: Vec::new(),
         };
         let (mut region, mut endpoint, mut profile, mut scheme) = (None, None, None, None);
@@ -107,6 +110,13 @@ impl CacheUrl {
                         "false" | "0" => false,
                         _ => return Err(bad()),
                     })
+                }
+                "write-nar-listing" => {
+                    out.write_nar_listing = match v.as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(bad()),
+                    }
                 }
                 "region" => region = Some(v),
                 "endpoint" => endpoint = Some(v),

@@ -153,8 +153,17 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// A quoted string; returns it and its starting offset.
+    /// A quoted string that must be UTF-8; returns it and its starting offset.
     fn string(&mut self) -> Result<(String, usize), AtermError> {
+        let (bytes, start) = self.byte_string()?;
+        let s =
+            String::from_utf8(bytes).map_err(|_| self.err(start, AtermErrorKind::InvalidUtf8))?;
+        Ok((s, start))
+    }
+
+    /// A quoted string as raw bytes (Nix strings are bytes; only
+    /// environment entries may hold arbitrary ones, see [`Derivation::env_bytes`]).
+    fn byte_string(&mut self) -> Result<(Vec<u8>, usize), AtermError> {
         let start = self.pos;
         self.expect("\"")?;
         let mut out = Vec::new();
@@ -180,8 +189,7 @@ impl<'a> Parser<'a> {
                 other => out.push(other),
             }
         }
-        let s = String::from_utf8(out).map_err(|_| self.err(start, AtermErrorKind::InvalidUtf8))?;
-        Ok((s, start))
+        Ok((out, start))
     }
 
     fn store_path(&mut self) -> Result<StorePath, AtermError> {
@@ -302,14 +310,34 @@ impl<'a> Parser<'a> {
         self.expect(",[")?;
         self.list(|p| {
             p.expect("(")?;
-            let (k, at) = p.string()?;
+            let (k, at) = p.byte_string()?;
             p.expect(",")?;
-            let (v, _) = p.string()?;
+            let (v, _) = p.byte_string()?;
             p.expect(")")?;
-            if drv.env.contains_key(&k) {
-                return Err(p.err(at, dup("environment variable", k)));
+            let duplicate = match std::str::from_utf8(&k) {
+                Ok(ks) => drv.env.contains_key(ks),
+                Err(_) => false,
+            } || drv.env_bytes.contains_key(&k);
+            if duplicate {
+                return Err(p.err(
+                    at,
+                    dup(
+                        "environment variable",
+                        String::from_utf8_lossy(&k).into_owned(),
+                    ),
+                ));
             }
-            drv.env.insert(k, v);
+            match (String::from_utf8(k), String::from_utf8(v)) {
+                (Ok(k), Ok(v)) => {
+                    drv.env.insert(k, v);
+                }
+                (k, v) => {
+                    let bytes = |r: Result<String, std::string::FromUtf8Error>| {
+                        r.map(String::into_bytes).unwrap_or_else(|e| e.into_bytes())
+                    };
+                    drv.env_bytes.insert(bytes(k), bytes(v));
+                }
+            }
             Ok(())
         })?;
         self.expect(")")?;
@@ -334,63 +362,90 @@ pub fn parse(store_dir: &StoreDir, text: &[u8]) -> Result<Derivation, AtermError
     .derivation()
 }
 
-fn push_escaped(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
+fn push_escaped(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'"');
+    for &c in s {
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
             c => out.push(c),
         }
     }
-    out.push('"');
+    out.push(b'"');
 }
 
-fn push_unescaped(out: &mut String, s: &str) {
-    out.push('"');
-    out.push_str(s);
-    out.push('"');
+fn push_unescaped(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
 }
 
-fn push_list<'a, I: IntoIterator<Item = &'a str>>(out: &mut String, items: I, escaped: bool) {
-    out.push('[');
+fn push_list<'a, I: IntoIterator<Item = &'a str>>(out: &mut Vec<u8>, items: I, escaped: bool) {
+    out.push(b'[');
     for (i, s) in items.into_iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
         if escaped {
-            push_escaped(out, s);
+            push_escaped(out, s.as_bytes());
         } else {
             push_unescaped(out, s);
         }
     }
-    out.push(']');
+    out.push(b']');
 }
 
-/// Prints a derivation as Nix writes its `.drv` file.
+/// Prints a derivation as Nix writes its `.drv` file. Only exact for
+/// derivations whose strings are all UTF-8 (see [`print_bytes`]).
 pub fn print(drv: &Derivation, store_dir: &StoreDir) -> String {
-    print_with(drv, store_dir, false, None)
+    lossy(print_bytes(drv, store_dir))
 }
 
-/// Nix's `unparse(store, maskOutputs, actualInputs)`: with `mask_outputs`,
-/// output paths and the env vars named after outputs print as `""`; with
-/// `actual_inputs`, those (hash → outputs) replace the input derivations.
+/// Prints a derivation as Nix writes its `.drv` file, byte for byte, also
+/// when environment entries are not UTF-8.
+pub fn print_bytes(drv: &Derivation, store_dir: &StoreDir) -> Vec<u8> {
+    print_bytes_with(drv, store_dir, false, None)
+}
+
+fn lossy(v: Vec<u8>) -> String {
+    String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// [`print_bytes_with`] as text (lossy when an environment entry is not UTF-8).
+#[allow(dead_code)]
 pub(crate) fn print_with(
     drv: &Derivation,
     store_dir: &StoreDir,
     mask_outputs: bool,
     actual_inputs: Option<&BTreeMap<String, BTreeSet<String>>>,
 ) -> String {
-    let mut s = String::with_capacity(4096);
-    s.push_str("Derive([");
+    lossy(print_bytes_with(
+        drv,
+        store_dir,
+        mask_outputs,
+        actual_inputs,
+    ))
+}
+
+/// Nix's `unparse(store, maskOutputs, actualInputs)`: with `mask_outputs`,
+/// output paths and the env vars named after outputs print as `""`; with
+/// `actual_inputs`, those (hash → outputs) replace the input derivations.
+pub(crate) fn print_bytes_with(
+    drv: &Derivation,
+    store_dir: &StoreDir,
+    mask_outputs: bool,
+    actual_inputs: Option<&BTreeMap<String, BTreeSet<String>>>,
+) -> Vec<u8> {
+    let mut s = Vec::with_capacity(4096);
+    s.extend_from_slice(b"Derive([");
     for (i, (name, out)) in drv.outputs.iter().enumerate() {
         if i > 0 {
-            s.push(',');
+            s.push(b',');
         }
-        s.push('(');
+        s.push(b'(');
         push_unescaped(&mut s, name);
         let masked_path = |p: &StorePath| {
             if mask_outputs {
@@ -417,39 +472,39 @@ pub(crate) fn print_with(
             ),
         };
         for field in [path, algo, hash] {
-            s.push(',');
+            s.push(b',');
             push_unescaped(&mut s, &field);
         }
-        s.push(')');
+        s.push(b')');
     }
-    s.push_str("],[");
+    s.extend_from_slice(b"],[");
     match actual_inputs {
         Some(inputs) => {
             for (i, (key, outs)) in inputs.iter().enumerate() {
                 if i > 0 {
-                    s.push(',');
+                    s.push(b',');
                 }
-                s.push('(');
+                s.push(b'(');
                 push_unescaped(&mut s, key);
-                s.push(',');
+                s.push(b',');
                 push_list(&mut s, outs.iter().map(String::as_str), false);
-                s.push(')');
+                s.push(b')');
             }
         }
         None => {
             for (i, (path, outs)) in drv.input_drvs.iter().enumerate() {
                 if i > 0 {
-                    s.push(',');
+                    s.push(b',');
                 }
-                s.push('(');
+                s.push(b'(');
                 push_unescaped(&mut s, &store_dir.display(path));
-                s.push(',');
+                s.push(b',');
                 push_list(&mut s, outs.iter().map(String::as_str), false);
-                s.push(')');
+                s.push(b')');
             }
         }
     }
-    s.push_str("],");
+    s.extend_from_slice(b"],");
     // Nix sorts the printed paths; with one store dir that is the StorePath order.
     let srcs: Vec<String> = drv
         .input_srcs
@@ -457,29 +512,26 @@ pub(crate) fn print_with(
         .map(|p| store_dir.display(p))
         .collect();
     push_list(&mut s, srcs.iter().map(String::as_str), false);
-    s.push(',');
+    s.push(b',');
     push_unescaped(&mut s, &drv.system);
-    s.push(',');
-    push_escaped(&mut s, &drv.builder);
-    s.push(',');
+    s.push(b',');
+    push_escaped(&mut s, drv.builder.as_bytes());
+    s.push(b',');
     push_list(&mut s, drv.args.iter().map(String::as_str), true);
-    s.push_str(",[");
-    for (i, (k, v)) in drv.env.iter().enumerate() {
+    s.extend_from_slice(b",[");
+    for (i, (k, v)) in drv.env_entries().enumerate() {
         if i > 0 {
-            s.push(',');
+            s.push(b',');
         }
-        s.push('(');
+        s.push(b'(');
         push_escaped(&mut s, k);
-        s.push(',');
-        let v = if mask_outputs && drv.outputs.contains_key(k) {
-            ""
-        } else {
-            v.as_str()
-        };
-        push_escaped(&mut s, v);
-        s.push(')');
+        s.push(b',');
+        let masked =
+            mask_outputs && std::str::from_utf8(k).is_ok_and(|k| drv.outputs.contains_key(k));
+        push_escaped(&mut s, if masked { b"" } else { v });
+        s.push(b')');
     }
-    s.push_str("])");
+    s.extend_from_slice(b"])");
     s
 }
 
@@ -489,9 +541,16 @@ impl Derivation {
         parse(store_dir, text)
     }
 
-    /// The `.drv` text, byte for byte as Nix writes it.
+    /// The `.drv` text, byte for byte as Nix writes it when every string is
+    /// UTF-8 (always so for derivations b3 evaluates); otherwise lossy, use
+    /// [`Self::to_aterm_bytes`].
     pub fn to_aterm(&self, store_dir: &StoreDir) -> String {
         print(self, store_dir)
+    }
+
+    /// The `.drv` file's bytes exactly as Nix writes them.
+    pub fn to_aterm_bytes(&self, store_dir: &StoreDir) -> Vec<u8> {
+        print_bytes(self, store_dir)
     }
 }
 
@@ -608,9 +667,34 @@ mod tests {
     }
 
     #[test]
+    fn non_utf8_env_entries_round_trip_as_bytes() {
+        let mut bytes = HELLO.as_bytes().to_vec();
+        // Drop the closing `])`, add two raw entries (one escaped quote, one
+        // newline escape, bytes that are not UTF-8), close again.
+        bytes.truncate(bytes.len() - 2);
+        bytes.extend_from_slice(b",(\"z\\\"\xff\",\"v\xfe\\n\xc3\"),(\"\xe9\",\"plain\")])");
+        let d = parse(&sd(), &bytes).unwrap();
+        assert_eq!(d.env.len(), 4);
+        assert_eq!(d.env_bytes.len(), 2);
+        assert_eq!(d.env_bytes[&b"z\"\xff"[..]], b"v\xfe\n\xc3");
+        assert_eq!(d.env_bytes[&b"\xe9"[..]], b"plain");
+        assert_eq!(print_bytes(&d, &sd()), bytes);
+        // A raw key given twice is a duplicate.
+        let mut dup_text = bytes.clone();
+        let at = dup_text.len() - 2;
+        dup_text.splice(at..at, b",(\"\xe9\",\"again\")".iter().copied());
+        let err = parse(&sd(), &dup_text).unwrap_err();
+        assert!(
+            matches!(err.kind, AtermErrorKind::Duplicate { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn masked_print_blanks_outputs() {
         let d = parse(&sd(), HELLO.as_bytes()).unwrap();
         let masked = print_with(&d, &sd(), true, None);
+        assert_eq!(masked.as_bytes(), print_bytes_with(&d, &sd(), true, None));
         assert!(masked.starts_with(r#"Derive([("out","","","")]"#));
         assert!(masked.contains(r#"("out","")"#));
     }

@@ -95,8 +95,8 @@ where
             inputs.entry(oh.to_base16()).or_default().insert(o.clone());
         }
     }
-    let text = aterm::print_with(drv, store_dir, mask_outputs, Some(&inputs));
-    let h = Hash::digest(HashAlgo::Sha256, text.as_bytes());
+    let text = aterm::print_bytes_with(drv, store_dir, mask_outputs, Some(&inputs));
+    let h = Hash::digest(HashAlgo::Sha256, &text);
     Ok(DrvHash {
         hashes: drv.outputs.keys().map(|k| (k.clone(), h)).collect(),
         kind: result_kind,
@@ -231,12 +231,8 @@ pub fn derivation_path(
     store_dir: &StoreDir,
     drv_name: &str,
 ) -> Result<StorePath, DerivationError> {
-    let text = drv.to_aterm(store_dir);
-    Ok(store_dir.compute_text_path(
-        &format!("{drv_name}.drv"),
-        text.as_bytes(),
-        &drv.references(),
-    )?)
+    let text = drv.to_aterm_bytes(store_dir);
+    Ok(store_dir.compute_text_path(&format!("{drv_name}.drv"), &text, &drv.references())?)
 }
 
 impl Derivation {

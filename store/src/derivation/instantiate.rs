@@ -108,7 +108,9 @@ pub fn parse_hash_allow_empty(s: &str, algo: Option<HashAlgo>) -> Result<Hash, D
 pub struct Instantiated {
     pub drv: Derivation,
     pub drv_path: StorePath,
-    /// The `.drv` file contents.
+    /// The `.drv` file contents (exact whenever `drv.env_bytes` is empty,
+    /// as for every derivation the evaluator makes; otherwise write
+    /// `drv.to_aterm_bytes`).
     pub aterm: String,
     /// `hashDerivationModulo(drv, maskOutputs = false)`: cache it under
     /// `drv_path` (e.g. in a [`super::DrvHashCache`]).
@@ -187,17 +189,15 @@ where
             }
         }
     }
-    let aterm = drv.to_aterm(store_dir);
-    let drv_path = store_dir.compute_text_path(
-        &format!("{drv_name}.drv"),
-        aterm.as_bytes(),
-        &drv.references(),
-    )?;
+    let aterm_bytes = drv.to_aterm_bytes(store_dir);
+    let drv_path =
+        store_dir.compute_text_path(&format!("{drv_name}.drv"), &aterm_bytes, &drv.references())?;
     let hash = hash_derivation_modulo(&drv, store_dir, false, &mut input_hash)?;
     Ok(Instantiated {
         drv,
         drv_path,
-        aterm,
+        aterm: String::from_utf8(aterm_bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
         hash,
     })
 }

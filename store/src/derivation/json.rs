@@ -157,8 +157,9 @@ fn write_drv(w: &mut Writer, store_dir: &StoreDir, drv: &Derivation) {
 
     w.key("env");
     w.open('{');
-    for (k, v) in &drv.env {
-        w.attr(k, v);
+    // Non-UTF-8 entries (rare) cannot be JSON strings; shown with U+FFFD.
+    for (k, v) in drv.env_entries() {
+        w.attr(&String::from_utf8_lossy(k), &String::from_utf8_lossy(v));
     }
     w.close('}');
 }

@@ -61,7 +61,10 @@ impl DerivationOutput {
 /// A derivation: what to run to produce which outputs.
 ///
 /// Strings are Rust `String`s: Nix strings are bytes, but `.drv` files made
-/// from Nix expressions are UTF-8 in practice; the parser rejects others.
+/// from Nix expressions are UTF-8 in practice. The one exception kept
+/// exactly is the environment (a `builtins.readFile` of a binary file ends
+/// up there): entries whose name or value is not UTF-8 live in
+/// [`Derivation::env_bytes`]. Elsewhere the parser rejects non-UTF-8 text.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Derivation {
     pub outputs: BTreeMap<String, DerivationOutput>,
@@ -73,6 +76,10 @@ pub struct Derivation {
     pub builder: String,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// Environment entries whose name or value is not valid UTF-8, as raw
+    /// bytes. Disjoint from `env`; usually empty. [`Self::env_entries`]
+    /// walks both in the `.drv` file's order.
+    pub env_bytes: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 /// The kind of a derivation, decided by its outputs (Nix's `DerivationType`).
@@ -161,6 +168,29 @@ impl Derivation {
             _ => {}
         }
         Ok(first)
+    }
+
+    /// Every environment entry as bytes (`env` and `env_bytes` merged),
+    /// sorted by name bytes as in the `.drv` file. This is what a builder
+    /// should put in the environment.
+    pub fn env_entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut a = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .peekable();
+        let mut b = self
+            .env_bytes
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .peekable();
+        // Both maps are sorted by bytes (`String` orders as its UTF-8).
+        std::iter::from_fn(move || match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 <= y.0 => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, _) => b.next(),
+        })
     }
 
     /// The derivation's `name` attribute (its env var `name`).

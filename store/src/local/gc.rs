@@ -1,7 +1,8 @@
 //! Garbage collection of the local store.
 //!
 //! The collector holds `gc.lock` exclusively while it marks (roots,
-//! indirect roots, temporary roots of live processes, then their closures),
+//! indirect roots, temporary roots of live processes, paths running
+//! processes use, then their closures),
 //! unregisters the dead paths in one transaction and renames them into the
 //! trash; then it releases the lock and deletes the trash. Processes append
 //! temporary roots under a shared `gc.lock` *before* they check validity,
@@ -18,6 +19,7 @@ use crate::path::StorePath;
 use crate::traits::StoreError;
 
 use super::roots::{find_roots, scan_temp_roots};
+use super::runtime_roots::find_runtime_roots;
 use super::{db_err, io_ctx, LocalStore};
 
 /// What to collect.
@@ -25,6 +27,12 @@ use super::{db_err, io_ctx, LocalStore};
 pub struct GcOptions {
     /// Report what would be deleted without deleting.
     pub dry_run: bool,
+    /// Do not keep paths that running processes use (see
+    /// [`super::runtime_roots`]); by default they are roots.
+    pub no_runtime_roots: bool,
+    /// Stop once at least this many bytes are freed (Nix's `--max-freed`).
+    /// Paths go referrers first, so what remains is still closed.
+    pub max_freed: Option<u64>,
 }
 
 /// What was (or would be) deleted.
@@ -34,8 +42,10 @@ pub struct GcReport {
     pub deleted: Vec<StorePath>,
     /// Disk space of the dead paths (allocated blocks), in bytes.
     pub bytes_freed: u64,
-    /// Roots found (after resolving links).
+    /// Roots found (after resolving links), runtime roots included.
     pub roots: BTreeSet<StorePath>,
+    /// The valid paths kept alive only by running processes' use of them.
+    pub runtime_roots: BTreeSet<StorePath>,
     pub dry_run: bool,
 }
 
@@ -55,7 +65,65 @@ pub(crate) fn disk_usage(p: &Path) -> u64 {
     n
 }
 
+/// `dead` ordered so that every path comes after all the dead paths that
+/// refer to it (any prefix is then safe to delete). `dead` is closed under
+/// referrers, so only edges inside it matter. Ties go in path order.
+fn referrers_first<'a>(dead: &'a BTreeSet<String>, edges: &'a [(String, String)]) -> Vec<&'a str> {
+    let mut pending: BTreeMap<&str, usize> = dead.iter().map(|d| (d.as_str(), 0)).collect();
+    let mut refs: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (from, to) in edges {
+        if from != to && dead.contains(from) && dead.contains(to) {
+            if let Some(n) = pending.get_mut(to.as_str()) {
+                *n += 1;
+            }
+            refs.entry(from.as_str()).or_default().push(to.as_str());
+        }
+    }
+    let mut ready: BTreeSet<&str> = pending
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(p, _)| *p)
+        .collect();
+    let mut order = Vec::with_capacity(dead.len());
+    while let Some(p) = ready.pop_first() {
+        order.push(p);
+        for r in refs.get(p).map(Vec::as_slice).unwrap_or(&[]) {
+            if let Some(n) = pending.get_mut(r) {
+                *n -= 1;
+                if *n == 0 {
+                    ready.insert(r);
+                }
+            }
+        }
+    }
+    // A reference cycle (impossible between content-addressed and
+    // input-addressed paths, but the database does not forbid it): the rest
+    // goes last, together.
+    if order.len() < dead.len() {
+        let placed: BTreeSet<&str> = order.iter().copied().collect();
+        order.extend(
+            dead.iter()
+                .map(String::as_str)
+                .filter(|d| !placed.contains(d)),
+        );
+    }
+    order
+}
+
 impl LocalStore {
+    /// Store directories (logical and physical, each ending in `/`) whose
+    /// paths running processes may mention.
+    fn store_prefixes(&self) -> Vec<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut v = vec![format!("{}/", self.store_dir()).into_bytes()];
+        let mut phys = self.real_store_dir().as_os_str().as_bytes().to_vec();
+        phys.push(b'/');
+        if !v.contains(&phys) {
+            v.push(phys);
+        }
+        v
+    }
+
     /// Collect garbage: delete every valid path not reachable from a root.
     pub fn collect_garbage(&self, opts: &GcOptions) -> Result<GcReport, StoreError> {
         // Leftovers of dead processes first (needs gc.lock itself for the trash).
@@ -90,6 +158,19 @@ impl LocalStore {
                 db.all_edges().map_err(db_err)?,
             )
         };
+        let mut runtime = BTreeSet::new();
+        if !opts.no_runtime_roots {
+            let hashes = find_runtime_roots(Path::new("/proc"), &self.store_prefixes());
+            for p in &all {
+                let Ok(sp) = self.store_dir().parse(p) else {
+                    continue;
+                };
+                if hashes.contains(&sp.hash_part()) && !roots.contains(&sp) {
+                    runtime.insert(sp);
+                }
+            }
+            roots.extend(runtime.iter().cloned());
+        }
         let mut graph: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (from, to) in &edges {
             graph.entry(from.as_str()).or_default().push(to.as_str());
@@ -115,14 +196,22 @@ impl LocalStore {
         let dead: BTreeSet<String> = all.difference(&live).cloned().collect();
         let mut report = GcReport {
             roots,
+            runtime_roots: runtime,
             dry_run: opts.dry_run,
             ..Default::default()
         };
-        for d in &dead {
+        let mut chosen: BTreeSet<String> = BTreeSet::new();
+        for d in referrers_first(&dead, &edges) {
+            if opts.max_freed.is_some_and(|m| report.bytes_freed >= m) {
+                break;
+            }
             let p = self.store_dir().parse(d)?;
             report.bytes_freed += disk_usage(&self.real_path(&p));
             report.deleted.push(p);
+            chosen.insert(d.to_string());
         }
+        report.deleted.sort();
+        let dead = chosen;
         if opts.dry_run || dead.is_empty() {
             return Ok(report);
         }
@@ -136,6 +225,7 @@ impl LocalStore {
         for p in &report.deleted {
             let from = self.real_path(p);
             let to = trash.join(format!("{}-gc-{}", p.base_name(), std::process::id()));
+            super::open_for_move(&from);
             match std::fs::rename(&from, &to) {
                 Ok(()) => moved.push(to),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -3,8 +3,10 @@
 //!
 //! Layout under the physical root `R` (logical store directory `/nix/store`
 //! by default, so paths and hashes stay Nix's):
-//! - `R/nix/store/<hash>-<name>`: the paths; `.b3-tmp-<pid>-<n>` dirs hold
-//!   adds in progress, `.b3-trash` holds paths being deleted.
+//! - `R/nix/store/<hash>-<name>`: the paths; `.b3-tmp-<pid>-<n>` entries
+//!   are adds in progress (siblings of the final paths, so that moving them
+//!   into place is a same-directory rename), `.b3-trash` holds paths being
+//!   deleted.
 //! - `R/nix/var/b3/db.sqlite`: metadata ([`db`]); `locks/`: per-path locks;
 //!   `gc.lock`; `gcroots/` (and `gcroots/auto/` for indirect roots);
 //!   `temproots/<pid>`.
@@ -22,6 +24,7 @@ pub mod db;
 mod gc;
 pub mod ingest;
 pub mod roots;
+mod runtime_roots;
 mod traits_impl;
 mod verify;
 
@@ -325,15 +328,21 @@ impl LocalStore {
         Ok(())
     }
 
-    pub(crate) fn new_tmp_dir(&self) -> Result<TmpDir, StoreError> {
+    /// A fresh name directly inside the store directory for a node being
+    /// added (not created; removed on drop if still there).
+    ///
+    /// It must be a sibling of the final path: moving a directory to another
+    /// parent needs write permission on the directory itself (its `..`
+    /// changes), which a canonical 0555 tree no longer grants to a non-root
+    /// owner. A rename within one directory needs no such permission.
+    pub(crate) fn new_tmp_node(&self) -> Result<TmpDir, StoreError> {
         let n = self.inner.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let path = self
             .inner
             .real_store
             .join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
         // A leftover of an earlier process with our pid.
-        let _ = remove_tree(&path);
-        std::fs::create_dir(&path).map_err(io_ctx(format!("creating {}", path.display())))?;
+        remove_tree(&path).map_err(io_ctx(format!("removing {}", path.display())))?;
         Ok(TmpDir { path })
     }
 
@@ -347,6 +356,7 @@ impl LocalStore {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
         let dest = trash.join(format!("{name}-{}-{n}", std::process::id()));
+        open_for_move(p);
         match std::fs::rename(p, &dest) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -659,8 +669,8 @@ impl LocalStore {
         max: Option<u64>,
         path_s: &str,
     ) -> Result<Restored, StoreError> {
-        let tmp = self.new_tmp_dir()?;
-        let node = tmp.path().join("node");
+        let tmp = self.new_tmp_node()?;
+        let node = tmp.path().to_path_buf();
         let limited = nar.take(max.map_or(u64::MAX, |m| m.saturating_add(1)));
         let mut hr = b3_nar::HashingReader::new(BufReader::with_capacity(1 << 18, limited));
         let restored = b3_nar::restore(&mut hr, &node);
@@ -798,8 +808,8 @@ impl LocalStore {
         algo: HashAlgo,
     ) -> Result<StorePath, StoreError> {
         crate::path::check_name(name)?;
-        let tmp = self.new_tmp_dir()?;
-        let node = tmp.path().join("node");
+        let tmp = self.new_tmp_node()?;
+        let node = tmp.path().to_path_buf();
         let ing = ingest::ingest(source, &node, method, algo)
             .map_err(|e| StoreError::Other(e.to_string()))?;
         let path = self.inner.store_dir.make_fixed_output_path(
@@ -889,7 +899,12 @@ impl LocalStore {
         for e in entries {
             let e = e.map_err(io_ctx("listing the store directory"))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(rest) = name.strip_prefix(TMP_PREFIX) {
+            // `.b3-tmp-<pid>-<n>`, or the restorer's own temporary sibling
+            // of one (`..b3-tmp-<pid>-<n>.b3-restore-…`).
+            let tmp_rest = name
+                .strip_prefix(TMP_PREFIX)
+                .or_else(|| name.strip_prefix('.')?.strip_prefix(TMP_PREFIX));
+            if let Some(rest) = tmp_rest {
                 let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
                 let dead = match pid {
                     Some(p) => p != own && (dead_pids.contains(&p) || !scan.live_pids.contains(&p)),
@@ -952,6 +967,19 @@ pub struct SweepReport {
 fn crash_point(point: &str) {
     if std::env::var_os("B3_TEST_CRASH_AT").is_some_and(|v| v == point) {
         std::process::abort();
+    }
+}
+
+/// Give a directory about to be moved to another parent (the trash) its
+/// owner's write permission back, which the move needs (see
+/// [`LocalStore::new_tmp_node`]). Best effort: root needs none of it, and a
+/// failure shows up as the rename's error.
+pub(crate) fn open_for_move(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::symlink_metadata(p) {
+        if m.is_dir() && m.permissions().mode() & 0o200 == 0 {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+        }
     }
 }
 

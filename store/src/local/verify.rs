@@ -196,8 +196,8 @@ impl LocalStore {
         sources: &[RepairSource],
     ) -> Result<bool, StoreError> {
         for s in sources {
-            let tmp = self.new_tmp_dir()?;
-            let node = tmp.path().join("node");
+            let tmp = self.new_tmp_node()?;
+            let node = tmp.path().to_path_buf();
             let got = match s {
                 RepairSource::StoreDir(dir) => {
                     let cand = dir.join(info.path.base_name());

@@ -111,8 +111,12 @@ typed_settings! {
     max_silent_time: u64 = "max-silent-time" ["build-max-silent-time"] => 0;
     /// Seconds a build may run before it is killed (0 = no limit).
     timeout: u64 = "timeout" ["build-timeout"] => 0;
-    /// Seconds to wait for a connection to a substituter (0 = no limit).
+    /// Seconds to wait for a connection to a substituter (0 = b3's default, 10).
     connect_timeout: u64 = "connect-timeout" [] => 0;
+    /// Seconds a download may receive nothing before it is abandoned.
+    stalled_download_timeout: u64 = "stalled-download-timeout" [] => 300;
+    /// Tries per download from one substituter before moving to the next.
+    download_attempts: u64 = "download-attempts" [] => 5;
     /// Experimental features enabled.
     experimental_features: StringSet = "experimental-features" [] => StringSet::default();
     /// Secret keys used to sign locally built paths.

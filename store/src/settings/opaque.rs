@@ -174,12 +174,6 @@ pub static OPAQUE: &[Opaque] = &[
         default: "",
     },
     Opaque {
-        name: "download-attempts",
-        aliases: &[],
-        list: false,
-        default: "5",
-    },
-    Opaque {
         name: "download-buffer-size",
         aliases: &[],
         list: false,
@@ -454,12 +448,6 @@ pub static OPAQUE: &[Opaque] = &[
         aliases: &[],
         list: false,
         default: "",
-    },
-    Opaque {
-        name: "stalled-download-timeout",
-        aliases: &[],
-        list: false,
-        default: "300",
     },
     Opaque {
         name: "start-id",

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Build benchmark (issue 6): a chain and a wide fan of 50 trivial derivations,
+# built from scratch by b3 and by Nix 2.8 (`nix-build`, sandboxed, as set up by
+# scripts/setup-test-deps.sh) in the same run. Prints the wall-time ratio
+# b3/Nix for each shape and b3's per-build sandbox set-up time.
+#
+#   bench/build/run.sh [ROUNDS]        (default 3; the median is reported)
+#
+# Environment: B3 (path of the b3 binary; default: build it in release mode),
+# JOBS (max-jobs for both; default: number of cores), N (default 50).
+#
+# Both tools build the same derivations (b3 instantiate and nix-instantiate
+# give the same .drv paths); evaluation is not timed. The builder is /bin/sh,
+# which both sandboxes bind to /bin/busybox (extra-sandbox-paths in
+# /etc/nix/nix.conf, which b3 reads too). A fresh nonce per round makes every
+# derivation new to both stores.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+ROUNDS=${1:-3}
+N=${N:-50}
+JOBS=${JOBS:-$(nproc)}
+if [ -z "${B3:-}" ]; then
+  cargo build --release -p b3-cli >&2
+  B3=${CARGO_TARGET_DIR:-$PWD/target}/release/b3
+fi
+command -v nix-build >/dev/null || { echo "nix-build missing: run scripts/setup-test-deps.sh" >&2; exit 1; }
+[ -x /bin/busybox ] || { echo "/bin/busybox missing: apt-get install busybox-static" >&2; exit 1; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/b3-bench-build.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+# The expression: `chain` (each derivation refers to the previous one) and
+# `fan` (N independent leaves and a root that refers to all of them).
+cat > "$WORK/shapes.nix" <<NIX
+{ nonce, n ? $N }:
+let
+  mk = name: script: derivation {
+    inherit name; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" script ];
+  };
+  chainStep = i: prev: mk "chain-\${nonce}-\${toString i}" "echo \${prev} > \$out";
+  chain = builtins.foldl' (prev: i: chainStep i prev) "start" (builtins.genList (i: i + 1) n);
+  leaves = builtins.genList (i: mk "leaf-\${nonce}-\${toString i}" "echo \${toString i} > \$out") n;
+in {
+  inherit chain;
+  fan = mk "fan-\${nonce}" "echo \${toString leaves} > \$out";
+}
+NIX
+
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+declare -A B3T NIXT SETUP
+for shape in chain fan; do
+  for r in $(seq 1 "$ROUNDS"); do
+    nonce="$shape-$r-$$-$RANDOM"
+    store="$WORK/store-$nonce"
+    # b3: instantiate into a fresh store (not timed), then build.
+    drv=$("$B3" --store "$store" instantiate "$WORK/shapes.nix" --argstr nonce "$nonce" -A "$shape")
+    t0=$(now)
+    "$B3" --store "$store" build -j "$JOBS" --stats "$drv" >"$WORK/b3.out" 2>"$WORK/b3.err" \
+      || { cat "$WORK/b3.err" >&2; exit 1; }
+    t1=$(now)
+    B3T[$shape]+="$(echo "$t1 - $t0" | bc -l) "
+    SETUP[$shape]+="$(sed -n 's/.*sandbox set-up per build: median \([0-9.]*\) ms.*/\1/p' "$WORK/b3.err") "
+    # Nix: the same derivation, instantiated (not timed), then built.
+    ndrv=$(nix-instantiate "$WORK/shapes.nix" --argstr nonce "$nonce" -A "$shape" 2>/dev/null)
+    [ "$ndrv" = "$drv" ] || { echo "b3 and Nix disagree on the drv: $drv vs $ndrv" >&2; exit 1; }
+    t0=$(now)
+    nix-build --no-out-link -j "$JOBS" "$ndrv" >"$WORK/nix.out" 2>"$WORK/nix.err" \
+      || { cat "$WORK/nix.err" >&2; exit 1; }
+    t1=$(now)
+    NIXT[$shape]+="$(echo "$t1 - $t0" | bc -l) "
+    cmp -s "$WORK/b3.out" "$WORK/nix.out" || { echo "different output paths" >&2; exit 1; }
+    rm -rf "$store"
+  done
+done
+
+printf '%-6s %8s %10s %10s %8s %16s\n' shape builds "b3 s" "nix s" "b3/nix" "setup ms (med)"
+for shape in chain fan; do
+  b=$(tr ' ' '\n' <<<"${B3T[$shape]}" | grep . | median)
+  n=$(tr ' ' '\n' <<<"${NIXT[$shape]}" | grep . | median)
+  s=$(tr ' ' '\n' <<<"${SETUP[$shape]}" | grep . | median)
+  builds=$N; [ "$shape" = fan ] && builds=$((N + 1))
+  printf '%-6s %8d %10.3f %10.3f %8.3f %16.2f\n' "$shape" "$builds" "$b" "$n" "$(echo "$b / $n" | bc -l)" "$s"
+done
+echo "rounds=$ROUNDS jobs=$JOBS load: $(cut -d' ' -f1-3 /proc/loadavg)"

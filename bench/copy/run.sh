@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Copy benchmark: a closure of >= 1 GiB of NARs (many paths, mixed sizes)
+# in a zstd binary cache written by Nix 2.8, served over plain HTTP by a
+# static server (python3 -m http.server) and over S3 by s3s-fs, copied
+# into empty stores by b3 and by Nix 2.8 in the same run. The practical
+# limit is fetching the same bytes (narinfos + NARs) with curl to
+# /dev/null. Prints times, throughputs and ratios.
+#
+# Usage: bench/copy/run.sh [SIZE_MIB]   (default 1100)
+# Needs: nix (2.8), python3, curl, s3s-fs (scripts/setup-test-deps.sh),
+# and a release b3 (built here into $CARGO_TARGET_DIR or target/).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SIZE_MIB=${1:-1100}
+# BENCH_WORK=DIR reuses (or prepares) the closure and caches there;
+# PREPARE_ONLY=1 stops once they exist.
+W=${BENCH_WORK:-$(mktemp -d /tmp/b3-bench-copy.XXXXXX)}
+mkdir -p "$W"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+
+if [ -z "${B3:-}" ]; then
+  echo "== building b3 (release)"
+  cargo build --release -p b3-cli --quiet
+  B3="${CARGO_TARGET_DIR:-target}/release/b3"
+fi
+
+CACHE="$W/s3root/cache"
+if [ ! -f "$W/top" ]; then
+  echo "== generating ${SIZE_MIB} MiB of sources in $W"
+  rm -rf "$W/src" "$W/s3root"
+  read -r BYTES NPATHS < <(python3 bench/copy/gen.py "$W/src" "$SIZE_MIB" 42)
+  echo "   $NPATHS paths, $BYTES bytes"
+  echo "== adding them to the Nix store and writing a zstd cache with Nix"
+  PATHS=()
+  for d in "$W"/src/*; do PATHS+=("$(nix-store --add "$d")"); done
+  ARGS=$(printf '(builtins.storePath %s) ' "${PATHS[@]}")
+  TOP=$(nix-instantiate --eval --read-write-mode -E \
+    "builtins.toFile \"b3-bench-top\" (builtins.concatStringsSep \"\\n\" (map toString [ $ARGS ]))" | tr -d '"')
+  rm -f "$W/key.sec" "$W/key.pub"
+  nix-store --generate-binary-cache-key b3-bench-1 "$W/key.sec" "$W/key.pub"
+  nix copy --to "file://$CACHE?compression=zstd&secret-key=$W/key.sec" "$TOP" 2>"$W/nix-copy-to.log"
+  echo "$TOP" > "$W/top"
+fi
+TOP=$(cat "$W/top")
+PK=$(cat "$W/key.pub")
+[ -n "${PREPARE_ONLY:-}" ] && { echo "prepared in $W"; exit 0; }
+rm -rf "$W/b3-http" "$W/b3-s3" "$W/nix-http"
+NAR_BYTES=$(du -sb "$CACHE/nar" | cut -f1)
+NAR_SIZE=$(cat "$CACHE"/*.narinfo | awk '/^NarSize:/ {s += $2} END {print s}')
+NPATHS_ALL=$(ls "$CACHE"/*.narinfo | wc -l)
+echo "   $NPATHS_ALL paths; NAR bytes (uncompressed) $NAR_SIZE; compressed in cache $NAR_BYTES"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+HTTP_PORT=$(free_port)
+(cd "$CACHE" && exec python3 -m http.server "$HTTP_PORT" --bind 127.0.0.1 >/dev/null 2>&1) &
+PIDS+=($!)
+S3_PORT=$(free_port)
+S3FS=$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")
+"$S3FS" --host 127.0.0.1 --port "$S3_PORT" --access-key BENCHKEY --secret-key benchsecret "$W/s3root" >/dev/null 2>&1 &
+PIDS+=($!)
+wait_port "$HTTP_PORT"; wait_port "$S3_PORT"
+HTTP="http://127.0.0.1:$HTTP_PORT"
+
+# Every object a client needs: narinfos and NARs.
+(cd "$CACHE" && ls ./*.narinfo nar/*) | sed 's|^\./||' > "$W/objects"
+
+raw_fetch() { # base url → seconds to fetch every object with curl, 8 at a time
+  local t0 t1
+  t0=$(now)
+  sed "s|^|$1/|" "$W/objects" | xargs -P 8 -n 64 curl -sf -o /dev/null
+  t1=$(now); elapsed "$t0" "$t1"
+}
+echo "== raw fetch (curl, 8 parallel) over HTTP"
+RAW_HTTP=$(raw_fetch "$HTTP")
+echo "   $RAW_HTTP s"
+
+echo "== b3 copy --from $HTTP"
+export B3_FSYNC=${B3_FSYNC:-1}
+t0=$(now)
+"$B3" --store "$W/b3-http" copy --from "$HTTP" --trusted-public-keys "$PK" "$TOP" 2>"$W/b3-http.log"
+t1=$(now); B3_HTTP=$(elapsed "$t0" "$t1"); echo "   $B3_HTTP s"
+
+echo "== Nix 2.8: nix copy --from $HTTP --to chroot store"
+t0=$(now)
+nix copy --from "$HTTP" --to "$W/nix-http" --option trusted-public-keys "$PK" "$TOP" 2>"$W/nix-http.log"
+t1=$(now); NIX_HTTP=$(elapsed "$t0" "$t1"); echo "   $NIX_HTTP s"
+
+echo "== b3 copy --from s3://cache (s3s-fs)"
+t0=$(now)
+AWS_ACCESS_KEY_ID=BENCHKEY AWS_SECRET_ACCESS_KEY=benchsecret \
+  "$B3" --store "$W/b3-s3" copy --trusted-public-keys "$PK" \
+  --from "s3://cache?region=us-east-1&endpoint=http://127.0.0.1:$S3_PORT" "$TOP" 2>"$W/b3-s3.log"
+t1=$(now); B3_S3=$(elapsed "$t0" "$t1"); echo "   $B3_S3 s"
+echo "   (Debian's Nix 2.8 is built without S3 support: no Nix figure for s3)"
+
+echo "== check: the b3 and Nix stores hold the same NARs (sample of 8)"
+for p in $(nix-store -qR "$TOP" | head -8); do
+  a=$(nix-store --store "$W/nix-http" --dump "$p" | sha256sum | cut -c1-16)
+  b=$("$B3" --store "$W/b3-http" store dump "$p" | sha256sum | cut -c1-16)
+  c=$("$B3" --store "$W/b3-s3" store dump "$p" | sha256sum | cut -c1-16)
+  [ "$a" = "$b" ] && [ "$a" = "$c" ] || { echo "MISMATCH for $p: nix $a b3 $b b3-s3 $c"; exit 1; }
+done
+echo "   ok"
+
+python3 - "$NAR_SIZE" "$NAR_BYTES" "$RAW_HTTP" "$B3_HTTP" "$NIX_HTTP" "$B3_S3" "$NPATHS_ALL" <<'PY'
+import sys
+nar, comp, raw, b3, nix, b3s3, n = map(float, sys.argv[1:])
+mib = 1024 * 1024
+print()
+print(f"closure: {int(n)} paths, {nar/mib:.0f} MiB of NARs, {comp/mib:.0f} MiB zstd in the cache")
+print(f"{'':28} {'seconds':>8} {'NAR MiB/s':>10}")
+for name, t in [("raw curl (limit), http", raw), ("b3 copy, http", b3), ("nix 2.8 copy, http", nix), ("b3 copy, s3s-fs", b3s3)]:
+    print(f"{name:28} {t:8.2f} {nar/mib/t:10.1f}")
+print(f"b3 vs Nix 2.8 (http): {nix/b3:.2f}x faster (target >= 2)")
+print(f"b3 vs raw limit (http): {b3/raw:.2f}x the limit's time (target <= 2)")
+PY

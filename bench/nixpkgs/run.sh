@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# nixpkgs 18.03 evaluation, b3 against Nix 2.8, side by side in one run:
+#   hello: `nix-instantiate NIXPKGS -A hello` vs `b3 instantiate NIXPKGS -A hello`
+#          (both with their store already holding the closure; median of N runs)
+#   qa:    `nix-env -f NIXPKGS -qa --drv-path` vs `b3 env -f NIXPKGS -qa --drv-path`
+#          (one run each; b3 with -j 1 and with -j JOBS)
+# Prints wall time and peak resident memory (GNU time) and the b3/Nix ratios
+# (issue 5 targets: hello time <= 0.5x; qa time <= 0.5x and memory <= 0.5x),
+# and whether the outputs are identical.
+#
+# Usage: bench/nixpkgs/run.sh [--nixpkgs DIR] [--b3 PATH] [--runs N] [--jobs N] [--only hello|qa]
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")/../.." && pwd)
+nixpkgs=${NIXPKGS:-/tmp/b3-oracle/nixpkgs}
+b3=${B3:-}
+runs=5
+jobs=2
+only=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --nixpkgs) nixpkgs=$2; shift 2 ;;
+    --b3) b3=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
+    --only) only=$2; shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+[ -f "$nixpkgs/default.nix" ] || { echo "no nixpkgs at $nixpkgs (see ../shared/tools/nix-oracle.sh --nixpkgs)" >&2; exit 2; }
+[ -x /usr/bin/time ] || { echo "GNU time (/usr/bin/time) is needed: apt-get install time" >&2; exit 2; }
+if [ -z "$b3" ]; then
+  b3=${CARGO_TARGET_DIR:-$here/target}/release/b3
+  [ -x "$b3" ] || (cd "$here" && cargo build --release -p b3-cli) || exit 2
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+store="$work/b3-store"
+
+# measure NAME OUTFILE CMD... -> sets secs and kib
+measure() {
+  local out=$1; shift
+  /usr/bin/time -f '%e %M' -o "$work/time" "$@" >"$out" 2>"$work/stderr" || {
+    echo "command failed: $*" >&2; tail -5 "$work/stderr" >&2; return 1; }
+  read -r secs kib <"$work/time"
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+row() { # label nix_s nix_kib b3_s b3_kib
+  printf '%-22s nix %7.2f s %7.0f MiB   b3 %7.2f s %7.0f MiB   time %sx  memory %sx\n' \
+    "$1" "$2" "$(awk -v k="$3" 'BEGIN{print k/1024}')" "$4" "$(awk -v k="$5" 'BEGIN{print k/1024}')" \
+    "$(ratio "$4" "$2")" "$(ratio "$5" "$3")"
+}
+
+echo "nixpkgs: $nixpkgs"
+echo "b3:      $b3"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo); load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+if [ "$only" != qa ]; then
+  # Warm both stores (and the page cache) once.
+  nix-instantiate "$nixpkgs" -A hello >/dev/null 2>&1
+  env -u NIX_REMOTE "$b3" --store "$store" instantiate "$nixpkgs" -A hello >/dev/null 2>&1
+  nt=(); nm=(); bt=(); bm=()
+  for _ in $(seq "$runs"); do
+    measure "$work/nix-hello" nix-instantiate "$nixpkgs" -A hello || exit 1
+    nt+=("$secs"); nm+=("$kib")
+    measure "$work/b3-hello" env -u NIX_REMOTE "$b3" --store "$store" instantiate "$nixpkgs" -A hello || exit 1
+    bt+=("$secs"); bm+=("$kib")
+  done
+  same=$(cmp -s "$work/nix-hello" "$work/b3-hello" && echo identical || echo DIFFERENT)
+  row "hello (median of $runs)" \
+    "$(printf '%s\n' "${nt[@]}" | median)" "$(printf '%s\n' "${nm[@]}" | median)" \
+    "$(printf '%s\n' "${bt[@]}" | median)" "$(printf '%s\n' "${bm[@]}" | median)"
+  echo "  drv path: $(cat "$work/b3-hello") ($same)"
+fi
+
+if [ "$only" != hello ]; then
+  measure "$work/nix-qa" nix-env -f "$nixpkgs" -qa --drv-path || exit 1
+  n_s=$secs n_k=$kib
+  measure "$work/b3-qa-1" "$b3" env -f "$nixpkgs" -qa --drv-path -j 1 || exit 1
+  row "qa --drv-path -j 1" "$n_s" "$n_k" "$secs" "$kib"
+  echo "  $(wc -l <"$work/b3-qa-1") lines, $(cmp -s "$work/nix-qa" "$work/b3-qa-1" && echo identical || echo DIFFERENT) to nix-env's $(wc -l <"$work/nix-qa")"
+  if [ "$jobs" -gt 1 ]; then
+    measure "$work/b3-qa-j" "$b3" env -f "$nixpkgs" -qa --drv-path -j "$jobs" || exit 1
+    row "qa --drv-path -j $jobs" "$n_s" "$n_k" "$secs" "$kib"
+    echo "  $(wc -l <"$work/b3-qa-j") lines, $(cmp -s "$work/nix-qa" "$work/b3-qa-j" && echo identical || echo DIFFERENT) to nix-env's"
+  fi
+fi

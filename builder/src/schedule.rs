@@ -1,0 +1,726 @@
+//! The scheduler: realises a set of derivation goals by walking their
+//! graph and running the missing work in dependency order, in parallel.
+//!
+//! Each derivation is one node. A node whose wanted outputs are valid is
+//! done at once. Otherwise, if a substituter claims every missing output,
+//! the node is substituted *without* looking at its inputs; if that fails
+//! (or nothing claims the outputs) its input derivations become nodes too
+//! and it is built once they are done. Builds run on their own threads, at
+//! most `max_jobs` at a time (substitutions: `max_substitution_jobs`); the
+//! per-output locks in [`crate::step`] make a derivation that another
+//! process is building wait for it and then count as done.
+//!
+//! Failures follow Nix: a failed node fails the nodes waiting for it
+//! (`N dependencies of derivation '…' failed to build`); without
+//! `keep_going` nothing new is started after the first failure (running
+//! builds finish) and waiting nodes fail at once; errors of nodes that
+//! others wait for are logged as they happen, those of the requested goals
+//! are returned in the [`RealiseReport`]. Progress goes to the logger as
+//! Nix's `Realise`/`Builds`/`CopyPaths` activities, so `--log-format
+//! internal-json` consumers (nix-output-monitor) can follow it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use b3_store::activity::{Activity, ActivityType, Logger, Verbosity};
+use b3_store::derivation::Derivation;
+use b3_store::local::LocalStore;
+use b3_store::path::StorePath;
+use b3_store::traits::StoreError;
+
+use crate::buildlog::RawLog;
+use crate::drv::DrvJobError;
+use crate::realise::{read_derivation, RealiseError, RealiseSettings};
+use crate::step::{build_locks, build_step, substitute_step, StepCtx, StepDone};
+
+/// One thing asked for: outputs (all if empty) of a derivation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Goal {
+    pub drv: StorePath,
+    pub outputs: BTreeSet<String>,
+    /// Rebuild the (valid) outputs and compare (`--check`).
+    pub check: bool,
+}
+
+/// A finished build, for statistics and benchmarks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltDrv {
+    pub drv: StorePath,
+    pub setup: Duration,
+    pub total: Duration,
+}
+
+/// What a realisation did.
+#[derive(Debug)]
+pub struct RealiseReport {
+    /// Per goal, in order: the wanted outputs, or the goal's error (`None`:
+    /// not attempted because another build failed first).
+    pub goals: Vec<Result<BTreeMap<String, StorePath>, Option<RealiseError>>>,
+    /// Derivations built here.
+    pub built: Vec<BuiltDrv>,
+    /// Derivations whose outputs were substituted.
+    pub substituted: Vec<StorePath>,
+    /// Derivations another process built while we waited for their lock.
+    pub built_elsewhere: Vec<StorePath>,
+    /// Derivations checked (`--check`) and found identical.
+    pub checked: Vec<StorePath>,
+    /// Nix's failure bits (0x04 build failure, 0x01 timeout, 0x02 hash
+    /// mismatch, 0x08 not deterministic).
+    pub status_mask: u8,
+    goal_names: Vec<String>,
+    logger: Logger,
+}
+
+impl RealiseReport {
+    /// Nix's exit status: 0 on success, `0x60 | mask` for build failures,
+    /// 1 for other errors.
+    pub fn exit_code(&self) -> u8 {
+        if self.goals.iter().all(Result::is_ok) {
+            0
+        } else if self.status_mask != 0 {
+            0x60 | self.status_mask
+        } else {
+            1
+        }
+    }
+
+    /// The outputs of every goal, or Nix's error: a single failed goal's
+    /// own error, else each goal's error is logged and `build of … failed`
+    /// is returned.
+    pub fn into_result(self) -> Result<Vec<BTreeMap<String, StorePath>>, RealiseError> {
+        let failed: Vec<usize> = (0..self.goals.len())
+            .filter(|i| self.goals[*i].is_err())
+            .collect();
+        if failed.is_empty() {
+            return Ok(self.goals.into_iter().filter_map(Result::ok).collect());
+        }
+        let mut goals = self.goals;
+        if let [only] = failed[..] {
+            if let Err(Some(e)) = std::mem::replace(&mut goals[only], Ok(BTreeMap::new())) {
+                return Err(e);
+            }
+        }
+        for i in &failed {
+            if let Err(Some(e)) = &goals[*i] {
+                self.logger.error(&e.to_string());
+            }
+        }
+        Err(RealiseError::BuildsFailed(
+            failed.iter().map(|i| self.goal_names[*i].clone()).collect(),
+        ))
+    }
+
+    /// [`Self::into_result`] for a realisation of one goal.
+    pub fn into_single(self) -> Result<BTreeMap<String, StorePath>, RealiseError> {
+        let mut all = self.into_result()?;
+        Ok(all.pop().unwrap_or_default())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Init,
+    Substituting,
+    Waiting,
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+struct Node {
+    drv_path: StorePath,
+    drv: Option<Arc<Derivation>>,
+    outputs: BTreeMap<String, StorePath>,
+    /// Empty: all outputs.
+    wanted: BTreeSet<String>,
+    check: bool,
+    state: State,
+    tried_subst: bool,
+    subst_paths: BTreeSet<StorePath>,
+    waiters: Vec<usize>,
+    pending: usize,
+    failed_inputs: usize,
+    error: Option<RealiseError>,
+}
+
+enum JobResult {
+    Build(Result<StepDone, RealiseError>),
+    Subst(Result<bool, RealiseError>),
+}
+
+struct Sched<'a> {
+    store: &'a LocalStore,
+    settings: &'a RealiseSettings,
+    logger: Logger,
+    nodes: Vec<Node>,
+    index: HashMap<StorePath, usize>,
+    to_init: VecDeque<usize>,
+    build_queue: VecDeque<usize>,
+    subst_queue: VecDeque<usize>,
+    running_builds: usize,
+    running_substs: usize,
+    stopping: bool,
+    done_builds: u64,
+    failed_builds: u64,
+    done_substs: u64,
+    report: RealiseReport,
+    builds_act: Activity,
+    substs_act: Activity,
+}
+
+/// Realises `goals`; see the module docs. `raw` receives every builder's
+/// raw output (error messages then carry no log tail).
+pub fn realise_goals(
+    store: &LocalStore,
+    settings: &RealiseSettings,
+    goals: &[Goal],
+    raw: Option<&dyn RawLog>,
+) -> RealiseReport {
+    let logger = settings.logger();
+    let _realise = logger.start(Verbosity::Error, ActivityType::Realise, "", vec![], 0);
+    let builds_act = logger.start(Verbosity::Error, ActivityType::Builds, "", vec![], 0);
+    let substs_act = logger.start(Verbosity::Error, ActivityType::CopyPaths, "", vec![], 0);
+    let report = RealiseReport {
+        goals: Vec::new(),
+        built: Vec::new(),
+        substituted: Vec::new(),
+        built_elsewhere: Vec::new(),
+        checked: Vec::new(),
+        status_mask: 0,
+        goal_names: goals.iter().map(|g| store.print_path(&g.drv)).collect(),
+        logger: logger.clone(),
+    };
+    let mut s = Sched {
+        store,
+        settings,
+        logger: logger.clone(),
+        nodes: Vec::new(),
+        index: HashMap::new(),
+        to_init: VecDeque::new(),
+        build_queue: VecDeque::new(),
+        subst_queue: VecDeque::new(),
+        running_builds: 0,
+        running_substs: 0,
+        stopping: false,
+        done_builds: 0,
+        failed_builds: 0,
+        done_substs: 0,
+        report,
+        builds_act,
+        substs_act,
+    };
+    let locks = match build_locks(store) {
+        Ok(l) => l,
+        Err(source) => {
+            for g in goals {
+                s.report.goals.push(Err(Some(RealiseError::Lock {
+                    path: store.print_path(&g.drv),
+                    source: std::io::Error::new(source.kind(), source.to_string()),
+                })));
+            }
+            return s.report;
+        }
+    };
+    let top: Vec<usize> = goals
+        .iter()
+        .map(|g| s.node_for(&g.drv, &g.outputs, g.check))
+        .collect();
+    let ctx = StepCtx {
+        store,
+        settings,
+        logger: &logger,
+        raw,
+        locks: &locks,
+    };
+    s.run(&ctx);
+    for (g, i) in goals.iter().zip(top) {
+        let n = &mut s.nodes[i];
+        let r = match n.state {
+            State::Done => pick_outputs(store, &n.drv_path, &n.outputs, &g.outputs).map_err(Some),
+            State::Failed => Err(n.error.take()),
+            _ => Err(None),
+        };
+        s.report.goals.push(r);
+    }
+    s.report
+}
+
+fn pick_outputs(
+    store: &LocalStore,
+    drv: &StorePath,
+    all: &BTreeMap<String, StorePath>,
+    wanted: &BTreeSet<String>,
+) -> Result<BTreeMap<String, StorePath>, RealiseError> {
+    if wanted.is_empty() {
+        return Ok(all.clone());
+    }
+    wanted
+        .iter()
+        .map(|w| {
+            all.get(w)
+                .map(|p| (w.clone(), p.clone()))
+                .ok_or_else(|| RealiseError::NoSuchOutput {
+                    drv: store.print_path(drv),
+                    output: w.clone(),
+                })
+        })
+        .collect()
+}
+
+impl<'a> Sched<'a> {
+    fn node_for(&mut self, drv: &StorePath, wanted: &BTreeSet<String>, check: bool) -> usize {
+        if let Some(&i) = self.index.get(drv) {
+            let n = &mut self.nodes[i];
+            let grows = !n.wanted.is_empty() && (wanted.is_empty() || !wanted.is_subset(&n.wanted));
+            if grows {
+                if wanted.is_empty() {
+                    n.wanted.clear();
+                } else {
+                    n.wanted.extend(wanted.iter().cloned());
+                }
+                if n.state == State::Done {
+                    // Outputs not wanted before may be missing: look again.
+                    n.state = State::Init;
+                    self.to_init.push_back(i);
+                }
+            }
+            if check && !n.check {
+                n.check = true;
+                if n.state == State::Done {
+                    n.state = State::Init;
+                    self.to_init.push_back(i);
+                }
+            }
+            return i;
+        }
+        let i = self.nodes.len();
+        self.nodes.push(Node {
+            drv_path: drv.clone(),
+            drv: None,
+            outputs: BTreeMap::new(),
+            wanted: wanted.clone(),
+            check,
+            state: State::Init,
+            tried_subst: false,
+            subst_paths: BTreeSet::new(),
+            waiters: Vec::new(),
+            pending: 0,
+            failed_inputs: 0,
+            error: None,
+        });
+        self.index.insert(drv.clone(), i);
+        self.to_init.push_back(i);
+        i
+    }
+
+    fn run(&mut self, ctx: &StepCtx<'_>) {
+        let (tx, rx) = mpsc::channel::<(usize, JobResult)>();
+        let mut announced = false;
+        std::thread::scope(|scope| loop {
+            while let Some(i) = self.to_init.pop_front() {
+                if self.nodes[i].state == State::Init {
+                    self.init(i);
+                }
+            }
+            if !announced {
+                self.announce();
+                announced = true;
+            }
+            while !self.stopping && self.running_builds < self.settings.max_jobs.max(1) {
+                let Some(i) = self.build_queue.pop_front() else {
+                    break;
+                };
+                self.nodes[i].state = State::Running;
+                self.running_builds += 1;
+                self.progress();
+                let (drv_path, drv, outputs, check) = {
+                    let n = &self.nodes[i];
+                    (
+                        n.drv_path.clone(),
+                        n.drv.clone(),
+                        n.outputs.clone(),
+                        n.check,
+                    )
+                };
+                let inputs = self.input_outputs(i);
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    let r = std::panic::catch_unwind(AssertUnwindSafe(|| match &drv {
+                        Some(d) => build_step(ctx, &drv_path, d, &outputs, &inputs, check),
+                        None => Err(StoreError::Other("derivation not loaded".into()).into()),
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Other("a build worker panicked".into()).into())
+                    });
+                    let _ = tx.send((i, JobResult::Build(r)));
+                });
+            }
+            while !self.stopping && self.running_substs < self.settings.max_substitution_jobs.max(1)
+            {
+                let Some(i) = self.subst_queue.pop_front() else {
+                    break;
+                };
+                self.running_substs += 1;
+                self.progress();
+                let paths = self.nodes[i].subst_paths.clone();
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    let r =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| substitute_step(ctx, &paths)))
+                            .unwrap_or_else(|_| {
+                                Err(StoreError::Other("a substitution worker panicked".into())
+                                    .into())
+                            });
+                    let _ = tx.send((i, JobResult::Subst(r)));
+                });
+            }
+            if self.running_builds + self.running_substs == 0 {
+                break;
+            }
+            let Ok((i, result)) = rx.recv() else { break };
+            match result {
+                JobResult::Build(r) => {
+                    self.running_builds -= 1;
+                    self.build_done(i, r);
+                }
+                JobResult::Subst(r) => {
+                    self.running_substs -= 1;
+                    self.subst_done(i, r);
+                }
+            }
+            self.progress();
+        });
+    }
+
+    /// Nix's "these N derivations will be built:" (dependencies first).
+    fn announce(&self) {
+        let mut order = Vec::new();
+        let mut seen = BTreeSet::new();
+        for i in 0..self.nodes.len() {
+            self.topo(i, &mut seen, &mut order);
+        }
+        let builds: Vec<String> = order
+            .iter()
+            .filter(|i| matches!(self.nodes[**i].state, State::Waiting | State::Queued))
+            .map(|i| self.store.print_path(&self.nodes[*i].drv_path))
+            .collect();
+        let fetches: Vec<String> = order
+            .iter()
+            .filter(|i| self.nodes[**i].state == State::Substituting)
+            .flat_map(|i| self.nodes[*i].subst_paths.iter())
+            .map(|p| self.store.print_path(p))
+            .collect();
+        let say = |items: &[String], one: &str, many: String| {
+            if items.is_empty() {
+                return;
+            }
+            let mut msg = if items.len() == 1 {
+                one.to_string()
+            } else {
+                many
+            };
+            for d in items {
+                msg.push_str(&format!("\n  {d}"));
+            }
+            self.logger.log(Verbosity::Info, &msg);
+        };
+        say(
+            &builds,
+            "this derivation will be built:",
+            format!("these {} derivations will be built:", builds.len()),
+        );
+        say(
+            &fetches,
+            "this path will be fetched:",
+            format!("these {} paths will be fetched:", fetches.len()),
+        );
+        self.builds_act
+            .set_expected(ActivityType::Build, builds.len() as u64);
+    }
+
+    fn topo(&self, i: usize, seen: &mut BTreeSet<usize>, order: &mut Vec<usize>) {
+        if !seen.insert(i) {
+            return;
+        }
+        if let Some(drv) = &self.nodes[i].drv {
+            for input in drv.input_drvs.keys() {
+                if let Some(&j) = self.index.get(input) {
+                    self.topo(j, seen, order);
+                }
+            }
+        }
+        order.push(i);
+    }
+
+    fn progress(&self) {
+        let expected = self
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.state, State::Waiting | State::Queued | State::Running))
+            .count() as u64;
+        self.builds_act.progress(
+            self.done_builds,
+            self.done_builds + self.failed_builds + expected,
+            self.running_builds as u64,
+            self.failed_builds,
+        );
+        let substs = self
+            .nodes
+            .iter()
+            .filter(|n| n.state == State::Substituting)
+            .count() as u64;
+        self.substs_act.progress(
+            self.done_substs,
+            self.done_substs + substs,
+            self.running_substs as u64,
+            0,
+        );
+    }
+
+    /// Outputs of the input derivations the build of `i` reads.
+    fn input_outputs(&self, i: usize) -> BTreeSet<StorePath> {
+        let mut set = BTreeSet::new();
+        if let Some(drv) = &self.nodes[i].drv {
+            for (input, outs) in &drv.input_drvs {
+                if let Some(&j) = self.index.get(input) {
+                    let all = &self.nodes[j].outputs;
+                    if outs.is_empty() {
+                        set.extend(all.values().cloned());
+                    } else {
+                        set.extend(outs.iter().filter_map(|o| all.get(o).cloned()));
+                    }
+                }
+            }
+        }
+        set
+    }
+
+    fn init(&mut self, i: usize) {
+        if let Err(e) = self.try_init(i) {
+            self.fail(i, e);
+        }
+    }
+
+    fn try_init(&mut self, i: usize) -> Result<(), RealiseError> {
+        let store = self.store;
+        let drv_path = self.nodes[i].drv_path.clone();
+        let drv_s = store.print_path(&drv_path);
+        if self.nodes[i].drv.is_none() {
+            let drv = read_derivation(store, &drv_path)?;
+            let mut outputs = BTreeMap::new();
+            for (name, out) in &drv.outputs {
+                let p = out.path().ok_or_else(|| DrvJobError::Unsupported {
+                    drv: drv_s.clone(),
+                    kind: "output without a path",
+                })?;
+                outputs.insert(name.clone(), p.clone());
+            }
+            store.add_temp_roots(outputs.values())?;
+            let n = &mut self.nodes[i];
+            n.outputs = outputs;
+            n.drv = Some(Arc::new(drv));
+        }
+        let n = &self.nodes[i];
+        let wanted = pick_outputs(store, &drv_path, &n.outputs, &n.wanted)?;
+        let mut missing = BTreeSet::new();
+        for p in wanted.values() {
+            if !store.is_valid_sync(p)? {
+                missing.insert(p.clone());
+            }
+        }
+        if n.check {
+            for p in n.outputs.values() {
+                if !store.is_valid_sync(p)? {
+                    return Err(RealiseError::CheckInvalid(drv_s));
+                }
+            }
+            self.expand(i);
+            return Ok(());
+        }
+        if missing.is_empty() {
+            self.register_valid(i)?;
+            self.done(i);
+            return Ok(());
+        }
+        if let Some(subst) = &self.settings.substituter {
+            if !n.tried_subst && missing.iter().all(|p| subst.has(p)) {
+                let n = &mut self.nodes[i];
+                n.state = State::Substituting;
+                n.subst_paths = missing;
+                self.subst_queue.push_back(i);
+                return Ok(());
+            }
+        }
+        self.expand(i);
+        Ok(())
+    }
+
+    /// Records the derivation → output mapping for the outputs that are valid.
+    fn register_valid(&self, i: usize) -> Result<(), RealiseError> {
+        let n = &self.nodes[i];
+        let mut pairs = Vec::new();
+        for (name, p) in &n.outputs {
+            if self.store.is_valid_sync(p)? {
+                pairs.push((name.clone(), p.clone()));
+            }
+        }
+        self.store
+            .register_derivation_outputs(&n.drv_path, &pairs)?;
+        Ok(())
+    }
+
+    /// Makes the node wait for its input derivations.
+    fn expand(&mut self, i: usize) {
+        let Some(drv) = self.nodes[i].drv.clone() else {
+            return;
+        };
+        self.nodes[i].state = State::Waiting;
+        self.nodes[i].pending = 0;
+        self.nodes[i].failed_inputs = 0;
+        for (input, outs) in &drv.input_drvs {
+            let j = self.node_for(input, outs, false);
+            match self.nodes[j].state {
+                State::Done => {}
+                State::Failed => self.nodes[i].failed_inputs += 1,
+                _ => {
+                    self.nodes[i].pending += 1;
+                    self.nodes[j].waiters.push(i);
+                }
+            }
+        }
+        let n = &self.nodes[i];
+        if n.failed_inputs > 0 && (n.pending == 0 || !self.settings.keep_going) {
+            self.fail_dependencies(i);
+        } else if n.pending == 0 {
+            self.queue_build(i);
+        }
+    }
+
+    fn queue_build(&mut self, i: usize) {
+        self.nodes[i].state = State::Queued;
+        self.build_queue.push_back(i);
+    }
+
+    fn fail_dependencies(&mut self, i: usize) {
+        let e = RealiseError::DependencyFailed {
+            count: self.nodes[i].failed_inputs,
+            drv: self.store.print_path(&self.nodes[i].drv_path),
+        };
+        self.fail(i, e);
+    }
+
+    fn done(&mut self, i: usize) {
+        self.nodes[i].state = State::Done;
+        for w in std::mem::take(&mut self.nodes[i].waiters) {
+            let n = &mut self.nodes[w];
+            if n.state != State::Waiting {
+                continue;
+            }
+            n.pending -= 1;
+            if n.pending == 0 {
+                if n.failed_inputs > 0 {
+                    self.fail_dependencies(w);
+                } else {
+                    self.queue_build(w);
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, i: usize, e: RealiseError) {
+        if let Some(bits) = status_bits(&e) {
+            self.report.status_mask |= bits;
+        }
+        if !self.settings.keep_going {
+            self.stopping = true;
+        }
+        let n = &mut self.nodes[i];
+        n.state = State::Failed;
+        let waiters = std::mem::take(&mut n.waiters);
+        if waiters.is_empty() {
+            n.error = Some(e);
+        } else {
+            // Nix logs the errors of goals others wait for as they happen.
+            self.logger.error(&e.to_string());
+        }
+        for w in waiters {
+            let keep_going = self.settings.keep_going;
+            let n = &mut self.nodes[w];
+            if n.state != State::Waiting {
+                continue;
+            }
+            n.pending -= 1;
+            n.failed_inputs += 1;
+            if n.pending == 0 || !keep_going {
+                self.fail_dependencies(w);
+            }
+        }
+    }
+
+    fn build_done(&mut self, i: usize, r: Result<StepDone, RealiseError>) {
+        let drv = self.nodes[i].drv_path.clone();
+        match r {
+            Ok(StepDone::Built { setup, total }) => {
+                self.done_builds += 1;
+                self.report.built.push(BuiltDrv { drv, setup, total });
+                self.done(i);
+            }
+            Ok(StepDone::AlreadyValid) => {
+                self.done_builds += 1;
+                self.report.built_elsewhere.push(drv);
+                self.done(i);
+            }
+            Ok(StepDone::Checked) => {
+                self.done_builds += 1;
+                self.report.checked.push(drv);
+                self.done(i);
+            }
+            Err(e) => {
+                self.failed_builds += 1;
+                self.fail(i, e);
+            }
+        }
+    }
+
+    fn subst_done(&mut self, i: usize, r: Result<bool, RealiseError>) {
+        match r {
+            Ok(true) => {
+                self.done_substs += 1;
+                self.report.substituted.push(self.nodes[i].drv_path.clone());
+                if let Err(e) = self.register_valid(i) {
+                    self.fail(i, e);
+                    return;
+                }
+                // Outputs wanted after the substitution started may still
+                // be missing: look again (builds them if so).
+                self.nodes[i].state = State::Init;
+                self.nodes[i].tried_subst = true;
+                self.init(i);
+            }
+            Ok(false) | Err(_) => {
+                if let Err(e) = r {
+                    self.logger.warn(&format!(
+                        "substituting the outputs of '{}' failed: {e}; building them instead",
+                        self.store.print_path(&self.nodes[i].drv_path)
+                    ));
+                }
+                self.nodes[i].state = State::Init;
+                self.nodes[i].tried_subst = true;
+                self.init(i);
+            }
+        }
+    }
+}
+
+/// Nix's failure bits for an error that ended a build (see
+/// [`RealiseReport::status_mask`]).
+fn status_bits(e: &RealiseError) -> Option<u8> {
+    let bits = e.nix_status_bits()?;
+    Some(match bits {
+        4 => 0x08,
+        b => 0x04 | b,
+    })
+}

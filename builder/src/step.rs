@@ -1,0 +1,479 @@
+//! One derivation, from "its inputs are valid" to "its outputs are
+//! registered": take the per-output locks (so two processes never build
+//! the same thing at once) and look again whether someone else made the
+//! outputs valid meanwhile; make sure the input sources are there
+//! (substituting them if need be); run the builder in the sandbox with its
+//! log kept (see [`crate::buildlog`]) and relayed as a `building '…'`
+//! activity; check fixed-output hashes and the derivation's output checks;
+//! then hand each output to the store's atomic `add_nar` with the
+//! references found by scanning it. Nothing is registered when any of this
+//! fails, and with `keep_failed` the build directory is kept.
+//!
+//! In check mode (`--check`) the outputs, which must already be valid, are
+//! built again and compared with the registered ones instead of being
+//! registered.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use b3_store::activity::{ActivityType, Logger, Verbosity};
+use b3_store::derivation::Derivation;
+use b3_store::local::LocalStore;
+use b3_store::lock::{FileLock, PathLocks};
+use b3_store::path::{ContentAddress, StorePath};
+use b3_store::substitute::Substituted;
+use b3_store::traits::{StoreError, ValidPathInfo};
+
+use crate::buildlog::{log_path, BuildOutput, RawLog};
+use crate::builtin_fetchurl;
+use crate::checks::check_outputs;
+use crate::drv::{check_fixed_output, fixed_output_ca, job_from_derivation, BuildSettings};
+use crate::job::{BuildResult, WorkDir};
+use crate::platform::ExitStatus;
+use crate::realise::{add_output, failure_text, scan_output, RealiseError, RealiseSettings};
+use crate::sandbox::RunOutcome;
+
+/// Prefix of work directories in the store directory. The local store
+/// sweeps `.b3-tmp-<pid>-…` entries of dead processes, so a crashed build
+/// leaves nothing behind for long.
+const WORK_PREFIX: &str = ".b3-tmp-";
+
+/// What one realisation shares with every step.
+pub(crate) struct StepCtx<'a> {
+    pub store: &'a LocalStore,
+    pub settings: &'a RealiseSettings,
+    pub logger: &'a Logger,
+    pub raw: Option<&'a dyn RawLog>,
+    pub locks: &'a PathLocks,
+}
+
+/// How a step ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepDone {
+    /// Built here; times of the sandbox set-up and of the whole run.
+    Built { setup: Duration, total: Duration },
+    /// Another process made the outputs valid while we waited for the lock.
+    AlreadyValid,
+    /// `--check`: rebuilt and bit-identical.
+    Checked,
+}
+
+/// The lock directory for builds and substitutions (separate from the
+/// store's own path locks, which its ingest and repair take).
+pub(crate) fn build_locks(store: &LocalStore) -> std::io::Result<PathLocks> {
+    PathLocks::new(store.state_dir().join("build-locks"))
+}
+
+/// Locks `paths` in a global order, saying so when someone else holds one.
+pub(crate) fn lock_paths(
+    ctx: &StepCtx<'_>,
+    paths: &BTreeSet<&StorePath>,
+) -> Result<Vec<FileLock>, RealiseError> {
+    let mut held = Vec::new();
+    for p in paths {
+        let base = p.base_name();
+        let err = |source| RealiseError::Lock {
+            path: ctx.store.print_path(p),
+            source,
+        };
+        match ctx.locks.try_lock(&base).map_err(err)? {
+            Some(l) => held.push(l),
+            None => {
+                ctx.logger.log(
+                    Verbosity::Info,
+                    &format!("waiting for lock on '{}'", ctx.store.print_path(p)),
+                );
+                let _waiting = ctx.logger.start(
+                    Verbosity::Info,
+                    ActivityType::BuildWaiting,
+                    format!("waiting for lock on '{}'", ctx.store.print_path(p)),
+                    vec![],
+                    0,
+                );
+                held.push(ctx.locks.lock(&base).map_err(err)?);
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// Builds `drv` (stored at `drv_path`, outputs `outputs`) whose input
+/// derivations' outputs `input_outputs` are valid.
+pub(crate) fn build_step(
+    ctx: &StepCtx<'_>,
+    drv_path: &StorePath,
+    drv: &Derivation,
+    outputs: &BTreeMap<String, StorePath>,
+    input_outputs: &BTreeSet<StorePath>,
+    check: bool,
+) -> Result<StepDone, RealiseError> {
+    let store = ctx.store;
+    let drv_s = store.print_path(drv_path);
+    let _locks = lock_paths(ctx, &outputs.values().collect())?;
+    let mut valid = BTreeMap::new();
+    for (name, p) in outputs {
+        if let Some(info) = store.query_path_info_sync(p)? {
+            valid.insert(name.clone(), info);
+        }
+    }
+    if check {
+        if valid.len() != outputs.len() {
+            return Err(RealiseError::CheckInvalid(drv_s));
+        }
+    } else if valid.len() == outputs.len() {
+        let pairs: Vec<(String, StorePath)> = outputs.clone().into_iter().collect();
+        store.register_derivation_outputs(drv_path, &pairs)?;
+        return Ok(StepDone::AlreadyValid);
+    }
+
+    // Input sources are normally valid (they are the .drv's references);
+    // one that was collected is substituted or reported.
+    for src in &drv.input_srcs {
+        if store.is_valid_sync(src)? {
+            continue;
+        }
+        let got = match &ctx.settings.substituter {
+            Some(s) => s.substitute(store, src).ok(),
+            None => None,
+        };
+        if got != Some(Substituted::Done) {
+            return Err(RealiseError::MissingInput(store.print_path(src)));
+        }
+    }
+    let mut roots: BTreeSet<StorePath> = drv.input_srcs.clone();
+    roots.extend(input_outputs.iter().cloned());
+    store.add_temp_roots(roots.iter())?;
+    let closure = store.query_closure_sync(&roots)?;
+
+    let text = if check {
+        format!("checking outputs of '{drv_s}'")
+    } else {
+        format!("building '{drv_s}'")
+    };
+    let activity = ctx.logger.start(
+        Verbosity::Info,
+        ActivityType::Build,
+        text,
+        vec![drv_s.as_str().into(), "".into(), 1.into(), 1.into()],
+        0,
+    );
+    let tail_lines = if ctx.raw.is_some() {
+        0
+    } else {
+        ctx.settings.log_lines
+    };
+    let log_file = log_path(store.root(), &drv_path.base_name());
+    let mut out = BuildOutput::new(&activity, Some(log_file), tail_lines, ctx.raw);
+    let run = if drv.builder == builtin_fetchurl::BUILDER {
+        run_builtin_fetchurl(ctx, drv_path, drv, outputs, &mut out)
+    } else {
+        sandboxed_job(ctx, drv_path, drv, &closure)
+            .and_then(|job| job.run(&mut out).map_err(RealiseError::from))
+    };
+    if let Err(e) = out.finish() {
+        ctx.logger
+            .warn(&format!("could not store the build log of '{drv_s}': {e}"));
+    }
+    let result = run?;
+    let tail: Vec<String> = out.tail().map(str::to_string).collect();
+    drop(out);
+    drop(activity);
+
+    let ended = finish(
+        ctx, drv_path, drv, outputs, &closure, &result, &valid, check, &tail,
+    );
+    if ended.is_err() && ctx.settings.keep_failed {
+        keep_build_dir(ctx, drv_path, result);
+    }
+    ended
+}
+
+/// The sandboxed job for `drv`, with its work directory in the store.
+fn sandboxed_job(
+    ctx: &StepCtx<'_>,
+    drv_path: &StorePath,
+    drv: &Derivation,
+    closure: &BTreeSet<StorePath>,
+) -> Result<crate::job::BuildJob, RealiseError> {
+    let store = ctx.store;
+    let build_settings = BuildSettings {
+        physical_store_dir: store.real_store_dir().to_path_buf(),
+        work_parent: store.real_store_dir().to_path_buf(),
+        extra_paths: ctx.settings.extra_paths.clone(),
+        cores: ctx.settings.cores,
+        timeout: ctx.settings.timeout,
+        max_silent: ctx.settings.max_silent,
+        kvm: ctx.settings.kvm,
+        impure_env: ctx.settings.impure_env.clone(),
+    };
+    let mut job = job_from_derivation(store.store_dir(), drv_path, drv, closure, &build_settings)?;
+    job.work_prefix = format!("{WORK_PREFIX}{}-build-", std::process::id());
+
+    Ok(job)
+}
+
+/// `builtin:fetchurl` runs in this process (as in Nix, outside the
+/// sandbox): the download lands in a work directory like a sandboxed
+/// build's output, and a failure is reported in the log with exit code 1.
+fn run_builtin_fetchurl(
+    ctx: &StepCtx<'_>,
+    drv_path: &StorePath,
+    drv: &Derivation,
+    outputs: &BTreeMap<String, StorePath>,
+    log: &mut dyn std::io::Write,
+) -> Result<BuildResult, RealiseError> {
+    let started = std::time::Instant::now();
+    let name = drv_path.derivation_name().unwrap_or("fetchurl");
+    let prefix = format!("{WORK_PREFIX}{}-build-", std::process::id());
+    let work = WorkDir::create(ctx.store.real_store_dir(), &prefix, name)
+        .map_err(crate::job::JobError::WorkDir)?;
+    let mut found = BTreeMap::new();
+    let mut missing = Vec::new();
+    let status = match outputs.get("out") {
+        Some(out) => {
+            let host = work.store().join(out.base_name());
+            let status = match builtin_fetchurl::run(drv, &host) {
+                Ok(()) => ExitStatus::Code(0),
+                Err(e) => {
+                    let _ = writeln!(log, "error: {e}");
+                    ExitStatus::Code(1)
+                }
+            };
+            if std::fs::symlink_metadata(&host).is_ok() {
+                found.insert("out".to_string(), host);
+            }
+            status
+        }
+        None => ExitStatus::Code(1),
+    };
+    for name in outputs.keys() {
+        if !found.contains_key(name) {
+            missing.push(name.clone());
+        }
+    }
+    Ok(BuildResult {
+        outcome: RunOutcome {
+            status,
+            setup_time: Duration::ZERO,
+            total_time: started.elapsed(),
+            timed_out: false,
+            silent_too_long: false,
+        },
+        outputs: found,
+        missing_outputs: missing,
+        work_dir: work,
+    })
+}
+
+/// Moves the work directory of a failed build somewhere it is not swept
+/// and says where, as Nix's `--keep-failed` does.
+fn keep_build_dir(ctx: &StepCtx<'_>, drv_path: &StorePath, result: BuildResult) {
+    let base = drv_path.base_name();
+    let name = base.split_once('-').map_or(base.as_str(), |(_, n)| n);
+    let parent = ctx.store.state_dir().join("failed-builds");
+    let mut n = 0;
+    let dest = loop {
+        let d = parent.join(format!("{name}-{n}"));
+        if !d.exists() {
+            break d;
+        }
+        n += 1;
+    };
+    match result.work_dir.keep(&dest) {
+        Ok(kept) => ctx.logger.log(
+            Verbosity::Error,
+            &format!(
+                "note: keeping build directory '{}'",
+                kept.join("build").display()
+            ),
+        ),
+        Err(e) => ctx
+            .logger
+            .warn(&format!("could not keep the build directory: {e}")),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    ctx: &StepCtx<'_>,
+    drv_path: &StorePath,
+    drv: &Derivation,
+    outputs: &BTreeMap<String, StorePath>,
+    closure: &BTreeSet<StorePath>,
+    result: &BuildResult,
+    valid: &BTreeMap<String, ValidPathInfo>,
+    check: bool,
+    tail: &[String],
+) -> Result<StepDone, RealiseError> {
+    let store = ctx.store;
+    let settings = ctx.settings;
+    let drv_s = store.print_path(drv_path);
+    if result.outcome.timed_out {
+        return Err(RealiseError::TimedOut {
+            drv: drv_s,
+            secs: settings.timeout.map_or(0, |t| t.as_secs()),
+        });
+    }
+    if result.outcome.silent_too_long {
+        return Err(RealiseError::Silent {
+            drv: drv_s,
+            secs: settings.max_silent.map_or(0, |t| t.as_secs()),
+        });
+    }
+    if !result.outcome.status.success() {
+        let tail = if tail.is_empty() {
+            String::new()
+        } else {
+            let mut t = format!(";\n       last {} log lines:", tail.len());
+            for l in tail {
+                t.push_str(&format!("\n       > {l}"));
+            }
+            t.push_str(&format!("\n       For full logs, run 'b3 log {drv_s}'."));
+            t
+        };
+        return Err(RealiseError::BuildFailed {
+            drv: drv_s,
+            how: failure_text(result.outcome.status),
+            tail,
+        });
+    }
+    if let Some(name) = result.missing_outputs.first() {
+        return Err(RealiseError::MissingOutput {
+            drv: drv_s,
+            output: name.clone(),
+            path: store.print_path(&outputs[name]),
+        });
+    }
+    let fod = fixed_output_ca(drv).copied();
+    if let Some(ca) = &fod {
+        check_fixed_output(ca, &drv_s, &result.outputs["out"])?;
+    }
+
+    // Scan every output for references to the closure and to the outputs.
+    let mut candidates: BTreeMap<String, StorePath> =
+        closure.iter().map(|p| (p.hash_part(), p.clone())).collect();
+    for p in outputs.values() {
+        candidates.insert(p.hash_part(), p.clone());
+    }
+    let mut infos: BTreeMap<String, ValidPathInfo> = BTreeMap::new();
+    for (name, host) in &result.outputs {
+        let path = outputs[name].clone();
+        let (hash, size, found) = scan_output(host, candidates.keys())?;
+        let mut info = ValidPathInfo::new(path, hash, size);
+        info.references = found
+            .iter()
+            .filter_map(|h| candidates.get(h).cloned())
+            .collect();
+        info.deriver = Some(drv_path.clone());
+        info.ultimate = true;
+        if let Some(ca) = &fod {
+            if !info.references.is_empty() {
+                return Err(RealiseError::FixedOutputReferences(drv_s));
+            }
+            info.ca = Some(ContentAddress {
+                method: ca.method,
+                hash: ca.hash,
+            });
+        }
+        infos.insert(name.clone(), info);
+    }
+    check_outputs(store, drv, &infos)?;
+
+    if check {
+        for (name, info) in &infos {
+            let old = &valid[name];
+            if old.nar_hash != info.nar_hash {
+                let shown = store.print_path(&info.path);
+                let kept = if settings.keep_failed {
+                    keep_check_output(store, &info.path, &result.outputs[name])
+                } else {
+                    None
+                };
+                return Err(RealiseError::NotDeterministic {
+                    drv: drv_s,
+                    output: shown,
+                    kept,
+                });
+            }
+        }
+        return Ok(StepDone::Checked);
+    }
+
+    // Add outputs after the outputs they refer to.
+    let mut added: BTreeSet<StorePath> = valid.values().map(|i| i.path.clone()).collect();
+    let mut todo: Vec<&String> = infos.keys().filter(|n| !valid.contains_key(*n)).collect();
+    while !todo.is_empty() {
+        let before = todo.len();
+        let mut i = 0;
+        while i < todo.len() {
+            let info = &infos[todo[i]];
+            let ready = info
+                .references
+                .iter()
+                .all(|r| r == &info.path || added.contains(r) || !outputs.values().any(|o| o == r));
+            if ready {
+                add_output(store, info, &result.outputs[todo[i]])?;
+                added.insert(info.path.clone());
+                todo.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        if todo.len() == before {
+            return Err(RealiseError::OutputCycle(drv_s));
+        }
+    }
+    let pairs: Vec<(String, StorePath)> = outputs.clone().into_iter().collect();
+    store.register_derivation_outputs(drv_path, &pairs)?;
+    Ok(StepDone::Built {
+        setup: result.outcome.setup_time,
+        total: result.outcome.total_time,
+    })
+}
+
+/// Puts a differing `--check` output next to the valid one as
+/// `<path>.check`, like Nix with `--keep-failed`.
+fn keep_check_output(
+    store: &LocalStore,
+    path: &StorePath,
+    host: &std::path::Path,
+) -> Option<String> {
+    let mut dest: PathBuf = store.real_path(path);
+    dest.as_mut_os_string().push(".check");
+    let _ = crate::job::remove_tree(&dest);
+    std::fs::rename(host, &dest).ok()?;
+    Some(format!("{}.check", store.print_path(path)))
+}
+
+/// Substitutes the missing `paths` (outputs of one derivation) under their
+/// locks. `Ok(true)`: all valid now.
+pub(crate) fn substitute_step(
+    ctx: &StepCtx<'_>,
+    paths: &BTreeSet<StorePath>,
+) -> Result<bool, RealiseError> {
+    let Some(subst) = &ctx.settings.substituter else {
+        return Ok(false);
+    };
+    let _locks = lock_paths(ctx, &paths.iter().collect())?;
+    for p in paths {
+        if ctx.store.is_valid_sync(p)? {
+            continue;
+        }
+        match subst.substitute(ctx.store, p) {
+            Ok(Substituted::Done) => {}
+            Ok(Substituted::NotAvailable) => return Ok(false),
+            Err(e) => {
+                ctx.logger.warn(&format!(
+                    "substituting '{}' failed: {e}; building it instead",
+                    ctx.store.print_path(p)
+                ));
+                return Ok(false);
+            }
+        }
+        if !ctx.store.is_valid_sync(p)? {
+            return Err(StoreError::InvalidPath(ctx.store.print_path(p)).into());
+        }
+    }
+    Ok(true)
+}

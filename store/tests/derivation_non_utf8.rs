@@ -1,0 +1,117 @@
+//! `.drv` files are bytes: an environment entry made from
+//! `builtins.readFile` of a binary file is not UTF-8, and Nix 2.8 writes it
+//! as is. b3 must parse such a file, re-print it byte for byte and compute
+//! the same drv and output paths (also for a derivation depending on it,
+//! whose modulo hash covers the raw bytes).
+//!
+//! Needs `nix-instantiate` on PATH (run `scripts/setup-test-deps.sh`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use b3_store::derivation::{Derivation, DerivationError, DrvHashCache};
+use b3_store::path::{StoreDir, StorePath};
+
+const EXPR: &str = r#"
+let
+  blob = builtins.readFile ./blob;
+  key = builtins.readFile ./key;
+  bin = derivation ({
+    name = "non-utf8"; system = "x86_64-linux"; builder = "/bin/sh";
+    args = [ "-c" "echo > $out" ];
+    inherit blob;
+    plain = "ascii";
+  } // builtins.listToAttrs [ { name = key; value = "raw key"; } ]);
+in {
+  inherit bin;
+  dep = derivation {
+    name = "after-non-utf8"; system = "x86_64-linux"; builder = "/bin/sh";
+    x = bin; also = "prefix ${blob} suffix";
+  };
+}
+"#;
+
+fn nix_instantiate(dir: &Path, attr: &str) -> String {
+    let out = Command::new("nix-instantiate")
+        .arg(dir.join("e.nix"))
+        .args(["-A", attr])
+        .output()
+        .expect(
+            "nix-instantiate not found: run scripts/setup-test-deps.sh to install the Nix oracle",
+        );
+    assert!(
+        out.status.success(),
+        "nix-instantiate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn read_drv(sd: &StoreDir, p: &StorePath) -> Result<Derivation, DerivationError> {
+    let bytes = std::fs::read(sd.display(p)).map_err(|e| DerivationError::ReadInput {
+        path: sd.display(p),
+        source: Box::new(e),
+    })?;
+    Ok(Derivation::from_aterm(sd, &bytes)?)
+}
+
+#[test]
+fn non_utf8_environment_round_trips_byte_exact_like_nix() {
+    let d = tempfile::tempdir().unwrap();
+    // Every non-NUL byte (Nix strings cannot hold NUL), including the ones
+    // the ATerm printer escapes, then a lone continuation byte and a
+    // truncated sequence.
+    let mut blob: Vec<u8> = (1u8..=255).collect();
+    blob.extend_from_slice(b"\x80 \xe2\x82");
+    std::fs::write(d.path().join("blob"), &blob).unwrap();
+    std::fs::write(d.path().join("key"), b"k\xffey").unwrap();
+    std::fs::write(d.path().join("e.nix"), EXPR).unwrap();
+
+    let sd = StoreDir::default();
+    let mut cache = DrvHashCache::new(sd.clone());
+    let mut read = |p: &StorePath| read_drv(&sd, p);
+    let mut seen = BTreeMap::new();
+    for attr in ["bin", "dep"] {
+        let path = sd.parse(&nix_instantiate(d.path(), attr)).unwrap();
+        let bytes = std::fs::read(sd.display(&path)).unwrap();
+        assert!(
+            std::str::from_utf8(&bytes).is_err(),
+            "{attr}: expected a non-UTF-8 .drv"
+        );
+        let drv =
+            Derivation::from_aterm(&sd, &bytes).unwrap_or_else(|e| panic!("parsing {attr}: {e}"));
+        assert_eq!(
+            drv.to_aterm_bytes(&sd),
+            bytes,
+            "re-printing {attr} differs from Nix's file"
+        );
+        let name = path.derivation_name().unwrap();
+        assert_eq!(drv.path(&sd, name).unwrap(), path, "drv path of {attr}");
+        let outs = drv
+            .compute_output_paths(&sd, name, |p| cache.path_hash(p, &mut read))
+            .unwrap();
+        for (o, out) in &drv.outputs {
+            assert_eq!(outs[o].as_ref(), out.path(), "output {o} of {attr}");
+        }
+        seen.insert(attr, drv);
+    }
+
+    let bin = &seen["bin"];
+    assert_eq!(bin.env_bytes.get(&b"blob"[..]), Some(&blob));
+    assert_eq!(
+        bin.env_bytes.get(&b"k\xffey"[..]).map(Vec::as_slice),
+        Some(&b"raw key"[..])
+    );
+    assert_eq!(bin.env["plain"], "ascii");
+    // The merged view is in byte order, as the file is.
+    let keys: Vec<&[u8]> = bin.env_entries().map(|(k, _)| k).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    assert!(keys.contains(&&b"blob"[..]) && keys.contains(&&b"name"[..]));
+    let mut also = b"prefix ".to_vec();
+    also.extend_from_slice(&blob);
+    also.extend_from_slice(b" suffix");
+    assert_eq!(seen["dep"].env_bytes.get(&b"also"[..]), Some(&also));
+}
