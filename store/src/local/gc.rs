@@ -114,9 +114,8 @@ impl LocalStore {
     /// Store directories (logical and physical, each ending in `/`) whose
     /// paths running processes may mention.
     fn store_prefixes(&self) -> Vec<Vec<u8>> {
-        use std::os::unix::ffi::OsStrExt;
         let mut v = vec![format!("{}/", self.store_dir()).into_bytes()];
-        let mut phys = self.real_store_dir().as_os_str().as_bytes().to_vec();
+        let mut phys = self.real_store_dir().as_os_str().as_encoded_bytes().to_vec();
         phys.push(b'/');
         if !v.contains(&phys) {
             v.push(phys);

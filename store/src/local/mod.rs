@@ -975,10 +975,9 @@ fn crash_point(point: &str) {
 /// [`LocalStore::new_tmp_node`]). Best effort: root needs none of it, and a
 /// failure shows up as the rename's error.
 pub(crate) fn open_for_move(p: &Path) {
-    use std::os::unix::fs::PermissionsExt;
     if let Ok(m) = std::fs::symlink_metadata(p) {
-        if m.is_dir() && m.permissions().mode() & 0o200 == 0 {
-            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+        if m.is_dir() && crate::os::mode(&m) & 0o200 == 0 {
+            let _ = crate::os::set_mode(p, 0o755);
         }
     }
 }
