@@ -7,6 +7,8 @@
 #     g++ and nlohmann-json3-dev (C++ oracles for regex and float printing),
 #     pkg-config, xz-utils, zstd; tcc and musl-dev (the examples/ toolchain), zsh and fish
 #     (b3 print-env output is run by them).
+#     gcc-mingw-w64-x86-64 and wine64 (Windows cross build and the portable test
+#     suites under wine, scripts/test-windows.sh).
 #   - /etc/nix/nix.conf for a single-user, daemon-less, sandboxed Nix
 #     (builds run in a user namespace as uid 1000), with no substituters: the
 #     machines here have no network beyond package registries.
@@ -19,7 +21,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-PKGS=(nix-bin busybox-static fuse3 g++ nlohmann-json3-dev pkg-config xz-utils zstd tcc musl-dev zsh fish)
+PKGS=(nix-bin busybox-static fuse3 g++ nlohmann-json3-dev pkg-config xz-utils zstd tcc musl-dev zsh fish gcc-mingw-w64-x86-64 wine64)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

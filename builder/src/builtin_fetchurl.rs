@@ -78,9 +78,7 @@ pub fn run(drv: &Derivation, out: &Path) -> Result<(), Error> {
         fetch::download_to_file(url, out, &opts)?;
     }
     if flag("executable") {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o755))
-            .map_err(io("making executable", out))?;
+        b3_store::os::set_mode(out, 0o755).map_err(io("making executable", out))?;
     }
     Ok(())
 }

@@ -5,6 +5,9 @@
 //! `nix-build` produces. Fixed-output hash mismatches and failing builders
 //! give Nix's error messages.
 
+// Realisation runs in the Linux sandbox.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::collections::BTreeSet;

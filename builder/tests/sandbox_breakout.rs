@@ -4,6 +4,9 @@
 //! processes, creating setuid/setgid files, and leaving processes running
 //! after the build. Each test runs a real busybox builder in real namespaces.
 
+// The sandbox is Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::io::Read;

@@ -7,6 +7,9 @@
 //! `/etc/{hosts,resolv.conf,services}`, generated `nsswitch.conf`,
 //! `NIX_OUTPUT_CHECKED`, `impureEnvVars` from the caller).
 
+// The sandbox is Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -3,6 +3,9 @@
 //! in order, reports exec failures precisely, hands passAsFile and
 //! structured-attrs files to the builder, and its set-up time is measured.
 
+// The sandbox is Linux only.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::process::Command;

@@ -2,6 +2,9 @@
 //! path|file`, checked against Nix 2.8 where it has the same command and
 //! against the oracle facts otherwise.
 
+// Drives the b3 binary against Nix and Unix tools.
+#![cfg(unix)]
+
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};

@@ -1,6 +1,9 @@
 //! `b3 store` and `b3 path-info` as users run them, checked against Nix 2.8
 //! (`nix-store --store <chroot>` keeps the real /nix/store untouched).
 
+// Drives the b3 binary against Nix and Unix tools.
+#![cfg(unix)]
+
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,9 @@
 //! file: `kill -9` mid-add, concurrent adders, corruption and repair,
 //! hostile NARs. Every check goes through the `b3` binary.
 
+// Drives the b3 binary against Nix and Unix tools.
+#![cfg(unix)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -176,10 +176,9 @@ fn dump_filtered(
             w.s(")");
         }
     } else {
-        use std::os::unix::fs::PermissionsExt;
         w.s("type");
         w.s("regular");
-        if md.permissions().mode() & 0o100 != 0 {
+        if b3_store::os::is_executable(&md) {
             w.s("executable");
             w.s("");
         }
@@ -288,10 +287,9 @@ impl Drop for Scratch {
 }
 
 fn make_writable(p: &Path) {
-    use std::os::unix::fs::PermissionsExt;
     if let Ok(md) = std::fs::symlink_metadata(p) {
         if md.is_dir() {
-            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+            let _ = b3_store::os::set_mode(p, 0o755);
             if let Ok(rd) = std::fs::read_dir(p) {
                 for e in rd.flatten() {
                     make_writable(&e.path());
@@ -480,14 +478,13 @@ fn output_of(ev: &crate::eval::Ev, store_path: &str) -> Option<(String, String)>
 /// Copies the tree at `src` to `dst` (which must not exist), keeping only
 /// the entries `filter` accepts; symlinks are copied, not followed.
 pub fn copy_filtered(src: &str, dst: &Path, filter: &mut EntryFilter<'_>) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
     let md =
         std::fs::symlink_metadata(src).map_err(|e| format!("getting status of '{src}': {e}"))?;
     let ft = md.file_type();
     let werr = |e: std::io::Error| format!("writing '{}': {e}", dst.display());
     if ft.is_symlink() {
         let t = std::fs::read_link(src).map_err(|e| format!("reading link '{src}': {e}"))?;
-        std::os::unix::fs::symlink(t, dst).map_err(werr)?;
+        b3_store::os::symlink(&t, dst).map_err(werr)?;
     } else if ft.is_dir() {
         std::fs::create_dir(dst).map_err(werr)?;
         let mut names = Vec::new();
@@ -509,12 +506,12 @@ pub fn copy_filtered(src: &str, dst: &Path, filter: &mut EntryFilter<'_>) -> Res
         }
     } else {
         std::fs::copy(src, dst).map_err(|e| format!("copying '{src}': {e}"))?;
-        let mode = if md.permissions().mode() & 0o100 != 0 {
+        let mode = if b3_store::os::is_executable(&md) {
             0o755
         } else {
             0o644
         };
-        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(mode)).map_err(werr)?;
+        b3_store::os::set_mode(dst, mode).map_err(werr)?;
     }
     Ok(())
 }
@@ -538,6 +535,8 @@ mod tests {
         assert_eq!(p, "/nix/store/vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo");
     }
 
+    // Builds a tree with a symlink.
+    #[cfg(unix)]
     #[test]
     fn filtered_nar_hash_accepting_everything_equals_b3_nar() {
         let d = std::env::temp_dir().join(format!("b3-eval-narhash-{}", std::process::id()));

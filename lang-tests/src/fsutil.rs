@@ -58,18 +58,41 @@ impl Drop for Scratch {
 
 /// Tests may leave read-only directories behind; make removal possible.
 fn make_writable(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let meta = entry.metadata()?;
         if meta.is_dir() {
             let mut perm = meta.permissions();
-            perm.set_mode(perm.mode() | 0o700);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = perm.mode();
+                perm.set_mode(mode | 0o700);
+            }
+            #[cfg(windows)]
+            perm.set_readonly(false);
             std::fs::set_permissions(entry.path(), perm)?;
             make_writable(&entry.path())?;
         }
     }
     Ok(())
+}
+
+/// Creates a symlink (on Windows a file or directory symlink, as the
+/// target is now; that needs Developer Mode or the symlink privilege).
+fn symlink(target: &Path, link: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(target, link)
+    }
+    #[cfg(windows)]
+    {
+        if link.parent().unwrap_or(Path::new(".")).join(target).is_dir() {
+            std::os::windows::fs::symlink_dir(target, link)
+        } else {
+            std::os::windows::fs::symlink_file(target, link)
+        }
+    }
 }
 
 /// Copies `src` to `dst` recursively, recreating symlinks verbatim.
@@ -81,7 +104,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
         let to = dst.join(entry.file_name());
         let ft = entry.file_type()?;
         if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+            symlink(&std::fs::read_link(&from)?, &to)?;
         } else if ft.is_dir() {
             copy_tree(&from, &to)?;
         } else {
@@ -114,7 +137,7 @@ pub fn restore_symlinks(lang: &Path) -> io::Result<Vec<&'static str>> {
             continue;
         }
         std::fs::remove_file(&p)?;
-        std::os::unix::fs::symlink(target, &p)?;
+        symlink(Path::new(target), &p)?;
         fixed.push(rel);
     }
     Ok(fixed)

@@ -3,6 +3,9 @@
 //! invocation flags, environment, `/pwd` rewriting, exit codes, lenient
 //! vs official comparison, skips, timeouts and the summary line.
 
+// Uses a shell-script fake nix-instantiate.
+#![cfg(unix)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -10,8 +10,6 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::encoder::{NarEncoder, COPY_BUF};
@@ -47,7 +45,7 @@ pub(crate) fn dump_path_with<W: Write>(
     while let Some((dir, names, idx)) = stack.last_mut() {
         if let Some(name) = names.get(*idx) {
             *idx += 1;
-            enc.entry(name.as_bytes())?;
+            enc.entry(&crate::os::name_bytes(name, dir)?)?;
             let child = dir.join(name);
             if let Some(frame) = dump_node(&mut enc, child, &mut buf, copy)? {
                 stack.push(frame);
@@ -73,7 +71,7 @@ fn dump_node<W: Write>(
     let meta = fs::symlink_metadata(&path).map_err(|e| Error::fs("getting status of", &path, e))?;
     let ft = meta.file_type();
     if ft.is_file() {
-        let executable = meta.permissions().mode() & 0o100 != 0;
+        let executable = crate::os::is_executable(&meta);
         let mut f = File::open(&path).map_err(|e| Error::fs("opening file", &path, e))?;
         let size = meta.len();
         if size <= SMALL_FILE {
@@ -90,7 +88,7 @@ fn dump_node<W: Write>(
         Ok(None)
     } else if ft.is_symlink() {
         let target = fs::read_link(&path).map_err(|e| Error::fs("reading symlink", &path, e))?;
-        enc.symlink(target.as_os_str().as_bytes())?;
+        enc.symlink(&crate::os::target_bytes(&target, &path)?)?;
         Ok(None)
     } else if ft.is_dir() {
         let mut names = Vec::new();

@@ -39,11 +39,14 @@ mod dump;
 mod encoder;
 mod error;
 mod hash;
+mod os;
 pub mod nixbase32;
 mod parser;
 mod pipeline;
 mod reader;
 mod restore;
+#[cfg(windows)]
+mod restore_windows;
 pub mod wire;
 
 pub use algo::{hash_path_with, hash_reader, AnyHash, HashAlgo, Hasher, UnknownAlgo};

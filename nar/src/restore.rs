@@ -12,20 +12,37 @@
 //! (both minus the umask), and executable files then get `+x` for all
 //! (0755 under the usual umask 022).
 
+#[cfg(unix)]
 use std::ffi::OsStr;
+#[cfg(unix)]
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
+#[cfg(unix)]
+use std::io::Write;
+#[cfg(unix)]
 use std::os::fd::OwnedFd;
+#[cfg(unix)]
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(unix)]
+use std::path::PathBuf;
+#[cfg(unix)]
 use std::sync::atomic::{AtomicU64, Ordering};
 
+#[cfg(unix)]
 use rustix::fs::{Mode, OFlags, CWD};
 
 use crate::encoder::COPY_BUF;
-use crate::error::{from_io, Error};
+#[cfg(unix)]
+use crate::error::from_io;
+use crate::error::Error;
 use crate::reader::{Event, NarReader};
+// Windows has no directory descriptors to create files relative to: its
+// restorer (same interface) works on paths and checks names for Windows.
+#[cfg(windows)]
+pub(crate) use crate::restore_windows::Restorer;
 
+#[cfg(unix)]
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Restores the NAR read from `r` at `dest`, which must not exist yet.
@@ -73,6 +90,7 @@ fn restore_events<R: Read>(nar: &mut NarReader<R>, rs: &mut Restorer) -> Result<
     Ok(nar.offset())
 }
 
+#[cfg(unix)]
 /// The filesystem side of a restore, driven event by event. Used by the
 /// sync [`restore`] and by the async restore's worker thread.
 pub(crate) struct Restorer {
@@ -88,6 +106,7 @@ pub(crate) struct Restorer {
     created_root: bool,
 }
 
+#[cfg(unix)]
 impl Restorer {
     pub(crate) fn begin(dest: &Path) -> Result<Restorer, Error> {
         if dest.symlink_metadata().is_ok() {
@@ -264,12 +283,14 @@ impl Restorer {
     }
 }
 
+#[cfg(unix)]
 impl Drop for Restorer {
     fn drop(&mut self) {
         self.abort();
     }
 }
 
+#[cfg(unix)]
 /// Directories restored from a NAR are writable by their owner (0777 minus
 /// umask), but a restrictive umask could leave one unremovable; add u+w.
 fn make_writable(dir: &Path) -> std::io::Result<()> {

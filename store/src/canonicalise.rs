@@ -11,10 +11,7 @@
 //! stays writable until the end.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
 
 /// The modification time of every canonical store object.
 pub const CANONICAL_MTIME: i64 = 1;
@@ -49,16 +46,7 @@ pub fn canonical_file_mode(mode: u32) -> u32 {
 }
 
 fn set_mtime(path: &Path) -> Result<(), CanonicaliseError> {
-    let t = Timespec {
-        tv_sec: CANONICAL_MTIME,
-        tv_nsec: 0,
-    };
-    let ts = Timestamps {
-        last_access: t,
-        last_modification: t,
-    };
-    rustix::fs::utimensat(CWD, path, &ts, AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(|e| io_err(path)(e.into()))
+    crate::os::set_canonical_mtime(path).map_err(io_err(path))
 }
 
 /// Canonicalise `root` and everything below it. Symlinks are never followed.
@@ -73,24 +61,20 @@ pub fn canonicalise_tree(root: &Path) -> Result<(), CanonicaliseError> {
         for child in &entries {
             canonicalise_tree(child)?;
         }
-        if meta.permissions().mode() & 0o7777 != 0o555 {
-            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o555))
-                .map_err(io_err(root))?;
+        if crate::os::mode(&meta) != 0o555 {
+            crate::os::set_mode(root, 0o555).map_err(io_err(root))?;
         }
         set_mtime(root)
     } else if ft.is_file() {
-        let want = canonical_file_mode(meta.permissions().mode());
-        if meta.permissions().mode() & 0o7777 != want {
-            std::fs::set_permissions(root, std::fs::Permissions::from_mode(want))
-                .map_err(io_err(root))?;
+        let want = canonical_file_mode(crate::os::mode(&meta));
+        if crate::os::mode(&meta) != want {
+            crate::os::set_mode(root, want).map_err(io_err(root))?;
         }
         set_mtime(root)
     } else if ft.is_symlink() {
         set_mtime(root)
     } else {
-        debug_assert!(
-            ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device()
-        );
+        debug_assert!(crate::os::is_special(&meta));
         Err(CanonicaliseError::UnsupportedFileType {
             path: root.to_path_buf(),
         })
@@ -103,17 +87,17 @@ pub fn make_writable(root: &Path) -> io::Result<()> {
     let meta = std::fs::symlink_metadata(root)?;
     let ft = meta.file_type();
     if ft.is_dir() {
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))?;
+        crate::os::set_mode(root, 0o755)?;
         for e in std::fs::read_dir(root)? {
             make_writable(&e?.path())?;
         }
     } else if ft.is_file() {
-        let mode = if meta.permissions().mode() & 0o100 != 0 {
+        let mode = if crate::os::is_executable(&meta) {
             0o755
         } else {
             0o644
         };
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode))?;
+        crate::os::set_mode(root, mode)?;
     }
     Ok(())
 }
@@ -128,7 +112,7 @@ pub fn remove_tree(root: &Path) -> io::Result<()> {
     if meta.is_dir() {
         // Only directories need write permission for their entries to be unlinked.
         fn open_dirs(p: &Path) -> io::Result<()> {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
+            crate::os::set_mode(p, 0o755)?;
             for e in std::fs::read_dir(p)? {
                 let e = e?;
                 if e.file_type()?.is_dir() {
@@ -144,10 +128,12 @@ pub fn remove_tree(root: &Path) -> io::Result<()> {
     }
 }
 
-#[cfg(test)]
+// Mode bits and symlinks are Unix facts.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use rustix::fs::CWD;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn canonicalises_modes_and_times_without_following_symlinks() {

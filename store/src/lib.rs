@@ -14,6 +14,7 @@ pub mod hash;
 pub mod local;
 pub mod lock;
 pub mod nixbase32;
+pub mod os;
 pub mod path;
 pub mod refscan;
 pub mod settings;

@@ -9,7 +9,6 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Shared or exclusive.
@@ -97,9 +96,8 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
 }
 
 fn still_linked(file: &File, path: &Path) -> io::Result<bool> {
-    let held = file.metadata()?;
-    match std::fs::metadata(path) {
-        Ok(now) => Ok(now.ino() == held.ino() && now.dev() == held.dev()),
+    match crate::os::same_file(file, path) {
+        Ok(same) => Ok(same),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }

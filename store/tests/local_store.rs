@@ -2,6 +2,9 @@
 //! canonical metadata, crash leftovers, GC roots (direct, indirect,
 //! temporary), verify/repair, content-address checks, reference scanning.
 
+// Checks Unix modes, symlinked GC roots and Nix as oracle.
+#![cfg(unix)]
+
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

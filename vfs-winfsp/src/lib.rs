@@ -4,8 +4,12 @@
 //!
 //! - [`resolve`] (portable, tested on every host): Windows paths to nodes of
 //!   the closure.
-//! - `winview` (Windows only): the `winfsp::FileSystemContext` and
-//!   [`mount`](winview::mount). Type-checked from Linux with
+//! - [`router`] (portable, tested on every host): one file system for every
+//!   runtime; a request goes to the runtime of the calling process, found by
+//!   walking its parent-process chain (as spfs does), else the empty view;
+//!   runtimes are reaped when none of their processes runs any more.
+//! - `winview` (Windows only): the `winfsp::FileSystemContext` that routes
+//!   each open through [`router`], and [`mount`](winview::mount). Type-checked from Linux with
 //!   `cargo check --target x86_64-pc-windows-gnu --features docsrs-bindings`;
 //!   never run here (no Windows host).
 //!
@@ -13,5 +17,6 @@
 //! points); they are left out of listings and fail to open.
 
 pub mod resolve;
+pub mod router;
 #[cfg(windows)]
 pub mod winview;

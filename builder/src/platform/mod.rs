@@ -1,6 +1,6 @@
 //! The platform interface: everything the builder needs from the operating
 //! system, behind one small surface so that OS-specific code lives in sibling
-//! modules (`linux`, and `unsupported` for every other target).
+//! modules (`linux`, `windows`, and `unsupported` for every other target).
 //!
 //! It covers: OS errors mapped to b3's own [`OsErrorKind`] (callers never
 //! look at raw errno values), advisory file locks, process control (signal a
@@ -15,9 +15,16 @@ mod linux;
 #[cfg(target_os = "linux")]
 use linux as imp;
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as imp;
+#[cfg(windows)]
+pub use windows::{process_tree, snapshot as process_snapshot, KILLED_EXIT_CODE};
+
+#[cfg(not(any(target_os = "linux", windows)))]
 mod unsupported;
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 use unsupported as imp;
 
 pub use imp::{spawn_sandboxed, SandboxedChild, ROOT_MODE_BUILD_ID};

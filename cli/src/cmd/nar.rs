@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -65,20 +64,24 @@ const BUF: usize = 256 * 1024;
 
 /// stdout without Rust's line buffering (NARs are binary and large).
 fn raw_stdout() -> anyhow::Result<File> {
-    let fd = io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .context("duplicating stdout")?;
-    Ok(File::from(fd))
+    dup_std(io::stdout()).context("duplicating stdout")
+}
+
+/// A standard stream's descriptor (handle on Windows) as an unbuffered File.
+#[cfg(unix)]
+fn dup_std(s: impl std::os::fd::AsFd) -> io::Result<File> {
+    Ok(File::from(s.as_fd().try_clone_to_owned()?))
+}
+
+#[cfg(windows)]
+fn dup_std(s: impl std::os::windows::io::AsHandle) -> io::Result<File> {
+    Ok(File::from(s.as_handle().try_clone_to_owned()?))
 }
 
 /// stdin with a large buffer.
 pub(crate) fn raw_stdin() -> anyhow::Result<BufReader<File>> {
-    let fd = io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .context("duplicating stdin")?;
-    Ok(BufReader::with_capacity(BUF, File::from(fd)))
+    let f = dup_std(io::stdin()).context("duplicating stdin")?;
+    Ok(BufReader::with_capacity(BUF, f))
 }
 
 /// Writes one line per node in the format of `nix nar ls -lR NAR /`:

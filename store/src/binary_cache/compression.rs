@@ -180,6 +180,8 @@ mod tests {
         assert!(res.is_err());
     }
 
+    // Runs the system's `xz`.
+    #[cfg(unix)]
     #[tokio::test]
     async fn reads_system_xz_output() {
         // Nix links liblzma too; `xz` here stands in for a Nix-written file.

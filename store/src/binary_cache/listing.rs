@@ -191,6 +191,8 @@ mod tests {
     /// symlink `l` -> a, executable `sub/e` ("#!/bin/sh\n").
     const NIX_LISTING: &str = r#"{"version":1,"root":{"type":"directory","entries":{"a":{"type":"regular","size":2,"narOffset":232},"empty":{"type":"regular","size":0,"narOffset":424},"l":{"type":"symlink","target":"a"},"sub":{"type":"directory","entries":{"e":{"type":"regular","size":10,"executable":true,"narOffset":968}}}}}}"#;
 
+    // The tree has a symlink and an executable (Unix only).
+    #[cfg(unix)]
     #[tokio::test]
     async fn listing_matches_nix_byte_for_byte() {
         use std::os::unix::fs::PermissionsExt;

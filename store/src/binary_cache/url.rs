@@ -169,6 +169,16 @@ impl CacheUrl {
 mod tests {
     use super::*;
 
+    #[cfg(windows)]
+    #[test]
+    fn file_url_with_a_drive_letter_is_a_windows_path() {
+        let u = CacheUrl::parse("file:///C:/b3/cache?compression=zstd").unwrap();
+        assert_eq!(u.location, CacheLocation::File("C:\\b3\\cache".into()));
+        assert_eq!(u.compression, Compression::Zstd);
+    }
+
+    // `/tmp/c` is an absolute path on Unix only.
+    #[cfg(unix)]
     #[test]
     fn file_url_with_nix_params() {
         let u =

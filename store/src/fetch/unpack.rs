@@ -8,9 +8,8 @@
 //! to 0755/0644 (only the executable bit matters to a NAR) and ownership and
 //! times are ignored: the store canonicalises them anyway.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// Why unpacking failed.
@@ -205,18 +204,13 @@ fn unpack_entry<R: Read>(entry: &mut tar::Entry<'_, R>, dest: &Path) -> Result<(
             Ok(_) => Err(hostile("a directory would replace a file or symlink")),
             Err(_) => {
                 fs::create_dir(&path).map_err(io_err("creating directory", &path))?;
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
-                    .map_err(io_err("setting permissions of", &path))
+                crate::os::set_mode(&path, 0o755).map_err(io_err("setting permissions of", &path))
             }
         },
         T::Regular | T::Continuous | T::GNUSparse => {
             remove_existing(&path, &name)?;
             let exec = entry.header().mode().map_err(UnpackError::Archive)? & 0o111 != 0;
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(if exec { 0o755 } else { 0o644 })
-                .open(&path)
+            let mut f = crate::os::create_new_file(&path, if exec { 0o755 } else { 0o644 })
                 .map_err(io_err("creating file", &path))?;
             io::copy(entry, &mut f).map_err(UnpackError::Archive)?;
             Ok(())
@@ -228,7 +222,7 @@ fn unpack_entry<R: Read>(entry: &mut tar::Entry<'_, R>, dest: &Path) -> Result<(
                 .ok_or_else(|| hostile("a symlink without a target"))?
                 .into_owned();
             remove_existing(&path, &name)?;
-            std::os::unix::fs::symlink(&target, &path).map_err(io_err("creating symlink", &path))
+            crate::os::symlink(&target, &path).map_err(io_err("creating symlink", &path))
         }
         T::Link => {
             let target = entry

@@ -12,7 +12,6 @@
 //! a path that a remaining path refers to.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::lock::{FileLock, LockMode};
@@ -55,7 +54,7 @@ pub(crate) fn disk_usage(p: &Path) -> u64 {
     let Ok(m) = std::fs::symlink_metadata(p) else {
         return 0;
     };
-    let mut n = m.blocks() * 512;
+    let mut n = crate::os::allocated_bytes(&m);
     if m.is_dir() {
         if let Ok(rd) = std::fs::read_dir(p) {
             for e in rd.flatten() {
@@ -115,9 +114,8 @@ impl LocalStore {
     /// Store directories (logical and physical, each ending in `/`) whose
     /// paths running processes may mention.
     fn store_prefixes(&self) -> Vec<Vec<u8>> {
-        use std::os::unix::ffi::OsStrExt;
         let mut v = vec![format!("{}/", self.store_dir()).into_bytes()];
-        let mut phys = self.real_store_dir().as_os_str().as_bytes().to_vec();
+        let mut phys = self.real_store_dir().as_os_str().as_encoded_bytes().to_vec();
         phys.push(b'/');
         if !v.contains(&phys) {
             v.push(phys);

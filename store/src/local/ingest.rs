@@ -13,17 +13,13 @@
 //! second pass over the tree is needed.
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use b3_nar::NarEncoder;
-
-use crate::canonicalise::CANONICAL_MTIME;
 
 use crate::hash::{Hash, HashAlgo, Hasher};
 use crate::path::FileIngestionMethod;
@@ -188,27 +184,11 @@ fn file_mode(executable: bool) -> u32 {
 
 /// Give an open, fully written file its canonical mode and timestamp.
 fn finish_file(f: &File, executable: bool) -> io::Result<()> {
-    rustix::fs::fchmod(f, rustix::fs::Mode::from_raw_mode(file_mode(executable)))?;
-    let t = rustix::fs::Timespec {
-        tv_sec: CANONICAL_MTIME,
-        tv_nsec: 0,
-    };
-    rustix::fs::futimens(
-        f,
-        &rustix::fs::Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-    )?;
-    Ok(())
+    crate::os::finish_file(f, file_mode(executable))
 }
 
 fn create(dest: &Path, executable: bool) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(file_mode(executable))
-        .open(dest)
+    crate::os::create_new_file(dest, file_mode(executable))
 }
 
 fn write_small(job: &FileJob) -> io::Result<()> {
@@ -218,20 +198,7 @@ fn write_small(job: &FileJob) -> io::Result<()> {
 }
 
 fn set_times_nofollow(p: &Path) -> Result<(), IngestError> {
-    let t = rustix::fs::Timespec {
-        tv_sec: CANONICAL_MTIME,
-        tv_nsec: 0,
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        p,
-        &rustix::fs::Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| io_at(p)(e.into()))
+    crate::os::set_canonical_mtime(p).map_err(io_at(p))
 }
 
 struct Walk {
@@ -275,7 +242,7 @@ pub fn ingest(
     walk.copy_node(src, dest, meta, content.as_mut())?;
     walk.writers.finish()?;
     for d in &walk.dirs {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o555)).map_err(io_at(d))?;
+        crate::os::set_mode(d, 0o555).map_err(io_at(d))?;
         set_times_nofollow(d)?;
     }
     let (hashers, nar_size) = walk.enc.finish()?;
@@ -302,7 +269,7 @@ impl Walk {
     ) -> Result<(), IngestError> {
         let ft = meta.file_type();
         if ft.is_file() {
-            let executable = meta.permissions().mode() & 0o100 != 0;
+            let executable = crate::os::is_executable(&meta);
             let size = meta.len();
             let mut input = File::open(src).map_err(io_at(src))?;
             if size <= SMALL && self.writers.enabled() {
@@ -355,8 +322,9 @@ impl Walk {
             Ok(())
         } else if ft.is_symlink() {
             let target = std::fs::read_link(src).map_err(io_at(src))?;
-            self.enc.symlink(target.as_os_str().as_bytes())?;
-            std::os::unix::fs::symlink(&target, dest).map_err(io_at(dest))?;
+            self.enc
+                .symlink(&crate::os::name_bytes(target.as_os_str()).map_err(io_at(src))?)?;
+            crate::os::symlink(&target, dest).map_err(io_at(dest))?;
             set_times_nofollow(dest)
         } else if ft.is_dir() {
             std::fs::create_dir(dest).map_err(io_at(dest))?;
@@ -365,13 +333,15 @@ impl Walk {
                 .map(|e| e.map(|e| e.file_name()))
                 .collect::<Result<_, _>>()
                 .map_err(io_at(src))?;
-            names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            // Byte order of the NAR names (on Windows, of their UTF-8).
+            names.sort_unstable_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
             self.enc.directory_start()?;
             for name in names {
                 let s = src.join(&name);
                 let d = dest.join(&name);
                 let m = std::fs::symlink_metadata(&s).map_err(io_at(&s))?;
-                self.enc.entry(name.as_bytes())?;
+                self.enc
+                    .entry(&crate::os::name_bytes(&name).map_err(io_at(&s))?)?;
                 self.copy_node(&s, &d, m, None)?;
             }
             self.enc.directory_end()?;

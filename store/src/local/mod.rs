@@ -379,18 +379,19 @@ impl LocalStore {
         }
         // One syncfs flushes every file written for this add at once, far
         // cheaper than an fsync per file for trees with many small files.
-        let f = File::open(p)
-            .or_else(|_| File::open(p.parent().unwrap_or(Path::new("/"))))
+        let f = crate::os::open_node(p)
+            .or_else(|_| crate::os::open_node(p.parent().unwrap_or(Path::new("/"))))
             .map_err(io_ctx(format!("opening {}", p.display())))?;
-        rustix::fs::syncfs(&f).map_err(|e| StoreError::io("syncfs", e.into()))
+        crate::os::sync_filesystem(&f).map_err(|e| StoreError::io("syncfs", e))
     }
 
     fn sync_store_dir(&self) -> Result<(), StoreError> {
         if !self.inner.fsync {
             return Ok(());
         }
-        let f = File::open(&self.inner.real_store).map_err(io_ctx("opening the store dir"))?;
-        f.sync_all().map_err(io_ctx("syncing the store dir"))
+        let f = crate::os::open_node(&self.inner.real_store)
+            .map_err(io_ctx("opening the store dir"))?;
+        crate::os::sync_dir(&f).map_err(io_ctx("syncing the store dir"))
     }
 
     /// Move a finished, canonical tree at `tmp_node` to `path` and register it.
@@ -974,10 +975,9 @@ fn crash_point(point: &str) {
 /// [`LocalStore::new_tmp_node`]). Best effort: root needs none of it, and a
 /// failure shows up as the rename's error.
 pub(crate) fn open_for_move(p: &Path) {
-    use std::os::unix::fs::PermissionsExt;
     if let Ok(m) = std::fs::symlink_metadata(p) {
-        if m.is_dir() && m.permissions().mode() & 0o200 == 0 {
-            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+        if m.is_dir() && crate::os::mode(&m) & 0o200 == 0 {
+            let _ = crate::os::set_mode(p, 0o755);
         }
     }
 }
@@ -992,7 +992,7 @@ fn replace_symlink(target: &Path, link: &Path) -> Result<(), StoreError> {
         std::process::id()
     ));
     let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)
+    crate::os::symlink(target, &tmp)
         .map_err(io_ctx(format!("creating {}", tmp.display())))?;
     std::fs::rename(&tmp, link).map_err(io_ctx(format!("creating {}", link.display())))
 }

@@ -176,10 +176,9 @@ fn walk_roots(
 /// The file name used in `gcroots/auto/` for an indirect root at `link`:
 /// stable for a given absolute link path, so re-adding is idempotent.
 pub fn auto_root_name(link: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
     // FNV-1a over the link path: only uniqueness matters, not secrecy.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in link.as_os_str().as_bytes() {
+    for &b in link.as_os_str().as_encoded_bytes() {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -196,7 +195,8 @@ pub fn auto_root_name(link: &Path) -> String {
     format!("{h:016x}-{readable}")
 }
 
-#[cfg(test)]
+// Roots are Unix symlinks here.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

@@ -12,7 +12,6 @@
 //! others the physical directory; both name the same path by its hash.
 
 use std::collections::BTreeSet;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use memchr::memmem;
@@ -42,7 +41,7 @@ pub(crate) fn scan_text(text: &[u8], prefixes: &[Vec<u8>], out: &mut BTreeSet<St
 
 fn scan_link(p: &Path, prefixes: &[Vec<u8>], out: &mut BTreeSet<String>) {
     if let Ok(t) = std::fs::read_link(p) {
-        scan_text(t.as_os_str().as_bytes(), prefixes, out);
+        scan_text(t.as_os_str().as_encoded_bytes(), prefixes, out);
     }
 }
 
@@ -55,7 +54,7 @@ pub(crate) fn find_runtime_roots(proc_dir: &Path, prefixes: &[Vec<u8>]) -> BTree
     };
     for e in rd.flatten() {
         let name = e.file_name();
-        if !name.as_bytes().iter().all(u8::is_ascii_digit) {
+        if !name.as_encoded_bytes().iter().all(u8::is_ascii_digit) {
             continue;
         }
         let pd = e.path();

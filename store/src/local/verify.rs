@@ -13,7 +13,6 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
 
-use rustix::fs::{renameat_with, RenameFlags, CWD};
 
 use crate::canonicalise::canonicalise_tree;
 use crate::hash::{Hash, HashAlgo};
@@ -243,8 +242,8 @@ impl LocalStore {
             let dest = self.real_path(&info.path);
             if std::fs::symlink_metadata(&dest).is_ok() {
                 // Swap atomically; the damaged copy ends up in the temp dir.
-                renameat_with(CWD, &node, CWD, &dest, RenameFlags::EXCHANGE).map_err(|e| {
-                    StoreError::io(format!("swapping in {}", dest.display()), e.into())
+                crate::os::exchange(&node, &dest).map_err(|e| {
+                    StoreError::io(format!("swapping in {}", dest.display()), e)
                 })?;
             } else {
                 std::fs::rename(&node, &dest)

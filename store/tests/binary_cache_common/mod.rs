@@ -50,25 +50,26 @@ pub fn unique_token() -> String {
 }
 
 fn getrandom_fill(buf: &mut [u8]) {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .expect("/dev/urandom");
+    getrandom::fill(buf).expect("getrandom");
 }
 
 /// A small tree with a regular file, an executable, a symlink, an empty
 /// file and a subdirectory; `token` makes its store path unique.
+/// (On Windows: no executable bit and no symlink, which need privileges.)
 pub fn make_tree(dir: &Path, token: &str) {
-    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     std::fs::write(dir.join("a.txt"), format!("hello {token}\n")).unwrap();
     std::fs::write(dir.join("sub/run.sh"), "#!/bin/sh\necho x\n").unwrap();
-    std::fs::set_permissions(
-        dir.join("sub/run.sh"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink("a.txt", dir.join("link")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("sub/run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("a.txt", dir.join("link")).unwrap();
+    }
     std::fs::write(dir.join("empty"), "").unwrap();
     // Something that compresses, so compressed and plain NARs differ.
     std::fs::write(dir.join("big"), "b3 binary cache test line\n".repeat(4000)).unwrap();

@@ -1,0 +1,106 @@
+//! Unix side of [`crate::os`]: mode bits, `utimensat`, `syncfs`,
+//! `renameat2(RENAME_EXCHANGE)`, inode identity.
+
+use std::fs::{File, Metadata, OpenOptions, Permissions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use rustix::fs::{AtFlags, Mode, Timespec, Timestamps, CWD};
+
+use crate::canonicalise::CANONICAL_MTIME;
+
+fn canonical_times() -> Timestamps {
+    let t = Timespec {
+        tv_sec: CANONICAL_MTIME,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+/// The permission bits of `meta` (`0o7777` part of the mode).
+pub fn mode(meta: &Metadata) -> u32 {
+    meta.permissions().mode() & 0o7777
+}
+
+/// Whether the owner may execute the file.
+pub fn is_executable(meta: &Metadata) -> bool {
+    meta.permissions().mode() & 0o100 != 0
+}
+
+/// Sets the permission bits of `path` (follows nothing: callers pass files
+/// and directories only).
+pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    std::fs::set_permissions(path, Permissions::from_mode(mode))
+}
+
+/// Sets access and modification time to [`CANONICAL_MTIME`] without
+/// following a symlink at `path`.
+pub fn set_canonical_mtime(path: &Path) -> io::Result<()> {
+    rustix::fs::utimensat(CWD, path, &canonical_times(), AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(io::Error::from)
+}
+
+/// Creates a new file (never an existing one) with `mode`.
+pub fn create_new_file(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+}
+
+/// Gives an open, fully written file `mode` and the canonical timestamp.
+pub fn finish_file(f: &File, mode: u32) -> io::Result<()> {
+    rustix::fs::fchmod(f, Mode::from_raw_mode(mode))?;
+    rustix::fs::futimens(f, &canonical_times())?;
+    Ok(())
+}
+
+/// Creates a symlink at `link` pointing to `target`.
+pub fn symlink(target: &Path, link: &Path) -> io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+
+/// Flushes everything written to the filesystem holding `f`.
+pub fn sync_filesystem(f: &File) -> io::Result<()> {
+    rustix::fs::syncfs(f).map_err(io::Error::from)
+}
+
+/// Opens a file or directory for reading (to sync it).
+pub fn open_node(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
+/// Makes a directory's entries durable.
+pub fn sync_dir(dir: &File) -> io::Result<()> {
+    dir.sync_all()
+}
+
+/// Atomically swaps the paths `a` and `b` (both must exist).
+pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    rustix::fs::renameat_with(CWD, a, CWD, b, rustix::fs::RenameFlags::EXCHANGE)
+        .map_err(io::Error::from)
+}
+
+/// Whether `path` still names the file `held` is open on.
+pub fn same_file(held: &File, path: &Path) -> io::Result<bool> {
+    let held = held.metadata()?;
+    let now = std::fs::metadata(path)?;
+    Ok(now.ino() == held.ino() && now.dev() == held.dev())
+}
+
+/// Bytes allocated on disk for the node of `meta`.
+pub fn allocated_bytes(meta: &Metadata) -> u64 {
+    meta.blocks() * 512
+}
+
+/// Whether `meta` is a FIFO, socket or device (what a NAR cannot hold).
+pub fn is_special(meta: &Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device()
+}
