@@ -40,3 +40,6 @@ step "b3's own language tests (lang-tests/b3-tests)"
 ./target/debug/b3-lang-tests --lenient --b3 "$ROOT/target/debug/b3" --min-pass "$(cat lang-tests/b3-tests/min-pass 2>/dev/null || echo 0)" lang-tests/b3-tests \
   > target/b3-lang-tests.log 2>&1 || { tail -n 40 target/b3-lang-tests.log; exit 1; }
 echo "b3-tests: $(tail -n 1 target/b3-lang-tests.log)"
+
+step "Windows: cross build for x86_64-pc-windows-gnu, WinFSP type-check, portable suites under wine"
+bash scripts/test-windows.sh

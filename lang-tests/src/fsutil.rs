@@ -87,7 +87,12 @@ fn symlink(target: &Path, link: &Path) -> io::Result<()> {
     }
     #[cfg(windows)]
     {
-        if link.parent().unwrap_or(Path::new(".")).join(target).is_dir() {
+        if link
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(target)
+            .is_dir()
+        {
             std::os::windows::fs::symlink_dir(target, link)
         } else {
             std::os::windows::fs::symlink_file(target, link)

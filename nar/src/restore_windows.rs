@@ -242,7 +242,8 @@ fn move_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     let wide = |p: &Path| -> Vec<u16> { p.as_os_str().encode_wide().chain([0]).collect() };
     let (f, t) = (wide(from), wide(to));
     // SAFETY: both are NUL-terminated UTF-16 strings that outlive the call.
-    let ok = unsafe { windows_sys::Win32::Storage::FileSystem::MoveFileExW(f.as_ptr(), t.as_ptr(), 0) };
+    let ok =
+        unsafe { windows_sys::Win32::Storage::FileSystem::MoveFileExW(f.as_ptr(), t.as_ptr(), 0) };
     if ok != 0 {
         Ok(())
     } else {
@@ -260,8 +261,7 @@ fn windows_name(name: &[u8]) -> Result<&OsStr, &'static str> {
 /// Windows' rules for a file name component (beyond what the NAR reader
 /// already enforces: non-empty, no `/`, no NUL, not `.` or `..`).
 pub(crate) fn check_windows_name(s: &str) -> Result<(), &'static str> {
-    if s
-        .chars()
+    if s.chars()
         .any(|c| matches!(c, '<' | '>' | ':' | '"' | '\\' | '|' | '?' | '*') || (c as u32) < 0x20)
     {
         return Err("the name has a character Windows forbids in file names (<>:\"\\|?* or a control character)");
@@ -288,10 +288,20 @@ mod tests {
 
     #[test]
     fn windows_refuses_names_it_cannot_hold() {
-        for bad in ["a:b", "x?", "t\\u", "dot.", "space ", "CON", "nul.txt", "Com1", "lpt9.a"] {
+        for bad in [
+            "a:b", "x?", "t\\u", "dot.", "space ", "CON", "nul.txt", "Com1", "lpt9.a",
+        ] {
             assert!(check_windows_name(bad).is_err(), "{bad} accepted");
         }
-        for good in ["bin", "libc.so.6", "COM0", "console", "a b", ".hidden", "conf.d"] {
+        for good in [
+            "bin",
+            "libc.so.6",
+            "COM0",
+            "console",
+            "a b",
+            ".hidden",
+            "conf.d",
+        ] {
             assert!(check_windows_name(good).is_ok(), "{good} refused");
         }
     }

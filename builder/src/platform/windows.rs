@@ -14,8 +14,7 @@ use windows_sys::Win32::Storage::FileSystem::{
     LockFileEx, LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY,
 };
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
-    CreateToolhelp32Snapshot, Process32FirstW, Process32NextW, PROCESSENTRY32W,
-    TH32CS_SNAPPROCESS,
+    CreateToolhelp32Snapshot, Process32FirstW, Process32NextW, PROCESSENTRY32W, TH32CS_SNAPPROCESS,
 };
 use windows_sys::Win32::System::Threading::{
     GetExitCodeProcess, OpenProcess, TerminateProcess, WaitForSingleObject, INFINITE,
@@ -226,16 +225,7 @@ pub(super) fn lock_file(file: &std::fs::File, mode: LockMode, block: bool) -> Re
     // SAFETY: an all-zero OVERLAPPED asks for offset 0; the handle is open
     // for the whole call and the call is synchronous (no overlapped handle).
     let mut ov: OVERLAPPED = unsafe { std::mem::zeroed() };
-    let ok = unsafe {
-        LockFileEx(
-            file.as_raw_handle(),
-            flags,
-            0,
-            u32::MAX,
-            u32::MAX,
-            &mut ov,
-        )
-    };
+    let ok = unsafe { LockFileEx(file.as_raw_handle(), flags, 0, u32::MAX, u32::MAX, &mut ov) };
     if ok == 0 {
         Err(last_error())
     } else {
@@ -287,7 +277,10 @@ mod tests {
     #[test]
     fn win32_codes_map_to_b3_kinds() {
         assert_eq!(error_kind(code::FILE_NOT_FOUND), OsErrorKind::NotFound);
-        assert_eq!(error_kind(code::ACCESS_DENIED), OsErrorKind::PermissionDenied);
+        assert_eq!(
+            error_kind(code::ACCESS_DENIED),
+            OsErrorKind::PermissionDenied
+        );
         assert_eq!(error_kind(code::LOCK_VIOLATION), OsErrorKind::WouldBlock);
         assert_eq!(error_kind(code::ALREADY_EXISTS), OsErrorKind::AlreadyExists);
         assert_eq!(error_kind(code::DISK_FULL), OsErrorKind::NoSpace);

@@ -115,7 +115,11 @@ impl LocalStore {
     /// paths running processes may mention.
     fn store_prefixes(&self) -> Vec<Vec<u8>> {
         let mut v = vec![format!("{}/", self.store_dir()).into_bytes()];
-        let mut phys = self.real_store_dir().as_os_str().as_encoded_bytes().to_vec();
+        let mut phys = self
+            .real_store_dir()
+            .as_os_str()
+            .as_encoded_bytes()
+            .to_vec();
         phys.push(b'/');
         if !v.contains(&phys) {
             v.push(phys);

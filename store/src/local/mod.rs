@@ -992,7 +992,6 @@ fn replace_symlink(target: &Path, link: &Path) -> Result<(), StoreError> {
         std::process::id()
     ));
     let _ = std::fs::remove_file(&tmp);
-    crate::os::symlink(target, &tmp)
-        .map_err(io_ctx(format!("creating {}", tmp.display())))?;
+    crate::os::symlink(target, &tmp).map_err(io_ctx(format!("creating {}", tmp.display())))?;
     std::fs::rename(&tmp, link).map_err(io_ctx(format!("creating {}", link.display())))
 }

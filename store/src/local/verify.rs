@@ -13,7 +13,6 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
 
-
 use crate::canonicalise::canonicalise_tree;
 use crate::hash::{Hash, HashAlgo};
 use crate::lock::{FileLock, LockMode};
@@ -242,9 +241,8 @@ impl LocalStore {
             let dest = self.real_path(&info.path);
             if std::fs::symlink_metadata(&dest).is_ok() {
                 // Swap atomically; the damaged copy ends up in the temp dir.
-                crate::os::exchange(&node, &dest).map_err(|e| {
-                    StoreError::io(format!("swapping in {}", dest.display()), e)
-                })?;
+                crate::os::exchange(&node, &dest)
+                    .map_err(|e| StoreError::io(format!("swapping in {}", dest.display()), e))?;
             } else {
                 std::fs::rename(&node, &dest)
                     .map_err(io_ctx(format!("moving into place {}", dest.display())))?;
