@@ -255,10 +255,9 @@ impl Ev {
         base_dir: &str,
         extra: Option<&[Sym]>,
     ) -> R<&'static ast::Expr> {
-        // Nix's lexer treats CR and CR LF as line ends (also inside strings).
         let normalised;
         let text = if text.contains('\r') {
-            normalised = text.replace("\r\n", "\n").replace('\r', "\n");
+            normalised = normalise_line_ends(text);
             normalised.as_str()
         } else {
             text
@@ -395,4 +394,47 @@ pub fn mk_attrs(ev: &Ev, pairs: Vec<(&'static str, Value)>) -> Value {
             .map(|(k, v)| (ev.sym(k), v, Pos::none()))
             .collect(),
     ))
+}
+
+/// Nix 2.8 reads CR and CR LF as LF everywhere (in `"…"` strings too)
+/// except in the text of indented strings, which it keeps verbatim; a lone
+/// CR there changes how the string's indentation is stripped.
+fn normalise_line_ends(text: &str) -> String {
+    use rnix::SyntaxKind::*;
+    #[derive(PartialEq)]
+    enum Ctx {
+        Code,
+        Plain,
+        Indented,
+    }
+    let lf = |t: &str| t.replace("\r\n", "\n").replace('\r', "\n");
+    let mut out = String::with_capacity(text.len());
+    let mut stack = vec![Ctx::Code];
+    let mut seen = 0;
+    for (kind, tok) in rnix::tokenize(text) {
+        seen += tok.len();
+        match kind {
+            TOKEN_STRING_START => stack.push(if tok == "''" {
+                Ctx::Indented
+            } else {
+                Ctx::Plain
+            }),
+            TOKEN_STRING_END | TOKEN_INTERPOL_END => {
+                stack.pop();
+            }
+            TOKEN_INTERPOL_START => stack.push(Ctx::Code),
+            _ => {}
+        }
+        if kind == TOKEN_STRING_CONTENT && stack.last() == Some(&Ctx::Indented) {
+            out.push_str(tok);
+        } else {
+            out.push_str(&lf(tok));
+        }
+    }
+    if seen != text.len() {
+        // The tokenizer is lossless; if it ever is not, read every CR as a
+        // line end rather than parse something else than the file.
+        return lf(text);
+    }
+    out
 }
