@@ -31,16 +31,7 @@ fn an_s3_bucket_is_a_substituter() {
         subs.substitute(&store, &sp(&top)).unwrap(),
         Substituted::Done
     );
-    let mut got = valid_paths(&store);
-    got.sort();
-    let mut want = closure;
-    want.sort();
-    assert_eq!(got, want);
-    for p in &want {
-        let mut nar = Vec::new();
-        store.nar_from_path_sync(&sp(p), &mut nar).unwrap();
-        assert!(nar == nix(&["nix-store", "--dump", p]), "{p} differs");
-    }
+    assert_holds_exactly(&store, closure);
     drop(server);
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -255,3 +255,17 @@ pub fn read_all(p: &Path) -> Vec<u8> {
     std::fs::File::open(p).unwrap().read_to_end(&mut v).unwrap();
     v
 }
+
+/// Asserts that `store` holds exactly the paths of `closure`, each with the
+/// NAR bytes `nix-store --dump` gives for Nix's copy.
+pub fn assert_holds_exactly(store: &LocalStore, mut closure: Vec<String>) {
+    let mut got = valid_paths(store);
+    got.sort();
+    closure.sort();
+    assert_eq!(got, closure, "the store holds exactly the closure");
+    for p in &closure {
+        let mut nar = Vec::new();
+        store.nar_from_path_sync(&sp(p), &mut nar).unwrap();
+        assert!(nar == nix(&["nix-store", "--dump", p]), "{p} differs");
+    }
+}
