@@ -299,13 +299,8 @@ fn eval_one(ev: &Ev, c: &Cmdline, input: &str) -> Result<Vec<(String, String)>, 
         ev.eval_file(input)?
     };
     let auto = ev.auto_args(&c.auto_args)?;
-    let paths = if c.attr_paths.is_empty() {
-        vec![String::new()]
-    } else {
-        c.attr_paths.clone()
-    };
     let mut out = Vec::new();
-    for p in &paths {
+    for p in &c.selected_attr_paths() {
         let v = ev.select_path(&root, p, &auto)?;
         collect(ev, &v, &mut out, true)?;
     }

@@ -32,6 +32,17 @@ pub struct Cmdline {
     pub no_write: bool,
 }
 
+impl Cmdline {
+    /// The `-A` paths to select, or the root itself (`""`) when none is given.
+    pub fn selected_attr_paths(&self) -> Vec<String> {
+        if self.attr_paths.is_empty() {
+            vec![String::new()]
+        } else {
+            self.attr_paths.clone()
+        }
+    }
+}
+
 fn lint(v: &str) -> Result<Lint, String> {
     match v {
         "warn" => Ok(Lint::Warn),
@@ -224,13 +235,8 @@ fn execute(c: Cmdline) -> u8 {
                 ev.eval_file(input)?
             };
             let args = ev.auto_args(&c.auto_args)?;
-            let paths = if c.attr_paths.is_empty() {
-                vec![String::new()]
-            } else {
-                c.attr_paths.clone()
-            };
             let mut out = Vec::new();
-            for p in &paths {
+            for p in &c.selected_attr_paths() {
                 let v = ev.select_path(&root, p, &args)?;
                 if c.eval {
                     out.push(ev.render(&v, c.mode.unwrap_or(OutputMode::Nix), c.strict)?);
