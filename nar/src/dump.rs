@@ -25,7 +25,7 @@ pub fn dump_path<W: Write>(path: &Path, w: W) -> Result<(W, u64), Error> {
 
 /// How file contents reach the output: `copy(file, out, size, scratch, path)`
 /// writes exactly `size` bytes of `file` to `out`.
-pub(crate) type CopyFn<W> = fn(&mut File, &mut W, u64, &mut [u8], &Path) -> Result<(), Error>;
+pub(crate) type CopyFn<W> = fn(&mut File, &mut W, u64, &mut Vec<u8>, &Path) -> Result<(), Error>;
 
 /// [`dump_path`] with a custom contents copier (lets the threaded hasher
 /// read files straight into its hand-over buffers).
@@ -35,7 +35,9 @@ pub(crate) fn dump_path_with<W: Write>(
     copy: CopyFn<W>,
 ) -> Result<(W, u64), Error> {
     let mut enc = NarEncoder::new(w);
-    let mut buf = vec![0u8; COPY_BUF];
+    // Grown on demand: hashing a small source file (the evaluator does this
+    // for every `./path` it copies) must not pay for a large zeroed buffer.
+    let mut buf = Vec::new();
     // Explicit stack instead of recursion: depth is bounded by the
     // filesystem, not by our thread's stack.
     let mut stack: Vec<(PathBuf, Vec<OsString>, usize)> = Vec::new();
@@ -65,7 +67,7 @@ type Frame = (PathBuf, Vec<OsString>, usize);
 fn dump_node<W: Write>(
     enc: &mut NarEncoder<W>,
     path: PathBuf,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
     copy: CopyFn<W>,
 ) -> Result<Option<Frame>, Error> {
     let meta = fs::symlink_metadata(&path).map_err(|e| Error::fs("getting status of", &path, e))?;
@@ -76,6 +78,9 @@ fn dump_node<W: Write>(
         let size = meta.len();
         if size <= SMALL_FILE {
             // Small files are batched with the tokens (one write per ~64 KiB).
+            if buf.len() < size as usize {
+                buf.resize(SMALL_FILE as usize, 0);
+            }
             let data = &mut buf[..size as usize];
             read_exact_file(&mut f, data, &path)?;
             enc.file_bytes(executable, data)?;
@@ -126,9 +131,12 @@ pub(crate) fn copy_exact<W: Write>(
     f: &mut File,
     out: &mut W,
     size: u64,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
     path: &Path,
 ) -> Result<(), Error> {
+    if buf.len() < COPY_BUF {
+        buf.resize(COPY_BUF, 0);
+    }
     let mut left = size;
     while left > 0 {
         let want = left.min(buf.len() as u64) as usize;
