@@ -21,3 +21,4 @@ pub mod realise;
 pub mod sandbox;
 pub mod schedule;
 pub mod step;
+pub mod vfs_build;

@@ -179,6 +179,9 @@ pub struct RealiseSettings {
     pub substituter: Option<Arc<dyn Substitute>>,
     /// Where activities go; `None`: the process-wide logger.
     pub logger: Option<Logger>,
+    /// Show builds their inputs through an object-database view (and
+    /// trace them); see [`crate::vfs_build`].
+    pub vfs: Option<Arc<crate::vfs_build::VfsBuilds>>,
 }
 
 impl Default for RealiseSettings {
@@ -200,6 +203,7 @@ impl Default for RealiseSettings {
             log_lines: 25,
             substituter: None,
             logger: None,
+            vfs: None,
         }
     }
 }

@@ -168,8 +168,17 @@ pub(crate) fn build_step(
     let run = if drv.builder == builtin_fetchurl::BUILDER {
         run_builtin_fetchurl(ctx, drv_path, drv, outputs, &mut out)
     } else {
-        sandboxed_job(ctx, drv_path, drv, &closure)
-            .and_then(|job| job.run(&mut out).map_err(RealiseError::from))
+        let declared: Vec<String> = roots.iter().map(|p| p.base_name()).collect();
+        sandboxed_job(ctx, drv_path, drv, &closure).and_then(|job| {
+            crate::vfs_build::run_job(
+                ctx.settings.vfs.as_deref(),
+                &drv_s,
+                &declared,
+                job,
+                &mut out,
+            )
+            .map_err(RealiseError::from)
+        })
     };
     if let Err(e) = out.finish() {
         ctx.logger

@@ -84,6 +84,15 @@ pub struct Args {
     /// Print timing statistics (builds, sandbox set-up times) on stderr.
     #[arg(long)]
     stats: bool,
+    /// Show each build its inputs through a FUSE view of exactly its input
+    /// closure, served from the object database (`$B3_ODB`, default `odb/`
+    /// under the store root), instead of bind mounts of the store.
+    #[arg(long)]
+    vfs: bool,
+    /// Record every file the builds open in FILE (implies `--vfs`) and
+    /// report which inputs each build used and which it never read.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
 }
 
 /// Where the records of this build go, and whether the logs are shown.
@@ -172,7 +181,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     b3_builder::platform::sandbox_support()?;
     let (logger, display, logs_shown) = install_logger(g, a.print_build_logs);
     let store = super::store::open_store(g)?;
-    let settings = settings_from(&a, &logger, logs_shown, store.store_dir())?;
+    let mut settings = settings_from(&a, &logger, logs_shown, store.store_dir())?;
+    settings.vfs = super::shell::vfs_builds(g, a.vfs, a.trace.as_deref())?;
     let items = installable::resolve(&store, &a.inst, DefaultFile::Build)?;
     let evaluated = items.is_empty()
         || a.inst.from_expr
@@ -205,6 +215,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     }
     if a.stats {
         print_stats(&report, started.elapsed());
+    }
+    if let Some(v) = &settings.vfs {
+        super::shell::report_build_traces(store.store_dir().as_str(), v);
     }
     let code = report.exit_code();
     let outputs = match report.into_result() {

@@ -136,14 +136,72 @@ fn report_trace(store: &LocalStore, env: &DevEnv, log: &Path) -> anyhow::Result<
     let declared: Vec<String> = env.roots.iter().map(|p| p.base_name()).collect();
     let rep = b3_vfs::view::trace::report_from_log(log, &declared)
         .with_context(|| format!("reading the trace {}", log.display()))?;
-    let dir = store.store_dir().as_str();
-    for (path, files) in &rep.used {
-        eprintln!("used {dir}/{path} ({} files)", files.len());
-    }
-    for path in &rep.unused {
-        eprintln!("unused {dir}/{path}");
-    }
+    print_trace_report(store.store_dir().as_str(), &rep.used, &rep.unused);
     Ok(())
+}
+
+/// The `--trace` report on stderr (`b3 shell` and `b3 build`): one `used
+/// STORE-PATH (N files)` line per store path touched, one `unused
+/// STORE-PATH` per declared input never read.
+pub fn print_trace_report(
+    store_dir: &str,
+    used: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    unused: &[String],
+) {
+    for (path, files) in used {
+        eprintln!("used {store_dir}/{path} ({} files)", files.len());
+    }
+    for path in unused {
+        eprintln!("unused {store_dir}/{path}");
+    }
+}
+
+/// `--vfs`/`--trace` of `b3 build`: vfs-backed build settings over the
+/// object database [`odb_dir`] (the trace log starts empty).
+pub fn vfs_builds(
+    g: &Global,
+    vfs: bool,
+    trace: Option<&Path>,
+) -> anyhow::Result<Option<std::sync::Arc<b3_builder::vfs_build::VfsBuilds>>> {
+    if !vfs && trace.is_none() {
+        return Ok(None);
+    }
+    let trace = match trace {
+        Some(t) => {
+            std::fs::write(t, b"").with_context(|| format!("creating {}", t.display()))?;
+            Some(std::path::absolute(t).unwrap_or_else(|_| t.to_path_buf()))
+        }
+        None => None,
+    };
+    Ok(Some(std::sync::Arc::new(
+        b3_builder::vfs_build::VfsBuilds::new(odb_dir(g)?, trace),
+    )))
+}
+
+/// After a vfs-backed build: each build's trace report, headed by its
+/// derivation when there were several.
+pub fn report_build_traces(store_dir: &str, vfs: &b3_builder::vfs_build::VfsBuilds) {
+    if !vfs.tracing() {
+        return;
+    }
+    let traces = vfs.traces();
+    for t in &traces {
+        if traces.len() > 1 {
+            eprintln!("trace of {}:", t.drv);
+        }
+        print_trace_report(store_dir, &t.used, &t.unused);
+    }
+}
+
+/// The object database views are served from: `$B3_ODB`, default `odb/`
+/// under the store root.
+pub fn odb_dir(g: &Global) -> anyhow::Result<PathBuf> {
+    Ok(match std::env::var_os("B3_ODB") {
+        Some(p) => PathBuf::from(p),
+        None => b3_store::local::LocalStoreConfig::resolve(g.store.clone())?
+            .root
+            .join("odb"),
+    })
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -170,12 +228,7 @@ fn vfs_view(
     env: &DevEnv,
     trace: Option<PathBuf>,
 ) -> anyhow::Result<StoreView> {
-    let odb_path = match std::env::var_os("B3_ODB") {
-        Some(p) => PathBuf::from(p),
-        None => b3_store::local::LocalStoreConfig::resolve(g.store.clone())?
-            .root
-            .join("odb"),
-    };
+    let odb_path = odb_dir(g)?;
     let odb = b3_vfs::odb::Odb::open(&odb_path)
         .with_context(|| format!("opening the object database {}", odb_path.display()))?;
     let mut closure = Vec::new();
