@@ -274,6 +274,9 @@ pub struct StoreIo {
     local: RefCell<FxHashMap<String, PathBuf>>,
     /// Fetch results by request, so one evaluation fetches a URL once.
     pub fetch_cache: RefCell<FxHashMap<String, crate::value::Value>>,
+    /// Source path -> the store path it was copied to (Nix's `srcToStore`):
+    /// `"${./builder.sh}"` is hashed once per evaluation, not once per use.
+    src_to_store: RefCell<FxHashMap<String, String>>,
 }
 
 /// A directory removed when the evaluation ends.
@@ -337,6 +340,18 @@ impl StoreIo {
         let n = self.counter.get() + 1;
         self.counter.set(n);
         Ok(dir.0.join(format!("{n}-{what}")))
+    }
+
+    /// The store path `src` was copied to earlier in this evaluation.
+    pub fn copied_source(&self, src: &str) -> Option<String> {
+        self.src_to_store.borrow().get(src).cloned()
+    }
+
+    /// Remembers that `src` was copied to `store_path`.
+    pub fn record_copied_source(&self, src: &str, store_path: &str) {
+        self.src_to_store
+            .borrow_mut()
+            .insert(src.to_string(), store_path.to_string());
     }
 
     /// Records that the contents of `store_path` are at `at` (read-only mode).

@@ -52,12 +52,19 @@ fn base_name(p: &str) -> &str {
 }
 
 /// Computes the store path `path` would get when copied (as `"${path}"`).
+/// Each path is hashed once per evaluation (Nix's `srcToStore` cache);
+/// later coercions of the same path reuse the first result, as Nix's do,
+/// even if the file changed in between.
 pub fn copy_path_to_store(ev: &Ev, path: &str, pos: Pos) -> R<String> {
-    if path.starts_with(&format!("{}/", ev.opts.store_dir)) {
-        // already in the store: Nix copies it again under its own name
+    if let Some(sp) = ev.store_io.copied_source(path) {
+        return Ok(sp);
     }
+    // A path already in the store is copied again under its own name, as
+    // Nix does.
     let name = base_name(path).to_string();
-    add_path(ev, path, &name, None, pos)
+    let sp = add_path(ev, path, &name, None, pos)?;
+    ev.store_io.record_copied_source(path, &sp);
+    Ok(sp)
 }
 
 fn add_path(ev: &Ev, logical: &str, name: &str, filter: Option<&Value>, pos: Pos) -> R<String> {
