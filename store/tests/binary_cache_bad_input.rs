@@ -6,7 +6,10 @@ mod binary_cache_common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use b3_store::binary_cache::{copy_paths, BinaryCache, Compression, NarInfo, SecretKey};
+use b3_store::binary_cache::copy::copy_cache_to_local;
+use b3_store::binary_cache::{
+    copy_paths, BinaryCache, Compression, CopyOptions, NarInfo, SecretKey,
+};
 use b3_store::hash::{Hash, HashAlgo};
 use b3_store::local::{LocalStore, LocalStoreConfig};
 use b3_store::path::{ContentAddress, StoreDir, StorePath};
@@ -106,21 +109,23 @@ impl Fixture {
         std::fs::write(self.narinfo_file(), f(&text)).unwrap();
     }
 
-    /// Copies the path into a fresh local store; returns the error text
+    /// Copies the path into a fresh local store, by the generic route and
+    /// by the cache-to-local fast path; returns both error texts (joined)
     /// after checking the path did not become valid there.
     async fn copy_into_local_fails(&self) -> String {
         let local = LocalStore::open(LocalStoreConfig::new(self.work.join("local"))).unwrap();
-        let err = copy_paths(
-            &self.reader(),
-            &local,
-            &BTreeSet::from([self.path.clone()]),
-            true,
-        )
-        .await
-        .unwrap_err();
+        let wanted = BTreeSet::from([self.path.clone()]);
+        let err = copy_paths(&self.reader(), &local, &wanted, true)
+            .await
+            .unwrap_err();
         assert!(!local.is_valid_path(&self.path).await.unwrap());
         assert!(!local.real_path(&self.path).exists(), "files left behind");
-        err.to_string()
+        let fast = copy_cache_to_local(&self.reader(), &local, &wanted, &CopyOptions::default())
+            .await
+            .unwrap_err();
+        assert!(!local.is_valid_path(&self.path).await.unwrap());
+        assert!(!local.real_path(&self.path).exists(), "files left behind");
+        format!("{err}\n{fast}")
     }
 
     /// Restoring the (verified) NAR stream fails and leaves no destination.
@@ -150,6 +155,17 @@ async fn good_cache_copies_into_local_store() {
         .unwrap();
     assert_eq!(copied, vec![f.path.clone()]);
     assert!(local.is_valid_path(&f.path).await.unwrap());
+    // The fast path, into a second store, gives the same NAR.
+    let fast_store = LocalStore::open(LocalStoreConfig::new(f.work.join("fast"))).unwrap();
+    let wanted = BTreeSet::from([f.path.clone()]);
+    let copied = copy_cache_to_local(&f.reader(), &fast_store, &wanted, &CopyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(copied, vec![f.path.clone()]);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    local.nar_from_path(&f.path, &mut a).await.unwrap();
+    fast_store.nar_from_path(&f.path, &mut b).await.unwrap();
+    assert_eq!(a, b);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -170,6 +186,7 @@ async fn tampered_nar_is_rejected_and_nothing_registered() {
     assert!(err.to_string().contains("NAR hash mismatch"), "{err}");
     let err = f.copy_into_local_fails().await;
     assert!(err.contains("NAR hash mismatch"), "{err}");
+    assert!(err.contains("hash mismatch importing path"), "{err}");
     let err = f.restore_fails().await;
     assert!(err.contains("NAR hash mismatch"), "{err}");
 }
@@ -192,7 +209,11 @@ async fn truncated_download_is_rejected() {
             assert!(err.contains("is truncated"), "{err}");
         }
         assert!(err.contains(&f.path.to_string()), "{err}");
-        f.copy_into_local_fails().await;
+        let err = f.copy_into_local_fails().await;
+        // Both routes name the path.
+        for line in err.lines().filter(|l| !l.starts_with(' ')) {
+            assert!(line.contains(&f.path.to_string()), "{err}");
+        }
         f.restore_fails().await;
     }
 }
@@ -221,7 +242,8 @@ async fn bad_signature_or_unknown_key_is_rejected() {
         err.contains("is not signed by any of the keys in 'trusted-public-keys'"),
         "{err}"
     );
-    assert!(f.copy_into_local_fails().await.contains("not signed"));
+    let err = f.copy_into_local_fails().await;
+    assert_eq!(err.matches("not signed").count(), 2, "{err}");
 
     // Correctly signed, but by a key nobody trusts.
     let stranger = SecretKey::generate("stranger-1").unwrap();
@@ -381,6 +403,18 @@ async fn path_traversal_in_a_nar_is_rejected() {
             .unwrap_err();
         assert!(!local.is_valid_path(&path).await.unwrap(), "{err}");
         assert!(!local.real_path(&path).exists());
+        let fast = copy_cache_to_local(
+            &reader,
+            &local,
+            &BTreeSet::from([path.clone()]),
+            &CopyOptions::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(fast.to_string().contains("invalid NAR"), "{fast}");
+        assert!(!local.is_valid_path(&path).await.unwrap());
+        assert!(!local.real_path(&path).exists());
+        assert!(!f.work.join("escaped").exists());
         std::fs::remove_file(f.cache_dir.join(format!("{}.narinfo", path.hash_part()))).unwrap();
     }
 }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use b3_store::binary_cache::copy::copy_cache_to_local;
 use b3_store::binary_cache::net::NetOptions;
 use b3_store::binary_cache::signing::parse_public_keys;
 use b3_store::binary_cache::{copy_paths_with, BinaryCache, CopyOptions, CopyProgress};
@@ -70,6 +71,7 @@ async fn copy(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let local = Arc::new(super::store::open_store(g)?);
     let store_dir = local.store_dir().clone();
 
+    let mut from_cache: Option<Arc<BinaryCache>> = None;
     let source: Arc<dyn StoreRead> = match &a.from {
         Some(url) => {
             let mut cache = BinaryCache::open_with(url, store_dir.clone(), &NetOptions::default())?;
@@ -81,7 +83,9 @@ async fn copy(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                 cache = cache.with_trusted_keys(keys);
             }
             cache.init().await?;
-            Arc::new(cache)
+            let cache = Arc::new(cache);
+            from_cache = Some(cache.clone());
+            cache
         }
         None => local.clone(),
     };
@@ -121,7 +125,12 @@ async fn copy(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         }),
     };
     let started = Instant::now();
-    let copied = copy_paths_with(source.as_ref(), dest.as_ref(), &paths, &opts).await;
+    let copied = match (&from_cache, &a.to) {
+        // Cache to local store: the fast path (one narinfo fetch and one
+        // NAR hash per path, decompression off the network threads).
+        (Some(cache), None) => copy_cache_to_local(cache, &local, &paths, &opts).await,
+        _ => copy_paths_with(source.as_ref(), dest.as_ref(), &paths, &opts).await,
+    };
     if let Some(b) = &bar {
         b.finish();
     }

@@ -9,12 +9,16 @@
 //! it has in the copy set is done, with at most `jobs` transfers in flight.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
+use super::narinfo::NarInfo;
+use super::store::{to_path_info, BinaryCache};
+use crate::local::LocalStore;
 use crate::path::StorePath;
 use crate::traits::{StoreError, StoreRead, StoreWrite, ValidPathInfo};
 
@@ -75,9 +79,74 @@ pub async fn copy_paths_with(
     opts: &CopyOptions,
 ) -> Result<Vec<StorePath>, StoreError> {
     let jobs = opts.jobs.max(1);
-    let infos = collect_infos(src, paths, opts.recursive, jobs).await?;
+    let infos = collect_infos(paths, opts.recursive, jobs, |p| async move {
+        src.query_path_info(&p)
+            .await?
+            .ok_or_else(|| StoreError::InvalidPath(src.store_dir().display(&p)))
+    })
+    .await?;
+    let todo = missing_in(dst, &infos, jobs).await?;
+    copy_in_order(&infos, todo, opts, |info| copy_one(src, dst, info)).await
+}
 
-    // What the destination lacks.
+/// [`copy_paths_with`] from a binary cache into the local store, on the
+/// fast path of [`BinaryCache::add_to_local`]: each narinfo is fetched (and
+/// its signature checked, if the cache has trusted keys) once, and each NAR
+/// is hashed once, by the store.
+pub async fn copy_cache_to_local(
+    src: &BinaryCache,
+    dst: &LocalStore,
+    paths: &BTreeSet<StorePath>,
+    opts: &CopyOptions,
+) -> Result<Vec<StorePath>, StoreError> {
+    let jobs = opts.jobs.max(1);
+    let narinfos = collect_infos(paths, opts.recursive, jobs, |p| async move {
+        src.narinfo(&p)
+            .await?
+            .ok_or_else(|| StoreError::InvalidPath(src.store_dir().display(&p)))
+    })
+    .await?;
+    let infos: BTreeMap<StorePath, ValidPathInfo> = narinfos
+        .iter()
+        .map(|(p, ni)| (p.clone(), to_path_info(ni)))
+        .collect();
+    let todo = missing_in(dst, &infos, jobs).await?;
+    copy_in_order(&infos, todo, opts, |info| {
+        src.add_to_local(&narinfos[&info.path], dst)
+    })
+    .await
+}
+
+/// What a store knows about a path, for walking closures.
+trait HasReferences {
+    fn path(&self) -> &StorePath;
+    fn references(&self) -> &BTreeSet<StorePath>;
+}
+
+impl HasReferences for ValidPathInfo {
+    fn path(&self) -> &StorePath {
+        &self.path
+    }
+    fn references(&self) -> &BTreeSet<StorePath> {
+        &self.references
+    }
+}
+
+impl HasReferences for NarInfo {
+    fn path(&self) -> &StorePath {
+        &self.store_path
+    }
+    fn references(&self) -> &BTreeSet<StorePath> {
+        &self.references
+    }
+}
+
+/// The paths of `infos` that `dst` does not have yet.
+async fn missing_in(
+    dst: &dyn StoreWrite,
+    infos: &BTreeMap<StorePath, ValidPathInfo>,
+    jobs: usize,
+) -> Result<BTreeSet<StorePath>, StoreError> {
     let valid: Vec<(StorePath, bool)> = futures::stream::iter(infos.keys().cloned())
         .map(|p| async move {
             let v = dst.is_valid_path(&p).await;
@@ -88,17 +157,32 @@ pub async fn copy_paths_with(
         .await
         .into_iter()
         .collect::<Result<_, _>>()?;
-    let todo: BTreeSet<StorePath> = valid
+    Ok(valid
         .into_iter()
         .filter(|(_, v)| !v)
         .map(|(p, _)| p)
-        .collect();
+        .collect())
+}
 
+/// Runs `transfer` on every path of `todo`, each once all of its
+/// references in `todo` are done, at most `opts.jobs` at once. Returns the
+/// paths in the order they completed.
+async fn copy_in_order<'a, F, Fut>(
+    infos: &'a BTreeMap<StorePath, ValidPathInfo>,
+    todo: BTreeSet<StorePath>,
+    opts: &CopyOptions,
+    transfer: F,
+) -> Result<Vec<StorePath>, StoreError>
+where
+    F: Fn(&'a ValidPathInfo) -> Fut,
+    Fut: Future<Output = Result<(), StoreError>> + 'a,
+{
+    let jobs = opts.jobs.max(1);
     // Dependency counts within the set to copy.
     let mut waiting_on: BTreeMap<&StorePath, usize> = BTreeMap::new();
     let mut referrers: BTreeMap<&StorePath, Vec<&StorePath>> = BTreeMap::new();
-    for p in &todo {
-        let refs = infos[p]
+    for (p, info) in infos.iter().filter(|(p, _)| todo.contains(*p)) {
+        let refs = info
             .references
             .iter()
             .filter(|r| *r != p && todo.contains(*r));
@@ -130,7 +214,8 @@ pub async fn copy_paths_with(
         while running.len() < jobs {
             let Some(p) = ready.pop() else { break };
             let info = &infos[p];
-            running.push(async move { copy_one(src, dst, info).await.map(|_| p) });
+            let fut = transfer(info);
+            running.push(async move { fut.await.map(|_| p) });
         }
         let Some(done) = running.next().await else {
             break;
@@ -161,37 +246,37 @@ pub async fn copy_paths_with(
     Ok(copied)
 }
 
-/// The path infos of `paths` (and their closure if `recursive`), queried
-/// `jobs` at a time. Fails on a path the source does not have.
-async fn collect_infos(
-    src: &dyn StoreRead,
+/// The infos of `paths` (and their closure if `recursive`), looked up with
+/// `query`, `jobs` at a time. Fails on a path `query` fails on.
+async fn collect_infos<T, F, Fut>(
     paths: &BTreeSet<StorePath>,
     recursive: bool,
     jobs: usize,
-) -> Result<BTreeMap<StorePath, ValidPathInfo>, StoreError> {
-    let mut infos: BTreeMap<StorePath, ValidPathInfo> = BTreeMap::new();
+    query: F,
+) -> Result<BTreeMap<StorePath, T>, StoreError>
+where
+    T: HasReferences,
+    F: Fn(StorePath) -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut infos: BTreeMap<StorePath, T> = BTreeMap::new();
     let mut frontier: BTreeSet<StorePath> = paths.clone();
     while !frontier.is_empty() {
-        let got: Vec<Result<ValidPathInfo, StoreError>> =
-            futures::stream::iter(std::mem::take(&mut frontier))
-                .map(|p| async move {
-                    src.query_path_info(&p)
-                        .await?
-                        .ok_or_else(|| StoreError::InvalidPath(src.store_dir().display(&p)))
-                })
-                .buffer_unordered(jobs)
-                .collect()
-                .await;
+        let got: Vec<Result<T, StoreError>> = futures::stream::iter(std::mem::take(&mut frontier))
+            .map(&query)
+            .buffer_unordered(jobs)
+            .collect()
+            .await;
         for info in got {
             let info = info?;
             if recursive {
-                for r in &info.references {
-                    if !infos.contains_key(r) && *r != info.path {
+                for r in info.references() {
+                    if !infos.contains_key(r) && r != info.path() {
                         frontier.insert(r.clone());
                     }
                 }
             }
-            infos.insert(info.path.clone(), info);
+            infos.insert(info.path().clone(), info);
         }
         frontier.retain(|p| !infos.contains_key(p));
     }

@@ -20,6 +20,7 @@ pub mod net;
 pub mod signing;
 pub mod store;
 pub mod substituter;
+pub mod to_local;
 pub mod url;
 pub mod verify;
 

@@ -204,9 +204,8 @@ impl BinaryCache {
                         source: Box::new(e),
                     }),
                 })?;
-                let fs =
-                    object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(open_err)?;
-                (Arc::new(fs), true)
+                // Through the platform layer: Windows needs busy renames retried.
+                (crate::os::objects::file_objects(dir).map_err(open_err)?, true)
             }
             CacheLocation::S3 { .. } => (s3_store(&parsed.location, net).map_err(open_err)?, true),
             CacheLocation::Http(base) => (http_store(base, net).map_err(open_err)?, false),
@@ -464,12 +463,7 @@ impl BinaryCache {
     /// The NAR of `info`, decompressed and verified against its `NarHash`
     /// and `NarSize` while it streams.
     pub async fn nar_reader(&self, info: &NarInfo) -> Result<BoxReader<'static>, BinaryCacheError> {
-        let key = self.nar_key(info)?;
-        let got = self
-            .start_get(&key)
-            .await
-            .map_err(|e| obj_err(&self.url, "fetching", &key, e))?;
-        let stream = self.body_stream(&key, got);
+        let stream = self.nar_body(info).await?;
         let compressed = tokio_util::io::StreamReader::new(stream);
         let nar = decompress_reader(info.compression, compressed);
         Ok(Box::pin(VerifyingReader::new(
@@ -478,6 +472,21 @@ impl BinaryCache {
             info.nar_hash,
             info.nar_size,
         )))
+    }
+
+    /// The NAR file of `info` as it is stored (compressed), chunk by chunk,
+    /// guarded against stalls.
+    pub async fn nar_body(
+        &self,
+        info: &NarInfo,
+    ) -> Result<futures::stream::BoxStream<'static, io::Result<bytes::Bytes>>, BinaryCacheError>
+    {
+        let key = self.nar_key(info)?;
+        let got = self
+            .start_get(&key)
+            .await
+            .map_err(|e| obj_err(&self.url, "fetching", &key, e))?;
+        Ok(self.body_stream(&key, got))
     }
 
     fn nar_key(&self, info: &NarInfo) -> Result<ObjPath, BinaryCacheError> {

@@ -47,7 +47,7 @@ use crate::local::LocalStore;
 use crate::path::{StoreDir, StorePath};
 use crate::settings::Settings;
 use crate::substitute::{Substitute, SubstituteError, Substituted};
-use crate::traits::StoreWrite;
+use crate::traits::StoreError;
 
 /// The priority of a cache that states none (Nix's default).
 pub const DEFAULT_PRIORITY: i64 = 50;
@@ -575,22 +575,21 @@ impl Substituters {
 
     /// Streams the NAR of `ni` from `c` into `store`, with retries.
     async fn fetch(&self, c: &Cache, store: &LocalStore, ni: &NarInfo) -> Result<(), String> {
-        let info = to_path_info(ni);
         let mut last = String::new();
         for attempt in 0..self.opts.attempts.max(1) {
             if attempt > 0 {
                 tokio::time::sleep(self.backoff(attempt)).await;
             }
-            let mut nar = match c.cache.nar_reader(ni).await {
-                Ok(r) => r,
-                Err(e @ BinaryCacheError::BadNarUrl { .. }) => return Err(e.to_string()),
-                Err(e) => {
-                    last = e.to_string();
-                    continue;
-                }
-            };
-            match store.add_nar(&info, &mut nar).await {
+            match c.cache.add_to_local(ni, store).await {
                 Ok(()) => return Ok(()),
+                Err(StoreError::Backend(e))
+                    if matches!(
+                        e.downcast_ref::<BinaryCacheError>(),
+                        Some(BinaryCacheError::BadNarUrl { .. })
+                    ) =>
+                {
+                    return Err(e.to_string())
+                }
                 Err(e) => last = error_chain(&e),
             }
         }
