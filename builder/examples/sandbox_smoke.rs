@@ -26,6 +26,7 @@ fn main() {
         kvm: true,
         timeout: None,
         max_silent: None,
+        cancel: None,
     };
     let mut out = std::io::stdout();
     let r = run(&spec, &mut out);

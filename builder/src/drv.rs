@@ -138,6 +138,7 @@ pub fn job_from_derivation(
         max_silent: settings.max_silent,
         kvm: settings.kvm,
         impure_env: settings.impure_env.clone(),
+        cancel: None,
     })
 }
 

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::env::{builder_env, EnvError, EnvOptions};
-use crate::platform::OsError;
+use crate::platform::{Cancel, OsError};
 use crate::sandbox::{self, RunOutcome, SandboxError, SandboxPath, SandboxSpec};
 
 /// Default name prefix of work directories.
@@ -53,6 +53,8 @@ pub struct BuildJob {
     /// Where fixed-output builds take their `impureEnvVars` from; `None`
     /// reads this process's environment.
     pub impure_env: Option<BTreeMap<String, String>>,
+    /// Kill the build when this is cancelled (another build failed).
+    pub cancel: Option<Cancel>,
 }
 
 /// A finished build.
@@ -263,6 +265,7 @@ impl BuildJob {
             kvm: self.kvm,
             timeout: self.timeout,
             max_silent: self.max_silent,
+            cancel: self.cancel.clone(),
         };
         let outcome = sandbox::run(&spec, log)?;
 

@@ -21,4 +21,5 @@ pub mod realise;
 pub mod sandbox;
 pub mod schedule;
 pub mod step;
+pub mod timing;
 pub mod vfs_build;

@@ -106,6 +106,9 @@ pub enum RealiseError {
     },
     #[error("path '{0}' is required, but there is no substituter that can build it")]
     MissingInput(String),
+    /// Stopped because another build failed (without `keep_going`).
+    #[error("build of '{0}' was cancelled because another build failed")]
+    Cancelled(String),
 }
 
 impl RealiseError {

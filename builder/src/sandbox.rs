@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::platform::{self, ExitStatus, OsError};
+use crate::platform::{self, Cancel, ExitStatus, OsError};
 
 /// uid of the build user inside the sandbox (Nix's `nixbld`).
 pub const SANDBOX_UID: u32 = 1000;
@@ -100,6 +100,8 @@ pub struct SandboxSpec {
     /// Kill the build when it prints nothing for this long (Nix's
     /// `max-silent-time`).
     pub max_silent: Option<Duration>,
+    /// Kill the build (its whole process tree) when this is cancelled.
+    pub cancel: Option<Cancel>,
 }
 
 /// How a sandboxed run ended.
@@ -116,6 +118,8 @@ pub struct RunOutcome {
     /// The build was killed for being silent longer than
     /// [`SandboxSpec::max_silent`].
     pub silent_too_long: bool,
+    /// The build was killed because [`SandboxSpec::cancel`] was cancelled.
+    pub cancelled: bool,
 }
 
 /// Why a sandboxed run could not be carried out (a builder that fails is

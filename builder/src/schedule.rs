@@ -32,8 +32,10 @@ use b3_store::traits::StoreError;
 
 use crate::buildlog::RawLog;
 use crate::drv::DrvJobError;
+use crate::platform::Cancel;
 use crate::realise::{read_derivation, RealiseError, RealiseSettings};
 use crate::step::{build_locks, build_step, substitute_step, StepCtx, StepDone};
+use crate::timing::Timeline;
 
 /// One thing asked for: outputs (all if empty) of a derivation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,11 +47,15 @@ pub struct Goal {
 }
 
 /// A finished build, for statistics and benchmarks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct BuiltDrv {
     pub drv: StorePath,
     pub setup: Duration,
     pub total: Duration,
+    /// Where the step's wall time went, phase by phase (the first,
+    /// `start`, is the scheduler's: from deciding to run the build until
+    /// its worker began).
+    pub timeline: Timeline,
 }
 
 /// What a realisation did.
@@ -169,6 +175,7 @@ struct Sched<'a> {
     report: RealiseReport,
     builds_act: Activity,
     substs_act: Activity,
+    cancel: Cancel,
 }
 
 /// Realises `goals`; see the module docs. `raw` receives every builder's
@@ -211,6 +218,7 @@ pub fn realise_goals(
         report,
         builds_act,
         substs_act,
+        cancel: Cancel::new(),
     };
     let locks = match build_locks(store) {
         Ok(l) => l,
@@ -228,12 +236,14 @@ pub fn realise_goals(
         .iter()
         .map(|g| s.node_for(&g.drv, &g.outputs, g.check))
         .collect();
+    let cancel = s.cancel.clone();
     let ctx = StepCtx {
         store,
         settings,
         logger: &logger,
         raw,
         locks: &locks,
+        cancel: &cancel,
     };
     s.run(&ctx);
     for (g, i) in goals.iter().zip(top) {
@@ -347,9 +357,10 @@ impl<'a> Sched<'a> {
                 };
                 let inputs = self.input_outputs(i);
                 let tx = tx.clone();
+                let tl = Timeline::new();
                 scope.spawn(move || {
                     let r = std::panic::catch_unwind(AssertUnwindSafe(|| match &drv {
-                        Some(d) => build_step(ctx, &drv_path, d, &outputs, &inputs, check),
+                        Some(d) => build_step(ctx, &drv_path, d, &outputs, &inputs, check, tl),
                         None => Err(StoreError::Other("derivation not loaded".into()).into()),
                     }))
                     .unwrap_or_else(|_| {
@@ -636,9 +647,19 @@ impl<'a> Sched<'a> {
         }
         if !self.settings.keep_going {
             self.stopping = true;
+            // Running builds are killed and register nothing (Nix stops
+            // its other goals the same way).
+            self.cancel.cancel();
         }
         let n = &mut self.nodes[i];
         n.state = State::Failed;
+        if matches!(e, RealiseError::Cancelled(_)) {
+            // Not a failure of its own: only the build that failed is
+            // reported, and the goals waiting for this one were failed
+            // already when the realisation stopped.
+            n.waiters.clear();
+            return;
+        }
         let waiters = std::mem::take(&mut n.waiters);
         if waiters.is_empty() {
             n.error = Some(e);
@@ -663,9 +684,18 @@ impl<'a> Sched<'a> {
     fn build_done(&mut self, i: usize, r: Result<StepDone, RealiseError>) {
         let drv = self.nodes[i].drv_path.clone();
         match r {
-            Ok(StepDone::Built { setup, total }) => {
+            Ok(StepDone::Built {
+                setup,
+                total,
+                timeline,
+            }) => {
                 self.done_builds += 1;
-                self.report.built.push(BuiltDrv { drv, setup, total });
+                self.report.built.push(BuiltDrv {
+                    drv,
+                    setup,
+                    total,
+                    timeline,
+                });
                 self.done(i);
             }
             Ok(StepDone::AlreadyValid) => {

@@ -30,9 +30,10 @@ use crate::builtin_fetchurl;
 use crate::checks::check_outputs;
 use crate::drv::{check_fixed_output, fixed_output_ca, job_from_derivation, BuildSettings};
 use crate::job::{BuildResult, WorkDir};
-use crate::platform::ExitStatus;
+use crate::platform::{Cancel, ExitStatus};
 use crate::realise::{add_output, failure_text, scan_output, RealiseError, RealiseSettings};
 use crate::sandbox::RunOutcome;
+use crate::timing::Timeline;
 
 /// Prefix of work directories in the store directory. The local store
 /// sweeps `.b3-tmp-<pid>-…` entries of dead processes, so a crashed build
@@ -46,13 +47,21 @@ pub(crate) struct StepCtx<'a> {
     pub logger: &'a Logger,
     pub raw: Option<&'a dyn RawLog>,
     pub locks: &'a PathLocks,
+    /// Cancelled when the realisation stops (a build failed without
+    /// `keep_going`): running builds are killed, nothing more registered.
+    pub cancel: &'a Cancel,
 }
 
 /// How a step ended well.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum StepDone {
-    /// Built here; times of the sandbox set-up and of the whole run.
-    Built { setup: Duration, total: Duration },
+    /// Built here; times of the sandbox set-up and of the builder's run,
+    /// and where the whole step's time went.
+    Built {
+        setup: Duration,
+        total: Duration,
+        timeline: Timeline,
+    },
     /// Another process made the outputs valid while we waited for the lock.
     AlreadyValid,
     /// `--check`: rebuilt and bit-identical.
@@ -107,15 +116,21 @@ pub(crate) fn build_step(
     outputs: &BTreeMap<String, StorePath>,
     input_outputs: &BTreeSet<StorePath>,
     check: bool,
+    mut tl: Timeline,
 ) -> Result<StepDone, RealiseError> {
     let store = ctx.store;
     let drv_s = store.print_path(drv_path);
+    tl.mark("start");
     let _locks = lock_paths(ctx, &outputs.values().collect())?;
     let mut valid = BTreeMap::new();
     for (name, p) in outputs {
         if let Some(info) = store.query_path_info_sync(p)? {
             valid.insert(name.clone(), info);
         }
+    }
+    tl.mark("lock");
+    if ctx.cancel.is_cancelled() {
+        return Err(RealiseError::Cancelled(drv_s));
     }
     if check {
         if valid.len() != outputs.len() {
@@ -145,6 +160,7 @@ pub(crate) fn build_step(
     roots.extend(input_outputs.iter().cloned());
     store.add_temp_roots(roots.iter())?;
     let closure = store.query_closure_sync(&roots)?;
+    tl.mark("closure");
 
     let text = if check {
         format!("checking outputs of '{drv_s}'")
@@ -165,6 +181,7 @@ pub(crate) fn build_step(
     };
     let log_file = log_path(store.root(), &drv_path.base_name());
     let mut out = BuildOutput::new(&activity, Some(log_file), tail_lines, ctx.raw);
+    tl.mark("log open");
     let run = if drv.builder == builtin_fetchurl::BUILDER {
         run_builtin_fetchurl(ctx, drv_path, drv, outputs, &mut out)
     } else {
@@ -180,6 +197,12 @@ pub(crate) fn build_step(
             .map_err(RealiseError::from)
         })
     };
+    tl.mark("job");
+    if let Ok(r) = &run {
+        let setup = r.outcome.setup_time;
+        tl.split("job", "sandbox set-up", setup);
+        tl.split("job", "builder", r.outcome.total_time.saturating_sub(setup));
+    }
     if let Err(e) = out.finish() {
         ctx.logger
             .warn(&format!("could not store the build log of '{drv_s}': {e}"));
@@ -188,14 +211,27 @@ pub(crate) fn build_step(
     let tail: Vec<String> = out.tail().map(str::to_string).collect();
     drop(out);
     drop(activity);
+    tl.mark("log close");
 
     let ended = finish(
-        ctx, drv_path, drv, outputs, &closure, &result, &valid, check, &tail,
+        ctx, drv_path, drv, outputs, &closure, &result, &valid, check, &tail, &mut tl,
     );
     if ended.is_err() && ctx.settings.keep_failed {
         keep_build_dir(ctx, drv_path, result);
+    } else {
+        drop(result);
     }
-    ended
+    match ended {
+        Ok(StepDone::Built { setup, total, .. }) => {
+            tl.mark("clean up");
+            Ok(StepDone::Built {
+                setup,
+                total,
+                timeline: tl,
+            })
+        }
+        other => other,
+    }
 }
 
 /// The sandboxed job for `drv`, with its work directory in the store.
@@ -218,6 +254,7 @@ fn sandboxed_job(
     };
     let mut job = job_from_derivation(store.store_dir(), drv_path, drv, closure, &build_settings)?;
     job.work_prefix = format!("{WORK_PREFIX}{}-build-", std::process::id());
+    job.cancel = Some(ctx.cancel.clone());
 
     Ok(job)
 }
@@ -268,6 +305,7 @@ fn run_builtin_fetchurl(
             total_time: started.elapsed(),
             timed_out: false,
             silent_too_long: false,
+            cancelled: false,
         },
         outputs: found,
         missing_outputs: missing,
@@ -314,10 +352,14 @@ fn finish(
     valid: &BTreeMap<String, ValidPathInfo>,
     check: bool,
     tail: &[String],
+    tl: &mut Timeline,
 ) -> Result<StepDone, RealiseError> {
     let store = ctx.store;
     let settings = ctx.settings;
     let drv_s = store.print_path(drv_path);
+    if result.outcome.cancelled {
+        return Err(RealiseError::Cancelled(drv_s));
+    }
     if result.outcome.timed_out {
         return Err(RealiseError::TimedOut {
             drv: drv_s,
@@ -387,7 +429,9 @@ fn finish(
         }
         infos.insert(name.clone(), info);
     }
+    tl.mark("scan");
     check_outputs(store, drv, &infos)?;
+    tl.mark("checks");
 
     if check {
         for (name, info) in &infos {
@@ -422,6 +466,9 @@ fn finish(
                 .iter()
                 .all(|r| r == &info.path || added.contains(r) || !outputs.values().any(|o| o == r));
             if ready {
+                if ctx.cancel.is_cancelled() {
+                    return Err(RealiseError::Cancelled(drv_s));
+                }
                 add_output(store, info, &result.outputs[todo[i]])?;
                 added.insert(info.path.clone());
                 todo.remove(i);
@@ -433,11 +480,14 @@ fn finish(
             return Err(RealiseError::OutputCycle(drv_s));
         }
     }
+    tl.mark("add");
     let pairs: Vec<(String, StorePath)> = outputs.clone().into_iter().collect();
     store.register_derivation_outputs(drv_path, &pairs)?;
+    tl.mark("register");
     Ok(StepDone::Built {
         setup: result.outcome.setup_time,
         total: result.outcome.total_time,
+        timeline: Timeline::new(),
     })
 }
 

@@ -230,6 +230,7 @@ fn compare_with_nix(script: &str, fixed_output: bool) {
         max_silent: None,
         kvm: Path::new("/dev/kvm").exists(),
         impure_env: Some(impure),
+        cancel: None,
     };
     let mut log = Vec::new();
     let res = job.run(&mut log).expect("sandbox runs");

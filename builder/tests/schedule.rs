@@ -33,7 +33,12 @@ let
   gate = mk "gate" "echo > $out" [];
   quick = i: mk "quick-${toString i}" "echo ${toString i} > $out" [ gate ];
   dep = mk "dep" "echo dep > $out" [];
+  # A build with a background child (a process tree), and one that fails
+  # once the other surely runs.
+  slow = mk "slow" "echo slow started; sleep 987 & sleep 987; echo > $out" [];
+  badLater = mk "bad-later" "sleep 1; echo failing later; exit 5" [];
 in {
+  slowAndBad = mk "slow-and-bad" "echo > $out" [ slow badLater ];
   fan = mk "fan" "cat $deps > $out" leaves;
   withBad = mk "with-bad" "echo > $out" ([ bad ] ++ map quick [ 1 2 3 4 5 6 ]);
   twoBad = mk "two-bad" "echo > $out" [ bad bad2 ];
@@ -233,6 +238,84 @@ fn first_failure_stops_new_builds_without_keep_going() {
         err.to_string(),
         format!("1 dependencies of derivation '{drv}' failed to build")
     );
+}
+
+/// Processes on this machine whose command line is `sleep 987`.
+fn sleepers() -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            if cmd == b"sleep\0987\0" {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn failure_without_keep_going_kills_running_builds_and_registers_nothing_of_theirs() {
+    let f = fixture(&["slowAndBad"]);
+    let rec = Arc::new(Rec::default());
+    let started = Instant::now();
+    let report = realise(&f, &settings(&rec, 2), "slowAndBad");
+    let took = started.elapsed();
+    assert_eq!(report.exit_code(), 100);
+    assert!(
+        took.as_secs() < 60,
+        "the slow build was not stopped: {took:?}"
+    );
+    let builds = rec.builds();
+    let slow = builds
+        .iter()
+        .find(|b| b.0.contains("-slow.drv"))
+        .expect("the slow build ran");
+    assert!(builds.iter().all(|b| !b.0.contains("-slow-and-bad.drv")));
+    // It really ran (its first line came out) and was killed, tree and all.
+    let lines: Vec<String> = rec
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Ev::Line(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(lines.contains(&"slow started".to_string()), "{lines:?}");
+    assert!(slow.2 - slow.1 < std::time::Duration::from_secs(60));
+    assert!(sleepers().is_empty(), "left running: {:?}", sleepers());
+    // Nothing of the killed build is registered; only the failure is
+    // reported, in Nix's words.
+    assert!(report.built.is_empty());
+    let drv = f.store.print_path(&f.drvs["slowAndBad"]);
+    let msgs = rec.messages();
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("-bad-later.drv' failed with exit code 5")),
+        "{msgs:?}"
+    );
+    assert!(msgs.iter().all(|m| !m.contains("cancelled")), "{msgs:?}");
+    let err = report.into_result().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("1 dependencies of derivation '{drv}' failed to build")
+    );
+    let top = b3_builder::realise::read_derivation(&f.store, &f.drvs["slowAndBad"]).unwrap();
+    let slow_path = top
+        .input_drvs
+        .keys()
+        .find(|p| p.name() == "slow.drv")
+        .unwrap();
+    let slow_drv = b3_builder::realise::read_derivation(&f.store, slow_path).unwrap();
+    for out in slow_drv.outputs.values() {
+        let p = out.path().unwrap();
+        assert!(!f.store.is_valid_sync(p).unwrap());
+        assert!(!f.store.real_path(p).exists());
+    }
 }
 
 #[test]

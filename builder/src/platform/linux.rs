@@ -169,6 +169,13 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), OsError> {
 /// Stack for the cloned child; it only runs the small set-up code.
 const CHILD_STACK_SIZE: usize = 1 << 20;
 
+/// How [`SandboxedChild::wait_exit`] ended.
+enum ExitWait {
+    Exited,
+    Deadline,
+    Cancelled,
+}
+
 /// A running sandboxed builder. Dropping it kills and reaps the builder.
 #[derive(Debug)]
 pub struct SandboxedChild {
@@ -178,6 +185,7 @@ pub struct SandboxedChild {
     setup_time: Duration,
     timeout: Option<Duration>,
     max_silent: Option<Duration>,
+    cancel: Option<super::Cancel>,
     reaped: bool,
 }
 
@@ -267,6 +275,7 @@ pub fn spawn_sandboxed(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxErro
         setup_time: Duration::ZERO,
         timeout: spec.timeout,
         max_silent: spec.max_silent,
+        cancel: spec.cancel.clone(),
         reaped: false,
     };
 
@@ -430,36 +439,51 @@ impl SandboxedChild {
         status
     }
 
-    /// Waits until the builder has exited (without reaping it) or `deadline`
-    /// passes; `false` on timeout. Uses a pidfd; where the kernel has none,
-    /// returns `true` at once and the caller's wait blocks.
-    fn wait_exit_until(&self, deadline: Instant) -> bool {
+    /// Waits until the builder has exited (without reaping it), `deadline`
+    /// passes or `cancel_fd` becomes readable. Uses a pidfd; where the
+    /// kernel has none, returns [`ExitWait::Exited`] at once and the
+    /// caller's wait blocks.
+    fn wait_exit(&self, deadline: Option<Instant>, cancel_fd: Option<RawFd>) -> ExitWait {
+        if deadline.is_none() && cancel_fd.is_none() {
+            return ExitWait::Exited;
+        }
         // SAFETY: pidfd_open on our own child; the fd is owned below.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid.0, 0) } as RawFd;
         if fd < 0 {
-            return true;
+            return ExitWait::Exited;
         }
         // SAFETY: a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         loop {
-            let mut pfd = libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let rc = unsafe { libc::poll(&mut pfd, 1, poll_ms(deadline)) };
+            let mut pfds = [
+                libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: cancel_fd.unwrap_or(-1),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let ms = deadline.map_or(-1, poll_ms);
+            // SAFETY: two valid pollfds (a negative fd is ignored).
+            let rc = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
             if rc > 0 {
-                return true;
+                if pfds[0].revents != 0 {
+                    return ExitWait::Exited;
+                }
+                return ExitWait::Cancelled;
             }
             if rc == 0 {
-                if Instant::now() >= deadline {
-                    return false;
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return ExitWait::Deadline;
                 }
                 continue;
             }
             if last_errno() != libc::EINTR {
-                return true;
+                return ExitWait::Exited;
             }
         }
     }
@@ -473,22 +497,41 @@ impl SandboxedChild {
         let mut last_output = Instant::now();
         let mut buf = vec![0u8; 64 * 1024];
         let mut log_error = None;
+        let cancel_fd = self.cancel.as_ref().and_then(super::Cancel::wake_fd);
+        let mut cancelled = false;
         if let Some(fd) = self.log.take() {
             loop {
-                let killed = timed_out || silent_too_long;
+                let killed = timed_out || silent_too_long || cancelled;
                 let silence_end = self.max_silent.map(|m| last_output + m);
                 let next = [deadline, silence_end].into_iter().flatten().min();
                 let wait_ms: c_int = match next {
                     Some(t) if !killed => poll_ms(t),
                     _ => -1,
                 };
-                let mut pfd = libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd.
-                let rc = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+                let mut pfds = [
+                    libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                    libc::pollfd {
+                        fd: cancel_fd.unwrap_or(-1),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ];
+                let nfds = if cancel_fd.is_some() && !killed { 2 } else { 1 };
+                // SAFETY: `nfds` valid pollfds.
+                let rc = unsafe { libc::poll(pfds.as_mut_ptr(), nfds, wait_ms) };
+                if rc > 0 && nfds == 2 && pfds[1].revents != 0 {
+                    // Another build failed: end the namespace (the whole
+                    // process tree) and drain what is left of the log.
+                    cancelled = true;
+                    let _ = kill(self.pid);
+                    if pfds[0].revents == 0 {
+                        continue;
+                    }
+                }
                 if rc < 0 {
                     if last_errno() == libc::EINTR {
                         continue;
@@ -534,10 +577,26 @@ impl SandboxedChild {
             }
         }
         // The builder may have closed its output and still be running.
-        if let (Some(d), false) = (deadline, timed_out || silent_too_long) {
-            if !self.wait_exit_until(d) {
-                timed_out = true;
-                let _ = kill(self.pid);
+        if !cancelled
+            && self
+                .cancel
+                .as_ref()
+                .is_some_and(super::Cancel::is_cancelled)
+        {
+            cancelled = true;
+            let _ = kill(self.pid);
+        }
+        if !(timed_out || silent_too_long || cancelled) {
+            match self.wait_exit(deadline, cancel_fd) {
+                ExitWait::Exited => {}
+                ExitWait::Deadline => {
+                    timed_out = true;
+                    let _ = kill(self.pid);
+                }
+                ExitWait::Cancelled => {
+                    cancelled = true;
+                    let _ = kill(self.pid);
+                }
             }
         }
         let status = wait(self.pid).map_err(SandboxError::Supervise)?;
@@ -552,6 +611,7 @@ impl SandboxedChild {
             total_time: self.started.elapsed(),
             timed_out,
             silent_too_long,
+            cancelled,
         })
     }
 }

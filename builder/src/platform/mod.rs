@@ -235,6 +235,89 @@ fn open_lock_file(path: &Path) -> Result<std::fs::File, OsError> {
         .map_err(|e| OsError::from_io(format!("opening lock file {}", path.display()), &e))
 }
 
+/// A cancellation signal shared by the builds of one realisation: once
+/// [`Cancel::cancel`] is called, every sandboxed build that watches it
+/// kills its process tree and reports [`crate::sandbox::RunOutcome::cancelled`].
+/// On Unix it is a pipe whose read end becomes readable, so a build's
+/// supervisor wakes at once (it polls the read end next to the log).
+#[derive(Debug, Clone)]
+pub struct Cancel {
+    inner: std::sync::Arc<CancelInner>,
+}
+
+#[derive(Debug)]
+struct CancelInner {
+    flag: std::sync::atomic::AtomicBool,
+    #[cfg(unix)]
+    wake: Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
+}
+
+impl Default for Cancel {
+    fn default() -> Self {
+        Cancel::new()
+    }
+}
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel {
+            inner: std::sync::Arc::new(CancelInner {
+                flag: std::sync::atomic::AtomicBool::new(false),
+                #[cfg(unix)]
+                wake: wake_pipe(),
+            }),
+        }
+    }
+
+    /// Signals every watcher; later calls do nothing.
+    pub fn cancel(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.flag.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        #[cfg(unix)]
+        if let Some((_, w)) = &self.inner.wake {
+            use std::os::fd::AsRawFd;
+            // The byte is never read: the pipe stays readable for everyone.
+            // SAFETY: writing one byte from a valid buffer to our own fd.
+            let _ = unsafe { libc::write(w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.flag.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A descriptor that becomes readable when cancelled (`None` if the
+    /// pipe could not be made: then only [`Cancel::is_cancelled`] works).
+    #[cfg(unix)]
+    pub fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.inner.wake.as_ref().map(|(r, _)| r.as_raw_fd())
+    }
+}
+
+#[cfg(unix)]
+fn wake_pipe() -> Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe fills the array on success.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
+        return None;
+    }
+    for fd in fds {
+        // SAFETY: plain fcntl on our fresh descriptors.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Some(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
 /// Whether this platform can run sandboxed builds at all, and if not, why.
 pub fn sandbox_support() -> Result<(), OsError> {
     imp::sandbox_support()
@@ -269,6 +352,28 @@ mod tests {
         );
         let e = OsError::from_raw("opening /x", libc::ENOENT);
         assert_eq!(e.to_string(), "opening /x: not found (os error 2)");
+    }
+
+    #[test]
+    fn cancel_wakes_pollers_and_stays_set() {
+        let c = Cancel::new();
+        let fd = c.wake_fd().unwrap();
+        let poll = || {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut p, 1, 0) }
+        };
+        assert_eq!(poll(), 0);
+        assert!(!c.is_cancelled());
+        c.clone().cancel();
+        c.cancel();
+        assert!(c.is_cancelled());
+        assert_eq!(poll(), 1);
+        assert_eq!(poll(), 1, "still readable for the next watcher");
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub fn job(script: &str, work_parent: &Path) -> BuildJob {
         max_silent: None,
         kvm: true,
         impure_env: None,
+        cancel: None,
     }
 }
 

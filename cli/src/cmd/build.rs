@@ -278,4 +278,25 @@ fn print_stats(report: &b3_builder::schedule::RealiseReport, wall: Duration) {
         ms(mean),
         ms(max)
     );
+    if report.built.is_empty() {
+        return;
+    }
+    // Median per phase of a build step, and what is left of the wall time
+    // (start-up, evaluation of the goals, scheduling) when the steps'
+    // own time is taken out (exact for a chain, where they run one by one).
+    let phases = b3_builder::timing::median_phases(report.built.iter().map(|b| &b.timeline));
+    let steps: Duration = report.built.iter().map(|b| b.timeline.total()).sum();
+    let mut line = String::from("stats: per build (median):");
+    let mut sum = Duration::ZERO;
+    for (name, d) in &phases {
+        sum += *d;
+        line.push_str(&format!(" {name} {:.2}", ms(*d)));
+    }
+    line.push_str(&format!(
+        " = {:.2} ms; sum of steps {:.3} s, wall minus steps {:.3} s",
+        ms(sum),
+        steps.as_secs_f64(),
+        wall.saturating_sub(steps).as_secs_f64()
+    ));
+    eprintln!("{line}");
 }
