@@ -239,6 +239,18 @@ pub fn nix_store_args(args: &[String]) -> anyhow::Result<StoreOp> {
             b3.extend([if in_store { "store" } else { "nar" }.into(), "dump".into()]);
         }
         "--restore" => b3.extend(["nar".into(), "restore".into()]),
+        "--export" => b3.extend([
+            "store".into(),
+            "export".into(),
+            "--format".into(),
+            "nix".into(),
+        ]),
+        "--import" => b3.extend([
+            "store".into(),
+            "import".into(),
+            "--format".into(),
+            "nix".into(),
+        ]),
         "--verify" => {
             b3.extend(["store".into(), "verify".into()]);
             if has(&["--check-contents"]) {

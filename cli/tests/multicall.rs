@@ -174,7 +174,7 @@ fn multicall_nix_shell_runs_commands() {
 
 #[test]
 fn multicall_unknown_nix_store_operation_fails_cleanly() {
-    let out = nix("nix-store", &["--export", "/nix/store/x"])
+    let out = nix("nix-store", &["--delete", "/nix/store/x"])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -10,19 +10,25 @@
 //! written: the evaluator hashes thousands of small source files, and a
 //! thread plus buffers per file cost far more than the hashing itself.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::error::Error;
 
 const CAP: usize = 128 << 10;
-/// Buffers in flight: bounds memory at about (DEPTH + 3) × CAP. Small
+/// Buffers in flight: bounds memory at about (DEPTH + 2) × CAP. Small
 /// buffers keep the bytes in cache between the reading and hashing cores
 /// (measured: 1 MiB buffers cost ~20% more CPU than 128 KiB ones).
-const DEPTH: usize = 8;
+const DEPTH: usize = 16;
+/// A producer that found the queue full sleeps until it has drained to
+/// this many buffers: one wake-up per `DEPTH - RESUME` buffers instead of
+/// one per buffer (a ping-pong of futex wake-ups and context switches
+/// when hashing is the slower side, which it is for large files).
+const RESUME: usize = DEPTH / 2;
 /// Bytes consumed on the caller's thread before the worker is started.
 pub(crate) const INLINE_LIMIT: u64 = 1 << 20;
 
@@ -30,12 +36,84 @@ pub(crate) const INLINE_LIMIT: u64 = 1 << 20;
 /// can be recycled without re-zeroing.
 type Chunk = (Vec<u8>, usize);
 
+/// The hand-over queue between the filling thread and the consumer.
+#[derive(Default)]
+struct Queue {
+    full: VecDeque<Chunk>,
+    /// Drained buffers, handed back for reuse.
+    free: Vec<Vec<u8>>,
+    /// The producer will send nothing more.
+    closed: bool,
+    /// The consumer stopped (error or panic): sending is pointless.
+    stopped: bool,
+    producer_waiting: bool,
+    consumer_waiting: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    q: Mutex<Queue>,
+    /// Signalled when a buffer arrives or the queue is closed.
+    filled: Condvar,
+    /// Signalled when the queue has drained to `RESUME` or the consumer stopped.
+    drained: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding the lock leaves the queue consistent (every
+        // critical section is a few field updates).
+        self.q.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Marks the consumer stopped however its thread ends, so a producer
+/// waiting for room never waits forever.
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let mut q = self.0.lock();
+        q.stopped = true;
+        drop(q);
+        self.0.drained.notify_one();
+    }
+}
+
+fn consume<W: Write>(shared: &Arc<Shared>, inner: &mut W) -> io::Result<()> {
+    let _stop = StopOnDrop(Arc::clone(shared));
+    let mut done: Option<Vec<u8>> = None;
+    loop {
+        let (chunk, len) = {
+            let mut q = shared.lock();
+            if let Some(b) = done.take() {
+                q.free.push(b);
+            }
+            loop {
+                if let Some(c) = q.full.pop_front() {
+                    if q.producer_waiting && q.full.len() <= RESUME {
+                        q.producer_waiting = false;
+                        shared.drained.notify_one();
+                    }
+                    break c;
+                }
+                if q.closed {
+                    return Ok(());
+                }
+                q.consumer_waiting = true;
+                q = shared.filled.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        inner.write_all(&chunk[..len])?;
+        done = Some(chunk);
+    }
+}
+
 pub(crate) struct ThreadedWriter<W: Write + Send + 'static> {
     /// The consumer while it still runs on this thread.
     inline: Option<W>,
     inline_bytes: u64,
-    tx: Option<SyncSender<Chunk>>,
-    recycled: Option<Receiver<Vec<u8>>>,
+    shared: Option<Arc<Shared>>,
     buf: Vec<u8>,
     filled: usize,
     worker: Option<JoinHandle<io::Result<W>>>,
@@ -46,8 +124,7 @@ impl<W: Write + Send + 'static> ThreadedWriter<W> {
         Ok(ThreadedWriter {
             inline: Some(inner),
             inline_bytes: 0,
-            tx: None,
-            recycled: None,
+            shared: None,
             buf: Vec::new(),
             filled: 0,
             worker: None,
@@ -64,20 +141,16 @@ impl<W: Write + Send + 'static> ThreadedWriter<W> {
         let Some(mut inner) = self.inline.take() else {
             return Ok(());
         };
-        let (tx, rx) = sync_channel::<Chunk>(DEPTH);
-        let (back_tx, recycled) = sync_channel::<Vec<u8>>(DEPTH + 2);
+        let shared = Arc::new(Shared::default());
+        let theirs = Arc::clone(&shared);
         let worker = std::thread::Builder::new()
             .name("b3-nar-consume".into())
             .spawn(move || {
-                for (chunk, len) in rx {
-                    inner.write_all(&chunk[..len])?;
-                    let _ = back_tx.try_send(chunk);
-                }
+                consume(&theirs, &mut inner)?;
                 inner.flush()?;
                 Ok(inner)
             })?;
-        self.tx = Some(tx);
-        self.recycled = Some(recycled);
+        self.shared = Some(shared);
         self.buf = vec![0u8; CAP];
         self.filled = 0;
         self.worker = Some(worker);
@@ -88,20 +161,39 @@ impl<W: Write + Send + 'static> ThreadedWriter<W> {
         if self.filled == 0 {
             return Ok(());
         }
-        let fresh = self
-            .recycled
-            .as_ref()
-            .and_then(|r| r.try_recv().ok())
-            .unwrap_or_else(|| vec![0u8; CAP]);
-        let full = std::mem::replace(&mut self.buf, fresh);
+        let stopped = || io::Error::new(io::ErrorKind::BrokenPipe, "consumer thread stopped");
+        let Some(shared) = self.shared.as_ref() else {
+            return Err(stopped());
+        };
+        let mut q = shared.lock();
+        while q.full.len() >= DEPTH && !q.stopped {
+            q.producer_waiting = true;
+            q = shared.drained.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        if q.stopped {
+            // The worker's own error is reported by finish().
+            return Err(stopped());
+        }
+        let fresh = q.free.pop();
         let len = std::mem::take(&mut self.filled);
-        match self.tx.as_ref().map(|tx| tx.send((full, len))) {
-            Some(Ok(())) => Ok(()),
-            // The worker stopped: its own error is reported by finish().
-            _ => Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "consumer thread stopped",
-            )),
+        let full = std::mem::replace(&mut self.buf, fresh.unwrap_or_default());
+        q.full.push_back((full, len));
+        let wake = std::mem::take(&mut q.consumer_waiting);
+        drop(q);
+        if wake {
+            shared.filled.notify_one();
+        }
+        if self.buf.len() < CAP {
+            self.buf = vec![0u8; CAP];
+        }
+        Ok(())
+    }
+
+    /// Tells the worker no more buffers come.
+    fn close(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.lock().closed = true;
+            shared.filled.notify_one();
         }
     }
 
@@ -146,7 +238,7 @@ impl<W: Write + Send + 'static> ThreadedWriter<W> {
             return Ok(inner);
         }
         let sent = self.send();
-        self.tx = None;
+        self.close();
         let joined = match self.worker.take() {
             Some(h) => h
                 .join()
@@ -187,7 +279,7 @@ impl<W: Write + Send + 'static> Write for ThreadedWriter<W> {
 
 impl<W: Write + Send + 'static> Drop for ThreadedWriter<W> {
     fn drop(&mut self) {
-        self.tx = None;
+        self.close();
         if let Some(h) = self.worker.take() {
             let _ = h.join();
         }
@@ -210,6 +302,48 @@ mod tests {
         }
         assert!(tw.worker.is_some(), "a large stream moves to the worker");
         assert_eq!(tw.finish().unwrap(), data);
+    }
+
+    /// Fails every write after the first `ok` bytes.
+    struct FailAfter {
+        ok: usize,
+    }
+
+    impl Write for FailAfter {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            if self.ok < data.len() {
+                return Err(io::Error::other("disk full"));
+            }
+            self.ok -= data.len();
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_consumer_stops_the_producer_with_its_own_error() {
+        let mut tw = ThreadedWriter::new(FailAfter {
+            ok: 2 * INLINE_LIMIT as usize,
+        })
+        .unwrap();
+        let chunk = vec![7u8; 100_000];
+        // Far more than the queue holds: the producer must notice the
+        // stopped consumer instead of waiting for room forever.
+        let mut failed = false;
+        for _ in 0..1000 {
+            if tw.write_all(&chunk).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "writes fail once the consumer has stopped");
+        let err = tw
+            .finish()
+            .err()
+            .expect("finish reports the consumer's error");
+        assert_eq!(err.to_string(), "disk full");
     }
 
     #[test]

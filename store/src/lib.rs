@@ -9,6 +9,7 @@ pub mod activity;
 pub mod binary_cache;
 pub mod canonicalise;
 pub mod derivation;
+pub mod export;
 pub mod fetch;
 pub mod hash;
 pub mod local;

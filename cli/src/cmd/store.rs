@@ -37,9 +37,16 @@ pub enum Command {
     },
     /// Write the NAR serialisation of a store path to stdout (as `nix-store --dump`).
     Dump { path: String },
-    /// Export a store path as a NAR stream on stdout (same bytes as `dump`;
-    /// import it elsewhere with `b3 store import`).
-    Export { path: String },
+    /// Export store paths on stdout. `--format nar` (the default): the NAR
+    /// of one path (same bytes as `dump`). `--format nix`: the paths (not
+    /// their closure) in the format of `nix-store --export`, readable by
+    /// `nix-store --import` and `b3 store import --format nix`.
+    Export {
+        #[arg(long, value_enum, default_value = "nar")]
+        format: ExportFormat,
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
     /// Import a NAR stream from stdin (or --file).
     ///
     /// Two forms:
@@ -50,9 +57,15 @@ pub enum Command {
     ///                   [--reference P]… [--deriver D] < x.nar
     ///     input-addressed: the NAR must have exactly that hash (and size);
     ///     references must already be valid.
+    ///   b3 store import --format nix < x.export
+    ///     a `nix-store --export` stream (any number of paths with their
+    ///     references and deriver); prints each path.
     /// A NAR that is malformed or does not match is rejected and nothing is added.
     #[command(verbatim_doc_comment)]
     Import {
+        /// `nar` (one NAR, with --name or --path) or `nix` (an export stream).
+        #[arg(long, value_enum, default_value = "nar")]
+        format: ExportFormat,
         /// Content-addressed import under this name.
         #[arg(long, conflicts_with_all = ["path", "nar_hash", "nar_size", "reference", "deriver"])]
         name: Option<String>,
@@ -121,6 +134,15 @@ pub enum Command {
     List,
     /// Print where the store lives.
     Info,
+}
+
+/// The stream `b3 store export`/`import` speak.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// A bare NAR of one path.
+    Nar,
+    /// Nix's export format (`nix-store --export`).
+    Nix,
 }
 
 #[derive(clap::Args, Debug)]
@@ -195,13 +217,62 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{}", store.print_path(&sp))?;
             }
         }
-        Command::Dump { path } | Command::Export { path } => {
+        Command::Dump { path } => {
             let sp = store.resolve_user_path(&path)?;
             let mut w = BufWriter::with_capacity(1 << 18, std::io::stdout().lock());
             store.nar_from_path_sync(&sp, &mut w)?;
             w.flush()?;
         }
+        Command::Export { format, paths } => {
+            let sps: BTreeSet<StorePath> = paths
+                .iter()
+                .map(|p| store.resolve_user_path(p))
+                .collect::<Result<_, _>>()?;
+            let mut w = BufWriter::with_capacity(1 << 18, std::io::stdout().lock());
+            match format {
+                ExportFormat::Nar => {
+                    let [sp] = <[StorePath; 1]>::try_from(sps.into_iter().collect::<Vec<_>>())
+                        .map_err(|_| anyhow::anyhow!("--format nar exports exactly one path"))?;
+                    store.nar_from_path_sync(&sp, &mut w)?;
+                }
+                ExportFormat::Nix => {
+                    b3_store::export::export_paths(&store, &sps, &mut w)?;
+                }
+            }
+            w.flush()?;
+        }
         Command::Import {
+            format: ExportFormat::Nix,
+            file,
+            name,
+            path,
+            nar_hash,
+            nar_size,
+            reference,
+            deriver,
+        } => {
+            if name.is_some()
+                || path.is_some()
+                || nar_hash.is_some()
+                || nar_size.is_some()
+                || !reference.is_empty()
+                || deriver.is_some()
+            {
+                bail!("an export stream names its own paths: --format nix takes only --file");
+            }
+            let input: Box<dyn std::io::Read> = match &file {
+                Some(f) => Box::new(
+                    std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?,
+                ),
+                None => Box::new(std::io::stdin().lock()),
+            };
+            let input = std::io::BufReader::with_capacity(1 << 18, input);
+            for sp in b3_store::export::import_paths(&store, input)? {
+                writeln!(out, "{}", store.print_path(&sp))?;
+            }
+        }
+        Command::Import {
+            format: ExportFormat::Nar,
             name,
             path,
             nar_hash,

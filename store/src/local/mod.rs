@@ -707,6 +707,73 @@ impl LocalStore {
         })
     }
 
+    /// Restore a NAR that is embedded in a larger stream (reading exactly
+    /// its bytes, so what follows it stays in `nar`) into a temporary node,
+    /// hashing it. The add completes with [`Self::commit_pending_sync`] once
+    /// the caller knows the path's metadata (Nix's export format sends it
+    /// after the NAR); dropping the result removes the node.
+    pub fn restore_pending_sync<R: Read>(&self, nar: R) -> Result<PendingNar, StoreError> {
+        let tmp = self.new_tmp_node()?;
+        let node = tmp.path().to_path_buf();
+        let mut hr = b3_nar::HashingReader::new(nar);
+        b3_nar::restore(&mut hr, &node)?;
+        let (_, got) = hr.finish_nar();
+        let hash = Hash::from_bytes(HashAlgo::Sha256, &got.sha256)
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        Ok(PendingNar(Restored {
+            _tmp: tmp,
+            node,
+            hash,
+            size: got.size,
+        }))
+    }
+
+    /// Register a restored NAR as `info.path`. The NAR's hash and size
+    /// become `info`'s (a hash given in `info` must match), references
+    /// must be valid, and a path that is valid already is left as it is.
+    pub fn commit_pending_sync(
+        &self,
+        pending: PendingNar,
+        mut info: ValidPathInfo,
+    ) -> Result<(), StoreError> {
+        let r = pending.0;
+        self.add_temp_roots(std::iter::once(&info.path).chain(info.references.iter()))?;
+        let path_s = self.print_path(&info.path);
+        if info.nar_hash.algo() == HashAlgo::Sha256 && info.nar_hash != r.hash {
+            return Err(StoreError::NarHashMismatch {
+                path: path_s,
+                expected: info.nar_hash.to_string(),
+                got: r.hash.to_string(),
+            });
+        }
+        info.nar_hash = r.hash;
+        info.nar_size = r.size;
+        if let Some(ca) = &info.ca {
+            if !info.ca_matches_path(&self.inner.store_dir) {
+                return Err(StoreError::CaMismatch {
+                    path: path_s,
+                    ca: ca.to_string(),
+                });
+            }
+            self.check_ca_contents(&r.node, ca, &r.hash, &path_s)?;
+        }
+        if self.is_valid_sync(&info.path)? {
+            return Ok(());
+        }
+        self.check_references_valid(&info)?;
+        canonicalise_tree(&r.node).map_err(|e| StoreError::Other(e.to_string()))?;
+        self.sync_tree(&r.node)?;
+        let _lock = self
+            .inner
+            .locks
+            .lock(&info.path.base_name())
+            .map_err(io_ctx("locking the path"))?;
+        if self.is_valid_sync(&info.path)? {
+            return Ok(());
+        }
+        self.commit(&r.node, &info)
+    }
+
     /// Import a NAR as a content-addressed path named `name` (the path
     /// `nix-store --add` would give its contents).
     pub fn import_nar_ca_sync<R: Read>(&self, name: &str, nar: R) -> Result<StorePath, StoreError> {
@@ -947,6 +1014,21 @@ impl LocalStore {
 }
 
 /// A NAR unpacked into a temporary directory (removed on drop).
+/// A NAR restored into the store but not registered yet (see
+/// [`LocalStore::restore_pending_sync`]).
+pub struct PendingNar(Restored);
+
+impl PendingNar {
+    /// SHA-256 of the restored NAR.
+    pub fn nar_hash(&self) -> Hash {
+        self.0.hash
+    }
+
+    pub fn nar_size(&self) -> u64 {
+        self.0.size
+    }
+}
+
 struct Restored {
     _tmp: TmpDir,
     node: PathBuf,
