@@ -183,7 +183,9 @@ pub enum Change {
     Unset(String),
 }
 
-fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<Change> {
+/// The changes that turn `before` into `after` (session variables and
+/// names no shell can spell left out).
+pub fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<Change> {
     let mut out = Vec::new();
     for (k, v) in after {
         if SESSION_VARS.contains(&k.as_str()) || !valid_name(k) {

@@ -13,6 +13,7 @@
 
 #[cfg(target_os = "linux")]
 pub mod ns;
+pub mod powershell;
 
 /// Elsewhere the shell cannot enter a namespace yet (Windows support
 /// belongs to the vfs/WinFSP work).
@@ -271,7 +272,47 @@ fn is_bash(p: &Path) -> bool {
         .is_some_and(|n| n.to_string_lossy().starts_with("bash"))
 }
 
-#[cfg(not(target_os = "linux"))]
+/// On Windows: PowerShell with the environment applied by its start-up
+/// script (see [`powershell`]); the store is used where it is, so store
+/// paths in the environment keep their logical spelling.
+#[cfg(windows)]
+pub fn run_in_env(
+    store: &LocalStore,
+    env: &DevEnv,
+    then: &Then,
+    _pure: bool,
+    interactive: bool,
+    _to_stderr: bool,
+    view: &StoreView,
+) -> anyhow::Result<ExitCode> {
+    if !matches!(view, StoreView::Bind) {
+        anyhow::bail!("--vfs needs Linux (FUSE) for now");
+    }
+    let program = powershell::find_program(
+        std::env::var_os("PATH").as_deref(),
+        std::env::var_os("SystemRoot").as_deref(),
+        |p| p.is_file(),
+    )
+    .context("neither pwsh.exe nor powershell.exe was found")?;
+    let before: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let changes = super::print_env::diff(&before, &env.vars);
+    let prefix: Vec<String> = env
+        .path_prefix
+        .iter()
+        .map(|p| dev_env::physical(store, p).map(|p| p.to_string_lossy().into_owned()))
+        .collect::<anyhow::Result<_>>()?;
+    let text = powershell::script(
+        &changes,
+        &prefix,
+        then,
+        env.vars.contains_key("NIX_SHELL_PRESERVE_PROMPT"),
+    );
+    let code = powershell::spawn(env.tmp.path(), &program, &text, interactive, &before)
+        .with_context(|| format!("starting {}", program.display()))?;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 pub fn run_in_env(
     _store: &LocalStore,
     _env: &DevEnv,

@@ -15,6 +15,8 @@ use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::io;
 
+pub mod objects;
+
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
