@@ -39,11 +39,10 @@ echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), 
 
 # The same bytes as one file: hashing it is the raw hashing limit (no
 # directory walk, no per-file opens, no pipe), what "within 1.2x of raw
-# hashing" is measured against. Kept next to the tree and reused.
-RAW="$TREE.bytes"
-if [ ! -f "$RAW" ] || [ "$(stat -c %s "$RAW")" != "$bytes" ]; then
-  files | xargs -0 cat > "$RAW"
-fi
+# hashing" is measured against. In memory (tmpfs), removed at exit.
+RAW=${RAW:-/dev/shm/b3-bench-nar-$$.bytes}
+trap 'rm -f "$RAW"' EXIT
+files | xargs -0 cat > "$RAW"
 
 # Warm the page cache so every command reads from memory.
 files | xargs -0 cat > /dev/null

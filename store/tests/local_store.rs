@@ -339,3 +339,54 @@ fn two_stores_in_one_process_do_not_block_each_other() {
         p
     );
 }
+
+#[test]
+fn adding_a_tree_of_large_and_small_files_copies_and_hashes_it_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    let pattern = |n: usize, seed: u8| -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    };
+    // Large files (written by the large-file thread), interleaved with small
+    // ones (written by the pool), executables among both.
+    for (i, size) in [0usize, 1, 4095, 97 << 10, 128 << 10, (3 << 20) + 7, 5 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let f = src.join(format!("f{i}"));
+        std::fs::write(&f, pattern(size, i as u8)).unwrap();
+        if i % 2 == 1 {
+            std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        std::fs::write(src.join("sub").join(format!("s{i}")), pattern(size / 3, 7)).unwrap();
+    }
+    std::fs::write(src.join("sub/deeper/big"), pattern(2 << 20, 9)).unwrap();
+    std::os::unix::fs::symlink("../f1", src.join("sub/link")).unwrap();
+
+    let store = open(&d.path().join("store"));
+    let p = store
+        .add_path_sync(
+            "tree",
+            &src,
+            FileIngestionMethod::Recursive,
+            HashAlgo::Sha256,
+        )
+        .unwrap();
+    let want = b3_nar::hash_path(&src).unwrap();
+    let info = store.query_path_info_sync(&p).unwrap().unwrap();
+    assert_eq!(info.nar_hash.as_bytes(), &want.sha256[..]);
+    assert_eq!(info.nar_size, want.size);
+    // The copy itself has that NAR, and canonical metadata throughout.
+    let real = store.real_path(&p);
+    assert_eq!(b3_nar::hash_path(&real).unwrap(), want);
+    for f in ["f5", "f6", "sub/deeper/big", "f0"] {
+        let m = std::fs::metadata(real.join(f)).unwrap();
+        assert_eq!(m.mtime(), 1, "{f}");
+        let exec = f == "f5";
+        assert_eq!(m.mode() & 0o777, if exec { 0o555 } else { 0o444 }, "{f}");
+    }
+}

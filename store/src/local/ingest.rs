@@ -16,7 +16,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use b3_nar::NarEncoder;
@@ -201,10 +201,105 @@ fn set_times_nofollow(p: &Path) -> Result<(), IngestError> {
     crate::os::set_canonical_mtime(p).map_err(io_at(p))
 }
 
+/// What the large-file writer does next, in stream order.
+enum Big {
+    Open { dest: PathBuf, executable: bool },
+    Chunk(Vec<u8>, usize),
+    Close,
+}
+
+/// One thread writing large files, so that the walking thread only reads
+/// and hashes: copying into the page cache and hashing then run on two
+/// cores at once. Chunks arrive in order on one bounded channel (memory
+/// stays at about `BIG_DEPTH` buffers) and go back for reuse.
+struct BigWriter {
+    tx: Option<SyncSender<Big>>,
+    recycled: Receiver<Vec<u8>>,
+    handle: Option<std::thread::JoinHandle<Result<(), IngestError>>>,
+}
+
+const BIG_DEPTH: usize = 16;
+
+impl BigWriter {
+    fn new() -> io::Result<BigWriter> {
+        let (tx, rx) = sync_channel::<Big>(BIG_DEPTH);
+        let (back, recycled) = sync_channel::<Vec<u8>>(BIG_DEPTH + 2);
+        let handle = std::thread::Builder::new()
+            .name("b3-ingest-big".into())
+            .spawn(move || {
+                let mut open: Option<(File, PathBuf, bool)> = None;
+                for msg in rx {
+                    match msg {
+                        Big::Open { dest, executable } => {
+                            let f = create(&dest, executable).map_err(io_at(&dest))?;
+                            open = Some((f, dest, executable));
+                        }
+                        Big::Chunk(buf, len) => {
+                            if let Some((f, dest, _)) = open.as_mut() {
+                                f.write_all(&buf[..len]).map_err(io_at(dest))?;
+                            }
+                            let _ = back.try_send(buf);
+                        }
+                        Big::Close => {
+                            if let Some((f, dest, executable)) = open.take() {
+                                finish_file(&f, executable).map_err(io_at(&dest))?;
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        Ok(BigWriter {
+            tx: Some(tx),
+            recycled,
+            handle: Some(handle),
+        })
+    }
+
+    /// A buffer for the next chunk (a recycled one when available).
+    fn buffer(&self) -> Vec<u8> {
+        self.recycled.try_recv().unwrap_or_else(|_| vec![0u8; BUF])
+    }
+
+    fn send(&mut self, msg: Big, dest: &Path) -> Result<(), IngestError> {
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok());
+        if !sent {
+            // The writer stopped: report its own error.
+            self.finish()?;
+            return Err(IngestError::Io {
+                path: dest.to_path_buf(),
+                source: io::Error::other("large-file writer stopped"),
+            });
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), IngestError> {
+        self.tx = None;
+        match self.handle.take() {
+            Some(h) => h.join().unwrap_or_else(|_| {
+                Err(IngestError::Io {
+                    path: PathBuf::new(),
+                    source: io::Error::other("large-file writer panicked"),
+                })
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BigWriter {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
 struct Walk {
     enc: NarEncoder<NarHashers>,
     buf: Vec<u8>,
     writers: Writers,
+    /// Writes large files when the writer pool is enabled.
+    big: Option<BigWriter>,
     /// Directories in post-order, made read-only once every file is written.
     dirs: Vec<PathBuf>,
 }
@@ -229,6 +324,7 @@ pub fn ingest(
         }),
         buf: vec![0u8; BUF],
         writers: Writers::new(),
+        big: None,
         dirs: Vec::new(),
     };
     let mut content = match method {
@@ -241,6 +337,9 @@ pub fn ingest(
     }
     walk.copy_node(src, dest, meta, content.as_mut())?;
     walk.writers.finish()?;
+    if let Some(big) = walk.big.as_mut() {
+        big.finish()?;
+    }
     for d in &walk.dirs {
         crate::os::set_mode(d, 0o555).map_err(io_at(d))?;
         set_times_nofollow(d)?;
@@ -260,6 +359,60 @@ pub fn ingest(
 }
 
 impl Walk {
+    /// A large file: read and hashed here, written by the [`BigWriter`].
+    fn copy_large_threaded(
+        &mut self,
+        input: &mut File,
+        src: &Path,
+        dest: &Path,
+        executable: bool,
+        size: u64,
+        mut content: Option<&mut Hasher>,
+    ) -> Result<(), IngestError> {
+        if self.big.is_none() {
+            self.big = Some(BigWriter::new().map_err(io_at(dest))?);
+        }
+        let Some(big) = self.big.as_mut() else {
+            return Err(IngestError::Io {
+                path: dest.to_path_buf(),
+                source: io::Error::other("no large-file writer"),
+            });
+        };
+        big.send(
+            Big::Open {
+                dest: dest.to_path_buf(),
+                executable,
+            },
+            dest,
+        )?;
+        self.enc.file_header(executable, size)?;
+        let w = self.enc.contents_writer()?;
+        let mut left = size;
+        while left > 0 {
+            let mut buf = big.buffer();
+            let want = left.min(buf.len() as u64) as usize;
+            let n = match input.read(&mut buf[..want]) {
+                Ok(0) => return Err(IngestError::FileChanged(src.to_path_buf())),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_at(src)(e)),
+            };
+            // The hashing writer never fails.
+            w.write_all(&buf[..n]).map_err(io_at(src))?;
+            if let Some(c) = content.as_deref_mut() {
+                c.update(&buf[..n]);
+            }
+            big.send(Big::Chunk(buf, n), dest)?;
+            left -= n as u64;
+        }
+        // Growing after we sized it would make the copy differ from the hash.
+        if input.read(&mut self.buf[..1]).map_err(io_at(src))? != 0 {
+            return Err(IngestError::FileChanged(src.to_path_buf()));
+        }
+        self.enc.file_trailer(size)?;
+        big.send(Big::Close, dest)
+    }
+
     fn copy_node(
         &mut self,
         src: &Path,
@@ -273,14 +426,7 @@ impl Walk {
             let size = meta.len();
             let mut input = File::open(src).map_err(io_at(src))?;
             if size <= SMALL && self.writers.enabled() {
-                let mut data = Vec::with_capacity(size as usize + 1);
-                (&mut input)
-                    .take(size + 1)
-                    .read_to_end(&mut data)
-                    .map_err(io_at(src))?;
-                if data.len() as u64 != size {
-                    return Err(IngestError::FileChanged(src.to_path_buf()));
-                }
+                let data = read_small(&mut input, size, src)?;
                 self.enc.file_bytes(executable, &data)?;
                 if let Some(c) = content {
                     c.update(&data);
@@ -290,6 +436,9 @@ impl Walk {
                     data,
                     executable,
                 });
+            }
+            if self.writers.enabled() {
+                return self.copy_large_threaded(&mut input, src, dest, executable, size, content);
             }
             let mut out = create(dest, executable).map_err(io_at(dest))?;
             self.enc.file_header(executable, size)?;
@@ -351,6 +500,28 @@ impl Walk {
             Err(IngestError::UnsupportedType(src.to_path_buf()))
         }
     }
+}
+
+/// Reads a whole small file of `size` bytes. Asking for one byte more than
+/// expected detects growth without a separate end-of-file read: a short
+/// read of a regular file means its end was reached.
+fn read_small(input: &mut File, size: u64, src: &Path) -> Result<Vec<u8>, IngestError> {
+    let size = size as usize;
+    let mut data = vec![0u8; size + 1];
+    let mut got = 0;
+    while got < size {
+        match input.read(&mut data[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_at(src)(e)),
+        }
+    }
+    if got != size {
+        return Err(IngestError::FileChanged(src.to_path_buf()));
+    }
+    data.truncate(size);
+    Ok(data)
 }
 
 /// The NAR of a single non-executable regular file holding `contents`, and
