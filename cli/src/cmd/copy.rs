@@ -18,11 +18,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use b3_builder::buildlog::read_log;
 use b3_store::binary_cache::copy::copy_cache_to_local;
 use b3_store::binary_cache::net::NetOptions;
 use b3_store::binary_cache::signing::parse_public_keys;
+use b3_store::binary_cache::Substituters;
 use b3_store::binary_cache::{copy_paths_with, BinaryCache, CopyOptions, CopyProgress};
+use b3_store::local::LocalStore;
 use b3_store::path::StorePath;
+use b3_store::substitute::Substituted;
 use b3_store::traits::{StoreRead, StoreWrite};
 
 use super::Global;
@@ -51,6 +55,19 @@ pub struct Args {
     /// Transfers in flight at once.
     #[arg(long, short = 'j', default_value_t = 16)]
     pub jobs: usize,
+    /// With --from into the local store: first substitute what the local
+    /// store's own substituters (nix.conf `substituters`) have, and copy
+    /// only the rest from the source (as `nix copy -s`). Caches as
+    /// destinations cannot substitute, so with --to it changes nothing.
+    #[arg(long, short = 's')]
+    pub substitute_on_destination: bool,
+    /// With --to: also upload the build logs of the copied paths'
+    /// derivations, as `log/<drv base name>` (what `nix store copy-log` does).
+    #[arg(long)]
+    pub with_logs: bool,
+    /// Set a nix.conf setting for this command (repeatable).
+    #[arg(long = "option", num_args = 2, value_names = ["NAME", "VALUE"], action = clap::ArgAction::Append)]
+    pub option: Vec<String>,
     /// Store paths (`/nix/store/…` or base names).
     #[arg(required_unless_present = "all")]
     pub paths: Vec<String>,
@@ -70,15 +87,26 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
 async fn copy(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let local = Arc::new(super::store::open_store(g)?);
     let store_dir = local.store_dir().clone();
+    let config = super::config::load(&a.option)?;
+    let settings = &config.settings;
 
     let mut from_cache: Option<Arc<BinaryCache>> = None;
     let source: Arc<dyn StoreRead> = match &a.from {
         Some(url) => {
             let mut cache = BinaryCache::open_with(url, store_dir.clone(), &NetOptions::default())?;
-            if !a.no_check_sigs {
-                let keys = parse_public_keys(&a.trusted_public_keys.join(" "))?;
+            // As Nix: signatures are required unless `require-sigs = false`
+            // or --no-check-sigs; trusted keys are nix.conf's
+            // `trusted-public-keys` plus --trusted-public-keys.
+            if !a.no_check_sigs && settings.require_sigs {
+                let mut keys = parse_public_keys(&settings.trusted_public_keys.0.join(" "))
+                    .context("nix.conf trusted-public-keys")?;
+                keys.extend(parse_public_keys(&a.trusted_public_keys.join(" "))?);
                 if keys.is_empty() {
-                    bail!("no --trusted-public-keys given for '{url}' (or pass --no-check-sigs)");
+                    bail!(
+                        "refusing to copy from '{url}': no trusted public keys to check its \
+                         signatures with (set trusted-public-keys in nix.conf, pass \
+                         --trusted-public-keys, or --no-check-sigs / require-sigs = false)"
+                    );
                 }
                 cache = cache.with_trusted_keys(keys);
             }
@@ -125,6 +153,10 @@ async fn copy(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         }),
     };
     let started = Instant::now();
+    let mut substituted = Vec::new();
+    if a.substitute_on_destination && a.to.is_none() {
+        substituted = substitute_first(settings, &local, &paths).await?;
+    }
     let copied = match (&from_cache, &a.to) {
         // Cache to local store: the fast path (one narinfo fetch and one
         // NAR hash per path, decompression off the network threads).
@@ -136,17 +168,102 @@ async fn copy(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     }
     let copied = copied?;
     let secs = started.elapsed().as_secs_f64();
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    if a.substitute_on_destination && a.to.is_none() {
+        eprintln!(
+            "substituted {} path{} from the destination's substituters",
+            substituted.len(),
+            plural(substituted.len())
+        );
+    }
     eprintln!(
         "copied {} path{} in {secs:.2} s",
         copied.len(),
-        if copied.len() == 1 { "" } else { "s" }
+        plural(copied.len())
     );
+    if a.with_logs {
+        let Some(url) = &a.to else {
+            bail!("--with-logs uploads logs to a cache: give --to URL");
+        };
+        let cache = BinaryCache::open_with(url, store_dir.clone(), &NetOptions::default())?;
+        let closure = if a.no_recursive {
+            paths.clone()
+        } else {
+            local.query_closure(&paths).await?
+        };
+        let n = upload_logs(&local, &cache, &closure).await?;
+        eprintln!("uploaded {n} build log{}", plural(n));
+    }
     if g.verbose > 0 {
         for p in &copied {
             eprintln!("copied '{}'", store_dir.display(p));
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Substitutes `paths` (with their closures: substitution always brings
+/// references along) into `local` from nix.conf's `substituters`, as far
+/// as they have them. Returns the
+/// paths that became valid; the copy then skips them.
+async fn substitute_first(
+    settings: &b3_store::settings::Settings,
+    local: &LocalStore,
+    paths: &BTreeSet<StorePath>,
+) -> anyhow::Result<Vec<StorePath>> {
+    let Some(subst) = Substituters::from_settings(settings, local.store_dir())? else {
+        return Ok(Vec::new());
+    };
+    let mut done = Vec::new();
+    for p in paths {
+        if local.is_valid_path(p).await? {
+            continue;
+        }
+        // The substituters bring each path's references along with it.
+        match subst.substitute_async(local, p).await {
+            Ok(Substituted::Done) => done.push(p.clone()),
+            Ok(Substituted::NotAvailable) => {}
+            // The source may still have it: report, then copy from there.
+            Err(e) => eprintln!(
+                "warning: substituting '{}': {e}",
+                local.store_dir().display(p)
+            ),
+        }
+    }
+    Ok(done)
+}
+
+/// Uploads the local build logs of the derivations behind `paths` (their
+/// derivers, or the paths themselves for `.drv`s) that `cache` lacks.
+/// Returns how many were uploaded.
+async fn upload_logs(
+    local: &LocalStore,
+    cache: &BinaryCache,
+    paths: &BTreeSet<StorePath>,
+) -> anyhow::Result<usize> {
+    let mut drvs = BTreeSet::new();
+    for p in paths {
+        if p.name().ends_with(".drv") {
+            drvs.insert(p.clone());
+        } else if let Some(info) = local.query_path_info(p).await? {
+            drvs.extend(info.deriver);
+        }
+    }
+    let mut n = 0;
+    for drv in &drvs {
+        let mut log = Vec::new();
+        if !read_log(local.root(), &drv.base_name(), &mut log)
+            .with_context(|| format!("reading the build log of '{}'", drv.base_name()))?
+        {
+            continue;
+        }
+        if cache.has_build_log(drv).await? {
+            continue;
+        }
+        cache.upload_log(drv, log).await?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// One self-overwriting status line on stderr (terminals only).

@@ -205,7 +205,10 @@ impl BinaryCache {
                     }),
                 })?;
                 // Through the platform layer: Windows needs busy renames retried.
-                (crate::os::objects::file_objects(dir).map_err(open_err)?, true)
+                (
+                    crate::os::objects::file_objects(dir).map_err(open_err)?,
+                    true,
+                )
             }
             CacheLocation::S3 { .. } => (s3_store(&parsed.location, net).map_err(open_err)?, true),
             CacheLocation::Http(base) => (http_store(base, net).map_err(open_err)?, false),
@@ -506,6 +509,30 @@ impl BinaryCache {
             return Err(bad());
         }
         ObjPath::parse(&info.url).map_err(|_| bad())
+    }
+
+    /// Where Nix keeps the build log of derivation `drv` in a cache:
+    /// `log/<drv base name>`, uncompressed text.
+    fn log_key(drv: &StorePath) -> ObjPath {
+        ObjPath::from(format!("log/{}", drv.base_name()))
+    }
+
+    /// Uploads the build log of derivation `drv` (as `nix store copy-log`).
+    pub async fn upload_log(&self, drv: &StorePath, log: Vec<u8>) -> Result<(), BinaryCacheError> {
+        self.put_bytes(&Self::log_key(drv), log).await
+    }
+
+    /// The build log of derivation `drv` in the cache, if there is one.
+    pub async fn build_log(
+        &self,
+        drv: &StorePath,
+    ) -> Result<Option<bytes::Bytes>, BinaryCacheError> {
+        self.get_bytes(&Self::log_key(drv)).await
+    }
+
+    /// Whether the cache holds a build log for derivation `drv`.
+    pub async fn has_build_log(&self, drv: &StorePath) -> Result<bool, BinaryCacheError> {
+        self.exists(&Self::log_key(drv)).await
     }
 
     /// Uploads `info.path` from its NAR: NAR first, `.narinfo` last. The
