@@ -363,17 +363,25 @@ pub fn parse(store_dir: &StoreDir, text: &[u8]) -> Result<Derivation, AtermError
 }
 
 fn push_escaped(out: &mut Vec<u8>, s: &[u8]) {
+    // Environment values can be long scripts with few characters to escape:
+    // copy the runs between them whole rather than byte by byte.
+    out.reserve(s.len() + 2);
     out.push(b'"');
-    for &c in s {
-        match c {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            c => out.push(c),
-        }
+    let mut run = 0;
+    for (i, &c) in s.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            _ => continue,
+        };
+        out.extend_from_slice(&s[run..i]);
+        out.extend_from_slice(esc);
+        run = i + 1;
     }
+    out.extend_from_slice(&s[run..]);
     out.push(b'"');
 }
 
