@@ -66,10 +66,14 @@ one() { # one NAME CMD-with-@STORE@ : one fresh-store run; keeps the best wall t
   c=$(awk "BEGIN{print $u + $s}")
   if [ -z "${bestc[$name]:-}" ] || awk "BEGIN{exit !($c < ${bestc[$name]})}"; then bestc[$name]=$c; fi
   rm -rf "$st"
-  # ext4 without a journal scans recently deleted inodes when allocating new
-  # ones (find_inode_bit/recently_deleted): let the deletion age so the next
-  # contender does not pay for this one's clean-up.
-  sync; sleep "${SETTLE:-6}"
+  # ext4 without a journal skips inodes deleted less than 30 s ago (35 s
+  # while their inode-table block is dirty) when allocating new ones
+  # (find_inode_bit/recently_deleted): creating thousands of files right
+  # after this clean-up scans past all of them, in the creator's sys time.
+  # Let the deletion age past that window so the next contender does not
+  # pay for this one's clean-up (measured: 0.5 s vs 4-6 s sys for the same
+  # nix-store --add).
+  sync; sleep "${SETTLE:-40}"
 }
 NIX="nix-store --add (chroot store)"; B3S="b3 store add (syncfs)"; B3N="b3 store add (no fsync)"
 # Rounds interleave the contenders, so drift in machine load hits all alike.

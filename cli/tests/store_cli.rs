@@ -290,6 +290,55 @@ fn export_import_round_trip_and_queries() {
     assert!(!run(b3_in(&b).args(["path-info", other])).status.success());
 }
 
+#[test]
+fn export_format_nix_matches_nix_store_export_both_ways() {
+    require_nix();
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let items = corpus(&src);
+    let (bs, ns) = (d.path().join("b3"), d.path().join("nix"));
+    let mut paths = Vec::new();
+    for item in items
+        .iter()
+        .filter(|p| p.ends_with("tree") || p.ends_with("big.dat"))
+    {
+        let ours = ok_stdout(b3_in(&bs).args(["store", "add"]).arg(item));
+        assert_eq!(ours, ok_stdout(nix_in(&ns).arg("--add").arg(item)));
+        paths.push(ours.trim().to_string());
+    }
+    let ours = run(b3_in(&bs)
+        .args(["store", "export", "--format", "nix"])
+        .args(&paths))
+    .stdout;
+    let theirs = run(nix_in(&ns).arg("--export").args(&paths)).stdout;
+    assert!(!ours.is_empty() && ours == theirs, "export streams differ");
+
+    // Nix's stream imports into an empty b3 store, printing the paths.
+    let fresh = d.path().join("fresh");
+    let f = write_tmp(d.path(), "nix.export", &theirs);
+    let printed = ok_stdout(
+        b3_in(&fresh)
+            .args(["store", "import", "--format", "nix"])
+            .stdin(std::fs::File::open(&f).unwrap()),
+    );
+    let printed: BTreeSet<&str> = printed.lines().collect();
+    assert_eq!(printed, paths.iter().map(String::as_str).collect());
+    for p in &paths {
+        let dumped = run(b3_in(&fresh).args(["store", "dump", p])).stdout;
+        // The chroot store's physical copy, dumped by Nix.
+        let physical = ns.join(p.trim_start_matches('/'));
+        let nix_dump = run(Command::new("nix-store").arg("--dump").arg(physical)).stdout;
+        assert!(!dumped.is_empty() && dumped == nix_dump, "{p}");
+    }
+    // An export stream given to the NAR importer is refused.
+    let out = run(b3_in(&d.path().join("other"))
+        .args(["store", "import", "--format", "nix", "--name", "x"])
+        .arg("--file")
+        .arg(&f));
+    assert!(!out.status.success());
+}
+
 fn write_tmp(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, data).unwrap();
