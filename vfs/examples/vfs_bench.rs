@@ -260,13 +260,18 @@ fn main() {
     let mut many: Vec<String> = (0..100_000).map(|i| format!("{i:032}-decl")).collect();
     many.extend(names.iter().cloned());
     let t = Instant::now();
-    let g2 = mount(&odb, many, work.join("mnt2"), ViewOptions::default()).unwrap();
+    let set = b3_vfs::view::closure(many).unwrap();
+    let t_set = t.elapsed();
+    let t = Instant::now();
+    let g2 =
+        b3_vfs::view::mount_closure(&odb, set, work.join("mnt2"), ViewOptions::default()).unwrap();
     fs::metadata(work.join("mnt2").join(&names[0]).join("bin/run")).unwrap();
     let t_mount_many = t.elapsed();
     g2.unmount().unwrap();
     println!(
-        "usable: mount view declaring 100,020 paths {:.2} ms",
-        t_mount_many.as_secs_f64() * 1000.0
+        "usable: mount view declaring 100,020 paths {:.2} ms (+ {:.2} ms checking and hashing the 100,020 names, once per closure)",
+        t_mount_many.as_secs_f64() * 1000.0,
+        t_set.as_secs_f64() * 1000.0
     );
 
     let mut buf = vec![0u8; 1 << 20];
