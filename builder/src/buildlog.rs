@@ -56,33 +56,66 @@ pub fn read_log(root: &Path, drv_base: &str, out: &mut dyn Write) -> io::Result<
     Ok(true)
 }
 
+/// What bzip2 (block size 6, as [`bzip2::Compression::default`]) makes of
+/// no input at all: the header and the end-of-stream marker with CRC 0.
+const EMPTY_BZ2: &[u8] = b"BZh6\x17\x72\x45\x38\x50\x90\x00\x00\x00\x00";
+
 /// A log file being written: compressed into a temporary file next to its
-/// final name.
+/// final name. The file and the compressor (which allocates megabytes) are
+/// only made once the builder prints something; many builders print
+/// nothing, and their log is the constant [`EMPTY_BZ2`].
 struct LogFile {
-    enc: bzip2::write::BzEncoder<File>,
+    enc: Option<bzip2::write::BzEncoder<File>>,
     tmp: PathBuf,
     dest: PathBuf,
 }
 
 impl LogFile {
-    fn create(dest: PathBuf) -> io::Result<LogFile> {
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
+    fn create(dest: PathBuf) -> LogFile {
         let tmp = dest.with_extension(format!("bz2.tmp-{}", std::process::id()));
-        let file = File::create(&tmp)?;
-        Ok(LogFile {
-            enc: bzip2::write::BzEncoder::new(file, bzip2::Compression::default()),
+        LogFile {
+            enc: None,
             tmp,
             dest,
-        })
+        }
     }
 
-    fn finish(self) -> io::Result<PathBuf> {
-        let file = self.enc.finish()?;
-        file.sync_all()?;
+    fn open_tmp(&self) -> io::Result<File> {
+        if let Some(parent) = self.dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        File::create(&self.tmp)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let enc = match &mut self.enc {
+            Some(e) => e,
+            None => self.enc.insert(bzip2::write::BzEncoder::new(
+                self.open_tmp()?,
+                bzip2::Compression::default(),
+            )),
+        };
+        enc.write_all(buf)
+    }
+
+    /// Puts the log in place. Not flushed to disk: a log is no store
+    /// object, and one lost in a crash invalidates nothing (Nix does not
+    /// sync its logs either).
+    fn finish(mut self) -> io::Result<PathBuf> {
+        match self.enc.take() {
+            Some(enc) => {
+                enc.finish()?;
+            }
+            None => {
+                let mut f = self.open_tmp()?;
+                f.write_all(EMPTY_BZ2)?;
+            }
+        }
         std::fs::rename(&self.tmp, &self.dest)?;
-        Ok(self.dest)
+        Ok(self.dest.clone())
     }
 }
 
@@ -129,13 +162,9 @@ impl<'a> BuildOutput<'a> {
         tail_max: usize,
         raw: Option<&'a dyn RawLog>,
     ) -> BuildOutput<'a> {
-        let (file, file_error) = match log_file.map(LogFile::create).transpose() {
-            Ok(f) => (f, None),
-            Err(e) => (None, Some(e)),
-        };
         BuildOutput {
-            file,
-            file_error,
+            file: log_file.map(LogFile::create),
+            file_error: None,
             relay: BuilderLog::new(activity),
             partial: Vec::new(),
             tail: VecDeque::new(),
@@ -182,7 +211,7 @@ impl<'a> BuildOutput<'a> {
 impl Write for BuildOutput<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if let Some(f) = &mut self.file {
-            if let Err(e) = f.enc.write_all(buf) {
+            if let Err(e) = f.write_all(buf) {
                 self.file = None;
                 self.file_error = Some(e);
             }
@@ -286,6 +315,18 @@ mod tests {
         assert!(read_log(dir.path(), "abc-x.drv", &mut back).unwrap());
         assert_eq!(back, b"one\ntwo\r\nthree\nfour");
         assert!(!read_log(dir.path(), "zzz-none.drv", &mut back).unwrap());
+        // A builder that printed nothing still has a (valid, empty) log.
+        let silent = log_path(dir.path(), "qqq-y.drv");
+        {
+            let mut out = BuildOutput::new(&act, Some(silent.clone()), 2, None);
+            assert_eq!(out.finish().unwrap(), Some(silent.clone()));
+        }
+        let mut back = Vec::new();
+        assert!(read_log(dir.path(), "qqq-y.drv", &mut back).unwrap());
+        assert!(back.is_empty());
+        let mut enc = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        enc.write_all(b"").unwrap();
+        assert_eq!(enc.finish().unwrap(), EMPTY_BZ2);
         // No temporary files are left behind.
         let names: Vec<_> = std::fs::read_dir(dest.parent().unwrap())
             .unwrap()

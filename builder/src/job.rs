@@ -159,6 +159,64 @@ impl Drop for WorkDir {
     }
 }
 
+/// Removes work directories on a thread of its own, so that a finished
+/// build's clean-up is not on the way of the builds waiting for it. A
+/// crash before the removal leaves directories the store's sweep of
+/// `.b3-tmp-<pid>-…` entries deletes later.
+#[derive(Debug)]
+pub struct Trash {
+    tx: std::sync::Mutex<Option<std::sync::mpsc::Sender<WorkDir>>>,
+    worker: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Default for Trash {
+    fn default() -> Self {
+        Trash::new()
+    }
+}
+
+impl Trash {
+    pub fn new() -> Trash {
+        let (tx, rx) = std::sync::mpsc::channel::<WorkDir>();
+        let worker = std::thread::Builder::new()
+            .name("b3-trash".into())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .ok();
+        Trash {
+            tx: std::sync::Mutex::new(worker.is_some().then_some(tx)),
+            worker: std::sync::Mutex::new(worker),
+        }
+    }
+
+    /// Removes `dir` in the background (at once if there is no worker).
+    pub fn put(&self, dir: WorkDir) {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        match tx.as_ref() {
+            Some(tx) => {
+                if let Err(back) = tx.send(dir) {
+                    drop(back.0);
+                }
+            }
+            None => drop(dir),
+        }
+    }
+
+    /// Waits until everything put here is removed.
+    pub fn finish(&self) {
+        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let worker = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = worker {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Trash {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 /// `rm -rf` that also copes with directories the builder made read-only.
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {

@@ -32,6 +32,7 @@ use b3_store::traits::StoreError;
 
 use crate::buildlog::RawLog;
 use crate::drv::DrvJobError;
+use crate::job::Trash;
 use crate::platform::Cancel;
 use crate::realise::{read_derivation, RealiseError, RealiseSettings};
 use crate::step::{build_locks, build_step, substitute_step, StepCtx, StepDone};
@@ -237,6 +238,7 @@ pub fn realise_goals(
         .map(|g| s.node_for(&g.drv, &g.outputs, g.check))
         .collect();
     let cancel = s.cancel.clone();
+    let trash = Trash::new();
     let ctx = StepCtx {
         store,
         settings,
@@ -244,8 +246,10 @@ pub fn realise_goals(
         raw,
         locks: &locks,
         cancel: &cancel,
+        trash: &trash,
     };
     s.run(&ctx);
+    trash.finish();
     for (g, i) in goals.iter().zip(top) {
         let n = &mut s.nodes[i];
         let r = match n.state {

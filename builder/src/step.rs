@@ -29,7 +29,7 @@ use crate::buildlog::{log_path, BuildOutput, RawLog};
 use crate::builtin_fetchurl;
 use crate::checks::check_outputs;
 use crate::drv::{check_fixed_output, fixed_output_ca, job_from_derivation, BuildSettings};
-use crate::job::{BuildResult, WorkDir};
+use crate::job::{BuildResult, Trash, WorkDir};
 use crate::platform::{Cancel, ExitStatus};
 use crate::realise::{add_output, failure_text, scan_output, RealiseError, RealiseSettings};
 use crate::sandbox::RunOutcome;
@@ -50,6 +50,8 @@ pub(crate) struct StepCtx<'a> {
     /// Cancelled when the realisation stops (a build failed without
     /// `keep_going`): running builds are killed, nothing more registered.
     pub cancel: &'a Cancel,
+    /// Where finished builds' work directories go to be removed.
+    pub trash: &'a Trash,
 }
 
 /// How a step ended well.
@@ -219,7 +221,7 @@ pub(crate) fn build_step(
     if ended.is_err() && ctx.settings.keep_failed {
         keep_build_dir(ctx, drv_path, result);
     } else {
-        drop(result);
+        ctx.trash.put(result.work_dir);
     }
     match ended {
         Ok(StepDone::Built { setup, total, .. }) => {

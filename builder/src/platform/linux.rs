@@ -119,6 +119,13 @@ pub(super) fn lock_file(file: &std::fs::File, mode: LockMode, block: bool) -> Re
 }
 
 pub(super) fn sandbox_support() -> Result<(), OsError> {
+    // Asked before every build: the answer cannot change while b3 runs
+    // (short of an administrator changing sysctls), so it is kept.
+    static SUPPORT: std::sync::OnceLock<Result<(), OsError>> = std::sync::OnceLock::new();
+    SUPPORT.get_or_init(probe_sandbox_support).clone()
+}
+
+fn probe_sandbox_support() -> Result<(), OsError> {
     for ns in ["user", "mnt", "pid", "net", "ipc", "uts"] {
         let p = format!("/proc/self/ns/{ns}");
         if std::fs::symlink_metadata(&p).is_err() {
