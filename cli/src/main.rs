@@ -71,6 +71,7 @@ enum Command {
 }
 
 // The evaluator allocates many small, short-lived thunks and frames.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -2,8 +2,6 @@
 //! resolved to (depth, slot) pairs here; only names under a `with` stay
 //! dynamic. Nested attribute paths are merged the way Nix's parser merges them.
 
-use std::rc::Rc;
-
 use rnix::ast::{self, AstToken, HasEntry, InterpolPart};
 use rowan::ast::AstNode;
 use rustc_hash::FxHashMap;
@@ -1016,5 +1014,5 @@ pub fn leak(e: Expr) -> &'static Expr {
 }
 
 pub fn rc_sym(s: &str) -> Sym {
-    Rc::from(s)
+    Sym::from(s)
 }

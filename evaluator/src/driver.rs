@@ -91,13 +91,13 @@ impl Ev {
                 AutoArg::Expr(n, e) => {
                     let e = self.parse_source(e, "«string»", false, &cwd(), None)?;
                     v.push((
-                        Rc::from(n.as_str()),
+                        Sym::from(n.as_str()),
                         Value::thunk(e, &self.globals_env),
                         Pos::none(),
                     ));
                 }
                 AutoArg::Str(n, s) => v.push((
-                    Rc::from(n.as_str()),
+                    Sym::from(n.as_str()),
                     Value::str(s.as_bytes().to_vec()),
                     Pos::none(),
                 )),

@@ -93,7 +93,7 @@ impl Ev {
         self.sym_cache
             .borrow_mut()
             .entry(s)
-            .or_insert_with(|| Rc::from(s))
+            .or_insert_with(|| Sym::from(s))
             .clone()
     }
 
@@ -140,7 +140,7 @@ impl Ev {
         let r = match &st {
             ThunkState::Pending(e, env) => self.eval(e, env),
             ThunkState::Native(f) => f(self),
-            ThunkState::Apply(f, x, pos) => self.apply(f, x.clone(), *pos),
+            ThunkState::Apply(lf, x) => self.apply(&lf.f, x.clone(), lf.pos),
             _ => unreachable!("checked above"),
         };
         // A thunk may evaluate to another thunk only through natives.
@@ -267,7 +267,7 @@ impl Ev {
             ),
         }
     }
-    pub fn force_list(&self, v: &Value, pos: Pos) -> R<Rc<Vec<Value>>> {
+    pub fn force_list(&self, v: &Value, pos: Pos) -> R<Rc<NixList>> {
         match self.force(v)? {
             Value::List(l) => Ok(l),
             v => err(
@@ -589,7 +589,7 @@ impl Ev {
             AttrName::Dynamic(e) => {
                 let v = self.eval(e, env)?;
                 match v {
-                    Value::Str(s) => Ok(Rc::from(s.lossy().as_str())),
+                    Value::Str(s) => Ok(Sym::from(s.lossy().as_str())),
                     v => err(
                         format!(
                             "expected a string but found {}: {}",
@@ -704,7 +704,7 @@ impl Ev {
                     )
                 }
             };
-            let key: Sym = Rc::from(key.lossy().as_str());
+            let key: Sym = Sym::from(key.lossy().as_str());
             let v = self.mk_thunk(e, &venv, false);
             match entries.binary_search_by(|x| x.0.cmp(&key)) {
                 Ok(_) => {
@@ -735,17 +735,23 @@ impl Ev {
                 if p.arity == 1 {
                     self.call_prim(p, &[arg], pos)
                 } else {
-                    Ok(Value::PrimOpApp(p.clone(), Rc::new(vec![arg])))
+                    Ok(Value::PrimOpApp(Rc::new(PartialApp {
+                        op: p.clone(),
+                        args: vec![arg],
+                    })))
                 }
             }
-            Value::PrimOpApp(p, args) => {
-                let mut all = Vec::with_capacity(args.len() + 1);
-                all.extend(args.iter().cloned());
+            Value::PrimOpApp(pa) => {
+                let mut all = Vec::with_capacity(pa.args.len() + 1);
+                all.extend(pa.args.iter().cloned());
                 all.push(arg);
-                if all.len() == p.arity {
-                    self.call_prim(p, &all, pos)
+                if all.len() == pa.op.arity {
+                    self.call_prim(&pa.op, &all, pos)
                 } else {
-                    Ok(Value::PrimOpApp(p.clone(), Rc::new(all)))
+                    Ok(Value::PrimOpApp(Rc::new(PartialApp {
+                        op: pa.op.clone(),
+                        args: all,
+                    })))
                 }
             }
             Value::Attrs(a) => match a.get("__functor") {
@@ -1388,9 +1394,7 @@ fn identical(a: &Value, b: &Value) -> bool {
         (Value::Thunk(x), Value::Thunk(y)) => Rc::ptr_eq(x, y),
         (Value::Lambda(x), Value::Lambda(y)) => Rc::ptr_eq(x, y),
         (Value::PrimOp(x), Value::PrimOp(y)) => Rc::ptr_eq(x, y),
-        (Value::PrimOpApp(x, xa), Value::PrimOpApp(y, ya)) => {
-            Rc::ptr_eq(x, y) && Rc::ptr_eq(xa, ya)
-        }
+        (Value::PrimOpApp(x), Value::PrimOpApp(y)) => Rc::ptr_eq(x, y),
         (Value::Attrs(x), Value::Attrs(y)) => Rc::ptr_eq(x, y),
         (Value::List(x), Value::List(y)) => Rc::ptr_eq(x, y) && !x.is_empty(),
         _ => false,
@@ -1422,7 +1426,7 @@ pub fn update(x: &Rc<Attrs>, y: &Rc<Attrs>) -> Rc<Attrs> {
             };
         }
         out.extend_from_slice(&a[i..]);
-        return Rc::new(Attrs { entries: out });
+        return Rc::new(Attrs { entries: fit(out) });
     }
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
@@ -1444,7 +1448,16 @@ pub fn update(x: &Rc<Attrs>, y: &Rc<Attrs>) -> Rc<Attrs> {
     }
     out.extend(a[i..].iter().cloned());
     out.extend(b[j..].iter().cloned());
-    Rc::new(Attrs { entries: out })
+    Rc::new(Attrs { entries: fit(out) })
+}
+
+/// Gives back the room reserved for names of `y` that turned out to replace
+/// names of `x`: results of `//` are most of what a nixpkgs evaluation keeps.
+fn fit(mut v: Vec<(Sym, Value, Pos)>) -> Vec<(Sym, Value, Pos)> {
+    if v.capacity() - v.len() > v.len() / 8 {
+        v.shrink_to_fit();
+    }
+    v
 }
 
 pub fn show_pos(p: Pos) -> String {
@@ -1516,7 +1529,7 @@ mod tests {
             names
                 .iter()
                 .enumerate()
-                .map(|(i, n)| (Rc::from(*n), Value::Int(base + i as i64), Pos::none()))
+                .map(|(i, n)| (Sym::from(*n), Value::Int(base + i as i64), Pos::none()))
                 .collect(),
         ))
     }
@@ -1544,6 +1557,32 @@ mod tests {
         want.extend(ints(&small));
         want.sort();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn update_results_hold_no_room_for_replaced_names() {
+        let names: Vec<String> = (0..64).map(|i| format!("k{i:02}")).collect();
+        let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        let r = update(&set(&refs, 0), &set(&refs, 100));
+        assert_eq!(r.entries.len(), 64);
+        assert!(r.entries.capacity() <= 64 + 8, "{}", r.entries.capacity());
+        assert_eq!(ints(&r)[3], ("k03".to_string(), 103));
+    }
+
+    #[test]
+    fn tail_shares_the_list_and_recursion_over_it_sees_every_suffix() {
+        assert_eq!(
+            eval("let l = [1 2 3 4]; t = builtins.tail l; in [ t (builtins.tail t) (builtins.tail (builtins.tail (builtins.tail t))) (builtins.length t) (builtins.elemAt t 2) (t == [2 3 4]) (builtins.head (builtins.tail t)) ]")
+                .as_deref(),
+            Ok("[ [ 2 3 4 ] [ 3 4 ] [ ] 3 4 true 3 ]")
+        );
+        assert_eq!(
+            eval("let go = xs: if xs == [] then 0 else builtins.head xs + go (builtins.tail xs); in go (builtins.genList (i: i) 2000)")
+                .as_deref(),
+            Ok("1999000")
+        );
+        let e = eval("builtins.tail (builtins.tail [1])").unwrap_err();
+        assert!(e.contains("empty list"), "{e}");
     }
 
     #[test]

@@ -191,8 +191,8 @@ fn ps(v: &Value, out: &mut String, depth: usize) {
         Value::PrimOp(p) => {
             let _ = write!(out, "«primop {}»", p.name);
         }
-        Value::PrimOpApp(p, _) => {
-            let _ = write!(out, "«partially applied primop {}»", p.name);
+        Value::PrimOpApp(pa) => {
+            let _ = write!(out, "«partially applied primop {}»", pa.op.name);
         }
         Value::Str(s) => {
             if s.s.len() > 1024 {

@@ -9,9 +9,118 @@ use crate::ast::{Expr, Lambda};
 use crate::error::EvalError;
 use crate::pos::Pos;
 
-/// An attribute name. Plain reference-counted text; ordering is byte order,
-/// which is the order Nix prints and iterates attributes in.
-pub type Sym = Rc<str>;
+/// An attribute or variable name, interned: one leaked copy per distinct
+/// name, so a `Sym` is a thin 8-byte pointer (attribute-set entries are the
+/// evaluator's biggest store of memory), equality is pointer equality and
+/// cloning copies a pointer. Ordering is byte order of the text, which is the order
+/// Nix prints and iterates attributes in.
+/// The table is per thread (an evaluator lives on one thread), so `Sym` is
+/// kept `!Send` by its marker: a name interned on one thread must not meet
+/// the same name interned on another.
+#[derive(Clone)]
+pub struct Sym(&'static String, std::marker::PhantomData<Rc<()>>);
+
+thread_local! {
+    static SYMS: RefCell<rustc_hash::FxHashMap<&'static str, Sym>> = RefCell::default();
+}
+
+impl Sym {
+    pub fn new(s: &str) -> Sym {
+        SYMS.with(|t| {
+            let mut t = t.borrow_mut();
+            if let Some(sym) = t.get(s) {
+                return sym.clone();
+            }
+            let text: &'static String = Box::leak(Box::new(s.to_owned()));
+            let sym = Sym(text, std::marker::PhantomData);
+            t.insert(text.as_str(), sym.clone());
+            sym
+        })
+    }
+    #[inline]
+    pub fn as_str(&self) -> &'static str {
+        self.0.as_str()
+    }
+}
+
+impl std::ops::Deref for Sym {
+    type Target = str;
+    #[inline]
+    fn deref(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+// Sound for hashed lookups: `Hash` hashes the text, and interning makes
+// pointer equality coincide with text equality.
+impl std::borrow::Borrow<str> for Sym {
+    fn borrow(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl AsRef<str> for Sym {
+    fn as_ref(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl PartialEq for Sym {
+    #[inline]
+    fn eq(&self, o: &Sym) -> bool {
+        std::ptr::eq(self.0, o.0)
+    }
+}
+impl Eq for Sym {}
+
+impl PartialOrd for Sym {
+    #[inline]
+    fn partial_cmp(&self, o: &Sym) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Sym {
+    #[inline]
+    fn cmp(&self, o: &Sym) -> std::cmp::Ordering {
+        if std::ptr::eq(self.0, o.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.0.as_bytes().cmp(o.0.as_bytes())
+    }
+}
+
+impl std::hash::Hash for Sym {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.as_str().hash(h)
+    }
+}
+
+impl std::fmt::Display for Sym {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+impl std::fmt::Debug for Sym {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.0.as_str(), f)
+    }
+}
+
+impl From<&str> for Sym {
+    fn from(s: &str) -> Sym {
+        Sym::new(s)
+    }
+}
+impl From<String> for Sym {
+    fn from(s: String) -> Sym {
+        Sym::new(&s)
+    }
+}
+impl From<&String> for Sym {
+    fn from(s: &String) -> Sym {
+        Sym::new(s)
+    }
+}
 
 /// A string-context element, in Nix's encoded form: `/nix/store/…` (plain
 /// path), `=/nix/store/….drv` (all outputs of a drv), `!out!/nix/store/….drv`.
@@ -132,11 +241,18 @@ pub type NativeFn = Rc<dyn Fn(&crate::eval::Ev) -> Result<Value, EvalError>>;
 pub enum ThunkState {
     Pending(&'static Expr, Rc<Env>),
     Native(NativeFn),
-    /// A lazy application `f x` (from `map`, `genList`…).
-    Apply(Value, Value, Pos),
+    /// A lazy application `f x` (from `map`, `genList`…); `f` and its call
+    /// site are shared by all the elements of one call.
+    Apply(Rc<LazyFn>, Value),
     Blackhole,
     Done(Value),
     Failed(EvalError),
+}
+
+/// The function of a batch of lazy applications.
+pub struct LazyFn {
+    pub f: Value,
+    pub pos: Pos,
 }
 
 pub struct Thunk(pub RefCell<ThunkState>);
@@ -229,6 +345,44 @@ impl std::fmt::Debug for PrimOp {
     }
 }
 
+/// A list's elements. `tail` returns a `Suffix` of its argument's vector
+/// rather than a copy, so recursions over `tail xs` (nixpkgs' `uniqList`,
+/// `closePropagation`) cost O(1) per step instead of O(n) time and memory.
+#[derive(Debug)]
+pub enum NixList {
+    Vec(Vec<Value>),
+    /// The elements of a `Vec` list from `start` on.
+    Suffix(Rc<NixList>, usize),
+}
+
+impl NixList {
+    /// The list without its first element (the caller checks non-emptiness).
+    pub fn tail(self: &Rc<NixList>) -> NixList {
+        match &**self {
+            NixList::Vec(_) => NixList::Suffix(self.clone(), 1),
+            NixList::Suffix(base, start) => NixList::Suffix(base.clone(), start + 1),
+        }
+    }
+}
+
+impl std::ops::Deref for NixList {
+    type Target = [Value];
+    #[inline]
+    fn deref(&self) -> &[Value] {
+        match self {
+            NixList::Vec(v) => v,
+            NixList::Suffix(base, start) => base.get(*start..).unwrap_or(&[]),
+        }
+    }
+}
+
+/// A primop applied to fewer arguments than its arity.
+#[derive(Debug)]
+pub struct PartialApp {
+    pub op: Rc<PrimOp>,
+    pub args: Vec<Value>,
+}
+
 #[derive(Debug)]
 pub enum Value {
     Null,
@@ -236,12 +390,13 @@ pub enum Value {
     Int(i64),
     Float(f64),
     Str(Rc<NixStr>),
-    Path(Rc<str>),
+    /// Boxed twice so that `Value` stays 16 bytes (paths are rare).
+    Path(Rc<String>),
     Attrs(Rc<Attrs>),
-    List(Rc<Vec<Value>>),
+    List(Rc<NixList>),
     Lambda(Rc<Closure>),
     PrimOp(Rc<PrimOp>),
-    PrimOpApp(Rc<PrimOp>, Rc<Vec<Value>>),
+    PrimOpApp(Rc<PartialApp>),
     Thunk(Rc<Thunk>),
 }
 
@@ -260,7 +415,7 @@ impl Clone for Value {
             Value::List(l) => Value::List(l.clone()),
             Value::Lambda(c) => Value::Lambda(c.clone()),
             Value::PrimOp(p) => Value::PrimOp(p.clone()),
-            Value::PrimOpApp(p, a) => Value::PrimOpApp(p.clone(), a.clone()),
+            Value::PrimOpApp(p) => Value::PrimOpApp(p.clone()),
             Value::Thunk(t) => Value::Thunk(t.clone()),
         }
     }
@@ -289,7 +444,7 @@ impl Value {
     }
     #[inline]
     pub fn list(v: Vec<Value>) -> Value {
-        Value::List(Rc::new(v))
+        Value::List(Rc::new(NixList::Vec(v)))
     }
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -331,18 +486,43 @@ impl Value {
 mod tests {
     use super::*;
 
+    #[test]
+    fn values_and_lists_stay_small() {
+        // Every thunk, frame slot, list element and attribute holds one.
+        assert_eq!(std::mem::size_of::<Value>(), 16);
+        assert!(std::mem::size_of::<NixList>() <= 24);
+        assert!(std::mem::size_of::<ThunkState>() <= 32);
+        assert_eq!(std::mem::size_of::<(Sym, Value, Pos)>(), 32);
+    }
+
     fn set(names: &[&str]) -> Attrs {
         Attrs::from_unsorted(
             names
                 .iter()
                 .enumerate()
-                .map(|(i, n)| (Rc::from(*n), Value::Int(i as i64), Pos::none()))
+                .map(|(i, n)| (Sym::from(*n), Value::Int(i as i64), Pos::none()))
                 .collect(),
         )
     }
 
     fn names(a: &Attrs) -> Vec<String> {
         a.entries.iter().map(|e| e.0.to_string()).collect()
+    }
+
+    #[test]
+    fn symbols_are_interned_and_ordered_by_text() {
+        let a = Sym::from("foo");
+        let b = Sym::from(String::from("foo"));
+        assert!(a == b && std::ptr::eq(a.as_str(), b.as_str()));
+        let mut v = [
+            Sym::from("b"),
+            Sym::from("B"),
+            Sym::from("a"),
+            Sym::from("ab"),
+        ];
+        v.sort();
+        let t: Vec<&str> = v.iter().map(|s| s.as_str()).collect();
+        assert_eq!(t, ["B", "a", "ab", "b"]);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::sync::{mpsc, Arc};
 
 use b3_evaluator::driver::{self, AutoArg};
 use b3_evaluator::nix_cli::{self, Cmdline};
-use b3_evaluator::value::{Attrs, Value};
+use b3_evaluator::value::{Attrs, Sym, Value};
 use b3_evaluator::{Ev, EvalError};
 
 use super::Global;
@@ -792,7 +792,7 @@ fn load_source(ev: &Ev, file: &str) -> R<Value> {
     }
     let mut entries = Vec::new();
     entries.push((
-        Rc::from("_combineChannels"),
+        Sym::from("_combineChannels"),
         Value::list(Vec::new()),
         b3_evaluator::pos::Pos::none(),
     ));
@@ -810,7 +810,7 @@ fn is_nix_expr(path: &str, meta: &std::fs::Metadata) -> bool {
 fn all_exprs(
     dir: &str,
     seen: &mut std::collections::BTreeSet<String>,
-    out: &mut Vec<(Rc<str>, Value, b3_evaluator::pos::Pos)>,
+    out: &mut Vec<(Sym, Value, b3_evaluator::pos::Pos)>,
 ) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -835,7 +835,7 @@ fn all_exprs(
             }
             let path = p.clone();
             let v = Value::native(Rc::new(move |ev: &Ev| ev.eval_file(&path)));
-            out.push((Rc::from(attr.as_str()), v, b3_evaluator::pos::Pos::none()));
+            out.push((Sym::from(attr.as_str()), v, b3_evaluator::pos::Pos::none()));
         } else if meta.is_dir() {
             all_exprs(&p, seen, out);
         }

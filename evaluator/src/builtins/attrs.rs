@@ -144,7 +144,7 @@ fn list_to_attrs(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             Some(e) => e.clone(),
             None => return err("attribute 'value' missing", p),
         };
-        v.push((Rc::from(name.as_str()), value.1, value.2));
+        v.push((Sym::from(name.as_str()), value.1, value.2));
     }
     Ok(Value::attrs(Attrs::from_unsorted_first(v)))
 }

@@ -66,7 +66,7 @@ fn get_context(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             fields.push(("path", Value::Bool(true)));
         }
         entries.push((
-            Rc::from(k.as_str()),
+            Sym::from(k.as_str()),
             super::mk_attrs(ev, fields),
             Pos::none(),
         ));
@@ -87,7 +87,7 @@ fn append_context(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         let info = ev.force_attrs(v, p)?;
         if let Some(x) = info.get("path") {
             if ev.force_bool(x, p)? {
-                ctx.insert(k.clone());
+                ctx.insert(Rc::from(k.as_str()));
             }
         }
         if let Some(x) = info.get("allOutputs") {

@@ -260,7 +260,7 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let mut c = Context::new();
     c.insert(Rc::from(format!("={drv_path}").as_str()));
     entries.push((
-        Rc::from("drvPath"),
+        Sym::from("drvPath"),
         Value::str_ctx(drv_path.clone().into_bytes(), c),
         Pos::none(),
     ));
@@ -272,7 +272,7 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         let mut c = Context::new();
         c.insert(Rc::from(format!("!{o}!{drv_path}").as_str()));
         entries.push((
-            Rc::from(o.as_str()),
+            Sym::from(o.as_str()),
             Value::str_ctx(path.into_bytes(), c),
             Pos::none(),
         ));

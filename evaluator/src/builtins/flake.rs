@@ -1,8 +1,6 @@
 //! `parseFlakeRef` and `flakeRefToString` for the common flake-reference
 //! schemes (github/gitlab/sourcehut, path, git, tarball URLs, indirect).
 
-use std::rc::Rc;
-
 use crate::eval::{err, Ev, R};
 use crate::pos::Pos;
 use crate::value::*;
@@ -90,7 +88,7 @@ fn parse_flake_ref(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     parse_query(query, &mut out);
     Ok(Value::attrs(Attrs::from_unsorted(
         out.into_iter()
-            .map(|(k, v)| (Rc::from(k.as_str()), v, Pos::none()))
+            .map(|(k, v)| (Sym::from(k.as_str()), v, Pos::none()))
             .collect(),
     )))
 }

@@ -1,7 +1,5 @@
 //! `builtins.toJSON` (nlohmann layout) and `builtins.fromJSON` (serde_json).
 
-use std::rc::Rc;
-
 use crate::eval::{err, Ev, R};
 use crate::pos::Pos;
 use crate::value::*;
@@ -187,7 +185,7 @@ fn conv(ev: &Ev, j: &serde_json::Value, p: Pos) -> R<Value> {
             let mut v = Vec::with_capacity(o.len());
             for (k, x) in o {
                 no_nul(k, p)?;
-                v.push((Rc::from(k.as_str()), conv(ev, x, p)?, Pos::none()));
+                v.push((Sym::from(k.as_str()), conv(ev, x, p)?, Pos::none()));
             }
             Value::attrs(Attrs::from_unsorted(v))
         }

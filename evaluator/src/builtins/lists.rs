@@ -42,7 +42,7 @@ fn tail(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     if l.is_empty() {
         return err("'builtins.tail' called on an empty list", p);
     }
-    Ok(Value::list(l[1..].to_vec()))
+    Ok(Value::List(Rc::new(l.tail())))
 }
 
 fn elem_at(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -71,19 +71,21 @@ fn elem(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 }
 
 /// A lazy application `f x`.
-pub fn lazy_app(f: &Value, x: Value, p: Pos) -> Value {
+pub fn lazy_app(f: &Rc<LazyFn>, x: Value) -> Value {
     Value::Thunk(Rc::new(Thunk(std::cell::RefCell::new(ThunkState::Apply(
         f.clone(),
         x,
-        p,
     )))))
 }
 
 fn map(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let l = ev.force_list(&a[1], p)?;
-    let f = &a[0];
+    let f = Rc::new(LazyFn {
+        f: a[0].clone(),
+        pos: p,
+    });
     Ok(Value::list(
-        l.iter().map(|x| lazy_app(f, x.clone(), p)).collect(),
+        l.iter().map(|x| lazy_app(&f, x.clone())).collect(),
     ))
 }
 
@@ -125,9 +127,12 @@ fn gen_list(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     if n < 0 {
         return err(format!("cannot create list of size {n}"), p);
     }
-    let f = ev.force_fn(&a[0], p)?;
+    let lf = Rc::new(LazyFn {
+        f: ev.force_fn(&a[0], p)?,
+        pos: p,
+    });
     Ok(Value::list(
-        (0..n).map(|i| lazy_app(&f, Value::Int(i), p)).collect(),
+        (0..n).map(|i| lazy_app(&lf, Value::Int(i))).collect(),
     ))
 }
 
@@ -238,7 +243,7 @@ fn group_by(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         let k = ev.apply(&f, x.clone(), p)?;
         let k = ev.force_string(&k, p)?;
         groups
-            .entry(Rc::from(k.as_str()))
+            .entry(Sym::from(k.as_str()))
             .or_default()
             .push(x.clone());
     }

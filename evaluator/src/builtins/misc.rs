@@ -1,7 +1,5 @@
 //! Control, type, arithmetic and tracing builtins, plus `import`.
 
-use std::rc::Rc;
-
 use crate::ast::BinOp;
 use crate::error::{ErrorKind, EvalError};
 use crate::eval::{err, Ev, R};
@@ -354,5 +352,5 @@ fn no_fetch(_ev: &Ev, _a: &[Value], p: Pos) -> R<Value> {
 }
 
 pub fn sym(s: &str) -> Sym {
-    Rc::from(s)
+    Sym::from(s)
 }

@@ -124,12 +124,12 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
             arity: *arity,
             f: *f,
         }));
-        builtin_entries.push((Rc::from(*name), v.clone(), Pos::none()));
+        builtin_entries.push((Sym::from(*name), v.clone(), Pos::none()));
         if UNPREFIXED.contains(name) {
-            global_names.push(Rc::from(*name));
+            global_names.push(Sym::from(*name));
             global_vals.push(v.clone());
         }
-        global_names.push(Rc::from(format!("__{name}").as_str()));
+        global_names.push(Sym::from(format!("__{name}").as_str()));
         global_vals.push(v);
     }
     let now = std::time::SystemTime::now()
@@ -140,12 +140,12 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
     for (prefix, path) in &opts.nix_path {
         nix_path_list.push(Value::attrs(Attrs::from_unsorted(vec![
             (
-                Rc::from("path"),
+                Sym::from("path"),
                 Value::str(path.as_bytes().to_vec()),
                 Pos::none(),
             ),
             (
-                Rc::from("prefix"),
+                Sym::from("prefix"),
                 Value::str(prefix.as_bytes().to_vec()),
                 Pos::none(),
             ),
@@ -166,19 +166,19 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
     ];
     for (name, v) in consts {
         if !matches!(name, "true" | "false" | "null") {
-            builtin_entries.push((Rc::from(name), v.clone(), Pos::none()));
-            global_names.push(Rc::from(format!("__{name}").as_str()));
+            builtin_entries.push((Sym::from(name), v.clone(), Pos::none()));
+            global_names.push(Sym::from(format!("__{name}").as_str()));
         } else {
-            builtin_entries.push((Rc::from(name), v.clone(), Pos::none()));
-            global_names.push(Rc::from(name));
+            builtin_entries.push((Sym::from(name), v.clone(), Pos::none()));
+            global_names.push(Sym::from(name));
         }
         global_vals.push(v);
     }
     // `builtins` and `derivation` are filled in once the env exists.
-    global_names.push(Rc::from("builtins"));
+    global_names.push(Sym::from("builtins"));
     global_vals.push(Value::Null);
     let builtins_idx = global_vals.len() - 1;
-    global_names.push(Rc::from("derivation"));
+    global_names.push(Sym::from("derivation"));
     global_vals.push(Value::Null);
     let drv_idx = global_vals.len() - 1;
 
@@ -220,10 +220,10 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
         }
         Err(_) => Value::Null,
     };
-    builtin_entries.push((Rc::from("derivation"), drv_val.clone(), Pos::none()));
+    builtin_entries.push((Sym::from("derivation"), drv_val.clone(), Pos::none()));
     let builtins_thunk = Rc::new(Thunk(RefCell::new(ThunkState::Blackhole)));
     builtin_entries.push((
-        Rc::from("builtins"),
+        Sym::from("builtins"),
         Value::Thunk(builtins_thunk.clone()),
         Pos::none(),
     ));

@@ -324,7 +324,7 @@ fn read_dir(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             Ok(t) => storepath::file_type_name(&t),
             Err(_) => "unknown",
         };
-        entries.push((Rc::from(name.as_str()), Value::str(ty), Pos::none()));
+        entries.push((Sym::from(name.as_str()), Value::str(ty), Pos::none()));
     }
     Ok(Value::attrs(Attrs::from_unsorted(entries)))
 }

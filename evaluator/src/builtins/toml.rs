@@ -1,7 +1,5 @@
 //! `builtins.fromTOML` on the `toml` 0.8 crate (TOML 1.0, as Nix's toml11).
 
-use std::rc::Rc;
-
 use crate::eval::{err, Ev, R};
 use crate::pos::Pos;
 use crate::value::*;
@@ -103,7 +101,7 @@ fn conv(ev: &Ev, v: &toml::Value, p: Pos) -> R<Value> {
             let mut out = Vec::with_capacity(t.len());
             for (k, x) in t {
                 no_nul(k, p)?;
-                out.push((Rc::from(k.as_str()), conv(ev, x, p)?, Pos::none()));
+                out.push((Sym::from(k.as_str()), conv(ev, x, p)?, Pos::none()));
             }
             Value::attrs(Attrs::from_unsorted(out))
         }

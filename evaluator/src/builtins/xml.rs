@@ -1,7 +1,5 @@
 //! `builtins.toXML` and `--xml` output: Nix's XML writer, byte for byte.
 
-use std::rc::Rc;
-
 use rustc_hash::FxHashSet;
 
 use crate::eval::{Ev, R};
@@ -152,7 +150,7 @@ impl W<'_> {
                             attrs.push(("name", a.to_string()));
                         }
                         self.open(ind + 1, "attrspat", &attrs, false);
-                        let mut names: Vec<&Rc<str>> = formals.iter().map(|f| &f.name).collect();
+                        let mut names: Vec<&Sym> = formals.iter().map(|f| &f.name).collect();
                         names.sort();
                         for n in names {
                             self.open(ind + 2, "attr", &[("name", n.to_string())], true);
