@@ -100,39 +100,45 @@ check_and_drop() {
   rm -rf "$dir"
 }
 
+# CPU seconds (user + sys) of each copy: steadier than wall clock on a
+# shared machine.
+TIMEFORMAT='%U %S'
 echo "== b3 copy --from $HTTP"
 export B3_FSYNC=${B3_FSYNC:-1}
 t0=$(now)
-"$B3" --store "$W/b3-http" copy --from "$HTTP" --trusted-public-keys "$PK" "$TOP" 2>"$W/b3-http.log"
+{ time "$B3" --store "$W/b3-http" copy --from "$HTTP" --trusted-public-keys "$PK" "$TOP" 2>"$W/b3-http.log"; } 2>"$W/b3-http.cpu"
 t1=$(now); B3_HTTP=$(elapsed "$t0" "$t1"); echo "   $B3_HTTP s  (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 check_and_drop b3 "$W/b3-http"
 
 echo "== Nix 2.8: nix copy --from $HTTP --to chroot store"
 t0=$(now)
-nix copy --from "$HTTP" --to "$W/nix-http" --option trusted-public-keys "$PK" "$TOP" 2>"$W/nix-http.log"
+{ time nix copy --from "$HTTP" --to "$W/nix-http" --option trusted-public-keys "$PK" "$TOP" 2>"$W/nix-http.log"; } 2>"$W/nix-http.cpu"
 t1=$(now); NIX_HTTP=$(elapsed "$t0" "$t1"); echo "   $NIX_HTTP s  (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 check_and_drop nix "$W/nix-http"
 
 echo "== b3 copy --from s3://cache (s3s-fs)"
 t0=$(now)
-AWS_ACCESS_KEY_ID=BENCHKEY AWS_SECRET_ACCESS_KEY=benchsecret \
-  "$B3" --store "$W/b3-s3" copy --trusted-public-keys "$PK" \
-  --from "s3://cache?region=us-east-1&endpoint=http://127.0.0.1:$S3_PORT" "$TOP" 2>"$W/b3-s3.log"
+{ time AWS_ACCESS_KEY_ID=BENCHKEY AWS_SECRET_ACCESS_KEY=benchsecret "$B3" --store "$W/b3-s3" copy --trusted-public-keys "$PK" \
+  --from "s3://cache?region=us-east-1&endpoint=http://127.0.0.1:$S3_PORT" "$TOP" 2>"$W/b3-s3.log"; } 2>"$W/b3-s3.cpu"
 t1=$(now); B3_S3=$(elapsed "$t0" "$t1"); echo "   $B3_S3 s  (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 check_and_drop b3 "$W/b3-s3"
 echo "   (Debian's Nix 2.8 is built without S3 support: no Nix figure for s3)"
 
 echo "   (the sampled NARs of every store matched the cache's NarHash)"
 
-python3 - "$NAR_SIZE" "$NAR_BYTES" "$RAW_HTTP" "$B3_HTTP" "$NIX_HTTP" "$B3_S3" "$NPATHS_ALL" <<'PY'
+cpu() { awk '{printf "%.2f", $1 + $2}' "$1"; }
+python3 - "$NAR_SIZE" "$NAR_BYTES" "$RAW_HTTP" "$B3_HTTP" "$NIX_HTTP" "$B3_S3" "$NPATHS_ALL" \
+  "$(cpu "$W/b3-http.cpu")" "$(cpu "$W/nix-http.cpu")" "$(cpu "$W/b3-s3.cpu")" <<'PY'
 import sys
-nar, comp, raw, b3, nix, b3s3, n = map(float, sys.argv[1:])
+nar, comp, raw, b3, nix, b3s3, n, cb3, cnix, cb3s3 = map(float, sys.argv[1:])
 mib = 1024 * 1024
 print()
 print(f"closure: {int(n)} paths, {nar/mib:.0f} MiB of NARs, {comp/mib:.0f} MiB zstd in the cache")
-print(f"{'':28} {'seconds':>8} {'NAR MiB/s':>10}")
-for name, t in [("raw curl (limit), http", raw), ("b3 copy, http", b3), ("nix 2.8 copy, http", nix), ("b3 copy, s3s-fs", b3s3)]:
-    print(f"{name:28} {t:8.2f} {nar/mib/t:10.1f}")
+print(f"{'':28} {'seconds':>8} {'NAR MiB/s':>10} {'CPU s':>7}")
+for name, t, c in [("raw curl (limit), http", raw, None), ("b3 copy, http", b3, cb3), ("nix 2.8 copy, http", nix, cnix), ("b3 copy, s3s-fs", b3s3, cb3s3)]:
+    cs = "" if c is None else f"{c:7.2f}"
+    print(f"{name:28} {t:8.2f} {nar/mib/t:10.1f} {cs:>7}")
+print(f"b3 vs Nix 2.8 (http), CPU (user+sys): {cnix/cb3:.2f}x less")
 print(f"b3 vs Nix 2.8 (http): {nix/b3:.2f}x faster (target >= 2)")
 print(f"b3 vs raw limit (http): {b3/raw:.2f}x the limit's time (target <= 2)")
 PY
