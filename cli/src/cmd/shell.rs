@@ -8,7 +8,9 @@
 //! nearly empty environment. The environment is computed in [`super::dev_env`];
 //! the namespace is set up by [`ns`]. With `--vfs` the store is instead a
 //! FUSE view of exactly the environment's closure, served from the object
-//! database by a `b3 runtime` (see `b3_vfs::runtime`).
+//! database by a `b3 runtime` (see `b3_vfs::runtime`). On Windows the shell
+//! is PowerShell with the environment applied by a start-up script
+//! ([`powershell`]).
 #![cfg_attr(not(target_os = "linux"), allow(unused_imports, dead_code))]
 
 #[cfg(target_os = "linux")]

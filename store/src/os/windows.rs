@@ -76,12 +76,26 @@ pub fn finish_file(f: &File, mode: u32) -> io::Result<()> {
 
 /// Creates a symlink at `link`: a directory symlink when `target`
 /// (relative to the link's directory) is an existing directory now.
+/// Fails when the system reports success without making the link (wine
+/// 8's `CreateSymbolicLinkW` is such a stub) rather than leaving a tree
+/// without it.
 pub fn symlink(target: &Path, link: &Path) -> io::Result<()> {
     let base = link.parent().unwrap_or(Path::new("."));
     if base.join(target).is_dir() {
-        std::os::windows::fs::symlink_dir(target, link)
+        std::os::windows::fs::symlink_dir(target, link)?;
     } else {
-        std::os::windows::fs::symlink_file(target, link)
+        std::os::windows::fs::symlink_file(target, link)?;
+    }
+    match std::fs::symlink_metadata(link) {
+        Ok(m) if m.file_type().is_symlink() => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "creating the symlink {} reported success but made nothing \
+                 (this system cannot create symlinks)",
+                link.display()
+            ),
+        )),
     }
 }
 

@@ -83,7 +83,9 @@ pub fn script(
         // clears $?.
         s.push_str("$global:LASTEXITCODE = 0\n");
         s.push_str(cmd);
-        s.push_str("\nif (-not $?) { if ($LASTEXITCODE) { exit $LASTEXITCODE } else { exit 1 } }\n");
+        s.push_str(
+            "\nif (-not $?) { if ($LASTEXITCODE) { exit $LASTEXITCODE } else { exit 1 } }\n",
+        );
         s.push_str("exit $LASTEXITCODE\n");
     }
     s
@@ -143,9 +145,11 @@ mod tests {
     #[test]
     fn pwsh_is_preferred_to_windows_powershell() {
         let path = os(r"C:\Windows\System32;C:\Program Files\PowerShell\7");
+        // Windows PowerShell is in the first directory, pwsh in the second.
         let have = |p: &Path| {
             let s = p.to_string_lossy();
-            s.ends_with("pwsh.exe") || s.ends_with("powershell.exe")
+            (s.contains(r"PowerShell\7") && s.ends_with("pwsh.exe"))
+                || s.ends_with("powershell.exe")
         };
         let got = find_program(Some(&path), None, have).unwrap();
         assert!(got.to_string_lossy().ends_with("pwsh.exe"), "{got:?}");
