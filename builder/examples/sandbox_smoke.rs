@@ -21,6 +21,7 @@ fn main() {
         store_dir_host: tmp.join("store"),
         build_dir: tmp.join("build"),
         root_dir: tmp.join("root"),
+        scratch_dir: None,
         network: false,
         extra_paths: vec![SandboxPath::parse("/bin/sh=/bin/busybox").unwrap()],
         kvm: true,

@@ -104,6 +104,10 @@ impl WorkDir {
     pub fn store(&self) -> PathBuf {
         self.path.join("store")
     }
+    /// The sandbox's scratch directory (see [`SandboxSpec::scratch_dir`]).
+    pub fn scratch(&self) -> PathBuf {
+        self.path.join("scratch")
+    }
 
     pub(crate) fn create(parent: &Path, prefix: &str, name: &str) -> Result<WorkDir, OsError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -124,7 +128,7 @@ impl WorkDir {
             match std::fs::create_dir(&path) {
                 Ok(()) => {
                     let wd = WorkDir { path, kept: false };
-                    for d in [wd.root(), wd.build(), wd.store()] {
+                    for d in [wd.root(), wd.build(), wd.store(), wd.scratch()] {
                         std::fs::create_dir(&d).map_err(|e| {
                             OsError::from_io(format!("creating {}", d.display()), &e)
                         })?;
@@ -318,6 +322,7 @@ impl BuildJob {
             store_dir_host: work.store(),
             build_dir: work.build(),
             root_dir: work.root(),
+            scratch_dir: Some(work.scratch()),
             network: self.fixed_output,
             extra_paths: self.extra_paths.clone(),
             kvm: self.kvm,

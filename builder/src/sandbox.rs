@@ -87,6 +87,11 @@ pub struct SandboxSpec {
     /// Empty host directory used only as the mount point of the sandbox's
     /// root (a tmpfs); nothing is written to it on the host.
     pub root_dir: PathBuf,
+    /// Empty host directory on the file system of `store_dir_host` for the
+    /// sandbox's own bookkeeping (Linux: the work directory of the overlay
+    /// that shows the outputs' directory and the inputs as one store).
+    /// `None`: the inputs' mount points are made in `store_dir_host`.
+    pub scratch_dir: Option<PathBuf>,
     /// Share the host's network (fixed-output derivations only). Otherwise a
     /// new network namespace with only `lo` up.
     pub network: bool,

@@ -75,6 +75,18 @@ pub(crate) enum Op {
         new_root: CString,
     },
     Chdir(CString),
+    /// The store directory at `target` (an existing directory of the
+    /// sandbox's root tmpfs) with the `points` (mount points of the inputs)
+    /// in it: with `overlay` options, the points are made in the tmpfs and
+    /// an overlay whose upper layer is `upper` is mounted over it; if there
+    /// are none or the kernel refuses the overlay, `upper` is bound there
+    /// and the points are made in it.
+    StoreLayer {
+        target: CString,
+        upper: CString,
+        overlay: Option<CString>,
+        points: Vec<Op>,
+    },
 }
 
 /// Everything the child needs, prepared by the parent.
@@ -326,6 +338,12 @@ fn run_op(op: &Op) -> Result<(), c_int> {
             Op::LoopbackUp => loopback_up(),
             Op::PivotRoot { new_root } => pivot_root(new_root),
             Op::Chdir(path) => libc::chdir(path.as_ptr()),
+            Op::StoreLayer {
+                target,
+                upper,
+                overlay,
+                points,
+            } => return store_layer(target, upper, overlay.as_deref(), points),
         };
         if rc < 0 {
             Err(errno())
@@ -333,6 +351,50 @@ fn run_op(op: &Op) -> Result<(), c_int> {
             Ok(())
         }
     }
+}
+
+fn store_layer(
+    target: &CStr,
+    upper: &CStr,
+    overlay: Option<&CStr>,
+    points: &[Op],
+) -> Result<(), c_int> {
+    if let Some(options) = overlay {
+        for p in points {
+            run_op(p)?;
+        }
+        // SAFETY: mount with NUL-terminated strings owned by the plan.
+        let rc = unsafe {
+            libc::mount(
+                c"overlay".as_ptr(),
+                target.as_ptr(),
+                c"overlay".as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        // The points stay in the tmpfs, hidden under the bind below.
+    }
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::mount(
+            upper.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc < 0 {
+        return Err(errno());
+    }
+    for p in points {
+        run_op(p)?;
+    }
+    Ok(())
 }
 
 unsafe fn write_file(path: &CStr, data: &[u8], mode: libc::mode_t) -> c_int {

@@ -96,9 +96,26 @@ fn mkdir_parents(ops: &mut Vec<Op>, root: &Path, inside: &str) -> Result<(), San
 
 /// Exposes host `source` at `target` (a path under the root), read-only.
 fn expose(ops: &mut Vec<Op>, kind: Kind, source: &Path, target: &Path) -> Result<(), SandboxError> {
+    let mut points = Vec::new();
+    let mut mounts = Vec::new();
+    expose_split(&mut points, &mut mounts, kind, source, target)?;
+    ops.extend(points);
+    ops.extend(mounts);
+    Ok(())
+}
+
+/// Like [`expose`], but the mount point (or the symlink that stands for a
+/// symlink) goes to `points` and the mount to `ops`.
+fn expose_split(
+    points: &mut Vec<Op>,
+    ops: &mut Vec<Op>,
+    kind: Kind,
+    source: &Path,
+    target: &Path,
+) -> Result<(), SandboxError> {
     match kind {
         Kind::Dir => {
-            ops.push(Op::Mkdir {
+            points.push(Op::Mkdir {
                 path: cpath(target)?,
                 mode: 0o555,
             });
@@ -109,7 +126,7 @@ fn expose(ops: &mut Vec<Op>, kind: Kind, source: &Path, target: &Path) -> Result
             });
         }
         Kind::File => {
-            ops.push(Op::Touch {
+            points.push(Op::Touch {
                 path: cpath(target)?,
             });
             ops.push(Op::BindReadOnly {
@@ -118,12 +135,46 @@ fn expose(ops: &mut Vec<Op>, kind: Kind, source: &Path, target: &Path) -> Result
                 recursive: false,
             });
         }
-        Kind::Symlink(to) => ops.push(Op::Symlink {
+        Kind::Symlink(to) => points.push(Op::Symlink {
             target: cpath(&to)?,
             link: cpath(target)?,
         }),
     }
     Ok(())
+}
+
+/// The overlay's mount options when the store can be an overlay (its lower
+/// layer the tmpfs holding the inputs' mount points, its upper layer the
+/// host directory that receives the outputs): then the mount points cost no
+/// inodes on the host's file system, nor their removal afterwards. `None`
+/// (bind the host directory and make the mount points in it) without a
+/// scratch directory or when a path cannot be written in overlay options.
+fn overlay_options(spec: &SandboxSpec) -> Result<Option<CString>, SandboxError> {
+    let Some(work) = &spec.scratch_dir else {
+        return Ok(None);
+    };
+    let lower = under(&spec.root_dir, &spec.logical_store_dir);
+    let paths = [&lower, &spec.store_dir_host, work];
+    let plain = |p: &&PathBuf| {
+        !p.as_os_str()
+            .as_bytes()
+            .iter()
+            .any(|b| matches!(b, b',' | b':' | b'\\' | b'=') || b.is_ascii_whitespace())
+    };
+    if !paths.iter().all(plain) {
+        return Ok(None);
+    }
+    let mut o = b"lowerdir=".to_vec();
+    o.extend_from_slice(lower.as_os_str().as_bytes());
+    o.extend_from_slice(b",upperdir=");
+    o.extend_from_slice(spec.store_dir_host.as_os_str().as_bytes());
+    o.extend_from_slice(b",workdir=");
+    o.extend_from_slice(work.as_os_str().as_bytes());
+    // `volatile`: no syncs of the upper layer, at unmount least of all (a
+    // syncfs of the host's file system per build); b3 copies the outputs
+    // into the store, which makes them durable itself.
+    o.extend_from_slice(b",userxattr,volatile");
+    cstr_bytes(&o, "overlay options").map(Some)
 }
 
 fn check_spec(spec: &SandboxSpec) -> Result<(), SandboxError> {
@@ -227,13 +278,8 @@ pub(super) fn prepare(
         path: cpath(&spec.store_dir_host)?,
         mode: 0o1775,
     });
-    ops.push(Op::Mount {
-        source: Some(cpath(&spec.store_dir_host)?),
-        target: cpath(&store)?,
-        fstype: None,
-        flags: libc::MS_BIND,
-        data: None,
-    });
+    let mut points = Vec::with_capacity(spec.inputs.len());
+    let mut mounts = Vec::with_capacity(spec.inputs.len());
     for input in &spec.inputs {
         let source = spec.physical_store_dir.join(input);
         let kind = kind_of(&source)?.ok_or_else(|| {
@@ -242,8 +288,18 @@ pub(super) fn prepare(
                 OsErrorKind::NotFound,
             ))
         })?;
-        expose(&mut ops, kind, &source, &store.join(input))?;
+        expose_split(&mut points, &mut mounts, kind, &source, &store.join(input))?;
     }
+    if let Some(to) = chown_to {
+        points = chown_created(points, to)?;
+    }
+    ops.push(Op::StoreLayer {
+        target: cpath(&store)?,
+        upper: cpath(&spec.store_dir_host)?,
+        overlay: overlay_options(spec)?,
+        points,
+    });
+    ops.extend(mounts);
 
     // /build and /tmp.
     let build = under(&root, SANDBOX_BUILD_DIR);
@@ -478,6 +534,9 @@ pub(super) fn describe(op: &Op) -> String {
         Op::LoopbackUp => "bringing up the loopback interface".into(),
         Op::PivotRoot { new_root } => format!("pivoting into {}", show(new_root)),
         Op::Chdir(p) => format!("changing directory to {}", show(p)),
+        Op::StoreLayer { target, .. } => {
+            format!("laying out the store at {}", show(target))
+        }
     }
 }
 
