@@ -10,6 +10,8 @@
 //!
 //! A derivation's `shellHook` is bash and is not run; stdenv's `setup` is
 //! not sourced either (there is no bash to source it).
+// Used by the Windows `run_in_env` only; elsewhere just tested.
+#![cfg_attr(not(windows), allow(dead_code))]
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
