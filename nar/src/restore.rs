@@ -73,10 +73,19 @@ fn restore_events<R: Read>(nar: &mut NarReader<R>, rs: &mut Restorer) -> Result<
             Event::DirectoryEnd => rs.directory_end(),
             Event::File {
                 executable,
+                size,
                 mut contents,
-                ..
             } => {
                 let mut f = rs.file_start(executable)?;
+                // Reserve the blocks at once, as Nix's restore does: cheaper
+                // for the filesystem than delayed allocation per write (b3
+                // store add: half the kernel time). Best effort.
+                #[cfg(target_os = "linux")]
+                if size > 0 {
+                    let _ = rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, size);
+                }
+                #[cfg(not(target_os = "linux"))]
+                let _ = size;
                 loop {
                     let n = contents.read_nar(&mut buf)?;
                     if n == 0 {
