@@ -86,7 +86,6 @@ pub fn register(t: &mut Vec<(&'static str, usize, PrimFn)>) {
     t.push(("fetchTree", 1, no_fetch));
     t.push(("fetchClosure", 1, no_fetch));
     t.push(("getFlake", 1, no_fetch));
-    t.push(("unsafeGetLambdaPos", 1, |_, _, _| Ok(Value::Null)));
 }
 
 fn abort(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
