@@ -69,8 +69,7 @@ pub fn busy_destination(e: &(dyn std::error::Error + 'static)) -> bool {
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             return io.kind() == std::io::ErrorKind::PermissionDenied
-                || matches!(io.raw_os_error(), Some(5) | Some(32))
-                    && cfg!(windows);
+                || matches!(io.raw_os_error(), Some(5) | Some(32)) && cfg!(windows);
         }
         cur = err.source();
     }
