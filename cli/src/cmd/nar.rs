@@ -64,8 +64,27 @@ const BUF: usize = 256 * 1024;
 
 /// stdout without Rust's line buffering (NARs are binary and large).
 fn raw_stdout() -> anyhow::Result<File> {
-    dup_std(io::stdout()).context("duplicating stdout")
+    let f = dup_std(io::stdout()).context("duplicating stdout")?;
+    widen_pipe(&f);
+    Ok(f)
 }
+
+/// A 64 KiB pipe makes the dumper and its reader switch turns every few
+/// file chunks; 1 MiB (the unprivileged maximum) lets both run
+/// (`b3 nar dump | cat` measured 1.3–1.5× slower than nix-store without it).
+/// Best effort: on anything but a pipe, or if refused, nothing changes.
+#[cfg(target_os = "linux")]
+fn widen_pipe(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own; F_SETPIPE_SZ only resizes a pipe
+    // buffer and fails harmlessly (EBADF/EINVAL/EPERM) on anything else.
+    unsafe {
+        libc::fcntl(f.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn widen_pipe(_: &File) {}
 
 /// A standard stream's descriptor (handle on Windows) as an unbuffered File.
 #[cfg(unix)]
