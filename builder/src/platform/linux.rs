@@ -397,6 +397,17 @@ fn hand_over(spec: &SandboxSpec, ids: IdMapping) -> Result<(), OsError> {
     Ok(())
 }
 
+/// Poll entries for "`fd` is readable" and "the cancel signal fired"
+/// (`cancel_fd` absent: a negative fd, which poll ignores).
+fn readable_or_cancelled(fd: RawFd, cancel_fd: Option<RawFd>) -> [libc::pollfd; 2] {
+    let entry = |fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    [entry(fd), entry(cancel_fd.unwrap_or(-1))]
+}
+
 /// Milliseconds until `t` for poll(2), rounded up so that poll does not
 /// return just before it.
 fn poll_ms(t: Instant) -> c_int {
@@ -462,18 +473,7 @@ impl SandboxedChild {
         // SAFETY: a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         loop {
-            let mut pfds = [
-                libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: cancel_fd.unwrap_or(-1),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
+            let mut pfds = readable_or_cancelled(fd.as_raw_fd(), cancel_fd);
             let ms = deadline.map_or(-1, poll_ms);
             // SAFETY: two valid pollfds (a negative fd is ignored).
             let rc = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
@@ -515,18 +515,7 @@ impl SandboxedChild {
                     Some(t) if !killed => poll_ms(t),
                     _ => -1,
                 };
-                let mut pfds = [
-                    libc::pollfd {
-                        fd: fd.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    },
-                    libc::pollfd {
-                        fd: cancel_fd.unwrap_or(-1),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    },
-                ];
+                let mut pfds = readable_or_cancelled(fd.as_raw_fd(), cancel_fd);
                 let nfds = if cancel_fd.is_some() && !killed { 2 } else { 1 };
                 // SAFETY: `nfds` valid pollfds.
                 let rc = unsafe { libc::poll(pfds.as_mut_ptr(), nfds, wait_ms) };

@@ -260,12 +260,7 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
             {
                 bail!("an export stream names its own paths: --format nix takes only --file");
             }
-            let input: Box<dyn std::io::Read> = match &file {
-                Some(f) => Box::new(
-                    std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?,
-                ),
-                None => Box::new(std::io::stdin().lock()),
-            };
+            let input = open_input(file.as_deref())?;
             let input = std::io::BufReader::with_capacity(1 << 18, input);
             for sp in b3_store::export::import_paths(&store, input)? {
                 writeln!(out, "{}", store.print_path(&sp))?;
@@ -281,12 +276,7 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
             deriver,
             file,
         } => {
-            let input: Box<dyn std::io::Read> = match &file {
-                Some(f) => Box::new(
-                    std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?,
-                ),
-                None => Box::new(std::io::stdin().lock()),
-            };
+            let input = open_input(file.as_deref())?;
             let sp = match (name, path) {
                 (Some(name), None) => store.import_nar_ca_sync(&name, input)?,
                 (None, Some(path)) => {
@@ -501,4 +491,14 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         .map_err(|_| format!("'{s}' is not a byte count"))?;
     n.checked_mul(mult)
         .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// `--file F`, or stdin when it is absent.
+fn open_input(file: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std::io::Read>> {
+    Ok(match file {
+        Some(f) => {
+            Box::new(std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?)
+        }
+        None => Box::new(std::io::stdin().lock()),
+    })
 }
