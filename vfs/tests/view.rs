@@ -241,10 +241,11 @@ fn mounting_does_no_per_path_work_whatever_the_closure_size() {
     // Speed itself is measured by examples/vfs_bench.rs (release build,
     // "usable in < 50 ms"); here the structural reason for it is checked:
     // mounting 100,001 paths and reaching one of them asks the server for
-    // exactly what mounting one path does — nothing is resolved, unpacked
-    // or stat'ed per declared path.
+    // no more than mounting one path does — nothing is resolved, unpacked
+    // or stat'ed per declared path. (Three lookups reach the file; a few
+    // more are allowed in case the kernel drops a dentry under memory
+    // pressure, far from the 100,000 a per-path cost would show.)
     let fx = Fx::new_small();
-    let mut seen = Vec::new();
     for n in [1usize, 100_000] {
         let mut closure: Vec<String> = (0..n).map(|i| format!("{i:032}-decl")).collect();
         closure.push(BB.into());
@@ -253,11 +254,10 @@ fn mounting_does_no_per_path_work_whatever_the_closure_size() {
         fs::metadata(fx.mnt().join(BB).join("bin/busybox")).unwrap();
         eprintln!("mount + first stat, {} paths: {:?}", n + 1, t.elapsed());
         let st = g.stats();
-        seen.push((st.lookups, st.opens, st.reads, st.readdirs));
+        assert!((3..=6).contains(&st.lookups), "{n} paths: {st:?}");
+        assert_eq!((st.opens, st.reads, st.readdirs), (0, 0, 0), "{n} paths");
         g.unmount().unwrap();
     }
-    assert_eq!(seen[0], seen[1]);
-    assert_eq!(seen[1], (3, 0, 0, 0), "lookups, opens, reads, readdirs");
 }
 
 #[test]
@@ -269,32 +269,162 @@ fn repeated_access_is_served_by_the_kernel_caches() {
     };
     let g = mount(&fx.odb, [BB], fx.mnt(), opts).unwrap();
     let bin = fx.mnt().join(BB).join("bin/busybox");
+    let dir = fx.mnt().join(BB).join("bin");
     let first = fs::read(&bin).unwrap();
+    fs::read_dir(&dir).unwrap().count();
     let after_first = g.stats();
     assert!(
-        after_first.reads > 0 && after_first.lookups >= 3,
+        after_first.reads > 0 && after_first.lookups >= 3 && after_first.readdirs > 0,
         "{after_first:?}"
     );
-    for _ in 0..3 {
+    let repeats = 5;
+    for _ in 0..repeats {
         assert!(fs::read(&bin).unwrap() == first);
         fs::metadata(&bin).unwrap();
-        fs::read_dir(fx.mnt().join(BB).join("bin")).unwrap().count();
+        fs::read_dir(&dir).unwrap().count();
     }
     let later = g.stats();
-    // Pages stay cached across opens (keep_cache) and names/attributes are
-    // cached (long TTLs): only the opens themselves reach the server again.
-    // The kernel may still drop a page or a dentry under memory pressure
-    // (CI runs many test processes at once; one run saw one extra read per
-    // repeat), so the check is that three repeats together cost less than
-    // half the first read, where an uncached view would cost 3x it.
-    let extra_reads = later.reads - after_first.reads;
-    assert!(extra_reads * 2 < after_first.reads, "{later:?}");
-    assert!(later.lookups <= after_first.lookups + 3, "{later:?}");
-    assert_eq!(later.opens, after_first.opens + 3, "{later:?}");
-    // Directory listings are cached too (FOPEN_CACHE_DIR) after the first.
-    let listed = later.readdirs;
-    fs::read_dir(fx.mnt().join(BB).join("bin")).unwrap().count();
-    assert_eq!(g.stats().readdirs, listed);
+    // Pages stay cached across opens (keep_cache), names and attributes
+    // have long TTLs and listings are cached (FOPEN_CACHE_DIR): only the
+    // opens themselves reach the server again, one per open(2). The kernel
+    // may still drop a page, a dentry or a cached listing under memory
+    // pressure (CI runs many test processes at once), so the checks allow
+    // up to one uncached repeat in five, where an uncached view would cost
+    // five times the first access.
+    let extra = |a: u64, b: u64| a - b;
+    assert!(
+        extra(later.reads, after_first.reads) <= after_first.reads,
+        "{after_first:?} then {later:?}"
+    );
+    assert!(
+        extra(later.readdirs, after_first.readdirs) <= after_first.readdirs,
+        "{after_first:?} then {later:?}"
+    );
+    assert!(
+        extra(later.lookups, after_first.lookups) <= 3,
+        "{after_first:?} then {later:?}"
+    );
+    assert_eq!(later.opens, after_first.opens + repeats, "{later:?}");
+}
+
+#[test]
+fn without_open_requests_the_kernel_opens_files_itself_and_the_bytes_match() {
+    let fx = Fixture::new();
+    let opts = ViewOptions {
+        serve_opens: false,
+        ..ViewOptions::default()
+    };
+    let g = mount(&fx.odb, [BB, GEN], fx.mnt(), opts).unwrap();
+    assert_same_tree(&fx.tmp.path().join("src"), &fx.mnt().join(GEN));
+    let first = g.stats();
+    // The view declined the first open (ENOSYS) and the kernel stopped
+    // asking: opening every file again sends no open at all.
+    assert!(first.opens <= 1, "{first:?}");
+    assert!(
+        first.reads > 0,
+        "pages not cached yet are read through the view"
+    );
+    assert_same_tree(&fx.tmp.path().join("src"), &fx.mnt().join(GEN));
+    let out = Command::new(fx.mnt().join(BB).join("bin/busybox"))
+        .args(["echo", "no opens"])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"no opens\n");
+    assert_eq!(g.stats().opens, first.opens, "{:?}", g.stats());
+    g.unmount().unwrap();
+}
+
+#[test]
+fn a_tracer_still_sees_every_open_when_open_requests_are_not_wanted() {
+    let fx = Fx::new_small();
+    let tracer = Arc::new(Tracer::new());
+    let opts = ViewOptions {
+        serve_opens: false,
+        tracer: Some(tracer.clone()),
+        ..ViewOptions::default()
+    };
+    let g = mount(&fx.odb, [BB], fx.mnt(), opts).unwrap();
+    let bin = fx.mnt().join(BB).join("bin/busybox");
+    for _ in 0..2 {
+        fs::read(&bin).unwrap();
+    }
+    assert_eq!(g.stats().opens, 2);
+    let opens = tracer
+        .records()
+        .iter()
+        .filter(|r| r.kind == AccessKind::Open && r.file == "bin/busybox")
+        .count();
+    assert_eq!(opens, 2);
+    g.unmount().unwrap();
+}
+
+#[test]
+fn unmount_waits_out_a_brief_user_of_the_view() {
+    // A file of the view held open (as by a child forked from another
+    // thread between its fork and exec) makes the kernel answer EBUSY;
+    // unmount retries until it is closed.
+    let fx = Fx::new_small();
+    let g = mount(&fx.odb, [BB], fx.mnt(), ViewOptions::default()).unwrap();
+    let held = fs::File::open(fx.mnt().join(BB).join("bin/busybox")).unwrap();
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(held);
+    });
+    g.unmount().unwrap();
+    closer.join().unwrap();
+    assert_eq!(fs::read_dir(fx.mnt()).unwrap().count(), 0, "unmounted");
+}
+
+#[test]
+fn unmount_of_a_view_kept_busy_detaches_it_and_says_so() {
+    use std::io::Read;
+    let fx = Fx::new_small();
+    let g = mount(&fx.odb, [BB], fx.mnt(), ViewOptions::default()).unwrap();
+    let mut held = fs::File::open(fx.mnt().join(BB).join("bin/busybox")).unwrap();
+    let err = g
+        .unmount_within(std::time::Duration::from_millis(200))
+        .unwrap_err();
+    assert!(
+        matches!(err, b3_vfs::view::MountError::Busy { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("detached it lazily"), "{err}");
+    // Gone from the tree at once, still served to the file left open.
+    assert_eq!(fs::read_dir(fx.mnt()).unwrap().count(), 0, "detached");
+    let mut bytes = Vec::new();
+    held.read_to_end(&mut bytes).unwrap();
+    assert!(bytes == fs::read(busybox().join("bin/busybox")).unwrap());
+}
+
+#[test]
+fn views_unmount_cleanly_while_other_threads_fork_children() {
+    // Children forked by other threads inherit (until exec) whatever files
+    // this thread has open in the view at that moment.
+    let fx = Fx::new_small();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = Command::new("true").status();
+                }
+            });
+        }
+        let bin = fx.mnt().join(BB).join("bin/busybox");
+        for _ in 0..10 {
+            let g = mount(&fx.odb, [BB], fx.mnt(), ViewOptions::default()).unwrap();
+            for _ in 0..5 {
+                fs::read(&bin).unwrap();
+            }
+            let res = g.unmount();
+            if res.is_err() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            res.unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert_eq!(fs::read_dir(fx.mnt()).unwrap().count(), 0, "unmounted");
 }
 
 #[test]

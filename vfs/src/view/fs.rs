@@ -37,6 +37,12 @@ pub(crate) struct ViewFs {
     /// Kernel passthrough is wanted and, so far, works.
     pub(crate) passthrough: AtomicBool,
     pub(crate) next_fh: AtomicU64,
+    /// Decline opens (ENOSYS) so the kernel stops sending them and opens
+    /// files itself: no request per open or close, pages kept for the
+    /// mount's life; reads arrive with file handle 0 and name the inode.
+    pub(crate) no_open: bool,
+    /// Blob files by inode for reads without an open (bounded: cleared when full).
+    pub(crate) by_inode: Mutex<HashMap<u64, Arc<File>>>,
     pub(crate) ttl: Duration,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
@@ -71,7 +77,29 @@ fn errno_of(e: &crate::odb::Error) -> Errno {
     }
 }
 
+/// Blob files kept open for reads without opens; past this, the cache restarts.
+const BY_INODE_MAX: usize = 256;
+
 impl ViewFs {
+    /// The blob file of file inode `ino`, for a read without an open.
+    fn file_of(&self, ino: u64) -> Result<Arc<File>, Errno> {
+        let mut map = self.by_inode.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = map.get(&ino) {
+            return Ok(f.clone());
+        }
+        let inode = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
+        let blob = match &inode.node {
+            Some(Node::File { blob, .. }) => *blob,
+            _ => return Err(Errno::EISDIR),
+        };
+        let f = Arc::new(self.odb.open_blob(&blob).map_err(|e| errno_of(&e))?);
+        if map.len() >= BY_INODE_MAX {
+            map.clear();
+        }
+        map.insert(ino, f.clone());
+        Ok(f)
+    }
+
     fn attr(&self, inode: &Inode) -> FileAttr {
         let (kind, perm, size, nlink) = match &inode.node {
             None => (FileType::Directory, 0o555, self.closure.len() as u64, 2),
@@ -237,6 +265,12 @@ impl Filesystem for ViewFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
+        if self.no_open {
+            // From now on the kernel opens files of this mount by itself
+            // (FOPEN_KEEP_CACHE is its default then). Writes stay refused:
+            // the mount is read-only.
+            return reply.error(Errno::ENOSYS);
+        }
         let inode = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -277,21 +311,25 @@ impl Filesystem for ViewFs {
                 drop(backing);
                 // No FOPEN_KEEP_CACHE here: the kernel refuses it together
                 // with passthrough (EIO at open, seen on 6.18); the backing
-                // file's own page cache serves repeated reads.
-                return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                // file's own page cache serves repeated reads. NOFLUSH: no
+                // FLUSH round trip at every close (nothing is ever written).
+                return reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id);
             }
         }
         self.handles
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(fh, Handle::File(Arc::new(file)));
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+        reply.opened(
+            FileHandle(fh),
+            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+        );
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -306,22 +344,40 @@ impl Filesystem for ViewFs {
             .unwrap_or_else(|p| p.into_inner())
             .get(&fh.0)
         {
-            Some(Handle::File(f)) => f.clone(),
+            Some(Handle::File(f)) => Ok(f.clone()),
+            None if fh.0 == 0 && self.no_open => Err(()),
             _ => return reply.error(Errno::EBADF),
         };
-        let mut buf = vec![0u8; size as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            match file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return reply.error(e.raw_os_error().map(Errno::from_i32).unwrap_or(Errno::EIO))
+        let file = match file {
+            Ok(f) => f,
+            Err(()) => match self.file_of(ino.0) {
+                Ok(f) => f,
+                Err(e) => return reply.error(e),
+            },
+        };
+        // One buffer per worker thread, grown to the largest read asked.
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with_borrow_mut(|buf| {
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
+            }
+            let buf = &mut buf[..size as usize];
+            let mut done = 0;
+            while done < buf.len() {
+                match file.read_at(&mut buf[done..], offset + done as u64) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return reply
+                            .error(e.raw_os_error().map(Errno::from_i32).unwrap_or(Errno::EIO))
+                    }
                 }
             }
-        }
-        reply.data(&buf[..done]);
+            reply.data(&buf[..done]);
+        })
     }
 
     /// Sent at every `close`; nothing is ever written, so nothing to do
@@ -366,6 +422,11 @@ impl Filesystem for ViewFs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_open {
+            // As for files: the kernel then opens directories itself, with
+            // FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR, what this would answer.
+            return reply.error(Errno::ENOSYS);
+        }
         match self.inode(ino) {
             Ok(i) => match &i.node {
                 None | Some(Node::Directory { .. }) => {

@@ -46,6 +46,12 @@ pub struct ViewOptions {
     /// Let the kernel read blob files directly (FUSE passthrough, Linux >=
     /// 6.9, needs CAP_SYS_ADMIN); falls back to served reads when refused.
     pub passthrough: bool,
+    /// Receive every open (needed by a tracer, which forces it, and by
+    /// kernel passthrough). Without, the view declines the first open and
+    /// the kernel opens files itself from then on: no request per open or
+    /// close and file pages kept for the mount's life, so repeated reads
+    /// never reach the view; pages not yet cached are read through it.
+    pub serve_opens: bool,
 }
 
 impl Default for ViewOptions {
@@ -57,6 +63,7 @@ impl Default for ViewOptions {
             tracer: None,
             owner: None,
             passthrough: true,
+            serve_opens: true,
         }
     }
 }
@@ -78,6 +85,16 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
+    /// Something still used the view after the retries: it was detached
+    /// (gone from the directory tree) and is served until its last user
+    /// closes it.
+    #[error(
+        "the view at {} was still in use after {:.1} s of retries; detached it lazily \
+         (it stays served until its last open file or working directory goes away)",
+        path.display(),
+        waited.as_secs_f64()
+    )]
+    Busy { path: PathBuf, waited: Duration },
 }
 
 /// Requests the view has served so far (what the kernel did not cache).
@@ -93,7 +110,7 @@ pub struct ViewStats {
 /// A mounted view; dropping it unmounts (errors are then ignored, use
 /// [`MountGuard::unmount`] to see them).
 pub struct MountGuard {
-    session: Option<BackgroundSession>,
+    session: Option<Held>,
     mountpoint: PathBuf,
     tracer: Option<Arc<Tracer>>,
     stats: Arc<fs::Counters>,
@@ -120,17 +137,27 @@ impl MountGuard {
         }
     }
 
-    /// Unmounts and waits for the serving thread to finish.
-    pub fn unmount(mut self) -> Result<(), MountError> {
-        self.do_unmount()
+    /// Unmounts and waits for the serving threads to finish. While the
+    /// mount is busy (a file or directory of it still open, for instance
+    /// by a child forked from another thread between its fork and exec),
+    /// retries for up to [`UNMOUNT_PATIENCE`], then detaches it lazily and
+    /// returns [`MountError::Busy`].
+    pub fn unmount(self) -> Result<(), MountError> {
+        self.unmount_within(UNMOUNT_PATIENCE)
     }
 
-    fn do_unmount(&mut self) -> Result<(), MountError> {
+    /// [`unmount`](Self::unmount) with another time limit for the retries.
+    pub fn unmount_within(mut self, patience: Duration) -> Result<(), MountError> {
+        self.do_unmount(patience)
+    }
+
+    fn do_unmount(&mut self, patience: Duration) -> Result<(), MountError> {
+        let path = self.mountpoint.clone();
         match self.session.take() {
-            Some(s) => s.umount_and_join().map_err(|source| MountError::Unmount {
-                path: self.mountpoint.clone(),
-                source,
-            }),
+            Some(Held::Own(s)) => own::unmount(&path, s, patience),
+            Some(Held::Fuser(s)) => s
+                .umount_and_join()
+                .map_err(|source| MountError::Unmount { path, source }),
             None => Ok(()),
         }
     }
@@ -138,7 +165,112 @@ impl MountGuard {
 
 impl Drop for MountGuard {
     fn drop(&mut self) {
-        let _ = self.do_unmount();
+        let _ = self.do_unmount(UNMOUNT_PATIENCE);
+    }
+}
+
+/// How long [`MountGuard::unmount`] retries a busy mount before detaching it.
+pub const UNMOUNT_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Who mounted the view, and so who unmounts it.
+enum Held {
+    /// Mounted by [`own::mount`] with mount(2): unmounted by [`own::unmount`].
+    Own(BackgroundSession),
+    /// Mounted by fuser (its fusermount route, when mount(2) is not
+    /// permitted here) and unmounted by it.
+    Fuser(BackgroundSession),
+}
+
+/// Mounting and unmounting with the system calls directly, so that a busy
+/// mount can be retried (fuser unmounts once and gives up its handle when
+/// that fails) and nothing else is ever unmounted at the same path.
+mod own {
+    use super::*;
+    use rustix::io::Errno;
+    use rustix::mount::{MountFlags, UnmountFlags};
+    use std::os::fd::{AsRawFd, OwnedFd};
+
+    /// Mounts a FUSE filesystem at `mountpoint` whose requests arrive on
+    /// the returned /dev/fuse descriptor, or `Ok(None)` where mount(2) is
+    /// not permitted (the caller then goes through fuser's fusermount).
+    pub(super) fn mount(
+        mountpoint: &Path,
+        allow_other: bool,
+    ) -> Result<Option<OwnedFd>, io::Error> {
+        use rustix::fs::{Mode, OFlags};
+        let dev = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
+        let root = rustix::fs::stat(mountpoint)?;
+        let mut data = format!(
+            "fd={},rootmode={:o},user_id={},group_id={},default_permissions",
+            dev.as_raw_fd(),
+            root.st_mode & libc::S_IFMT,
+            rustix::process::getuid().as_raw(),
+            rustix::process::getgid().as_raw(),
+        );
+        if allow_other {
+            data.push_str(",allow_other");
+        }
+        let data = std::ffi::CString::new(data).map_err(io::Error::other)?;
+        match rustix::mount::mount(
+            "b3-vfs",
+            mountpoint,
+            "fuse.b3-vfs",
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOATIME,
+            Some(data.as_c_str()),
+        ) {
+            Ok(()) => Ok(Some(dev)),
+            Err(Errno::PERM) | Err(Errno::ACCESS) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Unmounts, retrying while busy; past `patience`, detaches lazily
+    /// and lets a thread wait for the server to end.
+    pub(super) fn unmount(
+        path: &Path,
+        session: BackgroundSession,
+        patience: Duration,
+    ) -> Result<(), MountError> {
+        let start = std::time::Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match rustix::mount::unmount(path, UnmountFlags::empty()) {
+                // The kernel ended the connection: the server threads see
+                // ENODEV and return.
+                Ok(()) | Err(Errno::INVAL) => {
+                    return session.join().map_err(|source| MountError::Unmount {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                }
+                Err(Errno::BUSY) if start.elapsed() < patience => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(Errno::BUSY) => {
+                    let detached = rustix::mount::unmount(path, UnmountFlags::DETACH);
+                    std::thread::spawn(move || {
+                        let _ = session.join();
+                    });
+                    return match detached {
+                        Ok(()) => Err(MountError::Busy {
+                            path: path.to_path_buf(),
+                            waited: start.elapsed(),
+                        }),
+                        Err(e) => Err(MountError::Unmount {
+                            path: path.to_path_buf(),
+                            source: e.into(),
+                        }),
+                    };
+                }
+                Err(e) => {
+                    return Err(MountError::Unmount {
+                        path: path.to_path_buf(),
+                        source: e.into(),
+                    })
+                }
+            }
+        }
     }
 }
 
@@ -205,6 +337,8 @@ pub fn mount_closure(
         backing: Mutex::new(HashMap::new()),
         passthrough: std::sync::atomic::AtomicBool::new(opts.passthrough),
         next_fh: AtomicU64::new(1),
+        no_open: !opts.serve_opens && opts.tracer.is_none(),
+        by_inode: Mutex::new(HashMap::new()),
         ttl: opts.ttl,
         uid,
         gid,
@@ -227,11 +361,26 @@ pub fn mount_closure(
     }
     cfg.n_threads = Some(opts.threads.max(1));
     cfg.clone_fd = opts.threads > 1;
-    let session =
-        fuser::spawn_mount(fs, &mountpoint, &cfg).map_err(|source| MountError::Mount {
-            path: mountpoint.clone(),
-            source,
-        })?;
+    let mount_err = |source| MountError::Mount {
+        path: mountpoint.clone(),
+        source,
+    };
+    let session = match own::mount(&mountpoint, opts.allow_other).map_err(mount_err)? {
+        Some(dev) => {
+            // The kernel queued FUSE_INIT at mount; from_fd answers it.
+            let started = fuser::Session::from_fd(fs, dev, cfg.acl, cfg.clone())
+                .and_then(fuser::Session::spawn);
+            match started {
+                Ok(s) => Held::Own(s),
+                Err(e) => {
+                    let _ =
+                        rustix::mount::unmount(&mountpoint, rustix::mount::UnmountFlags::DETACH);
+                    return Err(mount_err(e));
+                }
+            }
+        }
+        None => Held::Fuser(fuser::spawn_mount(fs, &mountpoint, &cfg).map_err(mount_err)?),
+    };
     Ok(MountGuard {
         session: Some(session),
         mountpoint,
