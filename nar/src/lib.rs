@@ -59,7 +59,7 @@ pub use encoder::NarEncoder;
 pub use error::{Error, Reason};
 pub use hash::{HashingReader, HashingWriter, NarHash};
 pub use reader::{Event, FileReader, Limits, NarReader};
-pub use restore::restore;
+pub use restore::{restore, restore_with, RestoreOptions};
 
 /// The SHA-256 NAR hash and NAR size of `path`, streaming (nothing is
 /// written anywhere): what `nix-hash --type sha256 PATH` and

@@ -49,7 +49,40 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Returns the NAR size. To hash while restoring, pass a
 /// [`crate::HashingReader`].
 pub fn restore<R: Read>(r: R, dest: &Path) -> Result<u64, Error> {
-    let mut rs = Restorer::begin(dest)?;
+    restore_with(r, dest, RestoreOptions::default())
+}
+
+/// How [`restore_with`] lays the tree down, beyond what [`restore`] does.
+#[derive(Default)]
+pub struct RestoreOptions {
+    /// Give every node its canonical store form while restoring: files
+    /// 0444 (0555 when executable), directories 0555, modification time 1
+    /// on everything (symlinks too). Saves a second walk over the tree. On
+    /// Windows, which has neither, this is ignored.
+    pub canonical: bool,
+    /// Create `dest` itself rather than a temporary sibling renamed into
+    /// place at the end (for a caller whose `dest` is already a private
+    /// staging name). On failure whatever was created is removed as usual.
+    pub in_place: bool,
+    /// Handed every finished regular file and directory, still open (for
+    /// instance to `fsync` them), in the order they are finished: a
+    /// directory after everything in it. Unix only.
+    pub on_finished: Option<Box<dyn FnMut(std::fs::File) + Send>>,
+}
+
+impl std::fmt::Debug for RestoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreOptions")
+            .field("canonical", &self.canonical)
+            .field("in_place", &self.in_place)
+            .field("on_finished", &self.on_finished.is_some())
+            .finish()
+    }
+}
+
+/// [`restore`] with [`RestoreOptions`].
+pub fn restore_with<R: Read>(r: R, dest: &Path, opts: RestoreOptions) -> Result<u64, Error> {
+    let mut rs = Restorer::begin_with(dest, opts)?;
     let result = restore_events(&mut NarReader::new(r), &mut rs);
     match result {
         Ok(n) => {
@@ -63,14 +96,30 @@ pub fn restore<R: Read>(r: R, dest: &Path) -> Result<u64, Error> {
     }
 }
 
+thread_local! {
+    /// The copy buffer, kept per thread: a store restoring thousands of
+    /// small NARs would otherwise allocate (and fault in) a fresh one each.
+    static COPY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn restore_events<R: Read>(nar: &mut NarReader<R>, rs: &mut Restorer) -> Result<u64, Error> {
-    let mut buf = vec![0u8; COPY_BUF];
+    let mut buf = COPY.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    let r = restore_events_with(nar, rs, &mut buf);
+    COPY.with(|c| *c.borrow_mut() = buf);
+    r
+}
+
+fn restore_events_with<R: Read>(
+    nar: &mut NarReader<R>,
+    rs: &mut Restorer,
+    buf: &mut Vec<u8>,
+) -> Result<u64, Error> {
     while let Some(ev) = nar.next()? {
         match ev {
             Event::DirectoryStart => rs.directory_start()?,
             Event::Entry { name } => rs.entry(name),
             Event::Symlink { target } => rs.symlink(target)?,
-            Event::DirectoryEnd => rs.directory_end(),
+            Event::DirectoryEnd => rs.dir_end()?,
             Event::File {
                 executable,
                 size,
@@ -84,19 +133,60 @@ fn restore_events<R: Read>(nar: &mut NarReader<R>, rs: &mut Restorer) -> Result<
                 if size > 0 {
                     let _ = rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, size);
                 }
-                #[cfg(not(target_os = "linux"))]
-                let _ = size;
+                if size > 0 && buf.is_empty() {
+                    buf.resize(COPY_BUF, 0);
+                }
                 loop {
-                    let n = contents.read_nar(&mut buf)?;
+                    let n = contents.read_nar(buf)?;
                     if n == 0 {
                         break;
                     }
                     rs.file_write(&mut f, &buf[..n])?;
                 }
+                rs.file_end(f)?;
             }
         }
     }
     Ok(nar.offset())
+}
+
+#[cfg(windows)]
+impl Restorer {
+    pub(crate) fn begin_with(dest: &Path, _opts: RestoreOptions) -> Result<Restorer, Error> {
+        Restorer::begin(dest)
+    }
+
+    pub(crate) fn dir_end(&mut self) -> Result<(), Error> {
+        self.directory_end();
+        Ok(())
+    }
+
+    pub(crate) fn file_end(&mut self, _f: std::fs::File) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// The process umask, read once (Linux reports it without changing it).
+#[cfg(unix)]
+fn umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
+}
+
+#[cfg(unix)]
+fn canonical_times() -> rustix::fs::Timestamps {
+    let t = rustix::fs::Timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
+    rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
 }
 
 #[cfg(unix)]
@@ -113,11 +203,19 @@ pub(crate) struct Restorer {
     /// Name of the entry whose node comes next.
     pending: Vec<u8>,
     created_root: bool,
+    canonical: bool,
+    /// `tmp_name` is the destination's own name: nothing to move at commit.
+    in_place: bool,
+    on_finished: Option<Box<dyn FnMut(File) + Send>>,
 }
 
 #[cfg(unix)]
 impl Restorer {
     pub(crate) fn begin(dest: &Path) -> Result<Restorer, Error> {
+        Restorer::begin_with(dest, RestoreOptions::default())
+    }
+
+    pub(crate) fn begin_with(dest: &Path, opts: RestoreOptions) -> Result<Restorer, Error> {
         if dest.symlink_metadata().is_ok() {
             return Err(Error::DestinationExists(dest.to_path_buf()));
         }
@@ -142,12 +240,27 @@ impl Restorer {
             Mode::empty(),
         )
         .map_err(|e| Error::fs("opening directory", &parent_path, e.into()))?;
-        let tmp_name = format!(
-            ".{}.b3-restore-{}-{}",
-            name.to_string_lossy().chars().take(64).collect::<String>(),
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let tmp_name = if opts.in_place {
+            name.to_str()
+                .ok_or_else(|| {
+                    Error::fs(
+                        "restoring to",
+                        dest,
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            "an in-place destination needs a UTF-8 name",
+                        ),
+                    )
+                })?
+                .to_owned()
+        } else {
+            format!(
+                ".{}.b3-restore-{}-{}",
+                name.to_string_lossy().chars().take(64).collect::<String>(),
+                std::process::id(),
+                TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+            )
+        };
         Ok(Restorer {
             dest: dest.to_path_buf(),
             parent,
@@ -157,6 +270,9 @@ impl Restorer {
             dirs: Vec::new(),
             pending: Vec::new(),
             created_root: false,
+            canonical: opts.canonical,
+            in_place: opts.in_place,
+            on_finished: opts.on_finished,
         })
     }
 
@@ -206,25 +322,65 @@ impl Restorer {
     }
 
     pub(crate) fn directory_end(&mut self) {
+        // Only the async restore (never canonical) calls this directly.
         self.dirs.pop();
     }
 
+    /// The current directory is complete: make it canonical and hand it on.
+    pub(crate) fn dir_end(&mut self) -> Result<(), Error> {
+        let Some(fd) = self.dirs.pop() else {
+            return Ok(());
+        };
+        if self.canonical {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o555))
+                .and_then(|()| rustix::fs::futimens(&fd, &canonical_times()))
+                .map_err(|e| Error::fs("finishing directory", self.dest.clone(), e.into()))?;
+        }
+        if let Some(f) = self.on_finished.as_mut() {
+            f(File::from(fd));
+        }
+        Ok(())
+    }
+
     pub(crate) fn symlink(&mut self, target: &[u8]) -> Result<(), Error> {
+        let canonical = self.canonical;
         let (dir, name) = self.slot();
-        rustix::fs::symlinkat(target, dir, name)
-            .map_err(|e| Error::fs("creating symlink", self.node_path(), e.into()))
+        let made = rustix::fs::symlinkat(target, dir, name).and_then(|()| {
+            if canonical {
+                rustix::fs::utimensat(
+                    dir,
+                    name,
+                    &canonical_times(),
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                )
+            } else {
+                Ok(())
+            }
+        });
+        made.map_err(|e| Error::fs("creating symlink", self.node_path(), e.into()))
     }
 
     pub(crate) fn file_start(&mut self, executable: bool) -> Result<File, Error> {
+        let canonical = self.canonical;
+        let mode = match (canonical, executable) {
+            (true, true) => 0o555,
+            (true, false) => 0o444,
+            (false, _) => 0o666,
+        };
         let (dir, name) = self.slot();
         let made = rustix::fs::openat(
             dir,
             name,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o666),
+            Mode::from_raw_mode(mode),
         )
         .and_then(|fd| {
-            if executable {
+            if canonical {
+                // The umask may have taken bits the canonical mode needs.
+                if umask().is_none_or(|m| m & mode != 0) {
+                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+                }
+            } else if executable {
                 let st = rustix::fs::fstat(&fd)?;
                 rustix::fs::fchmod(&fd, Mode::from_raw_mode((st.st_mode | 0o111) & 0o7777))?;
             }
@@ -241,9 +397,25 @@ impl Restorer {
             .map_err(|e| from_io(e, |e| Error::fs("writing file", self.node_path(), e)))
     }
 
+    /// A file's contents are all written.
+    pub(crate) fn file_end(&mut self, f: File) -> Result<(), Error> {
+        if self.canonical {
+            rustix::fs::futimens(&f, &canonical_times())
+                .map_err(|e| Error::fs("finishing file", self.node_path(), e.into()))?;
+        }
+        if let Some(cb) = self.on_finished.as_mut() {
+            cb(f);
+        }
+        Ok(())
+    }
+
     /// Moves the finished tree into place; never replaces an existing path.
     pub(crate) fn commit(mut self) -> Result<(), Error> {
         self.dirs.clear();
+        if self.in_place {
+            self.created_root = false;
+            return Ok(());
+        }
         let r = rustix::fs::renameat_with(
             &self.parent,
             self.tmp_name.as_str(),

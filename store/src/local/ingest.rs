@@ -10,7 +10,9 @@
 //! pool of writer threads (file creation and page-cache copies are most of
 //! the cost, and they parallelise); large files are streamed in place. The
 //! copy is produced already canonical (modes 0444/0555, mtime 1), so no
-//! second pass over the tree is needed.
+//! second pass over the tree is needed. Given a [`SyncGroup`], every file
+//! is handed to it to be flushed as soon as it is written, and every
+//! directory once it is complete, so the flushes overlap the copy.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -21,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use b3_nar::NarEncoder;
 
+use super::durable::SyncGroup;
 use crate::hash::{Hash, HashAlgo, Hasher};
 use crate::path::FileIngestionMethod;
 
@@ -104,7 +107,7 @@ struct Writers {
 }
 
 impl Writers {
-    fn new() -> Writers {
+    fn new(sync: Option<Arc<SyncGroup>>) -> Writers {
         let n = match std::env::var("B3_INGEST_THREADS")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -117,13 +120,17 @@ impl Writers {
         let handles = (0..n)
             .map(|_| {
                 let rx = Arc::clone(&rx);
+                let sync = sync.clone();
                 std::thread::spawn(move || loop {
                     let job = match rx.lock() {
                         Ok(r) => r.recv(),
                         Err(p) => p.into_inner().recv(),
                     };
                     let Ok(job) = job else { return Ok(()) };
-                    write_small(&job).map_err(io_at(&job.dest))?;
+                    let f = write_small(&job).map_err(io_at(&job.dest))?;
+                    if let Some(g) = &sync {
+                        g.submit(f);
+                    }
                 })
             })
             .collect();
@@ -203,11 +210,12 @@ fn preallocate(f: &File, len: u64) {
     let _ = (f, len);
 }
 
-fn write_small(job: &FileJob) -> io::Result<()> {
+fn write_small(job: &FileJob) -> io::Result<File> {
     let mut f = create(&job.dest, job.executable)?;
     preallocate(&f, job.data.len() as u64);
     f.write_all(&job.data)?;
-    finish_file(&f, job.executable)
+    finish_file(&f, job.executable)?;
+    Ok(f)
 }
 
 fn set_times_nofollow(p: &Path) -> Result<(), IngestError> {
@@ -238,7 +246,7 @@ struct BigWriter {
 const BIG_DEPTH: usize = 16;
 
 impl BigWriter {
-    fn new() -> io::Result<BigWriter> {
+    fn new(sync: Option<Arc<SyncGroup>>) -> io::Result<BigWriter> {
         let (tx, rx) = sync_channel::<Big>(BIG_DEPTH);
         let (back, recycled) = sync_channel::<Vec<u8>>(BIG_DEPTH + 2);
         let handle = std::thread::Builder::new()
@@ -265,6 +273,9 @@ impl BigWriter {
                         Big::Close => {
                             if let Some((f, dest, executable)) = open.take() {
                                 finish_file(&f, executable).map_err(io_at(&dest))?;
+                                if let Some(g) = &sync {
+                                    g.submit(f);
+                                }
                             }
                         }
                     }
@@ -324,6 +335,7 @@ struct Walk {
     big: Option<BigWriter>,
     /// Directories in post-order, made read-only once every file is written.
     dirs: Vec<PathBuf>,
+    sync: Option<Arc<SyncGroup>>,
 }
 
 /// Copy `src` to `dest` (which must not exist), computing the hashes of
@@ -335,6 +347,18 @@ pub fn ingest(
     method: FileIngestionMethod,
     algo: HashAlgo,
 ) -> Result<Ingested, IngestError> {
+    ingest_durable(src, dest, method, algo, None)
+}
+
+/// [`ingest`], handing every file and directory of the copy to `sync` to be
+/// flushed once written (the caller waits on the group).
+pub fn ingest_durable(
+    src: &Path,
+    dest: &Path,
+    method: FileIngestionMethod,
+    algo: HashAlgo,
+    sync: Option<Arc<SyncGroup>>,
+) -> Result<Ingested, IngestError> {
     let other = match method {
         FileIngestionMethod::Recursive if algo != HashAlgo::Sha256 => Some(Hasher::new(algo)),
         _ => None,
@@ -345,9 +369,10 @@ pub fn ingest(
             other,
         }),
         buf: vec![0u8; BUF],
-        writers: Writers::new(),
+        writers: Writers::new(sync.clone()),
         big: None,
         dirs: Vec::new(),
+        sync,
     };
     let mut content = match method {
         FileIngestionMethod::Flat => Some(Hasher::new(algo)),
@@ -365,6 +390,9 @@ pub fn ingest(
     for d in &walk.dirs {
         crate::os::set_mode(d, 0o555).map_err(io_at(d))?;
         set_times_nofollow(d)?;
+        if let Some(g) = &walk.sync {
+            g.submit_path(d).map_err(io_at(d))?;
+        }
     }
     let (hashers, nar_size) = walk.enc.finish()?;
     let nar_hash = hashers.nar.finish();
@@ -392,7 +420,7 @@ impl Walk {
         mut content: Option<&mut Hasher>,
     ) -> Result<(), IngestError> {
         if self.big.is_none() {
-            self.big = Some(BigWriter::new().map_err(io_at(dest))?);
+            self.big = Some(BigWriter::new(self.sync.clone()).map_err(io_at(dest))?);
         }
         let Some(big) = self.big.as_mut() else {
             return Err(IngestError::Io {
@@ -491,6 +519,9 @@ impl Walk {
             }
             self.enc.file_trailer(size)?;
             finish_file(&out, executable).map_err(io_at(dest))?;
+            if let Some(g) = &self.sync {
+                g.submit(out);
+            }
             Ok(())
         } else if ft.is_symlink() {
             let target = std::fs::read_link(src).map_err(io_at(src))?;

@@ -12,8 +12,9 @@
 //!   `temproots/<pid>`.
 //!
 //! An add locks the path, unpacks into a temporary directory inside the
-//! store, verifies, canonicalises, syncs, renames into place and registers
-//! last. A process killed at any point leaves no valid partial path; its
+//! store (canonical as it is written), verifies, flushes exactly the files
+//! and directories it wrote ([`durable`]), renames into place, flushes the
+//! store directory and registers last. A process killed at any point leaves no valid partial path; its
 //! temporary-roots file stays behind unlocked, and the next process to open
 //! the store notices it and sweeps the leftovers.
 //!
@@ -21,6 +22,7 @@
 //! on blocking threads.
 
 pub mod db;
+pub mod durable;
 mod gc;
 pub mod ingest;
 pub mod roots;
@@ -33,18 +35,21 @@ pub use verify::{RepairSource, VerifyOptions, VerifyReport};
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::canonicalise::{canonicalise_tree, remove_tree};
+#[cfg(not(unix))]
+use crate::canonicalise::canonicalise_tree;
+use crate::canonicalise::remove_tree;
 use crate::hash::{Hash, HashAlgo};
 use crate::lock::{FileLock, LockMode, PathLocks};
 use crate::path::{ContentAddress, ContentAddressMethod, FileIngestionMethod, StoreDir, StorePath};
 use crate::traits::{StoreError, ValidPathInfo};
 
 use db::{Db, DbError, PathRow};
+use durable::SyncGroup;
 use roots::TempRoots;
 
 const TMP_PREFIX: &str = ".b3-tmp-";
@@ -57,7 +62,8 @@ pub struct LocalStoreConfig {
     pub root: PathBuf,
     /// Logical store directory (what paths are computed against and printed as).
     pub store_dir: StoreDir,
-    /// Flush added paths to disk (`syncfs`) before registering them.
+    /// Flush each added path's files and directories to disk (`fsync`,
+    /// see [`durable`]) before registering it.
     pub fsync: bool,
 }
 
@@ -373,16 +379,38 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Flush every file and directory of the tree at `p` (one written
+    /// without a [`SyncGroup`] at hand).
     fn sync_tree(&self, p: &Path) -> Result<(), StoreError> {
         if !self.inner.fsync {
             return Ok(());
         }
-        // One syncfs flushes every file written for this add at once, far
-        // cheaper than an fsync per file for trees with many small files.
-        let f = crate::os::open_node(p)
-            .or_else(|_| crate::os::open_node(p.parent().unwrap_or(Path::new("/"))))
-            .map_err(io_ctx(format!("opening {}", p.display())))?;
-        crate::os::sync_filesystem(&f).map_err(|e| StoreError::io("syncfs", e))
+        let g = SyncGroup::new();
+        let submitted = g.submit_tree(p);
+        let flushed = g.wait();
+        submitted
+            .and(flushed)
+            .map_err(io_ctx(format!("flushing {}", p.display())))
+    }
+
+    /// A group for the files of one add, if the store flushes adds.
+    fn sync_group(&self) -> Option<std::sync::Arc<SyncGroup>> {
+        self.inner.fsync.then(SyncGroup::new)
+    }
+
+    /// Make a restored tree canonical and durable: wait for the flushes
+    /// started while it was written.
+    fn finish_restored(&self, r: &Restored) -> Result<(), StoreError> {
+        #[cfg(not(unix))]
+        {
+            canonicalise_tree(&r.node).map_err(|e| StoreError::Other(e.to_string()))?;
+            self.sync_tree(&r.node)?;
+        }
+        if let Some(g) = &r.sync {
+            g.wait()
+                .map_err(io_ctx(format!("flushing {}", r.node.display())))?;
+        }
+        Ok(())
     }
 
     fn sync_store_dir(&self) -> Result<(), StoreError> {
@@ -654,8 +682,7 @@ impl LocalStore {
         if let Some(ca) = &info.ca {
             self.check_ca_contents(&r.node, ca, &r.hash, &path_s)?;
         }
-        canonicalise_tree(&r.node).map_err(|e| StoreError::Other(e.to_string()))?;
-        self.sync_tree(&r.node)?;
+        self.finish_restored(&r)?;
         self.commit(&r.node, &info)?;
         Ok(info)
     }
@@ -672,8 +699,9 @@ impl LocalStore {
         let tmp = self.new_tmp_node()?;
         let node = tmp.path().to_path_buf();
         let limited = nar.take(max.map_or(u64::MAX, |m| m.saturating_add(1)));
-        let mut hr = b3_nar::HashingReader::new(BufReader::with_capacity(1 << 18, limited));
-        let restored = b3_nar::restore(&mut hr, &node);
+        let mut hr = b3_nar::HashingReader::new(PooledBufReader::new(limited));
+        let (opts, sync) = self.restore_options();
+        let restored = b3_nar::restore_with(&mut hr, &node, opts);
         // Without an announced size, the stream must end with the archive.
         let trailing = max.is_none() && restored.is_ok() && {
             let mut one = [0u8; 1];
@@ -704,7 +732,24 @@ impl LocalStore {
             node,
             hash,
             size: got.size,
+            sync,
         })
+    }
+
+    /// How a NAR is restored into a temporary node: canonical as written,
+    /// straight at the node's name (it is private already), each finished
+    /// file and directory handed to the returned group to be flushed.
+    fn restore_options(&self) -> (b3_nar::RestoreOptions, Option<std::sync::Arc<SyncGroup>>) {
+        let sync = if cfg!(unix) { self.sync_group() } else { None };
+        let on_finished = sync
+            .clone()
+            .map(|g| Box::new(move |f: File| g.submit(f)) as Box<dyn FnMut(File) + Send>);
+        let opts = b3_nar::RestoreOptions {
+            canonical: true,
+            in_place: true,
+            on_finished,
+        };
+        (opts, sync)
     }
 
     /// Restore a NAR that is embedded in a larger stream (reading exactly
@@ -716,7 +761,8 @@ impl LocalStore {
         let tmp = self.new_tmp_node()?;
         let node = tmp.path().to_path_buf();
         let mut hr = b3_nar::HashingReader::new(nar);
-        b3_nar::restore(&mut hr, &node)?;
+        let (opts, sync) = self.restore_options();
+        b3_nar::restore_with(&mut hr, &node, opts)?;
         let (_, got) = hr.finish_nar();
         let hash = Hash::from_bytes(HashAlgo::Sha256, &got.sha256)
             .map_err(|e| StoreError::Other(e.to_string()))?;
@@ -725,6 +771,7 @@ impl LocalStore {
             node,
             hash,
             size: got.size,
+            sync,
         }))
     }
 
@@ -761,8 +808,7 @@ impl LocalStore {
             return Ok(());
         }
         self.check_references_valid(&info)?;
-        canonicalise_tree(&r.node).map_err(|e| StoreError::Other(e.to_string()))?;
-        self.sync_tree(&r.node)?;
+        self.finish_restored(&r)?;
         let _lock = self
             .inner
             .locks
@@ -790,8 +836,7 @@ impl LocalStore {
         if self.is_valid_sync(&path)? {
             return Ok(path);
         }
-        canonicalise_tree(&r.node).map_err(|e| StoreError::Other(e.to_string()))?;
-        self.sync_tree(&r.node)?;
+        self.finish_restored(&r)?;
         let _lock = self
             .inner
             .locks
@@ -877,7 +922,8 @@ impl LocalStore {
         crate::path::check_name(name)?;
         let tmp = self.new_tmp_node()?;
         let node = tmp.path().to_path_buf();
-        let ing = ingest::ingest(source, &node, method, algo)
+        let sync = self.sync_group();
+        let ing = ingest::ingest_durable(source, &node, method, algo, sync.clone())
             .map_err(|e| StoreError::Other(e.to_string()))?;
         let path = self.inner.store_dir.make_fixed_output_path(
             method,
@@ -890,8 +936,13 @@ impl LocalStore {
         if self.is_valid_sync(&path)? {
             return Ok(path);
         }
-        // `ingest` produced a canonical tree already.
-        self.sync_tree(&node)?;
+        // `ingest` produced a canonical tree already, and submitted each
+        // file and directory to `sync` as it finished them.
+        if let Some(g) = &sync {
+            g.wait()
+                .map_err(io_ctx(format!("flushing {}", node.display())))?;
+        }
+        crash_point("after-flush");
         let _lock = self
             .inner
             .locks
@@ -1034,6 +1085,74 @@ struct Restored {
     node: PathBuf,
     hash: Hash,
     size: u64,
+    /// Flushes of the restored files still in flight.
+    sync: Option<std::sync::Arc<SyncGroup>>,
+}
+
+/// A buffered reader whose buffer is kept per thread between uses: a store
+/// adding thousands of small NARs would otherwise allocate and fault in a
+/// fresh buffer for each.
+struct PooledBufReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    pos: usize,
+    filled: usize,
+}
+
+const READ_BUF: usize = 64 << 10;
+
+thread_local! {
+    static SPARE_READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl<R: Read> PooledBufReader<R> {
+    fn new(inner: R) -> Self {
+        let mut buf = SPARE_READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        if buf.len() < READ_BUF {
+            buf = vec![0u8; READ_BUF];
+        }
+        PooledBufReader {
+            inner,
+            buf,
+            pos: 0,
+            filled: 0,
+        }
+    }
+}
+
+impl<R> Drop for PooledBufReader<R> {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        SPARE_READ_BUF.with(|b| *b.borrow_mut() = buf);
+    }
+}
+
+impl<R: Read> Read for PooledBufReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        // Large reads with nothing buffered skip the copy.
+        if self.pos == self.filled && out.len() >= self.buf.len() {
+            return self.inner.read(out);
+        }
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: Read> BufRead for PooledBufReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos == self.filled {
+            self.filled = self.inner.read(&mut self.buf)?;
+            self.pos = 0;
+        }
+        Ok(&self.buf[self.pos..self.filled])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.filled);
+    }
 }
 
 /// What a sweep removed.
