@@ -15,6 +15,7 @@ fn main() {
         builder: format!("/nix/store/{bb}/bin/sh"),
         args: vec!["-c".into(), script],
         env: vec![("PATH".into(), format!("/nix/store/{bb}/bin"))],
+        env_bytes: Vec::new(),
         logical_store_dir: "/nix/store".into(),
         physical_store_dir: PathBuf::from("/nix/store"),
         inputs: vec![bb.into()],

@@ -125,6 +125,7 @@ pub fn job_from_derivation(
         builder: drv.builder.clone(),
         args: drv.args.clone(),
         drv_env: drv.env.clone(),
+        drv_env_bytes: drv.env_bytes.clone(),
         outputs,
         inputs: input_closure.iter().map(|p| store_dir.display(p)).collect(),
         logical_store_dir: store_dir.as_str().to_string(),
@@ -139,6 +140,7 @@ pub fn job_from_derivation(
         kvm: settings.kvm,
         impure_env: settings.impure_env.clone(),
         cancel: None,
+        overlay: std::env::var_os("B3_SANDBOX_OVERLAY").is_none_or(|v| v != "0"),
     })
 }
 

@@ -35,6 +35,9 @@ pub struct EnvOptions<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuilderEnv {
     pub vars: BTreeMap<String, String>,
+    /// Variables whose name or value is not UTF-8 (see
+    /// [`apply_env_bytes`]), passed to the builder byte for byte.
+    pub bytes_vars: Vec<(Vec<u8>, Vec<u8>)>,
     /// `(file name in the build directory, contents)`.
     pub files: Vec<(String, Vec<u8>)>,
 }
@@ -131,7 +134,53 @@ pub fn builder_env(
             format!("{SANDBOX_BUILD_DIR}/.attrs.sh"),
         );
     }
-    Ok(BuilderEnv { vars, files })
+    Ok(BuilderEnv {
+        vars,
+        bytes_vars: Vec::new(),
+        files,
+    })
+}
+
+/// Adds a derivation's non-UTF-8 environment entries (`env_bytes`, which
+/// are disjoint from `env`) to `env` with the precedence of the UTF-8 ones:
+/// they override `PATH`, `HOME`, `NIX_STORE` and `NIX_BUILD_CORES`, lose to
+/// the variables Nix sets after the derivation's (`NIX_BUILD_TOP`, ...,
+/// `TERM`, a fixed-output build's impure ones), go to a file when named in
+/// `passAsFile`, and are not used at all with structured attrs (whose
+/// values come from `__json`).
+pub fn apply_env_bytes(
+    env: &mut BuilderEnv,
+    drv_env: &BTreeMap<String, String>,
+    env_bytes: &BTreeMap<Vec<u8>, Vec<u8>>,
+) {
+    if env_bytes.is_empty() || drv_env.contains_key("__json") {
+        return;
+    }
+    let pass_as_file: Vec<&str> = drv_env
+        .get("passAsFile")
+        .map(|s| {
+            s.split([' ', '\t', '\n', '\r'])
+                .filter(|w| !w.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    const OVERRIDABLE: [&str; 4] = ["PATH", "HOME", "NIX_STORE", "NIX_BUILD_CORES"];
+    for (k, v) in env_bytes {
+        match std::str::from_utf8(k) {
+            Ok(name) if pass_as_file.contains(&name) => {
+                let file = pass_as_file_name(name);
+                env.vars
+                    .insert(format!("{name}Path"), format!("{SANDBOX_BUILD_DIR}/{file}"));
+                env.files.push((file, v.clone()));
+            }
+            Ok(name) if env.vars.contains_key(name) && !OVERRIDABLE.contains(&name) => {}
+            Ok(name) => {
+                env.vars.remove(name);
+                env.bytes_vars.push((k.clone(), v.clone()));
+            }
+            Err(_) => env.bytes_vars.push((k.clone(), v.clone())),
+        }
+    }
 }
 
 /// `.attrs.json` (the `__json` object with `outputs` replaced by the map of
@@ -294,6 +343,34 @@ mod tests {
                 b"hello file".to_vec()
             )]
         );
+    }
+
+    #[test]
+    fn non_utf8_entries_keep_their_bytes_and_nix_precedence() {
+        let drv = map(&[("passAsFile", "blob"), ("x", "1")]);
+        let outs = map(&[("out", "/o")]);
+        let mut env = builder_env(&drv, &outs, &opts(false)).unwrap();
+        let bytes: BTreeMap<Vec<u8>, Vec<u8>> = [
+            (b"v".to_vec(), b"a\xffb".to_vec()),
+            (b"k\xfe".to_vec(), b"plain".to_vec()),
+            (b"blob".to_vec(), b"\x00\x80".to_vec()),
+            (b"HOME".to_vec(), b"/h\xff".to_vec()),
+            (b"TMPDIR".to_vec(), b"/t\xff".to_vec()),
+        ]
+        .into_iter()
+        .collect();
+        apply_env_bytes(&mut env, &drv, &bytes);
+        let got: BTreeMap<_, _> = env.bytes_vars.iter().cloned().collect();
+        assert_eq!(got[&b"v"[..]], b"a\xffb");
+        assert_eq!(got[&b"k\xfe"[..]], b"plain");
+        assert_eq!(got[&b"HOME"[..]], b"/h\xff");
+        assert!(!env.vars.contains_key("HOME"));
+        assert!(!got.contains_key(&b"TMPDIR"[..]));
+        assert_eq!(env.vars["TMPDIR"], "/build");
+        let file = pass_as_file_name("blob");
+        assert_eq!(env.vars["blobPath"], format!("/build/{file}"));
+        assert!(env.files.contains(&(file, b"\x00\x80".to_vec())));
+        assert!(!got.contains_key(&b"blob"[..]));
     }
 
     #[test]

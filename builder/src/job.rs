@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::env::{builder_env, EnvError, EnvOptions};
+use crate::env::{apply_env_bytes, builder_env, EnvError, EnvOptions};
 use crate::platform::{Cancel, OsError};
 use crate::sandbox::{self, RunOutcome, SandboxError, SandboxPath, SandboxSpec};
 
@@ -31,6 +31,8 @@ pub struct BuildJob {
     pub args: Vec<String>,
     /// The derivation's `env`.
     pub drv_env: BTreeMap<String, String>,
+    /// The derivation's non-UTF-8 environment entries (`env_bytes`).
+    pub drv_env_bytes: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Output name → store path (logical, e.g. `/nix/store/…-hello`).
     pub outputs: BTreeMap<String, String>,
     /// Store paths (logical) of the input closure.
@@ -55,6 +57,9 @@ pub struct BuildJob {
     pub impure_env: Option<BTreeMap<String, String>>,
     /// Kill the build when this is cancelled (another build failed).
     pub cancel: Option<Cancel>,
+    /// Show the store as an overlay (Linux) when the kernel allows it;
+    /// `false` forces the bind-mount layout (`B3_SANDBOX_OVERLAY=0`).
+    pub overlay: bool,
 }
 
 /// A finished build.
@@ -278,7 +283,7 @@ impl BuildJob {
             Some(m) => m.get(k).cloned(),
             None => std::env::var(k).ok(),
         };
-        let env = builder_env(
+        let mut env = builder_env(
             &self.drv_env,
             &self.outputs,
             &EnvOptions {
@@ -288,6 +293,7 @@ impl BuildJob {
                 impure_lookup: &lookup,
             },
         )?;
+        apply_env_bytes(&mut env, &self.drv_env, &self.drv_env_bytes);
         let mut inputs = Vec::with_capacity(self.inputs.len());
         for p in &self.inputs {
             inputs.push(base_name(&self.logical_store_dir, p)?.to_string());
@@ -316,13 +322,14 @@ impl BuildJob {
             builder: self.builder.clone(),
             args: self.args.clone(),
             env: env.vars.into_iter().collect(),
+            env_bytes: env.bytes_vars,
             logical_store_dir: self.logical_store_dir.clone(),
             physical_store_dir: self.physical_store_dir.clone(),
             inputs,
             store_dir_host: work.store(),
             build_dir: work.build(),
             root_dir: work.root(),
-            scratch_dir: Some(work.scratch()),
+            scratch_dir: self.overlay.then(|| work.scratch()),
             network: self.fixed_output,
             extra_paths: self.extra_paths.clone(),
             kvm: self.kvm,

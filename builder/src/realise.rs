@@ -7,9 +7,9 @@
 //! The work is split: [`crate::schedule`] walks the derivation graph and
 //! runs builds and substitutions in parallel; [`crate::step`] builds one
 //! derivation (lock its outputs, run the builder in the sandbox, check the
-//! outputs, register them). This module also owns the two helpers they
-//! share to turn a built output into a store path: [`scan_output`] (NAR
-//! hash, size and references in one pass) and [`add_output`].
+//! outputs, register them). This module also owns [`scan_output`] (NAR
+//! hash, size and references in one pass), which `--check` uses on a
+//! rebuilt output.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -286,29 +286,6 @@ pub(crate) fn scan_output<'a>(
     })?;
     let found = sink.scanner.found();
     Ok((sink.hasher.finish(), size, found))
-}
-
-/// Streams the output's NAR into the store's verified, atomic add.
-pub(crate) fn add_output(
-    store: &LocalStore,
-    info: &ValidPathInfo,
-    host: &Path,
-) -> Result<(), RealiseError> {
-    let (reader, writer) = std::io::pipe().map_err(|e| StoreError::io("creating a pipe", e))?;
-    std::thread::scope(|s| {
-        let producer = s.spawn(move || b3_nar::dump_path(host, writer).map(|_| ()));
-        let added = store.add_nar_sync(info, reader);
-        let dumped = producer.join();
-        match (added, dumped) {
-            (Ok(()), Ok(Ok(()))) => Ok(()),
-            (_, Ok(Err(source))) => Err(RealiseError::Nar {
-                path: host.display().to_string(),
-                source,
-            }),
-            (Err(e), _) => Err(e.into()),
-            (Ok(()), Err(_)) => Err(StoreError::Other("NAR serialiser panicked".into()).into()),
-        }
-    })
 }
 
 /// A local store that can build: `StoreRead`/`StoreWrite` are the store's,

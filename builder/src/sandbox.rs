@@ -68,6 +68,9 @@ pub struct SandboxSpec {
     pub args: Vec<String>,
     /// The complete environment; nothing of the caller's leaks in.
     pub env: Vec<(String, String)>,
+    /// More of it, byte for byte: variables whose name or value is not
+    /// UTF-8 (names must be disjoint from `env`'s).
+    pub env_bytes: Vec<(Vec<u8>, Vec<u8>)>,
     /// The store directory as builders see it, e.g. `/nix/store`.
     pub logical_store_dir: String,
     /// Where store objects live on the host (e.g. `/nix/store`, or

@@ -422,12 +422,21 @@ impl<'a> Sched<'a> {
             .filter(|i| matches!(self.nodes[**i].state, State::Waiting | State::Queued))
             .map(|i| self.store.print_path(&self.nodes[*i].drv_path))
             .collect();
-        let fetches: Vec<String> = order
+        let fetch_paths: Vec<&StorePath> = order
             .iter()
             .filter(|i| self.nodes[**i].state == State::Substituting)
             .flat_map(|i| self.nodes[*i].subst_paths.iter())
+            .collect();
+        let fetches: Vec<String> = fetch_paths
+            .iter()
             .map(|p| self.store.print_path(p))
             .collect();
+        let sizes = self.settings.substituter.as_ref().and_then(|s| {
+            fetch_paths.iter().try_fold((0u64, 0u64), |(d, n), p| {
+                let (pd, pn) = s.fetch_sizes(p)?;
+                Some((d + pd, n + pn))
+            })
+        });
         let say = |items: &[String], one: &str, many: String| {
             if items.is_empty() {
                 return;
@@ -447,11 +456,25 @@ impl<'a> Sched<'a> {
             "this derivation will be built:",
             format!("these {} derivations will be built:", builds.len()),
         );
-        say(
-            &fetches,
-            "this path will be fetched:",
-            format!("these {} paths will be fetched:", fetches.len()),
-        );
+        let (one, many) = match sizes {
+            Some((download, nar)) => {
+                let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+                let sizes = format!(
+                    " ({:.2} MiB download, {:.2} MiB unpacked):",
+                    mib(download),
+                    mib(nar)
+                );
+                (
+                    format!("this path will be fetched{sizes}"),
+                    format!("these {} paths will be fetched{sizes}", fetches.len()),
+                )
+            }
+            None => (
+                "this path will be fetched:".to_string(),
+                format!("these {} paths will be fetched:", fetches.len()),
+            ),
+        };
+        say(&fetches, &one, many);
         self.builds_act
             .set_expected(ActivityType::Build, builds.len() as u64);
     }

@@ -5,8 +5,9 @@
 //! (substituting them if need be); run the builder in the sandbox with its
 //! log kept (see [`crate::buildlog`]) and relayed as a `building '…'`
 //! activity; check fixed-output hashes and the derivation's output checks;
-//! then hand each output to the store's atomic `add_nar` with the
-//! references found by scanning it. Nothing is registered when any of this
+//! canonicalise and measure each output where the builder left it (NAR
+//! hash, size and references in one walk) and have the store adopt it:
+//! moved, not copied, then registered. Nothing is registered when any of this
 //! fails, and with `keep_failed` the build directory is kept.
 //!
 //! In check mode (`--check`) the outputs, which must already be valid, are
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use b3_store::activity::{ActivityType, Logger, Verbosity};
 use b3_store::derivation::Derivation;
+use b3_store::local::adopt::Prepared;
 use b3_store::local::LocalStore;
 use b3_store::lock::{FileLock, PathLocks};
 use b3_store::path::{ContentAddress, StorePath};
@@ -31,7 +33,7 @@ use crate::checks::check_outputs;
 use crate::drv::{check_fixed_output, fixed_output_ca, job_from_derivation, BuildSettings};
 use crate::job::{BuildResult, Trash, WorkDir};
 use crate::platform::{Cancel, ExitStatus};
-use crate::realise::{add_output, failure_text, scan_output, RealiseError, RealiseSettings};
+use crate::realise::{failure_text, scan_output, RealiseError, RealiseSettings};
 use crate::sandbox::RunOutcome;
 use crate::timing::Timeline;
 
@@ -399,20 +401,28 @@ fn finish(
         });
     }
     let fod = fixed_output_ca(drv).copied();
-    if let Some(ca) = &fod {
-        check_fixed_output(ca, &drv_s, &result.outputs["out"])?;
-    }
 
     // Scan every output for references to the closure and to the outputs.
+    // Outside check mode, each output is canonicalised and measured where
+    // the builder left it (on the store's file system), to be moved into
+    // the store later rather than copied.
     let mut candidates: BTreeMap<String, StorePath> =
         closure.iter().map(|p| (p.hash_part(), p.clone())).collect();
     for p in outputs.values() {
         candidates.insert(p.hash_part(), p.clone());
     }
     let mut infos: BTreeMap<String, ValidPathInfo> = BTreeMap::new();
+    let mut prepared: BTreeMap<String, Prepared> = BTreeMap::new();
     for (name, host) in &result.outputs {
         let path = outputs[name].clone();
-        let (hash, size, found) = scan_output(host, candidates.keys())?;
+        let (hash, size, found) = if check {
+            scan_output(host, candidates.keys())?
+        } else {
+            let p = store.prepare_adoption(host, candidates.keys())?;
+            let measured = (p.nar_hash(), p.nar_size(), p.found().clone());
+            prepared.insert(name.clone(), p);
+            measured
+        };
         let mut info = ValidPathInfo::new(path, hash, size);
         info.references = found
             .iter()
@@ -421,6 +431,7 @@ fn finish(
         info.deriver = Some(drv_path.clone());
         info.ultimate = true;
         if let Some(ca) = &fod {
+            check_fixed_output(ca, &drv_s, host)?;
             if !info.references.is_empty() {
                 return Err(RealiseError::FixedOutputReferences(drv_s));
             }
@@ -471,7 +482,9 @@ fn finish(
                 if ctx.cancel.is_cancelled() {
                     return Err(RealiseError::Cancelled(drv_s));
                 }
-                add_output(store, info, &result.outputs[todo[i]])?;
+                if let Some(p) = prepared.remove(todo[i]) {
+                    store.adopt_sync(p, info)?;
+                }
                 added.insert(info.path.clone());
                 todo.remove(i);
             } else {

@@ -357,3 +357,45 @@ fn inner_unprivileged_realise() {
         "9719d86ed7845764b8833f2a9d0b1c6dd7f018608608490137dd5093c9634fed"
     );
 }
+
+/// Environment values that are not UTF-8 (a `builtins.readFile` of a
+/// binary file) reach the builder byte for byte, directly and through
+/// `passAsFile`, and the output is Nix's.
+#[test]
+fn non_utf8_env_values_reach_the_builder_byte_for_byte() {
+    require_busybox();
+    let dir = tempdir();
+    let blob: &[u8] = b"a\xff\xfeb\xc3(\n";
+    std::fs::write(dir.path().join("blob"), blob).unwrap();
+    let expr = format!(
+        r#"let bb = builtins.storePath {BB}; in
+derivation {{
+  name = "bytes"; system = "x86_64-linux"; builder = "${{bb}}/bin/sh";
+  blob = builtins.readFile ./blob; other = builtins.readFile ./blob;
+  passAsFile = [ "other" ];
+  args = [ "-c" "${{bb}}/bin/busybox mkdir $out; ${{bb}}/bin/busybox printf %s \"$blob\" > $out/env; ${{bb}}/bin/busybox cat $otherPath > $out/file" ];
+}}"#
+    );
+    let drv = instantiate(dir.path(), "bytes.nix", &expr);
+    let nix_out = sh(Command::new("nix-build").args(["--no-out-link", &drv]))
+        .trim()
+        .to_string();
+    let store = open_store(&dir.path().join("b3"));
+    let drv_path = copy_drv(&store, &drv);
+    let parsed = b3_builder::realise::read_derivation(&store, &drv_path).unwrap();
+    assert!(
+        !parsed.env_bytes.is_empty(),
+        "the .drv has non-UTF-8 values"
+    );
+    let mut log = Vec::new();
+    let outs = realise_sync(&store, &settings(), &drv_path, &BTreeSet::new(), &mut log)
+        .unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&log)));
+    let out = &outs["out"];
+    assert_eq!(store.print_path(out), nix_out);
+    let real = store.real_path(out);
+    assert_eq!(std::fs::read(real.join("env")).unwrap(), blob);
+    assert_eq!(std::fs::read(real.join("file")).unwrap(), blob);
+    let ours = store.query_path_info_sync(out).unwrap().unwrap();
+    let nix_hash = sh(Command::new("nix-store").args(["-q", "--hash", &nix_out]));
+    assert_eq!(ours.nar_hash.to_string(), nix_hash.trim());
+}

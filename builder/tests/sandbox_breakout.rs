@@ -18,6 +18,17 @@ use common::{job, run, tempdir, BB, OUT};
 
 #[test]
 fn host_files_outside_the_closure_are_invisible() {
+    only_the_closure_is_visible(true);
+}
+
+/// The same with the store bound instead of overlaid (the layout used
+/// when the kernel refuses the overlay, forced here).
+#[test]
+fn host_files_outside_the_closure_are_invisible_without_the_overlay() {
+    only_the_closure_is_visible(false);
+}
+
+fn only_the_closure_is_visible(overlay: bool) {
     let host = tempdir();
     let secret = host.path().join("secret.txt");
     std::fs::write(&secret, "host secret").unwrap();
@@ -32,16 +43,25 @@ fn host_files_outside_the_closure_are_invisible() {
     let script = format!(
         "for f in {secret} {other} /etc/shadow /root /work /usr/bin/env; do \
            if cat $f >/dev/null 2>&1 || ls $f >/dev/null 2>&1; then echo LEAK $f; fi; \
-         done; echo STORE: $(ls -A /nix/store); touch $out",
+         done; echo ROOT: $(ls -A /); \
+         if echo x > {bb}/evil 2>/dev/null; then echo LEAK writable input; fi; \
+         echo STORE: $(ls -A /nix/store); touch $out",
+        bb = BB,
         secret = secret.display(),
         other = other.display()
     );
-    let (res, log) = run(&job(&script, work.path()));
+    let mut j = job(&script, work.path());
+    j.overlay = overlay;
+    let (res, log) = run(&j);
     assert!(res.outcome.status.success(), "{log}");
     assert!(
         !log.contains("LEAK"),
         "host file visible in the sandbox: {log}"
     );
+    // Nothing but the sandbox's own directories at its root (no staging
+    // mount of the whole store left behind).
+    let root_line = log.lines().find(|l| l.starts_with("ROOT:")).unwrap();
+    assert_eq!(root_line, "ROOT: bin build dev etc nix proc tmp", "{log}");
     let store_line = log.lines().find(|l| l.starts_with("STORE:")).unwrap();
     assert_eq!(
         store_line,

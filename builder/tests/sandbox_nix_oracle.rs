@@ -214,6 +214,7 @@ fn compare_with_nix(script: &str, fixed_output: bool) {
             .map(|a| a.as_str().unwrap().to_string())
             .collect(),
         drv_env: env,
+        drv_env_bytes: BTreeMap::new(),
         outputs,
         inputs: vec![BB.to_string()],
         logical_store_dir: "/nix/store".into(),
@@ -231,6 +232,7 @@ fn compare_with_nix(script: &str, fixed_output: bool) {
         kvm: Path::new("/dev/kvm").exists(),
         impure_env: Some(impure),
         cancel: None,
+        overlay: true,
     };
     let mut log = Vec::new();
     let res = job.run(&mut log).expect("sandbox runs");

@@ -42,4 +42,11 @@ pub trait Substitute: Send + Sync + std::fmt::Debug {
     /// (the builder uses this to skip realising the inputs of derivations
     /// whose outputs can all be substituted).
     fn has(&self, path: &StorePath) -> bool;
+
+    /// What fetching `path` would take, if known without fetching it:
+    /// `(download size, NAR size)` in bytes (a narinfo's `FileSize` and
+    /// `NarSize`), for Nix's "(X MiB download, Y MiB unpacked)" summary.
+    fn fetch_sizes(&self, _path: &StorePath) -> Option<(u64, u64)> {
+        None
+    }
 }

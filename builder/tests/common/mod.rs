@@ -39,6 +39,7 @@ pub fn job(script: &str, work_parent: &Path) -> BuildJob {
         builder: format!("{BB}/bin/sh"),
         args: vec!["-c".into(), script.into()],
         drv_env: env,
+        drv_env_bytes: BTreeMap::new(),
         outputs,
         inputs: vec![BB.to_string()],
         logical_store_dir: "/nix/store".into(),
@@ -53,6 +54,7 @@ pub fn job(script: &str, work_parent: &Path) -> BuildJob {
         kvm: true,
         impure_env: None,
         cancel: None,
+        overlay: true,
     }
 }
 

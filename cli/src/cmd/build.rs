@@ -13,7 +13,8 @@
 //! `timeout`, `max-silent-time`, `log-lines`) and `--option NAME VALUE`;
 //! the flags here override them. Missing outputs are substituted from the
 //! configured binary caches (`substituters`, `trusted-public-keys`,
-//! `require-sigs`) before anything is built. Progress: a live display on a terminal,
+//! `require-sigs`) before anything is built. Progress: a live display on a
+//! terminal (counts, timers, the dependency tree of the running builds),
 //! plain lines when piped (`-L` adds the build logs), Nix's records with
 //! `--log-format internal-json`. The exit status is Nix's (100 build
 //! failure, 101 timeout, 102 hash mismatch, 104 not deterministic).
@@ -181,6 +182,19 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     b3_builder::platform::sandbox_support()?;
     let (logger, display, logs_shown) = install_logger(g, a.print_build_logs);
     let store = super::store::open_store(g)?;
+    if let Some(d) = &display {
+        // The display's dependency tree reads the planned derivations.
+        let s = store.clone();
+        d.set_inputs_of(Box::new(move |drv| {
+            let Ok(p) = s.store_dir().parse(drv) else {
+                return Vec::new();
+            };
+            match b3_builder::realise::read_derivation(&s, &p) {
+                Ok(d) => d.input_drvs.keys().map(|i| s.print_path(i)).collect(),
+                Err(_) => Vec::new(),
+            }
+        }));
+    }
     let mut settings = settings_from(&a, &logger, logs_shown, store.store_dir())?;
     settings.vfs = super::shell::vfs_builds(g, a.vfs, a.trace.as_deref())?;
     let items = installable::resolve(&store, &a.inst, DefaultFile::Build)?;

@@ -24,6 +24,7 @@
 pub mod db;
 pub mod durable;
 mod gc;
+pub mod adopt;
 pub mod ingest;
 pub mod roots;
 mod runtime_roots;

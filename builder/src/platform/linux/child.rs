@@ -60,6 +60,17 @@ pub(crate) enum Op {
         target: CString,
         recursive: bool,
     },
+    /// The inputs, read-only, at their mount points: one read-only bind of
+    /// the physical store at `stage` (a directory of the root tmpfs), one
+    /// plain bind per input taken from it (a bind inherits the source
+    /// mount's read-only flag, so no remount per input), then the stage is
+    /// unmounted and removed. If the stage cannot be mounted, each input
+    /// gets its own [`Op::BindReadOnly`].
+    BindInputs {
+        physical: CString,
+        stage: CString,
+        binds: Vec<InputBind>,
+    },
     /// A new devpts instance at `pts`; if the kernel refuses, bind the host's
     /// `/dev/pts` and `/dev/ptmx` instead.
     Devpts {
@@ -87,6 +98,17 @@ pub(crate) enum Op {
         overlay: Option<CString>,
         points: Vec<Op>,
     },
+}
+
+/// One input of [`Op::BindInputs`].
+#[derive(Debug)]
+pub(crate) struct InputBind {
+    /// The input under the stage.
+    pub staged: CString,
+    /// The input in the physical store (for the fallback).
+    pub source: CString,
+    pub target: CString,
+    pub recursive: bool,
 }
 
 /// Everything the child needs, prepared by the parent.
@@ -332,6 +354,11 @@ fn run_op(op: &Op) -> Result<(), c_int> {
                 target,
                 recursive,
             } => bind_read_only(source, target, *recursive),
+            Op::BindInputs {
+                physical,
+                stage,
+                binds,
+            } => return bind_inputs(physical, stage, binds),
             Op::Devpts { pts, ptmx } => devpts(pts, ptmx),
             Op::SetHostname(name) => libc::sethostname(name.as_ptr(), name.as_bytes().len()),
             Op::SetDomainname(name) => libc::setdomainname(name.as_ptr(), name.as_bytes().len()),
@@ -466,6 +493,58 @@ unsafe fn bind_read_only(source: &CStr, target: &CStr, recursive: bool) -> c_int
         libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | keep,
         std::ptr::null(),
     )
+}
+
+fn bind_inputs(physical: &CStr, stage: &CStr, binds: &[InputBind]) -> Result<(), c_int> {
+    if binds.is_empty() {
+        return Ok(());
+    }
+    let check = |rc: c_int| if rc < 0 { Err(errno()) } else { Ok(()) };
+    // SAFETY: raw syscalls on NUL-terminated strings owned by the plan.
+    unsafe {
+        let rc = libc::mkdir(stage.as_ptr(), 0o700);
+        if rc < 0 && errno() != libc::EEXIST {
+            return Err(errno());
+        }
+        if bind_read_only(physical, stage, false) < 0 {
+            libc::rmdir(stage.as_ptr());
+            for b in binds {
+                check(bind_read_only(&b.source, &b.target, b.recursive))?;
+            }
+            return Ok(());
+        }
+        let mut result = Ok(());
+        for b in binds {
+            let mut flags = libc::MS_BIND;
+            if b.recursive {
+                flags |= libc::MS_REC;
+            }
+            let rc = libc::mount(
+                b.staged.as_ptr(),
+                b.target.as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            );
+            if rc < 0 {
+                result = Err(errno());
+                break;
+            }
+        }
+        // Never let an input be writable, whatever the kernel copied.
+        if result.is_ok() {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            if libc::statvfs(binds[0].target.as_ptr(), &mut st) < 0 {
+                result = Err(errno());
+            } else if st.f_flag & libc::ST_RDONLY == 0 {
+                result = Err(libc::EROFS);
+            }
+        }
+        // The whole store must not stay visible, even on failure.
+        check(libc::umount2(stage.as_ptr(), 0))?;
+        check(libc::rmdir(stage.as_ptr()))?;
+        result
+    }
 }
 
 const HOST_PTS: &CStr = c"/dev/pts";

@@ -13,7 +13,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::child::{self, Op};
+use super::child::{self, InputBind, Op};
 use crate::platform::{OsError, OsErrorKind};
 use crate::sandbox::{SandboxError, SandboxSpec, SANDBOX_BUILD_DIR};
 
@@ -30,6 +30,9 @@ nobody:x:65534:65534:Nobody:/:/noshell\n";
 const GROUP: &str = "root:x:0:\nnixbld:!:100:\nnogroup:x:65534:\n";
 const HOSTS: &str = "127.0.0.1 localhost\n::1 localhost\n";
 const NSSWITCH: &str = "hosts: files dns\nservices: files\n";
+/// Where the physical store is mounted read-only while the inputs are
+/// bound from it (a directory of the root tmpfs, removed before the build).
+const STAGE: &str = "/.b3-stage";
 const DEVICES: &[&str] = &["full", "null", "random", "tty", "urandom", "zero"];
 /// Host files a fixed-output build sees so it can resolve names.
 const FOD_ETC: &[&str] = &["resolv.conf", "services", "hosts"];
@@ -279,7 +282,8 @@ pub(super) fn prepare(
         mode: 0o1775,
     });
     let mut points = Vec::with_capacity(spec.inputs.len());
-    let mut mounts = Vec::with_capacity(spec.inputs.len());
+    let mut binds = Vec::with_capacity(spec.inputs.len());
+    let stage = under(&root, STAGE);
     for input in &spec.inputs {
         let source = spec.physical_store_dir.join(input);
         let kind = kind_of(&source)?.ok_or_else(|| {
@@ -288,7 +292,35 @@ pub(super) fn prepare(
                 OsErrorKind::NotFound,
             ))
         })?;
-        expose_split(&mut points, &mut mounts, kind, &source, &store.join(input))?;
+        let target = store.join(input);
+        let recursive = match kind {
+            Kind::Dir => {
+                points.push(Op::Mkdir {
+                    path: cpath(&target)?,
+                    mode: 0o555,
+                });
+                true
+            }
+            Kind::File => {
+                points.push(Op::Touch {
+                    path: cpath(&target)?,
+                });
+                false
+            }
+            Kind::Symlink(to) => {
+                points.push(Op::Symlink {
+                    target: cpath(&to)?,
+                    link: cpath(&target)?,
+                });
+                continue;
+            }
+        };
+        binds.push(InputBind {
+            staged: cpath(&stage.join(input))?,
+            source: cpath(&source)?,
+            target: cpath(&target)?,
+            recursive,
+        });
     }
     if let Some(to) = chown_to {
         points = chown_created(points, to)?;
@@ -299,7 +331,11 @@ pub(super) fn prepare(
         overlay: overlay_options(spec)?,
         points,
     });
-    ops.extend(mounts);
+    ops.push(Op::BindInputs {
+        physical: cpath(&spec.physical_store_dir)?,
+        stage: cpath(&stage)?,
+        binds,
+    });
 
     // /build and /tmp.
     let build = under(&root, SANDBOX_BUILD_DIR);
@@ -486,6 +522,19 @@ pub(super) fn prepare(
         }
         envp.push(cstr_bytes(format!("{k}={v}").as_bytes(), "environment")?);
     }
+    for (k, v) in &spec.env_bytes {
+        if k.is_empty() || k.contains(&b'=') {
+            return Err(invalid(format!(
+                "environment variable name '{}' is invalid",
+                String::from_utf8_lossy(k)
+            )));
+        }
+        let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
+        kv.extend_from_slice(k);
+        kv.push(b'=');
+        kv.extend_from_slice(v);
+        envp.push(cstr_bytes(&kv, "environment")?);
+    }
     Ok(Prepared {
         ops,
         builder,
@@ -527,6 +576,9 @@ pub(super) fn describe(op: &Op) -> String {
                 show(source),
                 show(target)
             )
+        }
+        Op::BindInputs { physical, .. } => {
+            format!("bind-mounting the inputs from {} read-only", show(physical))
         }
         Op::Devpts { pts, .. } => format!("mounting devpts on {}", show(pts)),
         Op::SetHostname(_) => "setting the host name".into(),

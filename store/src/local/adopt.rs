@@ -1,0 +1,540 @@
+//! Adopting a tree that is already on the store's file system (a build's
+//! output) as a store path, without copying it through a NAR.
+//!
+//! [`LocalStore::prepare_adoption`] canonicalises the tree in place (modes,
+//! timestamps, extended attributes, owner) and, in the same walk, computes
+//! its NAR hash and size and which of the given reference candidates its
+//! NAR contains; with the store's `fsync` setting each file and directory is
+//! flushed as it is visited (no whole-filesystem `syncfs`).
+//! [`LocalStore::adopt_sync`] then checks the caller's [`ValidPathInfo`]
+//! against what was measured, moves the tree beside the store paths under a
+//! temporary name and commits it (rename into place, then registration) as
+//! every other add does. Until the commit's rename nothing is visible in the
+//! store; a failed check leaves the store as it was and the tree where it
+//! was.
+//!
+//! The caller guarantees that nothing else writes to the tree between the
+//! two calls (for a build: every process of the sandbox has exited).
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs::{File, Metadata};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use b3_nar::NarEncoder;
+
+use super::{io_ctx, LocalStore};
+use crate::canonicalise::canonical_file_mode;
+use crate::hash::{Hash, HashAlgo, Hasher};
+use crate::refscan::RefScanner;
+use crate::traits::{StoreError, ValidPathInfo};
+
+/// Read buffer for file contents.
+const BUF: usize = 128 << 10;
+
+/// A canonical tree whose NAR hash, size and references were measured by
+/// [`LocalStore::prepare_adoption`], ready for [`LocalStore::adopt_sync`].
+#[derive(Debug)]
+pub struct Prepared {
+    node: PathBuf,
+    nar_hash: Hash,
+    nar_size: u64,
+    found: BTreeSet<String>,
+}
+
+impl Prepared {
+    /// Where the tree is (unchanged by preparing).
+    pub fn path(&self) -> &Path {
+        &self.node
+    }
+
+    /// SHA-256 of the tree's NAR.
+    pub fn nar_hash(&self) -> Hash {
+        self.nar_hash
+    }
+
+    pub fn nar_size(&self) -> u64 {
+        self.nar_size
+    }
+
+    /// The candidates (hash parts) that occur in the NAR.
+    pub fn found(&self) -> &BTreeSet<String> {
+        &self.found
+    }
+}
+
+/// Receives the NAR stream: hashes it and scans it for references.
+struct Sink {
+    hasher: Hasher,
+    scanner: RefScanner,
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.hasher.update(buf);
+        self.scanner.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Walk {
+    enc: NarEncoder<Sink>,
+    buf: Vec<u8>,
+    fsync: bool,
+    owner: Owner,
+}
+
+fn at(p: &Path, what: &str) -> impl FnOnce(io::Error) -> StoreError {
+    io_ctx(format!("{what} {}", p.display()))
+}
+
+impl Walk {
+    fn node(&mut self, p: &Path, meta: &Metadata, top: bool) -> Result<(), StoreError> {
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            fix_owner(p, meta, self.owner)?;
+            let target = std::fs::read_link(p).map_err(at(p, "reading link"))?;
+            let bytes = crate::os::name_bytes(target.as_os_str()).map_err(at(p, "reading link"))?;
+            self.enc.symlink(&bytes)?;
+            crate::os::set_canonical_mtime(p).map_err(at(p, "setting the time of"))?;
+        } else if ft.is_file() {
+            fix_owner(p, meta, self.owner)?;
+            strip_xattrs(p)?;
+            let mode = crate::os::mode(meta);
+            let want = canonical_file_mode(mode);
+            // Before opening: the builder may have left it unreadable.
+            if mode != want {
+                crate::os::set_mode(p, want).map_err(at(p, "setting the mode of"))?;
+            }
+            let mut f = File::open(p).map_err(at(p, "opening"))?;
+            let size = meta.len();
+            self.enc.file_header(want & 0o100 != 0, size)?;
+            let w = self.enc.contents_writer()?;
+            let mut left = size;
+            while left > 0 {
+                let want_n = left.min(self.buf.len() as u64) as usize;
+                let n = match f.read(&mut self.buf[..want_n]) {
+                    Ok(0) => return Err(changed(p)),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(at(p, "reading")(e)),
+                };
+                w.write_all(&self.buf[..n]).map_err(at(p, "hashing"))?;
+                left -= n as u64;
+            }
+            if f.read(&mut self.buf[..1]).map_err(at(p, "reading"))? != 0 {
+                return Err(changed(p));
+            }
+            self.enc.file_trailer(size)?;
+            crate::os::set_canonical_mtime(p).map_err(at(p, "setting the time of"))?;
+            if self.fsync {
+                f.sync_all().map_err(at(p, "syncing"))?;
+            }
+        } else if ft.is_dir() {
+            fix_owner(p, meta, self.owner)?;
+            strip_xattrs(p)?;
+            // Entries are neither created nor removed here, so the final
+            // mode can be set before descending.
+            if crate::os::mode(meta) != 0o555 {
+                crate::os::set_mode(p, 0o555).map_err(at(p, "setting the mode of"))?;
+            }
+            let mut names: Vec<OsString> = std::fs::read_dir(p)
+                .map_err(at(p, "listing"))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()
+                .map_err(at(p, "listing"))?;
+            names.sort_unstable_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+            self.enc.directory_start()?;
+            for name in names {
+                let c = p.join(&name);
+                let m = std::fs::symlink_metadata(&c).map_err(at(&c, "inspecting"))?;
+                self.enc
+                    .entry(&crate::os::name_bytes(&name).map_err(at(&c, "naming"))?)?;
+                self.node(&c, &m, false)?;
+            }
+            self.enc.directory_end()?;
+            crate::os::set_canonical_mtime(p).map_err(at(p, "setting the time of"))?;
+            // The top directory is synced after its move (see `adopt_sync`).
+            if self.fsync && !top {
+                sync_node(p)?;
+            }
+        } else {
+            return Err(StoreError::Other(format!(
+                "{}: unsupported file type (only regular files, directories and symlinks can be stored)",
+                p.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn changed(p: &Path) -> StoreError {
+    StoreError::Other(format!("{}: file changed while being added", p.display()))
+}
+
+fn sync_node(p: &Path) -> Result<(), StoreError> {
+    let f = crate::os::open_node(p).map_err(at(p, "opening"))?;
+    crate::os::sync_dir(&f).map_err(at(p, "syncing"))
+}
+
+/// Owner (uid, gid) of the store directory, whom store objects belong to.
+#[cfg(unix)]
+type Owner = (u32, u32);
+#[cfg(not(unix))]
+type Owner = ();
+
+#[cfg(unix)]
+fn store_owner(dir: &Path) -> Result<Owner, StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir).map_err(at(dir, "inspecting"))?;
+    Ok((m.uid(), m.gid()))
+}
+
+#[cfg(not(unix))]
+fn store_owner(_dir: &Path) -> Result<Owner, StoreError> {
+    Ok(())
+}
+
+/// Gives a node to the store's owner (as root, a build's outputs belong to
+/// the build user until here). Not permitted means not root, and then a
+/// build's outputs are this process's own already.
+#[cfg(unix)]
+fn fix_owner(p: &Path, meta: &Metadata, owner: Owner) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    if (meta.uid(), meta.gid()) == owner {
+        return Ok(());
+    }
+    match std::os::unix::fs::lchown(p, Some(owner.0), Some(owner.1)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        Err(e) => Err(at(p, "changing the owner of")(e)),
+    }
+}
+
+#[cfg(not(unix))]
+fn fix_owner(_p: &Path, _meta: &Metadata, _owner: Owner) -> Result<(), StoreError> {
+    Ok(())
+}
+
+/// Extended attributes are not part of a NAR; Nix removes them too.
+#[cfg(target_os = "linux")]
+fn strip_xattrs(p: &Path) -> Result<(), StoreError> {
+    let mut names = vec![0u8; 1024];
+    let n = loop {
+        match rustix::fs::listxattr(p, &mut names[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => {
+                let len = names.len() * 4;
+                names.resize(len, 0);
+            }
+            Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+            Err(e) => return Err(at(p, "listing the attributes of")(e.into())),
+        }
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        // SELinux labels are the system's, not the build's.
+        if name == b"security.selinux" {
+            continue;
+        }
+        let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
+        rustix::fs::removexattr(p, name)
+            .map_err(|e| at(p, "removing an attribute of")(e.into()))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn strip_xattrs(_p: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+impl LocalStore {
+    /// Canonicalises the tree at `node` in place and measures it in one
+    /// walk: NAR hash and size, and which of `candidates` (store path hash
+    /// parts) its NAR contains. `node` must be on the store's file system
+    /// for [`Self::adopt_sync`] to move it. With the store's `fsync`
+    /// setting, every file and directory of it is flushed.
+    pub fn prepare_adoption<'a>(
+        &self,
+        node: &Path,
+        candidates: impl IntoIterator<Item = &'a String>,
+    ) -> Result<Prepared, StoreError> {
+        let meta = std::fs::symlink_metadata(node).map_err(at(node, "inspecting"))?;
+        let mut walk = Walk {
+            enc: NarEncoder::new(Sink {
+                hasher: Hasher::new(HashAlgo::Sha256),
+                scanner: RefScanner::new(candidates),
+            }),
+            buf: vec![0u8; BUF],
+            fsync: self.inner.fsync,
+            owner: store_owner(self.real_store_dir())?,
+        };
+        walk.node(node, &meta, true)?;
+        let (sink, nar_size) = walk.enc.finish()?;
+        Ok(Prepared {
+            node: node.to_path_buf(),
+            nar_hash: sink.hasher.finish(),
+            nar_size,
+            found: sink.scanner.found(),
+        })
+    }
+
+    /// Registers a prepared tree as `info.path`, moving it (not copying).
+    /// `info`'s NAR hash and size must be the measured ones, its content
+    /// address (if any) must match the contents and its references must be
+    /// valid; otherwise nothing changes. A path that is valid already is
+    /// left as it is (and so is the tree).
+    pub fn adopt_sync(&self, prepared: Prepared, info: &ValidPathInfo) -> Result<(), StoreError> {
+        let path_s = self.print_path(&info.path);
+        self.add_temp_roots(std::iter::once(&info.path).chain(info.references.iter()))?;
+        if info.nar_hash != prepared.nar_hash {
+            return Err(StoreError::NarHashMismatch {
+                path: path_s,
+                expected: info.nar_hash.to_string(),
+                got: prepared.nar_hash.to_string(),
+            });
+        }
+        if info.nar_size != prepared.nar_size {
+            return Err(StoreError::NarSizeMismatch {
+                path: path_s,
+                expected: info.nar_size,
+                got: prepared.nar_size,
+            });
+        }
+        if let Some(ca) = &info.ca {
+            if !info.ca_matches_path(self.store_dir()) {
+                return Err(StoreError::CaMismatch {
+                    path: path_s,
+                    ca: ca.to_string(),
+                });
+            }
+            self.check_ca_contents(&prepared.node, ca, &prepared.nar_hash, &path_s)?;
+        }
+        self.check_references_valid(info)?;
+        let _lock = self
+            .locks()
+            .lock(&info.path.base_name())
+            .map_err(io_ctx("locking the path"))?;
+        if self.is_valid_sync(&info.path)? {
+            return Ok(());
+        }
+        let tmp = self.new_tmp_node()?;
+        let node = &prepared.node;
+        let is_dir = std::fs::symlink_metadata(node)
+            .map_err(at(node, "inspecting"))?
+            .is_dir();
+        // A directory moving to another parent needs its own write
+        // permission (its `..` changes); see `new_tmp_node`.
+        if is_dir {
+            crate::os::set_mode(node, 0o755).map_err(at(node, "setting the mode of"))?;
+        }
+        if let Err(e) = std::fs::rename(node, tmp.path()) {
+            if is_dir {
+                let _ = crate::os::set_mode(node, 0o555);
+            }
+            return Err(at(node, "moving into the store")(e));
+        }
+        let moved = tmp.path();
+        if is_dir {
+            crate::os::set_mode(moved, 0o555).map_err(at(moved, "setting the mode of"))?;
+        }
+        crate::os::set_canonical_mtime(moved).map_err(at(moved, "setting the time of"))?;
+        // A file was synced by the walk; a directory's entries were, but
+        // not its mode, restored just now. The rename into place is made
+        // durable by the commit (it syncs the store directory).
+        if self.inner.fsync && is_dir {
+            sync_node(moved)?;
+        }
+        self.commit(moved, info)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use crate::local::LocalStoreConfig;
+    use crate::path::StorePath;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn store(d: &Path) -> LocalStore {
+        store_with(d, false)
+    }
+
+    fn store_with(d: &Path, fsync: bool) -> LocalStore {
+        let mut cfg = LocalStoreConfig::new(d.join("root"));
+        cfg.fsync = fsync;
+        LocalStore::open(cfg).unwrap()
+    }
+
+    /// A work directory beside the store paths, as the builder makes one.
+    fn work(s: &LocalStore, name: &str) -> PathBuf {
+        let w = s
+            .real_store_dir()
+            .join(format!(".b3-tmp-{}-adopt-{name}", std::process::id()));
+        std::fs::create_dir_all(&w).unwrap();
+        w
+    }
+
+    fn out_path(s: &LocalStore, name: &str) -> StorePath {
+        s.store_dir()
+            .parse(&format!(
+                "{}/{}-{name}",
+                s.store_dir(),
+                "1".repeat(32).replace('1', "a")
+            ))
+            .unwrap()
+    }
+
+    fn nar_of(p: &Path) -> (Hash, u64) {
+        let mut h = Hasher::new(HashAlgo::Sha256);
+        let (_, n) = b3_nar::dump_path(p, &mut h).unwrap();
+        (h.finish(), n)
+    }
+
+    #[test]
+    fn adopts_a_tree_canonically_with_the_nar_hash_of_a_copy() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store_with(d.path(), true);
+        let w = work(&s, "ok");
+        let t = w.join("out");
+        std::fs::create_dir_all(t.join("bin")).unwrap();
+        std::fs::write(t.join("bin/x"), b"#!/bin/sh\necho hi\n").unwrap();
+        std::fs::set_permissions(t.join("bin/x"), std::fs::Permissions::from_mode(0o4700)).unwrap();
+        std::fs::write(t.join("secret"), b"unreadable by its owner").unwrap();
+        std::fs::set_permissions(t.join("secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
+        std::os::unix::fs::symlink("bin/x", t.join("link")).unwrap();
+        // Not every file system takes user attributes; where it does, they go.
+        let xattr = rustix::fs::setxattr(
+            t.join("bin/x"),
+            "user.b3test",
+            b"v",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_ok();
+        std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o500)).unwrap();
+
+        let p = out_path(&s, "ok");
+        let prepared = s.prepare_adoption(&t, [&p.hash_part()]).unwrap();
+        assert!(prepared.found().is_empty());
+        let (hash, size) = nar_of(&t);
+        assert_eq!((prepared.nar_hash(), prepared.nar_size()), (hash, size));
+
+        let info = ValidPathInfo::new(p.clone(), hash, size);
+        s.adopt_sync(prepared, &info).unwrap();
+        assert!(s.is_valid_sync(&p).unwrap());
+        assert!(!t.exists(), "moved, not copied");
+        let real = s.real_path(&p);
+        let m = |q: &Path| std::fs::symlink_metadata(q).unwrap();
+        assert_eq!(m(&real).mode() & 0o7777, 0o555);
+        assert_eq!(m(&real.join("bin/x")).mode() & 0o7777, 0o555);
+        assert_eq!(m(&real.join("secret")).mode() & 0o7777, 0o444);
+        for q in [
+            real.clone(),
+            real.join("bin"),
+            real.join("bin/x"),
+            real.join("link"),
+        ] {
+            assert_eq!(
+                m(&q).mtime(),
+                crate::canonicalise::CANONICAL_MTIME,
+                "{}",
+                q.display()
+            );
+        }
+        assert_eq!(s.query_path_info_sync(&p).unwrap().unwrap().nar_hash, hash);
+        if xattr {
+            let mut buf = [0u8; 256];
+            let n = rustix::fs::listxattr(real.join("bin/x"), &mut buf[..]).unwrap();
+            assert!(!buf[..n].windows(6).any(|w| w == b"b3test"));
+        }
+    }
+
+    #[test]
+    fn finds_references_in_contents_and_symlink_targets() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let w = work(&s, "refs");
+        let t = w.join("out");
+        std::fs::create_dir(&t).unwrap();
+        let a = "a".repeat(32);
+        let b = "b".repeat(32);
+        let c = "c".repeat(32);
+        std::fs::write(t.join("f"), format!("x /nix/store/{a}-dep y")).unwrap();
+        std::os::unix::fs::symlink(format!("/nix/store/{b}-other"), t.join("l")).unwrap();
+        let prepared = s.prepare_adoption(&t, [&a, &b, &c]).unwrap();
+        assert_eq!(prepared.found(), &BTreeSet::from([a, b]));
+    }
+
+    #[test]
+    fn a_hash_mismatch_leaves_the_store_and_the_tree_unchanged() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let w = work(&s, "bad");
+        let t = w.join("out");
+        std::fs::write(&t, b"contents").unwrap();
+        let p = out_path(&s, "bad");
+        let prepared = s.prepare_adoption(&t, std::iter::empty()).unwrap();
+        let size = prepared.nar_size();
+        let info = ValidPathInfo::new(p.clone(), Hash::digest(HashAlgo::Sha256, b"other"), size);
+        assert!(matches!(
+            s.adopt_sync(prepared, &info),
+            Err(StoreError::NarHashMismatch { .. })
+        ));
+        assert!(!s.is_valid_sync(&p).unwrap());
+        assert!(!s.real_path(&p).exists());
+        assert!(t.exists());
+    }
+
+    #[test]
+    fn a_missing_reference_leaves_the_store_and_the_tree_unchanged() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let w = work(&s, "ref");
+        let t = w.join("out");
+        std::fs::create_dir(&t).unwrap();
+        std::fs::write(t.join("f"), b"x").unwrap();
+        let p = out_path(&s, "ref");
+        let prepared = s.prepare_adoption(&t, std::iter::empty()).unwrap();
+        let mut info = ValidPathInfo::new(p.clone(), prepared.nar_hash(), prepared.nar_size());
+        let missing = s
+            .store_dir()
+            .parse(&format!("{}/{}-missing", s.store_dir(), "d".repeat(32)))
+            .unwrap();
+        info.references.insert(missing);
+        assert!(matches!(
+            s.adopt_sync(prepared, &info),
+            Err(StoreError::MissingReference { .. })
+        ));
+        assert!(!s.is_valid_sync(&p).unwrap());
+        assert!(!s.real_path(&p).exists());
+        assert!(t.join("f").exists());
+        let leftovers: Vec<_> = std::fs::read_dir(s.real_store_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".b3-tmp-") && !w.ends_with(n))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn refuses_special_files() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let w = work(&s, "fifo");
+        let t = w.join("out");
+        std::fs::create_dir(&t).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            t.join("p"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert!(s.prepare_adoption(&t, std::iter::empty()).is_err());
+    }
+}
