@@ -5,7 +5,8 @@
 //! timestamps, extended attributes, owner) and, in the same walk, computes
 //! its NAR hash and size and which of the given reference candidates its
 //! NAR contains; with the store's `fsync` setting each file and directory is
-//! flushed as it is visited (no whole-filesystem `syncfs`).
+//! flushed as it is visited, in parallel ([`super::durable::SyncGroup`]; no
+//! whole-filesystem `syncfs`).
 //! [`LocalStore::adopt_sync`] then checks the caller's [`ValidPathInfo`]
 //! against what was measured, moves the tree beside the store paths under a
 //! temporary name and commits it (rename into place, then registration) as
@@ -21,9 +22,11 @@ use std::ffi::OsString;
 use std::fs::{File, Metadata};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use b3_nar::NarEncoder;
 
+use super::durable::SyncGroup;
 use super::{io_ctx, LocalStore};
 use crate::canonicalise::canonical_file_mode;
 use crate::hash::{Hash, HashAlgo, Hasher};
@@ -84,7 +87,8 @@ impl Write for Sink {
 struct Walk {
     enc: NarEncoder<Sink>,
     buf: Vec<u8>,
-    fsync: bool,
+    /// Flushes files and directories in parallel (with the store's fsync).
+    sync: Option<Arc<SyncGroup>>,
     owner: Owner,
 }
 
@@ -131,8 +135,8 @@ impl Walk {
             }
             self.enc.file_trailer(size)?;
             crate::os::set_canonical_mtime(p).map_err(at(p, "setting the time of"))?;
-            if self.fsync {
-                f.sync_all().map_err(at(p, "syncing"))?;
+            if let Some(g) = &self.sync {
+                g.submit(f);
             }
         } else if ft.is_dir() {
             fix_owner(p, meta, self.owner)?;
@@ -159,8 +163,8 @@ impl Walk {
             self.enc.directory_end()?;
             crate::os::set_canonical_mtime(p).map_err(at(p, "setting the time of"))?;
             // The top directory is synced after its move (see `adopt_sync`).
-            if self.fsync && !top {
-                sync_node(p)?;
+            if let (Some(g), false) = (&self.sync, top) {
+                g.submit_path(p).map_err(at(p, "syncing"))?;
             }
         } else {
             return Err(StoreError::Other(format!(
@@ -270,10 +274,14 @@ impl LocalStore {
                 scanner: RefScanner::new(candidates),
             }),
             buf: vec![0u8; BUF],
-            fsync: self.inner.fsync,
+            sync: self.sync_group(),
             owner: store_owner(self.real_store_dir())?,
         };
-        walk.node(node, &meta, true)?;
+        let walked = walk.node(node, &meta, true);
+        // Wait for the flushes even after a failure: they hold descriptors.
+        let synced = walk.sync.as_ref().map_or(Ok(()), |g| g.wait());
+        walked?;
+        synced.map_err(at(node, "syncing"))?;
         let (sink, nar_size) = walk.enc.finish()?;
         Ok(Prepared {
             node: node.to_path_buf(),
