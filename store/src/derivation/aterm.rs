@@ -161,8 +161,9 @@ impl<'a> Parser<'a> {
         Ok((s, start))
     }
 
-    /// A quoted string as raw bytes (Nix strings are bytes; only
-    /// environment entries may hold arbitrary ones, see [`Derivation::env_bytes`]).
+    /// A quoted string as raw bytes (Nix strings are bytes; the builder,
+    /// arguments and environment entries may hold arbitrary ones, see
+    /// [`Derivation::env_bytes`]).
     fn byte_string(&mut self) -> Result<(Vec<u8>, usize), AtermError> {
         let start = self.pos;
         self.expect("\"")?;
@@ -301,10 +302,10 @@ impl<'a> Parser<'a> {
         self.expect(",")?;
         drv.system = self.string()?.0;
         self.expect(",")?;
-        drv.builder = self.string()?.0;
+        drv.set_builder_bytes(self.byte_string()?.0);
         self.expect(",[")?;
         self.list(|p| {
-            drv.args.push(p.string()?.0);
+            drv.push_arg_bytes(p.byte_string()?.0);
             Ok(())
         })?;
         self.expect(",[")?;
@@ -523,9 +524,16 @@ pub(crate) fn print_bytes_with(
     s.push(b',');
     push_unescaped(&mut s, &drv.system);
     s.push(b',');
-    push_escaped(&mut s, drv.builder.as_bytes());
+    push_escaped(&mut s, drv.builder_raw());
     s.push(b',');
-    push_list(&mut s, drv.args.iter().map(String::as_str), true);
+    s.push(b'[');
+    for (i, a) in drv.args_raw().enumerate() {
+        if i > 0 {
+            s.push(b',');
+        }
+        push_escaped(&mut s, a);
+    }
+    s.push(b']');
     s.extend_from_slice(b",[");
     for (i, (k, v)) in drv.env_entries().enumerate() {
         if i > 0 {

@@ -61,10 +61,13 @@ impl DerivationOutput {
 /// A derivation: what to run to produce which outputs.
 ///
 /// Strings are Rust `String`s: Nix strings are bytes, but `.drv` files made
-/// from Nix expressions are UTF-8 in practice. The one exception kept
-/// exactly is the environment (a `builtins.readFile` of a binary file ends
-/// up there): entries whose name or value is not UTF-8 live in
-/// [`Derivation::env_bytes`]. Elsewhere the parser rejects non-UTF-8 text.
+/// from Nix expressions are UTF-8 in practice. Where arbitrary bytes can
+/// reach a `.drv` (a `builtins.readFile` of a binary file used as the
+/// builder, an argument or an environment value) they are kept exactly on
+/// the side: [`Derivation::builder_bytes`], [`Derivation::args_bytes`] and
+/// [`Derivation::env_bytes`]; the printer and the hashes use them, so such a
+/// derivation has Nix's bytes and paths. Elsewhere (output names, paths,
+/// `system`) the parser rejects non-UTF-8 text.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Derivation {
     pub outputs: BTreeMap<String, DerivationOutput>,
@@ -73,8 +76,15 @@ pub struct Derivation {
     pub input_srcs: BTreeSet<StorePath>,
     /// `system` (Nix calls it the platform).
     pub system: String,
+    /// The builder (its lossy UTF-8 form when [`Self::builder_bytes`] is set).
     pub builder: String,
+    /// The builder's bytes when they are not UTF-8; `None` usually.
+    pub builder_bytes: Option<Vec<u8>>,
+    /// The arguments (lossy UTF-8 forms where [`Self::args_bytes`] has one).
     pub args: Vec<String>,
+    /// Arguments that are not UTF-8, as bytes, by their index in `args`;
+    /// usually empty.
+    pub args_bytes: BTreeMap<usize, Vec<u8>>,
     pub env: BTreeMap<String, String>,
     /// Environment entries whose name or value is not valid UTF-8, as raw
     /// bytes. Disjoint from `env`; usually empty. [`Self::env_entries`]
@@ -191,6 +201,49 @@ impl Derivation {
             (Some(_), None) => a.next(),
             (None, _) => b.next(),
         })
+    }
+
+    /// The builder as bytes (exact even when not UTF-8).
+    pub fn builder_raw(&self) -> &[u8] {
+        self.builder_bytes
+            .as_deref()
+            .unwrap_or(self.builder.as_bytes())
+    }
+
+    /// Set the builder from bytes, kept exactly.
+    pub fn set_builder_bytes(&mut self, b: Vec<u8>) {
+        match String::from_utf8(b) {
+            Ok(s) => {
+                self.builder = s;
+                self.builder_bytes = None;
+            }
+            Err(e) => {
+                self.builder = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                self.builder_bytes = Some(e.into_bytes());
+            }
+        }
+    }
+
+    /// The arguments as bytes (exact even when not UTF-8).
+    pub fn args_raw(&self) -> impl Iterator<Item = &[u8]> {
+        self.args.iter().enumerate().map(|(i, a)| {
+            self.args_bytes
+                .get(&i)
+                .map_or(a.as_bytes(), |b| b.as_slice())
+        })
+    }
+
+    /// Append an argument given as bytes, kept exactly.
+    pub fn push_arg_bytes(&mut self, a: Vec<u8>) {
+        match String::from_utf8(a) {
+            Ok(s) => self.args.push(s),
+            Err(e) => {
+                self.args_bytes
+                    .insert(self.args.len(), e.as_bytes().to_vec());
+                self.args
+                    .push(String::from_utf8_lossy(e.as_bytes()).into_owned());
+            }
+        }
     }
 
     /// The derivation's `name` attribute (its env var `name`).
