@@ -312,3 +312,41 @@ fn with_logs_uploads_the_derivers_build_logs_as_nix_copy_log_does() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), log);
 }
+
+#[test]
+fn cache_to_cache_copies_keep_signatures_and_pass_same_compression_nars_through() {
+    let f = Fixture::new("c2c");
+    let (sk, pk) = f.keypair("c2c-1");
+    f.upload(
+        "a",
+        &format!("?compression=zstd&secret-key={}", sk.display()),
+    );
+    for (cache, params) in [("b", "?compression=xz"), ("c", "?compression=zstd")] {
+        check(
+            f.b3()
+                .args(["copy", "--trusted-public-keys", &pk])
+                .args(["--from", &f.cache_url("a")])
+                .args(["--to", &format!("{}{params}", f.cache_url(cache))])
+                .arg(&f.path),
+        );
+        // The copy carries a's signature: it substitutes with a's key.
+        let dst = format!("dst-{cache}");
+        let o = f.copy_from(&dst, cache, &["--trusted-public-keys", &pk]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(f.has_path(&dst));
+    }
+    let hash_part = &PATH["/nix/store/".len()..][..32];
+    let nar_url = |cache: &str| {
+        let text = std::fs::read_to_string(f.work.join(cache).join(format!("{hash_part}.narinfo")))
+            .unwrap();
+        let url = text.lines().find_map(|l| l.strip_prefix("URL: ")).unwrap();
+        url.to_owned()
+    };
+    assert!(nar_url("b").ends_with(".nar.xz"), "{}", nar_url("b"));
+    // Same compression: the very same file, under the same name.
+    assert_eq!(nar_url("c"), nar_url("a"));
+    assert_eq!(
+        std::fs::read(f.work.join("c").join(nar_url("c"))).unwrap(),
+        std::fs::read(f.work.join("a").join(nar_url("a"))).unwrap()
+    );
+}

@@ -6,7 +6,7 @@ mod binary_cache_common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use b3_store::binary_cache::copy::copy_cache_to_local;
+use b3_store::binary_cache::copy::{copy_cache_to_cache, copy_cache_to_local};
 use b3_store::binary_cache::{
     copy_paths, BinaryCache, Compression, CopyOptions, NarInfo, SecretKey,
 };
@@ -128,6 +128,30 @@ impl Fixture {
         format!("{err}\n{fast}")
     }
 
+    /// Copies the path into fresh caches, one with the source's
+    /// compression (the compressed bytes passed through) and one with
+    /// another (recompressed); returns both error texts (joined) after
+    /// checking that neither cache got a narinfo.
+    async fn copy_into_cache_fails(&self, source: Compression) -> String {
+        let wanted = BTreeSet::from([self.path.clone()]);
+        let other = if source == Compression::Zstd {
+            Compression::None
+        } else {
+            Compression::Zstd
+        };
+        let mut errs = Vec::new();
+        for (i, c) in [source, other].into_iter().enumerate() {
+            let dst_dir = self.work.join(format!("dst-cache-{i}"));
+            let dst = writer(&dst_dir, &self.key, c).await;
+            let err = copy_cache_to_cache(&self.reader(), &dst, &wanted, &CopyOptions::default())
+                .await
+                .unwrap_err();
+            assert!(!dst.has_narinfo(&self.path).await.unwrap(), "{err}");
+            errs.push(err.to_string());
+        }
+        errs.join("\n")
+    }
+
     /// Restoring the (verified) NAR stream fails and leaves no destination.
     async fn restore_fails(&self) -> String {
         let cache = self.reader();
@@ -187,6 +211,12 @@ async fn tampered_nar_is_rejected_and_nothing_registered() {
     let err = f.copy_into_local_fails().await;
     assert!(err.contains("NAR hash mismatch"), "{err}");
     assert!(err.contains("hash mismatch importing path"), "{err}");
+    let err = f.copy_into_cache_fails(Compression::None).await;
+    assert_eq!(
+        err.matches("hash mismatch importing path").count(),
+        2,
+        "{err}"
+    );
     let err = f.restore_fails().await;
     assert!(err.contains("NAR hash mismatch"), "{err}");
 }
@@ -214,6 +244,7 @@ async fn truncated_download_is_rejected() {
         for line in err.lines().filter(|l| !l.starts_with(' ')) {
             assert!(line.contains(&f.path.to_string()), "{err}");
         }
+        f.copy_into_cache_fails(compression).await;
         f.restore_fails().await;
     }
 }
@@ -415,6 +446,24 @@ async fn path_traversal_in_a_nar_is_rejected() {
         assert!(!local.is_valid_path(&path).await.unwrap());
         assert!(!local.real_path(&path).exists());
         assert!(!f.work.join("escaped").exists());
+        // Nor does a cache-to-cache copy pass it on, with the compressed
+        // bytes passed through (none to none) or recompressed.
+        for (i, c) in [Compression::None, Compression::Zstd]
+            .into_iter()
+            .enumerate()
+        {
+            let dst = writer(&f.work.join(format!("evil-dst-{i}")), &f.key, c).await;
+            let err = copy_cache_to_cache(
+                &reader,
+                &dst,
+                &BTreeSet::from([path.clone()]),
+                &CopyOptions::default(),
+            )
+            .await
+            .unwrap_err();
+            assert!(err.to_string().contains("invalid NAR"), "{err}");
+            assert!(!dst.has_narinfo(&path).await.unwrap());
+        }
         std::fs::remove_file(f.cache_dir.join(format!("{}.narinfo", path.hash_part()))).unwrap();
     }
 }

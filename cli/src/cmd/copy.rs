@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use b3_builder::buildlog::read_log;
-use b3_store::binary_cache::copy::copy_cache_to_local;
+use b3_store::binary_cache::copy::{copy_cache_to_cache, copy_cache_to_local};
 use b3_store::binary_cache::net::NetOptions;
 use b3_store::binary_cache::signing::parse_public_keys;
 use b3_store::binary_cache::Substituters;
@@ -117,11 +117,14 @@ async fn copy(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         }
         None => local.clone(),
     };
+    let mut to_cache: Option<Arc<BinaryCache>> = None;
     let dest: Arc<dyn StoreWrite> = match &a.to {
         Some(url) => {
             let cache = BinaryCache::open_with(url, store_dir.clone(), &NetOptions::default())?;
             cache.init().await?;
-            Arc::new(cache)
+            let cache = Arc::new(cache);
+            to_cache = Some(cache.clone());
+            cache
         }
         None => local.clone(),
     };
@@ -157,10 +160,13 @@ async fn copy(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     if a.substitute_on_destination && a.to.is_none() {
         substituted = substitute_first(settings, &local, &paths).await?;
     }
-    let copied = match (&from_cache, &a.to) {
+    let copied = match (&from_cache, &to_cache) {
         // Cache to local store: the fast path (one narinfo fetch and one
         // NAR hash per path, decompression off the network threads).
         (Some(cache), None) => copy_cache_to_local(cache, &local, &paths, &opts).await,
+        // Cache to cache: one narinfo fetch and one NAR hash per path, the
+        // compressed NAR passed through when the compressions agree.
+        (Some(from), Some(to)) => copy_cache_to_cache(from, to, &paths, &opts).await,
         _ => copy_paths_with(source.as_ref(), dest.as_ref(), &paths, &opts).await,
     };
     if let Some(b) = &bar {

@@ -3,13 +3,26 @@
 //! at a time.
 //!
 //! Lives with the binary cache because that is where copies mostly go or
-//! come from, but it only uses the store traits. The closure is walked
-//! with concurrent path-info queries (one round trip per path would
-//! dominate over HTTP); a path starts copying as soon as every reference
-//! it has in the copy set is done, with at most `jobs` transfers in flight.
+//! come from. One engine ([`run_copy`]) drives every route; the routes
+//! differ in how a path is looked up and how its NAR moves:
+//!
+//! - [`copy_paths_with`]: any two stores, through the store traits;
+//! - [`copy_cache_to_local`]: a cache into the local store, on the fast path
+//!   of [`BinaryCache::add_to_local`];
+//! - [`copy_cache_to_cache`]: between caches, through
+//!   [`BinaryCache::upload_from_cache`] (compressed bytes passed through
+//!   when both caches use the same compression).
+//!
+//! The engine pipelines the closure walk with the transfers: a path is
+//! first checked in the destination (a path already there has its closure
+//! there too, so the walk stops), then looked up in the source once; it
+//! starts copying as soon as every reference it has in the copy set is
+//! done, while the lookups of the rest of the closure are still running.
+//! At most `jobs` lookups and `jobs` transfers are in flight.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::stream::FuturesUnordered;
@@ -17,12 +30,13 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::narinfo::NarInfo;
-use super::store::{to_path_info, BinaryCache};
+use super::BinaryCache;
 use crate::local::LocalStore;
 use crate::path::StorePath;
 use crate::traits::{StoreError, StoreRead, StoreWrite, ValidPathInfo};
 
-/// Where a copy stands, reported after every path.
+/// Where a copy stands, reported when it starts and after every path. The
+/// totals grow while the closure is still being walked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CopyProgress {
     pub paths_done: usize,
@@ -40,7 +54,7 @@ pub type ProgressFn = Arc<dyn Fn(&CopyProgress) + Send + Sync>;
 pub struct CopyOptions {
     /// Copy closures, not just the given paths.
     pub recursive: bool,
-    /// Transfers (and path-info queries) in flight at once.
+    /// Transfers (and, separately, path-info lookups) in flight at once.
     pub jobs: usize,
     pub progress: Option<ProgressFn>,
 }
@@ -71,22 +85,31 @@ pub async fn copy_paths(
     copy_paths_with(src, dst, paths, &opts).await
 }
 
-/// [`copy_paths`] with explicit concurrency and progress reporting.
+/// [`copy_paths`] with explicit concurrency and progress reporting, through
+/// the store traits only. (A binary-cache source is asked for each narinfo
+/// twice on this route, once for the walk and once by `nar_from_path`, and
+/// its NAR is verified by both stores: the cache routes below avoid that.)
 pub async fn copy_paths_with(
     src: &dyn StoreRead,
     dst: &dyn StoreWrite,
     paths: &BTreeSet<StorePath>,
     opts: &CopyOptions,
 ) -> Result<Vec<StorePath>, StoreError> {
-    let jobs = opts.jobs.max(1);
-    let infos = collect_infos(paths, opts.recursive, jobs, |p| async move {
-        src.query_path_info(&p)
-            .await?
-            .ok_or_else(|| StoreError::InvalidPath(src.store_dir().display(&p)))
-    })
-    .await?;
-    let todo = missing_in(dst, &infos, jobs).await?;
-    copy_in_order(&infos, todo, opts, |info| copy_one(src, dst, info)).await
+    run_copy(
+        paths,
+        opts,
+        |p| async move {
+            if dst.is_valid_path(&p).await? {
+                return Ok(None);
+            }
+            match src.query_path_info(&p).await? {
+                Some(info) => Ok(Some(info)),
+                None => Err(StoreError::InvalidPath(src.store_dir().display(&p))),
+            }
+        },
+        |info: Arc<ValidPathInfo>| async move { copy_one(src, dst, &info).await },
+    )
+    .await
 }
 
 /// [`copy_paths_with`] from a binary cache into the local store, on the
@@ -99,188 +122,231 @@ pub async fn copy_cache_to_local(
     paths: &BTreeSet<StorePath>,
     opts: &CopyOptions,
 ) -> Result<Vec<StorePath>, StoreError> {
-    let jobs = opts.jobs.max(1);
-    let narinfos = collect_infos(paths, opts.recursive, jobs, |p| async move {
-        src.narinfo(&p)
-            .await?
-            .ok_or_else(|| StoreError::InvalidPath(src.store_dir().display(&p)))
-    })
-    .await?;
-    let infos: BTreeMap<StorePath, ValidPathInfo> = narinfos
-        .iter()
-        .map(|(p, ni)| (p.clone(), to_path_info(ni)))
-        .collect();
-    let todo = missing_in(dst, &infos, jobs).await?;
-    copy_in_order(&infos, todo, opts, |info| {
-        src.add_to_local(&narinfos[&info.path], dst)
-    })
+    run_copy(
+        paths,
+        opts,
+        |p| async move {
+            if dst.is_valid_path(&p).await? {
+                return Ok(None);
+            }
+            narinfo_of(src, &p).await.map(Some)
+        },
+        |ni: Arc<NarInfo>| async move { src.add_to_local(&ni, dst).await },
+    )
     .await
 }
 
-/// What a store knows about a path, for walking closures.
-trait HasReferences {
-    fn path(&self) -> &StorePath;
-    fn references(&self) -> &BTreeSet<StorePath>;
-}
-
-impl HasReferences for ValidPathInfo {
-    fn path(&self) -> &StorePath {
-        &self.path
-    }
-    fn references(&self) -> &BTreeSet<StorePath> {
-        &self.references
-    }
-}
-
-impl HasReferences for NarInfo {
-    fn path(&self) -> &StorePath {
-        &self.store_path
-    }
-    fn references(&self) -> &BTreeSet<StorePath> {
-        &self.references
-    }
-}
-
-/// The paths of `infos` that `dst` does not have yet.
-async fn missing_in(
-    dst: &dyn StoreWrite,
-    infos: &BTreeMap<StorePath, ValidPathInfo>,
-    jobs: usize,
-) -> Result<BTreeSet<StorePath>, StoreError> {
-    let valid: Vec<(StorePath, bool)> = futures::stream::iter(infos.keys().cloned())
-        .map(|p| async move {
-            let v = dst.is_valid_path(&p).await;
-            v.map(|v| (p, v))
-        })
-        .buffer_unordered(jobs)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
-    Ok(valid
-        .into_iter()
-        .filter(|(_, v)| !v)
-        .map(|(p, _)| p)
-        .collect())
-}
-
-/// Runs `transfer` on every path of `todo`, each once all of its
-/// references in `todo` are done, at most `opts.jobs` at once. Returns the
-/// paths in the order they completed.
-async fn copy_in_order<'a, F, Fut>(
-    infos: &'a BTreeMap<StorePath, ValidPathInfo>,
-    todo: BTreeSet<StorePath>,
+/// [`copy_paths_with`] from one binary cache to another: each narinfo is
+/// fetched from the source once (signature checked, if it has trusted
+/// keys), the destination is asked with a `HEAD` per path, and each NAR is
+/// hashed once, by the upload, which checks `NarHash` and `NarSize` before
+/// its narinfo is written.
+pub async fn copy_cache_to_cache(
+    src: &BinaryCache,
+    dst: &BinaryCache,
+    paths: &BTreeSet<StorePath>,
     opts: &CopyOptions,
-    transfer: F,
+) -> Result<Vec<StorePath>, StoreError> {
+    run_copy(
+        paths,
+        opts,
+        |p| async move {
+            if dst.has_narinfo(&p).await? {
+                return Ok(None);
+            }
+            narinfo_of(src, &p).await.map(Some)
+        },
+        |ni: Arc<NarInfo>| async move { dst.upload_from_cache(src, &ni).await.map(|_| ()) },
+    )
+    .await
+}
+
+async fn narinfo_of(src: &BinaryCache, p: &StorePath) -> Result<NarInfo, StoreError> {
+    src.narinfo(p)
+        .await?
+        .ok_or_else(|| StoreError::InvalidPath(src.store_dir().display(p)))
+}
+
+/// What the copy engine needs to know of a path it copies.
+trait Node {
+    fn references(&self) -> &BTreeSet<StorePath>;
+    fn nar_size(&self) -> u64;
+}
+
+impl Node for ValidPathInfo {
+    fn references(&self) -> &BTreeSet<StorePath> {
+        &self.references
+    }
+    fn nar_size(&self) -> u64 {
+        self.nar_size
+    }
+}
+
+impl Node for NarInfo {
+    fn references(&self) -> &BTreeSet<StorePath> {
+        &self.references
+    }
+    fn nar_size(&self) -> u64 {
+        self.nar_size
+    }
+}
+
+/// Where a path of the copy stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Queued for lookup, or being looked up.
+    Looking,
+    /// Already in the destination (so is its closure).
+    Present,
+    /// To copy: waiting for references, or being copied.
+    Missing,
+    /// Copied.
+    Done,
+}
+
+/// A finished lookup or transfer.
+enum Event<T> {
+    /// `None`: the destination has the path.
+    Looked(StorePath, Result<Option<T>, StoreError>),
+    Copied(StorePath, Result<(), StoreError>),
+}
+
+type EventFuture<'a, T> = Pin<Box<dyn Future<Output = Event<T>> + Send + 'a>>;
+
+/// The copy engine. `lookup(p)` says whether the destination already has
+/// `p` (`None`) or else what the source knows of it (failing if the source
+/// does not have it); `transfer(node)` copies one path whose references
+/// are all in the destination. Walks the closures of `roots` (if
+/// `opts.recursive`) while copying. Returns the paths copied, in the order
+/// they completed.
+async fn run_copy<'a, T, L, LF, X, XF>(
+    roots: &BTreeSet<StorePath>,
+    opts: &CopyOptions,
+    lookup: L,
+    transfer: X,
 ) -> Result<Vec<StorePath>, StoreError>
 where
-    F: Fn(&'a ValidPathInfo) -> Fut,
-    Fut: Future<Output = Result<(), StoreError>> + 'a,
+    T: Node + Send + Sync + 'a,
+    L: Fn(StorePath) -> LF,
+    LF: Future<Output = Result<Option<T>, StoreError>> + Send + 'a,
+    X: Fn(Arc<T>) -> XF,
+    XF: Future<Output = Result<(), StoreError>> + Send + 'a,
 {
     let jobs = opts.jobs.max(1);
-    // Dependency counts within the set to copy.
-    let mut waiting_on: BTreeMap<&StorePath, usize> = BTreeMap::new();
-    let mut referrers: BTreeMap<&StorePath, Vec<&StorePath>> = BTreeMap::new();
-    for (p, info) in infos.iter().filter(|(p, _)| todo.contains(*p)) {
-        let refs = info
-            .references
-            .iter()
-            .filter(|r| *r != p && todo.contains(*r));
-        let mut n = 0;
-        for r in refs {
-            referrers.entry(r).or_default().push(p);
-            n += 1;
-        }
-        waiting_on.insert(p, n);
+    let mut state: HashMap<StorePath, State> = HashMap::new();
+    let mut nodes: HashMap<StorePath, Arc<T>> = HashMap::new();
+    // For each path waiting to be copied, how many of its references are
+    // not in the destination yet; for each such reference, who waits on it.
+    let mut blockers: HashMap<StorePath, usize> = HashMap::new();
+    let mut referrers: HashMap<StorePath, Vec<StorePath>> = HashMap::new();
+    let mut to_look: VecDeque<StorePath> = VecDeque::new();
+    let mut ready: VecDeque<StorePath> = VecDeque::new();
+    for p in roots {
+        state.insert(p.clone(), State::Looking);
+        to_look.push_back(p.clone());
     }
-    let mut progress = CopyProgress {
-        paths_total: todo.len(),
-        bytes_total: todo.iter().map(|p| infos[p].nar_size).sum(),
-        ..CopyProgress::default()
+    let mut progress = CopyProgress::default();
+    let report = |p: &CopyProgress| {
+        if let Some(f) = &opts.progress {
+            f(p);
+        }
     };
-    if let Some(f) = &opts.progress {
-        f(&progress);
-    }
-    // Ready paths in topological-ish order (path order among equals).
-    let mut ready: Vec<&StorePath> = waiting_on
-        .iter()
-        .filter(|(_, n)| **n == 0)
-        .map(|(p, _)| *p)
-        .rev()
-        .collect();
-    let mut running = FuturesUnordered::new();
-    let mut copied = Vec::with_capacity(todo.len());
+    report(&progress);
+    let mut running: FuturesUnordered<EventFuture<'a, T>> = FuturesUnordered::new();
+    let (mut looking, mut copying) = (0usize, 0usize);
+    let mut copied = Vec::new();
     loop {
-        while running.len() < jobs {
-            let Some(p) = ready.pop() else { break };
-            let info = &infos[p];
-            let fut = transfer(info);
-            running.push(async move { fut.await.map(|_| p) });
+        while looking < jobs {
+            let Some(p) = to_look.pop_front() else { break };
+            let fut = lookup(p.clone());
+            running.push(Box::pin(async move { Event::Looked(p, fut.await) }));
+            looking += 1;
         }
-        let Some(done) = running.next().await else {
+        while copying < jobs {
+            let Some(p) = ready.pop_front() else { break };
+            let Some(node) = nodes.get(&p).cloned() else {
+                continue;
+            };
+            let fut = transfer(node);
+            running.push(Box::pin(async move { Event::Copied(p, fut.await) }));
+            copying += 1;
+        }
+        let Some(event) = running.next().await else {
             break;
         };
-        let p = done?;
-        progress.paths_done += 1;
-        progress.bytes_done += infos[p].nar_size;
-        if let Some(f) = &opts.progress {
-            f(&progress);
-        }
-        copied.push(p.clone());
-        for r in referrers.get(p).map(Vec::as_slice).unwrap_or_default() {
-            if let Some(n) = waiting_on.get_mut(r) {
-                *n -= 1;
-                if *n == 0 {
-                    ready.push(r);
-                }
-            }
-        }
-    }
-    if copied.len() != todo.len() {
-        return Err(StoreError::Other(format!(
-            "copy stopped after {} of {} paths: the remaining ones refer to each other in a cycle",
-            copied.len(),
-            todo.len()
-        )));
-    }
-    Ok(copied)
-}
-
-/// The infos of `paths` (and their closure if `recursive`), looked up with
-/// `query`, `jobs` at a time. Fails on a path `query` fails on.
-async fn collect_infos<T, F, Fut>(
-    paths: &BTreeSet<StorePath>,
-    recursive: bool,
-    jobs: usize,
-    query: F,
-) -> Result<BTreeMap<StorePath, T>, StoreError>
-where
-    T: HasReferences,
-    F: Fn(StorePath) -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    let mut infos: BTreeMap<StorePath, T> = BTreeMap::new();
-    let mut frontier: BTreeSet<StorePath> = paths.clone();
-    while !frontier.is_empty() {
-        let got: Vec<Result<T, StoreError>> = futures::stream::iter(std::mem::take(&mut frontier))
-            .map(&query)
-            .buffer_unordered(jobs)
-            .collect()
-            .await;
-        for info in got {
-            let info = info?;
-            if recursive {
-                for r in info.references() {
-                    if !infos.contains_key(r) && r != info.path() {
-                        frontier.insert(r.clone());
+        // The path whose arrival in the destination may unblock others.
+        let arrived = match event {
+            Event::Looked(p, found) => {
+                looking -= 1;
+                match found? {
+                    None => {
+                        state.insert(p.clone(), State::Present);
+                        p
+                    }
+                    Some(node) => {
+                        progress.paths_total += 1;
+                        progress.bytes_total += node.nar_size();
+                        let mut waits = 0;
+                        for r in node.references() {
+                            if r == &p || !(opts.recursive || roots.contains(r)) {
+                                // Not part of this copy: the destination
+                                // must have it already (it checks).
+                                continue;
+                            }
+                            match state.get(r) {
+                                Some(State::Present | State::Done) => continue,
+                                Some(State::Looking | State::Missing) => {}
+                                None => {
+                                    state.insert(r.clone(), State::Looking);
+                                    to_look.push_back(r.clone());
+                                }
+                            }
+                            waits += 1;
+                            referrers.entry(r.clone()).or_default().push(p.clone());
+                        }
+                        state.insert(p.clone(), State::Missing);
+                        nodes.insert(p.clone(), Arc::new(node));
+                        if waits == 0 {
+                            ready.push_back(p);
+                        } else {
+                            blockers.insert(p, waits);
+                        }
+                        report(&progress);
+                        continue;
                     }
                 }
             }
-            infos.insert(info.path().clone(), info);
+            Event::Copied(p, done) => {
+                copying -= 1;
+                done?;
+                state.insert(p.clone(), State::Done);
+                if let Some(node) = nodes.remove(&p) {
+                    progress.paths_done += 1;
+                    progress.bytes_done += node.nar_size();
+                }
+                report(&progress);
+                copied.push(p.clone());
+                p
+            }
+        };
+        for q in referrers.remove(&arrived).unwrap_or_default() {
+            if let Some(n) = blockers.get_mut(&q) {
+                *n -= 1;
+                if *n == 0 {
+                    blockers.remove(&q);
+                    ready.push_back(q);
+                }
+            }
         }
-        frontier.retain(|p| !infos.contains_key(p));
     }
-    Ok(infos)
+    if !blockers.is_empty() {
+        return Err(StoreError::Other(format!(
+            "copy stopped after {} of {} paths: the remaining ones refer to each other in a cycle",
+            copied.len(),
+            copied.len() + blockers.len()
+        )));
+    }
+    Ok(copied)
 }
 
 /// Streams one NAR from `src` into `dst.add_nar`.

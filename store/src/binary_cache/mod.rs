@@ -17,6 +17,7 @@ pub mod copy;
 pub mod listing;
 pub mod narinfo;
 pub mod net;
+pub mod relay;
 pub mod signing;
 pub mod store;
 pub mod substituter;
@@ -26,7 +27,10 @@ pub mod verify;
 
 pub use cache_info::CacheInfo;
 pub use compression::Compression;
-pub use copy::{copy_paths, copy_paths_with, CopyOptions, CopyProgress};
+pub use copy::{
+    copy_cache_to_cache, copy_cache_to_local, copy_paths, copy_paths_with, CopyOptions,
+    CopyProgress,
+};
 pub use narinfo::{NarInfo, NarInfoError};
 pub use signing::{PublicKey, SecretKey, Signature, SigningError};
 pub use store::{BinaryCache, BinaryCacheError};

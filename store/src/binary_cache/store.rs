@@ -558,7 +558,27 @@ impl BinaryCache {
                 });
             }
         }
+        self.upload_unchecked(info, nar).await
+    }
 
+    /// [`Self::upload`] without looking for an existing narinfo or for the
+    /// references' ones: for callers that know (a copy in reference order).
+    pub(super) async fn upload_unchecked(
+        &self,
+        info: &ValidPathInfo,
+        nar: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<NarInfo, StoreError> {
+        let (tmp_key, mut upload) = self.start_nar_upload().await?;
+        let streamed = self.stream_compressed(nar, &mut upload).await;
+        self.finish_nar_upload(info, tmp_key, upload, streamed)
+            .await
+    }
+
+    /// Starts the multipart upload of a NAR file under a temporary name.
+    pub(super) async fn start_nar_upload(&self) -> Result<(ObjPath, WriteMultipart), StoreError> {
+        if !self.writable {
+            return Err(BinaryCacheError::ReadOnly(self.url.clone()).into());
+        }
         let mut rnd = [0u8; 16];
         getrandom::fill(&mut rnd).map_err(|e| StoreError::Other(format!("random: {e}")))?;
         let tmp_key = ObjPath::from(format!(
@@ -571,8 +591,24 @@ impl BinaryCache {
             .put_multipart(&tmp_key)
             .await
             .map_err(|e| obj_err(&self.url, "uploading", &tmp_key, e))?;
-        let mut upload = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
-        let streamed = self.stream_compressed(nar, &mut upload).await;
+        Ok((
+            tmp_key,
+            WriteMultipart::new_with_chunk_size(upload, 8 << 20),
+        ))
+    }
+
+    /// Ends the NAR upload started by [`Self::start_nar_upload`]: aborts it
+    /// if streaming failed or the NAR is not the one `info` describes, else
+    /// renames it to `nar/<file hash>.nar<ext>` and writes the `.ls`
+    /// listing (if any) and the signed `.narinfo`, last.
+    pub(super) async fn finish_nar_upload(
+        &self,
+        info: &ValidPathInfo,
+        tmp_key: ObjPath,
+        upload: WriteMultipart,
+        streamed: Result<Streamed, StoreError>,
+    ) -> Result<NarInfo, StoreError> {
+        let path_str = self.store_dir.display(&info.path);
         let Streamed {
             nar_hash,
             nar_size,
@@ -650,6 +686,16 @@ impl BinaryCache {
         Ok(narinfo)
     }
 
+    /// The compression NARs uploaded here get.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// Whether uploads write `.ls` listings.
+    pub(super) fn writes_nar_listing(&self) -> bool {
+        self.write_nar_listing
+    }
+
     async fn narinfo_unchecked(
         &self,
         path: &StorePath,
@@ -675,107 +721,150 @@ impl BinaryCache {
         nar: &mut (dyn AsyncRead + Unpin + Send),
         upload: &mut WriteMultipart,
     ) -> Result<Streamed, StoreError> {
-        let raw = SharedBuf::default();
         let sink = SharedBuf::default();
         let mut p = Pipeline {
-            raw: raw.clone(),
-            enc: compress_writer(self.compression, sink.clone()),
-            sink,
+            raw: SharedBuf::default(),
             nar_hasher: Hasher::new(HashAlgo::Sha256),
-            file_hasher: Hasher::new(HashAlgo::Sha256),
-            upload,
+            out: Some(Compressing {
+                enc: compress_writer(self.compression, sink.clone()),
+                sink,
+                file_hasher: Hasher::new(HashAlgo::Sha256),
+                upload,
+            }),
         };
-        let io_err = |e| StoreError::io("streaming NAR to the binary cache", e);
-        let mut reader = b3_nar::AsyncNarReader::new(Tee {
-            inner: nar,
-            copy: raw,
-        });
-        let mut buf = vec![0u8; 256 << 10];
-        let mut listing = self.write_nar_listing.then(ListingBuilder::new);
-        while let Some(ev) = reader.next().await? {
-            let mut file = None;
-            match ev {
-                b3_nar::AsyncEvent::File {
-                    mut contents,
-                    size,
-                    executable,
-                } => {
-                    loop {
-                        let n = contents.read(&mut buf).await.map_err(io_err)?;
-                        if n == 0 {
-                            break;
-                        }
-                        p.pump().await?;
-                    }
-                    file = Some((size, executable));
-                }
-                b3_nar::AsyncEvent::DirectoryStart => {
-                    if let Some(l) = &mut listing {
-                        l.directory_start()
-                    }
-                }
-                b3_nar::AsyncEvent::Entry { name } => {
-                    if let Some(l) = &mut listing {
-                        l.entry(name)
-                    }
-                }
-                b3_nar::AsyncEvent::Symlink { target } => {
-                    if let Some(l) = &mut listing {
-                        l.symlink(target)
-                    }
-                }
-                b3_nar::AsyncEvent::DirectoryEnd => {
-                    if let Some(l) = &mut listing {
-                        l.directory_end()
-                    }
-                }
-            }
-            if let (Some(l), Some((size, exec))) = (&mut listing, file) {
-                // Just past the contents: they started `size` bytes back.
-                l.file(size, exec, reader.offset() - size);
-            }
-            p.pump().await?;
-        }
-        let mut rest = reader.into_inner();
-        if rest.read(&mut buf[..1]).await.map_err(io_err)? != 0 {
-            return Err(StoreError::Other(format!(
-                "invalid NAR: trailing data after the end of the archive (at byte {})",
-                p.nar_hasher.bytes_hashed()
-            )));
-        }
-        p.pump().await?;
-        p.enc.shutdown().await.map_err(io_err)?;
-        p.pump().await?;
+        let listing = walk_nar(nar, &mut p, self.write_nar_listing).await?;
         let nar_size = p.nar_hasher.bytes_hashed();
-        let file_size = p.file_hasher.bytes_hashed();
+        let nar_hash = p.nar_hasher.finish();
+        let Some(mut out) = p.out else {
+            return Err(StoreError::Other("NAR upload lost its compressor".into()));
+        };
+        out.enc
+            .shutdown()
+            .await
+            .map_err(|e| StoreError::io("compressing NAR", e))?;
+        out.drain().await?;
+        let file_size = out.file_hasher.bytes_hashed();
         Ok(Streamed {
-            nar_hash: p.nar_hasher.finish(),
+            nar_hash,
             nar_size,
-            file_hash: p.file_hasher.finish(),
+            file_hash: out.file_hasher.finish(),
             file_size,
-            listing: listing.and_then(ListingBuilder::finish),
+            listing,
         })
     }
 }
 
-/// What streaming a NAR into the cache measured.
-struct Streamed {
-    nar_hash: Hash,
-    nar_size: u64,
-    file_hash: Hash,
-    file_size: u64,
-    /// The `.ls` listing, when `write-nar-listing` is on.
-    listing: Option<String>,
+/// Reads the NAR `nar`, validating its structure (b3-nar's reader) and
+/// hashing it, and returns its NAR hash and size and (with `listing`) its
+/// `.ls` listing. Bytes after the end of the archive are an error.
+pub(super) async fn scan_nar(
+    nar: &mut (dyn AsyncRead + Unpin + Send),
+    listing: bool,
+) -> Result<(Hash, u64, Option<String>), StoreError> {
+    let mut p = Pipeline {
+        raw: SharedBuf::default(),
+        nar_hasher: Hasher::new(HashAlgo::Sha256),
+        out: None,
+    };
+    let listing = walk_nar(nar, &mut p, listing).await?;
+    let size = p.nar_hasher.bytes_hashed();
+    Ok((p.nar_hasher.finish(), size, listing))
 }
 
-/// NAR bytes → sha256 + compressor → sha256 + multipart upload.
+/// Walks the NAR `nar` event by event, handing every byte read to `p`,
+/// building the listing if asked. Fails on a malformed archive or on bytes
+/// after its end.
+async fn walk_nar(
+    nar: &mut (dyn AsyncRead + Unpin + Send),
+    p: &mut Pipeline<'_>,
+    want_listing: bool,
+) -> Result<Option<String>, StoreError> {
+    let io_err = |e| StoreError::io("streaming NAR to the binary cache", e);
+    let mut reader = b3_nar::AsyncNarReader::new(Tee {
+        inner: nar,
+        copy: p.raw.clone(),
+    });
+    let mut buf = vec![0u8; 256 << 10];
+    let mut listing = want_listing.then(ListingBuilder::new);
+    while let Some(ev) = reader.next().await? {
+        let mut file = None;
+        match ev {
+            b3_nar::AsyncEvent::File {
+                mut contents,
+                size,
+                executable,
+            } => {
+                loop {
+                    let n = contents.read(&mut buf).await.map_err(io_err)?;
+                    if n == 0 {
+                        break;
+                    }
+                    p.pump().await?;
+                }
+                file = Some((size, executable));
+            }
+            b3_nar::AsyncEvent::DirectoryStart => {
+                if let Some(l) = &mut listing {
+                    l.directory_start()
+                }
+            }
+            b3_nar::AsyncEvent::Entry { name } => {
+                if let Some(l) = &mut listing {
+                    l.entry(name)
+                }
+            }
+            b3_nar::AsyncEvent::Symlink { target } => {
+                if let Some(l) = &mut listing {
+                    l.symlink(target)
+                }
+            }
+            b3_nar::AsyncEvent::DirectoryEnd => {
+                if let Some(l) = &mut listing {
+                    l.directory_end()
+                }
+            }
+        }
+        if let (Some(l), Some((size, exec))) = (&mut listing, file) {
+            // Just past the contents: they started `size` bytes back.
+            l.file(size, exec, reader.offset() - size);
+        }
+        p.pump().await?;
+    }
+    let mut rest = reader.into_inner();
+    if rest.read(&mut buf[..1]).await.map_err(io_err)? != 0 {
+        return Err(StoreError::Other(format!(
+            "invalid NAR: trailing data after the end of the archive (at byte {})",
+            p.nar_hasher.bytes_hashed()
+        )));
+    }
+    p.pump().await?;
+    Ok(listing.and_then(ListingBuilder::finish))
+}
+
+/// What streaming a NAR into the cache measured.
+pub(super) struct Streamed {
+    pub(super) nar_hash: Hash,
+    pub(super) nar_size: u64,
+    pub(super) file_hash: Hash,
+    pub(super) file_size: u64,
+    /// The `.ls` listing, when `write-nar-listing` is on.
+    pub(super) listing: Option<String>,
+}
+
+/// NAR bytes → sha256 (+ compressor → sha256 + multipart upload).
 struct Pipeline<'u> {
-    /// What the NAR reader has consumed but not yet been compressed.
+    /// What the NAR reader has consumed but not yet been handled.
     raw: SharedBuf,
+    nar_hasher: Hasher,
+    /// Where the NAR goes, compressed; `None` when it is only checked.
+    out: Option<Compressing<'u>>,
+}
+
+/// The compressing half of a [`Pipeline`].
+struct Compressing<'u> {
     enc: super::compression::BoxWriter<'static>,
     /// Compressor output not yet uploaded.
     sink: SharedBuf,
-    nar_hasher: Hasher,
     file_hasher: Hasher,
     upload: &'u mut WriteMultipart,
 }
@@ -785,11 +874,23 @@ impl Pipeline<'_> {
         let raw = self.raw.take();
         if !raw.is_empty() {
             self.nar_hasher.update(&raw);
-            self.enc
-                .write_all(&raw)
-                .await
-                .map_err(|e| StoreError::io("compressing NAR", e))?;
+            if let Some(out) = &mut self.out {
+                out.enc
+                    .write_all(&raw)
+                    .await
+                    .map_err(|e| StoreError::io("compressing NAR", e))?;
+            }
         }
+        match &mut self.out {
+            Some(out) => out.drain().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Compressing<'_> {
+    /// Uploads what the compressor has produced.
+    async fn drain(&mut self) -> Result<(), StoreError> {
         let chunk = self.sink.take();
         if chunk.is_empty() {
             return Ok(());

@@ -25,9 +25,10 @@ use crate::local::LocalStore;
 use crate::traits::StoreError;
 
 /// Compressed chunks buffered between the network and the decoder. Chunks
-/// are whatever the HTTP client read (8–64 KiB typically), so this bounds
-/// memory to a few MiB per transfer while absorbing bursts.
-const CHANNEL_CHUNKS: usize = 64;
+/// are whatever the HTTP client read (8–400 KiB); the decoder and the
+/// store's writes are the slower side, so a deeper queue only holds more
+/// memory (with 16 transfers, 64 chunks each held ~200 MB of fresh pages).
+const CHANNEL_CHUNKS: usize = 16;
 
 impl BinaryCache {
     /// Fetches the NAR `ni` describes and adds it to `store` as
@@ -91,7 +92,7 @@ impl BinaryCache {
         }
     }
 
-    fn store_dir_display(&self, ni: &NarInfo) -> String {
+    pub(super) fn store_dir_display(&self, ni: &NarInfo) -> String {
         crate::traits::StoreRead::store_dir(self).display(&ni.store_path)
     }
 }
