@@ -1,7 +1,7 @@
 //! Measures what a view buys over unpacking, on a generated closure.
 //!
 //! ```text
-//! cargo run --release -p b3-vfs --example vfs_bench -- [WORKDIR] [--mib N] [--drop-caches] [--no-passthrough] [--kernel-opens]
+//! cargo run --release -p b3-vfs --example vfs_bench -- [WORKDIR] [--mib N] [--drop-caches] [--no-passthrough]
 //! ```
 //!
 //! Generates a closure of store paths (NARs written with b3-nar's encoder,
@@ -143,13 +143,11 @@ fn main() {
     let mut mib: u64 = 512;
     let mut drop = false;
     let mut passthrough = true;
-    let mut serve_opens = true;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--mib" => mib = args.next().and_then(|v| v.parse().ok()).expect("--mib N"),
             "--drop-caches" => drop = true,
             "--no-passthrough" => passthrough = false,
-            "--kernel-opens" => serve_opens = false,
             _ => work = PathBuf::from(a),
         }
     }
@@ -230,7 +228,6 @@ fn main() {
     // best and the median.
     let opts = ViewOptions {
         passthrough,
-        serve_opens,
         ..ViewOptions::default()
     };
     let mut mounts = Vec::new();

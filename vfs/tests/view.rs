@@ -308,57 +308,6 @@ fn repeated_access_is_served_by_the_kernel_caches() {
 }
 
 #[test]
-fn without_open_requests_the_kernel_opens_files_itself_and_the_bytes_match() {
-    let fx = Fixture::new();
-    let opts = ViewOptions {
-        serve_opens: false,
-        ..ViewOptions::default()
-    };
-    let g = mount(&fx.odb, [BB, GEN], fx.mnt(), opts).unwrap();
-    assert_same_tree(&fx.tmp.path().join("src"), &fx.mnt().join(GEN));
-    let first = g.stats();
-    // The view declined the first open (ENOSYS) and the kernel stopped
-    // asking: opening every file again sends no open at all.
-    assert!(first.opens <= 1, "{first:?}");
-    assert!(
-        first.reads > 0,
-        "pages not cached yet are read through the view"
-    );
-    assert_same_tree(&fx.tmp.path().join("src"), &fx.mnt().join(GEN));
-    let out = Command::new(fx.mnt().join(BB).join("bin/busybox"))
-        .args(["echo", "no opens"])
-        .output()
-        .unwrap();
-    assert_eq!(out.stdout, b"no opens\n");
-    assert_eq!(g.stats().opens, first.opens, "{:?}", g.stats());
-    g.unmount().unwrap();
-}
-
-#[test]
-fn a_tracer_still_sees_every_open_when_open_requests_are_not_wanted() {
-    let fx = Fx::new_small();
-    let tracer = Arc::new(Tracer::new());
-    let opts = ViewOptions {
-        serve_opens: false,
-        tracer: Some(tracer.clone()),
-        ..ViewOptions::default()
-    };
-    let g = mount(&fx.odb, [BB], fx.mnt(), opts).unwrap();
-    let bin = fx.mnt().join(BB).join("bin/busybox");
-    for _ in 0..2 {
-        fs::read(&bin).unwrap();
-    }
-    assert_eq!(g.stats().opens, 2);
-    let opens = tracer
-        .records()
-        .iter()
-        .filter(|r| r.kind == AccessKind::Open && r.file == "bin/busybox")
-        .count();
-    assert_eq!(opens, 2);
-    g.unmount().unwrap();
-}
-
-#[test]
 fn unmount_waits_out_a_brief_user_of_the_view() {
     // A file of the view held open (as by a child forked from another
     // thread between its fork and exec) makes the kernel answer EBUSY;

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
@@ -32,17 +32,13 @@ pub(crate) struct ViewFs {
     pub(crate) inodes: Inodes,
     pub(crate) handles: Mutex<HashMap<u64, Handle>>,
     /// Backing ids by inode, shared by concurrent opens of one file (the
-    /// kernel requires one backing id per inode while any open uses it).
-    pub(crate) backing: Mutex<HashMap<u64, Weak<BackingId>>>,
+    /// kernel requires one backing id per inode while any open uses it) and
+    /// kept after the last close, so opening a file again costs no blob
+    /// open and no backing registration (bounded by [`BACKING_MAX`]).
+    pub(crate) backing: Mutex<HashMap<u64, Arc<BackingId>>>,
     /// Kernel passthrough is wanted and, so far, works.
     pub(crate) passthrough: AtomicBool,
     pub(crate) next_fh: AtomicU64,
-    /// Decline opens (ENOSYS) so the kernel stops sending them and opens
-    /// files itself: no request per open or close, pages kept for the
-    /// mount's life; reads arrive with file handle 0 and name the inode.
-    pub(crate) no_open: bool,
-    /// Blob files by inode for reads without an open (bounded: cleared when full).
-    pub(crate) by_inode: Mutex<HashMap<u64, Arc<File>>>,
     pub(crate) ttl: Duration,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
@@ -77,29 +73,10 @@ fn errno_of(e: &crate::odb::Error) -> Errno {
     }
 }
 
-/// Blob files kept open for reads without opens; past this, the cache restarts.
-const BY_INODE_MAX: usize = 256;
+/// Backing ids kept registered; past this, those no open uses are dropped.
+const BACKING_MAX: usize = 1024;
 
 impl ViewFs {
-    /// The blob file of file inode `ino`, for a read without an open.
-    fn file_of(&self, ino: u64) -> Result<Arc<File>, Errno> {
-        let mut map = self.by_inode.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = map.get(&ino) {
-            return Ok(f.clone());
-        }
-        let inode = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
-        let blob = match &inode.node {
-            Some(Node::File { blob, .. }) => *blob,
-            _ => return Err(Errno::EISDIR),
-        };
-        let f = Arc::new(self.odb.open_blob(&blob).map_err(|e| errno_of(&e))?);
-        if map.len() >= BY_INODE_MAX {
-            map.clear();
-        }
-        map.insert(ino, f.clone());
-        Ok(f)
-    }
-
     fn attr(&self, inode: &Inode) -> FileAttr {
         let (kind, perm, size, nlink) = match &inode.node {
             None => (FileType::Directory, 0o555, self.closure.len() as u64, 2),
@@ -265,12 +242,6 @@ impl Filesystem for ViewFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        if self.no_open {
-            // From now on the kernel opens files of this mount by itself
-            // (FOPEN_KEEP_CACHE is its default then). Writes stay refused:
-            // the mount is read-only.
-            return reply.error(Errno::ENOSYS);
-        }
         let inode = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -280,28 +251,37 @@ impl Filesystem for ViewFs {
             Some(Node::Directory { .. }) | None => return reply.error(Errno::EISDIR),
             Some(Node::Symlink { .. }) => return reply.error(Errno::ELOOP),
         };
-        let file = match self.odb.open_blob(&blob) {
-            Ok(f) => f,
-            Err(e) => return reply.error(errno_of(&e)),
-        };
         self.trace(req, AccessKind::Open, inode.ino);
+        let open_blob = || self.odb.open_blob(&blob).map_err(|e| errno_of(&e));
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let mut file = None;
         if self.passthrough.load(Ordering::Relaxed) {
             let mut backing = self.backing.lock().unwrap_or_else(|p| p.into_inner());
-            let id = match backing.get(&inode.ino).and_then(Weak::upgrade) {
-                Some(id) => Some(id),
-                None => match reply.open_backing(&file) {
-                    Ok(id) => {
-                        let id = Arc::new(id);
-                        backing.insert(inode.ino, Arc::downgrade(&id));
-                        Some(id)
+            let id = match backing.get(&inode.ino) {
+                Some(id) => Some(id.clone()),
+                None => {
+                    let f = match open_blob() {
+                        Ok(f) => f,
+                        Err(e) => return reply.error(e),
+                    };
+                    match reply.open_backing(&f) {
+                        Ok(id) => {
+                            if backing.len() >= BACKING_MAX {
+                                // Forget the ids no open uses (the kernel closes them).
+                                backing.retain(|_, id| Arc::strong_count(id) > 1);
+                            }
+                            let id = Arc::new(id);
+                            backing.insert(inode.ino, id.clone());
+                            Some(id)
+                        }
+                        Err(_) => {
+                            // Not permitted or not supported here: serve reads ourselves.
+                            self.passthrough.store(false, Ordering::Relaxed);
+                            file = Some(f);
+                            None
+                        }
                     }
-                    Err(_) => {
-                        // Not permitted or not supported here: serve reads ourselves.
-                        self.passthrough.store(false, Ordering::Relaxed);
-                        None
-                    }
-                },
+                }
             };
             if let Some(id) = id {
                 self.handles
@@ -316,6 +296,13 @@ impl Filesystem for ViewFs {
                 return reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id);
             }
         }
+        let file = match file {
+            Some(f) => f,
+            None => match open_blob() {
+                Ok(f) => f,
+                Err(e) => return reply.error(e),
+            },
+        };
         self.handles
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -329,7 +316,7 @@ impl Filesystem for ViewFs {
     fn read(
         &self,
         _req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -344,16 +331,8 @@ impl Filesystem for ViewFs {
             .unwrap_or_else(|p| p.into_inner())
             .get(&fh.0)
         {
-            Some(Handle::File(f)) => Ok(f.clone()),
-            None if fh.0 == 0 && self.no_open => Err(()),
+            Some(Handle::File(f)) => f.clone(),
             _ => return reply.error(Errno::EBADF),
-        };
-        let file = match file {
-            Ok(f) => f,
-            Err(()) => match self.file_of(ino.0) {
-                Ok(f) => f,
-                Err(e) => return reply.error(e),
-            },
         };
         // One buffer per worker thread, grown to the largest read asked.
         thread_local! {
@@ -396,37 +375,22 @@ impl Filesystem for ViewFs {
     fn release(
         &self,
         _req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        // Under the backing lock, so an open of the same inode cannot pick
-        // up this backing id between the count check and its removal.
-        let mut backing = self.backing.lock().unwrap_or_else(|p| p.into_inner());
-        let gone = self
-            .handles
+        // Backing ids stay cached (see `backing`); only the handle goes.
+        self.handles
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&fh.0);
-        if let Some(Handle::Backing(id)) = gone {
-            // Last user of this backing id: forget it so the kernel closes it.
-            if Arc::strong_count(&id) == 1 {
-                backing.remove(&ino.0);
-            }
-        }
-        drop(backing);
         reply.ok();
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if self.no_open {
-            // As for files: the kernel then opens directories itself, with
-            // FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR, what this would answer.
-            return reply.error(Errno::ENOSYS);
-        }
         match self.inode(ino) {
             Ok(i) => match &i.node {
                 None | Some(Node::Directory { .. }) => {

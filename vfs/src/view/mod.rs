@@ -46,12 +46,6 @@ pub struct ViewOptions {
     /// Let the kernel read blob files directly (FUSE passthrough, Linux >=
     /// 6.9, needs CAP_SYS_ADMIN); falls back to served reads when refused.
     pub passthrough: bool,
-    /// Receive every open (needed by a tracer, which forces it, and by
-    /// kernel passthrough). Without, the view declines the first open and
-    /// the kernel opens files itself from then on: no request per open or
-    /// close and file pages kept for the mount's life, so repeated reads
-    /// never reach the view; pages not yet cached are read through it.
-    pub serve_opens: bool,
 }
 
 impl Default for ViewOptions {
@@ -63,7 +57,6 @@ impl Default for ViewOptions {
             tracer: None,
             owner: None,
             passthrough: true,
-            serve_opens: true,
         }
     }
 }
@@ -337,8 +330,6 @@ pub fn mount_closure(
         backing: Mutex::new(HashMap::new()),
         passthrough: std::sync::atomic::AtomicBool::new(opts.passthrough),
         next_fh: AtomicU64::new(1),
-        no_open: !opts.serve_opens && opts.tracer.is_none(),
-        by_inode: Mutex::new(HashMap::new()),
         ttl: opts.ttl,
         uid,
         gid,
