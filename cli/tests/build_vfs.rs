@@ -124,3 +124,62 @@ fn build_output_is_identical_with_and_without_vfs() {
     assert_eq!(String::from_utf8_lossy(&checked.stdout).trim(), plain);
     assert_eq!(nar_hash(plain), before);
 }
+
+/// A derivation whose output says whether its inputs came from a view.
+fn where_inputs_come_from(dir: &Path, mode: &str) -> std::path::PathBuf {
+    let nix = dir.join(format!("{mode}.nix"));
+    std::fs::write(
+        &nix,
+        format!(
+            r#"let pkgs = import {ex} {{}}; in
+derivation {{
+  name = "vfs-conf-{mode}"; system = "x86_64-linux";
+  builder = "${{pkgs.busybox}}/bin/sh";
+  PATH = "${{pkgs.busybox}}/bin";
+  args = [ "-c" "if grep -q ' - fuse.b3-vfs ' /proc/self/mountinfo; then echo view > $out; else echo bind > $out; fi" ];
+}}
+"#,
+            ex = examples().canonicalize().unwrap().display()
+        ),
+    )
+    .unwrap();
+    nix
+}
+
+#[test]
+fn nix_conf_b3_vfs_builds_makes_builds_use_views_and_real_nix_only_warns() {
+    prebuilt();
+    require_fuse();
+    let dir = tempfile::tempdir().unwrap();
+    let build = |mode: &str, conf: Option<&str>| {
+        let nix = where_inputs_come_from(dir.path(), mode);
+        let mut c = b3_cmd(&["build", "--no-out-link", nix.to_str().unwrap()]);
+        if let Some(conf) = conf {
+            c.env("NIX_CONFIG", conf);
+        }
+        let out = run(c);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("unknown setting"), "{stderr}");
+        let built = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        // The output is one small file: its NAR holds the word.
+        let nar = ok(b3_cmd(&["store", "dump", &built]));
+        match (nar.contains("view\n"), nar.contains("bind\n")) {
+            (true, false) => "view",
+            (false, true) => "bind",
+            _ => panic!("unexpected output {nar:?}"),
+        }
+    };
+    assert_eq!(build("on", Some("b3-vfs-builds = true")), "view");
+    assert_eq!(build("default", None), "bind");
+    assert_eq!(build("off", Some("b3-vfs-builds = false")), "bind");
+    // Real Nix reads the same nix.conf: it warns and carries on.
+    let out = std::process::Command::new("nix-instantiate")
+        .args(["--eval", "-E", "1"])
+        .env("NIX_CONFIG", "b3-vfs-builds = true")
+        .output()
+        .expect("nix-instantiate not runnable: run scripts/setup-test-deps.sh");
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"1\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting 'b3-vfs-builds'"));
+}

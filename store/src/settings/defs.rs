@@ -99,6 +99,8 @@ typed_settings! {
     keep_failed: bool = "keep-failed" [] => false;
     /// Keep building other derivations when one fails.
     keep_going: bool = "keep-going" [] => false;
+    /// b3 only (Nix ignores it with a warning): builds see their inputs through vfs views, as `b3 build --vfs`.
+    b3_vfs_builds: bool = "b3-vfs-builds" [] => false;
     /// Substitutions run in parallel.
     max_substitution_jobs: u64 = "max-substitution-jobs" ["substitution-max-jobs"] => 16;
     /// Lines of a failed build's log tail to show.
