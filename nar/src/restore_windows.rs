@@ -21,7 +21,9 @@
 //!   directory when the link is made becomes a directory symlink, anything
 //!   else a file symlink. Windows lets only Developer Mode or holders of
 //!   SeCreateSymbolicLinkPrivilege create them; otherwise the restore fails
-//!   with an error saying so.
+//!   with an error saying so. Each link is read back after it is made, and
+//!   a link the system claims to have made but did not (wine) fails the
+//!   restore too.
 
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
@@ -166,7 +168,25 @@ impl Restorer {
                 e
             };
             Error::fs("creating symlink", self.node_path(), e)
-        })
+        })?;
+        // Read the link back: a system may report success and make nothing
+        // (wine 8's CreateSymbolicLinkW is such a stub), which would leave
+        // a tree silently missing its links.
+        match (std::fs::symlink_metadata(&path), std::fs::read_link(&path)) {
+            (Ok(m), Ok(_)) if m.file_type().is_symlink() => Ok(()),
+            _ => Err(Error::fs(
+                "creating symlink",
+                self.node_path(),
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "the system reported the symlink to {target} as made but it cannot be \
+                         read back (this system cannot create symlinks; wine's \
+                         CreateSymbolicLinkW is a stub)"
+                    ),
+                ),
+            )),
+        }
     }
 
     /// Opens a new file for the contents; `executable` has no Windows form.
@@ -285,6 +305,44 @@ pub(crate) fn check_windows_name(s: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::check_windows_name;
+
+    #[test]
+    fn a_restored_symlink_reads_back_or_the_restore_says_why() {
+        let mut nar = Vec::new();
+        let mut enc = crate::NarEncoder::new(&mut nar);
+        enc.directory_start().unwrap();
+        enc.entry(b"file").unwrap();
+        enc.file_bytes(false, b"target\n").unwrap();
+        enc.entry(b"link").unwrap();
+        enc.symlink(b"file").unwrap();
+        enc.directory_end().unwrap();
+        enc.finish().unwrap();
+        let tmp = std::env::temp_dir().join(format!(
+            "b3-nar-symlink-test-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let dest = tmp.join("out");
+        match crate::restore(&nar[..], &dest) {
+            // Real Windows with the privilege (or Developer Mode).
+            Ok(_) => assert_eq!(
+                std::fs::read_link(dest.join("link")).unwrap(),
+                std::path::Path::new("file")
+            ),
+            // Without the privilege, or under wine: a clear refusal and
+            // nothing left behind, never a tree missing its link.
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("cannot create symlinks") || msg.contains("Developer Mode"),
+                    "{msg}"
+                );
+                assert!(dest.symlink_metadata().is_err(), "nothing left at {dest:?}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
 
     #[test]
     fn windows_refuses_names_it_cannot_hold() {
