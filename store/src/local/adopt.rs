@@ -4,15 +4,17 @@
 //! [`LocalStore::prepare_adoption`] canonicalises the tree in place (modes,
 //! timestamps, extended attributes, owner) and, in the same walk, computes
 //! its NAR hash and size and which of the given reference candidates its
-//! NAR contains; with the store's `fsync` setting each file and directory is
-//! flushed as it is visited, in parallel ([`super::durable::SyncGroup`]; no
+//! NAR contains; with the store's `fsync` setting, the flush of each file and
+//! directory starts as it is visited, in parallel ([`super::durable::SyncGroup`]; no
 //! whole-filesystem `syncfs`).
 //! [`LocalStore::adopt_sync`] then checks the caller's [`ValidPathInfo`]
-//! against what was measured, moves the tree beside the store paths under a
-//! temporary name and commits it (rename into place, then registration) as
-//! every other add does. Until the commit's rename nothing is visible in the
-//! store; a failed check leaves the store as it was and the tree where it
-//! was.
+//! against what was measured (a failed check changes nothing: the tree
+//! stays where it was), renames the tree into place, waits until its
+//! contents, its top and the store directory's new entry are all on disk
+//! (flushed together, so that one journal commit can carry them) and
+//! registers it. A failure after the rename deletes the path again; a crash
+//! there leaves an unregistered path, which the next add of it or the sweep
+//! after a crash removes, as for every other add.
 //!
 //! The caller guarantees that nothing else writes to the tree between the
 //! two calls (for a build: every process of the sandbox has exited).
@@ -44,6 +46,16 @@ pub struct Prepared {
     nar_hash: Hash,
     nar_size: u64,
     found: BTreeSet<String>,
+    /// The flushes of the tree's files, still under way.
+    sync: Option<Arc<SyncGroup>>,
+}
+
+/// Waits for a group's flushes, ignoring their outcome (they hold
+/// descriptors of a tree the caller may be about to delete).
+fn wait_quietly(sync: &Option<Arc<SyncGroup>>) {
+    if let Some(g) = sync {
+        let _ = g.wait();
+    }
 }
 
 impl Prepared {
@@ -180,11 +192,6 @@ fn changed(p: &Path) -> StoreError {
     StoreError::Other(format!("{}: file changed while being added", p.display()))
 }
 
-fn sync_node(p: &Path) -> Result<(), StoreError> {
-    let f = crate::os::open_node(p).map_err(at(p, "opening"))?;
-    crate::os::sync_dir(&f).map_err(at(p, "syncing"))
-}
-
 /// Owner (uid, gid) of the store directory, whom store objects belong to.
 #[cfg(unix)]
 type Owner = (u32, u32);
@@ -277,17 +284,19 @@ impl LocalStore {
             sync: self.sync_group(),
             owner: store_owner(self.real_store_dir())?,
         };
-        let walked = walk.node(node, &meta, true);
-        // Wait for the flushes even after a failure: they hold descriptors.
-        let synced = walk.sync.as_ref().map_or(Ok(()), |g| g.wait());
-        walked?;
-        synced.map_err(at(node, "syncing"))?;
+        if let Err(e) = walk.node(node, &meta, true) {
+            // Not before its flushes are done: they hold descriptors.
+            wait_quietly(&walk.sync);
+            return Err(e);
+        }
+        let sync = walk.sync.take();
         let (sink, nar_size) = walk.enc.finish()?;
         Ok(Prepared {
             node: node.to_path_buf(),
             nar_hash: sink.hasher.finish(),
             nar_size,
             found: sink.scanner.found(),
+            sync,
         })
     }
 
@@ -330,7 +339,11 @@ impl LocalStore {
         if self.is_valid_sync(&info.path)? {
             return Ok(());
         }
-        let tmp = self.new_tmp_node()?;
+        let dest = self.real_path(&info.path);
+        if std::fs::symlink_metadata(&dest).is_ok() {
+            // Unregistered leftover (a crash after the move, before registering).
+            self.delete_physical(&dest)?;
+        }
         let node = &prepared.node;
         let is_dir = std::fs::symlink_metadata(node)
             .map_err(at(node, "inspecting"))?
@@ -340,24 +353,55 @@ impl LocalStore {
         if is_dir {
             crate::os::set_mode(node, 0o755).map_err(at(node, "setting the mode of"))?;
         }
-        if let Err(e) = std::fs::rename(node, tmp.path()) {
+        super::crash_point("before-rename");
+        if let Err(e) = std::fs::rename(node, &dest) {
             if is_dir {
                 let _ = crate::os::set_mode(node, 0o555);
             }
             return Err(at(node, "moving into the store")(e));
         }
-        let moved = tmp.path();
+        // From here on a failure removes the path again. Until it is
+        // registered it is an unregistered leftover, which the next add of
+        // it or the sweep after a crash deletes.
+        let registered = self.finish_adoption(&prepared, info, &dest, is_dir);
+        if registered.is_err() {
+            let _ = self.delete_physical(&dest);
+        }
+        registered
+    }
+
+    /// Restores the moved top's metadata, waits until the contents, the
+    /// top and the store directory's new entry are on disk (all flushed at
+    /// once, so one journal commit can carry them), then registers.
+    fn finish_adoption(
+        &self,
+        prepared: &Prepared,
+        info: &ValidPathInfo,
+        dest: &Path,
+        is_dir: bool,
+    ) -> Result<(), StoreError> {
         if is_dir {
-            crate::os::set_mode(moved, 0o555).map_err(at(moved, "setting the mode of"))?;
+            crate::os::set_mode(dest, 0o555).map_err(at(dest, "setting the mode of"))?;
         }
-        crate::os::set_canonical_mtime(moved).map_err(at(moved, "setting the time of"))?;
-        // A file was synced by the walk; a directory's entries were, but
-        // not its mode, restored just now. The rename into place is made
-        // durable by the commit (it syncs the store directory).
-        if self.inner.fsync && is_dir {
-            sync_node(moved)?;
+        crate::os::set_canonical_mtime(dest).map_err(at(dest, "setting the time of"))?;
+        if let Some(g) = &prepared.sync {
+            if is_dir {
+                g.submit_path(dest).map_err(at(dest, "syncing"))?;
+            }
+            g.submit_path(self.real_store_dir())
+                .map_err(at(dest, "syncing the store directory for"))?;
+            g.wait().map_err(at(dest, "syncing"))?;
         }
-        self.commit(moved, info)
+        super::crash_point("before-register");
+        let row = self.row_of(info);
+        let refs = info.references.iter().map(|r| self.print_path(r)).collect();
+        self.db().register(&[(row, refs)]).map_err(super::db_err)
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        wait_quietly(&self.sync);
     }
 }
 
