@@ -18,7 +18,7 @@ use b3_store::traits::ValidPathInfo;
 fn nar_for(i: usize) -> Vec<u8> {
     let size = [100usize, 3_000, 40_000, 200_000][i % 4];
     let body: Vec<u8> = (0..size).map(|k| (k * 31 + i) as u8).collect();
-    let t = if i % 3 == 0 {
+    let t = if i.is_multiple_of(3) {
         Tree::dir([
             ("bin", Tree::dir([("tool", Tree::executable(body))])),
             ("lib", Tree::dir([("x.so", Tree::file(format!("lib {i}")))])),
@@ -46,7 +46,7 @@ fn main() {
             let hash = Hash::digest(HashAlgo::Sha256, &nar);
             // Any valid name: nothing checks input-addressed paths here.
             let h = b3_store::nixbase32::encode(
-                &Hash::digest(HashAlgo::Sha1, &i.to_le_bytes()).as_bytes()[..20],
+                &Hash::digest(HashAlgo::Sha1, i.to_le_bytes()).as_bytes()[..20],
             );
             let p = StorePath::from_base_name(&format!("{h}-p{i}")).expect("path");
             (ValidPathInfo::new(p, hash, nar.len() as u64), nar)

@@ -173,3 +173,25 @@ fn a_process_dying_at_each_step_of_an_add_leaves_no_valid_path() {
         assert_clean(&store);
     }
 }
+
+#[test]
+fn the_whole_filesystem_mode_adds_trees_and_nars_alike() {
+    let d = tempfile::tempdir().unwrap();
+    let t = make_tree(d.path());
+    let mut cfg = LocalStoreConfig::new(d.path().join("root"));
+    cfg.sync_whole_fs = true;
+    let store = LocalStore::open(cfg).unwrap();
+    let p = store
+        .add_path_sync("tree", &t, FileIngestionMethod::Recursive, HashAlgo::Sha256)
+        .unwrap();
+    let (nar, _) = b3_nar::dump_path(&t, Vec::new()).unwrap();
+    let q = StorePath::from_base_name("7rjj86a15146cq1d0ng7ykzp2c3n5zl6-tree").unwrap();
+    let info = ValidPathInfo::new(
+        q.clone(),
+        Hash::digest(HashAlgo::Sha256, &nar),
+        nar.len() as u64,
+    );
+    store.add_nar_sync(&info, &nar[..]).unwrap();
+    assert!(store.is_valid_sync(&p).unwrap() && store.is_valid_sync(&q).unwrap());
+    assert_clean(&store);
+}

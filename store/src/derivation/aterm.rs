@@ -675,11 +675,27 @@ mod tests {
                 found: Found::Byte(b' ')
             }
         ));
+        // `system` (unlike the builder, arguments and environment) must be
+        // UTF-8.
         let mut bytes = HELLO.as_bytes().to_vec();
-        let at = HELLO.find("echo").unwrap();
+        let at = HELLO.find("x86_64").unwrap();
         bytes[at] = 0xff;
         let e = parse(&sd(), &bytes).unwrap_err();
         assert_eq!(e.kind, AtermErrorKind::InvalidUtf8);
+    }
+
+    #[test]
+    fn non_utf8_builder_and_args_round_trip_as_bytes() {
+        let mut bytes = HELLO.as_bytes().to_vec();
+        let at = HELLO.find("echo").unwrap();
+        bytes[at] = 0xff;
+        let b = HELLO.find("/bin/sh").unwrap();
+        bytes[b + 1] = 0xfe;
+        let d = parse(&sd(), &bytes).unwrap();
+        assert_eq!(d.builder_raw(), b"/\xfein/sh");
+        assert_eq!(d.builder, "/\u{fffd}in/sh");
+        assert_eq!(d.args_bytes.len(), 1);
+        assert_eq!(print_bytes(&d, &sd()), bytes);
     }
 
     #[test]
