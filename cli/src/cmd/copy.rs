@@ -10,6 +10,8 @@
 //! `secret-key=FILE`, `compression=xz|zstd|bzip2|none` and
 //! `write-nar-listing=1`. Up to `--jobs` transfers run at once; on a
 //! terminal, a progress line shows paths and bytes done and the speed.
+//! Cache to local store and cache to cache take the routes that fetch each
+//! narinfo once and hash each NAR once (see `b3_store::binary_cache::copy`).
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
