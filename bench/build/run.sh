@@ -2,7 +2,8 @@
 # Build benchmark (issue 6): a chain and a wide fan of 50 trivial derivations,
 # built from scratch by b3 and by Nix 2.8 (`nix-build`, sandboxed, as set up by
 # scripts/setup-test-deps.sh) in the same run. Prints the wall-time ratio
-# b3/Nix for each shape and b3's per-build sandbox set-up time.
+# b3/Nix for each shape, b3's per-build sandbox set-up time and the time it
+# takes to register a build's outputs (medians of `b3 build --stats`).
 #
 #   bench/build/run.sh [ROUNDS]        (default 3; the median is reported)
 #
@@ -49,7 +50,7 @@ NIX
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-declare -A B3T NIXT SETUP
+declare -A B3T NIXT SETUP ADOPT
 for shape in chain fan; do
   for r in $(seq 1 "$ROUNDS"); do
     nonce="$shape-$r-$$-$RANDOM"
@@ -62,6 +63,9 @@ for shape in chain fan; do
     t1=$(now)
     B3T[$shape]+="$(echo "$t1 - $t0" | bc -l) "
     SETUP[$shape]+="$(sed -n 's/.*sandbox set-up per build: median \([0-9.]*\) ms.*/\1/p' "$WORK/b3.err") "
+    # Registering the outputs: the scan (canonicalise, hash, start the
+    # flushes) plus the add (move into place, wait for the flushes, register).
+    ADOPT[$shape]+="$(sed -n 's/.* scan \([0-9.]*\) .* add \([0-9.]*\) .*/\1 + \2/p' "$WORK/b3.err" | bc -l) "
     # Nix: the same derivation, instantiated (not timed), then built.
     ndrv=$(nix-instantiate "$WORK/shapes.nix" --argstr nonce "$nonce" -A "$shape" 2>/dev/null)
     [ "$ndrv" = "$drv" ] || { echo "b3 and Nix disagree on the drv: $drv vs $ndrv" >&2; exit 1; }
@@ -75,12 +79,13 @@ for shape in chain fan; do
   done
 done
 
-printf '%-6s %8s %10s %10s %8s %16s\n' shape builds "b3 s" "nix s" "b3/nix" "setup ms (med)"
+printf '%-6s %8s %10s %10s %8s %16s %16s\n' shape builds "b3 s" "nix s" "b3/nix" "setup ms (med)" "adopt ms (med)"
 for shape in chain fan; do
   b=$(tr ' ' '\n' <<<"${B3T[$shape]}" | grep . | median)
   n=$(tr ' ' '\n' <<<"${NIXT[$shape]}" | grep . | median)
   s=$(tr ' ' '\n' <<<"${SETUP[$shape]}" | grep . | median)
+  a=$(tr ' ' '\n' <<<"${ADOPT[$shape]}" | grep . | median)
   builds=$N; [ "$shape" = fan ] && builds=$((N + 1))
-  printf '%-6s %8d %10.3f %10.3f %8.3f %16.2f\n' "$shape" "$builds" "$b" "$n" "$(echo "$b / $n" | bc -l)" "$s"
+  printf '%-6s %8d %10.3f %10.3f %8.3f %16.2f %16.2f\n' "$shape" "$builds" "$b" "$n" "$(echo "$b / $n" | bc -l)" "$s" "$a"
 done
 echo "rounds=$ROUNDS jobs=$JOBS load: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -391,6 +391,9 @@ impl LocalStore {
             g.submit_path(self.real_store_dir())
                 .map_err(at(dest, "syncing the store directory for"))?;
             g.wait().map_err(at(dest, "syncing"))?;
+        } else if self.inner.fsync && self.inner.sync_whole_fs {
+            // The one-syncfs-per-add mode (`B3_FSYNC=syncfs`).
+            self.sync_filesystem(dest)?;
         }
         super::crash_point("before-register");
         let row = self.row_of(info);
@@ -503,6 +506,24 @@ mod tests {
             let n = rustix::fs::listxattr(real.join("bin/x"), &mut buf[..]).unwrap();
             assert!(!buf[..n].windows(6).any(|w| w == b"b3test"));
         }
+    }
+
+    #[test]
+    fn adopts_in_the_one_syncfs_per_add_mode_too() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = LocalStoreConfig::new(d.path().join("root"));
+        cfg.sync_whole_fs = true;
+        let s = LocalStore::open(cfg).unwrap();
+        let w = work(&s, "syncfs");
+        let t = w.join("out");
+        std::fs::create_dir(&t).unwrap();
+        std::fs::write(t.join("f"), b"x").unwrap();
+        let p = out_path(&s, "syncfs");
+        let prepared = s.prepare_adoption(&t, std::iter::empty()).unwrap();
+        let info = ValidPathInfo::new(p.clone(), prepared.nar_hash(), prepared.nar_size());
+        s.adopt_sync(prepared, &info).unwrap();
+        assert!(s.is_valid_sync(&p).unwrap());
+        assert_eq!(std::fs::read(s.real_path(&p).join("f")).unwrap(), b"x");
     }
 
     #[test]
