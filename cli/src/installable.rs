@@ -336,7 +336,7 @@ fn collect(
                     None => false,
                 };
             if recurse {
-                for (_, x, _) in &a.entries {
+                for (_, x, _) in a.iter() {
                     collect(ev, x, out, false)?;
                 }
             }

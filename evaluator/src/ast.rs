@@ -253,16 +253,10 @@ impl<'a> Lowerer<'a> {
     }
 
     fn pos(&self, n: &rnix::SyntaxNode) -> Pos {
-        Pos {
-            file: self.file,
-            off: u32::from(n.text_range().start()),
-        }
+        Pos::new(self.file, u32::from(n.text_range().start()))
     }
     fn tpos(&self, t: &rnix::SyntaxToken) -> Pos {
-        Pos {
-            file: self.file,
-            off: u32::from(t.text_range().start()),
-        }
+        Pos::new(self.file, u32::from(t.text_range().start()))
     }
 
     fn resolve(&self, name: &str, skip: usize, pos: Pos) -> Result<Expr, EvalError> {
@@ -297,10 +291,7 @@ impl<'a> Lowerer<'a> {
             Some(e) => self.lower(&e),
             None => Err(perr(
                 "syntax error, unexpected end of file",
-                Pos {
-                    file: self.file,
-                    off: 0,
-                },
+                Pos::new(self.file, 0),
             )),
         }
     }
@@ -981,7 +972,7 @@ pub fn parse(
         let off = parse_error_offset(e).min(text.len() as u32);
         return Err(perr(
             format!("syntax error, {}", parse_error_text(e)),
-            Pos { file, off },
+            Pos::new(file, off),
         ));
     }
     let root = parsed.tree();

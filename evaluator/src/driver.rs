@@ -245,7 +245,7 @@ impl Ev {
                         None => false,
                     };
                 if recurse {
-                    for (_, x, _) in &a.entries {
+                    for (_, x, _) in a.iter() {
                         self.collect_drv_paths(x, out, false)?;
                     }
                 }

@@ -89,10 +89,10 @@ impl EvalError {
             out.push_str(&frame(self.inner.pos, "       "));
             return out;
         }
-        let mut last: Option<(u32, u32, String)> = None;
+        let mut last: Option<(crate::pos::Pos, String)> = None;
         let mut dup = 0usize;
         for f in self.inner.trace.iter().rev() {
-            let key = (f.pos.file, f.pos.off, f.msg.clone());
+            let key = (f.pos, f.msg.clone());
             if last.as_ref() == Some(&key) {
                 dup += 1;
                 continue;

@@ -121,27 +121,15 @@ impl Ev {
     }
 
     pub fn force_thunk(&self, t: &Rc<Thunk>) -> R<Value> {
-        let st = {
-            let mut b = t.0.borrow_mut();
-            match &*b {
-                ThunkState::Done(v) => return Ok(v.clone()),
-                ThunkState::Failed(e) => return Err(e.clone()),
-                ThunkState::Blackhole => {
-                    return Err(EvalError::new(
-                        ErrorKind::InfiniteRecursion,
-                        "infinite recursion encountered",
-                        Pos::none(),
-                    ))
-                }
-                _ => {}
-            }
-            std::mem::replace(&mut *b, ThunkState::Blackhole)
+        let st = match t.start() {
+            Ok(st) => st,
+            Err(r) => return r,
         };
         let r = match &st {
             ThunkState::Pending(e, env) => self.eval(e, env),
             ThunkState::Native(f) => f(self),
             ThunkState::Apply(lf, x) => self.apply(&lf.f, x.clone(), lf.pos),
-            _ => unreachable!("checked above"),
+            _ => unreachable!("checked by start"),
         };
         // A thunk may evaluate to another thunk only through natives.
         let r = match r {
@@ -149,9 +137,9 @@ impl Ev {
             r => r,
         };
         match &r {
-            Ok(v) => *t.0.borrow_mut() = ThunkState::Done(v.clone()),
-            Err(e) if e.kind() == ErrorKind::StackOverflow => *t.0.borrow_mut() = st,
-            Err(e) => *t.0.borrow_mut() = ThunkState::Failed(e.clone()),
+            Ok(v) => t.set(ThunkState::Done(v.clone())),
+            Err(e) if e.kind() == ErrorKind::StackOverflow => t.set(st),
+            Err(e) => t.set(ThunkState::Failed(e.clone())),
         }
         r
     }
@@ -568,17 +556,15 @@ impl Ev {
 
     pub fn pos_value(&self, pos: Pos) -> Value {
         match pos.resolve() {
-            Some(r) => Value::attrs(Attrs {
-                entries: vec![
-                    (self.sym("column"), Value::Int(r.col as i64), Pos::none()),
-                    (
-                        self.sym("file"),
-                        Value::str(r.file.name.as_bytes().to_vec()),
-                        Pos::none(),
-                    ),
-                    (self.sym("line"), Value::Int(r.line as i64), Pos::none()),
-                ],
-            }),
+            Some(r) => Value::attrs(Attrs::from_sorted(vec![
+                (self.sym("column"), Value::Int(r.col as i64), Pos::none()),
+                (
+                    self.sym("file"),
+                    Value::str(r.file.name.as_bytes().to_vec()),
+                    Pos::none(),
+                ),
+                (self.sym("line"), Value::Int(r.line as i64), Pos::none()),
+            ])),
             None => Value::Null,
         }
     }
@@ -627,11 +613,11 @@ impl Ev {
                 self.mk_thunk(e, &new_env, false)
             });
         }
-        *new_env.slots.borrow_mut() = slots;
+        new_env.set_all(slots);
         if building {
             for (i, (_, e, _)) in a.statics.iter().enumerate() {
                 let v = self.mk_thunk(e, &new_env, true);
-                new_env.slots.borrow_mut()[i] = v;
+                new_env.set(i, v);
             }
         }
         Ok(new_env)
@@ -646,10 +632,9 @@ impl Ev {
         let mut entries: Vec<(Sym, Value, Pos)> =
             Vec::with_capacity(a.statics.len() + a.dynamics.len());
         if a.frame {
-            let slots = venv.slots.borrow();
             for (i, (name, e, pos)) in a.statics.iter().enumerate() {
                 let v = if a.rec {
-                    slots[i].clone()
+                    venv.get(i)
                 } else {
                     self.mk_thunk(e, &venv, false)
                 };
@@ -677,9 +662,9 @@ impl Ev {
                 .map(|e| e.1.clone());
             if let Some(ov) = ov {
                 let ov = self.force_attrs(&ov, Pos::none())?;
-                for (k, v, p) in &ov.entries {
+                for (k, v, p) in ov.iter() {
                     if let Some(i) = a.statics.iter().position(|s| &s.0 == k) {
-                        venv.slots.borrow_mut()[i] = v.clone();
+                        venv.set(i, v.clone());
                     }
                     match entries.binary_search_by(|e| e.0.cmp(k)) {
                         Ok(i) => entries[i].1 = v.clone(),
@@ -719,7 +704,7 @@ impl Ev {
                 Err(i) => entries.insert(i, (key, v, *pos)),
             }
         }
-        Ok(Value::attrs(Attrs { entries }))
+        Ok(Value::attrs(Attrs::from_sorted(entries)))
     }
 
     // ---------- application ----------
@@ -775,14 +760,54 @@ impl Ev {
         }
     }
 
+    /// `f a b`. A curried lambda `x: y: body` is entered directly: its
+    /// inner closure is never allocated, only the two frames (this is the
+    /// path of `foldl'`, `sort` and `mapAttrs` callbacks).
     pub fn call2(&self, f: &Value, a: Value, b: Value, pos: Pos) -> R<Value> {
-        if let Value::PrimOp(p) = f {
-            if p.arity == 2 {
-                return self.call_prim(p, &[a, b], pos);
+        match f {
+            Value::PrimOp(p) if p.arity == 2 => return self.call_prim(p, &[a, b], pos),
+            Value::Lambda(c) => {
+                if let Expr::Lambda(inner) = &c.lambda.body {
+                    return self.call_curried(c, inner, a, b, pos);
+                }
             }
+            _ => {}
         }
         let g = self.apply(f, a, pos)?;
         self.apply(&g, b, pos)
+    }
+
+    fn call_curried(
+        &self,
+        c: &Rc<Closure>,
+        inner: &'static ast::Lambda,
+        a: Value,
+        b: Value,
+        pos: Pos,
+    ) -> R<Value> {
+        let l: &'static ast::Lambda = c.lambda;
+        self.enter(pos)?;
+        let env1 = self.bind(&c.env, l, a, pos);
+        self.depth.set(self.depth.get() - 1);
+        let env1 = env1.map_err(|e| self.lambda_frame(e, l, pos))?;
+        self.enter(pos)?;
+        let r = self
+            .bind(&env1, inner, b, pos)
+            .and_then(|env2| self.eval(&inner.body, &env2));
+        self.depth.set(self.depth.get() - 1);
+        r.map_err(|e| self.lambda_frame(e, inner, pos))
+    }
+
+    fn lambda_frame(&self, e: EvalError, l: &'static ast::Lambda, pos: Pos) -> EvalError {
+        if self.opts.show_trace {
+            let name = match &l.name {
+                Some(n) => format!("while calling '{n}'"),
+                None => "while calling anonymous lambda".to_string(),
+            };
+            e.with_frame(l.pos, name).with_frame(pos, "from call site")
+        } else {
+            e
+        }
     }
 
     fn call_prim(&self, p: &Rc<PrimOp>, args: &[Value], pos: Pos) -> R<Value> {
@@ -808,33 +833,31 @@ impl Ev {
     pub fn call_lambda(&self, c: &Rc<Closure>, arg: Value, pos: Pos) -> R<Value> {
         let l: &'static ast::Lambda = c.lambda;
         self.enter(pos)?;
-        let r = self.call_lambda_inner(c, l, arg, pos);
+        let r = self
+            .bind(&c.env, l, arg, pos)
+            .and_then(|env| self.eval(&l.body, &env));
         self.depth.set(self.depth.get() - 1);
-        r.map_err(|e| {
-            if self.opts.show_trace {
-                let name = match &l.name {
-                    Some(n) => format!("while calling '{n}'"),
-                    None => "while calling anonymous lambda".to_string(),
-                };
-                e.with_frame(l.pos, name).with_frame(pos, "from call site")
-            } else {
-                e
-            }
-        })
+        r.map_err(|e| self.lambda_frame(e, l, pos))
     }
 
-    fn call_lambda_inner(
+    /// The frame of a call of `l` (closed over `parent`) with `arg`.
+    #[inline]
+    fn bind(&self, parent: &Rc<Env>, l: &'static ast::Lambda, arg: Value, pos: Pos) -> R<Rc<Env>> {
+        match &l.param {
+            Param::Ident(_) => Ok(Env::new(Some(parent.clone()), smallvec::smallvec![arg])),
+            _ => self.bind_pattern(parent, l, arg, pos),
+        }
+    }
+
+    fn bind_pattern(
         &self,
-        c: &Rc<Closure>,
+        parent: &Rc<Env>,
         l: &'static ast::Lambda,
         arg: Value,
         pos: Pos,
-    ) -> R<Value> {
+    ) -> R<Rc<Env>> {
         match &l.param {
-            Param::Ident(_) => {
-                let env = Env::new(Some(c.env.clone()), smallvec::smallvec![arg]);
-                self.eval(&l.body, &env)
-            }
+            Param::Ident(_) => Ok(Env::new(Some(parent.clone()), smallvec::smallvec![arg])),
             Param::Pattern {
                 formals,
                 ellipsis,
@@ -842,7 +865,7 @@ impl Ev {
             } => {
                 let args = self.force_attrs(&arg, pos)?;
                 let n = formals.len() + usize::from(at.is_some());
-                let env = Env::new(Some(c.env.clone()), Slots::new());
+                let env = Env::new(Some(parent.clone()), Slots::new());
                 let mut slots = Slots::with_capacity(n);
                 let mut used = 0usize;
                 for f in formals.iter() {
@@ -870,7 +893,7 @@ impl Ev {
                     }
                 }
                 if !ellipsis && used < args.len() {
-                    for (k, _, _) in &args.entries {
+                    for (k, _, _) in args.iter() {
                         if !formals.iter().any(|f| &f.name == k) {
                             let fname = l
                                 .name
@@ -890,8 +913,8 @@ impl Ev {
                 if at.is_some() {
                     slots.push(arg);
                 }
-                *env.slots.borrow_mut() = slots;
-                self.eval(&l.body, &env)
+                env.set_all(slots);
+                Ok(env)
             }
         }
     }
@@ -1271,7 +1294,7 @@ impl Ev {
                 if x.len() != y.len() {
                     return Ok(false);
                 }
-                for (p, q) in x.entries.iter().zip(y.entries.iter()) {
+                for (p, q) in x.iter().zip(y.iter()) {
                     if p.0 != q.0 || !self.eq_values(&p.1, &q.1, pos, true)? {
                         return Ok(false);
                     }
@@ -1337,7 +1360,7 @@ impl Ev {
                 if !seen.insert(Rc::as_ptr(a) as usize) {
                     return Ok(());
                 }
-                for (k, x, p) in &a.entries {
+                for (k, x, p) in a.iter() {
                     self.deep_force_inner(x, pos, seen).map_err(|e| {
                         let p = if p.is_none() { pos } else { *p };
                         self.frame(e, p, || format!("while evaluating the attribute '{k}'"))
@@ -1402,62 +1425,7 @@ fn identical(a: &Value, b: &Value) -> bool {
 }
 
 pub fn update(x: &Rc<Attrs>, y: &Rc<Attrs>) -> Rc<Attrs> {
-    if y.is_empty() {
-        return x.clone();
-    }
-    if x.is_empty() {
-        return y.clone();
-    }
-    let mut out = Vec::with_capacity(x.len() + y.len());
-    let (a, b) = (&x.entries, &y.entries);
-    if b.len() * 8 < a.len() {
-        // Few overrides into a big set (`acc // { k = v; }`): find each one
-        // by binary search and copy the runs of `x` between them, instead of
-        // comparing every name of `x`.
-        let mut i = 0;
-        for e in b {
-            let k = i + a[i..].partition_point(|x| x.0 < e.0);
-            out.extend_from_slice(&a[i..k]);
-            out.push(e.clone());
-            i = if k < a.len() && a[k].0 == e.0 {
-                k + 1
-            } else {
-                k
-            };
-        }
-        out.extend_from_slice(&a[i..]);
-        return Rc::new(Attrs { entries: fit(out) });
-    }
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].0.cmp(&b[j].0) {
-            std::cmp::Ordering::Less => {
-                out.push(a[i].clone());
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.push(b[j].clone());
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                out.push(b[j].clone());
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out.extend(a[i..].iter().cloned());
-    out.extend(b[j..].iter().cloned());
-    Rc::new(Attrs { entries: fit(out) })
-}
-
-/// Gives back the room reserved for names of `y` that turned out to replace
-/// names of `x`: results of `//` are most of what a nixpkgs evaluation keeps.
-fn fit(mut v: Vec<(Sym, Value, Pos)>) -> Vec<(Sym, Value, Pos)> {
-    if v.capacity() - v.len() > v.len() / 8 {
-        v.shrink_to_fit();
-    }
-    v
+    Attrs::update(x, y)
 }
 
 pub fn show_pos(p: Pos) -> String {
@@ -1505,7 +1473,7 @@ fn suggest_from(key: &str, cands: &[&str]) -> Option<String> {
 }
 
 fn suggest(key: &str, a: &Attrs) -> Option<String> {
-    let cands: Vec<&str> = a.entries.iter().map(|e| &*e.0).collect();
+    let cands: Vec<&str> = a.iter().map(|e| &*e.0).collect();
     suggest_from(key, &cands)
 }
 
@@ -1535,8 +1503,7 @@ mod tests {
     }
 
     fn ints(a: &Attrs) -> Vec<(String, i64)> {
-        a.entries
-            .iter()
+        a.iter()
             .map(|(k, v, _)| match v {
                 Value::Int(i) => (k.to_string(), *i),
                 _ => (k.to_string(), -1),
@@ -1560,13 +1527,50 @@ mod tests {
     }
 
     #[test]
-    fn update_results_hold_no_room_for_replaced_names() {
-        let names: Vec<String> = (0..64).map(|i| format!("k{i:02}")).collect();
+    fn chains_of_updates_on_a_big_set_see_every_layer_in_order() {
+        let names: Vec<String> = (0..40).map(|i| format!("k{i:02}")).collect();
         let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-        let r = update(&set(&refs, 0), &set(&refs, 100));
-        assert_eq!(r.entries.len(), 64);
-        assert!(r.entries.capacity() <= 64 + 8, "{}", r.entries.capacity());
-        assert_eq!(ints(&r)[3], ("k03".to_string(), 103));
+        let big = set(&refs, 0);
+        let one = update(&big, &set(&["k01", "m"], 100));
+        let two = update(&one, &set(&["a", "k01", "k02"], 200));
+        // a layered set on the right is merged, not layered
+        let three = update(&set(&["k03", "zz"], 300), &two);
+        let mut want: Vec<(String, i64)> = ints(&big)
+            .into_iter()
+            .filter(|(k, _)| k != "k01" && k != "k02")
+            .collect();
+        want.extend([
+            ("m".to_string(), 101),
+            ("a".to_string(), 200),
+            ("k01".to_string(), 201),
+            ("k02".to_string(), 202),
+        ]);
+        want.sort();
+        assert_eq!(ints(&two), want);
+        assert_eq!(two.len(), 42);
+        assert!(matches!(two.get("k01"), Some(Value::Int(201))));
+        assert!(matches!(two.get("k05"), Some(Value::Int(5))));
+        assert!(two.get("k0").is_none());
+        want.push(("zz".to_string(), 301));
+        want.sort();
+        assert_eq!(ints(&three), want);
+        assert_eq!(three.len(), 43);
+    }
+
+    #[test]
+    fn layered_sets_behave_as_sets_in_the_language() {
+        let big: String = (0..40).map(|i| format!("k{i} = {i}; ")).collect();
+        let e = format!(
+            "let b = {{ {big} }}; l = b // {{ k3 = 30; x = 1; }} // {{ k4 = 40; }}; in \
+             [ (builtins.length (builtins.attrNames l)) l.k3 l.k4 l.k5 (l ? x) (l == (b // {{ x = 1; k3 = 30; k4 = 40; }})) \
+               (builtins.head (builtins.attrNames l)) (builtins.elemAt (builtins.attrValues l) 23) \
+               (builtins.attrNames (builtins.removeAttrs l (builtins.attrNames b))) \
+               (builtins.length (builtins.attrNames (builtins.intersectAttrs {{ k3 = 0; x = 0; y = 0; }} l))) ]"
+        );
+        assert_eq!(
+            eval(&e).as_deref(),
+            Ok("[ 41 30 40 5 true true \"k0\" 30 [ \"x\" ] 2 ]")
+        );
     }
 
     #[test]

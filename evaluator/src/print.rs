@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use rustc_hash::FxHashSet;
 
-use crate::value::{ThunkState, Value};
+use crate::value::Value;
 
 /// `%g` with precision 6, what Nix prints for floats.
 pub fn fmt_float(f: f64) -> String {
@@ -94,7 +94,7 @@ fn pvk(v: &Value, out: &mut String, seen: &mut FxHashSet<usize>, key: Option<usi
                 return;
             }
             out.push_str("{ ");
-            for (k, v, _) in &a.entries {
+            for (k, v, _) in a.iter() {
                 print_attr_name(k, out);
                 out.push_str(" = ");
                 pv(v, out, seen);
@@ -121,17 +121,10 @@ fn pvk(v: &Value, out: &mut String, seen: &mut FxHashSet<usize>, key: Option<usi
         Value::Lambda(_) => out.push_str("<LAMBDA>"),
         Value::PrimOp(_) => out.push_str("<PRIMOP>"),
         Value::PrimOpApp(..) => out.push_str("<PRIMOP-APP>"),
-        Value::Thunk(t) => {
-            let st = t.0.borrow();
-            match &*st {
-                ThunkState::Done(v) => {
-                    let v = v.clone();
-                    drop(st);
-                    pvk(&v, out, seen, Some(Rc::as_ptr(t) as usize))
-                }
-                _ => out.push_str("«thunk»"),
-            }
-        }
+        Value::Thunk(t) => match t.forced() {
+            Some(v) => pvk(&v, out, seen, Some(Rc::as_ptr(t) as usize)),
+            None => out.push_str("«thunk»"),
+        },
     }
 }
 
@@ -155,7 +148,7 @@ fn ps(v: &Value, out: &mut String, depth: usize) {
                 return;
             }
             out.push_str("{ ");
-            for (i, (k, v, _)) in a.entries.iter().enumerate() {
+            for (i, (k, v, _)) in a.iter().enumerate() {
                 if i >= 10 {
                     let _ = write!(out, "«{} attributes elided»; ", a.len() - 10);
                     break;
@@ -205,17 +198,10 @@ fn ps(v: &Value, out: &mut String, depth: usize) {
                 escape_str(&s.s, out)
             }
         }
-        Value::Thunk(t) => {
-            let st = t.0.borrow();
-            match &*st {
-                ThunkState::Done(v) => {
-                    let v = v.clone();
-                    drop(st);
-                    ps(&v, out, depth)
-                }
-                _ => out.push_str("«thunk»"),
-            }
-        }
+        Value::Thunk(t) => match t.forced() {
+            Some(v) => ps(&v, out, depth),
+            None => out.push_str("«thunk»"),
+        },
         v => pv(v, out, &mut FxHashSet::default()),
     }
 }

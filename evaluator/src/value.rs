@@ -1,7 +1,6 @@
 //! Runtime values: the lazy `Value` enum, thunks, environments, strings with
 //! context and sorted attribute sets.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
@@ -9,37 +8,87 @@ use crate::ast::{Expr, Lambda};
 use crate::error::EvalError;
 use crate::pos::Pos;
 
-/// An attribute or variable name, interned: one leaked copy per distinct
-/// name, so a `Sym` is a thin 8-byte pointer (attribute-set entries are the
-/// evaluator's biggest store of memory), equality is pointer equality and
-/// cloning copies a pointer. Ordering is byte order of the text, which is the order
-/// Nix prints and iterates attributes in.
-/// The table is per thread (an evaluator lives on one thread), so `Sym` is
-/// kept `!Send` by its marker: a name interned on one thread must not meet
-/// the same name interned on another.
-#[derive(Clone)]
-pub struct Sym(&'static String, std::marker::PhantomData<Rc<()>>);
+/// An attribute or variable name, interned: a 4-byte index into a
+/// process-wide table of leaked names, so that an attribute entry (name,
+/// value, position) is 24 bytes; attribute sets are the evaluator's biggest
+/// store of memory. Equality is index equality; ordering is byte order of
+/// the text, which is the order Nix prints and iterates attributes in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sym(u32);
 
-thread_local! {
-    static SYMS: RefCell<rustc_hash::FxHashMap<&'static str, Sym>> = RefCell::default();
+/// The names: bucket `k` holds `FIRST << k` of them and is allocated when
+/// the first of them is interned, so a name's text never moves and can be
+/// read without a lock.
+mod names {
+    use std::sync::atomic::{AtomicPtr, Ordering};
+    use std::sync::Mutex;
+
+    const FIRST_BITS: u32 = 10;
+    const BUCKETS: usize = 22;
+
+    static BUCKETS_PTR: [AtomicPtr<&'static str>; BUCKETS] =
+        [const { AtomicPtr::new(std::ptr::null_mut()) }; BUCKETS];
+
+    struct Interner {
+        map: rustc_hash::FxHashMap<&'static str, u32>,
+        len: u32,
+    }
+
+    static INTERNER: Mutex<Option<Interner>> = Mutex::new(None);
+
+    #[inline]
+    fn slot(i: u32) -> (usize, usize) {
+        let j = i as u64 + (1u64 << FIRST_BITS);
+        let k = 63 - j.leading_zeros() - FIRST_BITS;
+        (k as usize, (j - (1u64 << (k + FIRST_BITS))) as usize)
+    }
+
+    pub fn intern(s: &str) -> u32 {
+        let mut g = INTERNER.lock().unwrap_or_else(|p| p.into_inner());
+        let t = g.get_or_insert_with(|| Interner {
+            map: Default::default(),
+            len: 0,
+        });
+        if let Some(&i) = t.map.get(s) {
+            return i;
+        }
+        let i = t.len;
+        let (k, off) = slot(i);
+        assert!(k < BUCKETS, "too many distinct names");
+        let mut bucket = BUCKETS_PTR[k].load(Ordering::Acquire);
+        if bucket.is_null() {
+            let b: Box<[&'static str]> = vec![""; (1usize << FIRST_BITS) << k].into_boxed_slice();
+            bucket = Box::leak(b).as_mut_ptr();
+            BUCKETS_PTR[k].store(bucket, Ordering::Release);
+        }
+        let text: &'static str = Box::leak(s.to_owned().into_boxed_str());
+        // SAFETY: `off` is inside bucket `k` (sized for it above); the slot
+        // is written once, under the lock, before its index is handed out,
+        // and an index reaches a reader only after this write (through the
+        // lock, or through whatever gave the reader the `Sym`).
+        unsafe { bucket.add(off).write(text) };
+        t.len = i + 1;
+        t.map.insert(text, i);
+        i
+    }
+
+    #[inline]
+    pub fn text(i: u32) -> &'static str {
+        let (k, off) = slot(i);
+        let bucket = BUCKETS_PTR[k].load(Ordering::Acquire);
+        // SAFETY: `i` came from `intern`, which allocated bucket `k` and
+        // wrote slot `off` before returning `i` (see above).
+        unsafe { *bucket.add(off) }
+    }
 }
 
 impl Sym {
     pub fn new(s: &str) -> Sym {
-        SYMS.with(|t| {
-            let mut t = t.borrow_mut();
-            if let Some(sym) = t.get(s) {
-                return sym.clone();
-            }
-            let text: &'static String = Box::leak(Box::new(s.to_owned()));
-            let sym = Sym(text, std::marker::PhantomData);
-            t.insert(text.as_str(), sym.clone());
-            sym
-        })
+        Sym(names::intern(s))
     }
     #[inline]
     pub fn as_str(&self) -> &'static str {
-        self.0.as_str()
+        names::text(self.0)
     }
 }
 
@@ -47,7 +96,7 @@ impl std::ops::Deref for Sym {
     type Target = str;
     #[inline]
     fn deref(&self) -> &str {
-        self.0.as_str()
+        self.as_str()
     }
 }
 
@@ -55,23 +104,16 @@ impl std::ops::Deref for Sym {
 // pointer equality coincide with text equality.
 impl std::borrow::Borrow<str> for Sym {
     fn borrow(&self) -> &str {
-        self.0.as_str()
+        self.as_str()
     }
 }
 
 impl AsRef<str> for Sym {
-    fn as_ref(&self) -> &str {
-        self.0.as_str()
-    }
-}
-
-impl PartialEq for Sym {
     #[inline]
-    fn eq(&self, o: &Sym) -> bool {
-        std::ptr::eq(self.0, o.0)
+    fn as_ref(&self) -> &str {
+        self.as_str()
     }
 }
-impl Eq for Sym {}
 
 impl PartialOrd for Sym {
     #[inline]
@@ -82,27 +124,27 @@ impl PartialOrd for Sym {
 impl Ord for Sym {
     #[inline]
     fn cmp(&self, o: &Sym) -> std::cmp::Ordering {
-        if std::ptr::eq(self.0, o.0) {
+        if self.0 == o.0 {
             return std::cmp::Ordering::Equal;
         }
-        self.0.as_bytes().cmp(o.0.as_bytes())
+        self.as_str().as_bytes().cmp(o.as_str().as_bytes())
     }
 }
 
 impl std::hash::Hash for Sym {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.0.as_str().hash(h)
+        self.as_str().hash(h)
     }
 }
 
 impl std::fmt::Display for Sym {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
+        f.write_str(self.as_str())
     }
 }
 impl std::fmt::Debug for Sym {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.0.as_str(), f)
+        std::fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -165,58 +207,115 @@ pub fn merge_ctx(into: &mut Context, from: &Option<Box<Context>>) {
     }
 }
 
+/// One attribute: name, value and (for `unsafeGetAttrPos`) its position.
+pub type Entry = (Sym, Value, Pos);
+
 /// A sorted attribute set with optional source positions for
 /// `unsafeGetAttrPos`.
+///
+/// `big // small` (nixpkgs' `drv // { outPath = …; }`, `commonAttrs //
+/// passthru`) makes a *layered* set: the few names of the right side over a
+/// shared, flat `base`, instead of a copy of every entry of the left side.
+/// Results of `//` were most of the memory of a nixpkgs evaluation. A base is
+/// always flat, so a lookup is at most two binary searches; iteration merges
+/// the two sorted layers.
 #[derive(Debug, Default, Clone)]
 pub struct Attrs {
-    pub entries: Vec<(Sym, Value, Pos)>,
+    /// Sorted by name. In a layered set: the names set on top of `base`
+    /// (replacing or adding).
+    entries: Vec<Entry>,
+    base: Option<Rc<Attrs>>,
+    /// The number of distinct names (entries of a flat set).
+    len: usize,
 }
 
+/// An overlay holds at most 1/`LAYER_RATIO` as many names as its base, so
+/// the entries it hides in the base (kept alive by it) stay few.
+const LAYER_RATIO: usize = 4;
+/// Sets smaller than this are always copied: layering them saves little.
+const LAYER_MIN_BASE: usize = 16;
+
 impl Attrs {
+    /// A flat set from entries sorted by name, without duplicates.
+    pub fn from_sorted(entries: Vec<Entry>) -> Attrs {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+        let len = entries.len();
+        Attrs {
+            entries,
+            base: None,
+            len,
+        }
+    }
     #[inline]
     pub fn get(&self, k: &str) -> Option<&Value> {
-        self.entries
-            .binary_search_by(|e| e.0.as_ref().cmp(k))
-            .ok()
-            .map(|i| &self.entries[i].1)
+        self.get_entry(k).map(|e| &e.1)
     }
-    pub fn get_entry(&self, k: &str) -> Option<&(Sym, Value, Pos)> {
-        self.entries
+    #[inline]
+    pub fn get_entry(&self, k: &str) -> Option<&Entry> {
+        match self
+            .entries
             .binary_search_by(|e| e.0.as_ref().cmp(k))
             .ok()
             .map(|i| &self.entries[i])
+        {
+            Some(e) => Some(e),
+            None => self.base.as_ref()?.get_entry(k),
+        }
     }
+    #[inline]
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
+    }
+    /// The `i`th entry in name order: O(1) on a flat set (see
+    /// [`Attrs::flattened`]), a walk on a layered one.
+    pub fn entry_at(&self, i: usize) -> Option<&Entry> {
+        match self.base {
+            None => self.entries.get(i),
+            Some(_) => self.iter().nth(i),
+        }
+    }
+    /// The same set with a single layer (itself when it already is).
+    pub fn flattened(self: &Rc<Self>) -> Rc<Attrs> {
+        match self.base {
+            None => self.clone(),
+            Some(_) => Rc::new(Attrs::from_sorted(self.iter().cloned().collect())),
+        }
+    }
+    /// The entries in name order.
+    #[inline]
+    pub fn iter(&self) -> AttrsIter<'_> {
+        AttrsIter {
+            top: &self.entries,
+            base: self.base.as_deref().map_or(&[][..], |b| &b.entries[..]),
+        }
     }
     /// `builtins.intersectAttrs self other`: the entries of `other` whose
-    /// names `self` has. Walks the smaller set and binary-searches the
+    /// names `self` has. Walks the smaller set and looks names up in the
     /// bigger one, so `intersectAttrs (functionArgs f) pkgs` costs a few
     /// lookups rather than one per package.
     pub fn intersect(&self, other: &Attrs) -> Attrs {
         let entries = if self.len() < other.len() {
-            self.entries
-                .iter()
+            self.iter()
                 .filter_map(|e| other.get_entry(&e.0).cloned())
                 .collect()
         } else {
             other
-                .entries
                 .iter()
                 .filter(|e| self.get(&e.0).is_some())
                 .cloned()
                 .collect()
         };
-        Attrs { entries }
+        Attrs::from_sorted(entries)
     }
     /// Builds from unsorted entries; later duplicates win.
-    pub fn from_unsorted(mut v: Vec<(Sym, Value, Pos)>) -> Self {
+    pub fn from_unsorted(mut v: Vec<Entry>) -> Self {
         v.sort_by(|a, b| a.0.cmp(&b.0));
         // keep last of equal keys: stable sort keeps order; dedup keeping last
-        let mut out: Vec<(Sym, Value, Pos)> = Vec::with_capacity(v.len());
+        let mut out: Vec<Entry> = Vec::with_capacity(v.len());
         for e in v {
             if let Some(last) = out.last_mut() {
                 if last.0 == e.0 {
@@ -226,13 +325,147 @@ impl Attrs {
             }
             out.push(e);
         }
-        Attrs { entries: out }
+        Attrs::from_sorted(out)
     }
     /// Builds from unsorted entries; first duplicate wins.
-    pub fn from_unsorted_first(mut v: Vec<(Sym, Value, Pos)>) -> Self {
+    pub fn from_unsorted_first(mut v: Vec<Entry>) -> Self {
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v.dedup_by(|b, a| a.0 == b.0);
-        Attrs { entries: v }
+        Attrs::from_sorted(v)
+    }
+
+    /// `x // y`.
+    pub fn update(x: &Rc<Attrs>, y: &Rc<Attrs>) -> Rc<Attrs> {
+        if y.is_empty() {
+            return x.clone();
+        }
+        if x.is_empty() {
+            return y.clone();
+        }
+        let (base, over): (&Rc<Attrs>, &[Entry]) = match &x.base {
+            Some(b) => (b, &x.entries),
+            None => (x, &[]),
+        };
+        let y_flat;
+        let ys: &[Entry] = match &y.base {
+            None => &y.entries,
+            Some(_) => {
+                y_flat = y.iter().cloned().collect::<Vec<_>>();
+                &y_flat
+            }
+        };
+        let top = merge_sorted(over, ys);
+        if base.len() >= LAYER_MIN_BASE && top.len() * LAYER_RATIO <= base.len() {
+            let added = ys.iter().filter(|e| x.get(&e.0).is_none()).count();
+            return Rc::new(Attrs {
+                len: x.len() + added,
+                entries: top,
+                base: Some(base.clone()),
+            });
+        }
+        Rc::new(Attrs::from_sorted(merge_sorted(&base.entries, &top)))
+    }
+}
+
+/// The merge of two sorted runs of entries (`b` winning on equal names), in
+/// a vector of exactly its size: a result of `//` may be kept for the whole
+/// evaluation, and room reserved for names that turned out to be replaced
+/// would be wasted.
+fn merge_sorted(a: &[Entry], b: &[Entry]) -> Vec<Entry> {
+    if a.is_empty() || b.is_empty() {
+        return if a.is_empty() { b.to_vec() } else { a.to_vec() };
+    }
+    if b.len() * 8 < a.len() {
+        // Few names into many (`acc // { k = v; }`): find each by binary
+        // search and copy the runs of `a` between them, instead of comparing
+        // every name of `a`.
+        let mut at = Vec::with_capacity(b.len());
+        let mut i = 0;
+        let mut same = 0;
+        for e in b {
+            let k = i + a[i..].partition_point(|x| x.0 < e.0);
+            let hit = k < a.len() && a[k].0 == e.0;
+            same += usize::from(hit);
+            at.push((k, hit));
+            i = if hit { k + 1 } else { k };
+        }
+        let mut out = Vec::with_capacity(a.len() + b.len() - same);
+        let mut i = 0;
+        for (e, &(k, hit)) in b.iter().zip(&at) {
+            out.extend_from_slice(&a[i..k]);
+            out.push(e.clone());
+            i = if hit { k + 1 } else { k };
+        }
+        out.extend_from_slice(&a[i..]);
+        return out;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i].clone());
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j].clone());
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(b[j].clone());
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    if out.len() == out.capacity() {
+        return out;
+    }
+    let mut exact = Vec::with_capacity(out.len());
+    exact.append(&mut out);
+    exact
+}
+
+/// The entries of a set in name order: the merge of its two layers, the top
+/// one hiding equal names of the base.
+#[derive(Clone)]
+pub struct AttrsIter<'a> {
+    top: &'a [Entry],
+    base: &'a [Entry],
+}
+
+impl<'a> Iterator for AttrsIter<'a> {
+    type Item = &'a Entry;
+    #[inline]
+    fn next(&mut self) -> Option<&'a Entry> {
+        match (self.top.first(), self.base.first()) {
+            (Some(t), Some(b)) => match t.0.cmp(&b.0) {
+                std::cmp::Ordering::Less => {
+                    self.top = &self.top[1..];
+                    Some(t)
+                }
+                std::cmp::Ordering::Greater => {
+                    self.base = &self.base[1..];
+                    Some(b)
+                }
+                std::cmp::Ordering::Equal => {
+                    self.top = &self.top[1..];
+                    self.base = &self.base[1..];
+                    Some(t)
+                }
+            },
+            (Some(t), None) => {
+                self.top = &self.top[1..];
+                Some(t)
+            }
+            (None, Some(b)) => {
+                self.base = &self.base[1..];
+                Some(b)
+            }
+            (None, None) => None,
+        }
     }
 }
 
@@ -255,16 +488,56 @@ pub struct LazyFn {
     pub pos: Pos,
 }
 
-pub struct Thunk(pub RefCell<ThunkState>);
+/// A lazy value. The state lives in an `UnsafeCell` rather than a
+/// `RefCell` (8 bytes less per thunk, and thunks are a large part of an
+/// evaluation's memory): every access below is a short read or replacement
+/// that never holds a reference into the state across evaluation, so no two
+/// accesses overlap.
+pub struct Thunk(std::cell::UnsafeCell<ThunkState>);
 
 impl Thunk {
+    #[inline]
+    pub fn new(st: ThunkState) -> Thunk {
+        Thunk(std::cell::UnsafeCell::new(st))
+    }
     /// The value of an already-forced thunk.
     #[inline]
     pub fn forced(&self) -> Option<Value> {
-        match &*self.0.try_borrow().ok()? {
+        // SAFETY: a short read; see the type's comment.
+        match unsafe { &*self.0.get() } {
             ThunkState::Done(v) => Some(v.clone()),
             _ => None,
         }
+    }
+    /// Starts forcing: the state to evaluate (the thunk is left black-holed
+    /// meanwhile), or, as `Err`, the outcome when there is nothing to
+    /// evaluate (a value, an earlier failure, or infinite recursion).
+    #[inline]
+    pub fn start(&self) -> Result<ThunkState, Result<Value, EvalError>> {
+        // SAFETY: a short read, then a replacement; see the type's comment.
+        match unsafe { &*self.0.get() } {
+            ThunkState::Done(v) => return Err(Ok(v.clone())),
+            ThunkState::Failed(e) => return Err(Err(e.clone())),
+            ThunkState::Blackhole => {
+                return Err(Err(EvalError::new(
+                    crate::error::ErrorKind::InfiniteRecursion,
+                    "infinite recursion encountered",
+                    Pos::none(),
+                )))
+            }
+            _ => {}
+        }
+        Ok(std::mem::replace(
+            unsafe { &mut *self.0.get() },
+            ThunkState::Blackhole,
+        ))
+    }
+    /// Replaces the state (the old one is dropped after the replacement).
+    #[inline]
+    pub fn set(&self, st: ThunkState) {
+        // SAFETY: a replacement; see the type's comment.
+        let old = std::mem::replace(unsafe { &mut *self.0.get() }, st);
+        drop(old);
     }
 }
 
@@ -277,9 +550,14 @@ impl std::fmt::Debug for Thunk {
 /// Environment slots; most frames hold one or two values, kept inline.
 pub type Slots = smallvec::SmallVec<[Value; 2]>;
 
+/// A frame of variables. Slots live in an `UnsafeCell` rather than a
+/// `RefCell`, which keeps a frame at 64 bytes (mimalloc's 64-byte class
+/// rather than its 80-byte one): every access is a short read, write or
+/// replacement through the methods below, none of which evaluates anything
+/// while it holds a reference into the slots.
 pub struct Env {
     pub parent: Option<Rc<Env>>,
-    pub slots: RefCell<Slots>,
+    slots: std::cell::UnsafeCell<Slots>,
 }
 
 impl std::fmt::Debug for Env {
@@ -292,8 +570,33 @@ impl Env {
     pub fn new(parent: Option<Rc<Env>>, slots: Slots) -> Rc<Env> {
         Rc::new(Env {
             parent,
-            slots: RefCell::new(slots),
+            slots: std::cell::UnsafeCell::new(slots),
         })
+    }
+    /// Slot `idx` of this frame (`Null` when the frame has no such slot yet).
+    #[inline]
+    pub fn get(&self, idx: usize) -> Value {
+        // SAFETY: a short read; see the type's comment.
+        unsafe { &*self.slots.get() }
+            .get(idx)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+    /// Sets slot `idx` (ignored when the frame has no such slot).
+    #[inline]
+    pub fn set(&self, idx: usize, v: Value) {
+        // SAFETY: a short write; the old value is dropped after it.
+        let old = unsafe { &mut *self.slots.get() }
+            .get_mut(idx)
+            .map(|s| std::mem::replace(s, v));
+        drop(old);
+    }
+    /// Replaces all the slots (frames whose slots refer to the frame itself
+    /// are made empty first and filled here).
+    pub fn set_all(&self, slots: Slots) {
+        // SAFETY: a replacement; see the type's comment.
+        let old = std::mem::replace(unsafe { &mut *self.slots.get() }, slots);
+        drop(old);
     }
     /// The value in slot `idx` of the frame `depth` levels up. A slot whose
     /// thunk has already been forced is replaced by the thunk's value, so the
@@ -308,8 +611,8 @@ impl Env {
             }
         }
         let forced = {
-            let s = e.slots.borrow();
-            match s.get(idx as usize) {
+            // SAFETY: a short read; see the type's comment.
+            match unsafe { &*e.slots.get() }.get(idx as usize) {
                 Some(Value::Thunk(t)) => match t.forced() {
                     Some(v) => v,
                     None => return Value::Thunk(t.clone()),
@@ -318,9 +621,7 @@ impl Env {
                 None => return Value::Null,
             }
         };
-        if let Ok(mut s) = e.slots.try_borrow_mut() {
-            s[idx as usize] = forced.clone();
-        }
+        e.set(idx as usize, forced.clone());
         forced
     }
 }
@@ -430,13 +731,10 @@ impl Value {
     }
     #[inline]
     pub fn thunk(e: &'static Expr, env: &Rc<Env>) -> Value {
-        Value::Thunk(Rc::new(Thunk(RefCell::new(ThunkState::Pending(
-            e,
-            env.clone(),
-        )))))
+        Value::Thunk(Rc::new(Thunk::new(ThunkState::Pending(e, env.clone()))))
     }
     pub fn native(f: NativeFn) -> Value {
-        Value::Thunk(Rc::new(Thunk(RefCell::new(ThunkState::Native(f)))))
+        Value::Thunk(Rc::new(Thunk::new(ThunkState::Native(f))))
     }
     #[inline]
     pub fn attrs(a: Attrs) -> Value {
@@ -492,7 +790,10 @@ mod tests {
         assert_eq!(std::mem::size_of::<Value>(), 16);
         assert!(std::mem::size_of::<NixList>() <= 24);
         assert!(std::mem::size_of::<ThunkState>() <= 32);
-        assert_eq!(std::mem::size_of::<(Sym, Value, Pos)>(), 32);
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
+        // With Rc's two counts: mimalloc's 48- and 64-byte classes.
+        assert!(std::mem::size_of::<Thunk>() <= 32);
+        assert!(std::mem::size_of::<Env>() <= 48);
     }
 
     fn set(names: &[&str]) -> Attrs {
@@ -514,6 +815,7 @@ mod tests {
         let a = Sym::from("foo");
         let b = Sym::from(String::from("foo"));
         assert!(a == b && std::ptr::eq(a.as_str(), b.as_str()));
+        assert!(a != Sym::from("fo"));
         let mut v = [
             Sym::from("b"),
             Sym::from("B"),

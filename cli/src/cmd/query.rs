@@ -29,7 +29,7 @@ use std::sync::{mpsc, Arc};
 
 use b3_evaluator::driver::{self, AutoArg};
 use b3_evaluator::nix_cli::{self, Cmdline};
-use b3_evaluator::value::{Attrs, Sym, Value};
+use b3_evaluator::value::{Attrs, Entry, Sym, Value};
 use b3_evaluator::{Ev, EvalError};
 
 use super::Global;
@@ -431,9 +431,7 @@ impl<'a> Walk<'a> {
         let Value::Attrs(a) = &top else {
             return Ok(out);
         };
-        let names: Vec<usize> = (0..a.entries.len())
-            .filter(|&i| attr_name_ok(&a.entries[i].0))
-            .collect();
+        let names: Vec<&Entry> = a.iter().filter(|e| attr_name_ok(&e.0)).collect();
         let nchunks = (jobs * CHUNKS_PER_WORKER).min(names.len()).max(1);
         loop {
             let c = shared.next_chunk.fetch_add(1, Ordering::Relaxed);
@@ -443,8 +441,7 @@ impl<'a> Walk<'a> {
             let lo = names.len() * c / nchunks;
             let hi = names.len() * (c + 1) / nchunks;
             let mut seq = 0;
-            for &i in &names[lo..hi] {
-                let (name, v, _) = &a.entries[i];
+            for &(name, v, _) in &names[lo..hi] {
                 let path = add_to_path(&prefix, name);
                 self.visit_attr(v, &path, c, &mut seq, &mut out)
                     .map_err(|e| self.fail(e))?;
@@ -473,7 +470,7 @@ impl<'a> Walk<'a> {
         match &v {
             Value::Attrs(a) => {
                 let combine = a.get("_combineChannels").is_some();
-                for (name, x, _) in &a.entries {
+                for (name, x, _) in a.iter() {
                     if !attr_name_ok(name) {
                         continue;
                     }
@@ -728,7 +725,7 @@ impl<'a> Walk<'a> {
                 if a.get("outPath").is_some() {
                     return Ok(false);
                 }
-                for (_, x, _) in &a.entries {
+                for (_, x, _) in a.iter() {
                     if !self.check_meta(x)? {
                         return Ok(false);
                     }

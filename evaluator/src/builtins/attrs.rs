@@ -22,8 +22,7 @@ pub fn register(t: &mut Vec<(&'static str, usize, PrimFn)>) {
 fn attr_names(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let s = ev.force_attrs(&a[0], p)?;
     Ok(Value::list(
-        s.entries
-            .iter()
+        s.iter()
             .map(|e| Value::str(e.0.as_bytes().to_vec()))
             .collect(),
     ))
@@ -31,7 +30,7 @@ fn attr_names(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 
 fn attr_values(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let s = ev.force_attrs(&a[0], p)?;
-    Ok(Value::list(s.entries.iter().map(|e| e.1.clone()).collect()))
+    Ok(Value::list(s.iter().map(|e| e.1.clone()).collect()))
 }
 
 fn get_attr(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -56,14 +55,12 @@ fn remove_attrs(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     for x in l.iter() {
         names.push(ev.force_string(x, p)?);
     }
-    Ok(Value::attrs(Attrs {
-        entries: s
-            .entries
-            .iter()
+    Ok(Value::attrs(Attrs::from_sorted(
+        s.iter()
             .filter(|e| !names.iter().any(|n| n.as_str() == &*e.0))
             .cloned()
             .collect(),
-    }))
+    )))
 }
 
 fn intersect_attrs(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -88,10 +85,8 @@ fn cat_attrs(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 fn map_attrs(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let s = ev.force_attrs(&a[1], p)?;
     let f = a[0].clone();
-    Ok(Value::attrs(Attrs {
-        entries: s
-            .entries
-            .iter()
+    Ok(Value::attrs(Attrs::from_sorted(
+        s.iter()
             .map(|(k, v, pos)| {
                 let f = f.clone();
                 let k2 = k.clone();
@@ -102,7 +97,7 @@ fn map_attrs(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
                 (k.clone(), t, *pos)
             })
             .collect(),
-    }))
+    )))
 }
 
 fn zip_attrs_with(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -110,13 +105,13 @@ fn zip_attrs_with(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let mut groups: std::collections::BTreeMap<Sym, Vec<Value>> = Default::default();
     for x in l.iter() {
         let s = ev.force_attrs(x, p)?;
-        for (k, v, _) in &s.entries {
+        for (k, v, _) in s.iter() {
             groups.entry(k.clone()).or_default().push(v.clone());
         }
     }
     let f = a[0].clone();
-    Ok(Value::attrs(Attrs {
-        entries: groups
+    Ok(Value::attrs(Attrs::from_sorted(
+        groups
             .into_iter()
             .map(|(k, vs)| {
                 let f = f.clone();
@@ -128,7 +123,7 @@ fn zip_attrs_with(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
                 (k, t, Pos::none())
             })
             .collect(),
-    }))
+    )))
 }
 
 fn list_to_attrs(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {

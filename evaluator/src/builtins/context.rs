@@ -71,7 +71,7 @@ fn get_context(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             Pos::none(),
         ));
     }
-    Ok(Value::attrs(Attrs { entries }))
+    Ok(Value::attrs(Attrs::from_sorted(entries)))
 }
 
 fn append_context(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -80,7 +80,7 @@ fn append_context(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let mut ctx = Context::new();
     merge_ctx(&mut ctx, &s.ctx);
     let store = format!("{}/", ev.opts.store_dir);
-    for (k, v, _) in &attrs.entries {
+    for (k, v, _) in attrs.iter() {
         if !k.starts_with(&store) {
             return err(format!("context key '{k}' is not a store path"), p);
         }

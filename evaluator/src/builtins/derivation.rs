@@ -102,7 +102,7 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let mut output_hash_algo: Option<String> = None;
     let mut output_hash_mode: Option<String> = None;
     let mut json_entries: Vec<(Sym, Value, Pos)> = Vec::new();
-    for (k, v, _) in &attrs.entries {
+    for (k, v, _) in attrs.iter() {
         let key: &str = k;
         if key == "__ignoreNulls" {
             continue;
@@ -195,9 +195,7 @@ fn derivation_strict(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     }
     if structured {
         let mut out = Vec::new();
-        let v = Value::attrs(Attrs {
-            entries: json_entries,
-        });
+        let v = Value::attrs(Attrs::from_sorted(json_entries));
         super::json::write_json(ev, &v, &mut out, &mut ctx, p, true)?;
         drv.env
             .insert("__json".into(), String::from_utf8_lossy(&out).into_owned());

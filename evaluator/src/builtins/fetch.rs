@@ -68,7 +68,7 @@ fn fetch_common(ev: &Ev, arg: &Value, p: Pos, who: &str, unpack: bool) -> R<Valu
     let mut name = None;
     let mut expected = None;
     if let Value::Attrs(attrs) = &v {
-        for (k, v, _) in attrs.entries.iter() {
+        for (k, v, _) in attrs.iter() {
             match &**k {
                 "url" => url = Some(ev.force_string(v, p)?),
                 "sha256" => {
@@ -290,7 +290,7 @@ fn git_args(ev: &Ev, v: &Value, p: Pos) -> R<GitArgs> {
         Ok(String::from_utf8_lossy(&s).into_owned())
     };
     if let Value::Attrs(attrs) = &v {
-        for (k, x, _) in attrs.entries.iter() {
+        for (k, x, _) in attrs.iter() {
             match &**k {
                 "url" => {
                     a.url = as_url(x)?;

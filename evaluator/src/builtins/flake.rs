@@ -96,7 +96,7 @@ fn parse_flake_ref(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 fn flake_ref_to_string(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let attrs = ev.force_attrs(&a[0], p)?;
     let mut fields: Vec<(String, String)> = Vec::new();
-    for (k, v, _) in &attrs.entries {
+    for (k, v, _) in attrs.iter() {
         let s = match ev.force(v)? {
             Value::Str(s) => s.lossy(),
             Value::Int(i) => {

@@ -119,7 +119,7 @@ fn write_json_inner(
                 return write_json(ev, o, out, ctx, p, copy);
             }
             out.push(b'{');
-            for (i, (k, x, _)) in a.entries.iter().enumerate() {
+            for (i, (k, x, _)) in a.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }

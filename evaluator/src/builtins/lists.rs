@@ -72,10 +72,7 @@ fn elem(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 
 /// A lazy application `f x`.
 pub fn lazy_app(f: &Rc<LazyFn>, x: Value) -> Value {
-    Value::Thunk(Rc::new(Thunk(std::cell::RefCell::new(ThunkState::Apply(
-        f.clone(),
-        x,
-    )))))
+    Value::Thunk(Rc::new(Thunk::new(ThunkState::Apply(f.clone(), x))))
 }
 
 fn map(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -116,8 +113,7 @@ fn foldl(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     }
     let mut acc = a[1].clone();
     for x in l.iter() {
-        let g = ev.apply(&f, acc, p)?;
-        acc = ev.apply(&g, x.clone(), p)?;
+        acc = ev.call2(&f, acc, x.clone(), p)?;
     }
     ev.force(&acc)
 }
@@ -171,7 +167,20 @@ fn any_all(ev: &Ev, a: &[Value], p: Pos, any: bool) -> R<Value> {
 fn sort(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let l = ev.force_list(&a[1], p)?;
     let f = ev.force_fn(&a[0], p)?;
-    let v: Vec<Value> = l.iter().cloned().collect();
+    // Like Nix, every element is forced before the first comparison; the
+    // sorted list then holds the values rather than their thunks.
+    let v: Vec<Value> = l.iter().map(|x| ev.force(x)).collect::<R<_>>()?;
+    if matches!(&f, Value::PrimOp(op) if op.name == "lessThan") {
+        // `sort lessThan xs` (or `builtins.lessThan` passed through):
+        // compare directly instead of calling the primop.
+        let less = |x: &Value, y: &Value| -> R<bool> {
+            match (x, y) {
+                (Value::Int(i), Value::Int(j)) => Ok(i < j),
+                _ => ev.less_than(x, y, p),
+            }
+        };
+        return Ok(Value::list(merge_sort(v, &less)?));
+    }
     let less = |x: &Value, y: &Value| -> R<bool> {
         let r = ev.call2(&f, x.clone(), y.clone(), p)?;
         ev.force_bool(&r, p)
@@ -180,41 +189,52 @@ fn sort(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 }
 
 /// Stable merge sort that tolerates inconsistent comparators (as Nix's
-/// `std::stable_sort` does) and propagates evaluation errors.
-pub fn merge_sort(v: Vec<Value>, less: &dyn Fn(&Value, &Value) -> R<bool>) -> R<Vec<Value>> {
-    if v.len() <= 1 {
+/// `std::stable_sort` does) and propagates evaluation errors. Bottom-up:
+/// insertion-sorted runs, then merges between two buffers.
+pub fn merge_sort(mut v: Vec<Value>, less: &dyn Fn(&Value, &Value) -> R<bool>) -> R<Vec<Value>> {
+    const RUN: usize = 8;
+    let n = v.len();
+    for start in (0..n).step_by(RUN) {
+        let end = (start + RUN).min(n);
+        for i in start + 1..end {
+            let mut j = i;
+            while j > start && less(&v[j], &v[j - 1])? {
+                v.swap(j, j - 1);
+                j -= 1;
+            }
+        }
+    }
+    if n <= RUN {
         return Ok(v);
     }
-    // insertion sort for short runs
-    if v.len() <= 8 {
-        let mut out: Vec<Value> = Vec::with_capacity(v.len());
-        for x in v {
-            let mut i = out.len();
-            while i > 0 && less(&x, &out[i - 1])? {
-                i -= 1;
+    let mut src = v;
+    let mut dst: Vec<Value> = Vec::with_capacity(n);
+    let mut width = RUN;
+    while width < n {
+        dst.clear();
+        let mut lo = 0;
+        while lo < n {
+            let mid = (lo + width).min(n);
+            let hi = (lo + 2 * width).min(n);
+            let (left, right) = (&src[lo..mid], &src[mid..hi]);
+            let (mut i, mut j) = (0, 0);
+            while i < left.len() && j < right.len() {
+                if less(&right[j], &left[i])? {
+                    dst.push(right[j].clone());
+                    j += 1;
+                } else {
+                    dst.push(left[i].clone());
+                    i += 1;
+                }
             }
-            out.insert(i, x);
+            dst.extend_from_slice(&left[i..]);
+            dst.extend_from_slice(&right[j..]);
+            lo = hi;
         }
-        return Ok(out);
+        std::mem::swap(&mut src, &mut dst);
+        width *= 2;
     }
-    let mut left = v;
-    let right = left.split_off(left.len() / 2);
-    let left = merge_sort(left, less)?;
-    let right = merge_sort(right, less)?;
-    let mut out = Vec::with_capacity(left.len() + right.len());
-    let (mut i, mut j) = (0, 0);
-    while i < left.len() && j < right.len() {
-        if less(&right[j], &left[i])? {
-            out.push(right[j].clone());
-            j += 1;
-        } else {
-            out.push(left[i].clone());
-            i += 1;
-        }
-    }
-    out.extend_from_slice(&left[i..]);
-    out.extend_from_slice(&right[j..]);
-    Ok(out)
+    Ok(src)
 }
 
 fn partition(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
@@ -247,10 +267,10 @@ fn group_by(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
             .or_default()
             .push(x.clone());
     }
-    Ok(Value::attrs(Attrs {
-        entries: groups
+    Ok(Value::attrs(Attrs::from_sorted(
+        groups
             .into_iter()
             .map(|(k, v)| (k, Value::list(v), Pos::none()))
             .collect(),
-    }))
+    )))
 }

@@ -210,8 +210,8 @@ fn import(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 fn scoped_import(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let scope = ev.force_attrs(&a[0], p)?;
     let path = ev.coerce_to_path(&a[1], p)?;
-    let names: Vec<Sym> = scope.entries.iter().map(|e| e.0.clone()).collect();
-    let vals: Vec<Value> = scope.entries.iter().map(|e| e.1.clone()).collect();
+    let names: Vec<Sym> = scope.iter().map(|e| e.0.clone()).collect();
+    let vals: Vec<Value> = scope.iter().map(|e| e.1.clone()).collect();
     let e = ev.parse_file(&path, p, Some(&names))?;
     let env = Env::new(Some(ev.globals_env.clone()), Slots::from_vec(vals));
     ev.eval(e, &env)

@@ -221,19 +221,16 @@ pub fn make_ev(opts: Options) -> Rc<Ev> {
         Err(_) => Value::Null,
     };
     builtin_entries.push((Sym::from("derivation"), drv_val.clone(), Pos::none()));
-    let builtins_thunk = Rc::new(Thunk(RefCell::new(ThunkState::Blackhole)));
+    let builtins_thunk = Rc::new(Thunk::new(ThunkState::Blackhole));
     builtin_entries.push((
         Sym::from("builtins"),
         Value::Thunk(builtins_thunk.clone()),
         Pos::none(),
     ));
     let battrs = Value::attrs(Attrs::from_unsorted(builtin_entries));
-    *builtins_thunk.0.borrow_mut() = ThunkState::Done(battrs.clone());
-    {
-        let mut s = env.slots.borrow_mut();
-        s[builtins_idx] = battrs.clone();
-        s[drv_idx] = drv_val;
-    }
+    builtins_thunk.set(ThunkState::Done(battrs.clone()));
+    env.set(builtins_idx, battrs.clone());
+    env.set(drv_idx, drv_val);
     // Safe: no other Rc clones of `ev` exist yet.
     match Rc::try_unwrap(ev) {
         Ok(mut e) => {

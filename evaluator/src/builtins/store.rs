@@ -190,7 +190,7 @@ fn path(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let mut filter = None;
     let mut recursive = true;
     let mut expected = None;
-    for (k, v, _) in args.entries.iter() {
+    for (k, v, _) in args.iter() {
         match &**k {
             "path" => path = Some(ev.coerce_to_path(v, p)?),
             "name" => name = Some(ev.force_string(v, p)?),

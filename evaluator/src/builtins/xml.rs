@@ -65,7 +65,7 @@ impl W<'_> {
     }
 
     fn attrs_body(&mut self, a: &Attrs, ind: usize) -> R<()> {
-        for (k, v, _) in &a.entries {
+        for (k, v, _) in a.iter() {
             self.open(ind, "attr", &[("name", k.to_string())], false);
             self.value(v, ind + 1)?;
             self.close(ind, "attr");
