@@ -72,7 +72,26 @@ run() { # label, cargo test args...
   passed=$((passed + p))
   printf '  %-44s %4d passed %d failed\n' "$label" "$p" "$f"
 }
-run "b3-nar (unit, roundtrip, hostile, windows)" -p b3-nar --lib --test roundtrip --test hostile --test windows_restore
+# Two hostile-input tests put a symlink before the defect they check; under
+# wine the restore now stops at the symlink (CreateSymbolicLinkW is a stub
+# and b3-nar refuses a link it cannot read back) before reaching that
+# defect. They run on their own and must fail for exactly that reason.
+wine_symlink_tests=(restore_with_symlink_then_same_name_dir_is_rejected_not_followed
+  rejects_every_truncation_at_the_end_of_input)
+skips=()
+for t in "${wine_symlink_tests[@]}"; do skips+=(--skip "$t"); done
+run "b3-nar (unit, roundtrip, hostile, windows)" -p b3-nar --lib --test roundtrip --test hostile --test windows_restore -- "${skips[@]}"
+for t in "${wine_symlink_tests[@]}"; do
+  if cargo test --quiet --target "$TARGET" -p b3-nar --test hostile -- --exact "$t" >"$out" 2>&1; then
+    printf '  %-44s passed (this system makes symlinks)\n' "${t:0:44}"
+  elif grep -q "cannot create symlinks" "$out"; then
+    printf '  %-44s EXPECTED FAILURE under wine (no symlinks)\n' "${t:0:44}"
+  else
+    cat "$out" >&2
+    echo "test-windows: FAIL: b3-nar hostile $t failed for another reason" >&2
+    failed=$((failed + 1))
+  fi
+done
 run "b3-store (unit: paths, derivations, hashes)" -p b3-store --lib
 run "b3-store pure derivation round trips" -p b3-store --test pure_derivation_roundtrip
 run "b3-store local store conformance" -p b3-store --test local_conformance
