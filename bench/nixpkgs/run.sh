@@ -3,10 +3,14 @@
 #   hello: `nix-instantiate NIXPKGS -A hello` vs `b3 instantiate NIXPKGS -A hello`
 #          (both with their store already holding the closure; median of N runs)
 #   qa:    `nix-env -f NIXPKGS -qa --drv-path` vs `b3 env -f NIXPKGS -qa --drv-path`
-#          (one run each; b3 with -j 1 and with -j JOBS)
-# Prints wall time and peak resident memory (GNU time) and the b3/Nix ratios
-# (issue 5 targets: hello time <= 0.5x; qa time <= 0.5x and memory <= 0.5x),
-# and whether the outputs are identical.
+#          (one run each; b3 with -j 1 and with -j JOBS, which forks
+#          processes sharing the evaluated package set)
+# Prints wall time, CPU time (user+sys) and peak memory and the b3/Nix
+# ratios (issue 5 targets: hello time <= 0.5x; qa time <= 0.5x and memory
+# <= 0.5x), and whether the outputs are identical. For qa, memory is given
+# two ways: the largest resident set of any one process of the run (GNU
+# time), and the peak of the sum of Pss over all its processes at once
+# (bench/nixpkgs/pss.sh; pages forked processes share count once).
 #
 # Usage: bench/nixpkgs/run.sh [--nixpkgs DIR] [--b3 PATH] [--runs N] [--jobs N] [--only hello|qa]
 set -uo pipefail
@@ -39,12 +43,26 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 store="$work/b3-store"
 
-# measure NAME OUTFILE CMD... -> sets secs and kib
+# measure OUTFILE CMD... -> sets secs, kib (max RSS of any one process), cpu
 measure() {
   local out=$1; shift
-  /usr/bin/time -f '%e %M' -o "$work/time" "$@" >"$out" 2>"$work/stderr" || {
+  /usr/bin/time -f '%e %M %U %S' -o "$work/time" "$@" >"$out" 2>"$work/stderr" || {
     echo "command failed: $*" >&2; tail -5 "$work/stderr" >&2; return 1; }
-  read -r secs kib <"$work/time"
+  read -r secs kib u s <"$work/time"
+  cpu=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')
+}
+
+# measure_pss OUTFILE CMD... -> as measure, plus pss (peak Pss sum, KiB) and
+# procs (most processes at once)
+measure_pss() {
+  local out=$1; shift
+  /usr/bin/time -f '%e %M %U %S' -o "$work/time" "$@" >"$out" 2>"$work/stderr" &
+  local pid=$!
+  bash "$here/bench/nixpkgs/pss.sh" "$pid" >"$work/pss"
+  wait "$pid" || { echo "command failed: $*" >&2; tail -5 "$work/stderr" >&2; return 1; }
+  read -r secs kib u s <"$work/time"
+  cpu=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')
+  read -r pss _ procs <"$work/pss"
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -77,15 +95,25 @@ if [ "$only" != qa ]; then
   echo "  drv path: $(cat "$work/b3-hello") ($same)"
 fi
 
+qa_extra() { # label: CPU and Pss lines after a qa row
+  printf '  %s: cpu nix %s s, b3 %s s (%sx); Pss sum peak nix %.0f MiB, b3 %.0f MiB (%sx, %s processes at most)\n' \
+    "$1" "$n_cpu" "$cpu" "$(ratio "$cpu" "$n_cpu")" "$(awk -v k="$n_pss" 'BEGIN{print k/1024}')" \
+    "$(awk -v k="$pss" 'BEGIN{print k/1024}')" "$(ratio "$pss" "$n_pss")" "$procs"
+}
+
 if [ "$only" != hello ]; then
-  measure "$work/nix-qa" nix-env -f "$nixpkgs" -qa --drv-path || exit 1
-  n_s=$secs n_k=$kib
-  measure "$work/b3-qa-1" "$b3" env -f "$nixpkgs" -qa --drv-path -j 1 || exit 1
+  echo "load before qa: $(cut -d' ' -f1-3 /proc/loadavg)"
+  measure_pss "$work/nix-qa" nix-env -f "$nixpkgs" -qa --drv-path || exit 1
+  n_s=$secs n_k=$kib n_cpu=$cpu n_pss=$pss
+  measure_pss "$work/b3-qa-1" "$b3" env -f "$nixpkgs" -qa --drv-path -j 1 || exit 1
   row "qa --drv-path -j 1" "$n_s" "$n_k" "$secs" "$kib"
+  qa_extra "-j 1"
   echo "  $(wc -l <"$work/b3-qa-1") lines, $(cmp -s "$work/nix-qa" "$work/b3-qa-1" && echo identical || echo DIFFERENT) to nix-env's $(wc -l <"$work/nix-qa")"
   if [ "$jobs" -gt 1 ]; then
-    measure "$work/b3-qa-j" "$b3" env -f "$nixpkgs" -qa --drv-path -j "$jobs" || exit 1
+    measure_pss "$work/b3-qa-j" "$b3" env -f "$nixpkgs" -qa --drv-path -j "$jobs" || exit 1
     row "qa --drv-path -j $jobs" "$n_s" "$n_k" "$secs" "$kib"
+    qa_extra "-j $jobs"
     echo "  $(wc -l <"$work/b3-qa-j") lines, $(cmp -s "$work/nix-qa" "$work/b3-qa-j" && echo identical || echo DIFFERENT) to nix-env's"
   fi
+  echo "load after qa: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi

@@ -207,3 +207,146 @@ fn an_abort_stops_the_query_as_in_nix_and_a_throw_does_not() {
     assert!(b3.status.success());
     assert_eq!(String::from_utf8_lossy(&b3.stdout), "ok-1\n");
 }
+
+/// Runs `b3 env -f expr.nix ARGS` in `dir` with its own store under `dir`.
+fn b3_env(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_b3"))
+        .args(["env", "-f", "expr.nix"])
+        .args(args)
+        .env("B3_STORE", dir.join("b3-store"))
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn forked_walk_in_any_number_of_shares_prints_the_serial_listing() {
+    let dir = setup();
+    let serial = b3_env(dir.path(), &["-qaP", "--drv-path", "--out-path"]);
+    assert!(serial.status.success());
+    let serial = String::from_utf8_lossy(&serial.stdout).into_owned();
+    assert!(serial.lines().count() > 60, "{serial}");
+    // One share (all in the parent), two, an odd count, and more shares
+    // than attributes; with one to four processes at a time.
+    for (jobs, shares) in [
+        ("2", "1"),
+        ("2", "2"),
+        ("3", "7"),
+        ("4", "1000"),
+        ("1", "5"),
+    ] {
+        let out = b3_env(
+            dir.path(),
+            &[
+                "-qaP",
+                "--drv-path",
+                "--out-path",
+                "-j",
+                jobs,
+                "--shares",
+                shares,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "-j {jobs} --shares {shares}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            serial,
+            "-j {jobs} --shares {shares}"
+        );
+    }
+}
+
+#[test]
+fn forked_walk_reports_the_first_error_in_walk_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expr = String::from("{\n");
+    for i in 0..30 {
+        expr.push_str(&format!(
+            "  p{i:02} = derivation {{ name = \"p-{i}\"; system = \"x\"; builder = \"/bin/sh\"; }};\n"
+        ));
+    }
+    // The second message is built at run time so that the error's source
+    // excerpt around the first never shows it.
+    expr.push_str(
+        "  p07x = abort \"first failure\";\n  p21x = abort (\"second\" + \" failure\");\n}\n",
+    );
+    std::fs::write(dir.path().join("expr.nix"), expr).unwrap();
+    for shares in ["1", "3", "30"] {
+        let out = b3_env(dir.path(), &["-qa", "-j", "2", "--shares", shares]);
+        assert!(!out.status.success(), "--shares {shares}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("first failure"), "--shares {shares}: {err}");
+        assert!(!err.contains("second failure"), "--shares {shares}: {err}");
+        assert!(out.stdout.is_empty(), "--shares {shares}");
+    }
+}
+
+#[test]
+fn forked_walk_filters_sources_in_every_share_and_leaves_no_scratch() {
+    // Each share's process hashes the filtered sources its derivations use
+    // (with several jobs the query computes paths as in read-only mode),
+    // gets Nix's paths, and leaves no scratch directory behind.
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut expr = String::from("{\n");
+    for i in 0..12 {
+        let d = dir.path().join(format!("d{i}"));
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("f.sh"), format!("echo {i}\n")).unwrap();
+        std::fs::write(d.join("skip.o"), "x").unwrap();
+        expr.push_str(&format!(
+            "  s{i:02} = derivation {{ name = \"s-{i}\"; system = \"x\"; builder = \"/bin/sh\"; \
+             args = [ (builtins.filterSource (p: t: builtins.match \".*\\\\.o\" p == null) ./d{i}) ]; }};\n"
+        ));
+    }
+    expr.push_str("}\n");
+    std::fs::write(dir.path().join("expr.nix"), &expr).unwrap();
+    let nix = nix_env()
+        .args(["-f", "expr.nix", "-qa", "--drv-path", "--readonly-mode"])
+        .current_dir(dir.path())
+        .output()
+        .expect("nix-env not found: run scripts/setup-test-deps.sh");
+    assert!(
+        nix.status.success(),
+        "{}",
+        String::from_utf8_lossy(&nix.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&nix.stdout).lines().count(), 12);
+    let out = Command::new(env!("CARGO_BIN_EXE_b3"))
+        .args([
+            "env",
+            "-f",
+            "expr.nix",
+            "-qa",
+            "--drv-path",
+            "-j",
+            "3",
+            "--shares",
+            "6",
+        ])
+        .env("B3_STORE", dir.path().join("b3-store"))
+        .env("TMPDIR", &tmp)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&nix.stdout)
+    );
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "scratch left behind: {left:?}");
+}

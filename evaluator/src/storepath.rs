@@ -267,7 +267,9 @@ impl std::fmt::Debug for StoreOptions {
 /// directory, paths made in read-only mode, and the fetch cache.
 #[derive(Default)]
 pub struct StoreIo {
-    store: OnceCell<Result<b3_store::local::LocalStore, String>>,
+    /// Reset in a forked child (see [`StoreIo::after_fork`]): a database
+    /// connection must not be shared by two processes.
+    store: RefCell<Option<Result<b3_store::local::LocalStore, String>>>,
     scratch: OnceCell<Result<Scratch, String>>,
     counter: std::cell::Cell<u64>,
     /// Logical store path -> where its contents are (read-only mode).
@@ -279,14 +281,20 @@ pub struct StoreIo {
     src_to_store: RefCell<FxHashMap<String, String>>,
 }
 
-/// A directory removed when the evaluation ends.
-struct Scratch(PathBuf);
+/// A directory removed when the evaluation ends, by the process that made it.
+struct Scratch(PathBuf, u32);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        make_writable(&self.0);
-        let _ = std::fs::remove_dir_all(&self.0);
+        if self.1 == std::process::id() {
+            remove_scratch(&self.0);
+        }
     }
+}
+
+fn remove_scratch(dir: &Path) {
+    make_writable(dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn make_writable(p: &Path) {
@@ -308,17 +316,36 @@ impl StoreIo {
         &self,
         opts: &StoreOptions,
         dir: &str,
-    ) -> Result<&b3_store::local::LocalStore, String> {
-        self.store
-            .get_or_init(|| {
-                use b3_store::local::{LocalStore, LocalStoreConfig};
-                let mut cfg =
-                    LocalStoreConfig::resolve(opts.root.clone()).map_err(|e| e.to_string())?;
-                cfg.store_dir = store_dir(dir)?;
-                LocalStore::open(cfg).map_err(|e| format!("opening the b3 store: {e}"))
-            })
-            .as_ref()
-            .map_err(|e| e.clone())
+    ) -> Result<b3_store::local::LocalStore, String> {
+        let mut slot = self.store.borrow_mut();
+        slot.get_or_insert_with(|| {
+            use b3_store::local::{LocalStore, LocalStoreConfig};
+            let mut cfg =
+                LocalStoreConfig::resolve(opts.root.clone()).map_err(|e| e.to_string())?;
+            cfg.store_dir = store_dir(dir)?;
+            LocalStore::open(cfg).map_err(|e| format!("opening the b3 store: {e}"))
+        })
+        .clone()
+    }
+
+    /// Called first thing in a child made by `fork()` that goes on
+    /// evaluating: the parent's store handle (database connection, temporary
+    /// roots) is abandoned without closing it, and the child opens its own on
+    /// first use. Scratch paths stay apart because their names carry the pid.
+    pub fn after_fork(&self) {
+        if let Some(old) = self.store.borrow_mut().take() {
+            std::mem::forget(old);
+        }
+    }
+
+    /// Called by a forked child before it `_exit`s: removes the scratch
+    /// directory if this child made it (the parent's is the parent's).
+    pub fn finish_child(&self) {
+        if let Some(Ok(s)) = self.scratch.get() {
+            if s.1 == std::process::id() {
+                remove_scratch(&s.0);
+            }
+        }
     }
 
     /// A fresh, empty path inside the scratch directory (not created).
@@ -333,13 +360,13 @@ impl StoreIo {
                 ));
                 std::fs::create_dir_all(&d)
                     .map_err(|e| format!("creating scratch directory '{}': {e}", d.display()))?;
-                Ok(Scratch(d))
+                Ok(Scratch(d, std::process::id()))
             })
             .as_ref()
             .map_err(|e| e.clone())?;
         let n = self.counter.get() + 1;
         self.counter.set(n);
-        Ok(dir.0.join(format!("{n}-{what}")))
+        Ok(dir.0.join(format!("{n}-{}-{what}", std::process::id())))
     }
 
     /// The store path `src` was copied to earlier in this evaluation.

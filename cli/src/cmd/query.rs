@@ -16,20 +16,23 @@
 //!   is not stable and derivations with equal names come out in its order;
 //!   then columns padded to the widest cell plus two spaces.
 //!
-//! The walk can be split over several evaluators in threads (`-j`): each
-//! takes chunks of the top-level attributes; derivations found by different
-//! evaluators under different names that look alike are checked for being
-//! one and the same set by re-reading their paths in one evaluator.
+//! The walk can be split over processes (`-j`, on Unix; see [`fork`]): the
+//! package set and a first share of it are evaluated once, then forked
+//! children walk the other shares of the top-level attributes; derivations
+//! found in different shares that look alike are checked for being one and
+//! the same set by re-reading their paths in one evaluator.
+
+#[cfg(unix)]
+mod fork;
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 use b3_evaluator::driver::{self, AutoArg};
 use b3_evaluator::nix_cli::{self, Cmdline};
-use b3_evaluator::value::{Attrs, Entry, Sym, Value};
+use b3_evaluator::value::{Attrs, Sym, Value};
 use b3_evaluator::{Ev, EvalError};
 
 use super::Global;
@@ -79,9 +82,15 @@ pub struct Args {
     /// Show the evaluation trace on errors.
     #[arg(long)]
     pub show_trace: bool,
-    /// Evaluators working in parallel (threads); 0 = one per core.
+    /// Evaluation processes working at once (forked after the package set
+    /// is evaluated, so they share it); 0 = one per core.
     #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1)]
     pub jobs: usize,
+    /// Shares the top-level attributes are cut into for `-j` (each share is
+    /// walked by a fresh process; 0 = 24 per job). More shares: smaller
+    /// processes, more work evaluated again in several of them.
+    #[arg(long, value_name = "N", default_value_t = 0, hide = true)]
+    pub shares: usize,
     /// Report and skip derivations whose evaluation fails with an error
     /// other than a failed `assert` (Nix stops the whole query instead).
     #[arg(long)]
@@ -137,7 +146,8 @@ pub fn run(_g: &Global, a: Args, query_all: bool) -> anyhow::Result<ExitCode> {
         cols,
         keep_going: a.keep_going,
     });
-    let rows = match collect(setup, jobs) {
+    let shares = if a.shares == 0 { jobs * 24 } else { a.shares };
+    let rows = match collect(setup, jobs, shares) {
         Ok(r) => r,
         Err(msg) => {
             eprint!("{msg}");
@@ -193,185 +203,129 @@ struct Row {
     columns: Option<Vec<String>>,
 }
 
-/// What a worker reports for one derivation.
-#[derive(Debug, Clone)]
+/// What a walk reports for one derivation.
+#[derive(Debug, Clone, PartialEq)]
 struct Found {
-    /// Position in the walk: (chunk, index within the chunk).
+    /// Position in the walk: (chunk, index within the chunk). Each chunk is
+    /// walked by one process, so `ptr`s of one chunk are comparable.
     order: (usize, usize),
     path: String,
     name: String,
-    /// Identity of the derivation's attribute set within its evaluator.
+    /// Identity of the derivation's attribute set within its process.
     ptr: usize,
     columns: Option<Vec<String>>,
 }
 
-enum Request {
-    /// Identities of these attribute paths in this worker's evaluator.
-    Resolve(Vec<String>, mpsc::Sender<Vec<Option<usize>>>),
-}
-
-struct Shared {
-    next_chunk: AtomicUsize,
-}
-
-/// Runs the walk with `jobs` evaluators and returns the rows in walk order,
-/// each derivation once; `Err` is the rendered error that stops the query.
-fn collect(setup: Arc<Setup>, jobs: usize) -> Result<Vec<Row>, String> {
-    let shared = Arc::new(Shared {
-        next_chunk: AtomicUsize::new(0),
-    });
-    let mut handles = Vec::new();
-    let mut req_txs = Vec::new();
-    let (res_tx, res_rx) = mpsc::channel::<(usize, Result<Vec<Found>, String>)>();
-    for w in 0..jobs.max(1) {
-        let (req_tx, req_rx) = mpsc::channel::<Request>();
-        req_txs.push(req_tx);
-        let setup = setup.clone();
-        let shared = shared.clone();
-        let res_tx = res_tx.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("b3-query-{w}"))
-            .stack_size(4 << 30)
-            .spawn(move || worker(w, jobs.max(1), &setup, &shared, res_tx, req_rx))
-            .map_err(|e| format!("error: cannot start an evaluation thread: {e}\n"))?;
-        handles.push(h);
+/// Runs the walk (serially, or with `jobs` forked processes where that is
+/// possible) and returns the rows in walk order, each derivation once;
+/// `Err` is the rendered error that stops the query.
+fn collect(setup: Arc<Setup>, jobs: usize, chunks: usize) -> Result<Vec<Row>, String> {
+    let h = std::thread::Builder::new()
+        .name("b3-query".into())
+        .stack_size(4 << 30)
+        .spawn(move || collect_here(&setup, jobs, chunks))
+        .map_err(|e| format!("error: cannot start the evaluation thread: {e}\n"))?;
+    match h.join() {
+        Ok(r) => r,
+        Err(p) => std::panic::resume_unwind(p),
     }
-    drop(res_tx);
-    let mut per_worker: Vec<Vec<Found>> = vec![Vec::new(); handles.len()];
-    let mut first_err: Option<String> = None;
-    for _ in 0..handles.len() {
-        match res_rx.recv() {
-            Ok((w, Ok(found))) => per_worker[w] = found,
-            Ok((_, Err(e))) => {
-                first_err.get_or_insert(e);
-            }
-            Err(_) => {
-                first_err.get_or_insert("error: an evaluation thread died\n".into());
-                break;
-            }
+}
+
+fn collect_here(setup: &Setup, jobs: usize, chunks: usize) -> Result<Vec<Row>, String> {
+    // Nothing is written: derivations need not keep their text.
+    b3_evaluator::builtins::derivation::set_keep_drv_text(false);
+    let mut opts = nix_cli::options_for(&setup.cmdline);
+    if jobs > 1 {
+        // Forked children must not share the parent's store handle nor its
+        // helper threads (which a fork does not copy): with several jobs,
+        // paths made during the query are only computed, as in read-only
+        // mode (the query writes no derivations either).
+        opts.store.write = false;
+    }
+    let ev = driver::new_evaluator(opts);
+    let walk = Walk::new(&ev, setup).map_err(|e| render(&e, setup.cmdline.show_trace))?;
+    #[cfg(unix)]
+    if jobs > 1 {
+        if let Some((top, names)) = walk.shares()? {
+            return fork::collect(&walk, &top, &names, jobs, chunks);
         }
     }
-    if let Some(e) = first_err {
-        drop(req_txs);
-        for h in handles {
-            let _ = h.join();
-        }
-        return Err(e);
-    }
-    let rows = dedup(per_worker, &req_txs, setup.cols.attr_path);
-    drop(req_txs);
-    for h in handles {
-        let _ = h.join();
-    }
-    Ok(rows)
+    let _ = (jobs, chunks);
+    let found = walk.run_all()?;
+    dedup(found, setup.cols.attr_path, |_| Ok(Vec::new()))
 }
 
-/// Merges the workers' findings in walk order, keeping the first of each
-/// attribute set found more than once.
+/// Keeps the first of each attribute set found more than once, in walk
+/// order. Sets found in one chunk are told apart by identity; `resolve`
+/// gets groups of look-alike findings from different chunks (by attribute
+/// path) and returns an identity for each path, in one evaluator.
 fn dedup(
-    per_worker: Vec<Vec<Found>>,
-    req_txs: &[mpsc::Sender<Request>],
+    mut all: Vec<Found>,
     has_attr_path: bool,
-) -> Vec<Row> {
-    let mut all: Vec<(usize, Found)> = per_worker
-        .into_iter()
-        .enumerate()
-        .flat_map(|(w, v)| v.into_iter().map(move |f| (w, f)))
-        .collect();
-    all.sort_by_key(|(_, f)| f.order);
+    resolve: impl FnOnce(&[Vec<String>]) -> Result<Vec<Vec<Option<usize>>>, String>,
+) -> Result<Vec<Row>, String> {
+    all.sort_by_key(|f| f.order);
     // Identical attribute sets print identically (but for the attribute
     // path), so only findings with equal names and cells can be duplicates.
     let skip = usize::from(has_attr_path);
     let mut groups: HashMap<(&str, Option<&[String]>), Vec<usize>> = HashMap::new();
-    for (i, (_, f)) in all.iter().enumerate() {
+    for (i, f) in all.iter().enumerate() {
         let cells = f.columns.as_deref().map(|c| &c[skip.min(c.len())..]);
         groups.entry((&f.name, cells)).or_default().push(i);
     }
-    let mut drop_idx = vec![false; all.len()];
-    for members in groups.into_values() {
-        if members.len() < 2 {
-            continue;
-        }
-        // Identities in the evaluator of the first member (`None`: unknown,
-        // taken as distinct).
-        let home = all[members[0]].0;
-        let mut ids: Vec<Option<usize>> = members
+    let mut groups: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
+    groups.sort();
+    let (local, foreign): (Vec<Vec<usize>>, Vec<Vec<usize>>) = groups
+        .into_iter()
+        .partition(|g| g.iter().all(|&i| all[i].order.0 == all[g[0]].order.0));
+    let mut decided: Vec<(Vec<usize>, Vec<Option<usize>>)> = local
+        .into_iter()
+        .map(|g| {
+            let ids = g.iter().map(|&i| Some(all[i].ptr)).collect();
+            (g, ids)
+        })
+        .collect();
+    if !foreign.is_empty() {
+        let paths: Vec<Vec<String>> = foreign
             .iter()
-            .map(|&i| (all[i].0 == home).then_some(all[i].1.ptr))
+            .map(|g| g.iter().map(|&i| all[i].path.clone()).collect())
             .collect();
-        let foreign: Vec<usize> = (0..members.len()).filter(|&k| ids[k].is_none()).collect();
-        if !foreign.is_empty() {
-            let paths: Vec<String> = foreign
-                .iter()
-                .map(|&k| all[members[k]].1.path.clone())
+        let mut ids = resolve(&paths)?.into_iter();
+        for g in foreign {
+            // Unknown identities count as distinct sets.
+            let got = ids.next().unwrap_or_default();
+            let got = (0..g.len())
+                .map(|k| got.get(k).copied().flatten())
                 .collect();
-            let (tx, rx) = mpsc::channel();
-            if req_txs[home].send(Request::Resolve(paths, tx)).is_ok() {
-                if let Ok(res) = rx.recv() {
-                    for (k, r) in foreign.iter().zip(res) {
-                        ids[*k] = r;
-                    }
-                }
-            }
+            decided.push((g, got));
         }
+    }
+    let mut drop_idx = vec![false; all.len()];
+    for (members, ids) in decided {
         let mut seen = std::collections::HashSet::new();
-        for (k, &i) in members.iter().enumerate() {
-            if let Some(id) = ids[k] {
+        for (&i, id) in members.iter().zip(ids) {
+            if let Some(id) = id {
                 if !seen.insert(id) {
                     drop_idx[i] = true;
                 }
             }
         }
     }
-    all.into_iter()
+    Ok(all
+        .into_iter()
         .enumerate()
         .filter(|(i, _)| !drop_idx[*i])
-        .map(|(_, (_, f))| Row {
+        .map(|(_, f)| Row {
             name: f.name,
             columns: f.columns,
         })
-        .collect()
+        .collect())
 }
 
 /// Renders an error as the query's final message.
 fn render(e: &EvalError, show_trace: bool) -> String {
     e.render(show_trace)
 }
-
-fn worker(
-    w: usize,
-    jobs: usize,
-    setup: &Setup,
-    shared: &Shared,
-    res_tx: mpsc::Sender<(usize, Result<Vec<Found>, String>)>,
-    req_rx: mpsc::Receiver<Request>,
-) {
-    // Nothing is written: derivations need not keep their text.
-    b3_evaluator::builtins::derivation::set_keep_drv_text(false);
-    let ev = driver::new_evaluator(nix_cli::options_for(&setup.cmdline));
-    let walk = Walk::new(&ev, setup);
-    let found = walk
-        .as_ref()
-        .map_err(|e| render(e, setup.cmdline.show_trace))
-        .and_then(|walk| walk.run(w, jobs, shared));
-    let ok = found.is_ok();
-    if res_tx.send((w, found)).is_err() || !ok {
-        return;
-    }
-    let Ok(walk) = walk else { return };
-    while let Ok(req) = req_rx.recv() {
-        match req {
-            Request::Resolve(paths, tx) => {
-                let ids = paths.iter().map(|p| walk.resolve(p)).collect();
-                let _ = tx.send(ids);
-            }
-        }
-    }
-}
-
-/// Chunks of top-level attributes per worker: small enough to balance the
-/// load, large enough that neighbouring packages share one evaluator.
-const CHUNKS_PER_WORKER: usize = 16;
 
 struct Walk<'a> {
     ev: &'a Ev,
@@ -383,6 +337,9 @@ struct Walk<'a> {
 }
 
 type R<T> = Result<T, EvalError>;
+
+/// The top-level set and the indices of the attributes the walk visits.
+type Shares = (Rc<Attrs>, Vec<usize>);
 
 impl<'a> Walk<'a> {
     fn new(ev: &'a Rc<Ev>, setup: &'a Setup) -> R<Walk<'a>> {
@@ -403,49 +360,50 @@ impl<'a> Walk<'a> {
         })
     }
 
-    /// Walks this worker's share; with one worker, everything.
-    fn run(&self, w: usize, jobs: usize, shared: &Shared) -> Result<Vec<Found>, String> {
-        let show = self.setup.cmdline.show_trace;
+    /// The whole walk, in this process.
+    fn run_all(&self) -> Result<Vec<Found>, String> {
+        let top = self.ev.force(&self.top).map_err(|e| self.fail(e))?;
         let mut out = Vec::new();
-        let prefix = self.setup.attr.clone();
-        // The top level is split only when it is a plain set of packages.
-        let top = match self.ev.force(&self.top) {
-            Ok(v) => v,
-            Err(e) => return Err(render(&e, show)),
-        };
-        let split = match &top {
-            Value::Attrs(a) if jobs > 1 => match self.ev.is_derivation(a) {
-                Ok(false) => a.get("_combineChannels").is_none(),
-                _ => false,
-            },
-            _ => false,
-        };
-        if !split {
-            if w == 0 {
-                let mut seq = 0;
-                self.get_derivations(&top, &prefix, 0, &mut seq, &mut out)
-                    .map_err(|e| self.fail(e))?;
-            }
-            return Ok(out);
-        }
+        let mut seq = 0;
+        self.get_derivations(&top, &self.setup.attr, 0, &mut seq, &mut out)
+            .map_err(|e| self.fail(e))?;
+        Ok(out)
+    }
+
+    /// When the top level is a plain set of packages (not a derivation, not
+    /// a channel directory), it can be walked in shares: the set and the
+    /// indices of the attributes the walk looks at.
+    fn shares(&self) -> Result<Option<Shares>, String> {
+        let top = self.ev.force(&self.top).map_err(|e| self.fail(e))?;
         let Value::Attrs(a) = &top else {
-            return Ok(out);
+            return Ok(None);
         };
-        let names: Vec<&Entry> = a.iter().filter(|e| attr_name_ok(&e.0)).collect();
-        let nchunks = (jobs * CHUNKS_PER_WORKER).min(names.len()).max(1);
-        loop {
-            let c = shared.next_chunk.fetch_add(1, Ordering::Relaxed);
-            if c >= nchunks {
-                break;
-            }
-            let lo = names.len() * c / nchunks;
-            let hi = names.len() * (c + 1) / nchunks;
-            let mut seq = 0;
-            for &(name, v, _) in &names[lo..hi] {
-                let path = add_to_path(&prefix, name);
-                self.visit_attr(v, &path, c, &mut seq, &mut out)
-                    .map_err(|e| self.fail(e))?;
-            }
+        match self.ev.is_derivation(a) {
+            Ok(false) if a.get("_combineChannels").is_none() => {}
+            _ => return Ok(None),
+        }
+        let a = a.flattened();
+        let names = a
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| attr_name_ok(&e.0))
+            .map(|(i, _)| i)
+            .collect();
+        Ok(Some((a, names)))
+    }
+
+    /// Walks the top-level attributes `names` (indices into `top`) as chunk
+    /// `chunk` of the walk.
+    fn run_share(&self, top: &Attrs, names: &[usize], chunk: usize) -> Result<Vec<Found>, String> {
+        let mut out = Vec::new();
+        let mut seq = 0;
+        for &i in names {
+            let Some((name, v, _)) = top.entry_at(i) else {
+                continue;
+            };
+            let path = add_to_path(&self.setup.attr, name);
+            self.visit_attr(v, &path, chunk, &mut seq, &mut out)
+                .map_err(|e| self.fail(e))?;
         }
         Ok(out)
     }
