@@ -375,7 +375,11 @@ fn outputs_are_substituted_from_a_binary_cache_instead_of_built() {
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stdout.trim(), path);
     assert!(!stderr.contains("building '"), "{stderr}");
-    assert!(stderr.contains("this path will be fetched:"), "{stderr}");
+    // Sizes come from the cache's narinfo (FileSize, NarSize), as in Nix.
+    assert!(
+        stderr.contains("this path will be fetched (0.00 MiB download, 0.00 MiB unpacked):"),
+        "{stderr}"
+    );
     let store_entries: Vec<String> = std::fs::read_dir(b.root.join("nix/store"))
         .unwrap()
         .flatten()

@@ -151,9 +151,12 @@ fn nix_conf_b3_vfs_builds_makes_builds_use_views_and_real_nix_only_warns() {
     prebuilt();
     require_fuse();
     let dir = tempfile::tempdir().unwrap();
-    let build = |mode: &str, conf: Option<&str>| {
+    let build = |mode: &str, conf: Option<&str>, opts: &[&str]| {
         let nix = where_inputs_come_from(dir.path(), mode);
-        let mut c = b3_cmd(&["build", "--no-out-link", nix.to_str().unwrap()]);
+        let mut args = vec!["build", "--no-out-link"];
+        args.extend_from_slice(opts);
+        args.push(nix.to_str().unwrap());
+        let mut c = b3_cmd(&args);
         if let Some(conf) = conf {
             c.env("NIX_CONFIG", conf);
         }
@@ -170,9 +173,14 @@ fn nix_conf_b3_vfs_builds_makes_builds_use_views_and_real_nix_only_warns() {
             _ => panic!("unexpected output {nar:?}"),
         }
     };
-    assert_eq!(build("on", Some("b3-vfs-builds = true")), "view");
-    assert_eq!(build("default", None), "bind");
-    assert_eq!(build("off", Some("b3-vfs-builds = false")), "bind");
+    assert_eq!(build("on", Some("b3-vfs-builds = true"), &[]), "view");
+    assert_eq!(build("default", None, &[]), "bind");
+    assert_eq!(build("off", Some("b3-vfs-builds = false"), &[]), "bind");
+    // --option beats nix.conf, both ways.
+    let off = ["--option", "b3-vfs-builds", "false"];
+    assert_eq!(build("opt-off", Some("b3-vfs-builds = true"), &off), "bind");
+    let on = ["--option", "b3-vfs-builds", "true"];
+    assert_eq!(build("opt-on", None, &on), "view");
     // Real Nix reads the same nix.conf: it warns and carries on.
     let out = std::process::Command::new("nix-instantiate")
         .args(["--eval", "-E", "1"])

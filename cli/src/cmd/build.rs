@@ -196,7 +196,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         }));
     }
     let mut settings = settings_from(&a, &logger, logs_shown, store.store_dir())?;
-    settings.vfs = super::shell::vfs_builds(g, a.vfs, a.trace.as_deref())?;
+    settings.vfs = super::shell::vfs_builds_with(g, a.vfs, a.trace.as_deref(), &a.option)?;
     let items = installable::resolve(&store, &a.inst, DefaultFile::Build)?;
     let evaluated = items.is_empty()
         || a.inst.from_expr

@@ -161,18 +161,9 @@ pub fn print_trace_report(
 
 /// `--vfs`/`--trace` of `b3 build`: vfs-backed build settings over the
 /// object database [`odb_dir`] (the trace log starts empty). Builds also
-/// go through views when nix.conf (or `NIX_CONFIG`) sets `b3-vfs-builds =
-/// true`, a b3-only setting real Nix warns about and ignores.
-pub fn vfs_builds(
-    g: &Global,
-    vfs: bool,
-    trace: Option<&Path>,
-) -> anyhow::Result<Option<std::sync::Arc<b3_builder::vfs_build::VfsBuilds>>> {
-    vfs_builds_with(g, vfs, trace, &[])
-}
-
-/// [`vfs_builds`] with the command's `--option NAME VALUE` pairs applied
-/// over nix.conf (so `--option b3-vfs-builds false` turns it off).
+/// go through views when nix.conf (or `NIX_CONFIG`, or the command's
+/// `--option NAME VALUE` pairs) sets `b3-vfs-builds = true`, a b3-only
+/// setting real Nix warns about and ignores.
 pub fn vfs_builds_with(
     g: &Global,
     vfs: bool,

@@ -612,6 +612,22 @@ impl Substituters {
         }
         false
     }
+
+    /// The sizes from the narinfo of the first usable cache that would
+    /// serve `path` (the lookup `has` made is remembered, so this asks
+    /// nothing new of the network in the usual has-then-sizes order).
+    async fn fetch_sizes_async(&self, path: &StorePath) -> Option<(u64, u64)> {
+        let order = self.order().await;
+        for &i in &order.usable {
+            let c = &self.caches[i];
+            if let Answer::Has(ni) = self.lookup(c, path).await {
+                if self.check_trust(&c.url, &ni).is_ok() {
+                    return Some((ni.file_size.unwrap_or(ni.nar_size), ni.nar_size));
+                }
+            }
+        }
+        None
+    }
 }
 
 /// An error with its sources, on one line.
@@ -640,5 +656,9 @@ impl Substitute for Substituters {
 
     fn has(&self, path: &StorePath) -> bool {
         self.block_on(self.has_async(path))
+    }
+
+    fn fetch_sizes(&self, path: &StorePath) -> Option<(u64, u64)> {
+        self.block_on(self.fetch_sizes_async(path))
     }
 }

@@ -99,7 +99,7 @@ impl Pool {
                 }
             };
             self.room.notify_one();
-            let r = job.file.sync_all();
+            let r = crate::os::flush_node(&job.file);
             drop(job.file);
             job.group.finish_one(r);
         }
@@ -120,7 +120,7 @@ impl SyncGroup {
         }
         let p = pool();
         if p.threads.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            let r = file.sync_all();
+            let r = crate::os::flush_node(&file);
             drop(file);
             self.finish_one(r);
             return;
@@ -145,7 +145,7 @@ impl SyncGroup {
         if meta.file_type().is_symlink() {
             return Ok(());
         }
-        self.submit(File::open(path)?);
+        self.submit(crate::os::open_node(path)?);
         Ok(())
     }
 

@@ -21,10 +21,10 @@
 //! The core operations are synchronous (`*_sync`); the async traits run them
 //! on blocking threads.
 
+pub mod adopt;
 pub mod db;
 pub mod durable;
 mod gc;
-pub mod adopt;
 pub mod ingest;
 pub mod roots;
 mod runtime_roots;

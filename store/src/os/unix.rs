@@ -75,6 +75,12 @@ pub fn open_node(path: &Path) -> io::Result<File> {
     File::open(path)
 }
 
+/// Makes a file's data and metadata, or a directory's entries, durable
+/// (whatever access the handle was opened with).
+pub fn flush_node(f: &File) -> io::Result<()> {
+    f.sync_all()
+}
+
 /// Makes a directory's entries durable.
 pub fn sync_dir(dir: &File) -> io::Result<()> {
     dir.sync_all()

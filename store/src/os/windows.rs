@@ -118,6 +118,14 @@ pub fn open_node(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Flushes a file or directory. Windows refuses to flush a handle opened
+/// for reading (directories, and files reopened by path after writing):
+/// those are left to NTFS, whose journal makes their metadata durable;
+/// files written by b3 are flushed through the handle that wrote them.
+pub fn flush_node(f: &File) -> io::Result<()> {
+    sync_filesystem(f)
+}
+
 /// Windows cannot flush a directory opened for reading, and NTFS journals
 /// its metadata: flushing is attempted and "access denied" accepted.
 pub fn sync_dir(dir: &File) -> io::Result<()> {
