@@ -164,9 +164,12 @@ fn spawn(walk: &Walk, tag: usize, body: impl FnOnce(&Walk) -> Vec<u8>) -> Result
     })
 }
 
+/// What one finished child sent (or why it failed), with its tag.
+type Finished = (usize, Result<Vec<u8>, String>);
+
 /// Waits until at least one child has finished; returns what each finished
-/// child sent (or why it failed), by tag, and forgets those children.
-fn wait_some(live: &mut Vec<Child>) -> Result<Vec<(usize, Result<Vec<u8>, String>)>, String> {
+/// child sent, by tag, and forgets those children.
+fn wait_some(live: &mut Vec<Child>) -> Result<Vec<Finished>, String> {
     let mut done = Vec::new();
     while done.is_empty() && !live.is_empty() {
         let mut pfds: Vec<libc::pollfd> = live
