@@ -198,7 +198,9 @@ mod tests {
             std::fs::write(&p, format!("{i}")).unwrap();
             g.submit(File::open(&p).unwrap());
         }
-        g.submit(File::open(dir.path()).unwrap());
+        // Directories need os::open_node (Windows opens them only with
+        // backup semantics).
+        g.submit(crate::os::open_node(dir.path()).unwrap());
         g.wait().unwrap();
         assert_eq!(g.state.lock().unwrap().pending, 0);
     }
