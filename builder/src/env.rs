@@ -77,14 +77,7 @@ pub fn builder_env(
 
     let structured = drv_env.get("__json");
     if structured.is_none() {
-        let pass_as_file: Vec<&str> = drv_env
-            .get("passAsFile")
-            .map(|s| {
-                s.split([' ', '\t', '\n', '\r'])
-                    .filter(|w| !w.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let pass_as_file = pass_as_file_names(drv_env);
         for (k, v) in drv_env {
             if pass_as_file.contains(&k.as_str()) {
                 let name = pass_as_file_name(k);
@@ -107,10 +100,7 @@ pub fn builder_env(
     if opts.fixed_output {
         set(&mut vars, "NIX_OUTPUT_CHECKED", "1");
         if let Some(list) = drv_env.get("impureEnvVars") {
-            for name in list
-                .split([' ', '\t', '\n', '\r'])
-                .filter(|w| !w.is_empty())
-            {
+            for name in words(list) {
                 let value = (opts.impure_lookup)(name).unwrap_or_default();
                 vars.insert(name.to_string(), value);
             }
@@ -141,6 +131,20 @@ pub fn builder_env(
     })
 }
 
+/// The whitespace-separated words of a list-valued attribute, as Nix
+/// splits `passAsFile` and `impureEnvVars`.
+fn words(s: &str) -> impl Iterator<Item = &str> {
+    s.split([' ', '\t', '\n', '\r']).filter(|w| !w.is_empty())
+}
+
+/// The variables `passAsFile` names.
+fn pass_as_file_names(drv_env: &BTreeMap<String, String>) -> Vec<&str> {
+    drv_env
+        .get("passAsFile")
+        .map(|s| words(s).collect())
+        .unwrap_or_default()
+}
+
 /// Adds a derivation's non-UTF-8 environment entries (`env_bytes`, which
 /// are disjoint from `env`) to `env` with the precedence of the UTF-8 ones:
 /// they override `PATH`, `HOME`, `NIX_STORE` and `NIX_BUILD_CORES`, lose to
@@ -156,14 +160,7 @@ pub fn apply_env_bytes(
     if env_bytes.is_empty() || drv_env.contains_key("__json") {
         return;
     }
-    let pass_as_file: Vec<&str> = drv_env
-        .get("passAsFile")
-        .map(|s| {
-            s.split([' ', '\t', '\n', '\r'])
-                .filter(|w| !w.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    let pass_as_file = pass_as_file_names(drv_env);
     const OVERRIDABLE: [&str; 4] = ["PATH", "HOME", "NIX_STORE", "NIX_BUILD_CORES"];
     for (k, v) in env_bytes {
         match std::str::from_utf8(k) {
