@@ -194,3 +194,53 @@ fn non_utf8_builder_and_args_round_trip_byte_exact_like_nix() {
     again.set_builder_bytes(tool.clone());
     assert_eq!(again, *raw);
 }
+
+/// `nix show-derivation` writes non-UTF-8 builders, arguments and
+/// environment entries through unchanged (escaping only `"`, `\` and
+/// control bytes); b3's JSON must be the same bytes.
+#[test]
+fn show_derivation_json_passes_non_utf8_bytes_through_like_nix() {
+    let d = tempfile::tempdir().unwrap();
+    let mut blob: Vec<u8> = (1u8..=255).collect();
+    blob.extend_from_slice(b"\x80 \xe2\x82");
+    std::fs::write(d.path().join("blob"), &blob).unwrap();
+    std::fs::write(d.path().join("key"), b"k\xffey").unwrap();
+    std::fs::write(d.path().join("tool"), b"/bin/\xfftool").unwrap();
+    std::fs::write(d.path().join("e.nix"), EXPR).unwrap();
+    std::fs::write(d.path().join("args.nix"), EXPR_ARGS).unwrap();
+    std::fs::copy(d.path().join("args.nix"), d.path().join("e2.nix")).unwrap();
+
+    let sd = StoreDir::default();
+    let mut paths = Vec::new();
+    for attr in ["bin", "dep"] {
+        paths.push(sd.parse(&nix_instantiate(d.path(), attr)).unwrap());
+    }
+    std::fs::rename(d.path().join("e2.nix"), d.path().join("e.nix")).unwrap();
+    for attr in ["raw", "dep"] {
+        paths.push(sd.parse(&nix_instantiate(d.path(), attr)).unwrap());
+    }
+    for p in &paths {
+        let drv = read_drv(&sd, p).unwrap();
+        let ours = b3_store::derivation::json::show_derivations(&sd, [(p, &drv)]);
+        let out = Command::new("nix")
+            .args([
+                "--extra-experimental-features",
+                "nix-command",
+                "show-derivation",
+            ])
+            .arg(sd.display(p))
+            .output()
+            .expect("nix not found: run scripts/setup-test-deps.sh to install the Nix oracle");
+        assert!(
+            out.status.success(),
+            "nix show-derivation failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&out.stdout),
+            "JSON of {p:?}"
+        );
+        assert_eq!(ours, out.stdout, "JSON bytes of {p:?}");
+    }
+}

@@ -310,7 +310,7 @@ fn show_derivation_json_matches_nix() {
         .iter()
         .map(|(p, b)| (p.clone(), Derivation::from_aterm(&sd, b).unwrap()))
         .collect();
-    let ours = show_derivations(&sd, drvs.iter());
+    let ours = String::from_utf8(show_derivations(&sd, drvs.iter())).unwrap();
     let mut cmd = Command::new("nix");
     cmd.args(["--extra-experimental-features", FEATURES, "show-derivation"]);
     for p in all.keys() {

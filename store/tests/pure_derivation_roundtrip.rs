@@ -133,7 +133,7 @@ fn generated_derivations_round_trip_through_aterm_and_json() {
         assert_eq!(back, d, "case {i}: ATerm round trip\n{text}");
         assert_eq!(back.to_aterm(&sd), text);
         let p = rng.path();
-        let json = show_derivations(&sd, [(&p, &d)]);
+        let json = String::from_utf8(show_derivations(&sd, [(&p, &d)])).unwrap();
         let from_json =
             parse_show_derivations(&sd, &json).unwrap_or_else(|e| panic!("case {i}: {e}\n{json}"));
         assert_eq!(from_json.get(&p), Some(&d), "case {i}: JSON round trip");

@@ -122,7 +122,7 @@ fn show(g: &Global, a: ShowArgs) -> anyhow::Result<ExitCode> {
     }
     let json = show_derivations(&store_dir, drvs.iter());
     let mut out = std::io::stdout().lock();
-    out.write_all(json.as_bytes())?;
+    out.write_all(&json)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

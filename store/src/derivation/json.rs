@@ -3,7 +3,9 @@
 //! `system`, `builder`, `args`, `env` in that order, indented by two spaces
 //! per level, `{}`/`[]` when empty, and Nix's string escaping (`\"` `\\`
 //! `\n` `\r` `\t`, other control bytes as `\u00XX`, the rest raw).
-//! Also reads that JSON back into derivations.
+//! The output is bytes: like Nix 2.8, a builder, argument or environment
+//! entry that is not UTF-8 is written through unchanged, so the JSON is not
+//! UTF-8 either. Also reads (UTF-8) JSON back into derivations.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,7 +17,7 @@ use crate::path::{ContentAddress, ContentAddressMethod, StoreDir, StorePath};
 
 /// A tiny writer reproducing the layout of Nix 2.8's `JSONWriter` with indentation.
 struct Writer {
-    out: String,
+    out: Vec<u8>,
     depth: usize,
     first: Vec<bool>,
 }
@@ -23,17 +25,15 @@ struct Writer {
 impl Writer {
     fn new() -> Self {
         Writer {
-            out: String::new(),
+            out: Vec::new(),
             depth: 0,
             first: Vec::new(),
         }
     }
 
     fn indent(&mut self) {
-        self.out.push('\n');
-        for _ in 0..self.depth * 2 {
-            self.out.push(' ');
-        }
+        self.out.push(b'\n');
+        self.out.resize(self.out.len() + self.depth * 2, b' ');
     }
 
     /// Separator before an element or attribute of the innermost container.
@@ -42,19 +42,19 @@ impl Writer {
             if *first {
                 *first = false;
             } else {
-                self.out.push(',');
+                self.out.push(b',');
             }
         }
         self.indent();
     }
 
-    fn open(&mut self, c: char) {
+    fn open(&mut self, c: u8) {
         self.depth += 1;
         self.first.push(true);
         self.out.push(c);
     }
 
-    fn close(&mut self, c: char) {
+    fn close(&mut self, c: u8) {
         self.depth -= 1;
         let first = self.first.pop().unwrap_or(true);
         if !first {
@@ -63,48 +63,52 @@ impl Writer {
         self.out.push(c);
     }
 
-    fn key(&mut self, k: &str) {
+    fn key(&mut self, k: impl AsRef<[u8]>) {
         self.comma();
-        push_json_string(&mut self.out, k);
-        self.out.push_str(": ");
+        push_json_string(&mut self.out, k.as_ref());
+        self.out.extend_from_slice(b": ");
     }
 
-    fn attr(&mut self, k: &str, v: &str) {
+    fn attr(&mut self, k: impl AsRef<[u8]>, v: impl AsRef<[u8]>) {
         self.key(k);
-        push_json_string(&mut self.out, v);
+        push_json_string(&mut self.out, v.as_ref());
     }
 
-    fn elem(&mut self, v: &str) {
+    fn elem(&mut self, v: impl AsRef<[u8]>) {
         self.comma();
-        push_json_string(&mut self.out, v);
+        push_json_string(&mut self.out, v.as_ref());
     }
 }
 
-/// Nix 2.8's `toJSON(string)`.
-pub fn push_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
+/// Nix 2.8's `toJSON(string)`, byte by byte: bytes from 0x80 up (and so any
+/// UTF-8 or non-UTF-8 sequence) pass through.
+pub fn push_json_string(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for &c in s {
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 32 => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            c if c < 32 => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 15)]);
             }
             c => out.push(c),
         }
     }
-    out.push('"');
+    out.push(b'"');
 }
 
 fn write_drv(w: &mut Writer, store_dir: &StoreDir, drv: &Derivation) {
     w.key("outputs");
-    w.open('{');
+    w.open(b'{');
     for (name, out) in &drv.outputs {
         w.key(name);
-        w.open('{');
+        w.open(b'{');
         match out {
             DerivationOutput::InputAddressed(p) => w.attr("path", &store_dir.display(p)),
             DerivationOutput::CaFixed { ca, path } => {
@@ -119,73 +123,73 @@ fn write_drv(w: &mut Writer, store_dir: &StoreDir, drv: &Derivation) {
             DerivationOutput::Impure { method, algo } => {
                 w.attr("hashAlgo", &format!("{}{algo}", method.prefix()));
                 w.key("impure");
-                w.out.push_str("true");
+                w.out.extend_from_slice(b"true");
             }
         }
-        w.close('}');
+        w.close(b'}');
     }
-    w.close('}');
+    w.close(b'}');
 
     w.key("inputSrcs");
-    w.open('[');
+    w.open(b'[');
     for p in &drv.input_srcs {
         w.elem(&store_dir.display(p));
     }
-    w.close(']');
+    w.close(b']');
 
     w.key("inputDrvs");
-    w.open('{');
+    w.open(b'{');
     for (p, outs) in &drv.input_drvs {
         w.key(&store_dir.display(p));
-        w.open('[');
+        w.open(b'[');
         for o in outs {
             w.elem(o);
         }
-        w.close(']');
+        w.close(b']');
     }
-    w.close('}');
+    w.close(b'}');
 
     w.attr("system", &drv.system);
-    w.attr("builder", &drv.builder);
+    w.attr("builder", drv.builder_raw());
 
     w.key("args");
-    w.open('[');
-    for a in &drv.args {
+    w.open(b'[');
+    for a in drv.args_raw() {
         w.elem(a);
     }
-    w.close(']');
+    w.close(b']');
 
     w.key("env");
-    w.open('{');
-    // Non-UTF-8 entries (rare) cannot be JSON strings; shown with U+FFFD.
+    w.open(b'{');
     for (k, v) in drv.env_entries() {
-        w.attr(&String::from_utf8_lossy(k), &String::from_utf8_lossy(v));
+        w.attr(k, v);
     }
-    w.close('}');
+    w.close(b'}');
 }
 
 /// The whole `nix show-derivation` output for these derivations, in the
-/// order given (Nix sorts them by path), ending in a newline.
-pub fn show_derivations<'a, I>(store_dir: &StoreDir, drvs: I) -> String
+/// order given (Nix sorts them by path), ending in a newline. Bytes, not
+/// `String`: see the module header.
+pub fn show_derivations<'a, I>(store_dir: &StoreDir, drvs: I) -> Vec<u8>
 where
     I: IntoIterator<Item = (&'a StorePath, &'a Derivation)>,
 {
     let mut w = Writer::new();
-    w.open('{');
+    w.open(b'{');
     for (path, drv) in drvs {
         w.key(&store_dir.display(path));
-        w.open('{');
+        w.open(b'{');
         write_drv(&mut w, store_dir, drv);
-        w.close('}');
+        w.close(b'}');
     }
-    w.close('}');
-    w.out.push('\n');
+    w.close(b'}');
+    w.out.push(b'\n');
     w.out
 }
 
 impl Derivation {
     /// `nix show-derivation` output for this one derivation at `drv_path`.
-    pub fn to_show_json(&self, store_dir: &StoreDir, drv_path: &StorePath) -> String {
+    pub fn to_show_json(&self, store_dir: &StoreDir, drv_path: &StorePath) -> Vec<u8> {
         show_derivations(store_dir, [(drv_path, self)])
     }
 }
@@ -358,14 +362,23 @@ mod tests {
   }
 }
 "#;
-        assert_eq!(d.to_show_json(&sd, &p), expected);
+        assert_eq!(d.to_show_json(&sd, &p), expected.as_bytes());
     }
 
     #[test]
     fn escapes_control_characters_like_nix() {
-        let mut s = String::new();
-        push_json_string(&mut s, "a\"b\\c\nd\re\tf\u{1}g\u{7f}é");
-        assert_eq!(s, "\"a\\\"b\\\\c\\nd\\re\\tf\\u0001g\u{7f}é\"");
+        let mut s = Vec::new();
+        push_json_string(
+            &mut s,
+            "a\"b\\c\nd\re\tf\u{1}g\u{8}\u{1f}\u{7f}é".as_bytes(),
+        );
+        assert_eq!(
+            s,
+            "\"a\\\"b\\\\c\\nd\\re\\tf\\u0001g\\u0008\\u001f\u{7f}é\"".as_bytes()
+        );
+        let mut raw = Vec::new();
+        push_json_string(&mut raw, b"\xff\x80 \xe2\x82");
+        assert_eq!(raw, b"\"\xff\x80 \xe2\x82\"");
     }
 
     #[test]
@@ -376,7 +389,8 @@ mod tests {
         let p = sd
             .parse("/nix/store/9y2ynaxg6yzjq80plhlxrfm3r7s1fqsa-fod-flat-sha256.drv")
             .unwrap();
-        let back = parse_show_derivations(&sd, &d.to_show_json(&sd, &p)).unwrap();
+        let json = String::from_utf8(d.to_show_json(&sd, &p)).unwrap();
+        let back = parse_show_derivations(&sd, &json).unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(back[&p], d);
         assert!(matches!(
@@ -392,6 +406,6 @@ mod tests {
     #[test]
     fn empty_set_is_braces() {
         let sd = StoreDir::default();
-        assert_eq!(show_derivations(&sd, std::iter::empty()), "{}\n");
+        assert_eq!(show_derivations(&sd, std::iter::empty()), b"{}\n");
     }
 }
