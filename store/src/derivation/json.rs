@@ -110,18 +110,18 @@ fn write_drv(w: &mut Writer, store_dir: &StoreDir, drv: &Derivation) {
         w.key(name);
         w.open(b'{');
         match out {
-            DerivationOutput::InputAddressed(p) => w.attr("path", &store_dir.display(p)),
+            DerivationOutput::InputAddressed(p) => w.attr("path", store_dir.display(p)),
             DerivationOutput::CaFixed { ca, path } => {
-                w.attr("path", &store_dir.display(path));
-                w.attr("hashAlgo", &ca.method_algo());
-                w.attr("hash", &ca.hash.to_base16());
+                w.attr("path", store_dir.display(path));
+                w.attr("hashAlgo", ca.method_algo());
+                w.attr("hash", ca.hash.to_base16());
             }
             DerivationOutput::CaFloating { method, algo } => {
-                w.attr("hashAlgo", &format!("{}{algo}", method.prefix()));
+                w.attr("hashAlgo", format!("{}{algo}", method.prefix()));
             }
             DerivationOutput::Deferred => {}
             DerivationOutput::Impure { method, algo } => {
-                w.attr("hashAlgo", &format!("{}{algo}", method.prefix()));
+                w.attr("hashAlgo", format!("{}{algo}", method.prefix()));
                 w.key("impure");
                 w.out.extend_from_slice(b"true");
             }
@@ -133,14 +133,14 @@ fn write_drv(w: &mut Writer, store_dir: &StoreDir, drv: &Derivation) {
     w.key("inputSrcs");
     w.open(b'[');
     for p in &drv.input_srcs {
-        w.elem(&store_dir.display(p));
+        w.elem(store_dir.display(p));
     }
     w.close(b']');
 
     w.key("inputDrvs");
     w.open(b'{');
     for (p, outs) in &drv.input_drvs {
-        w.key(&store_dir.display(p));
+        w.key(store_dir.display(p));
         w.open(b'[');
         for o in outs {
             w.elem(o);
@@ -177,7 +177,7 @@ where
     let mut w = Writer::new();
     w.open(b'{');
     for (path, drv) in drvs {
-        w.key(&store_dir.display(path));
+        w.key(store_dir.display(path));
         w.open(b'{');
         write_drv(&mut w, store_dir, drv);
         w.close(b'}');
