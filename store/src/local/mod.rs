@@ -22,6 +22,7 @@
 //! on blocking threads.
 
 pub mod adopt;
+pub mod batch;
 pub mod db;
 pub mod durable;
 mod gc;
