@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use b3_store::binary_cache::{
-    copy_cache_to_cache, copy_cache_to_local, BinaryCache, Compression, CopyOptions, SecretKey,
+    copy_cache_to_cache, copy_cache_to_local, copy_paths_with, BinaryCache, Compression,
+    CopyOptions, SecretKey,
 };
 use b3_store::local::{LocalStore, LocalStoreConfig};
 use b3_store::path::{StoreDir, StorePath};
@@ -292,6 +293,32 @@ async fn cache_to_local_fetches_each_narinfo_once_and_skips_what_the_store_has()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_generic_route_fetches_each_narinfo_once_too() {
+    let work = tmpdir("copy-generic");
+    let key = SecretKey::generate("copy-test-1").unwrap();
+    let (src_dir, top, all) = source(&work, &key).await;
+    let (counts, src) = counting_cache(&src_dir);
+    let src = src.with_trusted_keys(vec![key.public()]);
+    let store = local(work.join("store"));
+    let copied = copy_paths_with(
+        &src,
+        &store,
+        &BTreeSet::from([top.clone()]),
+        &CopyOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(copied.len(), 4);
+    // Once for the walk; the NAR transfer reuses it.
+    assert_eq!(counts.gets_of(".narinfo"), vec![1; 4]);
+    assert_eq!(counts.gets_of(".xz"), vec![1; 4]);
+    for p in &all {
+        assert_eq!(nar_of(&store, p).await, nar_of(&src, p).await);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_path_missing_from_the_source_fails_the_copy() {
     let work = tmpdir("copy-missing");
     let key = SecretKey::generate("copy-test-1").unwrap();
@@ -323,5 +350,47 @@ async fn a_path_missing_from_the_source_fails_the_copy() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains(&a.to_string()), "{err}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_nar_into_the_local_store_keeps_what_was_copied_before_it() {
+    let work = tmpdir("copy-partial");
+    let key = SecretKey::generate("copy-test-1").unwrap();
+    let (src_dir, top, all) = source(&work, &key).await;
+    let (_, src) = counting_cache(&src_dir);
+    let by_name = |n: &str| all.iter().find(|p| p.name() == n).unwrap().clone();
+    let (a, b, c) = (by_name("a"), by_name("b"), by_name("c"));
+    // c's NAR is gone: a and b (which c's failure does not concern) are
+    // copied and registered, c and top (which needs c) are not.
+    let ni = src.narinfo(&c).await.unwrap().unwrap();
+    std::fs::remove_file(src_dir.join(&ni.url)).unwrap();
+    let mut cfg = LocalStoreConfig::new(work.join("store"));
+    cfg.fsync = true;
+    let store = LocalStore::open(cfg).unwrap();
+    let err = copy_cache_to_local(
+        &src,
+        &store,
+        &BTreeSet::from([top.clone()]),
+        &CopyOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains(&ni.url), "{err}");
+    for p in [&a, &b] {
+        assert!(store.is_valid_sync(p).unwrap(), "{p}");
+        assert_eq!(nar_of(&store, p).await, nar_of(&src, p).await);
+    }
+    for p in [&c, &top] {
+        assert!(!store.is_valid_sync(p).unwrap(), "{p}");
+        assert!(!store.real_path(p).exists(), "{p}");
+    }
+    // No staging directories left behind.
+    let hidden: Vec<_> = std::fs::read_dir(store.real_store_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -31,6 +31,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::narinfo::NarInfo;
 use super::BinaryCache;
+use crate::local::batch::AddBatch;
 use crate::local::LocalStore;
 use crate::path::StorePath;
 use crate::traits::{StoreError, StoreRead, StoreWrite, ValidPathInfo};
@@ -86,9 +87,10 @@ pub async fn copy_paths(
 }
 
 /// [`copy_paths`] with explicit concurrency and progress reporting, through
-/// the store traits only. (A binary-cache source is asked for each narinfo
-/// twice on this route, once for the walk and once by `nar_from_path`, and
-/// its NAR is verified by both stores: the cache routes below avoid that.)
+/// the store traits only. (A binary-cache source remembers the narinfo the
+/// walk fetched until `nar_from_path` uses it, but its NAR is verified by
+/// both stores and each path is added on its own: the cache routes below
+/// avoid that.)
 pub async fn copy_paths_with(
     src: &dyn StoreRead,
     dst: &dyn StoreWrite,
@@ -113,16 +115,25 @@ pub async fn copy_paths_with(
 }
 
 /// [`copy_paths_with`] from a binary cache into the local store, on the
-/// fast path of [`BinaryCache::add_to_local`]: each narinfo is fetched (and
-/// its signature checked, if the cache has trusted keys) once, and each NAR
-/// is hashed once, by the store.
+/// fast path of [`BinaryCache::stage_to_local`]: each narinfo is fetched
+/// (and its signature checked, if the cache has trusted keys) once, each
+/// NAR is hashed once, by the store, and the paths are added as one
+/// [`AddBatch`]: staged as they arrive (a path may start as soon as its
+/// references are staged), then moved into place and registered together,
+/// every [`COMMIT_BYTES`] of NARs and at the end.
+///
+/// If a path fails, no new transfer starts, those in flight finish, and
+/// everything staged (a set closed under references) is still committed
+/// before the error is returned: what was copied stays copied, as with a
+/// path-by-path copy.
 pub async fn copy_cache_to_local(
     src: &BinaryCache,
     dst: &LocalStore,
     paths: &BTreeSet<StorePath>,
     opts: &CopyOptions,
 ) -> Result<Vec<StorePath>, StoreError> {
-    run_copy(
+    let batch = Arc::new(dst.begin_batch());
+    let copied = run_copy(
         paths,
         opts,
         |p| async move {
@@ -131,9 +142,36 @@ pub async fn copy_cache_to_local(
             }
             narinfo_of(src, &p).await.map(Some)
         },
-        |ni: Arc<NarInfo>| async move { src.add_to_local(&ni, dst).await },
+        |ni: Arc<NarInfo>| {
+            let batch = Arc::clone(&batch);
+            async move {
+                src.stage_to_local(&ni, &batch).await?;
+                if batch.staged_bytes() >= COMMIT_BYTES || batch.staged_len() >= COMMIT_PATHS {
+                    commit(&batch).await?;
+                }
+                Ok(())
+            }
+        },
     )
-    .await
+    .await;
+    let committed = commit(&batch).await;
+    let copied = copied?;
+    committed?;
+    Ok(copied)
+}
+
+/// Staged NAR bytes (or paths) after which a bulk copy into the local
+/// store commits what it has, so that a long copy makes steady progress
+/// (and a crash loses at most this much).
+pub const COMMIT_BYTES: u64 = 1 << 30;
+pub const COMMIT_PATHS: usize = 2048;
+
+async fn commit(batch: &Arc<AddBatch>) -> Result<(), StoreError> {
+    let b = Arc::clone(batch);
+    tokio::task::spawn_blocking(move || b.commit_staged())
+        .await
+        .map_err(|e| StoreError::Other(format!("store worker failed: {e}")))?
+        .map(|_| ())
 }
 
 /// [`copy_paths_with`] from one binary cache to another: each narinfo is
@@ -255,14 +293,18 @@ where
     let mut running: FuturesUnordered<EventFuture<'a, T>> = FuturesUnordered::new();
     let (mut looking, mut copying) = (0usize, 0usize);
     let mut copied = Vec::new();
+    // The first failure: nothing new starts after it, but what is in
+    // flight is waited for (a transfer may be writing into the
+    // destination), then it is returned.
+    let mut failed: Option<StoreError> = None;
     loop {
-        while looking < jobs {
+        while failed.is_none() && looking < jobs {
             let Some(p) = to_look.pop_front() else { break };
             let fut = lookup(p.clone());
             running.push(Box::pin(async move { Event::Looked(p, fut.await) }));
             looking += 1;
         }
-        while copying < jobs {
+        while failed.is_none() && copying < jobs {
             let Some(p) = ready.pop_front() else { break };
             let Some(node) = nodes.get(&p).cloned() else {
                 continue;
@@ -278,7 +320,14 @@ where
         let arrived = match event {
             Event::Looked(p, found) => {
                 looking -= 1;
-                match found? {
+                let found = match found {
+                    Ok(f) => f,
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        continue;
+                    }
+                };
+                match found {
                     None => {
                         state.insert(p.clone(), State::Present);
                         p
@@ -318,7 +367,10 @@ where
             }
             Event::Copied(p, done) => {
                 copying -= 1;
-                done?;
+                if let Err(e) = done {
+                    failed.get_or_insert(e);
+                    continue;
+                }
                 state.insert(p.clone(), State::Done);
                 if let Some(node) = nodes.remove(&p) {
                     progress.paths_done += 1;
@@ -338,6 +390,9 @@ where
                 }
             }
         }
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     if !blockers.is_empty() {
         return Err(StoreError::Other(format!(

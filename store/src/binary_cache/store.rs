@@ -12,7 +12,7 @@
 //! `.narinfo`s of all references exist. The NAR's hash and size are checked
 //! against the caller's info before the `.narinfo` is written.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::path::Path as FsPath;
 use std::sync::{Arc, Mutex};
@@ -128,7 +128,15 @@ pub struct BinaryCache {
     write_nar_listing: bool,
     /// Stall detection for remote caches (`None`: local files, no limit).
     stall_timeout: Option<Duration>,
+    /// Narinfos handed out by `query_path_info` whose NAR has not been
+    /// asked for yet: a generic copy asks for the info, then the NAR, and
+    /// the second narinfo fetch would repeat the first. Taken on use;
+    /// cleared when it grows past [`RECENT_NARINFOS`].
+    recent: Mutex<HashMap<StorePath, NarInfo>>,
 }
+
+/// Bound on [`BinaryCache`]'s remembered narinfos.
+const RECENT_NARINFOS: usize = 4096;
 
 impl std::fmt::Debug for BinaryCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -165,6 +173,7 @@ impl BinaryCache {
             writable: true,
             write_nar_listing: false,
             stall_timeout: None,
+            recent: Mutex::new(HashMap::new()),
         }
     }
 
@@ -1131,7 +1140,16 @@ impl StoreRead for BinaryCache {
     }
 
     async fn query_path_info(&self, path: &StorePath) -> Result<Option<ValidPathInfo>, StoreError> {
-        Ok(self.narinfo(path).await?.as_ref().map(to_path_info))
+        let Some(ni) = self.narinfo(path).await? else {
+            return Ok(None);
+        };
+        let info = to_path_info(&ni);
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() >= RECENT_NARINFOS {
+            recent.clear();
+        }
+        recent.insert(path.clone(), ni);
+        Ok(Some(info))
     }
 
     async fn nar_from_path(
@@ -1139,10 +1157,18 @@ impl StoreRead for BinaryCache {
         path: &StorePath,
         sink: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<u64, StoreError> {
-        let info = self
-            .narinfo(path)
-            .await?
-            .ok_or_else(|| StoreError::InvalidPath(self.store_dir.display(path)))?;
+        let known = self
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(path);
+        let info = match known {
+            Some(ni) => ni,
+            None => self
+                .narinfo(path)
+                .await?
+                .ok_or_else(|| StoreError::InvalidPath(self.store_dir.display(path)))?,
+        };
         let mut r = self.nar_reader(&info).await?;
         let n = tokio::io::copy(&mut r, sink).await.map_err(|e| {
             StoreError::io(

@@ -13,6 +13,7 @@
 //! the other.
 
 use std::io::{self, BufRead, Read};
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
@@ -21,8 +22,9 @@ use tokio::sync::mpsc;
 use super::compression::decompress_read;
 use super::narinfo::NarInfo;
 use super::store::{to_path_info, BinaryCache};
+use crate::local::batch::AddBatch;
 use crate::local::LocalStore;
-use crate::traits::StoreError;
+use crate::traits::{StoreError, ValidPathInfo};
 
 /// Compressed chunks buffered between the network and the decoder. Chunks
 /// are whatever the HTTP client read (8–400 KiB); the decoder and the
@@ -37,15 +39,38 @@ impl BinaryCache {
     /// narinfo must have been fetched (and its signature checked) by the
     /// caller, e.g. with [`BinaryCache::narinfo`].
     pub async fn add_to_local(&self, ni: &NarInfo, store: &LocalStore) -> Result<(), StoreError> {
+        let st = store.clone();
+        self.fetch_into(ni, move |info, nar| st.add_nar_sync(&info, nar))
+            .await
+    }
+
+    /// Like [`Self::add_to_local`], but into `batch`: the path is verified
+    /// and staged, and becomes valid when the batch is committed.
+    pub async fn stage_to_local(
+        &self,
+        ni: &NarInfo,
+        batch: &Arc<AddBatch>,
+    ) -> Result<(), StoreError> {
+        let b = Arc::clone(batch);
+        self.fetch_into(ni, move |info, nar| b.stage_nar_sync(&info, nar))
+            .await
+    }
+
+    /// Fetches the NAR `ni` describes and hands it, decompressed, to
+    /// `consume` on a blocking thread, while the network side forwards
+    /// chunks as they arrive.
+    async fn fetch_into<F>(&self, ni: &NarInfo, consume: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(ValidPathInfo, Box<dyn Read + Send>) -> Result<(), StoreError> + Send + 'static,
+    {
         let mut body = self.nar_body(ni).await?;
         let info = to_path_info(ni);
         let compression = ni.compression;
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
-        let st = store.clone();
         let consumer = tokio::task::spawn_blocking(move || {
             let nar = decompress_read(compression, ChunkReader::new(rx))
                 .map_err(|e| StoreError::io("starting the decompressor", e))?;
-            st.add_nar_sync(&info, nar)
+            consume(info, nar)
         });
         // The network side: forward chunks until the body ends, fails, or
         // the consumer stops reading (done early, or failed).
