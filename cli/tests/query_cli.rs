@@ -350,3 +350,68 @@ fn forked_walk_filters_sources_in_every_share_and_leaves_no_scratch() {
         .collect();
     assert!(left.is_empty(), "scratch left behind: {left:?}");
 }
+
+/// `nix-env -qa` evaluates in read-only mode, so import from derivation
+/// fails there (Nix 2.8: "path '….drv' is not valid"). `b3 env -qa` fails
+/// too, serially and in forked shares, naming the derivation to build, and
+/// writes and builds nothing.
+#[test]
+fn import_from_derivation_fails_in_qa_as_in_nix_env_and_builds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let expr = r#"
+let
+  mk = name: script: derivation {
+    inherit name; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" script ];
+  };
+  gen = mk "gen-for-qa-ifd" "echo '{ a = \"x\"; }' > $out";
+  v = import gen;
+in builtins.listToAttrs (builtins.genList (i: {
+  name = "p${toString i}";
+  value = mk "p${toString i}-${v.a}" "echo > $out";
+}) 8)
+"#;
+    std::fs::write(dir.path().join("expr.nix"), expr).unwrap();
+    let nix = nix_env()
+        .args(["-f", "expr.nix", "-qa", "--drv-path"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!nix.status.success(), "nix-env -qa built an IFD?");
+    for args in [
+        &["-qa", "--drv-path"][..],
+        &["-qa", "--drv-path", "-j", "2", "--shares", "4"][..],
+    ] {
+        let out = b3_env(dir.path(), args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("gen-for-qa-ifd.drv") && err.contains("import from derivation"),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let store = dir.path().join("b3-store");
+        let built = walk_names(&store);
+        assert!(
+            !built.iter().any(|n| n.ends_with("-gen-for-qa-ifd")),
+            "{args:?}: an output was built: {built:?}"
+        );
+    }
+}
+
+/// Every file and directory name under `root` (empty when it is missing).
+fn walk_names(root: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            names.push(e.file_name().to_string_lossy().into_owned());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(e.path());
+            }
+        }
+    }
+    names
+}
