@@ -1,27 +1,36 @@
 //! Measures what a view buys over unpacking, on a generated closure.
 //!
 //! ```text
-//! cargo run --release -p b3-vfs --example vfs_bench -- [WORKDIR] [--mib N] [--drop-caches] [--no-passthrough]
+//! cargo run --release -p b3-vfs --example vfs_bench -- [WORKDIR] [--mib N] [--rounds N] [--drop-caches]
 //! ```
 //!
 //! Generates a closure of store paths (NARs written with b3-nar's encoder,
 //! thousands of files, at least `--mib` MiB, default 512), imports it into an
-//! object database, then compares:
-//! - making it usable: restoring every NAR into a directory vs. mounting a view;
-//! - reading every file once, and a second time, from each.
+//! object database, then prints two tables:
+//! - **time to usable**: restoring every NAR vs. mounting a view, and what a
+//!   runtime (the `b3 shell --vfs` machinery) takes from its launch until a
+//!   process inside sees a file, for the closure and for 100,020 declared
+//!   paths;
+//! - **full reads**: every file read once (first read, after emptying the
+//!   page cache with `--drop-caches`, root only), then `--rounds` warm
+//!   rounds (default 15) alternating between the unpacked tree and each view
+//!   mode, with medians of wall clock and of CPU time (user + system) of the
+//!   reader and of the view's server threads.
 //!
-//! `--drop-caches` (root only) empties the page cache before each first read,
-//! so first reads come from disk. Also prints BLAKE3 vs SHA-256 throughput,
-//! the measurement behind the object database's choice of BLAKE3.
+//! The load average is printed with each table: the machine may be shared.
+//! Also prints BLAKE3 vs SHA-256 throughput, the measurement behind the
+//! object database's choice of BLAKE3.
 
 use std::fs;
 use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use b3_nar::NarEncoder;
 use b3_vfs::odb::Odb;
-use b3_vfs::view::{mount, ViewOptions};
+use b3_vfs::runtime::{self, RuntimeSpec};
+use b3_vfs::view::{mount, MountGuard, ViewOptions};
 
 fn noise(buf: &mut Vec<u8>, len: usize, seed: u64) {
     buf.clear();
@@ -116,45 +125,151 @@ fn read_all(root: &Path, buf: &mut [u8]) -> (u64, u64) {
     (files, bytes)
 }
 
-/// User + system CPU time of this process (all its threads) so far.
-fn cpu_time() -> Duration {
+/// User + system CPU time so far of `who` (`RUSAGE_SELF`: every thread of
+/// this process; `RUSAGE_THREAD`: the calling thread).
+fn cpu_time(who: libc::c_int) -> Duration {
     // SAFETY: getrusage only writes the struct it is given.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    unsafe { libc::getrusage(who, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: one clock for this process and the
+/// processes of a runtime (a mount + user namespace shares it).
+fn monotonic_ns() -> u64 {
+    // SAFETY: clock_gettime only writes the struct it is given.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 fn drop_caches() {
-    // SAFETY-free: plain libc call, no memory is shared.
+    // SAFETY: plain libc call, no memory is shared.
     unsafe { libc::sync() };
     if let Err(e) = fs::write("/proc/sys/vm/drop_caches", "3") {
         eprintln!("warning: cannot drop caches ({e}); first reads are warm");
     }
 }
 
-fn secs(d: Duration) -> String {
-    format!("{:.3} s", d.as_secs_f64())
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median<T: Copy + PartialOrd>(v: &[T]) -> T {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// The entry points this executable also serves: the runtime server
+/// (`__serve`, as `b3 runtime serve`) and the probe a runtime runs
+/// (`__probe FILE`: stat FILE, print the monotonic clock).
+fn helper_main(args: &[String]) -> Option<i32> {
+    match args.first().map(String::as_str) {
+        Some("__serve") => {
+            let rest: Vec<std::ffi::OsString> = args[1..].iter().map(Into::into).collect();
+            Some(match runtime::serve_main(&rest) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("runtime server: {e}");
+                    1
+                }
+            })
+        }
+        Some("__probe") => {
+            let ok = fs::metadata(&args[1]).is_ok();
+            let t = monotonic_ns();
+            println!("{t}");
+            Some(if ok { 0 } else { 1 })
+        }
+        _ => None,
+    }
+}
+
+/// One warm or cold full read of one tree.
+#[derive(Clone, Copy)]
+struct Sample {
+    wall: Duration,
+    reader: Duration,
+    server: Duration,
+}
+
+impl Sample {
+    fn cpu(&self) -> Duration {
+        self.reader + self.server
+    }
+}
+
+struct Tree {
+    label: &'static str,
+    root: PathBuf,
+    guard: Option<MountGuard>,
+    first: Option<Sample>,
+    warm: Vec<Sample>,
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(code) = helper_main(&args) {
+        std::process::exit(code);
+    }
+    let mut it = args.into_iter();
     let mut work = PathBuf::from("/tmp/b3-vfs-bench");
     let mut mib: u64 = 512;
+    let mut rounds: usize = 15;
     let mut drop = false;
-    let mut passthrough = true;
-    while let Some(a) = args.next() {
+    let mut usable = true;
+    let mut only: Option<Vec<String>> = None;
+    while let Some(a) = it.next() {
         match a.as_str() {
-            "--mib" => mib = args.next().and_then(|v| v.parse().ok()).expect("--mib N"),
+            "--mib" => mib = it.next().and_then(|v| v.parse().ok()).expect("--mib N"),
+            "--rounds" => {
+                rounds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n > 0)
+                    .expect("--rounds N")
+            }
             "--drop-caches" => drop = true,
-            "--no-passthrough" => passthrough = false,
+            // For profiling one part: skip the time-to-usable table, or
+            // read only the views whose label contains one of the words.
+            "--no-usable" => usable = false,
+            "--only" => {
+                only = Some(
+                    it.next()
+                        .expect("--only WORD,WORD")
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect(),
+                )
+            }
+            // Kept for old command lines: every mode is measured now.
+            "--no-passthrough" => {}
             _ => work = PathBuf::from(a),
         }
     }
     let _ = fs::remove_dir_all(&work);
-    for d in ["nars", "unpacked", "mnt"] {
+    for d in ["nars", "unpacked", "rt-store", "registry"] {
         fs::create_dir_all(work.join(d)).unwrap();
     }
+    println!("load average at start: {}", load_average());
 
     // Hash throughput (what the object database pays per imported byte).
     let mut data = Vec::new();
@@ -179,7 +294,6 @@ fn main() {
     // Generate: 20 store paths; per path dirs × files sized so the whole is >= mib.
     let paths = 20u64;
     let per_dir = 25u64;
-    // Average file size from the distribution above, ~ 0.01*8M + 0.09*259K + 0.5*18K + 0.4*2.1K.
     let avg = (0..10_000).map(size_of).sum::<usize>() as u64 / 10_000;
     let files_needed = (mib << 20) / avg + 1;
     let dirs = (files_needed / (paths * per_dir)).max(1) + 1;
@@ -187,19 +301,18 @@ fn main() {
     let t = Instant::now();
     let mut names = Vec::new();
     for p in 0..paths {
-        let name = format!("{:032}-bench-pkg-{p}", p);
+        let name = format!("{p:032}-bench-pkg-{p}");
         gen_nar(&work.join("nars").join(&name), p + 1, dirs, per_dir, &mut g);
         names.push(name);
     }
     println!(
-        "generated {} store paths, {} files, {:.0} MiB in {}",
+        "generated {} store paths, {} files, {:.0} MiB in {:.2} s",
         paths,
         g.files,
         g.bytes as f64 / 1048576.0,
-        secs(t.elapsed())
+        t.elapsed().as_secs_f64()
     );
 
-    // Import into the object database.
     let odb = Odb::open(work.join("odb")).unwrap();
     let t = Instant::now();
     for n in &names {
@@ -209,190 +322,310 @@ fn main() {
     }
     let ti = t.elapsed();
     println!(
-        "import into the ODB: {} ({:.0} MiB/s)",
-        secs(ti),
+        "import into the ODB: {:.2} s ({:.0} MiB/s)",
+        ti.as_secs_f64(),
         g.bytes as f64 / 1048576.0 / ti.as_secs_f64()
     );
 
-    // Usable, way 1: unpack every NAR.
-    let t = Instant::now();
-    for n in &names {
-        let f =
-            BufReader::with_capacity(1 << 20, fs::File::open(work.join("nars").join(n)).unwrap());
-        b3_nar::restore(f, &work.join("unpacked").join(n)).unwrap();
+    if usable {
+        usable_table(&work, &odb, &names);
+    } else {
+        restore_all(&work, &names);
     }
-    let t_unpack = t.elapsed();
 
-    // Usable, way 2: mount a view (until a file inside answers stat).
-    // Five mount/unmount cycles: the machine is shared, so report the
-    // best and the median.
-    let opts = ViewOptions {
-        passthrough,
-        ..ViewOptions::default()
-    };
-    let mut mounts = Vec::new();
-    for _ in 0..5 {
-        let t = Instant::now();
-        let g = mount(&odb, names.iter().cloned(), work.join("mnt"), opts.clone()).unwrap();
-        fs::metadata(work.join("mnt").join(&names[0]).join("bin/run")).unwrap();
-        mounts.push(t.elapsed());
-        g.unmount().unwrap();
+    // ---- Full reads ----
+    let modes: [(&'static str, ViewOptions); 3] = [
+        ("view, kernel opens (default)", ViewOptions::default()),
+        (
+            "view, passthrough",
+            ViewOptions {
+                kernel_opens: false,
+                ..ViewOptions::default()
+            },
+        ),
+        (
+            "view, served reads",
+            ViewOptions {
+                kernel_opens: false,
+                passthrough: false,
+                ..ViewOptions::default()
+            },
+        ),
+    ];
+    let mut trees = vec![Tree {
+        label: "unpacked tree",
+        root: work.join("unpacked"),
+        guard: None,
+        first: None,
+        warm: Vec::new(),
+    }];
+    for (i, (label, opts)) in modes.into_iter().enumerate() {
+        if only
+            .as_ref()
+            .is_some_and(|w| !w.iter().any(|w| label.contains(w.as_str())))
+        {
+            continue;
+        }
+        let mnt = work.join(format!("mnt{i}"));
+        fs::create_dir_all(&mnt).unwrap();
+        let guard = mount(&odb, names.iter().cloned(), &mnt, opts).unwrap();
+        trees.push(Tree {
+            label,
+            root: mnt,
+            guard: Some(guard),
+            first: None,
+            warm: Vec::new(),
+        });
     }
-    println!(
-        "mount view samples (in order, the first is the first mount of this process): {:?}",
-        mounts
-            .iter()
-            .map(|d| format!("{:.2} ms", d.as_secs_f64() * 1000.0))
-            .collect::<Vec<_>>()
-    );
-    mounts.sort();
-    let t_mount = mounts[2];
-    println!(
-        "usable: unpack (NAR restore) {}, mount view best {:.2} ms, median {:.2} ms  => {:.0}x",
-        secs(t_unpack),
-        mounts[0].as_secs_f64() * 1000.0,
-        t_mount.as_secs_f64() * 1000.0,
-        t_unpack.as_secs_f64() / t_mount.as_secs_f64()
-    );
-    let guard = mount(&odb, names.iter().cloned(), work.join("mnt"), opts).unwrap();
-
-    // The same with 100,000 more declared (absent) paths: names are only
-    // put in a set, nothing is resolved per path.
-    fs::create_dir_all(work.join("mnt2")).unwrap();
-    let mut many: Vec<String> = (0..100_000).map(|i| format!("{i:032}-decl")).collect();
-    many.extend(names.iter().cloned());
-    let t = Instant::now();
-    let set = b3_vfs::view::closure(many).unwrap();
-    let t_set = t.elapsed();
-    let t = Instant::now();
-    let g2 =
-        b3_vfs::view::mount_closure(&odb, set, work.join("mnt2"), ViewOptions::default()).unwrap();
-    fs::metadata(work.join("mnt2").join(&names[0]).join("bin/run")).unwrap();
-    let t_mount_many = t.elapsed();
-    g2.unmount().unwrap();
-    println!(
-        "usable: mount view declaring 100,020 paths {:.2} ms (+ {:.2} ms checking and hashing the 100,020 names, once per closure)",
-        t_mount_many.as_secs_f64() * 1000.0,
-        t_set.as_secs_f64() * 1000.0
-    );
 
     let mut buf = vec![0u8; 1 << 20];
     let expected_files = g.files + paths;
     let min_bytes = g.bytes;
-    // Wall clock, and CPU time (user + system) of this whole process, which
-    // includes the view's server threads: on a shared, loaded machine the
-    // CPU time is the steadier measure of the work each way costs.
-    let mut cpu_log: Vec<(Duration, Duration)> = Vec::new();
     let mut timed = |root: &Path| {
-        let c = cpu_time();
+        let (r0, p0) = (cpu_time(libc::RUSAGE_THREAD), cpu_time(libc::RUSAGE_SELF));
         let t = Instant::now();
         let (f, b) = read_all(root, &mut buf);
+        let wall = t.elapsed();
+        let (r1, p1) = (cpu_time(libc::RUSAGE_THREAD), cpu_time(libc::RUSAGE_SELF));
         assert_eq!(f, expected_files, "every file read");
         assert!(b >= min_bytes);
-        (t.elapsed(), cpu_time() - c)
+        let reader = r1 - r0;
+        Sample {
+            wall,
+            reader,
+            // The view's server threads are this process's other threads.
+            server: (p1 - p0).saturating_sub(reader),
+        }
     };
-    // First reads once each (after emptying the page cache if asked).
-    if drop {
-        drop_caches();
+    let load_before = load_average();
+    for tree in &mut trees {
+        if drop {
+            drop_caches();
+        }
+        tree.first = Some(timed(&tree.root));
     }
-    let (u1, u1c) = timed(&work.join("unpacked"));
-    cpu_log.push((u1, u1c));
-    if drop {
-        drop_caches();
+    // Warm rounds: every tree once per round, the order rotating, so that
+    // changes in the machine's load hit every tree alike.
+    for r in 0..rounds {
+        let n = trees.len();
+        for k in 0..n {
+            let tree = &mut trees[(r + k) % n];
+            tree.warm.push(timed(&tree.root));
+        }
     }
-    let before = guard.stats();
-    let (v1, v1c) = timed(&work.join("mnt"));
-    cpu_log.push((v1, v1c));
-    let after_first = guard.stats();
-    // Second reads: rounds alternating between the two trees, so a change
-    // in the machine's load hits both alike; each round's ratio is kept.
-    let rounds = 7;
-    let mut us = Vec::new();
-    let mut vs = Vec::new();
-    let mut ratios = Vec::new();
-    for _ in 0..rounds {
-        let (u, uc) = timed(&work.join("unpacked"));
-        cpu_log.push((u, uc));
-        let s0 = guard.stats();
-        let (v, vc) = timed(&work.join("mnt"));
-        cpu_log.push((v, vc));
-        let s1 = guard.stats();
-        let n = cpu_log.len();
-        eprintln!(
-            "  round: unpacked {:.3} s ({:.3} s CPU), view {:.3} s ({:.3} s CPU; {} opens, {} reads served)",
-            u.as_secs_f64(),
-            cpu_log[n - 2].1.as_secs_f64(),
-            v.as_secs_f64(),
-            cpu_log[n - 1].1.as_secs_f64(),
-            s1.opens - s0.opens,
-            s1.reads - s0.reads
-        );
-        ratios.push(v.as_secs_f64() / u.as_secs_f64());
-        us.push(u);
-        vs.push(v);
-    }
-    let later = guard.stats();
-    // cpu_log: [u1, v1, then (u, v) per round].
-    let mut cpu_ratios: Vec<f64> = cpu_log[2..]
-        .chunks(2)
-        .map(|p| p[1].1.as_secs_f64() / p[0].1.as_secs_f64().max(1e-6))
+    let stats: Vec<_> = trees
+        .iter()
+        .map(|t| t.guard.as_ref().map(MountGuard::stats))
         .collect();
-    cpu_ratios.sort_by(f64::total_cmp);
-    let cpu_ms = |i: usize| cpu_log[i].1.as_secs_f64() * 1000.0;
+    println!();
     println!(
-        "CPU (user+sys, whole process): first read unpacked {:.0} ms, view {:.0} ms; second read per round view/unpacked best {:.2}x, median {:.2}x, worst {:.2}x",
-        cpu_ms(0),
-        cpu_ms(1),
-        cpu_ratios[0],
-        cpu_ratios[rounds / 2],
-        cpu_ratios[rounds - 1]
+        "full reads: {} files, {:.0} MiB; {rounds} warm rounds; load average before {load_before}, after {}",
+        expected_files,
+        g.bytes as f64 / 1048576.0,
+        load_average()
     );
-    us.sort();
-    vs.sort();
-    ratios.sort_by(f64::total_cmp);
-    let (u2, u2m, v2, v2m) = (us[0], us[rounds / 2], vs[0], vs[rounds / 2]);
-    let mb = g.bytes as f64 / 1048576.0;
-    let rate = |d: Duration| mb / d.as_secs_f64();
+    if !drop {
+        println!("(first reads are not cold: run as root with --drop-caches for that)");
+    }
     println!(
-        "read all, unpacked: first {} ({:.0} MiB/s), second best {} ({:.0} MiB/s), median {}",
-        secs(u1),
-        rate(u1),
-        secs(u2),
-        rate(u2),
-        secs(u2m)
+        "| {:<28} | {:>10} | {:>11} | {:>11} | {:>11} | {:>9} | {:>19} | {:>9} |",
+        "tree",
+        "first read",
+        "warm wall",
+        "CPU reader",
+        "CPU server",
+        "CPU total",
+        "wall / unpacked",
+        "CPU / unp."
     );
     println!(
-        "read all, view:     first {} ({:.0} MiB/s), second best {} ({:.0} MiB/s), median {}",
-        secs(v1),
-        rate(v1),
-        secs(v2),
-        rate(v2),
-        secs(v2m)
+        "|{:-<30}|{:->12}|{:->13}|{:->13}|{:->13}|{:->11}|{:->21}|{:->11}|",
+        "", "", "", "", "", "", "", ""
     );
-    let per = |a: u64, b: u64| a.saturating_sub(b);
-    println!(
-        "requests served: first read {} opens, {} reads; {rounds} second reads {} opens, {} reads, {} lookups, {} readdirs",
-        per(after_first.opens, before.opens),
-        per(after_first.reads, before.reads),
-        per(later.opens, after_first.opens),
-        per(later.reads, after_first.reads),
-        per(later.lookups, after_first.lookups),
-        per(later.readdirs, after_first.readdirs),
-    );
-    println!(
-        "ratios view/unpacked: first read {:.2}x, second read per round best {:.2}x, median {:.2}x, worst {:.2}x (target <= 1.5x); mount + first view read vs unpack + first read: {:.2}x",
-        v1.as_secs_f64() / u1.as_secs_f64(),
-        ratios[0],
-        ratios[rounds / 2],
-        ratios[rounds - 1],
-        (v1 + t_mount).as_secs_f64() / (u1 + t_unpack).as_secs_f64()
-    );
-    println!(
-        "load average: {}",
-        fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
-    guard.unmount().unwrap();
+    let base = trees[0].warm.clone();
+    for tree in &trees {
+        let wall = median(&tree.warm.iter().map(|s| s.wall).collect::<Vec<_>>());
+        let reader = median(&tree.warm.iter().map(|s| s.reader).collect::<Vec<_>>());
+        let server = median(&tree.warm.iter().map(|s| s.server).collect::<Vec<_>>());
+        let cpu = median(&tree.warm.iter().map(Sample::cpu).collect::<Vec<_>>());
+        // Per-round ratios against the unpacked tree's read of the same round.
+        let wr: Vec<f64> = tree
+            .warm
+            .iter()
+            .zip(&base)
+            .map(|(v, u)| v.wall.as_secs_f64() / u.wall.as_secs_f64())
+            .collect();
+        let cr: Vec<f64> = tree
+            .warm
+            .iter()
+            .zip(&base)
+            .map(|(v, u)| v.cpu().as_secs_f64() / u.cpu().as_secs_f64().max(1e-6))
+            .collect();
+        let (lo, hi) = min_max(&wr);
+        let first = tree.first.map(|s| s.wall).unwrap_or_default();
+        println!(
+            "| {:<28} | {:>7.0} ms | {:>8.1} ms | {:>8.1} ms | {:>8.1} ms | {:>6.1} ms | {:>5.2}x ({:.2}-{:.2}) | {:>8.2}x |",
+            tree.label,
+            ms(first),
+            ms(wall),
+            ms(reader),
+            ms(server),
+            ms(cpu),
+            median(&wr),
+            lo,
+            hi,
+            median(&cr)
+        );
+    }
+    println!("(medians over the warm rounds; ratios are per round, median (min-max); target: warm wall <= 1.5x)");
+    for (tree, st) in trees.iter().zip(stats) {
+        if let Some(st) = st {
+            println!(
+                "  {}: requests served in all, {} opens, {} reads, {} lookups, {} readdirs",
+                tree.label, st.opens, st.reads, st.lookups, st.readdirs
+            );
+        }
+    }
+    for tree in trees {
+        if let Some(gd) = tree.guard {
+            gd.unmount().unwrap();
+        }
+    }
     let _ = fs::remove_dir_all(&work);
+}
+
+/// Restores every NAR into `unpacked/`; returns the time it took.
+fn restore_all(work: &Path, names: &[String]) -> Duration {
+    let t = Instant::now();
+    for n in names {
+        let f =
+            BufReader::with_capacity(1 << 20, fs::File::open(work.join("nars").join(n)).unwrap());
+        b3_nar::restore(f, &work.join("unpacked").join(n)).unwrap();
+    }
+    t.elapsed()
+}
+
+/// Time to usable: unpacking vs. a view mount vs. a runtime's launch.
+fn usable_table(work: &Path, odb: &Odb, names: &[String]) {
+    let samples = 7;
+    let t_unpack = restore_all(work, names);
+
+    let mut many: Vec<String> = (0..100_000).map(|i| format!("{i:032}-decl")).collect();
+    many.extend(names.iter().cloned());
+    let probe = |mnt: &Path| mnt.join(&names[0]).join("bin/run");
+    let mnt = work.join("mnt-usable");
+    fs::create_dir_all(&mnt).unwrap();
+
+    // A view mounted in this process, until a file inside answers stat.
+    let mount_until_stat = |closure: &[String]| {
+        let t = Instant::now();
+        let g = mount(odb, closure.iter().cloned(), &mnt, ViewOptions::default()).unwrap();
+        fs::metadata(probe(&mnt)).unwrap();
+        let d = t.elapsed();
+        g.unmount().unwrap();
+        d
+    };
+    // A runtime from its launch until a process inside has seen a file
+    // (what `b3 shell --vfs` waits for before its shell starts), and until
+    // it has ended (unmounted, unregistered).
+    let exe = std::env::current_exe().unwrap();
+    let rt_store = work.join("rt-store");
+    let runtime_until_stat = |closure: &[String]| {
+        let spec = RuntimeSpec {
+            odb: odb.root_dir().to_path_buf(),
+            store_dir: rt_store.clone(),
+            registry: work.join("registry"),
+            trace_log: None,
+            closure: closure.to_vec(),
+            command: vec![
+                exe.clone().into(),
+                "__probe".into(),
+                probe(&rt_store).into(),
+            ],
+        };
+        let t0 = monotonic_ns();
+        let t = Instant::now();
+        let out = runtime::launch(&exe, &["__serve"], &spec)
+            .unwrap()
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        let total = t.elapsed();
+        assert!(out.status.success(), "runtime: {:?}", out.status);
+        let seen: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        (Duration::from_nanos(seen - t0), total)
+    };
+
+    let load_before = load_average();
+    let mut m_small = Vec::new();
+    let mut m_many = Vec::new();
+    let mut r_small = Vec::new();
+    let mut r_many = Vec::new();
+    for _ in 0..samples {
+        m_small.push(mount_until_stat(names));
+        m_many.push(mount_until_stat(&many));
+        r_small.push(runtime_until_stat(names));
+        r_many.push(runtime_until_stat(&many));
+    }
+    println!();
+    println!(
+        "time to usable ({samples} samples each, interleaved; load average before {load_before}, after {})",
+        load_average()
+    );
+    println!(
+        "| {:<58} | {:>9} | {:>9} | {:>9} |",
+        "way", "median", "best", "worst"
+    );
+    println!("|{:-<60}|{:->11}|{:->11}|{:->11}|", "", "", "", "");
+    let row = |label: &str, v: &[Duration]| {
+        let mut v = v.to_vec();
+        v.sort();
+        println!(
+            "| {:<58} | {:>6.2} ms | {:>6.2} ms | {:>6.2} ms |",
+            label,
+            ms(v[v.len() / 2]),
+            ms(v[0]),
+            ms(v[v.len() - 1])
+        );
+    };
+    println!(
+        "| {:<58} | {:>6.0} ms | {:>9} | {:>9} |",
+        format!("unpack: restore {} NARs", names.len()),
+        ms(t_unpack),
+        "",
+        ""
+    );
+    row(
+        &format!("mount a view of {} paths, until a stat inside", names.len()),
+        &m_small,
+    );
+    row(
+        "mount a view declaring 100,020 paths, until a stat inside",
+        &m_many,
+    );
+    let first = |v: &[(Duration, Duration)]| v.iter().map(|p| p.0).collect::<Vec<_>>();
+    let whole = |v: &[(Duration, Duration)]| v.iter().map(|p| p.1).collect::<Vec<_>>();
+    row(
+        &format!(
+            "runtime of {} paths: launch until a process inside stats",
+            names.len()
+        ),
+        &first(&r_small),
+    );
+    row(
+        "runtime declaring 100,020 paths: launch until a stat inside",
+        &first(&r_many),
+    );
+    row(
+        &format!(
+            "runtime of {} paths: launch until it has ended",
+            names.len()
+        ),
+        &whole(&r_small),
+    );
+    row(
+        "runtime declaring 100,020 paths: launch until it has ended",
+        &whole(&r_many),
+    );
+    println!("(target: usable in under 50 ms whatever the closure's size)");
 }

@@ -7,6 +7,9 @@
 //!   [`serve_main`], such as `b3 runtime serve` or the `b3-vfs-runtime`
 //!   binary) with `unshare(CLONE_NEWUSER | CLONE_NEWNS)` applied between
 //!   fork and exec, so no thread of the caller is involved.
+//! - The closure travels on an inherited memfd (NUL-terminated names), not
+//!   in the argument vector, which holds only a few MiB (about 40,000 store
+//!   paths); the server uses that buffer as the view's name set as is.
 //! - The server makes its mounts private, mounts the view over the store
 //!   directory (the mount costs the same whatever the closure's size: names
 //!   resolve on first lookup), registers itself in a registry directory and
@@ -19,7 +22,8 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io;
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -28,7 +32,7 @@ use std::time::Duration;
 
 use crate::odb::Odb;
 use crate::view::trace::Tracer;
-use crate::view::{mount, ViewOptions};
+use crate::view::{mount_closure, ClosureSet, ViewOptions};
 
 /// Errors of runtime management.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +76,20 @@ pub struct RuntimeSpec {
 }
 
 impl RuntimeSpec {
-    /// The argument vector [`serve_main`] parses back into this spec.
+    /// The argument vector [`serve_main`] parses back into this spec, with
+    /// the closure as `--path` arguments (see [`RuntimeSpec::to_args_with_fd`]
+    /// for closures of any size).
     pub fn to_args(&self) -> Vec<OsString> {
+        self.args(None)
+    }
+
+    /// The argument vector with the closure left out: the server reads it
+    /// from inherited descriptor `closure_fd` (NUL-terminated names).
+    pub fn to_args_with_fd(&self, closure_fd: RawFd) -> Vec<OsString> {
+        self.args(Some(closure_fd))
+    }
+
+    fn args(&self, closure_fd: Option<RawFd>) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec![
             "--odb".into(),
             self.odb.clone().into(),
@@ -86,9 +102,17 @@ impl RuntimeSpec {
             a.push("--trace".into());
             a.push(t.clone().into());
         }
-        for p in &self.closure {
-            a.push("--path".into());
-            a.push(p.into());
+        match closure_fd {
+            Some(fd) => {
+                a.push("--closure-fd".into());
+                a.push(fd.to_string().into());
+            }
+            None => {
+                for p in &self.closure {
+                    a.push("--path".into());
+                    a.push(p.into());
+                }
+            }
         }
         a.push("--".into());
         a.extend(self.command.iter().cloned());
@@ -97,6 +121,19 @@ impl RuntimeSpec {
 
     /// Parses what [`RuntimeSpec::to_args`] wrote.
     pub fn from_args(args: &[OsString]) -> Result<Self, Error> {
+        let (spec, fd) = Self::from_args_with_fd(args)?;
+        match fd {
+            None => Ok(spec),
+            Some(_) => Err(Error::Usage(
+                "--closure-fd is for the runtime server only".into(),
+            )),
+        }
+    }
+
+    /// Parses what [`RuntimeSpec::to_args`] or
+    /// [`RuntimeSpec::to_args_with_fd`] wrote; the descriptor, if any, is
+    /// returned unread.
+    pub fn from_args_with_fd(args: &[OsString]) -> Result<(Self, Option<RawFd>), Error> {
         let mut spec = RuntimeSpec {
             odb: PathBuf::new(),
             store_dir: PathBuf::from("/nix/store"),
@@ -105,6 +142,7 @@ impl RuntimeSpec {
             closure: Vec::new(),
             command: Vec::new(),
         };
+        let mut closure_fd = None;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut val = |name: &str| {
@@ -122,6 +160,15 @@ impl RuntimeSpec {
                         .into_string()
                         .map_err(|_| Error::Usage("store path names are UTF-8".into()))?,
                 ),
+                Some("--closure-fd") => {
+                    let v = val("--closure-fd")?;
+                    let fd = v
+                        .to_str()
+                        .and_then(|v| v.parse::<RawFd>().ok())
+                        .filter(|&fd| fd > 2)
+                        .ok_or_else(|| Error::Usage(format!("bad --closure-fd {v:?}")))?;
+                    closure_fd = Some(fd);
+                }
                 Some("--") => {
                     spec.command = it.cloned().collect();
                     break;
@@ -135,7 +182,7 @@ impl RuntimeSpec {
         if spec.command.is_empty() {
             return Err(Error::Usage("a command is required after --".into()));
         }
-        Ok(spec)
+        Ok((spec, closure_fd))
     }
 }
 
@@ -155,9 +202,12 @@ pub fn default_registry() -> PathBuf {
 /// Starts the server `exe` with `prefix` arguments (e.g. `["runtime",
 /// "serve"]`) followed by the spec, in new user and mount namespaces.
 /// Stdio is inherited; the returned command is ready to spawn or run.
-pub fn launch(exe: &Path, prefix: &[&str], spec: &RuntimeSpec) -> Command {
+/// The closure goes to the server on a memfd it inherits.
+pub fn launch(exe: &Path, prefix: &[&str], spec: &RuntimeSpec) -> Result<Command, Error> {
+    let closure = closure_memfd(&spec.closure)?;
+    let closure_fd = closure.as_raw_fd();
     let mut cmd = Command::new(exe);
-    cmd.args(prefix).args(spec.to_args());
+    cmd.args(prefix).args(spec.to_args_with_fd(closure_fd));
     let uid = rustix::process::getuid().as_raw();
     let gid = rustix::process::getgid().as_raw();
     // Built before fork: only async-signal-safe calls happen in the child.
@@ -175,10 +225,51 @@ pub fn launch(exe: &Path, prefix: &[&str], spec: &RuntimeSpec) -> Command {
             write_proc(c"/proc/self/setgroups", b"deny")?;
             write_proc(c"/proc/self/uid_map", &uid_map)?;
             write_proc(c"/proc/self/gid_map", &gid_map)?;
+            // The closure's memfd is close-on-exec everywhere else, so
+            // other children started meanwhile do not inherit it.
+            if libc::fcntl(closure.as_raw_fd(), libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             Ok(())
         });
     }
-    cmd
+    Ok(cmd)
+}
+
+/// A close-on-exec memfd holding `names`, each followed by a NUL.
+fn closure_memfd(names: &[String]) -> Result<OwnedFd, Error> {
+    let fd = rustix::fs::memfd_create("b3-runtime-closure", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| io_err("creating the closure's memfd")(e.into()))?;
+    let mut f = io::BufWriter::with_capacity(1 << 16, fs::File::from(fd));
+    for n in names {
+        f.write_all(n.as_bytes())
+            .and_then(|_| f.write_all(b"\0"))
+            .map_err(io_err("writing the closure's memfd"))?;
+    }
+    let f = f
+        .into_inner()
+        .map_err(|e| io_err("writing the closure's memfd")(e.into_error()))?;
+    Ok(f.into())
+}
+
+/// Reads the closure handed over on descriptor `fd` (see [`launch`]).
+fn read_closure_fd(fd: RawFd) -> Result<Vec<u8>, Error> {
+    // SAFETY: fcntl only queries the descriptor; it fails on a closed one.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io_err(format!("the closure descriptor {fd}"))(
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: the descriptor is open (checked above) and was handed to this
+    // process for it alone to read (`launch`), so owning it here is sound.
+    let mut f = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    // One exact allocation: the names can be several MiB.
+    let len = f.metadata().map_err(io_err("reading the closure"))?.len();
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    f.rewind()
+        .and_then(|_| f.read_to_end(&mut buf))
+        .map_err(io_err("reading the closure"))?;
+    Ok(buf)
 }
 
 /// open + write + close, for use between fork and exec.
@@ -212,23 +303,38 @@ pub struct RuntimeInfo {
 }
 
 impl RuntimeInfo {
-    fn render(&self) -> String {
+    /// The registry record: `key=value` lines, then a `paths=COUNT` line
+    /// followed by the closure's names, each followed by a NUL.
+    #[cfg(test)]
+    fn render(&self) -> Vec<u8> {
+        let mut names = Vec::new();
+        for p in &self.closure {
+            names.extend_from_slice(p.as_bytes());
+            names.push(0);
+        }
+        self.render_with(&names, self.closure.len())
+    }
+
+    /// The record with `names` (NUL-terminated, `count` of them) as the
+    /// closure, whatever `self.closure` holds: written as one block, with no
+    /// work per name.
+    fn render_with(&self, names: &[u8], count: usize) -> Vec<u8> {
         let mut s = format!(
             "pid={}\nstart_time={}\nstore_dir={}\n",
             self.pid,
             self.start_time,
             self.store_dir.display()
         );
-        for p in &self.closure {
-            s.push_str(&format!("path={p}\n"));
-        }
         for c in &self.command {
             s.push_str(&format!("arg={}\n", c.replace('\n', " ")));
         }
-        s
+        s.push_str(&format!("paths={count}\n"));
+        let mut out = s.into_bytes();
+        out.extend_from_slice(names);
+        out
     }
 
-    fn parse(id: &str, text: &str) -> Option<Self> {
+    fn parse(id: &str, record: &[u8]) -> Option<Self> {
         let mut info = RuntimeInfo {
             id: id.to_owned(),
             pid: 0,
@@ -237,14 +343,23 @@ impl RuntimeInfo {
             closure: Vec::new(),
             command: Vec::new(),
         };
-        for line in text.lines() {
+        let mut rest = record;
+        while !rest.is_empty() {
+            let nl = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+            let line = std::str::from_utf8(&rest[..nl]).ok()?;
+            rest = rest.get(nl + 1..).unwrap_or_default();
             let (k, v) = line.split_once('=')?;
             match k {
                 "pid" => info.pid = v.parse().ok()?,
                 "start_time" => info.start_time = v.parse().ok()?,
                 "store_dir" => info.store_dir = v.into(),
-                "path" => info.closure.push(v.to_owned()),
                 "arg" => info.command.push(v.to_owned()),
+                "paths" => {
+                    // The names end the record.
+                    let names = std::str::from_utf8(rest).ok()?;
+                    info.closure = names.split_terminator('\0').map(str::to_owned).collect();
+                    break;
+                }
                 _ => {}
             }
         }
@@ -295,8 +410,8 @@ pub fn list(registry: &Path) -> Result<Vec<RuntimeInfo>, Error> {
         if id.starts_with('.') {
             continue;
         }
-        let text = fs::read_to_string(e.path()).unwrap_or_default();
-        match RuntimeInfo::parse(&id, &text) {
+        let record = fs::read(e.path()).unwrap_or_default();
+        match RuntimeInfo::parse(&id, &record) {
             Some(info) if info.alive() => out.push(info),
             _ => {
                 let _ = fs::remove_file(e.path());
@@ -376,7 +491,17 @@ pub fn enter(registry: &Path, id: &str, command: &[OsString]) -> Result<Command,
 /// The server side: call in the process [`launch`] started. Returns the
 /// command's exit code once the last process of the runtime has exited.
 pub fn serve_main(args: &[OsString]) -> Result<i32, Error> {
-    let spec = RuntimeSpec::from_args(args)?;
+    let (spec, closure_fd) = RuntimeSpec::from_args_with_fd(args)?;
+    // The names as one buffer (those from a descriptor, then any `--path`).
+    let mut names = match closure_fd {
+        Some(fd) => read_closure_fd(fd)?,
+        None => Vec::new(),
+    };
+    for p in &spec.closure {
+        names.extend_from_slice(p.as_bytes());
+        names.push(0);
+    }
+    let closure = Arc::new(ClosureSet::from_nul_terminated(names)?);
     // Mount events must not leak back to the parent namespace.
     rustix::mount::mount_change(
         "/",
@@ -396,7 +521,7 @@ pub fn serve_main(args: &[OsString]) -> Result<i32, Error> {
         allow_other: true,
         ..ViewOptions::default()
     };
-    let guard = mount(&odb, spec.closure.iter().cloned(), &spec.store_dir, opts)?;
+    let guard = mount_closure(&odb, closure.clone(), &spec.store_dir, opts)?;
 
     let me = std::process::id();
     let info = RuntimeInfo {
@@ -404,7 +529,8 @@ pub fn serve_main(args: &[OsString]) -> Result<i32, Error> {
         pid: me,
         start_time: proc_start_time(me).unwrap_or(0),
         store_dir: spec.store_dir.clone(),
-        closure: spec.closure.clone(),
+        // Recorded from the name buffer below.
+        closure: Vec::new(),
         command: spec
             .command
             .iter()
@@ -415,7 +541,7 @@ pub fn serve_main(args: &[OsString]) -> Result<i32, Error> {
         .map_err(io_err(format!("creating {}", spec.registry.display())))?;
     let record = spec.registry.join(&info.id);
     let tmp = spec.registry.join(format!(".{}", info.id));
-    fs::write(&tmp, info.render())
+    fs::write(&tmp, info.render_with(closure.as_bytes(), closure.len()))
         .and_then(|_| fs::rename(&tmp, &record))
         .map_err(io_err(format!(
             "registering in {}",
@@ -471,6 +597,53 @@ mod tests {
             command: vec!["sh".into(), "-c".into(), "echo --path".into()],
         };
         assert_eq!(RuntimeSpec::from_args(&spec.to_args()).unwrap(), spec);
+    }
+
+    #[test]
+    fn a_spec_with_its_closure_on_a_descriptor_survives_its_argument_form() {
+        let spec = RuntimeSpec {
+            odb: "/o".into(),
+            store_dir: "/nix/store".into(),
+            registry: "/r".into(),
+            trace_log: None,
+            closure: vec!["a-x".into(), "b-y".into()],
+            command: vec!["sh".into()],
+        };
+        let args = spec.to_args_with_fd(7);
+        assert!(!args.iter().any(|a| a == "a-x"), "names stay out of argv");
+        let (back, fd) = RuntimeSpec::from_args_with_fd(&args).unwrap();
+        assert_eq!(fd, Some(7));
+        assert_eq!(
+            back,
+            RuntimeSpec {
+                closure: Vec::new(),
+                ..spec
+            }
+        );
+        assert!(RuntimeSpec::from_args(&args).is_err());
+        for bad in ["x", "1", "-4"] {
+            let args = [
+                os("--odb"),
+                os("/o"),
+                os("--closure-fd"),
+                os(bad),
+                os("--"),
+                os("sh"),
+            ];
+            assert!(RuntimeSpec::from_args_with_fd(&args).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_closure_memfd_holds_the_names_for_the_server() {
+        let names: Vec<String> = (0..1000).map(|i| format!("{i:032}-decl")).collect();
+        let fd = closure_memfd(&names).unwrap();
+        // What the server does with the descriptor it inherits.
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
+        let bytes = read_closure_fd(raw).unwrap();
+        let set = ClosureSet::from_nul_terminated(bytes).unwrap();
+        assert_eq!(set.iter().collect::<Vec<_>>(), names);
+        assert!(read_closure_fd(raw).is_err(), "read once, then closed");
     }
 
     #[test]

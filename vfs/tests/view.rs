@@ -106,6 +106,7 @@ fn served_reads_without_kernel_passthrough_match_too() {
     let fx = Fixture::new();
     let opts = ViewOptions {
         passthrough: false,
+        kernel_opens: false,
         threads: 1,
         ..ViewOptions::default()
     };
@@ -117,6 +118,54 @@ fn served_reads_without_kernel_passthrough_match_too() {
         .output()
         .unwrap();
     assert_eq!(out.stdout, b"served\n");
+    g.unmount().unwrap();
+}
+
+#[test]
+fn with_kernel_opens_files_match_and_reopening_asks_the_view_nothing() {
+    let fx = Fixture::new();
+    let opts = ViewOptions {
+        kernel_opens: true,
+        ..ViewOptions::default()
+    };
+    let g = mount(&fx.odb, [BB, GEN], fx.mnt(), opts).unwrap();
+    assert_same_tree(&busybox(), &fx.mnt().join(BB));
+    assert_same_tree(&fx.tmp.path().join("src"), &fx.mnt().join(GEN));
+    let first = g.stats();
+    // The first open was declined; from then on the kernel opens files
+    // (and directories) itself.
+    assert!(first.opens >= 1, "{first:?}");
+    assert_same_tree(&fx.tmp.path().join("src"), &fx.mnt().join(GEN));
+    let out = Command::new(fx.mnt().join(BB).join("bin/busybox"))
+        .args(["echo", "kernel"])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"kernel\n");
+    assert_eq!(
+        g.stats().opens,
+        first.opens,
+        "no open reached the view again"
+    );
+    g.unmount().unwrap();
+}
+
+#[test]
+fn a_tracer_still_sees_every_open_when_kernel_opens_are_asked() {
+    let fx = Fixture::new_small();
+    let tracer = Arc::new(Tracer::new());
+    let opts = ViewOptions {
+        kernel_opens: true,
+        tracer: Some(tracer.clone()),
+        ..ViewOptions::default()
+    };
+    let g = mount(&fx.odb, [BB], fx.mnt(), opts).unwrap();
+    let bin = fx.mnt().join(BB).join("bin/busybox");
+    for _ in 0..2 {
+        fs::read(&bin).unwrap();
+    }
+    assert!(g.stats().opens >= 2, "{:?}", g.stats());
+    let rep = tracer.report(&[BB]);
+    assert!(rep.used[BB].contains("bin/busybox"), "{rep:?}");
     g.unmount().unwrap();
 }
 
@@ -265,6 +314,7 @@ fn repeated_access_is_served_by_the_kernel_caches() {
     let fx = Fx::new_small();
     let opts = ViewOptions {
         passthrough: false,
+        kernel_opens: false,
         ..ViewOptions::default()
     };
     let g = mount(&fx.odb, [BB], fx.mnt(), opts).unwrap();
@@ -381,7 +431,11 @@ fn concurrent_opens_of_one_file_share_its_passthrough_backing() {
     // The kernel requires one backing id per inode while any open uses it;
     // opens and closes racing on one file must all succeed.
     let fx = Fx::new_small();
-    let _g = mount(&fx.odb, [BB], fx.mnt(), ViewOptions::default()).unwrap();
+    let opts = ViewOptions {
+        kernel_opens: false,
+        ..ViewOptions::default()
+    };
+    let _g = mount(&fx.odb, [BB], fx.mnt(), opts).unwrap();
     let bin = fx.mnt().join(BB).join("bin/busybox");
     let want = fs::read(busybox().join("bin/busybox")).unwrap();
     std::thread::scope(|s| {

@@ -147,7 +147,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             };
             let exe = std::env::current_exe().context("locating the b3 executable")?;
             // `--`: the spec has options (`--odb`) that clap would take as ours.
-            let status = runtime::launch(&exe, &["runtime", "serve", "--"], &spec)
+            let status = runtime::launch(&exe, &["runtime", "serve", "--"], &spec)?
                 .status()
                 .context("starting the runtime")?;
             Ok(ExitCode::from(

@@ -391,7 +391,7 @@ pub fn run_in_env(
             };
             let exe = std::env::current_exe().context("locating the b3 executable")?;
             // `--`: the spec's options (`--odb`) are not `runtime serve`'s.
-            b3_vfs::runtime::launch(&exe, &["runtime", "serve", "--"], &spec)
+            b3_vfs::runtime::launch(&exe, &["runtime", "serve", "--"], &spec)?
         }
     };
     cmd.env_clear().envs(&vars);

@@ -5,7 +5,7 @@
 //! and attributes get long TTLs, file pages are kept across opens
 //! (`FOPEN_KEEP_CACHE`) and directory listings are cached (`FOPEN_CACHE_DIR`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -28,7 +28,7 @@ use crate::odb::{Entry, Node, Odb};
 pub(crate) struct ViewFs {
     pub(crate) odb: Odb,
     /// Store path base names visible at the top level.
-    pub(crate) closure: Arc<HashSet<String>>,
+    pub(crate) closure: super::Closure,
     pub(crate) inodes: Inodes,
     pub(crate) handles: Mutex<HashMap<u64, Handle>>,
     /// Backing ids by inode, shared by concurrent opens of one file (the
@@ -39,6 +39,13 @@ pub(crate) struct ViewFs {
     /// Kernel passthrough is wanted and, so far, works.
     pub(crate) passthrough: AtomicBool,
     pub(crate) next_fh: AtomicU64,
+    /// Decline opens (ENOSYS) so the kernel stops sending them and opens
+    /// files itself: no request per open or close, file pages kept for the
+    /// mount's life (`FOPEN_KEEP_CACHE` is the kernel's default then);
+    /// reads of pages not yet cached arrive with file handle 0.
+    pub(crate) kernel_opens: bool,
+    /// Blob files by inode for reads without an open (bounded: cleared when full).
+    pub(crate) by_inode: Mutex<HashMap<u64, Arc<File>>>,
     pub(crate) ttl: Duration,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
@@ -74,9 +81,34 @@ fn errno_of(e: &crate::odb::Error) -> Errno {
 }
 
 /// Backing ids kept registered; past this, those no open uses are dropped.
-const BACKING_MAX: usize = 1024;
+/// Each holds one open blob file in the kernel; a closure's working set
+/// of files should fit, or every reopen pays a blob open and a backing
+/// registration again.
+const BACKING_MAX: usize = 65_536;
+
+/// Blob files kept open for reads without opens; past this, the cache restarts.
+const BY_INODE_MAX: usize = 1024;
 
 impl ViewFs {
+    /// The blob file of file inode `ino`, for a read without an open.
+    fn file_of(&self, ino: u64) -> Result<Arc<File>, Errno> {
+        let mut map = self.by_inode.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = map.get(&ino) {
+            return Ok(f.clone());
+        }
+        let inode = self.inodes.get(ino).ok_or(Errno::ENOENT)?;
+        let blob = match &inode.node {
+            Some(Node::File { blob, .. }) => *blob,
+            _ => return Err(Errno::EISDIR),
+        };
+        let f = Arc::new(self.odb.open_blob(&blob).map_err(|e| errno_of(&e))?);
+        if map.len() >= BY_INODE_MAX {
+            map.clear();
+        }
+        map.insert(ino, f.clone());
+        Ok(f)
+    }
+
     fn attr(&self, inode: &Inode) -> FileAttr {
         let (kind, perm, size, nlink) = match &inode.node {
             None => (FileType::Directory, 0o555, self.closure.len() as u64, 2),
@@ -122,8 +154,9 @@ impl ViewFs {
             }
             Some(_) => return Err(Errno::ENOTDIR),
             None => {
-                let mut names: Vec<&String> = self.closure.iter().collect();
-                names.sort();
+                let mut names: Vec<&str> = self.closure.iter().collect();
+                names.sort_unstable();
+                names.dedup();
                 let mut out = Vec::with_capacity(names.len());
                 for n in names {
                     if let Ok(Some(node)) = self.odb.root(n) {
@@ -145,7 +178,7 @@ impl ViewFs {
         }
         let node = if parent.ino == ROOT_INO {
             let n = std::str::from_utf8(name).map_err(|_| Errno::ENOENT)?;
-            if !self.closure.contains(n) {
+            if !self.closure.contains(name) {
                 return Err(Errno::ENOENT);
             }
             self.odb
@@ -242,6 +275,11 @@ impl Filesystem for ViewFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
+        if self.kernel_opens {
+            // From now on the kernel opens files of this mount by itself.
+            // Writes stay refused: the mount is read-only.
+            return reply.error(Errno::ENOSYS);
+        }
         let inode = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -316,7 +354,7 @@ impl Filesystem for ViewFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -332,6 +370,10 @@ impl Filesystem for ViewFs {
             .get(&fh.0)
         {
             Some(Handle::File(f)) => f.clone(),
+            None if fh.0 == 0 && self.kernel_opens => match self.file_of(ino.0) {
+                Ok(f) => f,
+                Err(e) => return reply.error(e),
+            },
             _ => return reply.error(Errno::EBADF),
         };
         // One buffer per worker thread, grown to the largest read asked.
@@ -359,8 +401,11 @@ impl Filesystem for ViewFs {
         })
     }
 
-    /// Sent at every `close`; nothing is ever written, so nothing to do
-    /// (the default answer, ENOSYS, logs a warning on the caller's stderr).
+    /// Sent at a `close` of a file opened without `FOPEN_NOFLUSH` (the
+    /// kernel opens files itself with `kernel_opens`). Nothing is ever
+    /// written: ENOSYS tells the kernel to send no flush again on this
+    /// mount, which it takes as success. (fuser's default answer is the
+    /// same but logs a warning on the caller's stderr.)
     fn flush(
         &self,
         _req: &Request,
@@ -369,7 +414,7 @@ impl Filesystem for ViewFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -391,6 +436,11 @@ impl Filesystem for ViewFs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.kernel_opens {
+            // As for files: the kernel then opens directories itself, with
+            // FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR, what this would answer.
+            return reply.error(Errno::ENOSYS);
+        }
         match self.inode(ino) {
             Ok(i) => match &i.node {
                 None | Some(Node::Directory { .. }) => {
