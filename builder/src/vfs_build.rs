@@ -146,10 +146,10 @@ mod imp {
                 .map(|s| s.trim_start_matches('/'))
                 .unwrap_or(input)
                 .to_string();
-            let have = odb.root(&name).map_err(|e| {
+            let have = odb.has_root(&name).map_err(|e| {
                 setup_error(format!("looking up {name} in the object database: {e}"))
             })?;
-            if have.is_none() {
+            if !have {
                 odb.import_path(&name, &job.physical_store_dir.join(&name))
                     .map_err(|e| {
                         setup_error(format!("importing {input} into the object database: {e}"))

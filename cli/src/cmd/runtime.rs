@@ -113,7 +113,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                 let mut names = Vec::new();
                 for p in paths {
                     let name = base_name(p);
-                    if odb.root(&name)?.is_none() {
+                    if !odb.has_root(&name)? {
                         odb.import_path(&name, Path::new(p))
                             .with_context(|| format!("importing {p}"))?;
                     }
@@ -129,7 +129,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                 let mut names = Vec::new();
                 for p in store.query_closure_sync(&roots)? {
                     let name = p.base_name();
-                    if odb.root(&name)?.is_none() {
+                    if !odb.has_root(&name)? {
                         odb.import_path(&name, &store.real_path(&p))
                             .with_context(|| format!("importing {}", store.print_path(&p)))?;
                     }

@@ -243,7 +243,7 @@ fn vfs_view(
     let mut closure = Vec::new();
     for p in store.query_closure_sync(&env.roots)? {
         let name = p.base_name();
-        if odb.root(&name)?.is_none() {
+        if !odb.has_root(&name)? {
             odb.import_path(&name, &store.real_path(&p))
                 .with_context(|| format!("importing {}", store.print_path(&p)))?;
         }

@@ -233,6 +233,18 @@ impl Odb {
         Ok(Some(node))
     }
 
+    /// Whether store path `name` has a root record: one `stat`, where
+    /// [`Odb::root`] reads and decodes the record (callers checking a
+    /// whole closure before mounting it make one call per path).
+    pub fn has_root(&self, name: &str) -> Result<bool> {
+        let p = self.root_record_path(name)?;
+        match fs::symlink_metadata(&p) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err("looking up root", &p)(e)),
+        }
+    }
+
     /// Forgets store path `name` (its objects go at the next [`Odb::gc`]).
     pub fn remove_root(&self, name: &str) -> Result<bool> {
         let p = self.root_record_path(name)?;
@@ -393,6 +405,9 @@ mod tests {
         odb.set_root("aaaa-pkg", &d).unwrap();
         assert_eq!(odb.root("aaaa-pkg").unwrap(), Some(d.clone()));
         assert_eq!(odb.root("bbbb-none").unwrap(), None);
+        assert!(odb.has_root("aaaa-pkg").unwrap());
+        assert!(!odb.has_root("bbbb-none").unwrap());
+        assert!(odb.has_root("no/slash").is_err());
         assert_eq!(odb.roots().unwrap(), vec!["aaaa-pkg".to_string()]);
         let Node::Directory { tree, .. } = d else {
             panic!("not a dir")
