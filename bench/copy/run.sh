@@ -5,15 +5,23 @@
 # object) and over S3 by s3s-fs, copied into empty stores by b3 and by
 # Nix 2.8 in the same run. Prints times, throughputs and ratios.
 #
-# Two practical limits, measured on the same objects from the same server:
+# Practical limits, measured on the same objects from the same server:
 # - "fetch": curl fetching every object the copy needs (narinfos and the
 #   compressed NARs), 8 at a time, to /dev/null: the network floor;
+# - "fetch+write" (the raw copy of the same bytes): the same fetches with
+#   `curl -o` writing every object to a file on the same disk as the stores,
+#   8 at a time, no fsync; "+sync" adds one `sync -f` of that filesystem at
+#   the end (b3's copy is durable, Nix 2.8's is not);
 # - "fetch+unzstd+write": the same fetches with each NAR piped through
-#   `zstd -d` into one file per NAR on the same disk as the stores (no
-#   fsync): the floor of any copy that must land the bytes on disk. A store
+#   `zstd -d` into one file per NAR on the same disk (no fsync). A store
 #   also hashes every NAR and unpacks it into many files, so even this one
 #   is a floor, not a target.
 # Nix 2.8 from Debian has no S3 support, so the S3 row has no Nix figure.
+# The copies run ROUNDS times (default 2), b3 and Nix alternating
+# (b3 http, Nix http, b3 s3 in each round); the table gives the best of
+# each, and every run is printed with the load average.
+# XZ=1 also builds (once) an xz cache of part of the closure (about
+# XZ_MIB MiB, default 300) with Nix and copies it with both tools.
 #
 # Usage: bench/copy/run.sh [SIZE_MIB]   (default 1100)
 # Needs: nix (2.8), python3, curl, zstd, s3s-fs (scripts/setup-test-deps.sh),
@@ -112,14 +120,38 @@ raw_restore() {
   [ "$got" -ge "$NAR_SIZE" ] || { echo "raw restore wrote $got bytes, expected $NAR_SIZE" >&2; exit 1; }
   rm -rf "$W/raw"; settle
 }
-echo "== raw limits (curl; curl | zstd -d > file), 8 parallel"
+# raw_copy BASE [CURL ARGS] → "seconds seconds-with-sync": fetch every
+# object into its own file under $W/raw (curl -o), 8 at a time; then one
+# `sync -f` of the filesystem.
+raw_copy() {
+  local base=$1 t0 t1 t2; shift
+  rm -rf "$W/raw"; mkdir -p "$W/raw/nar"
+  sync -f "$W"
+  t0=$(now)
+  # shellcheck disable=SC2016
+  xargs -P 8 -I{} curl -sf "$@" -o "$W/raw/{}" "$base/{}" < "$W/objects"
+  t1=$(now)
+  sync -f "$W/raw"
+  t2=$(now)
+  local got; got=$(du -sb "$W/raw/nar" | cut -f1)
+  [ "$got" -ge "$NAR_BYTES" ] || { echo "raw copy wrote $got bytes, expected $NAR_BYTES" >&2; exit 1; }
+  echo "$(elapsed "$t0" "$t1") $(elapsed "$t0" "$t2")"
+  rm -rf "$W/raw"; settle
+}
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+echo "== raw limits (curl; curl -o file; curl | zstd -d > file), 8 parallel"
 RAW_HTTP=$(raw_fetch "$HTTP")
-echo "   http fetch: $RAW_HTTP s  (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "   http fetch: $RAW_HTTP s  (load: $(load))"
+read -r RAWC_HTTP RAWCS_HTTP < <(raw_copy "$HTTP")
+echo "   http fetch+write: $RAWC_HTTP s, +sync: $RAWCS_HTTP s  (load: $(load))"
 RAWW_HTTP=$(raw_restore "$HTTP")
 echo "   http fetch+unzstd+write: $RAWW_HTTP s  (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 # shellcheck disable=SC2086
 RAW_S3=$(raw_fetch "$S3_BASE" $S3_CURL)
 echo "   s3 fetch: $RAW_S3 s  (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+# shellcheck disable=SC2086
+read -r RAWC_S3 RAWCS_S3 < <(raw_copy "$S3_BASE" $S3_CURL)
+echo "   s3 fetch+write: $RAWC_S3 s, +sync: $RAWCS_S3 s  (load: $(load))"
 # shellcheck disable=SC2086
 RAWW_S3=$(raw_restore "$S3_BASE" $S3_CURL)
 echo "   s3 fetch+unzstd+write: $RAWW_S3 s  (load: $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -144,58 +176,122 @@ check_and_drop() {
 }
 
 # CPU seconds (user + sys) of each copy: steadier than wall clock on a
-# shared machine.
+# shared machine. Each copy appends "wall cpu load1" to $W/runs.<tool>.
 TIMEFORMAT='%U %S'
-echo "== b3 copy --from $HTTP"
 export B3_FSYNC=${B3_FSYNC:-1}
-t0=$(now)
-{ time "$B3" --store "$W/b3-http" copy --from "$HTTP" --trusted-public-keys "$PK" "$TOP" 2>"$W/b3-http.log"; } 2>"$W/b3-http.cpu"
-t1=$(now); B3_HTTP=$(elapsed "$t0" "$t1"); echo "   $B3_HTTP s  (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-check_and_drop b3 "$W/b3-http"
-
-echo "== Nix 2.8: nix copy --from $HTTP --to chroot store"
-t0=$(now)
-{ time nix copy --from "$HTTP" --to "$W/nix-http" --option trusted-public-keys "$PK" "$TOP" 2>"$W/nix-http.log"; } 2>"$W/nix-http.cpu"
-t1=$(now); NIX_HTTP=$(elapsed "$t0" "$t1"); echo "   $NIX_HTTP s  (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-check_and_drop nix "$W/nix-http"
-
-echo "== b3 copy --from s3://cache (s3s-fs)"
-t0=$(now)
-{ time AWS_ACCESS_KEY_ID=BENCHKEY AWS_SECRET_ACCESS_KEY=benchsecret "$B3" --store "$W/b3-s3" copy --trusted-public-keys "$PK" \
-  --from "s3://cache?region=us-east-1&endpoint=http://127.0.0.1:$S3_PORT" "$TOP" 2>"$W/b3-s3.log"; } 2>"$W/b3-s3.cpu"
-t1=$(now); B3_S3=$(elapsed "$t0" "$t1"); echo "   $B3_S3 s  (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-check_and_drop b3 "$W/b3-s3"
+ROUNDS=${ROUNDS:-2}
+rm -f "$W"/runs.*
+# timed TOOL CMD...: runs CMD, records wall and CPU seconds.
+timed() {
+  local tool=$1 t0 t1 w c; shift
+  t0=$(now)
+  { time "$@" 2>"$W/$tool.log"; } 2>"$W/$tool.cpu"
+  t1=$(now); w=$(elapsed "$t0" "$t1"); c=$(awk '{printf "%.2f", $1 + $2}' "$W/$tool.cpu")
+  echo "$w $c $(cut -d' ' -f1 /proc/loadavg)" >> "$W/runs.$tool"
+  echo "   $tool: $w s wall, $c s CPU  (load: $(load))"
+}
+for round in $(seq "$ROUNDS"); do
+  echo "== round $round: b3 copy --from $HTTP"
+  timed b3-http "$B3" --store "$W/b3-http" copy --from "$HTTP" --trusted-public-keys "$PK" "$TOP"
+  check_and_drop b3 "$W/b3-http"
+  echo "== round $round: Nix 2.8: nix copy --from $HTTP --to chroot store"
+  timed nix-http nix copy --from "$HTTP" --to "$W/nix-http" --option trusted-public-keys "$PK" "$TOP"
+  check_and_drop nix "$W/nix-http"
+  echo "== round $round: b3 copy --from s3://cache (s3s-fs)"
+  AWS_ACCESS_KEY_ID=BENCHKEY AWS_SECRET_ACCESS_KEY=benchsecret timed b3-s3 "$B3" --store "$W/b3-s3" copy --trusted-public-keys "$PK" \
+    --from "s3://cache?region=us-east-1&endpoint=http://127.0.0.1:$S3_PORT" "$TOP"
+  check_and_drop b3 "$W/b3-s3"
+done
 echo "   (Debian's Nix 2.8 is built without S3 support: no Nix figure for s3)"
-
 echo "   (the sampled NARs of every store matched the cache's NarHash)"
 
-cpu() { awk '{printf "%.2f", $1 + $2}' "$1"; }
-python3 - "$NAR_SIZE" "$NAR_BYTES" "$NPATHS_ALL" "$RAW_HTTP" "$RAWW_HTTP" "$RAW_S3" "$RAWW_S3" \
-  "$B3_HTTP" "$NIX_HTTP" "$B3_S3" "$(cpu "$W/b3-http.cpu")" "$(cpu "$W/nix-http.cpu")" "$(cpu "$W/b3-s3.cpu")" \
-  "$(cut -d' ' -f1-3 /proc/loadavg)" "$B3_FSYNC" <<'PY'
-import sys
+# XZ=1: a smaller xz cache of part of the closure, written by Nix.
+XZ_ROWS=""
+if [ -n "${XZ:-}" ]; then
+  XZC="$W/xzcache"
+  if [ ! -f "$W/xz-top" ]; then
+    echo "== writing an xz cache of about ${XZ_MIB:-300} MiB of the closure with Nix"
+    # Leaves first (no references in this closure but the top), smallest
+    # first, until the size is reached.
+    XZ_PATHS=$(for p in $(nix-store -qR "$TOP" | grep -v b3-bench-top); do
+        echo "$(nix-store -q --size "$p") $p"; done | sort -n |
+      awk -v lim=$(( ${XZ_MIB:-300} << 20 )) '{ if (s + $1 <= lim) { s += $1; print $2 } }')
+    rm -rf "$XZC"
+    # shellcheck disable=SC2086
+    nix copy --to "file://$XZC?compression=xz&secret-key=$W/key.sec" $XZ_PATHS 2>"$W/nix-copy-xz.log"
+    echo "$XZ_PATHS" > "$W/xz-top"
+  fi
+  XZ_NAR=$(cat "$XZC"/*.narinfo | awk '/^NarSize:/ {s += $2} END {print s}')
+  XZ_N=$(ls "$XZC"/*.narinfo | wc -l)
+  XZ_PORT=$(free_port)
+  (cd "$XZC" && exec python3 -m http.server "$XZ_PORT" --bind 127.0.0.1 >/dev/null 2>&1) &
+  PIDS+=($!)
+  wait_port "$XZ_PORT"
+  # shellcheck disable=SC2046
+  XZ_ARGS=$(tr '\n' ' ' < "$W/xz-top")
+  for round in $(seq "$ROUNDS"); do
+    echo "== round $round: xz cache ($XZ_N paths): b3, then Nix"
+    # shellcheck disable=SC2086
+    timed b3-xz "$B3" --store "$W/b3-xz" copy --from "http://127.0.0.1:$XZ_PORT" --trusted-public-keys "$PK" $XZ_ARGS
+    rm -rf "$W/b3-xz" 2>/dev/null || { chmod -R u+w "$W/b3-xz"; rm -rf "$W/b3-xz"; }; settle
+    # shellcheck disable=SC2086
+    timed nix-xz nix copy --from "http://127.0.0.1:$XZ_PORT" --to "$W/nix-xz" --option trusted-public-keys "$PK" $XZ_ARGS
+    chmod -R u+w "$W/nix-xz" 2>/dev/null || true; rm -rf "$W/nix-xz"; settle
+  done
+  XZ_ROWS="$XZ_NAR $XZ_N"
+fi
+
+python3 - "$NAR_SIZE" "$NAR_BYTES" "$NPATHS_ALL" "$RAW_HTTP" "$RAWC_HTTP" "$RAWCS_HTTP" "$RAWW_HTTP" \
+  "$RAW_S3" "$RAWC_S3" "$RAWCS_S3" "$RAWW_S3" "$W" "$(load)" "$B3_FSYNC" "$XZ_ROWS" <<'PY'
+import os, sys
 a = sys.argv[1:]
-nar, comp, n, raw, raww, raws3, rawws3, b3, nix, b3s3, cb3, cnix, cb3s3 = map(float, a[:13])
-load, fsync = a[13], a[14]
+nar, comp, n, raw, rawc, rawcs, raww, raws3, rawcs3, rawcss3, rawws3 = map(float, a[:11])
+w, load, fsync, xz = a[11], a[12], a[13], a[14]
 mib = 1024 * 1024
+def runs(tool):
+    p = os.path.join(w, f"runs.{tool}")
+    if not os.path.exists(p):
+        return []
+    return [tuple(map(float, l.split())) for l in open(p) if l.strip()]
+def best(tool):
+    r = runs(tool)
+    return min(r) if r else None
 print()
-print(f"closure: {int(n)} paths, {nar/mib:.0f} MiB of NARs, {comp/mib:.0f} MiB zstd in the cache; load average at the end: {load}; B3_FSYNC={fsync}")
-print(f"{'':34} {'seconds':>8} {'NAR MiB/s':>10} {'CPU s':>7}")
+print(f"closure: {int(n)} paths, {nar/mib:.0f} MiB of NARs, {comp/mib:.0f} MiB zstd in the cache; "
+      f"load average at the end: {load}; B3_FSYNC={fsync}")
+for tool in ("b3-http", "nix-http", "b3-s3", "b3-xz", "nix-xz"):
+    r = runs(tool)
+    if r:
+        print(f"  {tool:9} runs (wall s, CPU s, load1): " + "; ".join(f"{x:.2f} {c:.2f} @{l:.1f}" for x, c, l in r))
+print(f"{'':36} {'seconds':>8} {'NAR MiB/s':>10} {'CPU s':>7}")
+b3, nix, b3s3 = best("b3-http"), best("nix-http"), best("b3-s3")
 rows = [
     ("http: limit, fetch", raw, None),
+    ("http: limit, fetch+write", rawc, None),
+    ("http: limit, fetch+write+sync", rawcs, None),
     ("http: limit, fetch+unzstd+write", raww, None),
-    ("http: b3 copy", b3, cb3),
-    ("http: nix 2.8 copy", nix, cnix),
+    ("http: b3 copy (best)", b3[0], b3[1]),
+    ("http: nix 2.8 copy (best)", nix[0], nix[1]),
     ("s3: limit, fetch", raws3, None),
+    ("s3: limit, fetch+write", rawcs3, None),
+    ("s3: limit, fetch+write+sync", rawcss3, None),
     ("s3: limit, fetch+unzstd+write", rawws3, None),
-    ("s3: b3 copy", b3s3, cb3s3),
+    ("s3: b3 copy (best)", b3s3[0], b3s3[1]),
 ]
 for name, t, c in rows:
     cs = "" if c is None else f"{c:7.2f}"
-    print(f"{name:34} {t:8.2f} {nar/mib/t:10.1f} {cs:>7}")
+    print(f"{name:36} {t:8.2f} {nar/mib/t:10.1f} {cs:>7}")
 print()
-print(f"http: b3 vs Nix 2.8: {nix/b3:.2f}x faster (target >= 2); CPU (user+sys) {cnix/cb3:.2f}x less")
-print(f"http: b3 vs fetch limit: {b3/raw:.2f}x its time; vs fetch+unzstd+write limit: {b3/raww:.2f}x (target <= 2)")
-print(f"s3:   b3 vs fetch limit: {b3s3/raws3:.2f}x its time; vs fetch+unzstd+write limit: {b3s3/rawws3:.2f}x (target <= 2)")
-print(f"s3:   no Nix figure (Debian's Nix 2.8 has no S3); Nix over http against b3 over s3: {nix/b3s3:.2f}x")
+print(f"http: b3 vs Nix 2.8: {nix[0]/b3[0]:.2f}x faster (target >= 2); CPU (user+sys) {nix[1]/b3[1]:.2f}x less")
+print(f"http: b3 against the limits, as multiples of their time (target <= 2): "
+      f"fetch {b3[0]/raw:.2f}x; fetch+write {b3[0]/rawc:.2f}x; fetch+write+sync {b3[0]/rawcs:.2f}x; "
+      f"fetch+unzstd+write {b3[0]/raww:.2f}x")
+print(f"s3:   b3 against the limits: fetch {b3s3[0]/raws3:.2f}x; fetch+write {b3s3[0]/rawcs3:.2f}x; "
+      f"fetch+write+sync {b3s3[0]/rawcss3:.2f}x; fetch+unzstd+write {b3s3[0]/rawws3:.2f}x")
+print(f"s3:   no Nix figure (Debian's Nix 2.8 has no S3); Nix over http against b3 over s3: {nix[0]/b3s3[0]:.2f}x")
+if xz:
+    xnar, xn = map(float, xz.split())
+    bx, nx = best("b3-xz"), best("nix-xz")
+    print(f"xz:   {int(xn)} paths, {xnar/mib:.0f} MiB of NARs: b3 {bx[0]:.2f} s ({bx[1]:.2f} CPU), "
+          f"Nix {nx[0]:.2f} s ({nx[1]:.2f} CPU): {nx[0]/bx[0]:.2f}x faster")
 PY

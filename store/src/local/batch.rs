@@ -125,7 +125,12 @@ impl AddBatch {
                 });
             }
         }
-        let (tmp, hash, size, flushes) = self.restore(nar, info.nar_size, &path_s)?;
+        let RestoredTree {
+            tmp,
+            hash,
+            size,
+            flushes,
+        } = self.restore(nar, info.nar_size, &path_s)?;
         if size != info.nar_size {
             return Err(StoreError::NarSizeMismatch {
                 path: path_s,
@@ -160,12 +165,7 @@ impl AddBatch {
 
     /// Restore into a fresh temporary node, hashing, reading at most one
     /// byte past `max`.
-    fn restore<R: Read>(
-        &self,
-        nar: R,
-        max: u64,
-        path_s: &str,
-    ) -> Result<(TmpDir, Hash, u64, Option<Arc<FlushGroup>>), StoreError> {
+    fn restore<R: Read>(&self, nar: R, max: u64, path_s: &str) -> Result<RestoredTree, StoreError> {
         let st = &self.store;
         let tmp = st.new_tmp_node()?;
         let limited = nar.take(max.saturating_add(1));
@@ -205,7 +205,12 @@ impl AddBatch {
         }
         let hash = Hash::from_bytes(HashAlgo::Sha256, &got.sha256)
             .map_err(|e| StoreError::Other(e.to_string()))?;
-        Ok((tmp, hash, got.size, flushes))
+        Ok(RestoredTree {
+            tmp,
+            hash,
+            size: got.size,
+            flushes,
+        })
     }
 
     /// Make everything staged so far valid: wait for its flushes, move it
@@ -305,6 +310,14 @@ impl AddBatch {
         }
         Ok(moved.iter().map(|(_, i)| i.path.clone()).collect())
     }
+}
+
+/// A NAR unpacked into a temporary node, not yet checked against its info.
+struct RestoredTree {
+    tmp: TmpDir,
+    hash: Hash,
+    size: u64,
+    flushes: Option<Arc<FlushGroup>>,
 }
 
 /// The flushes of one staged tree.
