@@ -29,6 +29,7 @@ fn main() {
         timeout: None,
         max_silent: None,
         cancel: None,
+        pool: None,
     };
     let mut out = std::io::stdout();
     let r = run(&spec, &mut out);

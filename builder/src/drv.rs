@@ -141,6 +141,7 @@ pub fn job_from_derivation(
         impure_env: settings.impure_env.clone(),
         cancel: None,
         overlay: std::env::var_os("B3_SANDBOX_OVERLAY").is_none_or(|v| v != "0"),
+        pool: None,
     })
 }
 

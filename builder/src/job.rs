@@ -60,6 +60,8 @@ pub struct BuildJob {
     /// Show the store as an overlay (Linux) when the kernel allows it;
     /// `false` forces the bind-mount layout (`B3_SANDBOX_OVERLAY=0`).
     pub overlay: bool,
+    /// Pre-made sandboxes to take this build's from, when one fits.
+    pub pool: Option<crate::sandbox::SandboxPool>,
 }
 
 /// A finished build.
@@ -336,6 +338,7 @@ impl BuildJob {
             timeout: self.timeout,
             max_silent: self.max_silent,
             cancel: self.cancel.clone(),
+            pool: self.pool.clone(),
         };
         let outcome = sandbox::run(&spec, log)?;
 

@@ -110,6 +110,54 @@ pub struct SandboxSpec {
     pub max_silent: Option<Duration>,
     /// Kill the build (its whole process tree) when this is cancelled.
     pub cancel: Option<Cancel>,
+    /// Take a pre-made sandbox from here when one fits (Linux).
+    pub pool: Option<SandboxPool>,
+}
+
+/// Sandboxes made ahead of time, so that most of a build's sandbox set-up
+/// (namespaces, `/dev`, `/proc`, `/etc`, `/tmp`) happens while earlier
+/// builds run; each serves one build, which then sees exactly what a fresh
+/// sandbox would show it. Shared by the builds of one realisation (cheap to
+/// clone); the waiting sandboxes end when the last clone is dropped.
+#[derive(Clone)]
+pub struct SandboxPool {
+    inner: std::sync::Arc<platform::Pool>,
+}
+
+impl std::fmt::Debug for SandboxPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxPool")
+            .field("served", &self.served())
+            .finish()
+    }
+}
+
+impl SandboxPool {
+    /// Keeps up to `size` sandboxes ready; their roots are mounted on
+    /// `dir` (an absent directory it creates and removes when dropped; put
+    /// it where the store sweeps dead processes' leftovers).
+    pub fn new(size: usize, dir: PathBuf) -> SandboxPool {
+        SandboxPool {
+            inner: std::sync::Arc::new(platform::Pool::new(size, dir)),
+        }
+    }
+
+    /// How many builds ran in a pre-made sandbox so far.
+    pub fn served(&self) -> u64 {
+        self.inner.served()
+    }
+
+    /// Waits until a sandbox like the last build's is ready (builds do
+    /// not wait: they take one if there is one). An error says why none
+    /// can be made, or that no build has used the pool yet.
+    pub fn wait_ready(&self) -> Result<(), SandboxError> {
+        self.inner.wait_ready()
+    }
+
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn platform(&self) -> &platform::Pool {
+        &self.inner
+    }
 }
 
 /// How a sandboxed run ended.

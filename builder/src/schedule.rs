@@ -35,6 +35,7 @@ use crate::drv::DrvJobError;
 use crate::job::Trash;
 use crate::platform::Cancel;
 use crate::realise::{read_derivation, RealiseError, RealiseSettings};
+use crate::sandbox::SandboxPool;
 use crate::step::{build_locks, build_step, substitute_step, StepCtx, StepDone};
 use crate::timing::Timeline;
 
@@ -239,6 +240,7 @@ pub fn realise_goals(
         .collect();
     let cancel = s.cancel.clone();
     let trash = Trash::new();
+    let pool = sandbox_pool(store, settings);
     let ctx = StepCtx {
         store,
         settings,
@@ -247,8 +249,10 @@ pub fn realise_goals(
         locks: &locks,
         cancel: &cancel,
         trash: &trash,
+        pool: pool.as_ref(),
     };
     s.run(&ctx);
+    drop(pool);
     trash.finish();
     for (g, i) in goals.iter().zip(top) {
         let n = &mut s.nodes[i];
@@ -260,6 +264,22 @@ pub fn realise_goals(
         s.report.goals.push(r);
     }
     s.report
+}
+
+/// Pre-made sandboxes for one realisation (`B3_SANDBOX_POOL=0`: none),
+/// their roots mounted on a directory the store sweeps if b3 dies.
+fn sandbox_pool(store: &LocalStore, settings: &RealiseSettings) -> Option<SandboxPool> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    if std::env::var_os("B3_SANDBOX_POOL").is_some_and(|v| v == "0") {
+        return None;
+    }
+    let dir = store.real_store_dir().join(format!(
+        ".b3-tmp-{}-sandbox-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    Some(SandboxPool::new(settings.max_jobs.clamp(1, 8), dir))
 }
 
 fn pick_outputs(

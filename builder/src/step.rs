@@ -34,7 +34,7 @@ use crate::drv::{check_fixed_output, fixed_output_ca, job_from_derivation, Build
 use crate::job::{BuildResult, Trash, WorkDir};
 use crate::platform::{Cancel, ExitStatus};
 use crate::realise::{failure_text, scan_output, RealiseError, RealiseSettings};
-use crate::sandbox::RunOutcome;
+use crate::sandbox::{RunOutcome, SandboxPool};
 use crate::timing::Timeline;
 
 /// Prefix of work directories in the store directory. The local store
@@ -54,6 +54,8 @@ pub(crate) struct StepCtx<'a> {
     pub cancel: &'a Cancel,
     /// Where finished builds' work directories go to be removed.
     pub trash: &'a Trash,
+    /// Pre-made sandboxes for this realisation's builds.
+    pub pool: Option<&'a SandboxPool>,
 }
 
 /// How a step ended well.
@@ -259,6 +261,10 @@ fn sandboxed_job(
     let mut job = job_from_derivation(store.store_dir(), drv_path, drv, closure, &build_settings)?;
     job.work_prefix = format!("{WORK_PREFIX}{}-build-", std::process::id());
     job.cancel = Some(ctx.cancel.clone());
+    // A build through a vfs view has a store of its own: a fresh sandbox.
+    if ctx.settings.vfs.is_none() {
+        job.pool = ctx.pool.cloned();
+    }
 
     Ok(job)
 }

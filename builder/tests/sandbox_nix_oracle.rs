@@ -233,6 +233,7 @@ fn compare_with_nix(script: &str, fixed_output: bool) {
         impure_env: Some(impure),
         cancel: None,
         overlay: true,
+        pool: None,
     };
     let mut log = Vec::new();
     let res = job.run(&mut log).expect("sandbox runs");

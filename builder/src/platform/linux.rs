@@ -21,6 +21,7 @@
 
 mod child;
 mod plan;
+pub(super) mod pool;
 mod seccomp;
 
 use std::ffi::c_int;
@@ -194,16 +195,86 @@ pub struct SandboxedChild {
     max_silent: Option<Duration>,
     cancel: Option<super::Cancel>,
     reaped: bool,
+    held: Held,
 }
 
-/// Starts the builder described by `spec` in a fresh sandbox and returns
-/// once it has been executed (or set-up failed).
+/// Starts the builder described by `spec` and returns once it has been
+/// executed (or set-up failed): in a pre-made sandbox of `spec.pool` when
+/// one is ready for it, else in a fresh one.
 pub fn spawn_sandboxed(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxError> {
     let started = Instant::now();
+    if let Some(pool) = &spec.pool {
+        if let Some(warm) = pool.platform().take(spec) {
+            return pool::spawn_in(spec, warm, started);
+        }
+    }
+    spawn_fresh(spec, started)
+}
+
+fn seccomp_filter() -> Result<Vec<libc::sock_filter>, SandboxError> {
+    seccomp::filter().map_err(|m| {
+        SandboxError::Setup(OsError::new(
+            format!("building seccomp filter: {m}"),
+            OsErrorKind::Other,
+        ))
+    })
+}
+
+/// The namespaces whose teardown (unmounting every mount of the sandbox,
+/// dismantling its network stack) need not delay the build's end: held
+/// open from the parent, they outlive the builder, and
+/// [`SandboxedChild`] lets them go on a background thread once it is
+/// reaped. The PID namespace is not among them: its end is what kills
+/// every process of the build.
+fn hold_namespaces(pid: c_int) -> Vec<OwnedFd> {
+    ["mnt", "net", "ipc", "uts"]
+        .iter()
+        .filter_map(|ns| std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).ok())
+        .map(OwnedFd::from)
+        .collect()
+}
+
+/// Closes namespace descriptors on a background thread (at once if it
+/// cannot be started).
+fn release_later(fds: Vec<OwnedFd>) {
+    use std::sync::mpsc::Sender;
+    static CLOSER: std::sync::OnceLock<Option<Sender<Vec<OwnedFd>>>> = std::sync::OnceLock::new();
+    if fds.is_empty() {
+        return;
+    }
+    let tx = CLOSER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<OwnedFd>>();
+        std::thread::Builder::new()
+            .name("b3-sandbox-release".into())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .ok()
+            .map(|_| tx)
+    });
+    match tx {
+        Some(tx) => {
+            if let Err(back) = tx.send(fds) {
+                drop(back.0);
+            }
+        }
+        None => drop(fds),
+    }
+}
+
+/// What a sandboxed child needs kept until it is reaped.
+#[derive(Debug, Default)]
+struct Held {
+    namespaces: Vec<OwnedFd>,
+    /// Memory a pre-made sandbox's process (which shares ours) reads.
+    pooled: Option<pool::InUse>,
+}
+
+fn spawn_fresh(spec: &SandboxSpec, started: Instant) -> Result<SandboxedChild, SandboxError> {
     let ids = id_mapping();
     hand_over(spec, ids).map_err(SandboxError::Setup)?;
     let chown_to = ids.root_mode.then_some((SANDBOX_UID, SANDBOX_GID));
-    let prepared = plan::prepare(spec, chown_to)?;
+    let prepared = plan::prepare(spec, &spec.root_dir, chown_to)?;
+    let mut ops = prepared.early;
+    ops.extend(prepared.late);
 
     let (sync_r, sync_w) = pipe().map_err(SandboxError::Setup)?;
     let (err_r, err_w) = pipe().map_err(SandboxError::Setup)?;
@@ -211,14 +282,9 @@ pub fn spawn_sandboxed(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxErro
     let stdin = std::fs::File::open("/dev/null")
         .map_err(|e| SandboxError::Setup(OsError::from_io("opening /dev/null", &e)))?;
 
-    let seccomp = seccomp::filter().map_err(|m| {
-        SandboxError::Setup(OsError::new(
-            format!("building seccomp filter: {m}"),
-            OsErrorKind::Other,
-        ))
-    })?;
+    let seccomp = seccomp_filter()?;
     let mut child_plan = child::ChildPlan {
-        ops: prepared.ops,
+        ops,
         argv: Vec::new(),
         envp: Vec::new(),
         builder: prepared.builder,
@@ -234,20 +300,9 @@ pub fn spawn_sandboxed(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxErro
         log_write: log_w.as_raw_fd(),
         stdin: stdin.as_raw_fd(),
     };
-    child_plan.argv = child_plan.argv_owned.iter().map(|s| s.as_ptr()).collect();
-    child_plan.argv.push(std::ptr::null());
-    child_plan.envp = child_plan.envp_owned.iter().map(|s| s.as_ptr()).collect();
-    child_plan.envp.push(std::ptr::null());
+    child_plan.fill_pointers();
 
-    let mut flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS
-        | libc::SIGCHLD;
-    if !spec.network {
-        flags |= libc::CLONE_NEWNET;
-    }
+    let flags = clone_flags(spec.network);
     let mut stack = vec![0u8; CHILD_STACK_SIZE];
     // The stack grows down on every architecture Linux runs b3 on; keep the
     // top 16-byte aligned.
@@ -284,7 +339,9 @@ pub fn spawn_sandboxed(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxErro
         max_silent: spec.max_silent,
         cancel: spec.cancel.clone(),
         reaped: false,
+        held: Held::default(),
     };
+    child.held.namespaces = hold_namespaces(pid);
 
     write_id_maps(pid, ids).map_err(SandboxError::Setup)?;
     let mut sync_file = std::fs::File::from(sync_w);
@@ -293,31 +350,60 @@ pub fn spawn_sandboxed(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxErro
         .map_err(|e| SandboxError::Setup(OsError::from_io("starting the sandbox", &e)))?;
     drop(sync_file);
 
-    // EOF on the error pipe: the builder was executed (CLOEXEC closed it).
+    child.await_exec(&err_r, &child_plan.ops, &spec.builder)?;
+    Ok(child)
+}
+
+/// The namespaces of a sandbox.
+fn clone_flags(network: bool) -> c_int {
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::SIGCHLD;
+    if !network {
+        flags |= libc::CLONE_NEWNET;
+    }
+    flags
+}
+
+/// Reads an 8-byte `(step, errno)` report from `fd`: `Ok(None)` on EOF
+/// before any byte.
+fn read_report(fd: RawFd) -> Result<Option<(u32, i32)>, SandboxError> {
     let mut report = [0u8; 8];
-    let n = read_full(err_r.as_raw_fd(), &mut report).map_err(|e| {
+    let n = read_full(fd, &mut report).map_err(|e| {
         SandboxError::Supervise(OsError::from_raw("reading the sandbox's set-up report", e))
     })?;
-    child.setup_time = started.elapsed();
-    if n == report.len() {
-        let step = u32::from_le_bytes([report[0], report[1], report[2], report[3]]);
-        let errno = i32::from_le_bytes([report[4], report[5], report[6], report[7]]);
-        let _ = child.kill_and_reap();
-        let what = match child_plan.ops.get(step as usize) {
-            Some(op) => plan::describe(op),
-            None => plan::describe_step(step),
-        };
-        let err = OsError::from_raw(what, errno);
-        return Err(if step == child::STEP_EXEC {
-            SandboxError::Exec {
-                builder: spec.builder.clone(),
-                source: err,
-            }
-        } else {
-            SandboxError::Setup(err)
-        });
+    if n == 0 {
+        return Ok(None);
     }
-    Ok(child)
+    if n < report.len() {
+        return Err(SandboxError::Setup(OsError::new(
+            "the sandbox's set-up report was cut short",
+            OsErrorKind::Other,
+        )));
+    }
+    let step = u32::from_le_bytes([report[0], report[1], report[2], report[3]]);
+    let errno = i32::from_le_bytes([report[4], report[5], report[6], report[7]]);
+    Ok(Some((step, errno)))
+}
+
+/// The error for a failed set-up step `step` of `ops`.
+fn step_error(step: u32, errno: i32, ops: &[child::Op], builder: &str) -> SandboxError {
+    let what = match ops.get(step as usize) {
+        Some(op) => plan::describe(op),
+        None => plan::describe_step(step),
+    };
+    let err = OsError::from_raw(what, errno);
+    if step == child::STEP_EXEC {
+        SandboxError::Exec {
+            builder: builder.to_string(),
+            source: err,
+        }
+    } else {
+        SandboxError::Setup(err)
+    }
 }
 
 /// Host uid and gid the builder runs as when b3 runs as root (Nix's
@@ -454,7 +540,38 @@ impl SandboxedChild {
         let _ = kill(self.pid);
         let status = wait(self.pid);
         self.reaped = true;
+        self.release();
         status
+    }
+
+    /// After reaping: what the child held can go.
+    fn release(&mut self) {
+        release_later(std::mem::take(&mut self.held.namespaces));
+        self.held.pooled = None;
+    }
+
+    /// Waits until the builder was executed (EOF on the error pipe, which
+    /// the exec closed) or reports the set-up step that failed (`ops`: the
+    /// steps the child ran).
+    fn await_exec(
+        &mut self,
+        err_r: &OwnedFd,
+        ops: &[child::Op],
+        builder: &str,
+    ) -> Result<(), SandboxError> {
+        let report = read_report(err_r.as_raw_fd());
+        self.setup_time = self.started.elapsed();
+        match report {
+            Ok(None) => Ok(()),
+            Ok(Some((step, errno))) => {
+                let _ = self.kill_and_reap();
+                Err(step_error(step, errno, ops, builder))
+            }
+            Err(e) => {
+                let _ = self.kill_and_reap();
+                Err(e)
+            }
+        }
     }
 
     /// Waits until the builder has exited (without reaping it), `deadline`
@@ -597,6 +714,7 @@ impl SandboxedChild {
         }
         let status = wait(self.pid).map_err(SandboxError::Supervise)?;
         self.reaped = true;
+        self.release();
         if let Some(e) = log_error {
             return Err(SandboxError::Log(e));
         }

@@ -29,6 +29,31 @@ use unsupported as imp;
 
 pub use imp::{spawn_sandboxed, SandboxedChild, ROOT_MODE_BUILD_ID};
 
+#[cfg(target_os = "linux")]
+pub use linux::pool::Pool;
+
+/// Pre-made sandboxes exist on Linux only; elsewhere the pool is empty and
+/// every build gets what [`spawn_sandboxed`] makes.
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug)]
+pub struct Pool;
+
+#[cfg(not(target_os = "linux"))]
+impl Pool {
+    pub fn new(_size: usize, _dir: PathBuf) -> Pool {
+        Pool
+    }
+    pub fn served(&self) -> u64 {
+        0
+    }
+    pub fn wait_ready(&self) -> Result<(), crate::sandbox::SandboxError> {
+        Err(crate::sandbox::SandboxError::Setup(OsError::new(
+            "pre-made sandboxes",
+            OsErrorKind::Unsupported,
+        )))
+    }
+}
+
 /// What went wrong in an OS call, independent of the platform's error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -55,6 +55,7 @@ pub fn job(script: &str, work_parent: &Path) -> BuildJob {
         impure_env: None,
         cancel: None,
         overlay: true,
+        pool: None,
     }
 }
 

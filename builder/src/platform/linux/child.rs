@@ -60,14 +60,20 @@ pub(crate) enum Op {
         target: CString,
         recursive: bool,
     },
-    /// The inputs, read-only, at their mount points: one read-only bind of
-    /// the physical store at `stage` (a directory of the root tmpfs), one
-    /// plain bind per input taken from it (a bind inherits the source
-    /// mount's read-only flag, so no remount per input), then the stage is
-    /// unmounted and removed. If the stage cannot be mounted, each input
-    /// gets its own [`Op::BindReadOnly`].
-    BindInputs {
+    /// A read-only bind of the physical store at `stage` (a directory of
+    /// the root tmpfs) for [`Op::BindInputs`]. If the kernel refuses it, the
+    /// stage directory is removed again, which tells [`Op::BindInputs`] to
+    /// bind each input from the store itself.
+    Stage {
         physical: CString,
+        stage: CString,
+    },
+    /// The inputs, read-only, at their mount points: one plain bind per
+    /// input taken from the stage (a bind inherits the source mount's
+    /// read-only flag, so no remount per input), then the stage is
+    /// unmounted and removed. Without a stage, each input gets its own
+    /// [`Op::BindReadOnly`].
+    BindInputs {
         stage: CString,
         binds: Vec<InputBind>,
     },
@@ -134,6 +140,16 @@ pub(crate) struct ChildPlan {
     pub stdin: c_int,
 }
 
+impl ChildPlan {
+    /// Points `argv` and `envp` at the owned strings (NULL-terminated).
+    pub fn fill_pointers(&mut self) {
+        self.argv = self.argv_owned.iter().map(|s| s.as_ptr()).collect();
+        self.argv.push(std::ptr::null());
+        self.envp = self.envp_owned.iter().map(|s| s.as_ptr()).collect();
+        self.envp.push(std::ptr::null());
+    }
+}
+
 /// Step indices reported for the fixed steps after the plan's ops.
 pub(crate) const STEP_SYNC: u32 = u32::MAX;
 pub(crate) const STEP_STDIO: u32 = u32::MAX - 1;
@@ -143,6 +159,8 @@ pub(crate) const STEP_SECCOMP: u32 = u32::MAX - 4;
 pub(crate) const STEP_IDS: u32 = u32::MAX - 5;
 pub(crate) const STEP_EXEC: u32 = u32::MAX - 6;
 pub(crate) const STEP_SIGNALS: u32 = u32::MAX - 7;
+/// Not a failure: a pre-made sandbox finished its early set-up.
+pub(crate) const STEP_READY: u32 = u32::MAX - 8;
 
 /// Exit code of a child that failed during set-up (the parent reads the
 /// error pipe, so the value only matters if that report was lost).
@@ -154,15 +172,10 @@ fn errno() -> c_int {
 }
 
 fn fail(plan: &ChildPlan, step: u32, err: c_int) -> ! {
-    let mut msg = [0u8; 8];
-    msg[..4].copy_from_slice(&step.to_le_bytes());
-    msg[4..].copy_from_slice(&err.to_le_bytes());
-    // SAFETY: write/_exit are async-signal-safe; a short write only loses
-    // the diagnostic, the exit status still reports failure.
-    unsafe {
-        libc::write(plan.err_write, msg.as_ptr().cast(), msg.len());
-        libc::_exit(SETUP_FAILED)
-    }
+    report(plan.err_write, step, err);
+    // SAFETY: _exit is async-signal-safe; the exit status still reports
+    // failure if the report was lost.
+    unsafe { libc::_exit(SETUP_FAILED) }
 }
 
 fn check(plan: &ChildPlan, step: u32, rc: c_int) {
@@ -188,124 +201,219 @@ fn run(plan: &ChildPlan) -> ! {
     // SAFETY (whole function): only async-signal-safe libc calls on
     // pointers into `plan`, which outlives this process.
     unsafe {
-        libc::close(plan.sync_write);
-        // Die with the thread that spawned us rather than run orphaned.
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-
-        // Signal dispositions survive exec when ignored (Rust ignores
-        // SIGPIPE), and the mask is inherited: give the builder defaults.
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        check(
-            plan,
-            STEP_SIGNALS,
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()),
-        );
-        for sig in 1..=64 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
-
-        // Wait until the parent has written our uid/gid maps.
-        let mut byte = 0u8;
-        let n = libc::read(plan.sync_read, (&mut byte as *mut u8).cast(), 1);
-        if n != 1 {
-            fail(plan, STEP_SYNC, if n < 0 { errno() } else { libc::EPIPE });
-        }
-        libc::close(plan.sync_read);
-
+        prelude(plan);
         for (i, op) in plan.ops.iter().enumerate() {
             if let Err(e) = run_op(op) {
                 fail(plan, i as u32, e);
             }
         }
+        stdio(plan);
+        exec_builder(plan)
+    }
+}
 
-        check(plan, STEP_STDIO, libc::dup2(plan.stdin, 0));
-        check(plan, STEP_STDIO, libc::dup2(plan.log_write, 1));
-        check(plan, STEP_STDIO, libc::dup2(plan.log_write, 2));
-        // Nothing else of the parent's may leak into the builder.
-        if libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        ) < 0
-        {
-            for fd in 3..65536 {
-                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+/// What a pre-made sandbox's process runs (see `pool.rs`): the early
+/// set-up of [`Self::early`], a [`STEP_READY`] report, then it waits for
+/// the address of the build's late [`ChildPlan`] on `go_read`, runs its
+/// steps and executes its builder. It shares the parent's memory
+/// (`CLONE_VM`), so that address is valid here; the parent keeps the plan
+/// alive until the builder has been executed.
+pub(crate) struct WarmPlan {
+    pub early: ChildPlan,
+    pub go_read: c_int,
+}
+
+/// Entry point of a pre-made sandbox's process; `arg` points at the
+/// parent's [`WarmPlan`].
+pub(crate) extern "C" fn warm_main(arg: *mut c_void) -> c_int {
+    // SAFETY: the parent keeps the WarmPlan alive and unchanged for as long
+    // as this process may read it.
+    let warm = unsafe { &*(arg as *const WarmPlan) };
+    let plan = &warm.early;
+    // SAFETY (whole block): as in `run`.
+    unsafe {
+        prelude(plan);
+        stdio(plan);
+        // Copies of the parent's descriptors (other builds' log pipes among
+        // them) must not stay open while this process waits.
+        close_others(plan.err_write, warm.go_read);
+        for (i, op) in plan.ops.iter().enumerate() {
+            if let Err(e) = run_op(op) {
+                fail(plan, i as u32, e);
             }
         }
-
-        libc::umask(0o022);
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        check(
-            plan,
-            STEP_LIMITS,
-            libc::getrlimit(libc::RLIMIT_CORE, &mut lim),
-        );
-        lim.rlim_cur = 0;
-        check(plan, STEP_LIMITS, libc::setrlimit(libc::RLIMIT_CORE, &lim));
-
-        if plan.drop_groups {
-            check(
-                plan,
-                STEP_IDS,
-                libc::syscall(
-                    libc::SYS_setgroups,
-                    0 as libc::c_long,
-                    std::ptr::null::<libc::gid_t>(),
-                ) as c_int,
+        report(plan.err_write, STEP_READY, 0);
+        let mut addr = [0u8; 8];
+        let mut got = 0;
+        while got < addr.len() {
+            let n = libc::read(
+                warm.go_read,
+                addr[got..].as_mut_ptr().cast(),
+                addr.len() - got,
             );
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            if n <= 0 {
+                // Not needed after all: the pool was dropped.
+                libc::_exit(0);
+            }
+            got += n as usize;
         }
-        // Raw syscalls: glibc's setuid/setgid broadcast the change to every
-        // thread it believes exists (copied from the threaded parent) and
-        // would wait for them forever.
-        check(
-            plan,
-            STEP_IDS,
-            libc::syscall(libc::SYS_setgid, plan.gid as libc::c_long) as c_int,
-        );
-        check(
-            plan,
-            STEP_IDS,
-            libc::syscall(libc::SYS_setuid, plan.uid as libc::c_long) as c_int,
-        );
-
-        check(
-            plan,
-            STEP_NO_NEW_PRIVS,
-            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
-        );
-        let prog = libc::sock_fprog {
-            len: plan.seccomp.len() as u16,
-            filter: plan.seccomp.as_ptr() as *mut libc::sock_filter,
-        };
-        check(
-            plan,
-            STEP_SECCOMP,
-            libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
-                &prog as *const libc::sock_fprog as libc::c_ulong,
-                0,
-                0,
-            ),
-        );
-
-        libc::execve(
-            plan.builder.as_ptr(),
-            plan.argv.as_ptr(),
-            plan.envp.as_ptr(),
-        );
-        fail(plan, STEP_EXEC, errno())
+        libc::close(warm.go_read);
+        let late = &*(usize::from_le_bytes(addr) as *const ChildPlan);
+        for (i, op) in late.ops.iter().enumerate() {
+            if let Err(e) = run_op(op) {
+                fail(late, i as u32, e);
+            }
+        }
+        exec_builder(late)
     }
+}
+
+/// Closes every descriptor above 2 except `a` and `b`.
+unsafe fn close_others(a: c_int, b: c_int) {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    let close = |from: c_int, to: c_int| {
+        if from <= to {
+            libc::syscall(libc::SYS_close_range, from as u32, to as u32, 0u32);
+        }
+    };
+    close(3, lo - 1);
+    close(lo + 1, hi - 1);
+    close(hi + 1, c_int::MAX);
+}
+
+fn report(fd: c_int, step: u32, err: c_int) {
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&step.to_le_bytes());
+    msg[4..].copy_from_slice(&err.to_le_bytes());
+    // SAFETY: write is async-signal-safe; a short write only loses the
+    // report, which the parent then sees as a failure.
+    unsafe {
+        libc::write(fd, msg.as_ptr().cast(), msg.len());
+    }
+}
+
+/// Signals, death signal and the wait for the uid/gid maps.
+unsafe fn prelude(plan: &ChildPlan) {
+    libc::close(plan.sync_write);
+    // Die with the thread that spawned us rather than run orphaned.
+    libc::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        0,
+        0,
+        0,
+    );
+
+    // Signal dispositions survive exec when ignored (Rust ignores
+    // SIGPIPE), and the mask is inherited: give the builder defaults.
+    let mut set: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut set);
+    check(
+        plan,
+        STEP_SIGNALS,
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()),
+    );
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+
+    // Wait until the parent has written our uid/gid maps.
+    let mut byte = 0u8;
+    let n = libc::read(plan.sync_read, (&mut byte as *mut u8).cast(), 1);
+    if n != 1 {
+        fail(plan, STEP_SYNC, if n < 0 { errno() } else { libc::EPIPE });
+    }
+    libc::close(plan.sync_read);
+}
+
+unsafe fn stdio(plan: &ChildPlan) {
+    check(plan, STEP_STDIO, libc::dup2(plan.stdin, 0));
+    check(plan, STEP_STDIO, libc::dup2(plan.log_write, 1));
+    check(plan, STEP_STDIO, libc::dup2(plan.log_write, 2));
+}
+
+/// Limits, ids, no-new-privs, seccomp, exec.
+unsafe fn exec_builder(plan: &ChildPlan) -> ! {
+    // Nothing else of the parent's may leak into the builder.
+    if libc::syscall(
+        libc::SYS_close_range,
+        3u32,
+        u32::MAX,
+        libc::CLOSE_RANGE_CLOEXEC,
+    ) < 0
+    {
+        for fd in 3..65536 {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+
+    libc::umask(0o022);
+    let mut lim: libc::rlimit = std::mem::zeroed();
+    check(
+        plan,
+        STEP_LIMITS,
+        libc::getrlimit(libc::RLIMIT_CORE, &mut lim),
+    );
+    lim.rlim_cur = 0;
+    check(plan, STEP_LIMITS, libc::setrlimit(libc::RLIMIT_CORE, &lim));
+
+    if plan.drop_groups {
+        check(
+            plan,
+            STEP_IDS,
+            libc::syscall(
+                libc::SYS_setgroups,
+                0 as libc::c_long,
+                std::ptr::null::<libc::gid_t>(),
+            ) as c_int,
+        );
+    }
+    // Raw syscalls: glibc's setuid/setgid broadcast the change to every
+    // thread it believes exists (copied from the threaded parent) and
+    // would wait for them forever.
+    check(
+        plan,
+        STEP_IDS,
+        libc::syscall(libc::SYS_setgid, plan.gid as libc::c_long) as c_int,
+    );
+    check(
+        plan,
+        STEP_IDS,
+        libc::syscall(libc::SYS_setuid, plan.uid as libc::c_long) as c_int,
+    );
+
+    check(
+        plan,
+        STEP_NO_NEW_PRIVS,
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+    );
+    let prog = libc::sock_fprog {
+        len: plan.seccomp.len() as u16,
+        filter: plan.seccomp.as_ptr() as *mut libc::sock_filter,
+    };
+    check(
+        plan,
+        STEP_SECCOMP,
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &prog as *const libc::sock_fprog as libc::c_ulong,
+            0,
+            0,
+        ),
+    );
+
+    libc::execve(
+        plan.builder.as_ptr(),
+        plan.argv.as_ptr(),
+        plan.envp.as_ptr(),
+    );
+    fail(plan, STEP_EXEC, errno())
 }
 
 /// Runs one step; `Err(errno)` on failure.
@@ -354,11 +462,8 @@ fn run_op(op: &Op) -> Result<(), c_int> {
                 target,
                 recursive,
             } => bind_read_only(source, target, *recursive),
-            Op::BindInputs {
-                physical,
-                stage,
-                binds,
-            } => return bind_inputs(physical, stage, binds),
+            Op::Stage { physical, stage } => return make_stage(physical, stage),
+            Op::BindInputs { stage, binds } => return bind_inputs(stage, binds),
             Op::Devpts { pts, ptmx } => devpts(pts, ptmx),
             Op::SetHostname(name) => libc::sethostname(name.as_ptr(), name.as_bytes().len()),
             Op::SetDomainname(name) => libc::setdomainname(name.as_ptr(), name.as_bytes().len()),
@@ -495,11 +600,7 @@ unsafe fn bind_read_only(source: &CStr, target: &CStr, recursive: bool) -> c_int
     )
 }
 
-fn bind_inputs(physical: &CStr, stage: &CStr, binds: &[InputBind]) -> Result<(), c_int> {
-    if binds.is_empty() {
-        return Ok(());
-    }
-    let check = |rc: c_int| if rc < 0 { Err(errno()) } else { Ok(()) };
+fn make_stage(physical: &CStr, stage: &CStr) -> Result<(), c_int> {
     // SAFETY: raw syscalls on NUL-terminated strings owned by the plan.
     unsafe {
         let rc = libc::mkdir(stage.as_ptr(), 0o700);
@@ -507,7 +608,24 @@ fn bind_inputs(physical: &CStr, stage: &CStr, binds: &[InputBind]) -> Result<(),
             return Err(errno());
         }
         if bind_read_only(physical, stage, false) < 0 {
-            libc::rmdir(stage.as_ptr());
+            // No stage: the inputs are bound one by one (see BindInputs).
+            if libc::rmdir(stage.as_ptr()) < 0 {
+                return Err(errno());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bind_inputs(stage: &CStr, binds: &[InputBind]) -> Result<(), c_int> {
+    let check = |rc: c_int| if rc < 0 { Err(errno()) } else { Ok(()) };
+    // SAFETY: raw syscalls on NUL-terminated strings owned by the plan.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::lstat(stage.as_ptr(), &mut st) < 0 {
+            if errno() != libc::ENOENT {
+                return Err(errno());
+            }
             for b in binds {
                 check(bind_read_only(&b.source, &b.target, b.recursive))?;
             }
@@ -533,11 +651,13 @@ fn bind_inputs(physical: &CStr, stage: &CStr, binds: &[InputBind]) -> Result<(),
         }
         // Never let an input be writable, whatever the kernel copied.
         if result.is_ok() {
-            let mut st: libc::statvfs = std::mem::zeroed();
-            if libc::statvfs(binds[0].target.as_ptr(), &mut st) < 0 {
-                result = Err(errno());
-            } else if st.f_flag & libc::ST_RDONLY == 0 {
-                result = Err(libc::EROFS);
+            if let Some(first) = binds.first() {
+                let mut st: libc::statvfs = std::mem::zeroed();
+                if libc::statvfs(first.target.as_ptr(), &mut st) < 0 {
+                    result = Err(errno());
+                } else if st.f_flag & libc::ST_RDONLY == 0 {
+                    result = Err(libc::EROFS);
+                }
             }
         }
         // The whole store must not stay visible, even on failure.

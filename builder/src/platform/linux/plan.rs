@@ -15,10 +15,13 @@ use std::path::{Path, PathBuf};
 
 use super::child::{self, InputBind, Op};
 use crate::platform::{OsError, OsErrorKind};
-use crate::sandbox::{SandboxError, SandboxSpec, SANDBOX_BUILD_DIR};
+use crate::sandbox::{SandboxError, SandboxPath, SandboxSpec, SANDBOX_BUILD_DIR};
 
 pub(super) struct Prepared {
-    pub ops: Vec<Op>,
+    /// Set-up shared by every build with the same template (see [`prepare`]).
+    pub early: Vec<Op>,
+    /// Set-up of this build.
+    pub late: Vec<Op>,
     pub builder: CString,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
@@ -152,11 +155,11 @@ fn expose_split(
 /// inodes on the host's file system, nor their removal afterwards. `None`
 /// (bind the host directory and make the mount points in it) without a
 /// scratch directory or when a path cannot be written in overlay options.
-fn overlay_options(spec: &SandboxSpec) -> Result<Option<CString>, SandboxError> {
+fn overlay_options(spec: &SandboxSpec, root: &Path) -> Result<Option<CString>, SandboxError> {
     let Some(work) = &spec.scratch_dir else {
         return Ok(None);
     };
-    let lower = under(&spec.root_dir, &spec.logical_store_dir);
+    let lower = under(root, &spec.logical_store_dir);
     let paths = [&lower, &spec.store_dir_host, work];
     let plain = |p: &&PathBuf| {
         !p.as_os_str()
@@ -180,7 +183,7 @@ fn overlay_options(spec: &SandboxSpec) -> Result<Option<CString>, SandboxError> 
     cstr_bytes(&o, "overlay options").map(Some)
 }
 
-fn check_spec(spec: &SandboxSpec) -> Result<(), SandboxError> {
+fn check_spec(spec: &SandboxSpec, root: &Path) -> Result<(), SandboxError> {
     if !spec.logical_store_dir.starts_with('/') || spec.logical_store_dir.len() < 2 {
         return Err(invalid(format!(
             "store directory '{}' is not an absolute path",
@@ -201,9 +204,9 @@ fn check_spec(spec: &SandboxSpec) -> Result<(), SandboxError> {
         }
     }
     for (what, p) in [
-        ("store output directory", &spec.store_dir_host),
-        ("build directory", &spec.build_dir),
-        ("root mount point", &spec.root_dir),
+        ("store output directory", spec.store_dir_host.as_path()),
+        ("build directory", spec.build_dir.as_path()),
+        ("root mount point", root),
     ] {
         if !p.is_dir() {
             return Err(invalid(format!(
@@ -246,12 +249,26 @@ fn chown_created(ops: Vec<Op>, to: (u32, u32)) -> Result<Vec<Op>, SandboxError> 
 
 /// `chown_to`: give the created files and directories to this (sandbox)
 /// uid/gid (needed when the set-up runs as a different id than the build).
+///
+/// The steps come in two parts. [`Prepared::early`] depends only on what
+/// every build of a realisation shares ([`Prepared::early`] of two specs
+/// that differ only in their per-build fields is the same): the root
+/// tmpfs, `/dev`, `/proc`, `/etc`, `/tmp`, the extra sandbox paths outside
+/// the store, host and domain name, loopback, and a read-only stage of the
+/// physical store. [`Prepared::late`] is the build's own: the inputs (bound
+/// from the stage, which is then removed), the outputs' directory, `/build`,
+/// extra paths inside the store, and the pivot into the root. A fresh
+/// sandbox runs both in one go; a pre-made one (see `pool.rs`) runs the
+/// early part ahead of time and the late part when the build starts.
+/// `root` is where the root tmpfs is mounted: `spec.root_dir` for a fresh
+/// sandbox, the pool's directory for a pre-made one.
 pub(super) fn prepare(
     spec: &SandboxSpec,
+    root: &Path,
     chown_to: Option<(u32, u32)>,
 ) -> Result<Prepared, SandboxError> {
-    check_spec(spec)?;
-    let root = spec.root_dir.clone();
+    check_spec(spec, root)?;
+    let root = root.to_path_buf();
     let mut ops = Vec::new();
 
     // Our mounts must not propagate back to the host.
@@ -270,89 +287,25 @@ pub(super) fn prepare(
         data: Some(CString::from(c"mode=0750")),
     });
 
-    // The store: the host scratch directory, then the inputs inside it.
+    // The store directory (filled late) and the stage the inputs are bound
+    // from.
     let store = under(&root, &spec.logical_store_dir);
     mkdir_parents(&mut ops, &root, &spec.logical_store_dir)?;
     ops.push(Op::Mkdir {
         path: cpath(&store)?,
         mode: 0o755,
     });
-    ops.push(Op::Chmod {
-        path: cpath(&spec.store_dir_host)?,
-        mode: 0o1775,
-    });
-    let mut points = Vec::with_capacity(spec.inputs.len());
-    let mut binds = Vec::with_capacity(spec.inputs.len());
     let stage = under(&root, STAGE);
-    for input in &spec.inputs {
-        let source = spec.physical_store_dir.join(input);
-        let kind = kind_of(&source)?.ok_or_else(|| {
-            SandboxError::Setup(OsError::new(
-                format!("input path {} does not exist", source.display()),
-                OsErrorKind::NotFound,
-            ))
-        })?;
-        let target = store.join(input);
-        let recursive = match kind {
-            Kind::Dir => {
-                points.push(Op::Mkdir {
-                    path: cpath(&target)?,
-                    mode: 0o555,
-                });
-                true
-            }
-            Kind::File => {
-                points.push(Op::Touch {
-                    path: cpath(&target)?,
-                });
-                false
-            }
-            Kind::Symlink(to) => {
-                points.push(Op::Symlink {
-                    target: cpath(&to)?,
-                    link: cpath(&target)?,
-                });
-                continue;
-            }
-        };
-        binds.push(InputBind {
-            staged: cpath(&stage.join(input))?,
-            source: cpath(&source)?,
-            target: cpath(&target)?,
-            recursive,
-        });
-    }
-    if let Some(to) = chown_to {
-        points = chown_created(points, to)?;
-    }
-    ops.push(Op::StoreLayer {
-        target: cpath(&store)?,
-        upper: cpath(&spec.store_dir_host)?,
-        overlay: overlay_options(spec)?,
-        points,
-    });
-    ops.push(Op::BindInputs {
+    ops.push(Op::Stage {
         physical: cpath(&spec.physical_store_dir)?,
         stage: cpath(&stage)?,
-        binds,
     });
 
-    // /build and /tmp.
+    // /build (bound late) and /tmp.
     let build = under(&root, SANDBOX_BUILD_DIR);
     ops.push(Op::Mkdir {
         path: cpath(&build)?,
         mode: 0o700,
-    });
-    ops.push(Op::Chmod {
-        path: cpath(&spec.build_dir)?,
-        mode: 0o700,
-    });
-    ops.push(Op::Mount {
-        source: Some(cpath(&spec.build_dir)?),
-        target: cpath(&build)?,
-        fstype: None,
-        flags: libc::MS_BIND,
-        data: None,
     });
     let tmp = under(&root, "/tmp");
     ops.push(Op::Mkdir {
@@ -457,36 +410,18 @@ pub(super) fn prepare(
         data: None,
     });
 
-    // Extra sandbox paths (e.g. /bin/sh).
+    // Extra sandbox paths (e.g. /bin/sh). Those inside the store directory
+    // go on top of the store layer, which is laid out late.
+    let mut in_store = Vec::new();
     for p in &spec.extra_paths {
-        match kind_of(&p.source)? {
-            None if p.optional => continue,
-            None => {
-                return Err(SandboxError::Setup(OsError::new(
-                    format!("sandbox path {} does not exist", p.source.display()),
-                    OsErrorKind::NotFound,
-                )))
-            }
-            Some(kind) => {
-                mkdir_parents(&mut ops, &root, &p.target)?;
-                // Follow a symlinked source (e.g. /bin/sh -> busybox) so the
-                // target works without the link's own target inside.
-                let kind = match kind {
-                    Kind::Symlink(_) => match std::fs::metadata(&p.source) {
-                        Ok(m) if m.is_dir() => Kind::Dir,
-                        Ok(_) => Kind::File,
-                        Err(_) if p.optional => continue,
-                        Err(e) => {
-                            return Err(SandboxError::Setup(OsError::from_io(
-                                format!("sandbox path {}", p.source.display()),
-                                &e,
-                            )))
-                        }
-                    },
-                    k => k,
-                };
-                expose(&mut ops, kind, &p.source, &under(&root, &p.target))?;
-            }
+        let inside = p
+            .target
+            .strip_prefix(spec.logical_store_dir.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if inside {
+            extra_path(&mut in_store, &root, p)?;
+        } else {
+            extra_path(&mut ops, &root, p)?;
         }
     }
 
@@ -498,10 +433,86 @@ pub(super) fn prepare(
     if let Some(to) = chown_to {
         ops = chown_created(ops, to)?;
     }
-    ops.push(Op::PivotRoot {
+    let early = ops;
+
+    // The build's own part.
+    let mut late = Vec::new();
+    late.push(Op::Chmod {
+        path: cpath(&spec.store_dir_host)?,
+        mode: 0o1775,
+    });
+    let mut points = Vec::with_capacity(spec.inputs.len());
+    let mut binds = Vec::with_capacity(spec.inputs.len());
+    for input in &spec.inputs {
+        let source = spec.physical_store_dir.join(input);
+        let kind = kind_of(&source)?.ok_or_else(|| {
+            SandboxError::Setup(OsError::new(
+                format!("input path {} does not exist", source.display()),
+                OsErrorKind::NotFound,
+            ))
+        })?;
+        let target = store.join(input);
+        let recursive = match kind {
+            Kind::Dir => {
+                points.push(Op::Mkdir {
+                    path: cpath(&target)?,
+                    mode: 0o555,
+                });
+                true
+            }
+            Kind::File => {
+                points.push(Op::Touch {
+                    path: cpath(&target)?,
+                });
+                false
+            }
+            Kind::Symlink(to) => {
+                points.push(Op::Symlink {
+                    target: cpath(&to)?,
+                    link: cpath(&target)?,
+                });
+                continue;
+            }
+        };
+        binds.push(InputBind {
+            staged: cpath(&stage.join(input))?,
+            source: cpath(&source)?,
+            target: cpath(&target)?,
+            recursive,
+        });
+    }
+    if let Some(to) = chown_to {
+        points = chown_created(points, to)?;
+    }
+    late.push(Op::StoreLayer {
+        target: cpath(&store)?,
+        upper: cpath(&spec.store_dir_host)?,
+        overlay: overlay_options(spec, &root)?,
+        points,
+    });
+    late.push(Op::BindInputs {
+        stage: cpath(&stage)?,
+        binds,
+    });
+    late.push(Op::Chmod {
+        path: cpath(&spec.build_dir)?,
+        mode: 0o700,
+    });
+    late.push(Op::Mount {
+        source: Some(cpath(&spec.build_dir)?),
+        target: cpath(&build)?,
+        fstype: None,
+        flags: libc::MS_BIND,
+        data: None,
+    });
+    if let Some(to) = chown_to {
+        in_store = chown_created(in_store, to)?;
+    }
+    late.extend(in_store);
+    late.push(Op::PivotRoot {
         new_root: cpath(&root)?,
     });
-    ops.push(Op::Chdir(cstr_bytes(
+    late.push(Op::Chdir(cstr_bytes(
         SANDBOX_BUILD_DIR.as_bytes(),
         "build dir",
     )?));
@@ -536,11 +547,44 @@ pub(super) fn prepare(
         envp.push(cstr_bytes(&kv, "environment")?);
     }
     Ok(Prepared {
-        ops,
+        early,
+        late,
         builder,
         argv,
         envp,
     })
+}
+
+/// The steps exposing one extra sandbox path under `root`.
+fn extra_path(ops: &mut Vec<Op>, root: &Path, p: &SandboxPath) -> Result<(), SandboxError> {
+    let kind = match kind_of(&p.source)? {
+        None if p.optional => return Ok(()),
+        None => {
+            return Err(SandboxError::Setup(OsError::new(
+                format!("sandbox path {} does not exist", p.source.display()),
+                OsErrorKind::NotFound,
+            )))
+        }
+        Some(kind) => kind,
+    };
+    mkdir_parents(ops, root, &p.target)?;
+    // Follow a symlinked source (e.g. /bin/sh -> busybox) so the target
+    // works without the link's own target inside.
+    let kind = match kind {
+        Kind::Symlink(_) => match std::fs::metadata(&p.source) {
+            Ok(m) if m.is_dir() => Kind::Dir,
+            Ok(_) => Kind::File,
+            Err(_) if p.optional => return Ok(()),
+            Err(e) => {
+                return Err(SandboxError::Setup(OsError::from_io(
+                    format!("sandbox path {}", p.source.display()),
+                    &e,
+                )))
+            }
+        },
+        k => k,
+    };
+    expose(ops, kind, &p.source, &under(root, &p.target))
 }
 
 fn show(c: &CString) -> String {
@@ -577,9 +621,10 @@ pub(super) fn describe(op: &Op) -> String {
                 show(target)
             )
         }
-        Op::BindInputs { physical, .. } => {
-            format!("bind-mounting the inputs from {} read-only", show(physical))
+        Op::Stage { physical, .. } => {
+            format!("bind-mounting {} read-only for the inputs", show(physical))
         }
+        Op::BindInputs { .. } => "bind-mounting the inputs read-only".into(),
         Op::Devpts { pts, .. } => format!("mounting devpts on {}", show(pts)),
         Op::SetHostname(_) => "setting the host name".into(),
         Op::SetDomainname(_) => "setting the domain name".into(),

@@ -1,0 +1,515 @@
+//! Pre-made sandboxes: most of a sandbox's set-up is taken off the build's
+//! critical path.
+//!
+//! Creating the namespaces (the network namespace above all) and laying out
+//! the root (tmpfs, `/dev`, `/proc`, `/etc`, `/tmp`, the extra sandbox
+//! paths, a read-only stage of the physical store) depends only on settings
+//! every build of a realisation shares, not on the build. A [`Pool`] keeps
+//! up to `size` sandbox processes that have done exactly that (the *early*
+//! steps of [`super::plan::prepare`]) and then wait. A build takes one and
+//! sends it the address of its *late* steps: bind its inputs from the stage
+//! and remove the stage, show its outputs' directory and `/build`, pivot
+//! into the root; then the process drops its privileges and executes the
+//! builder as a fresh sandbox's does. One background thread refills the
+//! pool while builds run. Every sandbox serves one build: its namespaces,
+//! `/tmp` and processes die with it, as a fresh sandbox's do.
+//!
+//! The waiting process shares the parent's memory (`CLONE_VM`, as
+//! `posix_spawn` does), so the late steps need no encoding: the parent
+//! writes the address of a [`ChildPlan`] it keeps alive until the child is
+//! reaped. The child runs only async-signal-safe code on its own stack; it
+//! shares the filling thread's `errno` slot, which can only blur the error
+//! number of a failed set-up report. Its death signal is tied to the
+//! filling thread, which lives as long as the pool, and the pool outlives
+//! every build that uses it (each holds a reference).
+//!
+//! A pool serves specs with the *template* it was last offered: same store
+//! directories, extra paths and `/dev/kvm`, no network. Anything else
+//! (fixed-output builds, builds through a vfs view) gets a fresh sandbox.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::child::{self, ChildPlan, WarmPlan};
+use super::{
+    clone_flags, hand_over, hold_namespaces, id_mapping, kill, pipe, plan, read_report,
+    seccomp_filter, step_error, wait, write_id_maps, Held, SandboxedChild, CHILD_STACK_SIZE,
+};
+use crate::platform::{OsError, OsErrorKind, Pid};
+use crate::sandbox::{SandboxError, SandboxPath, SandboxSpec, SANDBOX_GID, SANDBOX_UID};
+
+/// What the early steps depend on: specs with equal keys can share
+/// pre-made sandboxes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Key {
+    logical_store_dir: String,
+    physical_store_dir: PathBuf,
+    extra_paths: Vec<SandboxPath>,
+    kvm: bool,
+}
+
+impl Key {
+    fn of(spec: &SandboxSpec) -> Option<Key> {
+        if spec.network {
+            return None;
+        }
+        Some(Key {
+            logical_store_dir: spec.logical_store_dir.clone(),
+            physical_store_dir: spec.physical_store_dir.clone(),
+            extra_paths: spec.extra_paths.clone(),
+            kvm: spec.kvm,
+        })
+    }
+}
+
+/// Pre-made sandboxes for the builds of one realisation; see the module
+/// docs. Dropping it ends the waiting processes and removes its directory.
+pub struct Pool {
+    shared: Arc<Shared>,
+    filler: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    size: usize,
+    /// Mount point of the pooled sandboxes' roots (each in its own mount
+    /// namespace, so one directory serves them all).
+    dir: PathBuf,
+    served: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    template: Option<(Key, SandboxSpec)>,
+    warm: VecDeque<Warm>,
+    /// The filler is making a sandbox for this key.
+    making: Option<Key>,
+    /// Why the pool stopped making sandboxes (their set-up failed).
+    broken: Option<String>,
+    stop: bool,
+}
+
+/// A waiting pre-made sandbox.
+pub(crate) struct Warm {
+    /// First, so that it is dropped first: the child, which reads `parts`,
+    /// is gone before they are.
+    guard: Guard,
+    key: Key,
+    go: Option<OwnedFd>,
+    err_r: OwnedFd,
+    log_r: OwnedFd,
+    namespaces: Vec<OwnedFd>,
+    parts: Box<WarmParts>,
+}
+
+/// Ends and reaps a pre-made sandbox's process unless it was handed over.
+struct Guard {
+    pid: Pid,
+    handed_over: bool,
+}
+
+struct WarmParts {
+    plan: WarmPlan,
+    stack: Vec<u8>,
+}
+
+// SAFETY: the raw pointers in the plans point into strings the same
+// structure owns; nothing mutates them after the child was started.
+unsafe impl Send for WarmParts {}
+
+/// What a build's sandbox process may still read: kept until it is reaped.
+pub(crate) struct InUse {
+    _warm: Box<WarmParts>,
+    _late: Box<ChildPlan>,
+}
+
+// SAFETY: as for WarmParts.
+unsafe impl Send for InUse {}
+
+impl std::fmt::Debug for InUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InUse")
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.handed_over {
+            let _ = kill(self.pid);
+            let _ = wait(self.pid);
+        }
+    }
+}
+
+impl Pool {
+    /// A pool keeping up to `size` sandboxes ready, their roots mounted on
+    /// `dir` (created when first needed, removed on drop; put it where the
+    /// store sweeps leftovers of dead processes).
+    pub fn new(size: usize, dir: PathBuf) -> Pool {
+        Pool {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                changed: Condvar::new(),
+                size: size.max(1),
+                dir,
+                served: AtomicU64::new(0),
+            }),
+            filler: Mutex::new(None),
+        }
+    }
+
+    /// How many builds ran in a pre-made sandbox.
+    pub fn served(&self) -> u64 {
+        self.shared.served.load(Ordering::Relaxed)
+    }
+
+    /// Waits until a sandbox for the current template (that of the last
+    /// build offered one) is ready. An error says why none can be made.
+    pub fn wait_ready(&self) -> Result<(), SandboxError> {
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(why) = &st.broken {
+                return Err(SandboxError::Setup(OsError::new(
+                    why.clone(),
+                    OsErrorKind::Other,
+                )));
+            }
+            let Some((key, _)) = &st.template else {
+                return Err(SandboxError::InvalidSpec(
+                    "no build has used the pool yet".into(),
+                ));
+            };
+            if st.warm.iter().any(|w| &w.key == key) {
+                return Ok(());
+            }
+            st = self.shared.wait(st);
+        }
+    }
+
+    /// A ready sandbox for `spec`, if there is one or one is about to be;
+    /// otherwise `spec` becomes the template for the next builds.
+    pub(crate) fn take(&self, spec: &SandboxSpec) -> Option<Warm> {
+        let key = Key::of(spec)?;
+        let mut st = self.offer(spec, &key);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            if st.broken.is_some() || st.stop {
+                return None;
+            }
+            if let Some(i) = st.warm.iter().position(|w| w.key == key) {
+                let w = st.warm.remove(i);
+                self.shared.changed.notify_all();
+                return w;
+            }
+            // One being made is ready sooner than a fresh one would be.
+            if st.making.as_ref() != Some(&key) || Instant::now() >= deadline {
+                return None;
+            }
+            st = self
+                .shared
+                .changed
+                .wait_timeout(st, deadline.saturating_duration_since(Instant::now()))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    /// Sets the template to `spec` (if it differs) and starts the filler.
+    fn offer(&self, spec: &SandboxSpec, key: &Key) -> MutexGuard<'_, State> {
+        let mut st = self.shared.lock();
+        if st.template.as_ref().map(|(k, _)| k) != Some(key) {
+            let mut t = spec.clone();
+            // The template must not keep its pool (or a realisation's
+            // cancel signal) alive.
+            t.pool = None;
+            t.cancel = None;
+            st.template = Some((key.clone(), t));
+            st.warm.retain(|w| &w.key == key);
+            self.shared.changed.notify_all();
+        }
+        let mut filler = self.filler.lock().unwrap_or_else(|e| e.into_inner());
+        if filler.is_none() {
+            let shared = self.shared.clone();
+            *filler = std::thread::Builder::new()
+                .name("b3-sandbox-pool".into())
+                .spawn(move || fill(&shared))
+                .map_err(|e| st.broken = Some(format!("starting the sandbox pool: {e}")))
+                .ok();
+        }
+        st
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait<'a>(&self, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.changed.wait(g).unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.changed.notify_all();
+        let filler = self.filler.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(f) = filler {
+            let _ = f.join();
+        }
+        let _ = std::fs::remove_dir(&self.shared.dir);
+    }
+}
+
+/// The filling thread: keeps `size` sandboxes of the template ready.
+fn fill(shared: &Shared) {
+    loop {
+        let (key, spec) = {
+            let mut st = shared.lock();
+            loop {
+                if st.stop {
+                    // Its children die with this thread (their death
+                    // signal); end them now rather than by surprise.
+                    st.warm.clear();
+                    return;
+                }
+                let want = st.broken.is_none() && st.warm.len() < shared.size;
+                if let (true, Some((k, s))) = (want, &st.template) {
+                    let job = (k.clone(), s.clone());
+                    st.making = Some(job.0.clone());
+                    break job;
+                }
+                st = shared.wait(st);
+            }
+        };
+        let made = make(&shared.dir, &key, &spec);
+        let mut st = shared.lock();
+        st.making = None;
+        match made {
+            Ok(w) => {
+                let current = st.template.as_ref().map(|(k, _)| k) == Some(&key);
+                if current && !st.stop {
+                    st.warm.push_back(w);
+                }
+            }
+            Err(e) => st.broken = Some(e.to_string()),
+        }
+        shared.changed.notify_all();
+    }
+}
+
+/// Starts one sandbox process and waits until its early steps are done.
+fn make(dir: &Path, key: &Key, template: &SandboxSpec) -> Result<Warm, SandboxError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        SandboxError::Setup(OsError::from_io(format!("creating {}", dir.display()), &e))
+    })?;
+    let ids = id_mapping();
+    let chown_to = ids.root_mode.then_some((SANDBOX_UID, SANDBOX_GID));
+    // The template's per-build parts play no role in the early steps.
+    let mut t = template.clone();
+    t.inputs.clear();
+    t.store_dir_host = dir.to_path_buf();
+    t.build_dir = dir.to_path_buf();
+    t.scratch_dir = None;
+    let prepared = plan::prepare(&t, dir, chown_to)?;
+
+    let (sync_r, sync_w) = pipe().map_err(SandboxError::Setup)?;
+    let (err_r, err_w) = pipe().map_err(SandboxError::Setup)?;
+    let (log_r, log_w) = pipe().map_err(SandboxError::Setup)?;
+    let (go_r, go_w) = pipe().map_err(SandboxError::Setup)?;
+    let stdin = std::fs::File::open("/dev/null")
+        .map_err(|e| SandboxError::Setup(OsError::from_io("opening /dev/null", &e)))?;
+    let mut early = ChildPlan {
+        ops: prepared.early,
+        argv: Vec::new(),
+        envp: Vec::new(),
+        builder: prepared.builder,
+        argv_owned: Vec::new(),
+        envp_owned: Vec::new(),
+        uid: SANDBOX_UID,
+        gid: SANDBOX_GID,
+        drop_groups: ids.root_mode,
+        seccomp: seccomp_filter()?,
+        sync_read: sync_r.as_raw_fd(),
+        sync_write: sync_w.as_raw_fd(),
+        err_write: err_w.as_raw_fd(),
+        log_write: log_w.as_raw_fd(),
+        stdin: stdin.as_raw_fd(),
+    };
+    early.fill_pointers();
+    let mut parts = Box::new(WarmParts {
+        plan: WarmPlan {
+            early,
+            go_read: go_r.as_raw_fd(),
+        },
+        stack: vec![0u8; CHILD_STACK_SIZE],
+    });
+    let top = (parts.stack.as_mut_ptr() as usize + CHILD_STACK_SIZE) & !15;
+    let arg = (&parts.plan as *const WarmPlan) as *mut libc::c_void;
+    // SAFETY: the child shares our memory (CLONE_VM): `parts` (its plan and
+    // stack) is kept alive, unchanged, until the child is reaped (`Warm`,
+    // then `InUse`); it runs only async-signal-safe code (see child.rs).
+    let pid = unsafe {
+        libc::clone(
+            child::warm_main,
+            top as *mut libc::c_void,
+            clone_flags(false) | libc::CLONE_VM,
+            arg,
+        )
+    };
+    if pid < 0 {
+        return Err(SandboxError::Setup(OsError::last(
+            "creating the sandbox namespaces (clone)",
+        )));
+    }
+    // The child's ends (it has its own descriptor table).
+    drop(sync_r);
+    drop(err_w);
+    drop(log_w);
+    drop(go_r);
+    drop(stdin);
+    let mut warm = Warm {
+        guard: Guard {
+            pid: Pid(pid),
+            handed_over: false,
+        },
+        key: key.clone(),
+        go: Some(go_w),
+        err_r,
+        log_r,
+        namespaces: hold_namespaces(pid),
+        parts,
+    };
+    write_id_maps(pid, ids).map_err(SandboxError::Setup)?;
+    let mut sync_file = std::fs::File::from(sync_w);
+    sync_file
+        .write_all(&[1])
+        .map_err(|e| SandboxError::Setup(OsError::from_io("starting the sandbox", &e)))?;
+    drop(sync_file);
+    match read_report(warm.err_r.as_raw_fd())? {
+        Some((child::STEP_READY, _)) => Ok(warm),
+        Some((step, errno)) => Err(step_error(
+            step,
+            errno,
+            &warm.parts.plan.early.ops,
+            &template.builder,
+        )),
+        None => {
+            warm.guard.handed_over = true;
+            let _ = wait(warm.guard.pid);
+            Err(SandboxError::Setup(OsError::new(
+                "a pre-made sandbox ended during its set-up",
+                OsErrorKind::Other,
+            )))
+        }
+    }
+}
+
+/// Runs `spec`'s build in the pre-made sandbox `warm`.
+pub(super) fn spawn_in(
+    spec: &SandboxSpec,
+    mut warm: Warm,
+    started: Instant,
+) -> Result<SandboxedChild, SandboxError> {
+    let ids = id_mapping();
+    hand_over(spec, ids).map_err(SandboxError::Setup)?;
+    let chown_to = ids.root_mode.then_some((SANDBOX_UID, SANDBOX_GID));
+    let dir = warm_dir(spec);
+    let prepared = plan::prepare(spec, &dir, chown_to)?;
+    let early = &warm.parts.plan.early;
+    let mut late = Box::new(ChildPlan {
+        ops: prepared.late,
+        argv: Vec::new(),
+        envp: Vec::new(),
+        builder: prepared.builder,
+        argv_owned: prepared.argv,
+        envp_owned: prepared.envp,
+        uid: early.uid,
+        gid: early.gid,
+        drop_groups: early.drop_groups,
+        seccomp: early.seccomp.clone(),
+        sync_read: -1,
+        sync_write: -1,
+        // The same descriptor number in the child's table.
+        err_write: early.err_write,
+        log_write: -1,
+        stdin: -1,
+    });
+    late.fill_pointers();
+
+    warm.guard.handed_over = true;
+    let mut child = SandboxedChild {
+        pid: warm.guard.pid,
+        log: None,
+        started,
+        setup_time: Duration::ZERO,
+        timeout: spec.timeout,
+        max_silent: spec.max_silent,
+        cancel: spec.cancel.clone(),
+        reaped: false,
+        held: Held {
+            namespaces: std::mem::take(&mut warm.namespaces),
+            pooled: None,
+        },
+    };
+    let addr = (&*late as *const ChildPlan) as usize;
+    let sent = match warm.go.take() {
+        Some(go) => std::fs::File::from(go).write_all(&addr.to_le_bytes()),
+        None => Err(std::io::ErrorKind::BrokenPipe.into()),
+    };
+    let Warm {
+        err_r,
+        log_r,
+        parts,
+        ..
+    } = warm;
+    child.log = Some(log_r);
+    // `parts` and `late` stay alive until the child is reaped: on the
+    // error paths below it is killed and reaped before they are dropped.
+    if let Err(e) = sent {
+        let _ = child.kill_and_reap();
+        return Err(SandboxError::Setup(OsError::from_io(
+            "starting a pre-made sandbox",
+            &e,
+        )));
+    }
+    let report = read_report(err_r.as_raw_fd());
+    child.setup_time = started.elapsed();
+    match report {
+        Ok(None) => {}
+        Ok(Some((step, errno))) => {
+            let _ = child.kill_and_reap();
+            return Err(step_error(step, errno, &late.ops, &spec.builder));
+        }
+        Err(e) => {
+            let _ = child.kill_and_reap();
+            return Err(e);
+        }
+    }
+    child.held.pooled = Some(InUse {
+        _warm: parts,
+        _late: late,
+    });
+    if let Some(pool) = &spec.pool {
+        pool.platform()
+            .shared
+            .served
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(child)
+}
+
+/// The directory pooled roots are mounted on, for `spec`'s pool.
+fn warm_dir(spec: &SandboxSpec) -> PathBuf {
+    spec.pool
+        .as_ref()
+        .map(|p| p.platform().shared.dir.clone())
+        .unwrap_or_else(|| spec.root_dir.clone())
+}

@@ -1,0 +1,160 @@
+//! Pre-made sandboxes (`SandboxPool`) must isolate a build exactly as a
+//! fresh sandbox does: a probe prints what a builder can see and do, and
+//! the pooled run must print the same as the fresh one; consecutive pooled
+//! builds must not see each other's `/tmp`, `/build`, `/dev/shm`, processes
+//! or inputs. Whether a build was served from the pool is counted, and the
+//! tests wait for a ready sandbox before each pooled build, so they do not
+//! depend on timing.
+
+// The sandbox (and its pool) is Linux only.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use b3_builder::job::BuildJob;
+use b3_builder::sandbox::SandboxPool;
+use common::{job, run, tempdir, BB};
+
+/// What a builder sees: ids, names, the root, devices, mounts (targets and
+/// ro/rw only: sources name host paths), network interfaces, processes,
+/// privileges, the store, `/tmp` and `/build`.
+const PROBE: &str = r#"
+echo "ids $(id -u) $(id -g) $(id -G)"
+echo "host $(hostname) $(cat /proc/sys/kernel/domainname)"
+echo "root $(ls -A / | tr '\n' ' ')"
+echo "dev $(ls -A /dev | tr '\n' ' ')"
+echo "etc $(ls -A /etc | tr '\n' ' ')"
+echo "mounts $(cut -d' ' -f2,4 /proc/self/mounts | sed 's/,.*//' | sort | tr '\n' ';')"
+echo "net $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ' ')"
+echo "init $(cat /proc/1/comm), others $(cat /proc/[0-9]*/comm | grep -cvxE 'sh|cat|grep')"
+grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status | tr '\t\n' '  '; echo
+echo "store $(ls -A /nix/store | tr '\n' ' ')"
+echo "tmp $(ls -A /tmp | tr '\n' ' ')"
+echo "build $(ls -A /build | tr '\n' ' ')"
+echo "shm $(ls -A /dev/shm | tr '\n' ' ')"
+if echo x > /nix/store/b8zzzm23p9pd6h8zbaiz806gqid7q81v-bb/evil 2>/dev/null; then echo LEAK input writable; fi
+if touch /suid 2>/dev/null && chmod u+s /suid 2>/dev/null && [ -u /suid ]; then echo LEAK setuid; fi
+touch $out
+"#;
+
+fn pooled(script: &str, work: &std::path::Path, pool: &SandboxPool) -> BuildJob {
+    let mut j = job(script, work);
+    j.pool = Some(pool.clone());
+    j
+}
+
+/// Runs `j` and returns its log, failing on a failed build.
+fn log_of(j: &BuildJob) -> String {
+    let (res, log) = run(j);
+    assert!(res.outcome.status.success(), "{log}");
+    log
+}
+
+#[test]
+fn a_pooled_sandbox_shows_the_builder_exactly_what_a_fresh_one_does() {
+    let work = tempdir();
+    let pool = SandboxPool::new(1, work.path().join("pool"));
+    // The first build of a pool runs fresh (nothing is ready yet) and makes
+    // its spec the pool's template.
+    let fresh = log_of(&pooled(PROBE, work.path(), &pool));
+    assert_eq!(pool.served(), 0);
+    pool.wait_ready().expect("a sandbox is made");
+    let warm = log_of(&pooled(PROBE, work.path(), &pool));
+    assert_eq!(pool.served(), 1, "the second build ran in the pool");
+    assert_eq!(fresh, warm, "pooled and fresh sandboxes differ");
+    assert!(!warm.contains("LEAK"), "{warm}");
+    // The shape a fresh sandbox has (checked in detail elsewhere).
+    assert!(warm.contains("ids 1000 100 100"), "{warm}");
+    assert!(warm.contains("host localhost (none)"), "{warm}");
+    assert!(warm.contains("net lo \n"), "{warm}");
+    assert!(warm.contains("init sh, others 0"), "{warm}");
+    assert!(warm.contains("NoNewPrivs: 1"), "{warm}");
+    assert!(warm.contains("Seccomp: 2"), "{warm}");
+    assert!(
+        !warm.contains(".b3-stage"),
+        "the staged store is gone: {warm}"
+    );
+    let store_line = warm.lines().find(|l| l.starts_with("store ")).unwrap();
+    assert_eq!(
+        store_line.trim_end(),
+        format!("store {}", BB.trim_start_matches("/nix/store/")),
+        "only the input is in the store"
+    );
+}
+
+#[test]
+fn consecutive_pooled_builds_do_not_see_each_others_files_processes_or_inputs() {
+    let work = tempdir();
+    let pool = SandboxPool::new(1, work.path().join("pool"));
+    // A store path on the host that only the first build declares.
+    let other = std::fs::read_dir("/nix/store")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with(".drv"))
+        .expect("some other store path exists");
+    let leave_traces = "echo a > /tmp/from-a; echo a > /build/from-a; \
+         echo a > /dev/shm/from-a; (sleep 1000 &) ; sleep 1000 & \
+         echo A-STORE $(ls -A /nix/store); touch $out";
+    let look = "echo B-TMP $(ls -A /tmp); echo B-BUILD $(ls -A /build); \
+         echo B-SHM $(ls -A /dev/shm); echo B-SLEEPERS $(cat /proc/[0-9]*/comm | grep -c sleep); \
+         echo B-STORE $(ls -A /nix/store); touch $out";
+    for round in 0..2 {
+        let mut a = pooled(leave_traces, work.path(), &pool);
+        a.inputs.push(format!("/nix/store/{other}"));
+        if round > 0 {
+            pool.wait_ready().expect("a sandbox is made");
+        }
+        let log_a = log_of(&a);
+        assert!(log_a.contains(&other), "A sees its own input: {log_a}");
+        pool.wait_ready().expect("a sandbox is made");
+        let served = pool.served();
+        let log_b = log_of(&pooled(look, work.path(), &pool));
+        assert_eq!(pool.served(), served + 1, "B ran in the pool");
+        let line = |tag: &str| {
+            log_b
+                .lines()
+                .find(|l| l.starts_with(tag))
+                .unwrap_or_else(|| panic!("no {tag} in {log_b}"))
+                .trim_end()
+                .to_string()
+        };
+        assert_eq!(line("B-TMP"), "B-TMP", "{log_b}");
+        assert_eq!(line("B-BUILD"), "B-BUILD", "{log_b}");
+        assert_eq!(line("B-SHM"), "B-SHM", "{log_b}");
+        assert_eq!(line("B-SLEEPERS"), "B-SLEEPERS 0", "A's processes: {log_b}");
+        assert_eq!(
+            line("B-STORE"),
+            format!("B-STORE {}", BB.trim_start_matches("/nix/store/")),
+            "B sees A's input: {log_b}"
+        );
+    }
+}
+
+#[test]
+fn a_pool_is_not_used_for_builds_with_network_access() {
+    let work = tempdir();
+    let pool = SandboxPool::new(1, work.path().join("pool"));
+    let mut j = pooled("touch $out", work.path(), &pool);
+    j.fixed_output = true;
+    j.drv_env.insert("outputHash".into(), "x".into());
+    let (res, log) = run(&j);
+    assert!(res.outcome.status.success(), "{log}");
+    assert_eq!(pool.served(), 0);
+    assert!(
+        pool.wait_ready().is_err(),
+        "no template was offered by a build with network access"
+    );
+}
+
+#[test]
+fn dropping_a_pool_ends_its_sandboxes_and_removes_its_directory() {
+    let work = tempdir();
+    let dir = work.path().join("pool");
+    let pool = SandboxPool::new(2, dir.clone());
+    log_of(&pooled("touch $out", work.path(), &pool));
+    pool.wait_ready().expect("a sandbox is made");
+    assert!(dir.is_dir());
+    drop(pool);
+    assert!(!dir.exists(), "the pool's directory is removed");
+}
