@@ -226,7 +226,15 @@ impl Filesystem for ViewFs {
         ] {
             let _ = config.add_capabilities(cap);
         }
-        let _ = config.set_max_readahead(1024 * 1024);
+        let _ = config.set_max_readahead(super::READAHEAD);
+        // Reads of pages not yet cached are background requests: past the
+        // congestion threshold (9 by default) the kernel cuts readahead
+        // short, and a first read of a large file arrives in many small
+        // requests. vfs_bench, 1,020 files of 200 MiB read cold: 1,942 read
+        // requests with only the sysfs readahead raised at mount, 2,532
+        // with only this, 1,188 with both.
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
         // Passthrough lets the kernel read blob files itself (Linux >= 6.9;
         // opening a backing id needs CAP_SYS_ADMIN). Stack depth 1: blobs
         // live on a plain filesystem; if not, or if not permitted, opening

@@ -176,6 +176,9 @@ impl Drop for MountGuard {
     }
 }
 
+/// Readahead asked of the kernel for pages not yet cached, in bytes.
+pub(crate) const READAHEAD: u32 = 1024 * 1024;
+
 /// How long [`MountGuard::unmount`] retries a busy mount before detaching it.
 pub const UNMOUNT_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -229,6 +232,31 @@ mod own {
             Err(Errno::PERM) | Err(Errno::ACCESS) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The kernel caps a FUSE mount's readahead at 128 KiB whatever the
+    /// server asks at init (it can only lower the default), so pages not yet
+    /// cached arrive in 128 KiB reads, each a round trip to the server. As
+    /// root, the mount's own readahead setting in sysfs can be raised to
+    /// what the view asked: first reads then take fewer, larger requests.
+    /// Best effort: where sysfs is not writable (a user namespace), the
+    /// default stays.
+    pub(super) fn raise_readahead(mountpoint: &Path) {
+        use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+        // DONT_SYNC: the device number needs no request to the server.
+        let Ok(st) = statx(
+            CWD,
+            mountpoint,
+            AtFlags::STATX_DONT_SYNC,
+            StatxFlags::BASIC_STATS,
+        ) else {
+            return;
+        };
+        let knob = format!(
+            "/sys/class/bdi/{}:{}/read_ahead_kb",
+            st.stx_dev_major, st.stx_dev_minor
+        );
+        let _ = std::fs::write(knob, format!("{}", super::READAHEAD / 1024));
     }
 
     /// Unmounts, retrying while busy; past `patience`, detaches lazily
@@ -372,7 +400,10 @@ pub fn mount_closure(
             let started = fuser::Session::from_fd(fs, dev, cfg.acl, cfg.clone())
                 .and_then(fuser::Session::spawn);
             match started {
-                Ok(s) => Held::Own(s),
+                Ok(s) => {
+                    own::raise_readahead(&mountpoint);
+                    Held::Own(s)
+                }
                 Err(e) => {
                     let _ =
                         rustix::mount::unmount(&mountpoint, rustix::mount::UnmountFlags::DETACH);
