@@ -3,10 +3,12 @@
 //! user + mount namespace.
 //!
 //! Shape of a runtime:
-//! - [`launch`] starts a *server* process (any executable that ends up in
+//! - [`launch`] prepares a *server* process (any executable that ends up in
 //!   [`serve_main`], such as `b3 runtime serve` or the `b3-vfs-runtime`
-//!   binary) with `unshare(CLONE_NEWUSER | CLONE_NEWNS)` applied between
-//!   fork and exec, so no thread of the caller is involved.
+//!   binary), started with `posix_spawn`: nothing runs between fork and
+//!   exec, so no thread of the caller is involved and a large caller is
+//!   not copied. The server enters new user and mount namespaces itself,
+//!   first thing, while it has one thread.
 //! - The closure travels on an inherited memfd (NUL-terminated names), not
 //!   in the argument vector, which holds only a few MiB (about 40,000 store
 //!   paths); the server uses that buffer as the view's name set as is.
@@ -199,46 +201,74 @@ pub fn default_registry() -> PathBuf {
     }
 }
 
-/// Starts the server `exe` with `prefix` arguments (e.g. `["runtime",
-/// "serve"]`) followed by the spec, in new user and mount namespaces.
-/// Stdio is inherited; the returned command is ready to spawn or run.
-/// The closure goes to the server on a memfd it inherits.
-pub fn launch(exe: &Path, prefix: &[&str], spec: &RuntimeSpec) -> Result<Command, Error> {
-    let closure = closure_memfd(&spec.closure)?;
-    let closure_fd = closure.as_raw_fd();
-    let mut cmd = Command::new(exe);
-    cmd.args(prefix).args(spec.to_args_with_fd(closure_fd));
-    let uid = rustix::process::getuid().as_raw();
-    let gid = rustix::process::getgid().as_raw();
-    // Built before fork: only async-signal-safe calls happen in the child.
-    // A process writing its own maps after unshare has no capability in
-    // the parent namespace, so it can map only its own ids (root too).
-    let uid_map = format!("0 {uid} 1\n").into_bytes();
-    let gid_map = format!("0 {gid} 1\n").into_bytes();
-    // SAFETY: the closure only makes raw system calls on data prepared
-    // above; it allocates nothing and takes no locks.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            write_proc(c"/proc/self/setgroups", b"deny")?;
-            write_proc(c"/proc/self/uid_map", &uid_map)?;
-            write_proc(c"/proc/self/gid_map", &gid_map)?;
-            // The closure's memfd is close-on-exec everywhere else, so
-            // other children started meanwhile do not inherit it.
-            if libc::fcntl(closure.as_raw_fd(), libc::F_SETFD, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok(cmd)
+/// A server ready to start (see [`launch`]): the command, and the closure's
+/// memfd, which must stay open until the command has been spawned. Derefs
+/// to the command, so `launch(..)?.status()` works.
+pub struct Launch {
+    cmd: Command,
+    closure: OwnedFd,
 }
 
-/// A close-on-exec memfd holding `names`, each followed by a NUL.
+impl Launch {
+    /// The command and the memfd to keep open until it is spawned.
+    pub fn into_parts(self) -> (Command, OwnedFd) {
+        (self.cmd, self.closure)
+    }
+}
+
+impl std::ops::Deref for Launch {
+    type Target = Command;
+    fn deref(&self) -> &Command {
+        &self.cmd
+    }
+}
+
+impl std::ops::DerefMut for Launch {
+    fn deref_mut(&mut self) -> &mut Command {
+        &mut self.cmd
+    }
+}
+
+/// Prepares the server `exe` with `prefix` arguments (e.g. `["runtime",
+/// "serve"]`) followed by the spec; the server enters new user and mount
+/// namespaces itself ([`serve_main`]). Stdio is inherited. The closure goes
+/// to the server on a memfd it inherits.
+///
+/// No code runs between fork and exec, so the command is started with
+/// `posix_spawn` (a vfork): the caller's memory is neither copied nor torn
+/// down, which a fork and exec of a large caller (one holding a large
+/// closure) would pay. The price: the memfd is inheritable until the
+/// [`Launch`] is dropped, so a child another thread starts meanwhile
+/// inherits it too.
+pub fn launch(exe: &Path, prefix: &[&str], spec: &RuntimeSpec) -> Result<Launch, Error> {
+    let closure = closure_memfd(&spec.closure)?;
+    let mut cmd = Command::new(exe);
+    cmd.args(prefix)
+        .args(spec.to_args_with_fd(closure.as_raw_fd()));
+    Ok(Launch { cmd, closure })
+}
+
+/// Makes this process the first of new user and mount namespaces, with
+/// its own ids mapped to root: a process writing its own maps after
+/// unshare has no capability in the parent namespace, so it can map only
+/// its own ids (root too). Needs a single-threaded process.
+fn enter_new_namespaces() -> Result<(), Error> {
+    let uid = rustix::process::getuid().as_raw();
+    let gid = rustix::process::getgid().as_raw();
+    let what = "entering new user and mount namespaces";
+    // SAFETY: unshare takes flags only.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } != 0 {
+        return Err(io_err(what)(io::Error::last_os_error()));
+    }
+    write_proc(c"/proc/self/setgroups", b"deny")
+        .and_then(|_| write_proc(c"/proc/self/uid_map", format!("0 {uid} 1\n").as_bytes()))
+        .and_then(|_| write_proc(c"/proc/self/gid_map", format!("0 {gid} 1\n").as_bytes()))
+        .map_err(io_err(what))
+}
+
+/// An inheritable memfd holding `names`, each followed by a NUL.
 fn closure_memfd(names: &[String]) -> Result<OwnedFd, Error> {
-    let fd = rustix::fs::memfd_create("b3-runtime-closure", rustix::fs::MemfdFlags::CLOEXEC)
+    let fd = rustix::fs::memfd_create("b3-runtime-closure", rustix::fs::MemfdFlags::empty())
         .map_err(|e| io_err("creating the closure's memfd")(e.into()))?;
     let mut f = io::BufWriter::with_capacity(1 << 16, fs::File::from(fd));
     for n in names {
@@ -272,7 +302,7 @@ fn read_closure_fd(fd: RawFd) -> Result<Vec<u8>, Error> {
     Ok(buf)
 }
 
-/// open + write + close, for use between fork and exec.
+/// open + write + close of a /proc file with plain system calls.
 fn write_proc(path: &std::ffi::CStr, data: &[u8]) -> io::Result<()> {
     // SAFETY: plain system calls on a NUL-terminated path and a live buffer.
     unsafe {
@@ -491,6 +521,8 @@ pub fn enter(registry: &Path, id: &str, command: &[OsString]) -> Result<Command,
 /// The server side: call in the process [`launch`] started. Returns the
 /// command's exit code once the last process of the runtime has exited.
 pub fn serve_main(args: &[OsString]) -> Result<i32, Error> {
+    // First, while this process has a single thread.
+    enter_new_namespaces()?;
     let (spec, closure_fd) = RuntimeSpec::from_args_with_fd(args)?;
     // The names as one buffer (those from a descriptor, then any `--path`).
     let mut names = match closure_fd {

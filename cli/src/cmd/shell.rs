@@ -366,6 +366,8 @@ pub fn run_in_env(
     }
     let staging = env.tmp.path().join("root");
     std::fs::create_dir(&staging).context("creating the shell's staging directory")?;
+    // Kept open until the runtime's server has started (see `launch`).
+    let mut _closure_fd = None;
     let mut cmd = match view {
         StoreView::Bind => ns::command(
             store.real_store_dir(),
@@ -391,7 +393,10 @@ pub fn run_in_env(
             };
             let exe = std::env::current_exe().context("locating the b3 executable")?;
             // `--`: the spec's options (`--odb`) are not `runtime serve`'s.
-            b3_vfs::runtime::launch(&exe, &["runtime", "serve", "--"], &spec)?
+            let (cmd, fd) =
+                b3_vfs::runtime::launch(&exe, &["runtime", "serve", "--"], &spec)?.into_parts();
+            _closure_fd = Some(fd);
+            cmd
         }
     };
     cmd.env_clear().envs(&vars);
