@@ -266,6 +266,16 @@ fn enter_new_namespaces() -> Result<(), Error> {
         .map_err(io_err(what))
 }
 
+/// A close-on-exec memfd holding `bytes`.
+fn closure_memfd_cloexec(bytes: &[u8]) -> Result<OwnedFd, Error> {
+    let fd = rustix::fs::memfd_create("b3-runtime-closure", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| io_err("creating the closure's memfd")(e.into()))?;
+    let mut f = fs::File::from(fd);
+    f.write_all(bytes)
+        .map_err(io_err("writing the closure's memfd"))?;
+    Ok(f.into())
+}
+
 /// An inheritable memfd holding `names`, each followed by a NUL.
 fn closure_memfd(names: &[String]) -> Result<OwnedFd, Error> {
     let fd = rustix::fs::memfd_create("b3-runtime-closure", rustix::fs::MemfdFlags::empty())
@@ -282,8 +292,10 @@ fn closure_memfd(names: &[String]) -> Result<OwnedFd, Error> {
     Ok(f.into())
 }
 
-/// Reads the closure handed over on descriptor `fd` (see [`launch`]).
-fn read_closure_fd(fd: RawFd) -> Result<Vec<u8>, Error> {
+/// Reads the closure handed over on descriptor `fd` (see [`launch`]);
+/// returns it with the memfd, now close-on-exec, which the server keeps
+/// open for the registry (see [`RuntimeInfo::render_with_fd`]).
+fn read_closure_fd(fd: RawFd) -> Result<(Vec<u8>, fs::File), Error> {
     // SAFETY: fcntl only queries the descriptor; it fails on a closed one.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(io_err(format!("the closure descriptor {fd}"))(
@@ -299,7 +311,11 @@ fn read_closure_fd(fd: RawFd) -> Result<Vec<u8>, Error> {
     f.rewind()
         .and_then(|_| f.read_to_end(&mut buf))
         .map_err(io_err("reading the closure"))?;
-    Ok(buf)
+    // SAFETY: fcntl on a descriptor this function owns.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(io_err("keeping the closure")(io::Error::last_os_error()));
+    }
+    Ok((buf, f))
 }
 
 /// open + write + close of a /proc file with plain system calls.
@@ -348,7 +364,26 @@ impl RuntimeInfo {
     /// The record with `names` (NUL-terminated, `count` of them) as the
     /// closure, whatever `self.closure` holds: written as one block, with no
     /// work per name.
+    #[cfg(test)]
     fn render_with(&self, names: &[u8], count: usize) -> Vec<u8> {
+        let mut out = self.render_head().into_bytes();
+        out.extend_from_slice(format!("paths={count}\n").as_bytes());
+        out.extend_from_slice(names);
+        out
+    }
+
+    /// The record a server writes: its closure stays in the memfd it was
+    /// handed, open as descriptor `fd` of the server, which readers open
+    /// through `/proc/PID/fd/FD` (see [`list`]). Nothing per name is
+    /// written: a closure of 100,000 paths is some MiB, and writing those to
+    /// a disk on a busy machine held up a runtime's start by tens of ms.
+    fn render_with_fd(&self, fd: RawFd) -> Vec<u8> {
+        let mut s = self.render_head();
+        s.push_str(&format!("closure_fd={fd}\n"));
+        s.into_bytes()
+    }
+
+    fn render_head(&self) -> String {
         let mut s = format!(
             "pid={}\nstart_time={}\nstore_dir={}\n",
             self.pid,
@@ -358,13 +393,12 @@ impl RuntimeInfo {
         for c in &self.command {
             s.push_str(&format!("arg={}\n", c.replace('\n', " ")));
         }
-        s.push_str(&format!("paths={count}\n"));
-        let mut out = s.into_bytes();
-        out.extend_from_slice(names);
-        out
+        s
     }
 
-    fn parse(id: &str, record: &[u8]) -> Option<Self> {
+    /// The record's fields, and the server's descriptor holding the
+    /// closure if the record names one instead of listing the names.
+    fn parse(id: &str, record: &[u8]) -> Option<(Self, Option<RawFd>)> {
         let mut info = RuntimeInfo {
             id: id.to_owned(),
             pid: 0,
@@ -373,6 +407,7 @@ impl RuntimeInfo {
             closure: Vec::new(),
             command: Vec::new(),
         };
+        let mut closure_fd = None;
         let mut rest = record;
         while !rest.is_empty() {
             let nl = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
@@ -384,6 +419,7 @@ impl RuntimeInfo {
                 "start_time" => info.start_time = v.parse().ok()?,
                 "store_dir" => info.store_dir = v.into(),
                 "arg" => info.command.push(v.to_owned()),
+                "closure_fd" => closure_fd = Some(v.parse().ok()?),
                 "paths" => {
                     // The names end the record.
                     let names = std::str::from_utf8(rest).ok()?;
@@ -393,7 +429,7 @@ impl RuntimeInfo {
                 _ => {}
             }
         }
-        (info.pid != 0).then_some(info)
+        (info.pid != 0).then_some((info, closure_fd))
     }
 
     /// Whether the server is still the process that registered.
@@ -442,7 +478,17 @@ pub fn list(registry: &Path) -> Result<Vec<RuntimeInfo>, Error> {
         }
         let record = fs::read(e.path()).unwrap_or_default();
         match RuntimeInfo::parse(&id, &record) {
-            Some(info) if info.alive() => out.push(info),
+            Some((mut info, fd)) if info.alive() => {
+                if let Some(fd) = fd {
+                    // Left empty if the server has just ended.
+                    let names = fs::read(format!("/proc/{}/fd/{fd}", info.pid)).unwrap_or_default();
+                    info.closure = String::from_utf8_lossy(&names)
+                        .split_terminator('\0')
+                        .map(str::to_owned)
+                        .collect();
+                }
+                out.push(info)
+            }
             _ => {
                 let _ = fs::remove_file(e.path());
             }
@@ -525,9 +571,12 @@ pub fn serve_main(args: &[OsString]) -> Result<i32, Error> {
     enter_new_namespaces()?;
     let (spec, closure_fd) = RuntimeSpec::from_args_with_fd(args)?;
     // The names as one buffer (those from a descriptor, then any `--path`).
-    let mut names = match closure_fd {
-        Some(fd) => read_closure_fd(fd)?,
-        None => Vec::new(),
+    let (mut names, closure_file) = match closure_fd {
+        Some(fd) => {
+            let (names, file) = read_closure_fd(fd)?;
+            (names, Some(file))
+        }
+        None => (Vec::new(), None),
     };
     for p in &spec.closure {
         names.extend_from_slice(p.as_bytes());
@@ -573,7 +622,13 @@ pub fn serve_main(args: &[OsString]) -> Result<i32, Error> {
         .map_err(io_err(format!("creating {}", spec.registry.display())))?;
     let record = spec.registry.join(&info.id);
     let tmp = spec.registry.join(format!(".{}", info.id));
-    fs::write(&tmp, info.render_with(closure.as_bytes(), closure.len()))
+    // The names are read from the memfd (see `render_with_fd`), or, for a
+    // closure given as arguments, from a memfd made here.
+    let closure_file = match closure_file.filter(|_| spec.closure.is_empty()) {
+        Some(f) => f,
+        None => fs::File::from(closure_memfd_cloexec(closure.as_bytes())?),
+    };
+    fs::write(&tmp, info.render_with_fd(closure_file.as_raw_fd()))
         .and_then(|_| fs::rename(&tmp, &record))
         .map_err(io_err(format!(
             "registering in {}",
@@ -592,6 +647,7 @@ pub fn serve_main(args: &[OsString]) -> Result<i32, Error> {
         }
     }
     let _ = fs::remove_file(&record);
+    drop(closure_file);
     guard.unmount()?;
     let status: ExitStatus = status.map_err(io_err(format!(
         "running {}",
@@ -672,10 +728,40 @@ mod tests {
         let fd = closure_memfd(&names).unwrap();
         // What the server does with the descriptor it inherits.
         let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
-        let bytes = read_closure_fd(raw).unwrap();
+        let (bytes, kept) = read_closure_fd(raw).unwrap();
         let set = ClosureSet::from_nul_terminated(bytes).unwrap();
         assert_eq!(set.iter().collect::<Vec<_>>(), names);
-        assert!(read_closure_fd(raw).is_err(), "read once, then closed");
+        // Kept for the registry, but not for the server's command.
+        // SAFETY: fcntl queries a descriptor `kept` owns.
+        let flags = unsafe { libc::fcntl(kept.as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        drop(kept);
+        assert!(read_closure_fd(raw).is_err(), "closed with the file");
+    }
+
+    #[test]
+    fn a_record_naming_the_servers_closure_descriptor_lists_its_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let names: Vec<String> = vec!["a-x".into(), "b-y".into()];
+        let fd = closure_memfd_cloexec(b"a-x\0b-y\0").unwrap();
+        let info = RuntimeInfo {
+            id: "r".into(),
+            pid: me,
+            start_time: proc_start_time(me).unwrap(),
+            store_dir: "/nix/store".into(),
+            closure: Vec::new(),
+            command: vec!["sh".into()],
+        };
+        fs::write(dir.path().join("r"), info.render_with_fd(fd.as_raw_fd())).unwrap();
+        let listed = list(dir.path()).unwrap();
+        assert_eq!(
+            listed,
+            vec![RuntimeInfo {
+                closure: names,
+                ..info
+            }]
+        );
     }
 
     #[test]
