@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use super::child::{self, ChildPlan, WarmPlan};
 use super::{
     clone_flags, hand_over, hold_namespaces, id_mapping, kill, pipe, plan, read_report,
-    seccomp_filter, step_error, wait, write_id_maps, Held, SandboxedChild, CHILD_STACK_SIZE,
+    seccomp_filter, step_error, wait, write_id_maps, Held, SandboxedChild, Stack,
 };
 use crate::platform::{OsError, OsErrorKind, Pid};
 use crate::sandbox::{SandboxError, SandboxPath, SandboxSpec, SANDBOX_GID, SANDBOX_UID};
@@ -116,7 +116,7 @@ struct Guard {
 
 struct WarmParts {
     plan: WarmPlan,
-    stack: Vec<u8>,
+    stack: Stack,
 }
 
 // SAFETY: the raw pointers in the plans point into strings the same
@@ -344,14 +344,14 @@ fn make(dir: &Path, key: &Key, template: &SandboxSpec) -> Result<Warm, SandboxEr
         stdin: stdin.as_raw_fd(),
     };
     early.fill_pointers();
-    let mut parts = Box::new(WarmParts {
+    let parts = Box::new(WarmParts {
         plan: WarmPlan {
             early,
             go_read: go_r.as_raw_fd(),
         },
-        stack: vec![0u8; CHILD_STACK_SIZE],
+        stack: Stack::new()?,
     });
-    let top = (parts.stack.as_mut_ptr() as usize + CHILD_STACK_SIZE) & !15;
+    let top = parts.stack.top();
     let arg = (&parts.plan as *const WarmPlan) as *mut libc::c_void;
     // SAFETY: the child shares our memory (CLONE_VM): `parts` (its plan and
     // stack) is kept alive, unchanged, until the child is reaped (`Warm`,
@@ -359,7 +359,7 @@ fn make(dir: &Path, key: &Key, template: &SandboxSpec) -> Result<Warm, SandboxEr
     let pid = unsafe {
         libc::clone(
             child::warm_main,
-            top as *mut libc::c_void,
+            top,
             clone_flags(false) | libc::CLONE_VM,
             arg,
         )
