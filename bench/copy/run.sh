@@ -67,7 +67,8 @@ TOP=$(cat "$W/top")
 PK=$(cat "$W/key.pub")
 [ -n "${PREPARE_ONLY:-}" ] && { echo "prepared in $W"; exit 0; }
 rm -rf "$W/b3-http" "$W/b3-s3" "$W/nix-http"
-NAR_BYTES=$(du -sb "$CACHE/nar" | cut -f1)
+file_bytes() { find "$1" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
+NAR_BYTES=$(file_bytes "$CACHE/nar")
 NAR_SIZE=$(cat "$CACHE"/*.narinfo | awk '/^NarSize:/ {s += $2} END {print s}')
 NPATHS_ALL=$(ls "$CACHE"/*.narinfo | wc -l)
 echo "   $NPATHS_ALL paths; NAR bytes (uncompressed) $NAR_SIZE; compressed in cache $NAR_BYTES"
@@ -120,20 +121,20 @@ raw_restore() {
   [ "$got" -ge "$NAR_SIZE" ] || { echo "raw restore wrote $got bytes, expected $NAR_SIZE" >&2; exit 1; }
   rm -rf "$W/raw"; settle
 }
-# raw_copy BASE [CURL ARGS] → "seconds seconds-with-sync": fetch every
-# object into its own file under $W/raw (curl -o), 8 at a time; then one
-# `sync -f` of the filesystem.
+# raw_copy BASE [CURL ARGS] → "seconds seconds-with-sync": one curl in
+# parallel mode (8 transfers at a time) fetching every object into its own
+# file under $W/raw (`-o`); then one `sync -f` of the filesystem.
 raw_copy() {
   local base=$1 t0 t1 t2; shift
   rm -rf "$W/raw"; mkdir -p "$W/raw/nar"
+  sed "s|.*|url = \"$base/&\"\noutput = \"$W/raw/&\"|" "$W/objects" > "$W/raw.curlrc"
   sync -f "$W"
   t0=$(now)
-  # shellcheck disable=SC2016
-  xargs -P 8 -I{} curl -sf "$@" -o "$W/raw/{}" "$base/{}" < "$W/objects"
+  curl -sf -Z --parallel-max 8 "$@" -K "$W/raw.curlrc" 2>/dev/null
   t1=$(now)
   sync -f "$W/raw"
   t2=$(now)
-  local got; got=$(du -sb "$W/raw/nar" | cut -f1)
+  local got; got=$(file_bytes "$W/raw/nar")
   [ "$got" -ge "$NAR_BYTES" ] || { echo "raw copy wrote $got bytes, expected $NAR_BYTES" >&2; exit 1; }
   echo "$(elapsed "$t0" "$t1") $(elapsed "$t0" "$t2")"
   rm -rf "$W/raw"; settle
