@@ -3,8 +3,9 @@
 //! Built for closures of any size with no work per name until the first
 //! lookup: the names live in one buffer (each followed by a NUL, which no
 //! valid name contains), so a runtime's server takes the buffer it was
-//! handed as is; the hash index over it is built on the first lookup, with
-//! no allocation per name.
+//! handed as is; the hash index over it is built on another thread (or at
+//! the first lookup of a small set), with no allocation per name. Lookups
+//! made before it is ready scan the buffer instead of waiting.
 //!
 //! A name that is not a valid store path name can never show: the kernel
 //! only looks up single path components, and listings skip names the object
@@ -12,12 +13,16 @@
 //! which reports mistakes) checks each name.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::MountError;
 use crate::odb::valid_root_name;
+
+/// Sets at least this large get their index built on another thread.
+const BACKGROUND_MIN: usize = 4096;
 
 /// Store path base names (`<hash>-<name>`), checked once at construction.
 pub struct ClosureSet {
@@ -26,6 +31,8 @@ pub struct ClosureSet {
     count: usize,
     /// Offsets of the distinct names in `names`, by hash; built on first use.
     index: OnceLock<HashTable<u32>>,
+    /// A thread is building `index` ([`ClosureSet::index_in_background`]).
+    building: AtomicBool,
     hasher: DefaultHashBuilder,
 }
 
@@ -81,6 +88,7 @@ impl ClosureSet {
             names: buf,
             count,
             index: OnceLock::new(),
+            building: AtomicBool::new(false),
             hasher: DefaultHashBuilder::default(),
         })
     }
@@ -135,19 +143,47 @@ impl ClosureSet {
     /// with whatever the caller does until the first lookup (mounting,
     /// starting a command).
     pub fn index_in_background(self: &std::sync::Arc<Self>) {
-        if self.count >= 4096 && self.index.get().is_none() {
+        if self.count >= BACKGROUND_MIN
+            && self.index.get().is_none()
+            && !self.building.swap(true, Ordering::AcqRel)
+        {
             let me = self.clone();
-            let _ = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("b3-vfs-index".into())
                 .spawn(move || {
                     me.index();
                 });
+            if spawned.is_err() {
+                self.building.store(false, Ordering::Release);
+            }
         }
     }
 
     pub fn contains(&self, name: &[u8]) -> bool {
+        let index = match self.index.get() {
+            Some(i) => i,
+            // Being built on another thread: a first lookup (often the only
+            // one before the index is ready) need not wait for it.
+            None if self.building.load(Ordering::Acquire) => return self.scan(name),
+            None => self.index(),
+        };
         let h = self.hasher.hash_one(name);
-        self.index().find(h, |&o| self.name_at(o) == name).is_some()
+        index.find(h, |&o| self.name_at(o) == name).is_some()
+    }
+
+    /// `contains` without the index: one pass over the buffer.
+    fn scan(&self, name: &[u8]) -> bool {
+        if name.is_empty() || name.contains(&0) {
+            return false;
+        }
+        if self.names.starts_with(name) && self.names.get(name.len()) == Some(&0) {
+            return true;
+        }
+        let mut needle = Vec::with_capacity(name.len() + 2);
+        needle.push(0);
+        needle.extend_from_slice(name);
+        needle.push(0);
+        memchr::memmem::find(&self.names, &needle).is_some()
     }
 }
 
@@ -200,6 +236,26 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn scanning_finds_what_the_index_finds() {
+        let names: Vec<String> = (0..5000).map(|i| format!("{i:032}-decl")).collect();
+        let s = ClosureSet::from_names(&names).unwrap();
+        for n in [&names[0], &names[1], &names[4999]] {
+            assert!(s.scan(n.as_bytes()), "{n}");
+        }
+        for n in [
+            &b""[..],
+            b"decl",
+            b"0000000000000000000000000000000",
+            b"00000000000000000000000000000000-dec",
+            b"00000000000000000000000000000000-decl\x000",
+        ] {
+            assert!(!s.scan(n), "{n:?}");
+        }
+        assert!(s.contains(names[42].as_bytes()));
+        assert!(s.index.get().is_some(), "built at the first lookup");
     }
 
     #[test]
