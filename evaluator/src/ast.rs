@@ -108,6 +108,44 @@ pub struct Lambda {
     pub body: Expr,
     pub pos: Pos,
     pub name: Option<Sym>,
+    /// The parameter is a plain name and the body has only the forms
+    /// [`Ev::pure`](crate::eval::Ev::pure) can evaluate speculatively, so
+    /// that a call with an already-forced argument is worth trying without
+    /// a frame.
+    pub pure: bool,
+}
+
+/// Whether `e` is made only of the forms [`Ev::pure`](crate::eval::Ev::pure)
+/// evaluates: literals, variables, integer arithmetic and comparisons,
+/// `!`, `if` and static attribute selection.
+pub fn pure_shape(e: &Expr) -> bool {
+    match e {
+        Expr::Lit(_) | Expr::Var(..) => true,
+        Expr::Bin(op, l, r, _) => pure_op(*op) && pure_shape(l) && pure_shape(r),
+        Expr::If { c, t, e, .. } => pure_shape(c) && pure_shape(t) && pure_shape(e),
+        Expr::Not(x, _) => pure_shape(x),
+        Expr::Select { e, path, .. } => {
+            path.iter().all(|n| matches!(n, AttrName::Static(_))) && pure_shape(e)
+        }
+        _ => false,
+    }
+}
+
+/// The operators [`Ev::pure`](crate::eval::Ev::pure) evaluates (on integers).
+pub fn pure_op(op: BinOp) -> bool {
+    matches!(
+        op,
+        BinOp::Add
+            | BinOp::Sub
+            | BinOp::Mul
+            | BinOp::Div
+            | BinOp::Lt
+            | BinOp::Le
+            | BinOp::Gt
+            | BinOp::Ge
+            | BinOp::Eq
+            | BinOp::Neq
+    )
 }
 
 #[derive(Debug)]
@@ -655,9 +693,11 @@ impl<'a> Lowerer<'a> {
                 self.scopes.push(Scope::Names(m));
                 let body = self.sub(l.body(), l.syntax());
                 self.scopes.pop();
+                let body = body?;
                 Ok(Lambda {
                     param: Param::Ident(name),
-                    body: body?,
+                    pure: pure_shape(&body),
+                    body,
                     pos,
                     name: None,
                 })
@@ -719,6 +759,7 @@ impl<'a> Lowerer<'a> {
                     body,
                     pos,
                     name: None,
+                    pure: false,
                 })
             }
         }

@@ -155,44 +155,60 @@ impl Ev {
                 lambda: l,
                 env: env.clone(),
             })),
-            Expr::Bin(..) | Expr::Select { .. } => match self.cheap(e, env, building) {
-                Some(v) => v,
-                None => Value::thunk(e, env),
-            },
+            Expr::Bin(..) | Expr::Select { .. } | Expr::If { .. } => {
+                match self.pure(e, &[], env, building) {
+                    Some(v) => v,
+                    None => Value::thunk(e, env),
+                }
+            }
             _ => Value::thunk(e, env),
         }
     }
 
     /// The value of `e` when it can be had without evaluating anything that
-    /// might fail, loop or have effects: integer arithmetic and comparison
-    /// on already-forced operands, and `x.a` on an already-forced set that
-    /// has `a` (giving `a`'s own thunk). Laziness is unobservable there, so
-    /// no thunk needs to be allocated.
-    fn cheap(&self, e: &'static Expr, env: &Rc<Env>, building: bool) -> Option<Value> {
-        let operand = |x: &'static Expr| -> Option<Value> {
-            match x {
-                Expr::Lit(v) => Some(v.clone()),
-                Expr::Var(d, i) if !building || *d > 0 => match env.lookup(*d, *i) {
-                    Value::Thunk(_) => None,
-                    v => Some(v),
-                },
-                _ => None,
-            }
-        };
+    /// might fail, loop, allocate or have effects: integer arithmetic and
+    /// comparison, `!` and `if` on already-forced operands, and `x.a` on an
+    /// already-forced set that has `a` (giving `a`'s own value or thunk).
+    /// Laziness is unobservable there, so no thunk or frame is needed; on
+    /// `None` the caller evaluates the ordinary way, which reports any error.
+    ///
+    /// `args` are frames that were never allocated: the arguments of the
+    /// innermost calls (innermost first), each the single slot of a plain
+    /// `x: …` lambda's frame; deeper variables are looked up in `env`.
+    /// `building` is [`Ev::mk_thunk`]'s.
+    pub fn pure(
+        &self,
+        e: &'static Expr,
+        args: &[Value],
+        env: &Rc<Env>,
+        building: bool,
+    ) -> Option<Value> {
         match e {
+            Expr::Lit(_) | Expr::Var(..) => self.pure_operand(e, args, env, building),
             Expr::Bin(op, l, r, _) => {
-                let (Value::Int(x), Value::Int(y)) = (operand(l)?, operand(r)?) else {
+                let Value::Int(x) = self.pure_operand(l, args, env, building)? else {
+                    return None;
+                };
+                let Value::Int(y) = self.pure_operand(r, args, env, building)? else {
                     return None;
                 };
                 int_binop(*op, x, y)
             }
+            Expr::If { c, t, e, .. } => match self.pure(c, args, env, building)? {
+                Value::Bool(b) => self.pure(if b { t } else { e }, args, env, building),
+                _ => None,
+            },
+            Expr::Not(x, _) => match self.pure(x, args, env, building)? {
+                Value::Bool(b) => Some(Value::Bool(!b)),
+                _ => None,
+            },
             Expr::Select {
                 e: inner,
                 path,
                 default: _,
                 pos: _,
             } => {
-                let mut v = operand(inner)?;
+                let mut v = self.pure(inner, args, env, building)?;
                 let n = path.len();
                 for (k, name) in path.iter().enumerate() {
                     let AttrName::Static(key) = name else {
@@ -211,6 +227,51 @@ impl Ev {
                 Some(v)
             }
             _ => None,
+        }
+    }
+
+    /// [`Ev::pure`] with literals and variables done in place (most
+    /// operands are).
+    #[inline(always)]
+    fn pure_operand(
+        &self,
+        e: &'static Expr,
+        args: &[Value],
+        env: &Rc<Env>,
+        building: bool,
+    ) -> Option<Value> {
+        match e {
+            Expr::Lit(v) => Some(v.clone()),
+            Expr::Var(d, i) => {
+                let d = *d as usize;
+                let v = if d < args.len() {
+                    if *i != 0 {
+                        return None;
+                    }
+                    args[d].clone()
+                } else {
+                    let d = (d - args.len()) as u32;
+                    if building && d == 0 {
+                        return None;
+                    }
+                    env.lookup(d, *i)
+                };
+                match v {
+                    Value::Thunk(t) => t.forced(),
+                    v => Some(v),
+                }
+            }
+            _ => self.pure(e, args, env, building),
+        }
+    }
+
+    /// [`Ev::pure`] for a call's result, which must be a forced value (a
+    /// selected attribute may still be an unforced thunk).
+    #[inline]
+    pub fn pure_call(&self, body: &'static Expr, args: &[Value], env: &Rc<Env>) -> Option<Value> {
+        match self.pure_operand(body, args, env, false)? {
+            Value::Thunk(t) => t.forced(),
+            v => Some(v),
         }
     }
 
@@ -335,7 +396,7 @@ impl Ev {
                 pos,
             } => self.eval_select(e, path, default.as_deref(), *pos, env),
             Expr::App { f, args, pos } => {
-                let mut fv = self.eval(f, env)?;
+                let mut fv = self.eval_operand(f, env)?;
                 for a in args {
                     let av = self.mk_thunk(a, env, false);
                     fv = self.apply(&fv, av, *pos)?;
@@ -346,7 +407,10 @@ impl Ev {
                 lambda: l,
                 env: env.clone(),
             }))),
-            Expr::If { c, t, e, pos } => match self.eval(c, env)? {
+            Expr::If { c, t, e, pos } => match match &**c {
+                Expr::Bin(op, l, r, bpos) => self.eval_bin(*op, l, r, env, *bpos)?,
+                c => self.eval(c, env)?,
+            } {
                 Value::Bool(b) => self.eval(if b { t } else { e }, env),
                 v => Err(self.if_type_error(v, *pos)),
             },
@@ -361,6 +425,17 @@ impl Ev {
                 Ok(Value::list(v))
             }
             _ => self.eval_cold(e, env),
+        }
+    }
+
+    /// [`Ev::eval`] with variables and literals done in place: they are
+    /// most operands, and a recursive call costs more than their lookup.
+    #[inline(always)]
+    fn eval_operand(&self, e: &'static Expr, env: &Rc<Env>) -> R<Value> {
+        match e {
+            Expr::Var(d, i) => self.force_owned(env.lookup(*d, *i)),
+            Expr::Lit(v) => Ok(v.clone()),
+            _ => self.eval(e, env),
         }
     }
 
@@ -768,6 +843,14 @@ impl Ev {
             Value::PrimOp(p) if p.arity == 2 => return self.call_prim(p, &[a, b], pos),
             Value::Lambda(c) => {
                 if let Expr::Lambda(inner) = &c.lambda.body {
+                    if inner.pure && matches!(c.lambda.param, Param::Ident(_)) {
+                        let ba = [b, a];
+                        if let Some(v) = self.pure_call(&inner.body, &ba, &c.env) {
+                            return Ok(v);
+                        }
+                        let [b, a] = ba;
+                        return self.call_curried(c, inner, a, b, pos);
+                    }
                     return self.call_curried(c, inner, a, b, pos);
                 }
             }
@@ -832,6 +915,11 @@ impl Ev {
 
     pub fn call_lambda(&self, c: &Rc<Closure>, arg: Value, pos: Pos) -> R<Value> {
         let l: &'static ast::Lambda = c.lambda;
+        if l.pure {
+            if let Some(v) = self.pure_call(&l.body, std::slice::from_ref(&arg), &c.env) {
+                return Ok(v);
+            }
+        }
         self.enter(pos)?;
         let r = self
             .bind(&c.env, l, arg, pos)
@@ -844,7 +932,7 @@ impl Ev {
     #[inline]
     fn bind(&self, parent: &Rc<Env>, l: &'static ast::Lambda, arg: Value, pos: Pos) -> R<Rc<Env>> {
         match &l.param {
-            Param::Ident(_) => Ok(Env::new(Some(parent.clone()), smallvec::smallvec![arg])),
+            Param::Ident(_) => Ok(Env::new1(parent.clone(), arg)),
             _ => self.bind_pattern(parent, l, arg, pos),
         }
     }
@@ -959,8 +1047,8 @@ impl Ev {
                 self.apply(&f, a, pos)
             }
             _ => {
-                let a = self.eval(l, env)?;
-                let b = self.eval(r, env)?;
+                let a = self.eval_operand(l, env)?;
+                let b = self.eval_operand(r, env)?;
                 if let (Value::Int(x), Value::Int(y)) = (&a, &b) {
                     if let Some(v) = int_binop(op, *x, *y) {
                         return Ok(v);
@@ -1387,7 +1475,7 @@ impl Ev {
 
 /// Integer arithmetic and comparison, or `None` when the operator is not one
 /// of those or the result would be an error (overflow, division by zero).
-#[inline]
+#[inline(always)]
 fn int_binop(op: BinOp, x: i64, y: i64) -> Option<Value> {
     Some(match op {
         BinOp::Add => Value::Int(x.checked_add(y)?),
@@ -1614,6 +1702,68 @@ mod tests {
             eval("let s = { a = { b = 5; }; }; in builtins.seq s.a [ s.a.b (s.a.c or 6) ]")
                 .as_deref(),
             Ok("[ 5 6 ]")
+        );
+    }
+
+    #[test]
+    fn speculated_calls_keep_errors_lazy_and_report_them_when_forced() {
+        // genList/map elements of a pure lambda are computed eagerly only
+        // when they cannot fail
+        assert_eq!(
+            eval("builtins.length (builtins.genList (i: 10 / (i - i)) 3)").as_deref(),
+            Ok("3")
+        );
+        assert_eq!(
+            eval("builtins.genList (i: if i < 2 then i * 3 else 0 - i) 4").as_deref(),
+            Ok("[ 0 3 -2 -3 ]")
+        );
+        let e = eval("builtins.elemAt (builtins.genList (i: 10 / i) 3) 0").unwrap_err();
+        assert!(e.contains("division by zero"), "{e}");
+        assert_eq!(
+            eval("builtins.elemAt (builtins.genList (i: 10 / i) 3) 2").as_deref(),
+            Ok("5")
+        );
+        assert_eq!(
+            eval("[ (builtins.length (map (x: x.a) [ {} { a = 1; } ])) (builtins.elemAt (map (x: x.a) [ {} { a = 1; } ]) 1) ]")
+                .as_deref(),
+            Ok("[ 2 1 ]")
+        );
+        let e = eval("builtins.head (map (x: x.a) [ {} ])").unwrap_err();
+        assert!(e.contains("attribute 'a' missing"), "{e}");
+        // curried callbacks (foldl') without frames, and their errors
+        assert_eq!(
+            eval("builtins.foldl' (a: b: a + b) 0 (builtins.genList (i: i) 100)").as_deref(),
+            Ok("4950")
+        );
+        let e = eval("builtins.foldl' (a: b: a * b) 9223372036854775807 [ 2 ]").unwrap_err();
+        assert!(e.contains("integer overflow"), "{e}");
+        let e = eval("builtins.foldl' (a: b: a + b) 0 [ 1 \"x\" ]").unwrap_err();
+        assert!(
+            e.contains("cannot add") || e.contains("expected an integer"),
+            "{e}"
+        );
+        // a selected attribute that is still a thunk is evaluated the
+        // ordinary way
+        assert_eq!(
+            eval("let s = { a = 1 + 1; }; f = x: s.a; in [ (f 0) (map (x: s.a) [ 1 ]) ]")
+                .as_deref(),
+            Ok("[ 2 [ 2 ] ]")
+        );
+    }
+
+    #[test]
+    fn sort_by_less_than_orders_integers_and_mixed_numbers() {
+        assert_eq!(
+            eval("builtins.sort builtins.lessThan [ 3 1 2 1 (0 - 5) ]").as_deref(),
+            Ok("[ -5 1 1 2 3 ]")
+        );
+        assert_eq!(
+            eval("builtins.sort builtins.lessThan [ 2 1.5 1 ]").as_deref(),
+            Ok("[ 1 1.5 2 ]")
+        );
+        assert_eq!(
+            eval("builtins.sort builtins.lessThan [ \"b\" \"a\" ]").as_deref(),
+            Ok("[ \"a\" \"b\" ]")
         );
     }
 

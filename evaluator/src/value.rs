@@ -573,6 +573,14 @@ impl Env {
             slots: std::cell::UnsafeCell::new(slots),
         })
     }
+    /// A frame of one slot (a plain `x: …` lambda's).
+    #[inline]
+    pub fn new1(parent: Rc<Env>, v: Value) -> Rc<Env> {
+        Rc::new(Env {
+            parent: Some(parent),
+            slots: std::cell::UnsafeCell::new(Slots::from_buf_and_len([v, Value::Null], 1)),
+        })
+    }
     /// Slot `idx` of this frame (`Null` when the frame has no such slot yet).
     #[inline]
     pub fn get(&self, idx: usize) -> Value {
@@ -610,19 +618,24 @@ impl Env {
                 None => return Value::Null,
             }
         }
-        let forced = {
-            // SAFETY: a short read; see the type's comment.
-            match unsafe { &*e.slots.get() }.get(idx as usize) {
-                Some(Value::Thunk(t)) => match t.forced() {
-                    Some(v) => v,
-                    None => return Value::Thunk(t.clone()),
-                },
-                Some(v) => return v.clone(),
-                None => return Value::Null,
-            }
+        // SAFETY: the slot is read, and replaced only by a forced thunk's
+        // value; the replaced thunk is dropped after the write, and dropping
+        // it cannot free `e` (kept alive through `self`) nor touch its slots.
+        let slot = match unsafe { &mut *e.slots.get() }.get_mut(idx as usize) {
+            Some(s) => s,
+            None => return Value::Null,
         };
-        e.set(idx as usize, forced.clone());
-        forced
+        if let Value::Thunk(t) = slot {
+            return match t.forced() {
+                Some(v) => {
+                    let old = std::mem::replace(slot, v.clone());
+                    drop(old);
+                    v
+                }
+                None => Value::Thunk(t.clone()),
+            };
+        }
+        slot.clone()
     }
 }
 

@@ -75,6 +75,22 @@ pub fn lazy_app(f: &Rc<LazyFn>, x: Value) -> Value {
     Value::Thunk(Rc::new(Thunk::new(ThunkState::Apply(f.clone(), x))))
 }
 
+/// `f x` for an element of `map`/`genList`: its value when `f` is a plain
+/// lambda whose body [`Ev::pure_call`] can evaluate on `x` without failing
+/// (`i: i * 2`), else a lazy application. No thunk is allocated then, and
+/// laziness is unobservable: the value could not have failed or looped.
+#[inline]
+fn lazy_app_or_value(ev: &Ev, f: &Rc<LazyFn>, x: Value) -> Value {
+    if let Value::Lambda(c) = &f.f {
+        if c.lambda.pure {
+            if let Some(v) = ev.pure_call(&c.lambda.body, std::slice::from_ref(&x), &c.env) {
+                return v;
+            }
+        }
+    }
+    lazy_app(f, x)
+}
+
 fn map(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let l = ev.force_list(&a[1], p)?;
     let f = Rc::new(LazyFn {
@@ -82,7 +98,9 @@ fn map(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         pos: p,
     });
     Ok(Value::list(
-        l.iter().map(|x| lazy_app(&f, x.clone())).collect(),
+        l.iter()
+            .map(|x| lazy_app_or_value(ev, &f, x.clone()))
+            .collect(),
     ))
 }
 
@@ -128,7 +146,9 @@ fn gen_list(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
         pos: p,
     });
     Ok(Value::list(
-        (0..n).map(|i| lazy_app(&lf, Value::Int(i))).collect(),
+        (0..n)
+            .map(|i| lazy_app_or_value(ev, &lf, Value::Int(i)))
+            .collect(),
     ))
 }
 
@@ -172,7 +192,21 @@ fn sort(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let v: Vec<Value> = l.iter().map(|x| ev.force(x)).collect::<R<_>>()?;
     if matches!(&f, Value::PrimOp(op) if op.name == "lessThan") {
         // `sort lessThan xs` (or `builtins.lessThan` passed through):
-        // compare directly instead of calling the primop.
+        // compare directly instead of calling the primop. Integers are a
+        // total order and equal ones are indistinguishable, so any sort
+        // gives Nix's result: sort the numbers themselves when every element
+        // is one.
+        if let Some(mut ints) = v
+            .iter()
+            .map(|x| match x {
+                Value::Int(i) => Some(*i),
+                _ => None,
+            })
+            .collect::<Option<Vec<i64>>>()
+        {
+            ints.sort_unstable();
+            return Ok(Value::list(ints.into_iter().map(Value::Int).collect()));
+        }
         let less = |x: &Value, y: &Value| -> R<bool> {
             match (x, y) {
                 (Value::Int(i), Value::Int(j)) => Ok(i < j),
