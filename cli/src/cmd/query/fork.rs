@@ -2,14 +2,18 @@
 //! between forked processes that share the evaluated package set.
 //!
 //! Values are `Rc`s and cannot cross threads, so the evaluation is shared
-//! the way a fork shares memory: this process evaluates the package set and
+//! the way a fork shares memory. This process evaluates the package set and
 //! walks the first share of its attributes (which evaluates what most
-//! packages build on: stdenv, the compilers, the bootstrap), then forks one
-//! child per further share, at most `jobs` at a time. Each child walks its
-//! share on a copy-on-write view of that base, sends its findings back
-//! through a pipe and `_exit`s, so no child grows past the base plus one
-//! share's own work. Look-alike findings of different shares are settled
-//! by one more child that re-reads their paths (see `dedup`).
+//! packages build on: stdenv, the compilers, the bootstrap). Then it keeps
+//! `jobs - 1` children busy, each forked for one further share, and walks
+//! shares itself in between: what it evaluates stays, so every later child
+//! starts from a richer copy-on-write base and re-evaluates less of what
+//! earlier shares already evaluated. Once this process has grown past
+//! [`BASE_BUDGET`] it stops walking and keeps `jobs` children busy, so no
+//! process grows past that base plus one share's own work. Each child sends
+//! its findings back through a pipe and `_exit`s. Look-alike findings of
+//! different shares are settled by one more child that re-reads their
+//! paths (see `dedup`).
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -18,8 +22,13 @@ use b3_evaluator::value::Attrs;
 
 use super::{dedup, Found, Row, Walk};
 
+/// How large (resident) this process may grow by walking shares itself
+/// before it only hands shares to children. Bounds the peak memory of the
+/// query: a child is at most this base plus its share.
+const BASE_BUDGET: u64 = 640 << 20;
+
 /// Runs the walk of `top` (whose walked attributes are `names`) in `shares`
-/// shares with at most `jobs` children at a time; the rows in walk order.
+/// shares with at most `jobs` processes at a time; the rows in walk order.
 pub(super) fn collect(
     walk: &Walk,
     top: &Attrs,
@@ -29,32 +38,56 @@ pub(super) fn collect(
 ) -> Result<Vec<Row>, String> {
     let shares = shares.clamp(1, names.len().max(1));
     let share = |c: usize| &names[names.len() * c / shares..names.len() * (c + 1) / shares];
-    let mut all = walk.run_share(top, share(0), 0)?;
     let mut results: Vec<Option<Result<Vec<Found>, String>>> = vec![None; shares];
+    results[0] = Some(Ok(walk.run_share(top, share(0), 0)?));
     let mut live: Vec<Child> = Vec::new();
     let mut next = 1;
     let mut failed = false;
+    let mut walking = jobs > 1 && resident_bytes().is_some_and(|r| r < BASE_BUDGET);
     while (next < shares && !failed) || !live.is_empty() {
-        while live.len() < jobs.max(1) && next < shares && !failed {
+        let slots = if walking { jobs - 1 } else { jobs.max(1) };
+        while live.len() < slots && next < shares && !failed {
             let c = next;
             live.push(spawn(walk, c, |w| {
                 encode_found(&w.run_share(top, share(c), c))
             })?);
             next += 1;
         }
-        for (c, bytes) in wait_some(&mut live)? {
+        let finished = if walking && next < shares && !failed {
+            let c = next;
+            next += 1;
+            let r = walk.run_share(top, share(c), c);
+            failed |= r.is_err();
+            results[c] = Some(r);
+            walking = resident_bytes().is_some_and(|r| r < BASE_BUDGET);
+            wait_ready(&mut live, 0)?
+        } else {
+            wait_ready(&mut live, -1)?
+        };
+        for (c, bytes) in finished {
             let r = bytes.and_then(|b| decode_found(&b).unwrap_or_else(|| Err(garbled(c))));
             failed |= r.is_err();
             results[c] = Some(r);
         }
     }
     // The first error in walk order is the one a serial walk meets.
+    let mut all = Vec::new();
     for r in results.into_iter().flatten() {
         all.extend(r?);
     }
     dedup(all, walk.setup.cols.attr_path, |groups| {
         resolve_in_child(walk, groups)
     })
+}
+
+/// This process's resident memory, from `/proc/self/statm` (Linux); `None`
+/// where that is not known, and then this process walks no further shares.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
 }
 
 fn garbled(c: usize) -> String {
@@ -81,7 +114,7 @@ fn resolve_in_child(
     })?];
     let mut got = None;
     while !live.is_empty() {
-        for (_, bytes) in wait_some(&mut live)? {
+        for (_, bytes) in wait_ready(&mut live, -1)? {
             got = Some(bytes?);
         }
     }
@@ -125,6 +158,14 @@ fn spawn(walk: &Walk, tag: usize, body: impl FnOnce(&Walk) -> Vec<u8>) -> Result
     }
     // SAFETY: the descriptors were just made and are owned here alone.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // A share's findings fit in a 1 MiB pipe, so a child that finishes
+    // while this process walks a share of its own need not wait to be read
+    // (best effort: the default 64 KiB is only slower).
+    #[cfg(target_os = "linux")]
+    // SAFETY: F_SETPIPE_SZ on a pipe this function owns.
+    unsafe {
+        libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
     let _ = std::io::stderr().flush();
     // SAFETY: the child only goes on evaluating on this thread (the other
     // threads of this process are parked in joins and hold no locks the
@@ -167,11 +208,15 @@ fn spawn(walk: &Walk, tag: usize, body: impl FnOnce(&Walk) -> Vec<u8>) -> Result
 /// What one finished child sent (or why it failed), with its tag.
 type Finished = (usize, Result<Vec<u8>, String>);
 
-/// Waits until at least one child has finished; returns what each finished
-/// child sent, by tag, and forgets those children.
-fn wait_some(live: &mut Vec<Child>) -> Result<Vec<Finished>, String> {
+/// Reads what the children have sent so far (so none blocks on a full
+/// pipe) and returns what each finished child sent, by tag, forgetting
+/// those children. With `timeout` -1 it waits until at least one child has
+/// finished; with 0 it only takes what is ready.
+fn wait_ready(live: &mut Vec<Child>, timeout: libc::c_int) -> Result<Vec<Finished>, String> {
     let mut done = Vec::new();
-    while done.is_empty() && !live.is_empty() {
+    let mut rounds = 0;
+    while done.is_empty() && !live.is_empty() && (timeout < 0 || rounds == 0) {
+        rounds += 1;
         let mut pfds: Vec<libc::pollfd> = live
             .iter()
             .map(|c| libc::pollfd {
@@ -181,7 +226,7 @@ fn wait_some(live: &mut Vec<Child>) -> Result<Vec<Finished>, String> {
             })
             .collect();
         // SAFETY: `pfds` is a valid array of `pfds.len()` pollfds.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
