@@ -350,3 +350,34 @@ fn cache_to_cache_copies_keep_signatures_and_pass_same_compression_nars_through(
         std::fs::read(f.work.join("a").join(nar_url("a"))).unwrap()
     );
 }
+
+#[test]
+fn a_copy_killed_between_moving_paths_into_place_and_registering_them_leaves_no_valid_path() {
+    let f = Fixture::new("crash");
+    f.conf("require-sigs = false\n");
+    f.upload("cache", "");
+    // The batch has moved the path into place and flushed the store
+    // directory; the process dies before the registration transaction.
+    let o = f
+        .b3()
+        .env("B3_FSYNC", "1")
+        .env("B3_TEST_CRASH_AT", "batch-before-register")
+        .arg("--store")
+        .arg(f.store("dst"))
+        .args(["copy", "--from", &f.cache_url("cache")])
+        .arg(&f.path)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the crash point was not reached");
+    let base = f.path.trim_start_matches("/nix/store/");
+    let physical = f.store("dst").join("nix/store").join(base);
+    assert!(physical.exists(), "moved into place before the crash");
+    // The next process to open the store finds the path unregistered and
+    // sweeps it.
+    assert!(!f.has_path("dst"));
+    assert!(!physical.exists(), "swept by the next open");
+    // And copying again works.
+    let o = f.copy_from("dst", "cache", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(f.has_path("dst"));
+}
