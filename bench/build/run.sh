@@ -8,7 +8,12 @@
 #   bench/build/run.sh [ROUNDS]        (default 3; the median is reported)
 #
 # Environment: B3 (path of the b3 binary; default: build it in release mode),
-# JOBS (max-jobs for both; default: number of cores), N (default 50).
+# JOBS (max-jobs for both; default: number of cores), N (default 50),
+# FRESH=1 (also time b3 with B3_SANDBOX_POOL=0, every sandbox made when its
+# build starts, in the same rounds).
+#
+# b3 normally makes sandboxes ahead of time (see builder/src/platform/linux/
+# pool.rs); "premade" counts the builds (of the last round) that got one.
 #
 # Both tools build the same derivations (b3 instantiate and nix-instantiate
 # give the same .drv paths); evaluation is not timed. The builder is /bin/sh,
@@ -50,7 +55,8 @@ NIX
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-declare -A B3T NIXT SETUP ADOPT
+declare -A B3T NIXT SETUP ADOPT FRESHT PREMADE
+FRESH=${FRESH:-0}
 for shape in chain fan; do
   for r in $(seq 1 "$ROUNDS"); do
     nonce="$shape-$r-$$-$RANDOM"
@@ -62,6 +68,7 @@ for shape in chain fan; do
       || { cat "$WORK/b3.err" >&2; exit 1; }
     t1=$(now)
     B3T[$shape]+="$(echo "$t1 - $t0" | bc -l) "
+    PREMADE[$shape]="$(sed -n 's/.*; \([0-9]*\) sandboxes made ahead of time.*/\1/p' "$WORK/b3.err")"
     SETUP[$shape]+="$(sed -n 's/.*sandbox set-up per build: median \([0-9.]*\) ms.*/\1/p' "$WORK/b3.err") "
     # Registering the outputs: the scan (canonicalise, hash, start the
     # flushes) plus the add (move into place, wait for the flushes, register).
@@ -76,16 +83,33 @@ for shape in chain fan; do
     NIXT[$shape]+="$(echo "$t1 - $t0" | bc -l) "
     cmp -s "$WORK/b3.out" "$WORK/nix.out" || { echo "different output paths" >&2; exit 1; }
     rm -rf "$store"
+    if [ "$FRESH" = 1 ]; then
+      # b3 again, every sandbox made when its build starts (a new store).
+      drv=$("$B3" --store "$store" instantiate "$WORK/shapes.nix" --argstr nonce "$nonce" -A "$shape")
+      t0=$(now)
+      B3_SANDBOX_POOL=0 "$B3" --store "$store" build -j "$JOBS" "$drv" >/dev/null 2>"$WORK/b3.err" \
+        || { cat "$WORK/b3.err" >&2; exit 1; }
+      t1=$(now)
+      FRESHT[$shape]+="$(echo "$t1 - $t0" | bc -l) "
+      rm -rf "$store"
+    fi
   done
 done
 
-printf '%-6s %8s %10s %10s %8s %16s %16s\n' shape builds "b3 s" "nix s" "b3/nix" "setup ms (med)" "adopt ms (med)"
+printf '%-6s %8s %10s %10s %8s %16s %16s %8s' shape builds "b3 s" "nix s" "b3/nix" "setup ms (med)" "adopt ms (med)" premade
+[ "$FRESH" = 1 ] && printf ' %12s %12s' "b3 fresh s" "fresh/nix"
+echo
 for shape in chain fan; do
   b=$(tr ' ' '\n' <<<"${B3T[$shape]}" | grep . | median)
   n=$(tr ' ' '\n' <<<"${NIXT[$shape]}" | grep . | median)
   s=$(tr ' ' '\n' <<<"${SETUP[$shape]}" | grep . | median)
   a=$(tr ' ' '\n' <<<"${ADOPT[$shape]}" | grep . | median)
   builds=$N; [ "$shape" = fan ] && builds=$((N + 1))
-  printf '%-6s %8d %10.3f %10.3f %8.3f %16.2f %16.2f\n' "$shape" "$builds" "$b" "$n" "$(echo "$b / $n" | bc -l)" "$s" "$a"
+  printf '%-6s %8d %10.3f %10.3f %8.3f %16.2f %16.2f %8s' "$shape" "$builds" "$b" "$n" "$(echo "$b / $n" | bc -l)" "$s" "$a" "${PREMADE[$shape]:-?}"
+  if [ "$FRESH" = 1 ]; then
+    f=$(tr ' ' '\n' <<<"${FRESHT[$shape]}" | grep . | median)
+    printf ' %12.3f %12.3f' "$f" "$(echo "$f / $n" | bc -l)"
+  fi
+  echo
 done
 echo "rounds=$ROUNDS jobs=$JOBS load: $(cut -d' ' -f1-3 /proc/loadavg)"

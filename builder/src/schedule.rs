@@ -74,6 +74,9 @@ pub struct RealiseReport {
     pub built_elsewhere: Vec<StorePath>,
     /// Derivations checked (`--check`) and found identical.
     pub checked: Vec<StorePath>,
+    /// How many builds ran in a sandbox made ahead of time (the others'
+    /// sandboxes were made when they started).
+    pub premade_sandboxes: u64,
     /// Nix's failure bits (0x04 build failure, 0x01 timeout, 0x02 hash
     /// mismatch, 0x08 not deterministic).
     pub status_mask: u8,
@@ -198,6 +201,7 @@ pub fn realise_goals(
         substituted: Vec::new(),
         built_elsewhere: Vec::new(),
         checked: Vec::new(),
+        premade_sandboxes: 0,
         status_mask: 0,
         goal_names: goals.iter().map(|g| store.print_path(&g.drv)).collect(),
         logger: logger.clone(),
@@ -252,6 +256,7 @@ pub fn realise_goals(
         pool: pool.as_ref(),
     };
     s.run(&ctx);
+    s.report.premade_sandboxes = pool.as_ref().map_or(0, SandboxPool::served);
     drop(pool);
     trash.finish();
     for (g, i) in goals.iter().zip(top) {

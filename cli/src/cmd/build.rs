@@ -283,14 +283,16 @@ fn print_stats(report: &b3_builder::schedule::RealiseReport, wall: Duration) {
     let max = setup.last().copied().unwrap_or_default();
     eprintln!(
         "stats: built {} derivations ({} by other processes, {} substituted) in {:.3} s; \
-         sandbox set-up per build: median {:.2} ms, mean {:.2} ms, max {:.2} ms",
+         sandbox set-up per build: median {:.2} ms, mean {:.2} ms, max {:.2} ms; \
+         {} sandboxes made ahead of time",
         report.built.len(),
         report.built_elsewhere.len(),
         report.substituted.len(),
         wall.as_secs_f64(),
         ms(median),
         ms(mean),
-        ms(max)
+        ms(max),
+        report.premade_sandboxes
     );
     if report.built.is_empty() {
         return;
