@@ -104,7 +104,6 @@ pub(crate) struct Warm {
     go: Option<OwnedFd>,
     err_r: OwnedFd,
     log_r: OwnedFd,
-    namespaces: Vec<OwnedFd>,
     parts: Box<WarmParts>,
 }
 
@@ -112,6 +111,8 @@ pub(crate) struct Warm {
 struct Guard {
     pid: Pid,
     handed_over: bool,
+    /// Held as a build's would be (see `hold_namespaces`).
+    namespaces: Vec<OwnedFd>,
 }
 
 struct WarmParts {
@@ -144,6 +145,7 @@ impl Drop for Guard {
             let _ = kill(self.pid);
             let _ = wait(self.pid);
         }
+        super::release_later(std::mem::take(&mut self.namespaces));
     }
 }
 
@@ -379,12 +381,12 @@ fn make(dir: &Path, key: &Key, template: &SandboxSpec) -> Result<Warm, SandboxEr
         guard: Guard {
             pid: Pid(pid),
             handed_over: false,
+            namespaces: hold_namespaces(pid),
         },
         key: key.clone(),
         go: Some(go_w),
         err_r,
         log_r,
-        namespaces: hold_namespaces(pid),
         parts,
     };
     write_id_maps(pid, ids).map_err(SandboxError::Setup)?;
@@ -455,7 +457,7 @@ pub(super) fn spawn_in(
         cancel: spec.cancel.clone(),
         reaped: false,
         held: Held {
-            namespaces: std::mem::take(&mut warm.namespaces),
+            namespaces: std::mem::take(&mut warm.guard.namespaces),
             pooled: None,
         },
     };
