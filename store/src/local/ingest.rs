@@ -8,7 +8,9 @@
 //!
 //! Small files are read whole, hashed on the walking thread and written by a
 //! pool of writer threads (file creation and page-cache copies are most of
-//! the cost, and they parallelise); large files are streamed in place. The
+//! the cost, and they parallelise); large files are read and hashed on the
+//! walking thread and written by their own thread, with direct I/O where
+//! the filesystem allows it (see `BigFile`). The
 //! copy is produced already canonical (modes 0444/0555, mtime 1), so no
 //! second pass over the tree is needed. Given a [`SyncGroup`], every file
 //! is handed to it to be flushed as soon as it is written, and every
