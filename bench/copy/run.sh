@@ -144,7 +144,9 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 echo "== raw limits (curl; curl -o file; curl | zstd -d > file), 8 parallel"
 RAW_HTTP=$(raw_fetch "$HTTP")
 echo "   http fetch: $RAW_HTTP s  (load: $(load))"
-read -r RAWC_HTTP RAWCS_HTTP < <(raw_copy "$HTTP")
+# (A command substitution, not `< <(...)`: the main script must wait for
+# raw_copy's clean-up and settle before the next measurement.)
+RC=$(raw_copy "$HTTP"); read -r RAWC_HTTP RAWCS_HTTP <<< "$RC"
 echo "   http fetch+write: $RAWC_HTTP s, +sync: $RAWCS_HTTP s  (load: $(load))"
 RAWW_HTTP=$(raw_restore "$HTTP")
 echo "   http fetch+unzstd+write: $RAWW_HTTP s  (load: $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -152,7 +154,7 @@ echo "   http fetch+unzstd+write: $RAWW_HTTP s  (load: $(cut -d' ' -f1-3 /proc/l
 RAW_S3=$(raw_fetch "$S3_BASE" $S3_CURL)
 echo "   s3 fetch: $RAW_S3 s  (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 # shellcheck disable=SC2086
-read -r RAWC_S3 RAWCS_S3 < <(raw_copy "$S3_BASE" $S3_CURL)
+RC=$(raw_copy "$S3_BASE" $S3_CURL); read -r RAWC_S3 RAWCS_S3 <<< "$RC"
 echo "   s3 fetch+write: $RAWC_S3 s, +sync: $RAWCS_S3 s  (load: $(load))"
 # shellcheck disable=SC2086
 RAWW_S3=$(raw_restore "$S3_BASE" $S3_CURL)
