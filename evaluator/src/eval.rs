@@ -202,32 +202,41 @@ impl Ev {
                 Value::Bool(b) => Some(Value::Bool(!b)),
                 _ => None,
             },
-            Expr::Select {
-                e: inner,
-                path,
-                default: _,
-                pos: _,
-            } => {
-                let mut v = self.pure(inner, args, env, building)?;
-                let n = path.len();
-                for (k, name) in path.iter().enumerate() {
-                    let AttrName::Static(key) = name else {
-                        return None;
-                    };
-                    let Value::Attrs(a) = &v else { return None };
-                    let x = a.get(key)?.clone();
-                    if k + 1 < n {
-                        if let Value::Thunk(t) = &x {
-                            v = t.forced()?;
-                            continue;
-                        }
-                    }
-                    v = x;
-                }
-                Some(v)
+            Expr::Select { e: inner, path, .. } => {
+                self.pure_select(inner, path, args, env, building)
             }
             _ => None,
         }
+    }
+
+    /// [`Ev::pure`] of `inner.path` (kept out of `pure`, whose arithmetic
+    /// is the hot part).
+    #[inline(never)]
+    fn pure_select(
+        &self,
+        inner: &'static Expr,
+        path: &'static [AttrName],
+        args: &[Value],
+        env: &Rc<Env>,
+        building: bool,
+    ) -> Option<Value> {
+        let mut v = self.pure(inner, args, env, building)?;
+        let n = path.len();
+        for (k, name) in path.iter().enumerate() {
+            let AttrName::Static(key) = name else {
+                return None;
+            };
+            let Value::Attrs(a) = &v else { return None };
+            let x = a.get(key)?.clone();
+            if k + 1 < n {
+                if let Value::Thunk(t) = &x {
+                    v = t.forced()?;
+                    continue;
+                }
+            }
+            v = x;
+        }
+        Some(v)
     }
 
     /// [`Ev::pure`] with literals and variables done in place (most
@@ -528,7 +537,16 @@ impl Ev {
                 self.force_owned(v)
             }
             Expr::Interp(parts, pos) => {
-                let mut s = Vec::new();
+                // Room for the literal parts and a short interpolation, so
+                // that `"item-${toString i}"` is one allocation.
+                let lits: usize = parts
+                    .iter()
+                    .map(|p| match p {
+                        Expr::Lit(Value::Str(s)) => s.s.len(),
+                        _ => 16,
+                    })
+                    .sum();
+                let mut s = Vec::with_capacity(lits);
                 let mut ctx = Context::new();
                 for p in parts {
                     let v = self.eval(p, env)?;
@@ -1136,7 +1154,14 @@ impl Ev {
                 ))
             }
             Value::Str(x) => {
-                let mut s = x.s.clone();
+                // One allocation of the final size when `b` is a string
+                // (`acc + p` in a loop would otherwise copy `acc` twice).
+                let extra = match &b {
+                    Value::Str(y) => y.s.len(),
+                    _ => 0,
+                };
+                let mut s = Vec::with_capacity(x.s.len() + extra);
+                s.extend_from_slice(&x.s);
                 let mut ctx = Context::new();
                 merge_ctx(&mut ctx, &x.ctx);
                 self.coerce_into(&b, &mut s, &mut ctx, true, false, pos)?;
@@ -1749,6 +1774,26 @@ mod tests {
                 .as_deref(),
             Ok("[ 2 [ 2 ] ]")
         );
+    }
+
+    #[test]
+    fn string_fast_paths_keep_values_contexts_and_error_order() {
+        assert_eq!(
+            eval("let s = \"a${toString 42}\"; in [ s (toString s) (builtins.stringLength s) (s + \"-\" + toString 7) (builtins.concatStringsSep \", \" [ s \"b\" ]) ]")
+                .as_deref(),
+            Ok("[ \"a42\" \"a42\" 3 \"a42-7\" \"a42, b\" ]")
+        );
+        assert_eq!(
+            eval("let s = toString (builtins.toFile \"x\" \"y\"); in builtins.hasContext (toString s)")
+                .as_deref(),
+            Ok("true")
+        );
+        // the first element that is not a string fails before later ones
+        // are forced
+        let e = eval("builtins.concatStringsSep \",\" [ \"a\" 1 (throw \"boom\") ]").unwrap_err();
+        assert!(e.contains("cannot coerce an integer"), "{e}");
+        let e = eval("builtins.concatStringsSep \",\" [ \"a\" (throw \"boom\") 1 ]").unwrap_err();
+        assert!(e.contains("boom"), "{e}");
     }
 
     #[test]

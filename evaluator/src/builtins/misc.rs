@@ -267,7 +267,14 @@ fn round(ev: &Ev, a: &[Value], p: Pos, f: fn(f64) -> f64) -> R<Value> {
 }
 
 fn to_string(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
-    let (s, c) = ev.coerce_to_string(&a[0], false, true, p)?;
+    // A string is its own `toString` (context included): share it.
+    let v = ev.force(&a[0])?;
+    match &v {
+        Value::Str(_) => return Ok(v),
+        Value::Int(i) => return Ok(Value::str(i.to_string())),
+        _ => {}
+    }
+    let (s, c) = ev.coerce_to_string(&v, false, true, p)?;
     Ok(Value::str_ctx(s, c))
 }
 

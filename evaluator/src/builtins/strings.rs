@@ -43,7 +43,12 @@ fn substring(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 }
 
 fn string_length(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
-    let (s, _) = ev.coerce_to_string(&a[0], true, false, p)?;
+    // A string's length needs no copy of it.
+    let v = ev.force(&a[0])?;
+    if let Value::Str(s) = &v {
+        return Ok(Value::Int(s.s.len() as i64));
+    }
+    let (s, _) = ev.coerce_to_string(&v, true, false, p)?;
     Ok(Value::Int(s.len() as i64))
 }
 
@@ -102,7 +107,17 @@ fn replace_strings(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 fn concat_strings_sep(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     let sep = ev.force_str(&a[0], p)?;
     let l = ev.force_list(&a[1], p)?;
-    let mut out = Vec::new();
+    // Size the result by forcing the leading run of strings first: their
+    // coercion cannot fail, so forcing them ahead raises the same first
+    // error the coercion in order would.
+    let mut size = sep.s.len() * l.len().saturating_sub(1);
+    for x in l.iter() {
+        match ev.force(x)? {
+            Value::Str(s) => size += s.s.len(),
+            _ => break,
+        }
+    }
+    let mut out = Vec::with_capacity(size);
     let mut ctx = Context::new();
     merge_ctx(&mut ctx, &sep.ctx);
     for (i, x) in l.iter().enumerate() {
