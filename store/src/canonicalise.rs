@@ -110,13 +110,17 @@ pub fn remove_tree(root: &Path) -> io::Result<()> {
         Err(e) => return Err(e),
     };
     if meta.is_dir() {
-        // Only directories need write permission for their entries to be unlinked.
+        // On Unix only directories need write permission for their entries
+        // to be unlinked; Windows refuses to delete a read-only file too.
         fn open_dirs(p: &Path) -> io::Result<()> {
             crate::os::set_mode(p, 0o755)?;
             for e in std::fs::read_dir(p)? {
                 let e = e?;
-                if e.file_type()?.is_dir() {
+                let t = e.file_type()?;
+                if t.is_dir() {
                     open_dirs(&e.path())?;
+                } else if cfg!(windows) && t.is_file() {
+                    crate::os::set_mode(&e.path(), 0o644)?;
                 }
             }
             Ok(())
@@ -124,6 +128,9 @@ pub fn remove_tree(root: &Path) -> io::Result<()> {
         open_dirs(root)?;
         std::fs::remove_dir_all(root)
     } else {
+        if cfg!(windows) && meta.is_file() {
+            crate::os::set_mode(root, 0o644)?;
+        }
         std::fs::remove_file(root)
     }
 }

@@ -66,6 +66,16 @@ struct Staged {
     flushes: Option<Arc<FlushGroup>>,
 }
 
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // The flush pool may still hold the staged files open, and Windows
+        // cannot remove an open file: wait for it before the directory goes.
+        if let Some(g) = &self.flushes {
+            let _ = g.wait();
+        }
+    }
+}
+
 impl LocalStore {
     /// Start a batch of adds (see [`AddBatch`]).
     pub fn begin_batch(&self) -> AddBatch {
