@@ -277,7 +277,6 @@ fn execute(c: Cmdline) -> u8 {
 /// store (`$B3_STORE` or the default data directory).
 pub fn write_drvs(ev: &crate::eval::Ev, roots: &[String]) -> Result<(), String> {
     use b3_store::local::{LocalStore, LocalStoreConfig};
-    use b3_store::traits::StoreWrite;
     let mut order: Vec<String> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     // Iterative post-order walk over derivations known to the evaluator.
@@ -301,10 +300,9 @@ pub fn write_drvs(ev: &crate::eval::Ev, roots: &[String]) -> Result<(), String> 
     let mut cfg = LocalStoreConfig::resolve(None).map_err(|e| e.to_string())?;
     cfg.store_dir = b3_store::path::StoreDir::new(&ev.opts.store_dir).map_err(|e| e.to_string())?;
     let store = LocalStore::open(cfg).map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    // The store's blocking calls are used directly: through the async
+    // traits each one is a hand-off to a blocking thread and back, hundreds
+    // of them for a nixpkgs package.
     let sd = ev.drv_hashes.borrow().store_dir().clone();
     for p in order {
         let srcs: Vec<String> = match ev.drvs.borrow().get(&p) {
@@ -312,14 +310,15 @@ pub fn write_drvs(ev: &crate::eval::Ev, roots: &[String]) -> Result<(), String> 
             None => Vec::new(),
         };
         for src in srcs {
-            add_source(ev, &store, &rt, &sd, &src)?;
+            add_source(ev, &store, &sd, &src)?;
         }
         let d = match ev.drvs.borrow().get(&p) {
             Some(d) => d.clone(),
             None => continue,
         };
         let name = format!("{}.drv", d.name);
-        rt.block_on(store.add_text(&name, d.aterm.as_bytes(), &d.drv.references()))
+        store
+            .add_text_sync(&name, d.aterm.as_bytes(), &d.drv.references())
             .map_err(|e| format!("writing '{p}' to the b3 store: {e}"))?;
     }
     Ok(())
@@ -330,18 +329,12 @@ pub fn write_drvs(ev: &crate::eval::Ev, roots: &[String]) -> Result<(), String> 
 fn add_source(
     ev: &crate::eval::Ev,
     store: &b3_store::local::LocalStore,
-    rt: &tokio::runtime::Runtime,
     sd: &b3_store::path::StoreDir,
     src: &str,
 ) -> Result<(), String> {
     use crate::builtins::store::Source;
-    use b3_store::traits::{StoreRead, StoreWrite};
     let sp = sd.parse(src).map_err(|e| e.to_string())?;
-    if sp.is_derivation()
-        || rt
-            .block_on(store.is_valid_path(&sp))
-            .map_err(|e| e.to_string())?
-    {
+    if sp.is_derivation() || store.is_valid_sync(&sp).map_err(|e| e.to_string())? {
         return Ok(());
     }
     let how = ev.sources.borrow().get(src).cloned();
@@ -349,17 +342,17 @@ fn add_source(
         Some(Source::Text(name, text, refs)) => {
             let mut set = std::collections::BTreeSet::new();
             for r in &refs {
-                add_source(ev, store, rt, sd, r)?;
+                add_source(ev, store, sd, r)?;
                 set.insert(sd.parse(r).map_err(|e| e.to_string())?);
             }
-            rt.block_on(store.add_text(&name, &text, &set))
+            store.add_text_sync(&name, &text, &set)
         }
-        Some(Source::Path(fs, name)) => rt.block_on(store.add_path(
+        Some(Source::Path(fs, name)) => store.add_path_sync(
             &name,
             std::path::Path::new(&fs),
             b3_store::path::FileIngestionMethod::Recursive,
             b3_store::hash::HashAlgo::Sha256,
-        )),
+        ),
         None => {
             return Err(format!(
                 "cannot add source '{src}' to the b3 store: b3 does not know how it was made \
