@@ -34,8 +34,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-use super::{crash_point, db_err, io_ctx, LocalStore, PooledBufReader, TmpDir};
-use crate::hash::{Hash, HashAlgo};
+use super::{crash_point, db_err, io_ctx, LocalStore, TmpDir};
+use crate::hash::Hash;
 use crate::path::StorePath;
 use crate::traits::{StoreError, ValidPathInfo};
 
@@ -113,20 +113,7 @@ impl AddBatch {
             return Ok(());
         }
         let path_s = st.print_path(&info.path);
-        if info.nar_hash.algo() != HashAlgo::Sha256 {
-            return Err(StoreError::Other(format!(
-                "NAR hash of '{path_s}' must be sha256, not {}",
-                info.nar_hash.algo()
-            )));
-        }
-        if let Some(ca) = &info.ca {
-            if !info.ca_matches_path(st.store_dir()) {
-                return Err(StoreError::CaMismatch {
-                    path: path_s,
-                    ca: ca.to_string(),
-                });
-            }
-        }
+        st.check_nar_info(info)?;
         for r in &info.references {
             if r != &info.path && !self.state().unregistered.contains(r) && !st.is_valid_sync(r)? {
                 return Err(StoreError::MissingReference {
@@ -141,23 +128,7 @@ impl AddBatch {
             size,
             flushes,
         } = self.restore(nar, info.nar_size, &path_s)?;
-        if size != info.nar_size {
-            return Err(StoreError::NarSizeMismatch {
-                path: path_s,
-                expected: info.nar_size,
-                got: size,
-            });
-        }
-        if hash != info.nar_hash {
-            return Err(StoreError::NarHashMismatch {
-                path: path_s,
-                expected: info.nar_hash.to_string(),
-                got: hash.to_string(),
-            });
-        }
-        if let Some(ca) = &info.ca {
-            st.check_ca_contents(tmp.path(), ca, &hash, &path_s)?;
-        }
+        st.check_restored(info, tmp.path(), &hash, size, true, &path_s)?;
         let mut s = self.state();
         if s.unregistered.contains(&info.path) {
             // Staged by someone else meanwhile; ours is dropped.
@@ -177,9 +148,6 @@ impl AddBatch {
     /// byte past `max`.
     fn restore<R: Read>(&self, nar: R, max: u64, path_s: &str) -> Result<RestoredTree, StoreError> {
         let st = &self.store;
-        let tmp = st.new_tmp_node()?;
-        let limited = nar.take(max.saturating_add(1));
-        let mut hr = b3_nar::HashingReader::new(PooledBufReader::new(limited));
         let flushes = (cfg!(unix) && st.inner.fsync && !st.inner.sync_whole_fs)
             .then(|| Arc::new(FlushGroup::default()));
         let on_finished = flushes.clone().map(|g| {
@@ -191,34 +159,17 @@ impl AddBatch {
             in_place: true,
             on_finished,
         };
-        let restored = b3_nar::restore_with(&mut hr, tmp.path(), opts);
-        let (_, got) = hr.finish_nar();
-        if let Err(e) = restored {
-            // Wait for this node's flushes before its directory is removed.
-            if let Some(g) = &flushes {
-                let _ = g.wait();
-            }
-            if got.size > max {
-                return Err(StoreError::NarSizeMismatch {
-                    path: path_s.to_string(),
-                    expected: max,
-                    got: got.size,
-                });
-            }
-            return Err(e.into());
-        }
+        let (tmp, hash, size) = st.restore_nar_with(nar, Some(max), path_s, opts)?;
         #[cfg(not(unix))]
         {
             crate::canonicalise::canonicalise_tree(tmp.path())
                 .map_err(|e| StoreError::Other(e.to_string()))?;
             st.sync_tree(tmp.path())?;
         }
-        let hash = Hash::from_bytes(HashAlgo::Sha256, &got.sha256)
-            .map_err(|e| StoreError::Other(e.to_string()))?;
         Ok(RestoredTree {
             tmp,
             hash,
-            size: got.size,
+            size,
             flushes,
         })
     }

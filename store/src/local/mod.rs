@@ -663,21 +663,7 @@ impl LocalStore {
         if let Some(known) = self.query_path_info_sync(&info.path)? {
             return Ok(known);
         }
-        if info.nar_hash.algo() != HashAlgo::Sha256 {
-            return Err(StoreError::Other(format!(
-                "NAR hash of '{}' must be sha256, not {}",
-                self.print_path(&info.path),
-                info.nar_hash.algo()
-            )));
-        }
-        if let Some(ca) = &info.ca {
-            if !info.ca_matches_path(&self.inner.store_dir) {
-                return Err(StoreError::CaMismatch {
-                    path: self.print_path(&info.path),
-                    ca: ca.to_string(),
-                });
-            }
-        }
+        self.check_nar_info(&info)?;
         self.check_references_valid(&info)?;
         let _lock = self
             .inner
@@ -690,24 +676,8 @@ impl LocalStore {
         let path_s = self.print_path(&info.path);
         let max = sized.then_some(info.nar_size);
         let r = self.restore_nar(nar, max, &path_s)?;
-        if sized && r.size != info.nar_size {
-            return Err(StoreError::NarSizeMismatch {
-                path: path_s,
-                expected: info.nar_size,
-                got: r.size,
-            });
-        }
-        if r.hash != info.nar_hash {
-            return Err(StoreError::NarHashMismatch {
-                path: path_s,
-                expected: info.nar_hash.to_string(),
-                got: r.hash.to_string(),
-            });
-        }
+        self.check_restored(&info, &r.node, &r.hash, r.size, sized, &path_s)?;
         info.nar_size = r.size;
-        if let Some(ca) = &info.ca {
-            self.check_ca_contents(&r.node, ca, &r.hash, &path_s)?;
-        }
         self.finish_restored(&r)?;
         self.commit(&r.node, &info)?;
         Ok(info)
@@ -722,12 +692,30 @@ impl LocalStore {
         max: Option<u64>,
         path_s: &str,
     ) -> Result<Restored, StoreError> {
+        let (opts, sync) = self.restore_options();
+        let (tmp, hash, size) = self.restore_nar_with(nar, max, path_s, opts)?;
+        Ok(Restored {
+            node: tmp.path().to_path_buf(),
+            _tmp: tmp,
+            hash,
+            size,
+            sync,
+        })
+    }
+
+    /// [`Self::restore_nar`] with the caller's restore options (how each
+    /// finished file is flushed): the temporary node, the NAR hash and size.
+    pub(crate) fn restore_nar_with<R: Read>(
+        &self,
+        nar: R,
+        max: Option<u64>,
+        path_s: &str,
+        opts: b3_nar::RestoreOptions,
+    ) -> Result<(TmpDir, Hash, u64), StoreError> {
         let tmp = self.new_tmp_node()?;
-        let node = tmp.path().to_path_buf();
         let limited = nar.take(max.map_or(u64::MAX, |m| m.saturating_add(1)));
         let mut hr = b3_nar::HashingReader::new(PooledBufReader::new(limited));
-        let (opts, sync) = self.restore_options();
-        let restored = b3_nar::restore_with(&mut hr, &node, opts);
+        let restored = b3_nar::restore_with(&mut hr, tmp.path(), opts);
         // Without an announced size, the stream must end with the archive.
         let trailing = max.is_none() && restored.is_ok() && {
             let mut one = [0u8; 1];
@@ -753,13 +741,59 @@ impl LocalStore {
         }
         let hash = Hash::from_bytes(HashAlgo::Sha256, &got.sha256)
             .map_err(|e| StoreError::Other(e.to_string()))?;
-        Ok(Restored {
-            _tmp: tmp,
-            node,
-            hash,
-            size: got.size,
-            sync,
-        })
+        Ok((tmp, hash, got.size))
+    }
+
+    /// What every NAR add checks before reading the NAR: a sha256 NAR hash,
+    /// and a content address that gives the path.
+    pub(crate) fn check_nar_info(&self, info: &ValidPathInfo) -> Result<(), StoreError> {
+        if info.nar_hash.algo() != HashAlgo::Sha256 {
+            return Err(StoreError::Other(format!(
+                "NAR hash of '{}' must be sha256, not {}",
+                self.print_path(&info.path),
+                info.nar_hash.algo()
+            )));
+        }
+        if let Some(ca) = &info.ca {
+            if !info.ca_matches_path(&self.inner.store_dir) {
+                return Err(StoreError::CaMismatch {
+                    path: self.print_path(&info.path),
+                    ca: ca.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// What every NAR add checks of the restored tree at `node`: the size
+    /// (when `sized`), the NAR hash and the content address.
+    pub(crate) fn check_restored(
+        &self,
+        info: &ValidPathInfo,
+        node: &Path,
+        hash: &Hash,
+        size: u64,
+        sized: bool,
+        path_s: &str,
+    ) -> Result<(), StoreError> {
+        if sized && size != info.nar_size {
+            return Err(StoreError::NarSizeMismatch {
+                path: path_s.to_string(),
+                expected: info.nar_size,
+                got: size,
+            });
+        }
+        if *hash != info.nar_hash {
+            return Err(StoreError::NarHashMismatch {
+                path: path_s.to_string(),
+                expected: info.nar_hash.to_string(),
+                got: hash.to_string(),
+            });
+        }
+        if let Some(ca) = &info.ca {
+            self.check_ca_contents(node, ca, hash, path_s)?;
+        }
+        Ok(())
     }
 
     /// How a NAR is restored into a temporary node: canonical as written,
