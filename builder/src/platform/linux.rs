@@ -352,18 +352,13 @@ fn spawn_fresh(spec: &SandboxSpec, started: Instant) -> Result<SandboxedChild, S
     // `child_plan` and `stack` stay valid for it; it runs only
     // async-signal-safe code (see child.rs).
     let pid = unsafe {
-        libc::clone(
+        clone_sandbox(
             child::child_main,
             stack.top(),
             flags,
             (&child_plan as *const child::ChildPlan) as *mut libc::c_void,
         )
-    };
-    if pid < 0 {
-        return Err(SandboxError::Setup(OsError::last(
-            "creating the sandbox namespaces (clone)",
-        )));
-    }
+    }?;
     drop(stack);
     // The child's ends, so that EOF on our ends means the child is gone.
     drop(sync_r);
@@ -393,6 +388,28 @@ fn spawn_fresh(spec: &SandboxSpec, started: Instant) -> Result<SandboxedChild, S
 
     child.await_exec(&err_r, &child_plan.ops, &spec.builder)?;
     Ok(child)
+}
+
+/// Starts `entry(arg)` on the stack whose top is `top` in a new process
+/// with `flags` (the sandbox's namespaces, see [`clone_flags`]).
+///
+/// # Safety
+/// As `clone(2)`: `top` and `arg` must stay valid for as long as the child
+/// uses them, and `entry` must run only async-signal-safe code.
+unsafe fn clone_sandbox(
+    entry: extern "C" fn(*mut libc::c_void) -> c_int,
+    top: *mut libc::c_void,
+    flags: c_int,
+    arg: *mut libc::c_void,
+) -> Result<libc::pid_t, SandboxError> {
+    // SAFETY: forwarded to the caller (see above).
+    let pid = unsafe { libc::clone(entry, top, flags, arg) };
+    if pid < 0 {
+        return Err(SandboxError::Setup(OsError::last(
+            "creating the sandbox namespaces (clone)",
+        )));
+    }
+    Ok(pid)
 }
 
 /// The namespaces of a sandbox.

@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 
 use super::child::{self, ChildPlan, WarmPlan};
 use super::{
-    clone_flags, hand_over, hold_namespaces, id_mapping, kill, pipe, plan, read_report,
-    seccomp_filter, step_error, wait, write_id_maps, Held, SandboxedChild, Stack,
+    clone_flags, clone_sandbox, hand_over, hold_namespaces, id_mapping, kill, pipe, plan,
+    read_report, seccomp_filter, step_error, wait, write_id_maps, Held, SandboxedChild, Stack,
 };
 use crate::platform::{OsError, OsErrorKind, Pid};
 use crate::sandbox::{SandboxError, SandboxPath, SandboxSpec, SANDBOX_GID, SANDBOX_UID};
@@ -359,18 +359,13 @@ fn make(dir: &Path, key: &Key, template: &SandboxSpec) -> Result<Warm, SandboxEr
     // stack) is kept alive, unchanged, until the child is reaped (`Warm`,
     // then `InUse`); it runs only async-signal-safe code (see child.rs).
     let pid = unsafe {
-        libc::clone(
+        clone_sandbox(
             child::warm_main,
             top,
             clone_flags(false) | libc::CLONE_VM,
             arg,
         )
-    };
-    if pid < 0 {
-        return Err(SandboxError::Setup(OsError::last(
-            "creating the sandbox namespaces (clone)",
-        )));
-    }
+    }?;
     // The child's ends (it has its own descriptor table).
     drop(sync_r);
     drop(err_w);
