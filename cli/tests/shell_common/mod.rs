@@ -52,8 +52,8 @@ static STORE: OnceLock<PathBuf> = OnceLock::new();
 
 /// A b3 store in a temporary directory, shared by the tests of one process
 /// (nextest runs each test in its own). Statics are never dropped, so the
-/// directory is removed at exit instead; store paths are read-only, so
-/// write permission is given back first.
+/// directory is removed at exit instead (store paths are read-only, which
+/// `remove_tree` handles).
 pub fn store() -> &'static Path {
     STORE.get_or_init(|| {
         let dir = tempfile::Builder::new()
@@ -69,21 +69,7 @@ pub fn store() -> &'static Path {
 
 extern "C" fn remove_store() {
     if let Some(dir) = STORE.get() {
-        make_writable(dir);
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
-fn make_writable(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            make_writable(&e.path());
-        }
+        let _ = b3_store::canonicalise::remove_tree(dir);
     }
 }
 
