@@ -309,7 +309,7 @@ impl BigFile {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     // Refused (an odd block size, a filesystem that takes
                     // the flag but not the I/O): finish buffered.
-                    Err(e) if e.raw_os_error() == Some(22) => break,
+                    Err(e) if e.raw_os_error() == Some(EINVAL) => break,
                     Err(e) => return Err(io_at(&self.dest)(e)),
                 }
             }
@@ -333,6 +333,15 @@ impl BigFile {
 /// Files at least this large are written with direct I/O.
 const DIRECT_MIN: u64 = 256 << 10;
 
+/// The error number of a refused direct write (`EINVAL` on Linux).
+const EINVAL: i32 = 22;
+
+/// `B3_INGEST_DIRECT=0`, read once.
+fn direct_disabled() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var_os("B3_INGEST_DIRECT").is_some_and(|v| v == "0"))
+}
+
 /// Turns `O_DIRECT` on or off for `f`; whether that took effect (Linux
 /// only; filesystems without direct I/O refuse it, and then `f` stays
 /// buffered). `B3_INGEST_DIRECT=0` keeps every file buffered.
@@ -340,7 +349,7 @@ fn set_direct(f: &File, on: bool) -> bool {
     #[cfg(target_os = "linux")]
     {
         use rustix::fs::OFlags;
-        if on && std::env::var_os("B3_INGEST_DIRECT").is_some_and(|v| v == "0") {
+        if on && direct_disabled() {
             return false;
         }
         let Ok(flags) = rustix::fs::fcntl_getfl(f) else {
