@@ -389,47 +389,104 @@ impl Ev {
     // ---------- evaluation ----------
 
     pub fn eval(&self, e: &'static Expr, env: &Rc<Env>) -> R<Value> {
-        // Only the common forms are handled here, so that this recursive
-        // function keeps a small stack frame; the rest is in `eval_cold`.
-        match e {
-            Expr::Lit(v) => Ok(v.clone()),
-            Expr::Var(d, i) => self.force_owned(env.lookup(*d, *i)),
-            Expr::Select {
-                e,
-                path,
-                default,
-                pos,
-            } => self.eval_select(e, path, default.as_deref(), *pos, env),
-            Expr::App { f, args, pos } => {
-                let mut fv = self.eval_operand(f, env)?;
-                for a in args {
-                    let av = self.mk_thunk(a, env, false);
-                    fv = self.apply(&fv, av, *pos)?;
+        let mut calls = 0usize;
+        let r = self.eval_tail(e, env, &mut calls);
+        if calls != 0 {
+            self.depth.set(self.depth.get() - calls);
+        }
+        r
+    }
+
+    /// [`Ev::eval`]'s loop. An expression in tail position (the branch of
+    /// an `if`, the body of a `let`, `with` or `assert`, and the body of a
+    /// lambda called by an application) is evaluated by the next turn of
+    /// the loop rather than by a recursive call, in the frame the loop now
+    /// owns. `calls` counts the lambda calls entered that way: each still
+    /// counts towards `max-call-depth` until the caller subtracts them, as
+    /// nested calls would have. Only the common forms are handled here, so
+    /// that this recursive function keeps a small stack frame; the rest is
+    /// in `eval_cold`.
+    #[inline(always)]
+    fn eval_tail(&self, mut e: &'static Expr, env: &Rc<Env>, calls: &mut usize) -> R<Value> {
+        let mut owned: Option<Rc<Env>> = None;
+        loop {
+            let env: &Rc<Env> = match &owned {
+                Some(o) => o,
+                None => env,
+            };
+            return match e {
+                Expr::Lit(v) => Ok(v.clone()),
+                Expr::Var(d, i) => self.force_owned(env.lookup(*d, *i)),
+                Expr::Select {
+                    e,
+                    path,
+                    default,
+                    pos,
+                } => self.eval_select(e, path, default.as_deref(), *pos, env),
+                Expr::App { f, args, pos } => {
+                    let mut fv = self.eval_operand(f, env)?;
+                    let Some((last, init)) = args.split_last() else {
+                        return Ok(fv);
+                    };
+                    for a in init {
+                        let av = self.mk_thunk(a, env, false);
+                        fv = self.apply(&fv, av, *pos)?;
+                    }
+                    let av = self.mk_thunk(last, env, false);
+                    // With `--show-trace` every call adds its own frames to
+                    // an error, so it keeps its own stack frame.
+                    let Value::Lambda(c) = &fv else {
+                        return self.apply(&fv, av, *pos);
+                    };
+                    if self.opts.show_trace {
+                        return self.call_lambda(c, av, *pos);
+                    }
+                    let l: &'static ast::Lambda = c.lambda;
+                    if l.pure {
+                        if let Some(v) = self.pure_call(&l.body, std::slice::from_ref(&av), &c.env)
+                        {
+                            return Ok(v);
+                        }
+                    }
+                    self.enter(*pos)?;
+                    *calls += 1;
+                    let new_env = self.bind(&c.env, l, av, *pos)?;
+                    owned = Some(new_env);
+                    e = &l.body;
+                    continue;
                 }
-                Ok(fv)
-            }
-            Expr::Lambda(l) => Ok(Value::Lambda(Rc::new(Closure {
-                lambda: l,
-                env: env.clone(),
-            }))),
-            Expr::If { c, t, e, pos } => match match &**c {
-                Expr::Bin(op, l, r, bpos) => self.eval_bin(*op, l, r, env, *bpos)?,
-                c => self.eval(c, env)?,
-            } {
-                Value::Bool(b) => self.eval(if b { t } else { e }, env),
-                v => Err(self.if_type_error(v, *pos)),
-            },
-            Expr::Bin(op, l, r, pos) => self.eval_bin(*op, l, r, env, *pos),
-            Expr::Let(a, body) => {
-                let new_env = self.build_frame(a, env)?;
-                self.eval(body, &new_env)
-            }
-            Expr::Attrs(a) => self.eval_attrs(a, env),
-            Expr::List(items) => {
-                let v: Vec<Value> = items.iter().map(|i| self.mk_thunk(i, env, false)).collect();
-                Ok(Value::list(v))
-            }
-            _ => self.eval_cold(e, env),
+                Expr::Lambda(l) => Ok(Value::Lambda(Rc::new(Closure {
+                    lambda: l,
+                    env: env.clone(),
+                }))),
+                Expr::If { c, t, e: f, pos } => {
+                    let cv = match &**c {
+                        Expr::Bin(op, l, r, bpos) => self.eval_bin(*op, l, r, env, *bpos)?,
+                        c => self.eval(c, env)?,
+                    };
+                    match cv {
+                        Value::Bool(b) => {
+                            e = if b { t } else { f };
+                            continue;
+                        }
+                        v => Err(self.if_type_error(v, *pos)),
+                    }
+                }
+                Expr::Bin(op, l, r, pos) => self.eval_bin(*op, l, r, env, *pos),
+                Expr::Let(a, body) => {
+                    let new_env = self.build_frame(a, env)?;
+                    owned = Some(new_env);
+                    e = body;
+                    continue;
+                }
+                Expr::Attrs(a) => self.eval_attrs(a, env),
+                Expr::List(items) => {
+                    let v: Vec<Value> =
+                        items.iter().map(|i| self.mk_thunk(i, env, false)).collect();
+                    Ok(Value::list(v))
+                }
+                _ => self.eval_cold(e, env),
+            };
         }
     }
 
