@@ -9,6 +9,7 @@ pub mod error;
 pub mod eval;
 pub mod float_fmt;
 pub mod nix_cli;
+pub mod parse_cache;
 pub mod parse_print;
 pub mod pos;
 pub mod print;

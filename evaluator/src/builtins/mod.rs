@@ -269,16 +269,15 @@ impl Ev {
         let raw = text
             .chars()
             .any(|c| (0xF780..=0xF7FF).contains(&(c as u32)));
-        let e = ast::parse(
-            text,
-            fid,
+        let inputs = crate::parse_cache::Inputs {
             base_dir,
-            &self.global_names,
+            globals: &self.global_names,
             extra,
-            pipes,
+            pipe_ops: pipes,
             lints,
-            raw,
-        )?;
+            raw_bytes: raw,
+        };
+        let e = crate::parse_cache::parse(text, fid, &inputs, is_path)?;
         Ok(ast::leak(e))
     }
 
