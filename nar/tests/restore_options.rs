@@ -43,6 +43,7 @@ fn canonical_in_place_restore_has_store_modes_and_mtime_and_hands_on_every_node(
         canonical: true,
         in_place: true,
         on_finished: Some(Box::new(move |f| s2.lock().unwrap().push(f))),
+        direct_io_min: None,
     };
     let n = restore_with(&nar[..], &dest, opts).unwrap();
     assert_eq!(n, nar.len() as u64);
@@ -93,6 +94,7 @@ fn a_failed_in_place_restore_removes_what_it_made() {
         canonical: true,
         in_place: true,
         on_finished: None,
+        direct_io_min: None,
     };
     assert!(restore_with(cut, &dest, opts).is_err());
     assert!(std::fs::symlink_metadata(&dest).is_err());
@@ -110,10 +112,104 @@ fn a_single_file_archive_restores_canonically_in_place() {
         canonical: true,
         in_place: true,
         on_finished: Some(Box::new(move |_| *c2.lock().unwrap() += 1)),
+        direct_io_min: None,
     };
     restore_with(&nar[..], &dest, opts).unwrap();
     let m = std::fs::metadata(&dest).unwrap();
     assert_eq!(m.mode() & 0o7777, 0o555);
     assert_eq!(m.mtime(), 1);
     assert_eq!(*count.lock().unwrap(), 1);
+}
+
+/// Bytes that never repeat with a period dividing a block, so a chunk
+/// written at the wrong offset would show.
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn direct_io_restores_large_files_of_awkward_sizes_exactly() {
+    let sizes = [
+        0usize,
+        4095,
+        (256 << 10) - 1,
+        256 << 10,
+        1 << 20,
+        (1 << 20) + 1,
+        (3 << 20) - 7,
+        (2 << 20) + 4096,
+    ];
+    let tree = Tree::dir(
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let body = pattern(n, i as u32 + 1);
+                let node = if i % 2 == 0 {
+                    Tree::file(body)
+                } else {
+                    Tree::executable(body)
+                };
+                (format!("f{i}"), node)
+            })
+            .collect::<Vec<_>>(),
+    );
+    let nar = tree.to_nar().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out");
+    let finished = Arc::new(Mutex::new(0usize));
+    let f2 = Arc::clone(&finished);
+    let opts = RestoreOptions {
+        canonical: true,
+        in_place: true,
+        on_finished: Some(Box::new(move |_| *f2.lock().unwrap() += 1)),
+        direct_io_min: Some(256 << 10),
+    };
+    assert_eq!(
+        restore_with(&nar[..], &dest, opts).unwrap(),
+        nar.len() as u64
+    );
+    let (again, _) = dump_path(&dest, Vec::new()).unwrap();
+    assert!(again == nar, "the restored tree dumps to another NAR");
+    // Every file and the directory were handed on.
+    assert_eq!(*finished.lock().unwrap(), sizes.len() + 1);
+    for (i, &n) in sizes.iter().enumerate() {
+        let m = std::fs::metadata(dest.join(format!("f{i}"))).unwrap();
+        assert_eq!(m.len(), n as u64);
+        assert_eq!(m.mode() & 0o7777, if i % 2 == 0 { 0o444 } else { 0o555 });
+        assert_eq!(m.mtime(), 1);
+    }
+}
+
+#[test]
+fn a_nar_truncated_inside_a_direct_io_file_leaves_nothing() {
+    let tree = Tree::dir([
+        ("a", Tree::file(pattern(2 << 20, 9))),
+        ("b", Tree::file(pattern((1 << 20) + 77, 10))),
+    ]);
+    let nar = tree.to_nar().unwrap();
+    for cut in [nar.len() - 500, (1 << 20) + 300, 3 << 20] {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let opts = RestoreOptions {
+            canonical: true,
+            in_place: true,
+            on_finished: None,
+            direct_io_min: Some(256 << 10),
+        };
+        assert!(restore_with(&nar[..cut], &dest, opts).is_err(), "cut {cut}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "cut {cut}"
+        );
+    }
 }

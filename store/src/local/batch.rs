@@ -102,6 +102,12 @@ impl AddBatch {
         self.state().staged.len()
     }
 
+    /// Whether `path` is staged in this batch and not registered yet (a
+    /// commit may be registering it right now).
+    pub fn is_staged(&self, path: &StorePath) -> bool {
+        self.state().unregistered.contains(path)
+    }
+
     /// Restore `info.path` from `nar` into the batch, verifying its size,
     /// hash and content address. A path valid already, or staged already,
     /// is accepted without reading `nar`. Every reference must be valid or
@@ -158,6 +164,7 @@ impl AddBatch {
             canonical: true,
             in_place: true,
             on_finished,
+            direct_io_min: super::ingest::direct_io_min(),
         };
         let (tmp, hash, size) = st.restore_nar_with(nar, Some(max), path_s, opts)?;
         #[cfg(not(unix))]

@@ -336,6 +336,12 @@ const DIRECT_MIN: u64 = 256 << 10;
 /// The error number of a refused direct write (`EINVAL` on Linux).
 const EINVAL: i32 = 22;
 
+/// The size from which files are written with direct I/O, unless
+/// `B3_INGEST_DIRECT=0` turned it off (batch restores use it too).
+pub(crate) fn direct_io_min() -> Option<u64> {
+    (!direct_disabled()).then_some(DIRECT_MIN)
+}
+
 /// `B3_INGEST_DIRECT=0`, read once.
 fn direct_disabled() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

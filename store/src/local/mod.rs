@@ -808,6 +808,7 @@ impl LocalStore {
             canonical: true,
             in_place: true,
             on_finished,
+            direct_io_min: None,
         };
         (opts, sync)
     }

@@ -102,6 +102,8 @@ pub fn valid_paths(store: &LocalStore) -> Vec<String> {
 /// What a [`FaultyServer`] does wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
+    /// None: every object served as it is.
+    Nothing,
     /// Every request: 500.
     Error500,
     /// NARs: headers and half the body, then silence.
