@@ -119,6 +119,16 @@ impl LogFile {
     }
 }
 
+/// A finished build's log, still to be put in place.
+pub struct PendingLog(LogFile);
+
+impl PendingLog {
+    /// Writes what is left of the log and renames it into place; its path.
+    pub fn write(self) -> io::Result<PathBuf> {
+        self.0.finish()
+    }
+}
+
 /// A shared destination for the raw output of every build (e.g. the
 /// caller's stderr), written from several build threads.
 pub trait RawLog: Sync {
@@ -194,6 +204,17 @@ impl<'a> BuildOutput<'a> {
     /// in place. Returns the file's path, or why it could not be written
     /// (the build itself is not failed for that).
     pub fn finish(&mut self) -> Result<Option<PathBuf>, io::Error> {
+        match self.finish_later()? {
+            Some(pending) => pending.write().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`Self::finish`], but the log file is put in place by
+    /// [`PendingLog::write`], which may come later (on another thread):
+    /// for the many builders that print little or nothing, making the file
+    /// (and its directory) is most of the log's cost.
+    pub fn finish_later(&mut self) -> Result<Option<PendingLog>, io::Error> {
         if !self.partial.is_empty() {
             let rest = std::mem::take(&mut self.partial);
             self.line(&rest);
@@ -201,10 +222,7 @@ impl<'a> BuildOutput<'a> {
         if let Some(e) = self.file_error.take() {
             return Err(e);
         }
-        match self.file.take() {
-            Some(f) => f.finish().map(Some),
-            None => Ok(None),
-        }
+        Ok(self.file.take().map(PendingLog))
     }
 }
 

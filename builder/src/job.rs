@@ -22,6 +22,15 @@ use crate::sandbox::{self, RunOutcome, SandboxError, SandboxPath, SandboxSpec};
 /// Default name prefix of work directories.
 pub const DEFAULT_WORK_PREFIX: &str = ".b3-build-";
 
+/// From how many inputs a build's store is an overlay rather than a bind
+/// of its outputs' directory. Both cost inodes on the store's file system,
+/// which is where new inodes are expensive (ext4 without a journal scans
+/// past every recently deleted inode): the bind layout one mount point per
+/// input, the overlay a fixed set (the scratch directory, the overlay's
+/// `work`, `work/incompat/volatile`, and the files of its feature checks at
+/// mount time: about seven, all removed again).
+pub const OVERLAY_FROM_INPUTS: usize = 8;
+
 /// Everything needed to run one derivation's builder.
 #[derive(Debug, Clone)]
 pub struct BuildJob {
@@ -57,9 +66,11 @@ pub struct BuildJob {
     pub impure_env: Option<BTreeMap<String, String>>,
     /// Kill the build when this is cancelled (another build failed).
     pub cancel: Option<Cancel>,
-    /// Show the store as an overlay (Linux) when the kernel allows it;
-    /// `false` forces the bind-mount layout (`B3_SANDBOX_OVERLAY=0`).
-    pub overlay: bool,
+    /// Show the store as an overlay (Linux), when the kernel allows it, to
+    /// builds with at least this many inputs (normally
+    /// [`OVERLAY_FROM_INPUTS`]); `None` always uses the bind-mount layout
+    /// (`B3_SANDBOX_OVERLAY=0`).
+    pub overlay: Option<usize>,
     /// Pre-made sandboxes to take this build's from, when one fits.
     pub pool: Option<crate::sandbox::SandboxPool>,
 }
@@ -99,7 +110,8 @@ impl WorkDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
-    /// The sandbox root's mount point.
+    /// The sandbox root's mount point (made by a sandbox that needs one:
+    /// a pre-made sandbox has its own).
     pub fn root(&self) -> PathBuf {
         self.path.join("root")
     }
@@ -111,7 +123,8 @@ impl WorkDir {
     pub fn store(&self) -> PathBuf {
         self.path.join("store")
     }
-    /// The sandbox's scratch directory (see [`SandboxSpec::scratch_dir`]).
+    /// The sandbox's scratch directory (see [`SandboxSpec::scratch_dir`]),
+    /// made only for a build that uses it.
     pub fn scratch(&self) -> PathBuf {
         self.path.join("scratch")
     }
@@ -135,7 +148,7 @@ impl WorkDir {
             match std::fs::create_dir(&path) {
                 Ok(()) => {
                     let wd = WorkDir { path, kept: false };
-                    for d in [wd.root(), wd.build(), wd.store(), wd.scratch()] {
+                    for d in [wd.build(), wd.store()] {
                         std::fs::create_dir(&d).map_err(|e| {
                             OsError::from_io(format!("creating {}", d.display()), &e)
                         })?;
@@ -170,14 +183,24 @@ impl Drop for WorkDir {
     }
 }
 
-/// Removes work directories on a thread of its own, so that a finished
-/// build's clean-up is not on the way of the builds waiting for it. A
-/// crash before the removal leaves directories the store's sweep of
-/// `.b3-tmp-<pid>-…` entries deletes later.
-#[derive(Debug)]
+/// Work that may follow a build's end rather than delay the builds that
+/// wait for it.
+type Chore = Box<dyn FnOnce() + Send>;
+
+/// Removes work directories (and does other chores, such as writing build
+/// logs) on a thread of its own, so that a finished build's clean-up is not
+/// on the way of the builds waiting for it; [`Trash::finish`] (or dropping
+/// it) waits for all of it. A crash before the removal leaves directories
+/// the store's sweep of `.b3-tmp-<pid>-…` entries deletes later.
 pub struct Trash {
-    tx: std::sync::Mutex<Option<std::sync::mpsc::Sender<WorkDir>>>,
+    tx: std::sync::Mutex<Option<std::sync::mpsc::Sender<Chore>>>,
     worker: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Trash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trash")
+    }
 }
 
 impl Default for Trash {
@@ -188,10 +211,10 @@ impl Default for Trash {
 
 impl Trash {
     pub fn new() -> Trash {
-        let (tx, rx) = std::sync::mpsc::channel::<WorkDir>();
+        let (tx, rx) = std::sync::mpsc::channel::<Chore>();
         let worker = std::thread::Builder::new()
             .name("b3-trash".into())
-            .spawn(move || rx.into_iter().for_each(drop))
+            .spawn(move || rx.into_iter().for_each(|chore| chore()))
             .ok();
         Trash {
             tx: std::sync::Mutex::new(worker.is_some().then_some(tx)),
@@ -201,14 +224,19 @@ impl Trash {
 
     /// Removes `dir` in the background (at once if there is no worker).
     pub fn put(&self, dir: WorkDir) {
+        self.later(move || drop(dir));
+    }
+
+    /// Runs `chore` in the background (at once if there is no worker).
+    pub fn later(&self, chore: impl FnOnce() + Send + 'static) {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         match tx.as_ref() {
             Some(tx) => {
-                if let Err(back) = tx.send(dir) {
-                    drop(back.0);
+                if let Err(back) = tx.send(Box::new(chore)) {
+                    (back.0)();
                 }
             }
-            None => drop(dir),
+            None => chore(),
         }
     }
 
@@ -313,6 +341,13 @@ impl BuildJob {
 
         let work = WorkDir::create(&self.work_parent, &self.work_prefix, &self.name)
             .map_err(JobError::WorkDir)?;
+        let overlay = self.overlay.is_some_and(|from| inputs.len() >= from);
+        if overlay {
+            let d = work.scratch();
+            std::fs::create_dir(&d).map_err(|e| {
+                JobError::WorkDir(OsError::from_io(format!("creating {}", d.display()), &e))
+            })?;
+        }
         for (file, data) in &env.files {
             let p = work.build().join(file);
             std::fs::write(&p, data).map_err(|e| {
@@ -331,7 +366,7 @@ impl BuildJob {
             store_dir_host: work.store(),
             build_dir: work.build(),
             root_dir: work.root(),
-            scratch_dir: self.overlay.then(|| work.scratch()),
+            scratch_dir: overlay.then(|| work.scratch()),
             network: self.fixed_output,
             extra_paths: self.extra_paths.clone(),
             kvm: self.kvm,

@@ -209,9 +209,21 @@ pub(crate) fn build_step(
         tl.split("job", "sandbox set-up", setup);
         tl.split("job", "builder", r.outcome.total_time.saturating_sub(setup));
     }
-    if let Err(e) = out.finish() {
-        ctx.logger
-            .warn(&format!("could not store the build log of '{drv_s}': {e}"));
+    let could_not =
+        |drv: &str, e: std::io::Error| format!("could not store the build log of '{drv}': {e}");
+    match out.finish_later() {
+        Ok(Some(pending)) => {
+            // Off the critical path; the realisation waits for it at its end.
+            let logger = ctx.logger.clone();
+            let drv = drv_s.clone();
+            ctx.trash.later(move || {
+                if let Err(e) = pending.write() {
+                    logger.warn(&could_not(&drv, e));
+                }
+            });
+        }
+        Ok(None) => {}
+        Err(e) => ctx.logger.warn(&could_not(&drv_s, e)),
     }
     let result = run?;
     let tail: Vec<String> = out.tail().map(str::to_string).collect();

@@ -51,7 +51,7 @@ fn only_the_closure_is_visible(overlay: bool) {
         other = other.display()
     );
     let mut j = job(&script, work.path());
-    j.overlay = overlay;
+    j.overlay = overlay.then_some(0);
     let (res, log) = run(&j);
     assert!(res.outcome.status.success(), "{log}");
     assert!(
@@ -300,4 +300,42 @@ fn silent_builder_is_killed_after_max_silent_time() {
     assert!(!res.outcome.timed_out);
     assert_eq!(log, "starting\n");
     assert!(t.elapsed() < Duration::from_secs(30));
+}
+
+/// The layout a build gets by default: bound below
+/// [`b3_builder::job::OVERLAY_FROM_INPUTS`] inputs (no overlay, no scratch
+/// directory), overlaid from there on; either way the builder sees only
+/// its inputs in the store, cannot write to them, and its output lands in
+/// the work directory.
+#[test]
+fn the_store_layout_follows_the_number_of_inputs_and_shows_only_them() {
+    let from = b3_builder::job::OVERLAY_FROM_INPUTS;
+    for (threshold, overlaid) in [(from, false), (1, true)] {
+        let work = tempdir();
+        let script = format!(
+            "echo STORE: $(ls -A /nix/store); \
+             if echo x > {BB}/evil 2>/dev/null; then echo LEAK writable input; fi; \
+             echo ok > $out"
+        );
+        let mut j = job(&script, work.path());
+        j.overlay = Some(threshold);
+        let (res, log) = run(&j);
+        assert!(res.outcome.status.success(), "{log}");
+        assert!(!log.contains("LEAK"), "{log}");
+        let store_line = log.lines().find(|l| l.starts_with("STORE:")).unwrap();
+        assert_eq!(
+            store_line,
+            format!("STORE: {}", BB.trim_start_matches("/nix/store/")),
+            "the store shows only the inputs"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&res.outputs["out"]).unwrap(),
+            "ok\n"
+        );
+        assert_eq!(
+            res.work_dir.scratch().exists(),
+            overlaid,
+            "a scratch directory only for the overlay (threshold {threshold})"
+        );
+    }
 }

@@ -232,7 +232,7 @@ fn compare_with_nix(script: &str, fixed_output: bool) {
         kvm: Path::new("/dev/kvm").exists(),
         impure_env: Some(impure),
         cancel: None,
-        overlay: true,
+        overlay: Some(0),
         pool: None,
     };
     let mut log = Vec::new();

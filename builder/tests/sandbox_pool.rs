@@ -159,6 +159,16 @@ fn dropping_a_pool_ends_its_sandboxes_and_removes_its_directory() {
     log_of(&pooled("touch $out", work.path(), &pool));
     pool.wait_ready().expect("a sandbox is made");
     assert!(dir.is_dir());
+    // The stage of the store is mounted (in each sandbox's own mount
+    // namespace) on a host directory beside the pool's.
+    let stage = work.path().join("pool-stage");
+    assert!(stage.is_dir());
+    assert_eq!(
+        std::fs::read_dir(&stage).unwrap().count(),
+        0,
+        "empty on the host"
+    );
     drop(pool);
     assert!(!dir.exists(), "the pool's directory is removed");
+    assert!(!stage.exists(), "the stage's directory is removed");
 }

@@ -313,10 +313,21 @@ struct Held {
 }
 
 fn spawn_fresh(spec: &SandboxSpec, started: Instant) -> Result<SandboxedChild, SandboxError> {
+    // The root's mount point is made only here: a pre-made sandbox has its
+    // own, and every inode made on the store's file system costs.
+    match std::fs::create_dir(&spec.root_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(SandboxError::Setup(OsError::from_io(
+                format!("creating {}", spec.root_dir.display()),
+                &e,
+            )))
+        }
+        _ => {}
+    }
     let ids = id_mapping();
     hand_over(spec, ids).map_err(SandboxError::Setup)?;
     let chown_to = ids.root_mode.then_some((SANDBOX_UID, SANDBOX_GID));
-    let prepared = plan::prepare(spec, &spec.root_dir, chown_to)?;
+    let prepared = plan::prepare(spec, &spec.root_dir, None, chown_to)?;
     let mut ops = prepared.early;
     ops.extend(prepared.late);
 

@@ -54,7 +54,7 @@ pub fn job(script: &str, work_parent: &Path) -> BuildJob {
         kvm: true,
         impure_env: None,
         cancel: None,
-        overlay: true,
+        overlay: Some(0),
         pool: None,
     }
 }

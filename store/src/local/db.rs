@@ -272,6 +272,41 @@ impl Db {
         Ok(Some((row, refs)))
     }
 
+    /// The closure of `roots` under references, read in one transaction:
+    /// one snapshot, and one round of the database's file locks instead of
+    /// one per statement (a chain's 50th build has 49 paths in its closure).
+    /// `Ok(Err(path))` names a path that is not registered.
+    pub fn closure(&self, roots: &[String]) -> Result<Result<BTreeSet<String>, String>, DbError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<String> = roots.to_vec();
+        {
+            let mut refs = tx.prepare_cached(
+                "SELECT p.path FROM valid_paths q
+                 JOIN refs r ON r.referrer = q.id
+                 JOIN valid_paths p ON p.id = r.reference
+                 WHERE q.path = ?1",
+            )?;
+            while let Some(path) = todo.pop() {
+                if seen.contains(&path) {
+                    continue;
+                }
+                if Self::id_of(&tx, &path)?.is_none() {
+                    return Ok(Err(path));
+                }
+                for r in refs.query_map(params![path], |r| r.get::<_, String>(0))? {
+                    let r = r?;
+                    if !seen.contains(&r) {
+                        todo.push(r);
+                    }
+                }
+                seen.insert(path);
+            }
+        }
+        tx.commit()?;
+        Ok(Ok(seen))
+    }
+
     /// Paths that refer to `path` (excluding itself).
     pub fn referrers(&self, path: &str) -> Result<BTreeSet<String>, DbError> {
         Ok(self
@@ -525,6 +560,29 @@ mod tests {
         assert_eq!(db.referrers(B).unwrap(), refs(&[C]));
         assert!(db.query("/nix/store/x").unwrap().is_none());
         assert!(db.integrity_problems().unwrap().is_empty());
+    }
+
+    #[test]
+    fn closure_follows_references_and_names_an_unregistered_root() {
+        let d = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&d.path().join("db"), "/nix/store").unwrap();
+        db.register(&[(row(A), refs(&[]))]).unwrap();
+        db.register(&[(row(B), refs(&[A, B])), (row(C), refs(&[B]))])
+            .unwrap();
+        assert_eq!(db.closure(&[C.into()]).unwrap(), Ok(refs(&[A, B, C])));
+        assert_eq!(
+            db.closure(&[A.into(), B.into()]).unwrap(),
+            Ok(refs(&[A, B]))
+        );
+        assert_eq!(db.closure(&[]).unwrap(), Ok(refs(&[])));
+        let missing = "/nix/store/dddddddddddddddddddddddddddddddd-d";
+        assert_eq!(
+            db.closure(&[A.into(), missing.into()]).unwrap(),
+            Err(missing.to_string())
+        );
+        // The read transaction is over: writes go on.
+        db.unregister(&refs(&[C])).unwrap();
+        assert_eq!(db.closure(&[B.into()]).unwrap(), Ok(refs(&[A, B])));
     }
 
     #[test]

@@ -35,7 +35,7 @@ mod verify;
 pub use gc::{GcOptions, GcReport};
 pub use verify::{RepairSource, VerifyOptions, VerifyReport};
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
@@ -563,26 +563,16 @@ impl LocalStore {
         &self,
         paths: &BTreeSet<StorePath>,
     ) -> Result<BTreeSet<StorePath>, StoreError> {
-        let mut seen = BTreeSet::new();
-        let mut todo: VecDeque<StorePath> = paths.iter().cloned().collect();
-        while let Some(p) = todo.pop_front() {
-            if seen.contains(&p) {
-                continue;
-            }
-            let (_, refs) = self
-                .db()
-                .query(&self.print_path(&p))
-                .map_err(db_err)?
-                .ok_or_else(|| StoreError::InvalidPath(self.print_path(&p)))?;
-            for r in refs {
-                let r = self.inner.store_dir.parse(&r)?;
-                if !seen.contains(&r) {
-                    todo.push_back(r);
-                }
-            }
-            seen.insert(p);
-        }
-        Ok(seen)
+        let roots: Vec<String> = paths.iter().map(|p| self.print_path(p)).collect();
+        let found = self
+            .db()
+            .closure(&roots)
+            .map_err(db_err)?
+            .map_err(StoreError::InvalidPath)?;
+        found
+            .iter()
+            .map(|p| Ok(self.inner.store_dir.parse(p)?))
+            .collect()
     }
 
     /// The recorded outputs of a derivation (name → path).

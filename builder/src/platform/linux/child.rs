@@ -60,22 +60,29 @@ pub(crate) enum Op {
         target: CString,
         recursive: bool,
     },
-    /// A read-only bind of the physical store at `stage` (a directory of
-    /// the root tmpfs) for [`Op::BindInputs`]. If the kernel refuses it, the
-    /// stage directory is removed again, which tells [`Op::BindInputs`] to
-    /// bind each input from the store itself.
+    /// A read-only bind of the physical store at `stage` for
+    /// [`Op::BindInputs`]. With `in_root`, `stage` is a directory of the
+    /// root tmpfs, and if the kernel refuses the bind it is removed again,
+    /// which tells [`Op::BindInputs`] to bind each input from the store
+    /// itself. Otherwise `stage` is a host directory outside the new root
+    /// (a pre-made sandbox's, see `pool.rs`) and a refused bind fails the
+    /// step.
     Stage {
         physical: CString,
         stage: CString,
+        in_root: bool,
     },
     /// The inputs, read-only, at their mount points: one plain bind per
     /// input taken from the stage (a bind inherits the source mount's
-    /// read-only flag, so no remount per input), then the stage is
-    /// unmounted and removed. Without a stage, each input gets its own
+    /// read-only flag, so no remount per input). A stage `in_root` is then
+    /// detached and removed; one outside the new root goes with the old
+    /// root, which the pivot detaches (no unmount of its own on the
+    /// build's critical path). Without a stage, each input gets its own
     /// [`Op::BindReadOnly`].
     BindInputs {
         stage: CString,
         binds: Vec<InputBind>,
+        in_root: bool,
     },
     /// A new devpts instance at `pts`; if the kernel refuses, bind the host's
     /// `/dev/pts` and `/dev/ptmx` instead.
@@ -462,8 +469,16 @@ fn run_op(op: &Op) -> Result<(), c_int> {
                 target,
                 recursive,
             } => bind_read_only(source, target, *recursive),
-            Op::Stage { physical, stage } => return make_stage(physical, stage),
-            Op::BindInputs { stage, binds } => return bind_inputs(stage, binds),
+            Op::Stage {
+                physical,
+                stage,
+                in_root,
+            } => return make_stage(physical, stage, *in_root),
+            Op::BindInputs {
+                stage,
+                binds,
+                in_root,
+            } => return bind_inputs(stage, binds, *in_root),
             Op::Devpts { pts, ptmx } => devpts(pts, ptmx),
             Op::SetHostname(name) => libc::sethostname(name.as_ptr(), name.as_bytes().len()),
             Op::SetDomainname(name) => libc::setdomainname(name.as_ptr(), name.as_bytes().len()),
@@ -600,7 +615,7 @@ unsafe fn bind_read_only(source: &CStr, target: &CStr, recursive: bool) -> c_int
     )
 }
 
-fn make_stage(physical: &CStr, stage: &CStr) -> Result<(), c_int> {
+fn make_stage(physical: &CStr, stage: &CStr, in_root: bool) -> Result<(), c_int> {
     // SAFETY: raw syscalls on NUL-terminated strings owned by the plan.
     unsafe {
         let rc = libc::mkdir(stage.as_ptr(), 0o700);
@@ -608,6 +623,11 @@ fn make_stage(physical: &CStr, stage: &CStr) -> Result<(), c_int> {
             return Err(errno());
         }
         if bind_read_only(physical, stage, false) < 0 {
+            // A host directory is shared by every pre-made sandbox: never
+            // removed here, so a refused bind is an error.
+            if !in_root {
+                return Err(errno());
+            }
             // No stage: the inputs are bound one by one (see BindInputs).
             if libc::rmdir(stage.as_ptr()) < 0 {
                 return Err(errno());
@@ -617,12 +637,12 @@ fn make_stage(physical: &CStr, stage: &CStr) -> Result<(), c_int> {
     Ok(())
 }
 
-fn bind_inputs(stage: &CStr, binds: &[InputBind]) -> Result<(), c_int> {
+fn bind_inputs(stage: &CStr, binds: &[InputBind], in_root: bool) -> Result<(), c_int> {
     let check = |rc: c_int| if rc < 0 { Err(errno()) } else { Ok(()) };
     // SAFETY: raw syscalls on NUL-terminated strings owned by the plan.
     unsafe {
         let mut st: libc::stat = std::mem::zeroed();
-        if libc::lstat(stage.as_ptr(), &mut st) < 0 {
+        if in_root && libc::lstat(stage.as_ptr(), &mut st) < 0 {
             if errno() != libc::ENOENT {
                 return Err(errno());
             }
@@ -660,9 +680,15 @@ fn bind_inputs(stage: &CStr, binds: &[InputBind]) -> Result<(), c_int> {
                 }
             }
         }
-        // The whole store must not stay visible, even on failure.
-        check(libc::umount2(stage.as_ptr(), 0))?;
-        check(libc::rmdir(stage.as_ptr()))?;
+        // The whole store must not stay visible, even on failure. A lazy
+        // detach takes it out of the tree at once; only the freeing waits
+        // (a plain unmount waits for an RCU grace period, measured at up to
+        // 6 ms under load). A stage outside the new root is detached with
+        // the old root by the pivot, which always follows.
+        if in_root {
+            check(libc::umount2(stage.as_ptr(), libc::MNT_DETACH))?;
+            check(libc::rmdir(stage.as_ptr()))?;
+        }
         result
     }
 }

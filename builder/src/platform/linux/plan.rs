@@ -256,15 +256,18 @@ fn chown_created(ops: Vec<Op>, to: (u32, u32)) -> Result<Vec<Op>, SandboxError> 
 /// tmpfs, `/dev`, `/proc`, `/etc`, `/tmp`, the extra sandbox paths outside
 /// the store, host and domain name, loopback, and a read-only stage of the
 /// physical store. [`Prepared::late`] is the build's own: the inputs (bound
-/// from the stage, which is then removed), the outputs' directory, `/build`,
+/// from the stage, which then goes), the outputs' directory, `/build`,
 /// extra paths inside the store, and the pivot into the root. A fresh
 /// sandbox runs both in one go; a pre-made one (see `pool.rs`) runs the
 /// early part ahead of time and the late part when the build starts.
 /// `root` is where the root tmpfs is mounted: `spec.root_dir` for a fresh
-/// sandbox, the pool's directory for a pre-made one.
+/// sandbox, the pool's directory for a pre-made one. `stage` is an empty
+/// host directory outside `root` for the stage of the store (see
+/// [`Op::Stage`]); without one, the stage is a directory of the root.
 pub(super) fn prepare(
     spec: &SandboxSpec,
     root: &Path,
+    stage: Option<&Path>,
     chown_to: Option<(u32, u32)>,
 ) -> Result<Prepared, SandboxError> {
     check_spec(spec, root)?;
@@ -295,10 +298,12 @@ pub(super) fn prepare(
         path: cpath(&store)?,
         mode: 0o755,
     });
-    let stage = under(&root, STAGE);
+    let in_root = stage.is_none();
+    let stage = stage.map_or_else(|| under(&root, STAGE), Path::to_path_buf);
     ops.push(Op::Stage {
         physical: cpath(&spec.physical_store_dir)?,
         stage: cpath(&stage)?,
+        in_root,
     });
 
     // /build (bound late) and /tmp.
@@ -493,6 +498,7 @@ pub(super) fn prepare(
     late.push(Op::BindInputs {
         stage: cpath(&stage)?,
         binds,
+        in_root,
     });
     late.push(Op::Chmod {
         path: cpath(&spec.build_dir)?,

@@ -8,8 +8,9 @@
 //! up to `size` sandbox processes that have done exactly that (the *early*
 //! steps of [`super::plan::prepare`]) and then wait. A build takes one and
 //! sends it the address of its *late* steps: bind its inputs from the stage
-//! and remove the stage, show its outputs' directory and `/build`, pivot
-//! into the root; then the process drops its privileges and executes the
+//! (mounted on a host directory outside the root, so the pivot's detach of
+//! the old root takes it along), show its outputs' directory and `/build`,
+//! pivot into the root; then the process drops its privileges and executes the
 //! builder as a fresh sandbox's does. One background thread refills the
 //! pool while builds run. Every sandbox serves one build: its namespaces,
 //! `/tmp` and processes die with it, as a fresh sandbox's do.
@@ -267,7 +268,18 @@ impl Drop for Pool {
             let _ = f.join();
         }
         let _ = std::fs::remove_dir(&self.shared.dir);
+        let _ = std::fs::remove_dir(stage_dir(&self.shared.dir));
     }
+}
+
+/// Where a pre-made sandbox mounts its stage of the store: a host directory
+/// beside `dir` (the roots' mount point), outside the root, so that the
+/// pivot's detach of the old root takes the stage with it and no unmount
+/// of its own delays the build (see [`child::Op::Stage`]).
+fn stage_dir(dir: &Path) -> PathBuf {
+    let mut s = dir.as_os_str().to_owned();
+    s.push("-stage");
+    PathBuf::from(s)
 }
 
 /// The filling thread: keeps `size` sandboxes of the template ready.
@@ -309,9 +321,12 @@ fn fill(shared: &Shared) {
 
 /// Starts one sandbox process and waits until its early steps are done.
 fn make(dir: &Path, key: &Key, template: &SandboxSpec) -> Result<Warm, SandboxError> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        SandboxError::Setup(OsError::from_io(format!("creating {}", dir.display()), &e))
-    })?;
+    let stage = stage_dir(dir);
+    for d in [dir, stage.as_path()] {
+        std::fs::create_dir_all(d).map_err(|e| {
+            SandboxError::Setup(OsError::from_io(format!("creating {}", d.display()), &e))
+        })?;
+    }
     let ids = id_mapping();
     let chown_to = ids.root_mode.then_some((SANDBOX_UID, SANDBOX_GID));
     // The template's per-build parts play no role in the early steps.
@@ -320,7 +335,7 @@ fn make(dir: &Path, key: &Key, template: &SandboxSpec) -> Result<Warm, SandboxEr
     t.store_dir_host = dir.to_path_buf();
     t.build_dir = dir.to_path_buf();
     t.scratch_dir = None;
-    let prepared = plan::prepare(&t, dir, chown_to)?;
+    let prepared = plan::prepare(&t, dir, Some(&stage), chown_to)?;
 
     let (sync_r, sync_w) = pipe().map_err(SandboxError::Setup)?;
     let (err_r, err_w) = pipe().map_err(SandboxError::Setup)?;
@@ -419,7 +434,7 @@ pub(super) fn spawn_in(
     hand_over(spec, ids).map_err(SandboxError::Setup)?;
     let chown_to = ids.root_mode.then_some((SANDBOX_UID, SANDBOX_GID));
     let dir = warm_dir(spec);
-    let prepared = plan::prepare(spec, &dir, chown_to)?;
+    let prepared = plan::prepare(spec, &dir, Some(&stage_dir(&dir)), chown_to)?;
     let early = &warm.parts.plan.early;
     let mut late = Box::new(ChildPlan {
         ops: prepared.late,
