@@ -155,12 +155,17 @@ impl Ev {
                 lambda: l,
                 env: env.clone(),
             })),
-            Expr::Bin(..) | Expr::Select { .. } | Expr::If { .. } => {
-                match self.pure(e, &[], env, building) {
+            Expr::Bin(op, l, r, _) => match self.peek_binop(*op, l, r, env, building) {
+                Some(v) => v,
+                None => match self.pure(e, &[], env, building) {
                     Some(v) => v,
                     None => Value::thunk(e, env),
-                }
-            }
+                },
+            },
+            Expr::Select { .. } | Expr::If { .. } => match self.pure(e, &[], env, building) {
+                Some(v) => v,
+                None => Value::thunk(e, env),
+            },
             _ => Value::thunk(e, env),
         }
     }
@@ -432,15 +437,19 @@ impl Ev {
                         let av = self.mk_thunk(a, env, false);
                         fv = self.apply(&fv, av, *pos)?;
                     }
-                    let av = self.mk_thunk(last, env, false);
+                    let av = match last {
+                        Expr::Bin(op, l, r, _) => match self.peek_binop(*op, l, r, env, false) {
+                            Some(v) => v,
+                            None => self.mk_thunk(last, env, false),
+                        },
+                        _ => self.mk_thunk(last, env, false),
+                    };
                     // With `--show-trace` every call adds its own frames to
                     // an error, so it keeps its own stack frame.
-                    let Value::Lambda(c) = &fv else {
-                        return self.apply(&fv, av, *pos);
+                    let c = match fv {
+                        Value::Lambda(c) if !self.opts.show_trace => c,
+                        fv => return self.apply(&fv, av, *pos),
                     };
-                    if self.opts.show_trace {
-                        return self.call_lambda(c, av, *pos);
-                    }
                     let l: &'static ast::Lambda = c.lambda;
                     if l.pure {
                         if let Some(v) = self.pure_call(&l.body, std::slice::from_ref(&av), &c.env)
@@ -461,7 +470,10 @@ impl Ev {
                 }))),
                 Expr::If { c, t, e: f, pos } => {
                     let cv = match &**c {
-                        Expr::Bin(op, l, r, bpos) => self.eval_bin(*op, l, r, env, *bpos)?,
+                        Expr::Bin(op, l, r, bpos) => match self.peek_binop(*op, l, r, env, false) {
+                            Some(v) => v,
+                            None => self.eval_bin(*op, l, r, env, *bpos)?,
+                        },
                         c => self.eval(c, env)?,
                     };
                     match cv {
@@ -472,7 +484,10 @@ impl Ev {
                         v => Err(self.if_type_error(v, *pos)),
                     }
                 }
-                Expr::Bin(op, l, r, pos) => self.eval_bin(*op, l, r, env, *pos),
+                Expr::Bin(op, l, r, pos) => match self.peek_binop(*op, l, r, env, false) {
+                    Some(v) => Ok(v),
+                    None => self.eval_bin(*op, l, r, env, *pos),
+                },
                 Expr::Let(a, body) => {
                     let new_env = self.build_frame(a, env)?;
                     owned = Some(new_env);
@@ -488,6 +503,26 @@ impl Ev {
                 _ => self.eval_cold(e, env),
             };
         }
+    }
+
+    /// Integer arithmetic or comparison on operands that are integer
+    /// literals or variables already holding integers, read in place (no
+    /// value is cloned or dropped): the common case of `n - 1` or `i < n`.
+    /// `None` when an operand is anything else or the result would be an
+    /// error; the caller then evaluates the ordinary way. `building` is
+    /// [`Ev::mk_thunk`]'s.
+    #[inline(always)]
+    fn peek_binop(
+        &self,
+        op: BinOp,
+        l: &'static Expr,
+        r: &'static Expr,
+        env: &Env,
+        building: bool,
+    ) -> Option<Value> {
+        let x = peek_int(l, env, building)?;
+        let y = peek_int(r, env, building)?;
+        int_binop(op, x, y)
     }
 
     /// [`Ev::eval`] with variables and literals done in place: they are
@@ -1555,6 +1590,18 @@ impl Ev {
     }
 }
 
+/// The integer `e` stands for when it is an integer literal or a variable
+/// whose slot already holds an integer (see [`Env::peek_int`]). `building`
+/// is [`Ev::mk_thunk`]'s: slots of a frame being built are not read.
+#[inline(always)]
+fn peek_int(e: &Expr, env: &Env, building: bool) -> Option<i64> {
+    match e {
+        Expr::Lit(Value::Int(i)) => Some(*i),
+        Expr::Var(d, i) if !building || *d > 0 => env.peek_int(*d, *i),
+        _ => None,
+    }
+}
+
 /// The integer in `v`, dropping `v` out of line only when it is something
 /// else (an integer owns nothing, and `drop_in_place::<Value>` is a call).
 #[inline(always)]
@@ -1879,6 +1926,40 @@ mod tests {
         assert_eq!(
             eval("builtins.sort builtins.lessThan [ \"b\" \"a\" ]").as_deref(),
             Ok("[ \"a\" \"b\" ]")
+        );
+    }
+
+    #[test]
+    fn integers_read_in_place_see_overrides_forced_thunks_and_fall_back_on_other_values() {
+        // a rec set's slots are not read while it is being built, so an
+        // override replaces `a` before `b` sees it
+        assert_eq!(
+            eval("(rec { __overrides = { a = 5; }; a = 1; b = a + 1; }).b").as_deref(),
+            Ok("6")
+        );
+        // a variable bound to an already-forced thunk of an integer
+        assert_eq!(
+            eval("let a = 1 + 1; f = x: x * 10; in builtins.seq a [ (a - 1) (f (a + 1)) (if a < 3 then \"y\" else \"n\") ]")
+                .as_deref(),
+            Ok("[ 1 30 \"y\" ]")
+        );
+        // strings, floats and unforced thunks take the ordinary path
+        assert_eq!(
+            eval("let s = \"a\"; x = 1.5; t = 2 * 3; f = y: y; in [ (s + \"b\") (f (s + \"c\")) (if x < 2 then x - 1 else 0) (f (t - 1)) ]")
+                .as_deref(),
+            Ok("[ \"ab\" \"ac\" 0.5 5 ]")
+        );
+        let e = eval("let f = x: if x then 1 else 2; in f 3").unwrap_err();
+        assert!(e.contains("expected a Boolean but found an integer"), "{e}");
+    }
+
+    #[test]
+    fn tail_calls_still_count_towards_the_call_depth_limit() {
+        let e = eval("let f = x: f x; in f 1").unwrap_err();
+        assert!(e.contains("max-call-depth exceeded"), "{e}");
+        assert_eq!(
+            eval("let f = n: if n == 0 then 7 else f (n - 1); in f 150000").as_deref(),
+            Ok("7")
         );
     }
 

@@ -509,6 +509,15 @@ impl Thunk {
             _ => None,
         }
     }
+    /// The integer of an already-forced thunk, read in place.
+    #[inline]
+    pub fn forced_int(&self) -> Option<i64> {
+        // SAFETY: a short read; see the type's comment.
+        match unsafe { &*self.0.get() } {
+            ThunkState::Done(Value::Int(i)) => Some(*i),
+            _ => None,
+        }
+    }
     /// Starts forcing: the state to evaluate (the thunk is left black-holed
     /// meanwhile), or, as `Err`, the outcome when there is nothing to
     /// evaluate (a value, an earlier failure, or infinite recursion).
@@ -605,6 +614,22 @@ impl Env {
         // SAFETY: a replacement; see the type's comment.
         let old = std::mem::replace(unsafe { &mut *self.slots.get() }, slots);
         drop(old);
+    }
+    /// The integer in slot `idx` of the frame `depth` levels up, when the
+    /// slot holds one (or an already-forced thunk of one): read in place,
+    /// without the reference counting of a [`Env::lookup`].
+    #[inline(always)]
+    pub fn peek_int(&self, depth: u32, idx: u32) -> Option<i64> {
+        let mut e: &Env = self;
+        for _ in 0..depth {
+            e = e.parent.as_deref()?;
+        }
+        // SAFETY: a short read; see the type's comment.
+        match unsafe { &*e.slots.get() }.get(idx as usize)? {
+            Value::Int(i) => Some(*i),
+            Value::Thunk(t) => t.forced_int(),
+            _ => None,
+        }
     }
     /// The value in slot `idx` of the frame `depth` levels up. A slot whose
     /// thunk has already been forced is replaced by the thunk's value, so the
