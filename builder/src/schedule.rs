@@ -366,6 +366,7 @@ impl<'a> Sched<'a> {
             }
             if !announced {
                 self.announce();
+                self.make_lock_files(ctx);
                 announced = true;
             }
             while !self.stopping && self.running_builds < self.settings.max_jobs.max(1) {
@@ -432,6 +433,33 @@ impl<'a> Sched<'a> {
                 }
             }
             self.progress();
+        });
+    }
+
+    /// Makes the lock files the builds to come will take (the build lock
+    /// and the store's lock of each output) on the trash thread, ahead of
+    /// them: a new file costs an inode, which on some file systems is a
+    /// good part of a millisecond, on each build's critical path otherwise.
+    /// Only for outputs about to be built, whose lock files their builds
+    /// would make anyway.
+    fn make_lock_files(&self, ctx: &StepCtx<'_>) {
+        let outputs: Vec<StorePath> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.check && matches!(n.state, State::Waiting | State::Queued))
+            .flat_map(|n| n.outputs.values().cloned())
+            .collect();
+        if outputs.is_empty() {
+            return;
+        }
+        let locks = ctx.locks.clone();
+        let store = ctx.store.clone();
+        ctx.trash.later(move || {
+            for p in &outputs {
+                // A failure only leaves the file to the build.
+                let _ = locks.make_file(&p.base_name());
+                let _ = store.make_adoption_lock(p);
+            }
         });
     }
 

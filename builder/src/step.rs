@@ -148,6 +148,24 @@ pub(crate) fn build_step(
         return Ok(StepDone::AlreadyValid);
     }
 
+    if !check {
+        // The store's lock file for each output, which registering it
+        // takes: made meanwhile, off the build's critical path (a new
+        // inode can cost a good part of a millisecond).
+        let store = store.clone();
+        let missing: Vec<StorePath> = outputs
+            .iter()
+            .filter(|(name, _)| !valid.contains_key(*name))
+            .map(|(_, p)| p.clone())
+            .collect();
+        ctx.trash.later(move || {
+            for p in &missing {
+                // A failure here only leaves the file to the adoption.
+                let _ = store.make_adoption_lock(p);
+            }
+        });
+    }
+
     // Input sources are normally valid (they are the .drv's references);
     // one that was collected is substituted or reported.
     for src in &drv.input_srcs {

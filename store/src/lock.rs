@@ -126,6 +126,13 @@ impl PathLocks {
         FileLock::lock(&self.file_for(base_name), LockMode::Exclusive)
     }
 
+    /// Makes the path's lock file without locking it, so that a later
+    /// [`Self::lock`] finds it: creating a file can be slow (a new inode),
+    /// and this may run on another thread ahead of time.
+    pub fn make_file(&self, base_name: &str) -> io::Result<()> {
+        open_lock_file(&self.file_for(base_name)).map(drop)
+    }
+
     /// Take the path's lock if nobody holds it.
     pub fn try_lock(&self, base_name: &str) -> io::Result<Option<FileLock>> {
         FileLock::try_lock(&self.file_for(base_name), LockMode::Exclusive)
@@ -164,6 +171,21 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    #[test]
+    fn a_made_lock_file_is_left_unlocked_and_reused() {
+        let d = tempfile::tempdir().unwrap();
+        let locks = PathLocks::new(d.path()).unwrap();
+        locks.make_file("abc-x").unwrap();
+        let f = d.path().join("abc-x.lock");
+        assert!(f.is_file());
+        let held = locks.try_lock("abc-x").unwrap().expect("nobody holds it");
+        // Making it again while held changes nothing.
+        locks.make_file("abc-x").unwrap();
+        assert!(locks.try_lock("abc-x").unwrap().is_none());
+        drop(held);
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
 
     #[test]
     fn exclusive_lock_excludes_try_lock() {

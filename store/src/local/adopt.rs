@@ -32,6 +32,7 @@ use super::durable::SyncGroup;
 use super::{io_ctx, LocalStore};
 use crate::canonicalise::canonical_file_mode;
 use crate::hash::{Hash, HashAlgo, Hasher};
+use crate::path::StorePath;
 use crate::refscan::RefScanner;
 use crate::traits::{StoreError, ValidPathInfo};
 
@@ -298,6 +299,15 @@ impl LocalStore {
             found: sink.scanner.found(),
             sync,
         })
+    }
+
+    /// Makes the lock file [`Self::adopt_sync`] will take for `path`
+    /// ahead of time (say, on another thread while a build runs), so that
+    /// its creation is not on the way of the adoption.
+    pub fn make_adoption_lock(&self, path: &StorePath) -> Result<(), StoreError> {
+        self.locks()
+            .make_file(&path.base_name())
+            .map_err(io_ctx("making the path's lock file"))
     }
 
     /// Registers a prepared tree as `info.path`, moving it (not copying).
