@@ -3,6 +3,10 @@
 # written) with `b3 instantiate` and Nix 2.8's `nix-instantiate` side by side:
 # checks both print the same drv path, then prints CPU time (user+sys, best of
 # $RUNS, default 3), peak RSS and the b3/Nix ratios.
+# b3 keeps a parse cache of lowered files ($XDG_CACHE_HOME/b3/parse, see
+# evaluator/src/parse_cache.rs); Nix 2.8 has none. The b3 runs here use a
+# cache of their own, filled by the first (drv-path check) run, so they are
+# warm; COLD=1 empties it before every measured run instead.
 # Usage: bench/nixpkgs-hello.sh [path-to-b3] [nixpkgs-dir] [attr]
 #   nixpkgs-dir defaults to /tmp/b3-oracle/nixpkgs; lay it out with
 #   bash /work/shared/tools/nix-oracle.sh --nixpkgs <nixpkgs-channels checkout>
@@ -18,10 +22,13 @@ command -v "$NIX" >/dev/null || { echo "nix-instantiate not found: run scripts/s
 [ -e "$NIXPKGS/default.nix" ] || { echo "no nixpkgs at $NIXPKGS" >&2; exit 1; }
 
 tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
+cache=$(mktemp -d)
+trap 'rm -f "$tmp"; rm -rf "$cache"' EXIT
+export XDG_CACHE_HOME="$cache"
 measure() {
   local best="" rss=0 t m
   for _ in $(seq "$RUNS"); do
+    [ "${COLD:-0}" = 1 ] && rm -rf "${cache:?}/b3"
     /usr/bin/time -f '%U %S %M' -o "$tmp" "$@" >/dev/null 2>&1 || true
     read -r t m < <(tail -1 "$tmp" | awk '{ printf "%.3f %s\n", $1 + $2, $3 }')
     if [ -z "$best" ] || awk -v a="$t" -v b="$best" 'BEGIN { exit !(a < b) }'; then best=$t; fi

@@ -304,6 +304,20 @@ pub fn write_drvs(ev: &crate::eval::Ev, roots: &[String]) -> Result<(), String> 
     // traits each one is a hand-off to a blocking thread and back, hundreds
     // of them for a nixpkgs package.
     let sd = ev.drv_hashes.borrow().store_dir().clone();
+    // Every path this writes, kept alive with one temporary-roots append
+    // (each add would otherwise take gc.lock and append on its own), so
+    // that the derivations already valid (all of them, on a second run) can
+    // be skipped with one query each.
+    let mut roots = Vec::new();
+    for p in &order {
+        if let Some(d) = ev.drvs.borrow().get(p) {
+            roots.push(sd.parse(p).map_err(|e| e.to_string())?);
+            roots.extend(d.drv.input_srcs.iter().cloned());
+        }
+    }
+    store
+        .add_temp_roots(roots.iter())
+        .map_err(|e| e.to_string())?;
     for p in order {
         let srcs: Vec<String> = match ev.drvs.borrow().get(&p) {
             Some(d) => d.drv.input_srcs.iter().map(|s| sd.display(s)).collect(),
@@ -316,6 +330,10 @@ pub fn write_drvs(ev: &crate::eval::Ev, roots: &[String]) -> Result<(), String> 
             Some(d) => d.clone(),
             None => continue,
         };
+        let sp = sd.parse(&p).map_err(|e| e.to_string())?;
+        if store.is_valid_sync(&sp).map_err(|e| e.to_string())? {
+            continue;
+        }
         let name = format!("{}.drv", d.name);
         store
             .add_text_sync(&name, d.aterm.as_bytes(), &d.drv.references())

@@ -193,8 +193,15 @@ impl Cache {
     /// The stored tree for `key`, re-based onto file `fid`; `None` when
     /// there is none or it cannot be trusted.
     pub fn load(&self, key: &Key, fid: u32) -> Option<Expr> {
-        let bytes = read_whole(&self.entry_path(key)).ok()?;
-        let payload = match check_entry(&bytes, key) {
+        READ_BUF.with(|b| {
+            let mut bytes = b.borrow_mut();
+            read_whole(&self.entry_path(key), &mut bytes).ok()?;
+            self.load_from(&bytes, key, fid)
+        })
+    }
+
+    fn load_from(&self, bytes: &[u8], key: &Key, fid: u32) -> Option<Expr> {
+        let payload = match check_entry(bytes, key) {
             Ok(p) => p,
             Err(why) => {
                 tracing::debug!(entry = %self.entry_path(key).display(), "parse cache entry ignored: {why}");
@@ -311,13 +318,20 @@ fn count(f: impl FnOnce(&mut Stats)) {
     });
 }
 
-/// Reads a whole file with one `read` of its size (plus the open and stat).
-fn read_whole(p: &Path) -> std::io::Result<Vec<u8>> {
+thread_local! {
+    /// Entries are read into one buffer, grown to the largest: a fresh
+    /// buffer per file would fault in new pages for every entry read.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Reads a whole file into `buf` with one `read` of its size (plus the open
+/// and stat).
+fn read_whole(p: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
     let mut f = fs::File::open(p)?;
-    let len = f.metadata()?.len() as usize;
-    let mut buf = vec![0u8; len];
-    f.read_exact(&mut buf)?;
-    Ok(buf)
+    let len = usize::try_from(f.metadata()?.len())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
+    buf.resize(len, 0);
+    f.read_exact(buf)
 }
 
 /// Why an entry's bytes were not used.

@@ -266,9 +266,12 @@ impl Ev {
             self.opts.lint_short_path,
             self.opts.lint_url,
         ];
-        let raw = text
-            .chars()
-            .any(|c| (0xF780..=0xF7FF).contains(&(c as u32)));
+        // U+F780..U+F7FF (escaped raw bytes) all start with byte 0xEF,
+        // which plain ASCII sources lack: a memchr settles most files.
+        let raw = text.as_bytes().contains(&0xEF)
+            && text
+                .chars()
+                .any(|c| (0xF780..=0xF7FF).contains(&(c as u32)));
         let inputs = crate::parse_cache::Inputs {
             base_dir,
             globals: &self.global_names,
@@ -323,7 +326,11 @@ impl Ev {
             crate::storepath::realise_path(self, &p).map_err(|e| EvalError::other(e, pos))?;
         let bytes = std::fs::read(&real)
             .map_err(|e| EvalError::other(format!("opening file '{p}': {e}"), pos))?;
-        let (text, _) = ast::decode_source(&bytes);
+        // Valid UTF-8 (nearly every file) is used as read, without a copy.
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => ast::decode_source(e.as_bytes()).0,
+        };
         let dir = match p.rfind('/') {
             Some(0) => "/".to_string(),
             Some(i) => p[..i].to_string(),
