@@ -55,7 +55,7 @@ NIX
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-declare -A B3T NIXT SETUP ADOPT FRESHT PREMADE
+declare -A B3T NIXT SETUP ADOPT FRESHT PREMADE STEPS
 FRESH=${FRESH:-0}
 for shape in chain fan; do
   for r in $(seq 1 "$ROUNDS"); do
@@ -69,6 +69,8 @@ for shape in chain fan; do
     t1=$(now)
     B3T[$shape]+="$(echo "$t1 - $t0" | bc -l) "
     PREMADE[$shape]="$(sed -n 's/.*; \([0-9]*\) sandboxes made ahead of time.*/\1/p' "$WORK/b3.err")"
+    # Where a build step's time went (medians of the last round).
+    STEPS[$shape]="$(sed -n 's/^stats: per build (median): //p' "$WORK/b3.err")"
     SETUP[$shape]+="$(sed -n 's/.*sandbox set-up per build: median \([0-9.]*\) ms.*/\1/p' "$WORK/b3.err") "
     # Registering the outputs: the scan (canonicalise, hash, start the
     # flushes) plus the add (move into place, wait for the flushes, register).
@@ -111,5 +113,8 @@ for shape in chain fan; do
     printf ' %12.3f %12.3f' "$f" "$(echo "$f / $n" | bc -l)"
   fi
   echo
+done
+for shape in chain fan; do
+  echo "b3 $shape, per build (ms, medians of the last round): ${STEPS[$shape]:-?}"
 done
 echo "rounds=$ROUNDS jobs=$JOBS load: $(cut -d' ' -f1-3 /proc/loadavg)"
