@@ -520,8 +520,11 @@ impl Ev {
         env: &Env,
         building: bool,
     ) -> Option<Value> {
-        let x = peek_int(l, env, building)?;
+        // The right operand first: when it is not an integer it is mostly
+        // not a variable either (`acc // { … }`, `f x + f y`, `i - i / 2`),
+        // which settles it without a look into the frames.
         let y = peek_int(r, env, building)?;
+        let x = peek_int(l, env, building)?;
         int_binop(op, x, y)
     }
 
