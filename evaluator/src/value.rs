@@ -566,7 +566,30 @@ pub type Slots = smallvec::SmallVec<[Value; 2]>;
 /// while it holds a reference into the slots.
 pub struct Env {
     pub parent: Option<Rc<Env>>,
-    slots: std::cell::UnsafeCell<Slots>,
+    /// Dropped by hand (see the `Drop` impl).
+    slots: std::cell::UnsafeCell<std::mem::ManuallyDrop<Slots>>,
+}
+
+impl Drop for Env {
+    /// Most frames are a call's, with inline slots holding integers and
+    /// the like, which own nothing: their drop (an out-of-line call per
+    /// slot) is skipped. This is the per-call cost of `fib`-like code.
+    #[inline]
+    fn drop(&mut self) {
+        let s = self.slots.get_mut();
+        let owns = s.spilled()
+            || s.iter().any(|v| {
+                !matches!(
+                    v,
+                    Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_)
+                )
+            });
+        if owns {
+            // SAFETY: the slots are dropped only here, once, and never used
+            // afterwards (the frame is being dropped).
+            unsafe { std::mem::ManuallyDrop::drop(s) };
+        }
+    }
 }
 
 impl std::fmt::Debug for Env {
@@ -579,7 +602,7 @@ impl Env {
     pub fn new(parent: Option<Rc<Env>>, slots: Slots) -> Rc<Env> {
         Rc::new(Env {
             parent,
-            slots: std::cell::UnsafeCell::new(slots),
+            slots: std::cell::UnsafeCell::new(std::mem::ManuallyDrop::new(slots)),
         })
     }
     /// A frame of one slot (a plain `x: …` lambda's).
@@ -587,7 +610,9 @@ impl Env {
     pub fn new1(parent: Rc<Env>, v: Value) -> Rc<Env> {
         Rc::new(Env {
             parent: Some(parent),
-            slots: std::cell::UnsafeCell::new(Slots::from_buf_and_len([v, Value::Null], 1)),
+            slots: std::cell::UnsafeCell::new(std::mem::ManuallyDrop::new(
+                Slots::from_buf_and_len([v, Value::Null], 1),
+            )),
         })
     }
     /// Slot `idx` of this frame (`Null` when the frame has no such slot yet).
@@ -612,7 +637,7 @@ impl Env {
     /// are made empty first and filled here).
     pub fn set_all(&self, slots: Slots) {
         // SAFETY: a replacement; see the type's comment.
-        let old = std::mem::replace(unsafe { &mut *self.slots.get() }, slots);
+        let old = std::mem::replace(unsafe { &mut **self.slots.get() }, slots);
         drop(old);
     }
     /// The integer in slot `idx` of the frame `depth` levels up, when the
@@ -832,6 +857,27 @@ mod tests {
         // With Rc's two counts: mimalloc's 48- and 64-byte classes.
         assert!(std::mem::size_of::<Thunk>() <= 32);
         assert!(std::mem::size_of::<Env>() <= 48);
+    }
+
+    #[test]
+    fn dropping_a_frame_releases_the_values_of_its_slots() {
+        let s = Rc::new(NixStr::plain("x"));
+        let root = Env::new(None, Slots::new());
+        // one inline slot, two inline slots mixing integers, spilled slots
+        drop(Env::new1(root.clone(), Value::Str(s.clone())));
+        drop(Env::new(
+            Some(root.clone()),
+            smallvec::smallvec![Value::Int(1), Value::Str(s.clone())],
+        ));
+        drop(Env::new(
+            Some(root.clone()),
+            smallvec::smallvec![Value::Int(1), Value::Int(2), Value::Str(s.clone())],
+        ));
+        let e = Env::new1(root.clone(), Value::Int(3));
+        e.set_all(smallvec::smallvec![Value::Str(s.clone())]);
+        drop(e);
+        assert_eq!(Rc::strong_count(&s), 1);
+        assert_eq!(Rc::strong_count(&root), 1);
     }
 
     fn set(names: &[&str]) -> Attrs {
