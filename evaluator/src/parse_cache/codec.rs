@@ -141,7 +141,7 @@ pub fn encode(e: &Expr, fid: u32, len: u32) -> Result<Vec<u8>, EncodeError> {
         fid,
         len,
         tree: Vec::with_capacity(4096),
-        syms: FxHashMap::default(),
+        syms: FxHashMap::with_capacity_and_hasher(1024, Default::default()),
         sym_list: Vec::new(),
     };
     enc.expr(e)?;
@@ -171,7 +171,10 @@ struct Encoder {
     fid: u32,
     len: u32,
     tree: Vec<u8>,
-    syms: FxHashMap<Sym, u32>,
+    /// Index in `sym_list` by the address and length of the name's text:
+    /// equal keys mean equal texts (so the same name once decoded), and
+    /// hashing two words is cheaper than hashing the text (`Sym`'s `Hash`).
+    syms: FxHashMap<(usize, usize), u32>,
     sym_list: Vec<Sym>,
 }
 
@@ -188,12 +191,19 @@ impl Encoder {
     fn bytes(&mut self, b: &[u8]) {
         put_bytes(&mut self.tree, b);
     }
-    fn sym(&mut self, s: &Sym) {
+    fn sym_index(&mut self, s: &Sym) -> u32 {
         let next = self.sym_list.len() as u32;
-        let i = *self.syms.entry(s.clone()).or_insert(next);
+        let i = *self
+            .syms
+            .entry((s.as_str().as_ptr() as usize, s.len()))
+            .or_insert(next);
         if i == next {
             self.sym_list.push(s.clone());
         }
+        i
+    }
+    fn sym(&mut self, s: &Sym) {
+        let i = self.sym_index(s);
         self.uv(u64::from(i));
     }
     fn opt_sym(&mut self, s: &Option<Sym>) {
@@ -201,11 +211,7 @@ impl Encoder {
             None => self.uv(0),
             Some(s) => {
                 // Index + 1, so that 0 can mean "none".
-                let next = self.sym_list.len() as u32;
-                let i = *self.syms.entry(s.clone()).or_insert(next);
-                if i == next {
-                    self.sym_list.push(s.clone());
-                }
+                let i = self.sym_index(s);
                 self.uv(u64::from(i) + 1);
             }
         }
