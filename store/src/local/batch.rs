@@ -503,6 +503,31 @@ mod tests {
     }
 
     #[test]
+    fn large_files_are_staged_exactly_and_dump_to_the_same_nar() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = store(&tmp.path().join("src"), false);
+        let dst = store(&tmp.path().join("dst"), true);
+        // Above the direct I/O threshold, not a multiple of a block.
+        let mut x = 0x9e37_79b9u32;
+        let body: Vec<u8> = (0..(3 << 20) + 1234)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let (a, a_nar) = nar_of(&src, "big", &body, &[]);
+        let batch = dst.begin_batch();
+        batch.stage_nar_sync(&a, &a_nar[..]).unwrap();
+        assert_eq!(batch.commit_staged().unwrap(), vec![a.path.clone()]);
+        assert!(std::fs::read(dst.real_path(&a.path)).unwrap() == body);
+        let mut again = Vec::new();
+        dst.nar_from_path_sync(&a.path, &mut again).unwrap();
+        assert!(again == a_nar);
+    }
+
+    #[test]
     fn a_truncated_nar_is_a_size_mismatch_and_stages_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let src = store(&tmp.path().join("src"), false);
