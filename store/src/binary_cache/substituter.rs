@@ -25,23 +25,12 @@
 //! the error lists what each one said; if no cache has the path, the
 //! answer is [`Substituted::NotAvailable`].
 //!
-//! The paths a call substitutes are staged into one [`AddBatch`] per local
-//! store, shared by every concurrent call, and made valid together when the
-//! call ends (and every [`COMMIT_BYTES`] on the way): one flush of the
-//! store directory and one database transaction per commit instead of one
-//! per path, and the batch's page-cache-friendly writes. A path staged by
-//! one call counts as present for the others (they do not fetch it again);
-//! a call reports [`Substituted::Done`] only once its path is registered.
-//! Concurrent calls share commits: a commit takes everything staged so
-//! far, and commits run one at a time.
-//!
 //! The trait is synchronous; [`Substituters`] owns a small tokio runtime and
 //! may be called from any number of threads (including threads that are
 //! themselves inside a tokio runtime: the work then runs on a helper
 //! thread).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -49,13 +38,11 @@ use futures::StreamExt;
 use thiserror::Error;
 
 use super::cache_info::CacheInfo;
-use super::copy::COMMIT_BYTES;
 use super::narinfo::NarInfo;
 use super::net::NetOptions;
 use super::signing::{parse_public_keys, PublicKey, Signature, SigningError};
 use super::store::{to_path_info, BinaryCache, BinaryCacheError};
 use super::url::CacheUrl;
-use crate::local::batch::AddBatch;
 use crate::local::LocalStore;
 use crate::path::{StoreDir, StorePath};
 use crate::settings::Settings;
@@ -180,9 +167,6 @@ pub struct Substituters {
     /// One lock per path being substituted, so concurrent requests for a
     /// path (two referrers sharing a reference) download it once.
     in_flight: Mutex<HashMap<StorePath, Arc<tokio::sync::Mutex<()>>>>,
-    /// The batch substituted paths are staged into, per local store (by
-    /// its real store directory).
-    batches: Mutex<HashMap<PathBuf, Arc<AddBatch>>>,
     runtime: OnceLock<tokio::runtime::Runtime>,
 }
 
@@ -259,7 +243,6 @@ impl Substituters {
             store_dir: store_dir.clone(),
             order: tokio::sync::OnceCell::new(),
             in_flight: Mutex::new(HashMap::new()),
-            batches: Mutex::new(HashMap::new()),
             runtime: OnceLock::new(),
         })
     }
@@ -286,53 +269,7 @@ impl Substituters {
         store: &LocalStore,
         path: &StorePath,
     ) -> Result<Substituted, SubstituteError> {
-        self.substitute_committed(store, path).await
-    }
-
-    /// Substitutes `path` into the shared batch of `store`, then commits
-    /// what is staged; `Done` only if `path` is then valid.
-    async fn substitute_committed(
-        &self,
-        store: &LocalStore,
-        path: &StorePath,
-    ) -> Result<Substituted, SubstituteError> {
-        if Self::is_valid(store, path)? {
-            return Ok(Substituted::Done);
-        }
-        let batch = self.batch_for(store);
-        let got = self.substitute_path(store, &batch, path, Vec::new()).await;
-        // Commit even after a failure: what was staged (a set closed under
-        // references) stays substituted, as path-by-path adds would leave it.
-        let committed = commit(&batch).await;
-        match (got, committed) {
-            (Ok(Substituted::Done), committed) => {
-                if Self::is_valid(store, path)? {
-                    return Ok(Substituted::Done);
-                }
-                let why = match committed {
-                    Err(e) => error_chain(&e),
-                    Ok(()) => "another substitution's commit failed".to_string(),
-                };
-                Err(SubstituteError(format!(
-                    "cannot substitute '{}': registering it failed: {why}",
-                    self.store_dir.display(path)
-                )))
-            }
-            (Ok(Substituted::NotAvailable), _) => Ok(Substituted::NotAvailable),
-            (Err(e), Ok(())) => Err(e),
-            (Err(e), Err(c)) => Err(SubstituteError(format!(
-                "{e}; and registering what was fetched before failed: {}",
-                error_chain(&c)
-            ))),
-        }
-    }
-
-    fn batch_for(&self, store: &LocalStore) -> Arc<AddBatch> {
-        let mut m = self.batches.lock().unwrap_or_else(|e| e.into_inner());
-        let b = m
-            .entry(store.real_store_dir().to_path_buf())
-            .or_insert_with(|| Arc::new(store.begin_batch()));
-        Arc::clone(b)
+        self.substitute_path(store, path, Vec::new()).await
     }
 
     fn runtime(&self) -> &tokio::runtime::Runtime {
@@ -521,15 +458,6 @@ impl Substituters {
         m.entry(path.clone()).or_default().clone()
     }
 
-    /// Valid, or staged in `batch` (and so about to be).
-    fn is_present(
-        store: &LocalStore,
-        batch: &AddBatch,
-        path: &StorePath,
-    ) -> Result<bool, SubstituteError> {
-        Ok(batch.is_staged(path) || Self::is_valid(store, path)?)
-    }
-
     fn is_valid(store: &LocalStore, path: &StorePath) -> Result<bool, SubstituteError> {
         store.is_valid_sync(path).map_err(|e| {
             SubstituteError(format!(
@@ -543,19 +471,15 @@ impl Substituters {
     fn substitute_path<'a>(
         &'a self,
         store: &'a LocalStore,
-        batch: &'a Arc<AddBatch>,
         path: &'a StorePath,
         chain: Vec<StorePath>,
     ) -> futures::future::BoxFuture<'a, Result<Substituted, SubstituteError>> {
-        Box::pin(self.substitute_path_inner(store, batch, path, chain))
+        Box::pin(self.substitute_path_inner(store, path, chain))
     }
 
-    /// Stages `path` (references first) into `batch`; `Done` once it is
-    /// staged or valid.
     async fn substitute_path_inner(
         &self,
         store: &LocalStore,
-        batch: &Arc<AddBatch>,
         path: &StorePath,
         chain: Vec<StorePath>,
     ) -> Result<Substituted, SubstituteError> {
@@ -565,12 +489,12 @@ impl Substituters {
                 "reference cycle through '{shown}' in the substituters' narinfos"
             )));
         }
-        if Self::is_present(store, batch, path)? {
+        if Self::is_valid(store, path)? {
             return Ok(Substituted::Done);
         }
         let lock = self.path_lock(path);
         let _held = lock.lock().await;
-        if Self::is_present(store, batch, path)? {
+        if Self::is_valid(store, path)? {
             return Ok(Substituted::Done);
         }
 
@@ -609,7 +533,7 @@ impl Substituters {
                     .map(|r: StorePath| {
                         let chain = chain.clone();
                         async move {
-                            let res = self.substitute_path(store, batch, &r, chain).await;
+                            let res = self.substitute_path(store, &r, chain).await;
                             (r, res)
                         }
                     })
@@ -633,18 +557,8 @@ impl Substituters {
                 }
             }
 
-            match self.fetch(c, batch, &ni).await {
-                Ok(()) => {
-                    if batch.staged_bytes() >= COMMIT_BYTES {
-                        commit(batch).await.map_err(|e| {
-                            SubstituteError(format!(
-                                "cannot substitute '{shown}': registering it failed: {}",
-                                error_chain(&e)
-                            ))
-                        })?;
-                    }
-                    return Ok(Substituted::Done);
-                }
+            match self.fetch(c, store, &ni).await {
+                Ok(()) => return Ok(Substituted::Done),
                 Err(e) => said.push(format!("{}: {e}", c.url)),
             }
         }
@@ -659,14 +573,14 @@ impl Substituters {
         )))
     }
 
-    /// Streams the NAR of `ni` from `c` into `batch`, with retries.
-    async fn fetch(&self, c: &Cache, batch: &Arc<AddBatch>, ni: &NarInfo) -> Result<(), String> {
+    /// Streams the NAR of `ni` from `c` into `store`, with retries.
+    async fn fetch(&self, c: &Cache, store: &LocalStore, ni: &NarInfo) -> Result<(), String> {
         let mut last = String::new();
         for attempt in 0..self.opts.attempts.max(1) {
             if attempt > 0 {
                 tokio::time::sleep(self.backoff(attempt)).await;
             }
-            match c.cache.stage_to_local(ni, batch).await {
+            match c.cache.add_to_local(ni, store).await {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Backend(e))
                     if matches!(
@@ -716,15 +630,6 @@ impl Substituters {
     }
 }
 
-/// Makes everything staged in `batch` valid (on a blocking thread).
-async fn commit(batch: &Arc<AddBatch>) -> Result<(), StoreError> {
-    let b = Arc::clone(batch);
-    tokio::task::spawn_blocking(move || b.commit_staged())
-        .await
-        .map_err(|e| StoreError::Other(format!("store worker failed: {e}")))?
-        .map(|_| ())
-}
-
 /// An error with its sources, on one line.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -746,7 +651,7 @@ impl Substitute for Substituters {
         store: &LocalStore,
         path: &StorePath,
     ) -> Result<Substituted, SubstituteError> {
-        self.block_on(self.substitute_committed(store, path))
+        self.block_on(self.substitute_path(store, path, Vec::new()))
     }
 
     fn has(&self, path: &StorePath) -> bool {

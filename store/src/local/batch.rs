@@ -2,6 +2,9 @@
 //! but they are moved into place, flushed and registered together, with
 //! one flush of the store directory and one database transaction per
 //! commit instead of one per path. Used by bulk copies (`b3 copy --from`).
+//! Files of at least 256 KiB are written with direct I/O where the
+//! filesystem allows it (`B3_INGEST_DIRECT=0` turns that off), so their
+//! bytes go from the restorer's buffer to the disk without a page-cache copy.
 //!
 //! [`AddBatch::stage_nar_sync`] restores a NAR into a temporary directory
 //! of the store and checks its hash, size and content address, exactly as
@@ -100,12 +103,6 @@ impl AddBatch {
     /// Paths staged and not yet committed.
     pub fn staged_len(&self) -> usize {
         self.state().staged.len()
-    }
-
-    /// Whether `path` is staged in this batch and not registered yet (a
-    /// commit may be registering it right now).
-    pub fn is_staged(&self, path: &StorePath) -> bool {
-        self.state().unregistered.contains(path)
     }
 
     /// Restore `info.path` from `nar` into the batch, verifying its size,

@@ -1,7 +1,7 @@
-//! Substitution stages into one batch per store and registers on commit:
-//! concurrent calls sharing references fetch each NAR once and all end
-//! with their paths valid; a call whose own NAR is bad still leaves the
-//! references it fetched first registered, and nothing half-done behind.
+//! Concurrent substitution calls sharing references fetch each NAR once
+//! and all end with their paths valid; a call whose own NAR is bad still
+//! leaves the references it fetched first registered, and nothing
+//! half-done behind.
 
 mod substitute_common;
 
@@ -49,7 +49,7 @@ fn concurrent_substitutions_sharing_references_fetch_each_nar_once_and_all_end_v
             let (subs, store, p) = (Arc::clone(&subs), store.clone(), p.clone());
             std::thread::spawn(move || {
                 let got = subs.substitute(&store, &sp(&p));
-                // Done means registered, not merely staged by someone.
+                // Done means registered.
                 let valid = store.is_valid_sync(&sp(&p)).unwrap();
                 (p, got.map_err(|e| e.to_string()), valid)
             })
