@@ -339,6 +339,7 @@ struct Walk<'a> {
 type R<T> = Result<T, EvalError>;
 
 /// The top-level set and the indices of the attributes the walk visits.
+#[cfg(unix)]
 type Shares = (Rc<Attrs>, Vec<usize>);
 
 impl<'a> Walk<'a> {
@@ -373,6 +374,8 @@ impl<'a> Walk<'a> {
     /// When the top level is a plain set of packages (not a derivation, not
     /// a channel directory), it can be walked in shares: the set and the
     /// indices of the attributes the walk looks at.
+    // Used by the forking walk (`fork`), which is Unix only.
+    #[cfg(unix)]
     fn shares(&self) -> Result<Option<Shares>, String> {
         let top = self.ev.force(&self.top).map_err(|e| self.fail(e))?;
         let Value::Attrs(a) = &top else {
@@ -394,6 +397,8 @@ impl<'a> Walk<'a> {
 
     /// Walks the top-level attributes `names` (indices into `top`) as chunk
     /// `chunk` of the walk.
+    // Used by the forking walk (`fork`), which is Unix only.
+    #[cfg(unix)]
     fn run_share(&self, top: &Attrs, names: &[usize], chunk: usize) -> Result<Vec<Found>, String> {
         let mut out = Vec::new();
         let mut seq = 0;
@@ -697,6 +702,8 @@ impl<'a> Walk<'a> {
 
     /// The identity of the attribute set at `path` (as the walk reached it),
     /// or `None` if it cannot be evaluated.
+    // Used by the forking walk (`fork`), which is Unix only.
+    #[cfg(unix)]
     fn resolve(&self, path: &str) -> Option<usize> {
         let mut v = self.top.clone();
         let rel = if self.setup.attr.is_empty() {
