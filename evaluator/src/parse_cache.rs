@@ -13,11 +13,14 @@
 //! one file per key, written to a temporary name and renamed into place. An
 //! entry that is truncated, damaged or written for another key is ignored and
 //! the file parsed again; a directory that cannot be written means no cache.
-//! `B3_PARSE_CACHE=0` turns the cache off. Only files that lowered without
-//! error and without lint checks are cached, so a hit never has a warning to
-//! replay and parse errors always come from a real parse.
+//! `B3_PARSE_CACHE=0` turns the cache off. Once a day the first process to
+//! use the cache removes entries nobody read for a month ([`sweep`]). Only
+//! files that lowered without error and without lint checks are cached, so a
+//! hit never has a warning to replay and parse errors always come from a real
+//! parse.
 
 pub mod codec;
+pub mod sweep;
 // The tests evaluate files by their Unix paths as Nix path literals, and
 // read the language tests and nixpkgs at Unix paths; the Windows build's
 // suites (under wine) skip them.
@@ -384,7 +387,15 @@ thread_local! {
 
 fn env_cache() -> Option<&'static Cache> {
     static CACHE: OnceLock<Option<Cache>> = OnceLock::new();
-    CACHE.get_or_init(Cache::from_env).as_ref()
+    CACHE
+        .get_or_init(|| {
+            let c = Cache::from_env();
+            if let Some(c) = &c {
+                c.sweep_if_due(std::time::SystemTime::now());
+            }
+            c
+        })
+        .as_ref()
 }
 
 /// Runs `f` with `cache` (or no cache) in place of the environment's, on
