@@ -35,6 +35,7 @@
 mod algo;
 mod async_io;
 mod copy;
+pub mod direct_io;
 mod dump;
 mod encoder;
 mod error;

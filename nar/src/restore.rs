@@ -171,58 +171,35 @@ fn restore_events_with<R: Read>(
     Ok(nar.offset())
 }
 
-/// Direct I/O writes of large files (see [`RestoreOptions::direct_io_min`]).
+/// Direct I/O writes of large files (see [`RestoreOptions::direct_io_min`]
+/// and [`crate::direct_io`]).
 #[cfg(target_os = "linux")]
 mod direct {
     use std::fs::File;
-    use std::io::{self, Read, Write};
-
-    use rustix::fs::OFlags;
+    use std::io::Read;
 
     use super::Restorer;
+    use crate::direct_io::{self, AlignedChunk, CHUNK};
     use crate::error::{from_io, Error};
     use crate::reader::FileReader;
 
-    /// Bytes per direct write: large enough that the device sees few,
-    /// long requests.
-    const CHUNK: usize = 1 << 20;
-    /// Alignment of direct I/O buffers, offsets and lengths (the page
-    /// size, a multiple of every disk's logical block size).
-    const ALIGN: usize = 4096;
+    pub(super) use direct_io::set_direct as set;
 
     thread_local! {
         /// The aligned buffer, kept per thread like the copy buffer.
-        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-
-    /// Turns `O_DIRECT` on or off for `f`; whether that took effect.
-    pub(super) fn set(f: &File, on: bool) -> bool {
-        let Ok(flags) = rustix::fs::fcntl_getfl(f) else {
-            return false;
-        };
-        let flags = if on {
-            flags | OFlags::DIRECT
-        } else {
-            flags - OFlags::DIRECT
-        };
-        rustix::fs::fcntl_setfl(f, flags).is_ok()
-            && rustix::fs::fcntl_getfl(f).is_ok_and(|g| g.contains(OFlags::DIRECT) == on)
+        static BUF: std::cell::RefCell<Option<AlignedChunk>> = const { std::cell::RefCell::new(None) };
     }
 
     /// Copies the file's contents into `f` (opened, `O_DIRECT` set) in
-    /// aligned chunks; the last partial block, and everything after a
-    /// refused direct write, goes through the page cache.
+    /// aligned chunks.
     pub(super) fn write_file<R: Read>(
         contents: &mut FileReader<'_, R>,
         f: &mut File,
         rs: &Restorer,
     ) -> Result<(), Error> {
-        let mut mem = BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        if mem.len() < CHUNK + ALIGN {
-            mem = vec![0u8; CHUNK + ALIGN];
-        }
-        let r = copy(contents, f, rs, &mut mem);
-        BUF.with(|b| *b.borrow_mut() = mem);
+        let mut chunk = BUF.with(|b| b.borrow_mut().take()).unwrap_or_default();
+        let r = copy(contents, f, rs, &mut chunk);
+        BUF.with(|b| *b.borrow_mut() = Some(chunk));
         r
     }
 
@@ -230,13 +207,11 @@ mod direct {
         contents: &mut FileReader<'_, R>,
         f: &mut File,
         rs: &Restorer,
-        mem: &mut [u8],
+        chunk: &mut AlignedChunk,
     ) -> Result<(), Error> {
-        let start = mem.as_ptr().align_offset(ALIGN).min(ALIGN);
-        let buf = &mut mem[start..start + CHUNK];
         let mut direct = true;
-        let fail = |e: io::Error| from_io(e, |e| Error::fs("writing file", rs.node_path(), e));
         loop {
+            let buf = chunk.space();
             let mut filled = 0;
             while filled < CHUNK {
                 let n = contents.read_nar(&mut buf[filled..])?;
@@ -248,39 +223,8 @@ mod direct {
             if filled == 0 {
                 break;
             }
-            let data = &buf[..filled];
-            let mut done = 0;
-            if direct {
-                let whole = filled / ALIGN * ALIGN;
-                while done < whole {
-                    match f.write(&data[done..whole]) {
-                        Ok(n) if n > 0 && n % ALIGN == 0 => done += n,
-                        Ok(n) => {
-                            // A short, unaligned write: the offset no longer
-                            // suits direct I/O.
-                            done += n;
-                            break;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        // Refused (an odd block size, a filesystem that
-                        // takes the flag but not the I/O): go on buffered.
-                        Err(e)
-                            if e.raw_os_error()
-                                == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
-                        {
-                            break
-                        }
-                        Err(e) => return Err(fail(e)),
-                    }
-                }
-                if done < filled {
-                    direct = false;
-                    if !set(f, false) {
-                        return Err(fail(io::Error::other("cannot leave direct I/O mode")));
-                    }
-                }
-            }
-            f.write_all(&data[done..]).map_err(fail)?;
+            direct_io::write(f, chunk.data(filled), &mut direct)
+                .map_err(|e| from_io(e, |e| Error::fs("writing file", rs.node_path(), e)))?;
             if filled < CHUNK {
                 break;
             }

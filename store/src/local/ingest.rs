@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
+use b3_nar::direct_io::{self, AlignedChunk, CHUNK};
 use b3_nar::NarEncoder;
 
 use super::durable::SyncGroup;
@@ -224,35 +225,28 @@ fn set_times_nofollow(p: &Path) -> Result<(), IngestError> {
     crate::os::set_canonical_mtime(p).map_err(io_at(p))
 }
 
-/// Large files travel to their writer in chunks of this size, each aligned
-/// in memory for direct I/O.
-const CHUNK: usize = 1 << 20;
-/// Alignment of direct I/O buffers, offsets and lengths (the page size,
-/// a multiple of every disk's logical block size).
-const DIRECT_ALIGN: usize = 4096;
-
-/// A chunk of a large file, its data at a [`DIRECT_ALIGN`]ed address.
+/// A chunk of a large file (large files travel to their writer in
+/// [`CHUNK`]s, each aligned in memory for direct I/O) and how much of it is
+/// filled.
 struct Chunk {
-    mem: Vec<u8>,
-    start: usize,
+    mem: AlignedChunk,
     len: usize,
 }
 
 impl Chunk {
     fn new() -> Chunk {
-        let mem = vec![0u8; CHUNK + DIRECT_ALIGN];
-        // Offsets past the slack can't happen for bytes; then the chunk is
-        // simply unaligned and written through the page cache.
-        let start = mem.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
-        Chunk { mem, start, len: 0 }
+        Chunk {
+            mem: AlignedChunk::new(),
+            len: 0,
+        }
     }
 
     fn space(&mut self) -> &mut [u8] {
-        &mut self.mem[self.start..self.start + CHUNK]
+        self.mem.space()
     }
 
     fn data(&self) -> &[u8] {
-        &self.mem[self.start..self.start + self.len]
+        self.mem.data(self.len)
     }
 }
 
@@ -294,47 +288,12 @@ impl BigFile {
     }
 
     fn write(&mut self, data: &[u8]) -> Result<(), IngestError> {
-        let mut data = data;
-        if self.direct {
-            let whole = if (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN) {
-                data.len() / DIRECT_ALIGN * DIRECT_ALIGN
-            } else {
-                0
-            };
-            let mut done = 0;
-            while done < whole {
-                match self.f.write(&data[done..whole]) {
-                    Ok(0) => break,
-                    Ok(n) => done += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    // Refused (an odd block size, a filesystem that takes
-                    // the flag but not the I/O): finish buffered.
-                    Err(e) if e.raw_os_error() == Some(EINVAL) => break,
-                    Err(e) => return Err(io_at(&self.dest)(e)),
-                }
-            }
-            data = &data[done..];
-            if !data.is_empty() {
-                // The tail (or anything left after a refusal) is written
-                // through the page cache; the file offset may now be
-                // unaligned, so direct I/O stops here.
-                self.direct = !set_direct(&self.f, false);
-                if self.direct {
-                    return Err(io_at(&self.dest)(io::Error::other(
-                        "cannot leave direct I/O mode",
-                    )));
-                }
-            }
-        }
-        self.f.write_all(data).map_err(io_at(&self.dest))
+        direct_io::write(&mut self.f, data, &mut self.direct).map_err(io_at(&self.dest))
     }
 }
 
 /// Files at least this large are written with direct I/O.
 const DIRECT_MIN: u64 = 256 << 10;
-
-/// The error number of a refused direct write (`EINVAL` on Linux).
-const EINVAL: i32 = 22;
 
 /// The size from which files are written with direct I/O, unless
 /// `B3_INGEST_DIRECT=0` turned it off (batch restores use it too).
@@ -348,32 +307,13 @@ fn direct_disabled() -> bool {
     *OFF.get_or_init(|| std::env::var_os("B3_INGEST_DIRECT").is_some_and(|v| v == "0"))
 }
 
-/// Turns `O_DIRECT` on or off for `f`; whether that took effect (Linux
-/// only; filesystems without direct I/O refuse it, and then `f` stays
-/// buffered). `B3_INGEST_DIRECT=0` keeps every file buffered.
+/// Turns `O_DIRECT` on or off for `f` ([`direct_io::set_direct`]), unless
+/// `B3_INGEST_DIRECT=0` keeps every file buffered.
 fn set_direct(f: &File, on: bool) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::fs::OFlags;
-        if on && direct_disabled() {
-            return false;
-        }
-        let Ok(flags) = rustix::fs::fcntl_getfl(f) else {
-            return false;
-        };
-        let flags = if on {
-            flags | OFlags::DIRECT
-        } else {
-            flags - OFlags::DIRECT
-        };
-        rustix::fs::fcntl_setfl(f, flags).is_ok()
-            && rustix::fs::fcntl_getfl(f).is_ok_and(|g| g.contains(OFlags::DIRECT) == on)
+    if on && direct_disabled() {
+        return false;
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = f;
-        !on
-    }
+    direct_io::set_direct(f, on)
 }
 
 /// One thread writing large files, so that the walking thread only reads
@@ -757,7 +697,7 @@ mod tests {
         DIRECT_MIN + 1,
         CHUNK as u64 - 1,
         CHUNK as u64,
-        CHUNK as u64 + DIRECT_ALIGN as u64,
+        CHUNK as u64 + direct_io::ALIGN as u64,
         3 * CHUNK as u64 + 12_345,
         SMALL + 1,
     ];
