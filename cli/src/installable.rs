@@ -19,7 +19,6 @@
 //!   the one the process uses (`--store`/`$B3_STORE`), because the `.drv`
 //!   files are written through `$B3_STORE`, which `resolve` sets to the
 //!   store's root.
-//! - [`Resolved::drv_arg`] renders a result the way `b3 build DRV!outs` takes it.
 //!
 //! Like `nix-build`, a derivation selected by evaluation wants only its
 //! `outputName` (`out` unless an output attribute such as `.dev` was
@@ -77,21 +76,6 @@ pub enum Resolved {
     },
     /// A store path that is not a derivation (nothing to build).
     Path(StorePath),
-}
-
-impl Resolved {
-    /// `/nix/store/…drv!out,dev`, `/nix/store/…drv` or the plain path.
-    pub fn drv_arg(&self, store: &LocalStore) -> String {
-        match self {
-            Resolved::Derivation { drv, outputs } if outputs.is_empty() => store.print_path(drv),
-            Resolved::Derivation { drv, outputs } => format!(
-                "{}!{}",
-                store.print_path(drv),
-                outputs.iter().cloned().collect::<Vec<_>>().join(",")
-            ),
-            Resolved::Path(p) => store.print_path(p),
-        }
-    }
 }
 
 /// Which file stands for "no items": `default.nix` for builds, `shell.nix`

@@ -138,7 +138,7 @@ fn main() -> ExitCode {
     let rest: Vec<String> = std::env::args().skip(1).collect();
     match multicall::personality(&argv0) {
         Some("nix-instantiate") => return cmd::instantiate::main_multicall(),
-        Some("nix-build") => return multicall::nix_build(rest),
+        Some("nix-build") => return multicall::nix_build(rest, run_b3),
         Some("nix-shell") => return multicall::nix_shell(rest),
         Some("nix-store") => return multicall::nix_store(rest, run_b3),
         _ => {}

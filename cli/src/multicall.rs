@@ -2,23 +2,19 @@
 //! `nix-store` and `nix-instantiate` when started through a symlink of that
 //! name, for the flags b3 supports, so existing scripts run on b3.
 //!
-//! - `nix-build` evaluates installables, realises the selected outputs,
-//!   makes `result` links (GC roots) and prints the output paths.
+//! - `nix-build` is `b3 build` that always makes `result` links (GC roots).
 //! - `nix-shell` is `b3 shell`.
-//! - `nix-store` operations are translated into `b3 store`/`b3 nar`
-//!   command lines ([`nix_store_args`]); `--realise` and `--query --outputs`
-//!   are done here.
+//! - `nix-store` operations are translated into `b3 build`/`b3 store`/
+//!   `b3 nar` command lines ([`nix_store_args`]); `--query --outputs` is
+//!   done here.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::Parser;
 
-use crate::cmd::{self, dev_env, Global};
-use crate::installable::{self, DefaultFile, InstallableArgs, Resolved};
+use crate::cmd::{self, Global};
 
 /// Which personality argv[0] asks for.
 pub fn personality(argv0: &str) -> Option<&'static str> {
@@ -41,31 +37,24 @@ fn report(r: anyhow::Result<ExitCode>) -> ExitCode {
     }
 }
 
-#[derive(Parser, Debug)]
-#[command(name = "nix-build", about = "b3's nix-build")]
-struct NixBuild {
-    #[command(flatten)]
-    global: Global,
-    #[command(flatten)]
-    inst: InstallableArgs,
-    /// Name of the result link (default `result`).
-    #[arg(short = 'o', long = "out-link", value_name = "PATH")]
-    out_link: Option<PathBuf>,
-    /// Do not create result links.
-    #[arg(long)]
-    no_out_link: bool,
-    /// Expose a host path in the build sandbox (`TARGET=SOURCE`).
-    #[arg(long = "sandbox-path", value_name = "SPEC")]
-    sandbox_paths: Vec<String>,
+/// `nix-build ARGS` is `b3 build ARGS`, which reads nix.conf, shows
+/// progress and reports failures the same way; unlike `b3 build` of a
+/// `.drv` path, nix-build always makes `result` links unless told not to.
+pub fn nix_build(args: Vec<String>, run_b3: fn(Vec<String>) -> ExitCode) -> ExitCode {
+    run_b3(nix_build_args(args))
 }
 
-pub fn nix_build(args: Vec<String>) -> ExitCode {
-    let cli = match NixBuild::try_parse_from(std::iter::once("nix-build".to_string()).chain(args)) {
-        Ok(c) => c,
-        Err(e) => e.exit(),
-    };
-    cmd::init_logging(&cli.global);
-    report(run_nix_build(cli))
+/// The `b3` command line `nix-build ARGS` becomes.
+pub fn nix_build_args(args: Vec<String>) -> Vec<String> {
+    let links_chosen = args.iter().any(|a| {
+        matches!(a.as_str(), "-o" | "--out-link" | "--no-out-link") || a.starts_with("--out-link=")
+    });
+    let mut b3 = vec!["build".to_string()];
+    b3.extend(args);
+    if !links_chosen {
+        b3.extend(["-o".to_string(), "result".to_string()]);
+    }
+    b3
 }
 
 /// nix-build's link names: `result`, `result-dev`, then `result-2`, … for
@@ -81,54 +70,6 @@ pub fn link_name(base: &str, index: usize, output: &str) -> String {
     s
 }
 
-fn run_nix_build(cli: NixBuild) -> anyhow::Result<ExitCode> {
-    let store = cmd::store::open_store(&cli.global)?;
-    let items = installable::resolve(&store, &cli.inst, DefaultFile::Build)?;
-    let opts = dev_env::EnvOptions {
-        sandbox_paths: cli.sandbox_paths.clone(),
-        ..Default::default()
-    };
-    let settings = dev_env::settings(&opts)?;
-    let base = cli
-        .out_link
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("result"))
-        .to_string_lossy()
-        .into_owned();
-    let mut printed = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let outs: Vec<(String, b3_store::path::StorePath)> = match item {
-            Resolved::Derivation { drv, outputs } => {
-                dev_env::realise(&store, &settings, drv, outputs)
-                    .with_context(|| format!("building {}", item.drv_arg(&store)))?
-                    .into_iter()
-                    .filter(|(name, _)| outputs.is_empty() || outputs.contains(name))
-                    .collect()
-            }
-            Resolved::Path(p) => {
-                if !store.is_valid_sync(p)? {
-                    bail!("path '{}' is not valid", store.print_path(p));
-                }
-                vec![("out".to_string(), p.clone())]
-            }
-        };
-        for (name, path) in outs {
-            if !cli.no_out_link {
-                let link = PathBuf::from(link_name(&base, i, &name));
-                store
-                    .create_result_link(&link, &path)
-                    .with_context(|| format!("creating {}", link.display()))?;
-            }
-            printed.push(store.print_path(&path));
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    for p in printed {
-        writeln!(out, "{p}")?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 pub fn nix_shell(args: Vec<String>) -> ExitCode {
     cmd::shell::main_multicall(args)
 }
@@ -138,11 +79,6 @@ pub fn nix_shell(args: Vec<String>) -> ExitCode {
 pub enum StoreOp {
     /// Run `b3` with these arguments.
     B3(Vec<String>),
-    /// `--realise PATHS` (with an optional `--add-root`).
-    Realise {
-        paths: Vec<String>,
-        add_root: Option<String>,
-    },
     /// `--query --outputs PATHS`.
     Outputs(Vec<String>),
 }
@@ -198,11 +134,14 @@ pub fn nix_store_args(args: &[String]) -> anyhow::Result<StoreOp> {
     let mut b3: Vec<String> = global;
     let has = |f: &[&str]| flags.iter().any(|x| f.contains(&x.as_str()));
     match op.as_str() {
+        // `b3 build` of the paths: nix.conf's settings, progress, Nix's
+        // failure report; a root only when asked for.
         "-r" | "--realise" | "--realize" => {
-            return Ok(StoreOp::Realise {
-                paths: rest,
-                add_root,
-            })
+            b3.push("build".into());
+            match add_root {
+                Some(root) => b3.extend(["-o".into(), root]),
+                None => b3.push("--no-out-link".into()),
+            }
         }
         "-q" | "--query" => {
             if has(&["--outputs"]) {
@@ -288,7 +227,6 @@ pub fn nix_store(args: Vec<String>, run_b3: fn(Vec<String>) -> ExitCode) -> Exit
     };
     match op {
         StoreOp::B3(b3) => run_b3(b3),
-        StoreOp::Realise { paths, add_root } => report(realise(&args, paths, add_root)),
         StoreOp::Outputs(paths) => report(query_outputs(&args, paths)),
     }
 }
@@ -305,52 +243,6 @@ fn global_from(args: &[String]) -> Global {
         log_format: None,
         verbose: 0,
     }
-}
-
-fn realise(
-    args: &[String],
-    paths: Vec<String>,
-    add_root: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    let g = global_from(args);
-    let store = cmd::store::open_store(&g)?;
-    let settings = dev_env::settings(&dev_env::EnvOptions::default())?;
-    let mut out = Vec::new();
-    for p in &paths {
-        let (path, wanted) = match p.split_once('!') {
-            Some((p, o)) => (
-                p,
-                o.split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-            ),
-            None => (p.as_str(), BTreeSet::new()),
-        };
-        let sp = store.resolve_user_path(path)?;
-        if sp.is_derivation() {
-            for (name, o) in dev_env::realise(&store, &settings, &sp, &wanted)? {
-                if wanted.is_empty() || wanted.contains(&name) {
-                    out.push(o);
-                }
-            }
-        } else if store.is_valid_sync(&sp)? {
-            out.push(sp);
-        } else {
-            bail!(
-                "path '{}' is not valid and b3 cannot substitute it",
-                store.print_path(&sp)
-            );
-        }
-    }
-    if let (Some(root), Some(first)) = (&add_root, out.first()) {
-        store.create_result_link(std::path::Path::new(root), first)?;
-    }
-    let mut so = std::io::stdout().lock();
-    for p in out {
-        writeln!(so, "{}", store.print_path(&p))?;
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn query_outputs(args: &[String], paths: Vec<String>) -> anyhow::Result<ExitCode> {

@@ -180,3 +180,76 @@ fn multicall_unknown_nix_store_operation_fails_cleanly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not supported"));
 }
+
+/// A chain of two derivations whose builder is `/bin/sh`, which exists in
+/// the sandbox only through nix.conf's `extra-sandbox-paths` (here given in
+/// `NIX_CONFIG`, as a user's nix.conf would).
+const SH_CHAIN: &str = r#"let
+  mk = name: cmd: derivation { inherit name; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" cmd ]; };
+  first = mk "sh-first" "echo first > $out";
+in mk "sh-second" "read x < ${first}; echo $x second > $out""#;
+
+fn with_sh(mut c: Command) -> Command {
+    c.env("NIX_CONFIG", "extra-sandbox-paths = /bin/sh=/bin/busybox");
+    c
+}
+
+#[test]
+fn multicall_nix_build_and_realise_read_nix_conf_as_b3_build_does() {
+    require_toolchain();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = with_sh(nix("nix-build", &["-E", SH_CHAIN]));
+    c.current_dir(dir.path());
+    let out = ok(c);
+    let out = out.trim();
+    assert!(out.ends_with("-sh-second"), "{out}");
+    // nix-build makes `result` unless told otherwise.
+    // Links point into the store's physical directory.
+    let base = out.trim_start_matches("/nix/store/");
+    let link = std::fs::read_link(dir.path().join("result")).expect("result link");
+    assert!(link.ends_with(base), "{link:?}");
+    let phys = store().join("nix/store").join(base);
+    assert_eq!(std::fs::read_to_string(phys).unwrap(), "first second\n");
+
+    // nix-store --realise of the drv, with a root.
+    let drv = ok(nix("nix-store", &["-q", "--deriver", out]));
+    let root = dir.path().join("root");
+    let again = ok(with_sh(nix(
+        "nix-store",
+        &[
+            "--realise",
+            drv.trim(),
+            "--add-root",
+            root.to_str().unwrap(),
+        ],
+    )));
+    assert_eq!(again.trim(), out);
+    assert!(std::fs::read_link(&root).unwrap().ends_with(base));
+}
+
+#[test]
+fn multicall_nix_build_reports_a_failed_dependency_with_its_log() {
+    require_toolchain();
+    let expr = r#"let
+      bad = derivation { name = "sh-bad"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "echo the-reason; exit 3" ]; };
+    in derivation { name = "sh-top"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "echo ${bad} > $out" ]; }"#;
+    let out = run(with_sh(nix("nix-build", &["--no-out-link", "-E", expr])));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Nix's exit status for failed builds, and the failing builder's log.
+    assert_eq!(out.status.code(), Some(100), "{err}");
+    assert!(err.contains("failed with exit code 3"), "{err}");
+    assert!(err.contains("the-reason"), "{err}");
+}
+
+#[test]
+fn multicall_nix_shell_builds_inputs_with_nix_conf_settings() {
+    require_toolchain();
+    let expr = format!(
+        r#"let input = {SH_CHAIN}; in derivation {{ name = "sh-env"; system = "x86_64-linux"; builder = "/bin/sh"; inherit input; }}"#
+    );
+    let out = ok(with_sh(nix(
+        "nix-shell",
+        &["-E", &expr, "--run", "cat $input"],
+    )));
+    assert!(out.contains("first second"), "{out}");
+}

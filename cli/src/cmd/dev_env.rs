@@ -66,6 +66,8 @@ pub struct EnvOptions {
     pub sandbox_paths: Vec<String>,
     /// `NIX_BUILD_CORES` (0: all cores).
     pub cores: u32,
+    /// `--option NAME VALUE` pairs, applied after the nix.conf files.
+    pub options: Vec<String>,
 }
 
 /// A prepared shell: the process environment and the start-up script.
@@ -99,9 +101,14 @@ pub fn realise(
     Ok(realise_sync(store, settings, drv, outputs, &mut log)?)
 }
 
-/// The builder settings for `opts`.
-pub fn settings(opts: &EnvOptions) -> anyhow::Result<RealiseSettings> {
-    let mut s = RealiseSettings::default();
+/// The builder settings for `opts`: nix.conf's (substituters, sandbox
+/// paths, …) as `b3 build` reads them, then the command's flags.
+pub fn settings(store: &LocalStore, opts: &EnvOptions) -> anyhow::Result<RealiseSettings> {
+    let config = super::config::load(&opts.options)?;
+    for w in config.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let mut s = super::realise_config::from_config(&config, store.store_dir())?;
     for spec in &opts.sandbox_paths {
         s.extra_paths.push(SandboxPath::parse(spec)?);
     }
@@ -117,7 +124,7 @@ pub fn prepare(
     items: &[Resolved],
     opts: &EnvOptions,
 ) -> anyhow::Result<DevEnv> {
-    let settings = settings(opts)?;
+    let settings = settings(store, opts)?;
     let mut drvs = items.iter().filter_map(|r| match r {
         Resolved::Derivation { drv, .. } => Some(drv),
         Resolved::Path(_) => None,

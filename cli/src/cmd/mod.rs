@@ -15,6 +15,7 @@ pub mod nar;
 pub mod path_info;
 pub mod print_env;
 pub mod query;
+pub mod realise_config;
 #[cfg(target_os = "linux")]
 pub mod runtime;
 pub mod serve;

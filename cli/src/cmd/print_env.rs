@@ -54,6 +54,9 @@ pub struct DevArgs {
     /// Expose a host path in the sandbox of the input builds (`TARGET=SOURCE`).
     #[arg(long = "sandbox-path", value_name = "SPEC")]
     pub sandbox_paths: Vec<String>,
+    /// Set a Nix setting for this invocation (repeatable), after nix.conf.
+    #[arg(long = "option", num_args = 2, value_names = ["NAME", "VALUE"], action = clap::ArgAction::Append)]
+    pub option: Vec<String>,
 }
 
 /// Variables that describe one shell session, not the environment: never
@@ -457,6 +460,7 @@ pub fn run_dev(g: &Global, a: DevArgs) -> anyhow::Result<ExitCode> {
         pure: true,
         clean: true,
         sandbox_paths: a.sandbox_paths.clone(),
+        options: a.option.clone(),
         ..Default::default()
     };
     let dump = capture(g, &a.inst, &opts, DUMP_SCRIPT)?;

@@ -96,6 +96,9 @@ pub struct EnvArgs {
     /// `NIX_BUILD_CORES` (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub cores: u32,
+    /// Set a Nix setting for this invocation (repeatable), after nix.conf.
+    #[arg(long = "option", num_args = 2, value_names = ["NAME", "VALUE"], action = clap::ArgAction::Append)]
+    pub option: Vec<String>,
 }
 
 impl EnvArgs {
@@ -106,6 +109,7 @@ impl EnvArgs {
             keep: self.keep.clone(),
             sandbox_paths: self.sandbox_paths.clone(),
             cores: self.cores,
+            options: self.option.clone(),
         }
     }
 }
