@@ -2,8 +2,10 @@
 # Build benchmark (issue 6): a chain and a wide fan of 50 trivial derivations,
 # built from scratch by b3 and by Nix 2.8 (`nix-build`, sandboxed, as set up by
 # scripts/setup-test-deps.sh) in the same run. Prints the wall-time ratio
-# b3/Nix for each shape, b3's per-build sandbox set-up time and the time it
-# takes to register a build's outputs (medians of `b3 build --stats`).
+# b3/Nix for each shape, b3's per-build sandbox set-up time, the time
+# adopting a build's outputs takes on its step (scan + move into place) and
+# the time registering them takes (flushes + database), which overlaps the
+# builds after it (medians of `b3 build --stats`).
 #
 #   bench/build/run.sh [ROUNDS]        (default 3; the median is reported)
 #
@@ -55,7 +57,7 @@ NIX
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-declare -A B3T NIXT SETUP ADOPT FRESHT PREMADE STEPS
+declare -A B3T NIXT SETUP ADOPT REG FRESHT PREMADE STEPS
 FRESH=${FRESH:-0}
 for shape in chain fan; do
   for r in $(seq 1 "$ROUNDS"); do
@@ -72,9 +74,12 @@ for shape in chain fan; do
     # Where a build step's time went (medians of the last round).
     STEPS[$shape]="$(sed -n 's/^stats: per build (median): //p' "$WORK/b3.err")"
     SETUP[$shape]+="$(sed -n 's/.*sandbox set-up per build: median \([0-9.]*\) ms.*/\1/p' "$WORK/b3.err") "
-    # Registering the outputs: the scan (canonicalise, hash, start the
-    # flushes) plus the add (move into place, wait for the flushes, register).
+    # Adopting the outputs on the step's path: the scan (canonicalise,
+    # hash, start the flushes) plus the add (move into place).
     ADOPT[$shape]+="$(sed -n 's/.* scan \([0-9.]*\) .* add \([0-9.]*\) .*/\1 + \2/p' "$WORK/b3.err" | bc -l) "
+    # Registering them (wait for the flushes, then the database), which
+    # overlaps the builds after it.
+    REG[$shape]+="$(sed -n 's/.*registration per build (overlapped with later builds): median \([0-9.]*\) ms.*/\1/p' "$WORK/b3.err") "
     # Nix: the same derivation, instantiated (not timed), then built.
     ndrv=$(nix-instantiate "$WORK/shapes.nix" --argstr nonce "$nonce" -A "$shape" 2>/dev/null)
     [ "$ndrv" = "$drv" ] || { echo "b3 and Nix disagree on the drv: $drv vs $ndrv" >&2; exit 1; }
@@ -98,7 +103,7 @@ for shape in chain fan; do
   done
 done
 
-printf '%-6s %8s %10s %10s %8s %16s %16s %8s' shape builds "b3 s" "nix s" "b3/nix" "setup ms (med)" "adopt ms (med)" premade
+printf '%-6s %8s %10s %10s %8s %16s %16s %16s %8s' shape builds "b3 s" "nix s" "b3/nix" "setup ms (med)" "adopt ms (med)" "register ms (med)" premade
 [ "$FRESH" = 1 ] && printf ' %12s %12s' "b3 fresh s" "fresh/nix"
 echo
 for shape in chain fan; do
@@ -106,8 +111,9 @@ for shape in chain fan; do
   n=$(tr ' ' '\n' <<<"${NIXT[$shape]}" | grep . | median)
   s=$(tr ' ' '\n' <<<"${SETUP[$shape]}" | grep . | median)
   a=$(tr ' ' '\n' <<<"${ADOPT[$shape]}" | grep . | median)
+  g=$(tr ' ' '\n' <<<"${REG[$shape]:-}" | grep . | median)
   builds=$N; [ "$shape" = fan ] && builds=$((N + 1))
-  printf '%-6s %8d %10.3f %10.3f %8.3f %16.2f %16.2f %8s' "$shape" "$builds" "$b" "$n" "$(echo "$b / $n" | bc -l)" "$s" "$a" "${PREMADE[$shape]:-?}"
+  printf '%-6s %8d %10.3f %10.3f %8.3f %16.2f %16.2f %16.2f %8s' "$shape" "$builds" "$b" "$n" "$(echo "$b / $n" | bc -l)" "$s" "$a" "${g:-0}" "${PREMADE[$shape]:-?}"
   if [ "$FRESH" = 1 ]; then
     f=$(tr ' ' '\n' <<<"${FRESHT[$shape]}" | grep . | median)
     printf ' %12.3f %12.3f' "$f" "$(echo "$f / $n" | bc -l)"

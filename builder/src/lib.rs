@@ -7,8 +7,10 @@
 //! structured attrs Nix gives a builder; [`job`]: one build from inputs to
 //! outputs), and realisation into the local store: [`schedule`] (the
 //! derivation graph, parallel builds and substitutions), [`step`] (one
-//! derivation: locks, build, [`checks`], registration), [`buildlog`] (kept
-//! logs) and [`realise`] (settings, errors, entry points, `StoreBuild`).
+//! derivation: locks, build, [`checks`], placing the outputs),
+//! [`registrar`] (registering them while later builds run), [`buildlog`]
+//! (kept logs) and [`realise`] (settings, errors, entry points,
+//! `StoreBuild`).
 
 pub mod buildlog;
 pub mod builtin_fetchurl;
@@ -18,6 +20,7 @@ pub mod env;
 pub mod job;
 pub mod platform;
 pub mod realise;
+pub mod registrar;
 pub mod sandbox;
 pub mod schedule;
 pub mod step;

@@ -35,6 +35,7 @@ use crate::drv::DrvJobError;
 use crate::job::Trash;
 use crate::platform::Cancel;
 use crate::realise::{read_derivation, RealiseError, RealiseSettings};
+use crate::registrar::Registrar;
 use crate::sandbox::SandboxPool;
 use crate::step::{build_locks, build_step, substitute_step, StepCtx, StepDone};
 use crate::timing::Timeline;
@@ -77,6 +78,9 @@ pub struct RealiseReport {
     /// How many builds ran in a sandbox made ahead of time (the others'
     /// sandboxes were made when they started).
     pub premade_sandboxes: u64,
+    /// Per build, how long registering its outputs took (waiting for their
+    /// flushes, then the database), overlapped with the builds after it.
+    pub registrations: Vec<Duration>,
     /// Nix's failure bits (0x04 build failure, 0x01 timeout, 0x02 hash
     /// mismatch, 0x08 not deterministic).
     pub status_mask: u8,
@@ -160,6 +164,8 @@ struct Node {
 enum JobResult {
     Build(Result<StepDone, RealiseError>),
     Subst(Result<bool, RealiseError>),
+    /// A build's outputs were registered (or not) by the registrar.
+    Registered(Result<Duration, RealiseError>),
 }
 
 struct Sched<'a> {
@@ -173,6 +179,8 @@ struct Sched<'a> {
     subst_queue: VecDeque<usize>,
     running_builds: usize,
     running_substs: usize,
+    /// Commits queued at the registrar and not yet reported.
+    running_commits: usize,
     stopping: bool,
     done_builds: u64,
     failed_builds: u64,
@@ -202,6 +210,7 @@ pub fn realise_goals(
         built_elsewhere: Vec::new(),
         checked: Vec::new(),
         premade_sandboxes: 0,
+        registrations: Vec::new(),
         status_mask: 0,
         goal_names: goals.iter().map(|g| store.print_path(&g.drv)).collect(),
         logger: logger.clone(),
@@ -217,6 +226,7 @@ pub fn realise_goals(
         subst_queue: VecDeque::new(),
         running_builds: 0,
         running_substs: 0,
+        running_commits: 0,
         stopping: false,
         done_builds: 0,
         failed_builds: 0,
@@ -245,6 +255,7 @@ pub fn realise_goals(
     let cancel = s.cancel.clone();
     let trash = Trash::new();
     let pool = sandbox_pool(store, settings);
+    let registrar = Registrar::new(store);
     let ctx = StepCtx {
         store,
         settings,
@@ -254,8 +265,10 @@ pub fn realise_goals(
         cancel: &cancel,
         trash: &trash,
         pool: pool.as_ref(),
+        registrar: &registrar,
     };
     s.run(&ctx);
+    registrar.finish();
     s.report.premade_sandboxes = pool.as_ref().map_or(0, SandboxPool::served);
     drop(pool);
     trash.finish();
@@ -418,14 +431,52 @@ impl<'a> Sched<'a> {
                     let _ = tx.send((i, JobResult::Subst(r)));
                 });
             }
-            if self.running_builds + self.running_substs == 0 {
+            if self.running_builds + self.running_substs + self.running_commits == 0 {
                 break;
             }
             let Ok((i, result)) = rx.recv() else { break };
             match result {
                 JobResult::Build(r) => {
                     self.running_builds -= 1;
+                    let r = match r {
+                        Ok(StepDone::Built {
+                            setup,
+                            total,
+                            timeline,
+                            commit,
+                        }) => {
+                            if let Some(c) = commit {
+                                // Queued before any build that depends on
+                                // this one starts (see crate::registrar).
+                                self.running_commits += 1;
+                                let tx = tx.clone();
+                                ctx.registrar.submit(ctx.store, c, move |r| {
+                                    let _ = tx.send((i, JobResult::Registered(r)));
+                                });
+                            }
+                            Ok(StepDone::Built {
+                                setup,
+                                total,
+                                timeline,
+                                commit: None,
+                            })
+                        }
+                        other => other,
+                    };
                     self.build_done(i, r);
+                }
+                JobResult::Registered(r) => {
+                    self.running_commits -= 1;
+                    match r {
+                        Ok(d) => self.report.registrations.push(d),
+                        Err(e) => {
+                            // The build's outputs are not valid after all;
+                            // builds that used them fail to register too.
+                            self.done_builds = self.done_builds.saturating_sub(1);
+                            self.failed_builds += 1;
+                            self.fail(i, e);
+                        }
+                    }
                 }
                 JobResult::Subst(r) => {
                     self.running_substs -= 1;
@@ -768,6 +819,7 @@ impl<'a> Sched<'a> {
                 setup,
                 total,
                 timeline,
+                ..
             }) => {
                 self.done_builds += 1;
                 self.report.built.push(BuiltDrv {

@@ -34,6 +34,7 @@ use crate::drv::{check_fixed_output, fixed_output_ca, job_from_derivation, Build
 use crate::job::{BuildResult, Trash, WorkDir};
 use crate::platform::{Cancel, ExitStatus};
 use crate::realise::{failure_text, scan_output, RealiseError, RealiseSettings};
+use crate::registrar::{Commit, Registrar};
 use crate::sandbox::{RunOutcome, SandboxPool};
 use crate::timing::Timeline;
 
@@ -56,17 +57,21 @@ pub(crate) struct StepCtx<'a> {
     pub trash: &'a Trash,
     /// Pre-made sandboxes for this realisation's builds.
     pub pool: Option<&'a SandboxPool>,
+    /// Registers finished builds' outputs while later builds run.
+    pub registrar: &'a Registrar,
 }
 
 /// How a step ended well.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum StepDone {
     /// Built here; times of the sandbox set-up and of the builder's run,
-    /// and where the whole step's time went.
+    /// and where the whole step's time went. The outputs are in place;
+    /// `commit` registers them (see [`crate::registrar`]).
     Built {
         setup: Duration,
         total: Duration,
         timeline: Timeline,
+        commit: Option<Commit>,
     },
     /// Another process made the outputs valid while we waited for the lock.
     AlreadyValid,
@@ -127,7 +132,7 @@ pub(crate) fn build_step(
     let store = ctx.store;
     let drv_s = store.print_path(drv_path);
     tl.mark("start");
-    let _locks = lock_paths(ctx, &outputs.values().collect())?;
+    let locks = lock_paths(ctx, &outputs.values().collect())?;
     let mut valid = BTreeMap::new();
     for (name, p) in outputs {
         if let Some(info) = store.query_path_info_sync(p)? {
@@ -183,7 +188,9 @@ pub(crate) fn build_step(
     let mut roots: BTreeSet<StorePath> = drv.input_srcs.clone();
     roots.extend(input_outputs.iter().cloned());
     store.add_temp_roots(roots.iter())?;
-    let closure = store.query_closure_sync(&roots)?;
+    // Inputs built by this realisation may be placed and not registered
+    // yet: the registrar knows their references.
+    let closure = ctx.registrar.closure(store, &roots)?;
     tl.mark("closure");
 
     let text = if check {
@@ -206,6 +213,10 @@ pub(crate) fn build_step(
     let log_file = log_path(store.root(), &drv_path.base_name());
     let mut out = BuildOutput::new(&activity, Some(log_file), tail_lines, ctx.raw);
     tl.mark("log open");
+    if ctx.settings.vfs.is_some() {
+        // A build through a vfs view reads its inputs' registrations.
+        ctx.registrar.wait_idle();
+    }
     let run = if drv.builder == builtin_fetchurl::BUILDER {
         run_builtin_fetchurl(ctx, drv_path, drv, outputs, &mut out)
     } else {
@@ -250,7 +261,7 @@ pub(crate) fn build_step(
     tl.mark("log close");
 
     let ended = finish(
-        ctx, drv_path, drv, outputs, &closure, &result, &valid, check, &tail, &mut tl,
+        ctx, drv_path, drv, outputs, &closure, &result, &valid, check, &tail, &mut tl, locks,
     );
     if ended.is_err() && ctx.settings.keep_failed {
         keep_build_dir(ctx, drv_path, result);
@@ -258,12 +269,18 @@ pub(crate) fn build_step(
         ctx.trash.put(result.work_dir);
     }
     match ended {
-        Ok(StepDone::Built { setup, total, .. }) => {
+        Ok(StepDone::Built {
+            setup,
+            total,
+            commit,
+            ..
+        }) => {
             tl.mark("clean up");
             Ok(StepDone::Built {
                 setup,
                 total,
                 timeline: tl,
+                commit,
             })
         }
         other => other,
@@ -393,6 +410,7 @@ fn finish(
     check: bool,
     tail: &[String],
     tl: &mut Timeline,
+    locks: Vec<FileLock>,
 ) -> Result<StepDone, RealiseError> {
     let store = ctx.store;
     let settings = ctx.settings;
@@ -479,6 +497,11 @@ fn finish(
         infos.insert(name.clone(), info);
     }
     tl.mark("scan");
+    if !crate::checks::output_checks(drv)?.is_empty() {
+        // The checks read the references' registrations (closures,
+        // derivation outputs): let those of this realisation land first.
+        ctx.registrar.wait_idle();
+    }
     check_outputs(store, drv, &infos)?;
     tl.mark("checks");
 
@@ -502,8 +525,13 @@ fn finish(
         return Ok(StepDone::Checked);
     }
 
-    // Add outputs after the outputs they refer to.
+    // Place outputs after the outputs they refer to; they are registered
+    // in the same order (see crate::registrar).
     let mut added: BTreeSet<StorePath> = valid.values().map(|i| i.path.clone()).collect();
+    let mut placed = Vec::new();
+    let discard = |placed: Vec<b3_store::local::adopt::Placed>| {
+        placed.into_iter().for_each(|p| store.discard_adopted(p));
+    };
     let mut todo: Vec<&String> = infos.keys().filter(|n| !valid.contains_key(*n)).collect();
     while !todo.is_empty() {
         let before = todo.len();
@@ -516,10 +544,19 @@ fn finish(
                 .all(|r| r == &info.path || added.contains(r) || !outputs.values().any(|o| o == r));
             if ready {
                 if ctx.cancel.is_cancelled() {
+                    discard(placed);
                     return Err(RealiseError::Cancelled(drv_s));
                 }
                 if let Some(p) = prepared.remove(todo[i]) {
-                    store.adopt_sync(p, info)?;
+                    let pending = |r: &StorePath| added.contains(r) || ctx.registrar.is_pending(r);
+                    match store.place_adopted(p, info, &pending) {
+                        Ok(Some(p)) => placed.push(p),
+                        Ok(None) => {}
+                        Err(e) => {
+                            discard(placed);
+                            return Err(e.into());
+                        }
+                    }
                 }
                 added.insert(info.path.clone());
                 todo.remove(i);
@@ -528,17 +565,21 @@ fn finish(
             }
         }
         if todo.len() == before {
+            discard(placed);
             return Err(RealiseError::OutputCycle(drv_s));
         }
     }
     tl.mark("add");
-    let pairs: Vec<(String, StorePath)> = outputs.clone().into_iter().collect();
-    store.register_derivation_outputs(drv_path, &pairs)?;
-    tl.mark("register");
     Ok(StepDone::Built {
         setup: result.outcome.setup_time,
         total: result.outcome.total_time,
         timeline: Timeline::new(),
+        commit: Some(Commit {
+            drv_path: drv_path.clone(),
+            placed,
+            outputs: outputs.clone().into_iter().collect(),
+            locks,
+        }),
     })
 }
 

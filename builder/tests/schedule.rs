@@ -37,7 +37,13 @@ let
   # once the other surely runs.
   slow = mk "slow" "echo slow started; sleep 987 & sleep 987; echo > $out" [];
   badLater = mk "bad-later" "sleep 1; echo failing later; exit 5" [];
+  # Each step reads the one before it, which may be placed and not yet
+  # registered when it starts.
+  c1 = mk "c1" "echo c1 > $out" [];
+  c2 = mk "c2" "{ cat ${c1}; echo ${c1}; } > $out" [ c1 ];
+  c3 = mk "c3" "{ cat ${c2}; echo ${c2}; } > $out" [ c2 ];
 in {
+  chain = c3;
   slowAndBad = mk "slow-and-bad" "echo > $out" [ slow badLater ];
   fan = mk "fan" "cat $deps > $out" leaves;
   withBad = mk "with-bad" "echo > $out" ([ bad ] ++ map quick [ 1 2 3 4 5 6 ]);
@@ -200,6 +206,35 @@ fn builds_run_in_parallel_up_to_max_jobs_and_inputs_first() {
             .expect("plan announced");
         assert!(plan.trim_end().ends_with("-fan.drv"), "{plan}");
     }
+}
+
+#[test]
+fn a_chain_reads_inputs_registered_after_it_started_and_registers_every_reference() {
+    let f = fixture(&["chain"]);
+    let rec = Arc::new(Rec::default());
+    let report = realise(&f, &settings(&rec, 2), "chain");
+    assert_eq!(report.exit_code(), 0);
+    assert_eq!(report.built.len(), 3);
+    assert_eq!(report.registrations.len(), 3);
+    let top = report.into_result().unwrap()[0]["out"].clone();
+    let closure = f
+        .store
+        .query_closure_sync(&BTreeSet::from([top.clone()]))
+        .unwrap();
+    assert_eq!(closure.len(), 3, "{closure:?}");
+    let text = std::fs::read_to_string(f.store.real_path(&top)).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0], "c1");
+    let c2: StorePath = f.store.store_dir().parse(lines[2]).unwrap();
+    let c1: StorePath = f.store.store_dir().parse(lines[1]).unwrap();
+    let info = f.store.query_path_info_sync(&top).unwrap().unwrap();
+    assert_eq!(info.references, BTreeSet::from([c1.clone(), c2.clone()]));
+    let info2 = f.store.query_path_info_sync(&c2).unwrap().unwrap();
+    assert_eq!(info2.references, BTreeSet::from([c1.clone()]));
+    assert!(f.store.is_valid_sync(&c1).unwrap());
+    // Built again: nothing to do, every output is valid.
+    assert!(realise(&f, &settings(&rec, 2), "chain").built.is_empty());
 }
 
 #[test]

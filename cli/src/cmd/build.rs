@@ -315,4 +315,14 @@ fn print_stats(report: &b3_builder::schedule::RealiseReport, wall: Duration) {
         wall.saturating_sub(steps).as_secs_f64()
     ));
     eprintln!("{line}");
+    // Registering happens after the step, while later builds run.
+    let mut reg = report.registrations.clone();
+    if !reg.is_empty() {
+        reg.sort();
+        eprintln!(
+            "stats: registration per build (overlapped with later builds): median {:.2} ms, max {:.2} ms",
+            ms(reg[reg.len() / 2]),
+            ms(reg[reg.len() - 1])
+        );
+    }
 }

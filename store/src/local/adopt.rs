@@ -316,6 +316,30 @@ impl LocalStore {
     /// valid; otherwise nothing changes. A path that is valid already is
     /// left as it is (and so is the tree).
     pub fn adopt_sync(&self, prepared: Prepared, info: &ValidPathInfo) -> Result<(), StoreError> {
+        match self.place_adopted(prepared, info, &|_| false)? {
+            Some(placed) => self.commit_adopted(placed),
+            None => Ok(()),
+        }
+    }
+
+    /// The first half of [`Self::adopt_sync`]: checks `info` against what
+    /// was measured, takes the path's lock and moves the tree into place
+    /// with its final metadata, so that its bytes can be read at the store
+    /// path from now on; [`Self::commit_adopted`] then waits for its
+    /// flushes and registers it. `Ok(None)`: the path is valid already
+    /// (nothing moved). A reference may be valid or `pending(reference)`:
+    /// placed and not yet registered, its registration queued before this
+    /// one's (the caller orders them, see `commit_adopted`).
+    ///
+    /// Until it is committed the path is an unregistered leftover: a crash
+    /// leaves it to the next add of it or to the sweep after a crash, and
+    /// its lock (held by the [`Placed`]) keeps other adds of it away.
+    pub fn place_adopted(
+        &self,
+        prepared: Prepared,
+        info: &ValidPathInfo,
+        pending: &dyn Fn(&StorePath) -> bool,
+    ) -> Result<Option<Placed>, StoreError> {
         let path_s = self.print_path(&info.path);
         self.add_temp_roots(std::iter::once(&info.path).chain(info.references.iter()))?;
         if info.nar_hash != prepared.nar_hash {
@@ -341,13 +365,20 @@ impl LocalStore {
             }
             self.check_ca_contents(&prepared.node, ca, &prepared.nar_hash, &path_s)?;
         }
-        self.check_references_valid(info)?;
-        let _lock = self
+        for r in &info.references {
+            if r != &info.path && !pending(r) && !self.is_valid_sync(r)? {
+                return Err(StoreError::MissingReference {
+                    path: path_s,
+                    reference: self.print_path(r),
+                });
+            }
+        }
+        let lock = self
             .locks()
             .lock(&info.path.base_name())
             .map_err(io_ctx("locking the path"))?;
         if self.is_valid_sync(&info.path)? {
-            return Ok(());
+            return Ok(None);
         }
         let dest = self.real_path(&info.path);
         if std::fs::symlink_metadata(&dest).is_ok() {
@@ -373,42 +404,99 @@ impl LocalStore {
         // From here on a failure removes the path again. Until it is
         // registered it is an unregistered leftover, which the next add of
         // it or the sweep after a crash deletes.
-        let registered = self.finish_adoption(&prepared, info, &dest, is_dir);
-        if registered.is_err() {
-            let _ = self.delete_physical(&dest);
+        let placed = Placed {
+            prepared,
+            info: info.clone(),
+            dest,
+            is_dir,
+            _lock: lock,
+        };
+        if let Err(e) = self.finish_placing(&placed) {
+            self.discard_adopted(placed);
+            return Err(e);
         }
-        registered
+        Ok(Some(placed))
     }
 
-    /// Restores the moved top's metadata, waits until the contents, the
-    /// top and the store directory's new entry are on disk (all flushed at
-    /// once, so one journal commit can carry them), then registers.
-    fn finish_adoption(
-        &self,
-        prepared: &Prepared,
-        info: &ValidPathInfo,
-        dest: &Path,
-        is_dir: bool,
-    ) -> Result<(), StoreError> {
-        if is_dir {
+    /// Restores the moved top's metadata (readers of the placed path see
+    /// it final) and starts the flushes of the top and of the store
+    /// directory's new entry.
+    fn finish_placing(&self, placed: &Placed) -> Result<(), StoreError> {
+        let dest = &placed.dest;
+        if placed.is_dir {
             crate::os::set_mode(dest, 0o555).map_err(at(dest, "setting the mode of"))?;
         }
         crate::os::set_canonical_mtime(dest).map_err(at(dest, "setting the time of"))?;
-        if let Some(g) = &prepared.sync {
-            if is_dir {
+        if let Some(g) = &placed.prepared.sync {
+            if placed.is_dir {
                 g.submit_path(dest).map_err(at(dest, "syncing"))?;
             }
             g.submit_path(self.real_store_dir())
                 .map_err(at(dest, "syncing the store directory for"))?;
+        }
+        Ok(())
+    }
+
+    /// The second half of [`Self::adopt_sync`]: waits until the placed
+    /// path's contents, its top and the store directory's new entry are on
+    /// disk (flushed together, so that one journal commit can carry them),
+    /// then registers it. The database checks in the same transaction that
+    /// every reference is registered, so a caller that places B (referring
+    /// to A) before A is registered must commit A first: then a crash
+    /// between the two, or a failure of A's commit, never leaves B
+    /// registered without A. On failure the path is removed again.
+    pub fn commit_adopted(&self, placed: Placed) -> Result<(), StoreError> {
+        let r = self.commit_placed(&placed);
+        if r.is_err() {
+            self.discard_adopted(placed);
+        }
+        r
+    }
+
+    fn commit_placed(&self, placed: &Placed) -> Result<(), StoreError> {
+        let dest = &placed.dest;
+        if let Some(g) = &placed.prepared.sync {
             g.wait().map_err(at(dest, "syncing"))?;
         } else if self.inner.fsync && self.inner.sync_whole_fs {
             // The one-syncfs-per-add mode (`B3_FSYNC=syncfs`).
             self.sync_filesystem(dest)?;
         }
         super::crash_point("before-register");
+        let info = &placed.info;
         let row = self.row_of(info);
         let refs = info.references.iter().map(|r| self.print_path(r)).collect();
         self.db().register(&[(row, refs)]).map_err(super::db_err)
+    }
+
+    /// Gives up a placed path that will not be registered: removes it from
+    /// the store directory (its lock is released afterwards).
+    pub fn discard_adopted(&self, placed: Placed) {
+        wait_quietly(&placed.prepared.sync);
+        let _ = self.delete_physical(&placed.dest);
+    }
+}
+
+/// A tree moved into place by [`LocalStore::place_adopted`], not yet
+/// registered: commit it with [`LocalStore::commit_adopted`] or give it up
+/// with [`LocalStore::discard_adopted`]. Holds the path's lock.
+#[derive(Debug)]
+pub struct Placed {
+    prepared: Prepared,
+    info: ValidPathInfo,
+    dest: PathBuf,
+    is_dir: bool,
+    _lock: crate::lock::FileLock,
+}
+
+impl Placed {
+    /// The store path placed.
+    pub fn path(&self) -> &StorePath {
+        &self.info.path
+    }
+
+    /// What will be registered.
+    pub fn info(&self) -> &ValidPathInfo {
+        &self.info
     }
 }
 
@@ -601,6 +689,90 @@ mod tests {
             .filter(|n| n.to_string_lossy().starts_with(".b3-tmp-") && !w.ends_with(n))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    fn path_of(s: &LocalStore, c: char, name: &str) -> StorePath {
+        s.store_dir()
+            .parse(&format!(
+                "{}/{}-{name}",
+                s.store_dir(),
+                c.to_string().repeat(32)
+            ))
+            .unwrap()
+    }
+
+    /// A one-file output of `name` whose contents name `refs`, prepared.
+    fn prepared_file(s: &LocalStore, name: &str, refs: &[&StorePath]) -> Prepared {
+        let w = work(s, name);
+        let t = w.join("out");
+        let text: String = refs
+            .iter()
+            .map(|r| format!("{}\n", s.print_path(r)))
+            .collect();
+        std::fs::write(&t, text).unwrap();
+        let hashes: Vec<String> = refs.iter().map(|r| r.hash_part()).collect();
+        s.prepare_adoption(&t, hashes.iter()).unwrap()
+    }
+
+    fn info_of(p: &Prepared, path: &StorePath, refs: &[&StorePath]) -> ValidPathInfo {
+        let mut info = ValidPathInfo::new(path.clone(), p.nar_hash(), p.nar_size());
+        info.references = refs.iter().map(|r| (*r).clone()).collect();
+        info
+    }
+
+    #[test]
+    fn a_placed_path_is_readable_before_it_is_registered_and_dependents_commit_after_it() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store_with(d.path(), true);
+        let a = path_of(&s, 'a', "a");
+        let b = path_of(&s, 'b', "b");
+        let pa = prepared_file(&s, "a", &[]);
+        let ia = info_of(&pa, &a, &[]);
+        let placed_a = s.place_adopted(pa, &ia, &|_| false).unwrap().unwrap();
+        assert_eq!(std::fs::read(s.real_path(&a)).unwrap(), b"");
+        assert!(!s.is_valid_sync(&a).unwrap());
+
+        // B refers to A: refused while A is neither valid nor pending.
+        let pb = prepared_file(&s, "b", &[&a]);
+        assert_eq!(pb.found(), &BTreeSet::from([a.hash_part()]));
+        let ib = info_of(&pb, &b, &[&a]);
+        assert!(matches!(
+            s.place_adopted(pb, &ib, &|_| false),
+            Err(StoreError::MissingReference { .. })
+        ));
+        assert!(!s.real_path(&b).exists());
+        let pb = prepared_file(&s, "b2", &[&a]);
+        let placed_b = s.place_adopted(pb, &ib, &|r| r == &a).unwrap().unwrap();
+        assert!(s.real_path(&b).exists());
+
+        // In order: A, then B.
+        s.commit_adopted(placed_a).unwrap();
+        s.commit_adopted(placed_b).unwrap();
+        assert!(s.is_valid_sync(&a).unwrap());
+        let info = s.query_path_info_sync(&b).unwrap().unwrap();
+        assert_eq!(info.references, BTreeSet::from([a.clone()]));
+    }
+
+    #[test]
+    fn a_dependent_committed_before_its_reference_is_refused_and_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let a = path_of(&s, 'a', "a");
+        let b = path_of(&s, 'b', "b");
+        let pa = prepared_file(&s, "a", &[]);
+        let ia = info_of(&pa, &a, &[]);
+        let placed_a = s.place_adopted(pa, &ia, &|_| false).unwrap().unwrap();
+        let pb = prepared_file(&s, "b", &[&a]);
+        let ib = info_of(&pb, &b, &[&a]);
+        let placed_b = s.place_adopted(pb, &ib, &|r| r == &a).unwrap().unwrap();
+
+        // A given up (say, its flush failed): B must not be registered.
+        s.discard_adopted(placed_a);
+        assert!(s.commit_adopted(placed_b).is_err());
+        for p in [&a, &b] {
+            assert!(!s.is_valid_sync(p).unwrap());
+            assert!(!s.real_path(p).exists(), "{p:?} left in the store");
+        }
     }
 
     #[test]
