@@ -98,6 +98,8 @@ pub struct AttrsExpr {
     /// Whether values live in a new frame (rec sets and let).
     pub frame: bool,
     pub rec: bool,
+    /// Sorted by name (see `Lowerer::lower_builder`); a frame's slots follow
+    /// this order.
     pub statics: Vec<(Sym, Expr, Pos)>,
     pub dynamics: Vec<(Expr, Expr, Pos)>,
 }
@@ -912,22 +914,36 @@ impl<'a> Lowerer<'a> {
     ) -> Result<AttrsExpr, EvalError> {
         let rec = b.rec || is_let;
         let frame = rec;
+        // The statics are stored sorted by name, the order of a set value, so
+        // that building the set needs no sort (all-packages.nix' set has
+        // ~15,000 names and is built on every evaluation). A rec set's or a
+        // let's slots follow that order. `rank[i]` is the place of the `i`th
+        // binding in source order; the bindings are still lowered in source
+        // order, so the first error reported stays the first in the source.
+        let mut order: Vec<usize> = (0..b.statics.len()).collect();
+        order.sort_by(|&i, &j| b.statics[i].0.cmp(&b.statics[j].0));
+        let mut rank = vec![0u32; order.len()];
+        for (r, &i) in order.iter().enumerate() {
+            rank[i] = r as u32;
+        }
         if frame {
             let mut m = FxHashMap::default();
             if rec {
                 for (i, (n, _, _)) in b.statics.iter().enumerate() {
-                    m.insert(n.clone(), i as u32);
+                    m.insert(n.clone(), rank[i]);
                 }
             }
             self.scopes.push(Scope::Names(m));
         }
         let res = (|| {
             let skip = usize::from(frame);
-            let mut statics = Vec::new();
-            for (name, e, pos) in b.statics {
+            let mut placed: Vec<Option<(Sym, Expr, Pos)>> = Vec::new();
+            placed.resize_with(rank.len(), || None);
+            for (i, (name, e, pos)) in b.statics.into_iter().enumerate() {
                 let x = self.lower_entry(e, &name, pos, skip, &b.froms)?;
-                statics.push((name, x, pos));
+                placed[rank[i] as usize] = Some((name, x, pos));
             }
+            let statics: Vec<(Sym, Expr, Pos)> = placed.into_iter().flatten().collect();
             let mut dynamics = Vec::new();
             for (k, e, pos) in b.dynamics {
                 let key = self.lower_dyn_key(&k)?;
