@@ -147,6 +147,17 @@ impl SandboxPool {
         self.inner.served()
     }
 
+    /// How many sandboxes it made so far (served or not).
+    pub fn made(&self) -> u64 {
+        self.inner.made()
+    }
+
+    /// How many builds are still to start: at most that many sandboxes
+    /// are kept ready (by default, as many as the pool's size).
+    pub fn set_demand(&self, builds: usize) {
+        self.inner.set_demand(builds);
+    }
+
     /// Waits until a sandbox like the last build's is ready (builds do
     /// not wait: they take one if there is one). An error says why none
     /// can be made, or that no build has used the pool yet.

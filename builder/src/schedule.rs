@@ -78,6 +78,8 @@ pub struct RealiseReport {
     /// How many builds ran in a sandbox made ahead of time (the others'
     /// sandboxes were made when they started).
     pub premade_sandboxes: u64,
+    /// How many sandboxes were made ahead of time (used or not).
+    pub sandboxes_made: u64,
     /// Per build, how long registering its outputs took (waiting for their
     /// flushes, then the database), overlapped with the builds after it.
     pub registrations: Vec<Duration>,
@@ -210,6 +212,7 @@ pub fn realise_goals(
         built_elsewhere: Vec::new(),
         checked: Vec::new(),
         premade_sandboxes: 0,
+        sandboxes_made: 0,
         registrations: Vec::new(),
         status_mask: 0,
         goal_names: goals.iter().map(|g| store.print_path(&g.drv)).collect(),
@@ -270,6 +273,7 @@ pub fn realise_goals(
     s.run(&ctx);
     registrar.finish();
     s.report.premade_sandboxes = pool.as_ref().map_or(0, SandboxPool::served);
+    s.report.sandboxes_made = pool.as_ref().map_or(0, SandboxPool::made);
     drop(pool);
     trash.finish();
     for (g, i) in goals.iter().zip(top) {
@@ -389,6 +393,7 @@ impl<'a> Sched<'a> {
                 self.nodes[i].state = State::Running;
                 self.running_builds += 1;
                 self.progress();
+                self.tell_pool(ctx);
                 let (drv_path, drv, outputs, check) = {
                     let n = &self.nodes[i];
                     (
@@ -434,6 +439,7 @@ impl<'a> Sched<'a> {
             if self.running_builds + self.running_substs + self.running_commits == 0 {
                 break;
             }
+            self.tell_pool(ctx);
             let Ok((i, result)) = rx.recv() else { break };
             match result {
                 JobResult::Build(r) => {
@@ -512,6 +518,21 @@ impl<'a> Sched<'a> {
                 let _ = store.make_adoption_lock(p);
             }
         });
+    }
+
+    /// Tells the sandbox pool how many builds are still to start, so that
+    /// it makes no sandbox nobody will use (a single build, the end of a
+    /// realisation). Told each time a build is marked running, before its
+    /// thread starts, so that the pool never counts it.
+    fn tell_pool(&self, ctx: &StepCtx<'_>) {
+        if let Some(pool) = ctx.pool {
+            let to_start = self
+                .nodes
+                .iter()
+                .filter(|n| matches!(n.state, State::Waiting | State::Queued))
+                .count();
+            pool.set_demand(to_start);
+        }
     }
 
     /// Nix's "these N derivations will be built:" (dependencies first).

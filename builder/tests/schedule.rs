@@ -44,6 +44,7 @@ let
   c3 = mk "c3" "{ cat ${c2}; echo ${c2}; } > $out" [ c2 ];
 in {
   chain = c3;
+  one = c1;
   slowAndBad = mk "slow-and-bad" "echo > $out" [ slow badLater ];
   fan = mk "fan" "cat $deps > $out" leaves;
   withBad = mk "with-bad" "echo > $out" ([ bad ] ++ map quick [ 1 2 3 4 5 6 ]);
@@ -235,6 +236,17 @@ fn a_chain_reads_inputs_registered_after_it_started_and_registers_every_referenc
     assert!(f.store.is_valid_sync(&c1).unwrap());
     // Built again: nothing to do, every output is valid.
     assert!(realise(&f, &settings(&rec, 2), "chain").built.is_empty());
+}
+
+#[test]
+fn a_single_build_makes_no_sandbox_ahead_of_time() {
+    let f = fixture(&["one"]);
+    let rec = Arc::new(Rec::default());
+    let report = realise(&f, &settings(&rec, 2), "one");
+    assert_eq!(report.exit_code(), 0);
+    assert_eq!(report.built.len(), 1);
+    assert_eq!(report.premade_sandboxes, 0);
+    assert_eq!(report.sandboxes_made, 0);
 }
 
 #[test]

@@ -46,6 +46,10 @@ impl Pool {
     pub fn served(&self) -> u64 {
         0
     }
+    pub fn set_demand(&self, _builds: usize) {}
+    pub fn made(&self) -> u64 {
+        0
+    }
     pub fn wait_ready(&self) -> Result<(), crate::sandbox::SandboxError> {
         Err(crate::sandbox::SandboxError::Setup(OsError::new(
             "pre-made sandboxes",

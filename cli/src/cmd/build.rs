@@ -284,7 +284,7 @@ fn print_stats(report: &b3_builder::schedule::RealiseReport, wall: Duration) {
     eprintln!(
         "stats: built {} derivations ({} by other processes, {} substituted) in {:.3} s; \
          sandbox set-up per build: median {:.2} ms, mean {:.2} ms, max {:.2} ms; \
-         {} sandboxes made ahead of time",
+         {} sandboxes made ahead of time ({} made in all)",
         report.built.len(),
         report.built_elsewhere.len(),
         report.substituted.len(),
@@ -292,7 +292,8 @@ fn print_stats(report: &b3_builder::schedule::RealiseReport, wall: Duration) {
         ms(median),
         ms(mean),
         ms(max),
-        report.premade_sandboxes
+        report.premade_sandboxes,
+        report.sandboxes_made
     );
     if report.built.is_empty() {
         return;

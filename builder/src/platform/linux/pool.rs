@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,11 @@ struct Shared {
     /// namespace, so one directory serves them all).
     dir: PathBuf,
     served: AtomicU64,
+    /// How many sandboxes were made.
+    made: AtomicU64,
+    /// How many builds are still to start (see [`Pool::set_demand`]);
+    /// `usize::MAX` until someone says.
+    demand: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -162,6 +167,8 @@ impl Pool {
                 size: size.max(1),
                 dir,
                 served: AtomicU64::new(0),
+                made: AtomicU64::new(0),
+                demand: AtomicUsize::new(usize::MAX),
             }),
             filler: Mutex::new(None),
         }
@@ -170,6 +177,23 @@ impl Pool {
     /// How many builds ran in a pre-made sandbox.
     pub fn served(&self) -> u64 {
         self.shared.served.load(Ordering::Relaxed)
+    }
+
+    /// How many sandboxes it made (served or not).
+    pub fn made(&self) -> u64 {
+        self.shared.made.load(Ordering::Relaxed)
+    }
+
+    /// Tells the pool how many builds are still to start: it keeps at most
+    /// that many sandboxes ready (and never more than its size), so that a
+    /// realisation does not make sandboxes nobody will use (none at all for
+    /// a single build, which takes a fresh one).
+    pub fn set_demand(&self, builds: usize) {
+        let _st = self.shared.lock();
+        let before = self.shared.demand.swap(builds, Ordering::Relaxed);
+        if builds > before {
+            self.shared.changed.notify_all();
+        }
     }
 
     /// Waits until a sandbox for the current template (that of the last
@@ -294,7 +318,8 @@ fn fill(shared: &Shared) {
                     st.warm.clear();
                     return;
                 }
-                let want = st.broken.is_none() && st.warm.len() < shared.size;
+                let wanted = shared.size.min(shared.demand.load(Ordering::Relaxed));
+                let want = st.broken.is_none() && st.warm.len() < wanted;
                 if let (true, Some((k, s))) = (want, &st.template) {
                     let job = (k.clone(), s.clone());
                     st.making = Some(job.0.clone());
@@ -304,6 +329,9 @@ fn fill(shared: &Shared) {
             }
         };
         let made = make(&shared.dir, &key, &spec);
+        if made.is_ok() {
+            shared.made.fetch_add(1, Ordering::Relaxed);
+        }
         let mut st = shared.lock();
         st.making = None;
         match made {
