@@ -228,7 +228,7 @@ impl Ev {
                 return None;
             };
             let Value::Attrs(a) = &v else { return None };
-            let x = a.get(key)?.clone();
+            let x = a.get_sym(key)?.clone();
             if k + 1 < n {
                 if let Value::Thunk(t) = &x {
                     v = t.forced()?;
@@ -564,7 +564,7 @@ impl Ev {
         let mut v = self.eval(e, env)?;
         for name in path {
             let dynkey;
-            let key: &str = match name {
+            let key: &Sym = match name {
                 AttrName::Static(s) => s,
                 AttrName::Dynamic(_) => {
                     dynkey = self.attr_name(name, env)?;
@@ -572,7 +572,7 @@ impl Ev {
                 }
             };
             let found = match &v {
-                Value::Attrs(a) => a.get(key).cloned(),
+                Value::Attrs(a) => a.get_sym(key).cloned(),
                 _ if default.is_some() => None,
                 other => return Err(self.select_type_error(other, pos)),
             };
@@ -673,7 +673,7 @@ impl Ev {
                 for name in path {
                     let key = self.attr_name(name, env)?;
                     match &v {
-                        Value::Attrs(a) => match a.get(&key) {
+                        Value::Attrs(a) => match a.get_sym(&key) {
                             Some(x) => v = self.force(x)?,
                             None => return Ok(Value::Bool(false)),
                         },
@@ -777,7 +777,7 @@ impl Ev {
         for d in withs {
             let ns = env.lookup(*d, 0);
             let a = self.force_attrs(&ns, pos)?;
-            if let Some(v) = a.get(name) {
+            if let Some(v) = a.get_sym(name) {
                 return Ok(v.clone());
             }
         }
@@ -1066,7 +1066,7 @@ impl Ev {
                 let mut slots = Slots::with_capacity(n);
                 let mut used = 0usize;
                 for f in formals.iter() {
-                    match args.get(&f.name) {
+                    match args.get_sym(&f.name) {
                         Some(v) => {
                             used += 1;
                             slots.push(v.clone());

@@ -18,7 +18,8 @@ pub struct Sym(u32);
 
 /// The names: bucket `k` holds `FIRST << k` of them and is allocated when
 /// the first of them is interned, so a name's text never moves and can be
-/// read without a lock.
+/// read without a lock. Each name keeps its [`order_key`] next to its text,
+/// so most comparisons of two names read neither text.
 mod names {
     use std::sync::atomic::{AtomicPtr, Ordering};
     use std::sync::Mutex;
@@ -26,7 +27,12 @@ mod names {
     const FIRST_BITS: u32 = 10;
     const BUCKETS: usize = 22;
 
-    static BUCKETS_PTR: [AtomicPtr<&'static str>; BUCKETS] =
+    pub struct Name {
+        pub key: u64,
+        pub text: &'static str,
+    }
+
+    static BUCKETS_PTR: [AtomicPtr<Name>; BUCKETS] =
         [const { AtomicPtr::new(std::ptr::null_mut()) }; BUCKETS];
 
     struct Interner {
@@ -57,28 +63,55 @@ mod names {
         assert!(k < BUCKETS, "too many distinct names");
         let mut bucket = BUCKETS_PTR[k].load(Ordering::Acquire);
         if bucket.is_null() {
-            let b: Box<[&'static str]> = vec![""; (1usize << FIRST_BITS) << k].into_boxed_slice();
+            let b: Box<[Name]> = (0..(1usize << FIRST_BITS) << k)
+                .map(|_| Name { key: 0, text: "" })
+                .collect();
             bucket = Box::leak(b).as_mut_ptr();
             BUCKETS_PTR[k].store(bucket, Ordering::Release);
         }
         let text: &'static str = Box::leak(s.to_owned().into_boxed_str());
+        let name = Name {
+            key: super::order_key(text.as_bytes()),
+            text,
+        };
         // SAFETY: `off` is inside bucket `k` (sized for it above); the slot
         // is written once, under the lock, before its index is handed out,
         // and an index reaches a reader only after this write (through the
         // lock, or through whatever gave the reader the `Sym`).
-        unsafe { bucket.add(off).write(text) };
+        unsafe { bucket.add(off).write(name) };
         t.len = i + 1;
         t.map.insert(text, i);
         i
     }
 
     #[inline]
-    pub fn text(i: u32) -> &'static str {
+    pub fn get(i: u32) -> &'static Name {
         let (k, off) = slot(i);
         let bucket = BUCKETS_PTR[k].load(Ordering::Acquire);
         // SAFETY: `i` came from `intern`, which allocated bucket `k` and
-        // wrote slot `off` before returning `i` (see above).
-        unsafe { *bucket.add(off) }
+        // wrote slot `off` before returning `i` (see above); buckets are
+        // leaked, so the reference lives as long as the process.
+        unsafe { &*bucket.add(off) }
+    }
+}
+
+/// The first 8 bytes of a name as a big-endian number, zero-padded: names
+/// whose keys differ compare as their keys do; equal keys (a common prefix
+/// of 8 bytes, or a name with NUL bytes) need the texts compared.
+#[inline]
+pub(crate) fn order_key(b: &[u8]) -> u64 {
+    let mut k = [0u8; 8];
+    let n = b.len().min(8);
+    k[..n].copy_from_slice(&b[..n]);
+    u64::from_be_bytes(k)
+}
+
+/// Byte order of a name and a text whose [`order_key`] is `key`.
+#[inline]
+fn cmp_name_text(n: &names::Name, key: u64, text: &[u8]) -> std::cmp::Ordering {
+    match n.key.cmp(&key) {
+        std::cmp::Ordering::Equal => n.text.as_bytes().cmp(text),
+        c => c,
     }
 }
 
@@ -88,7 +121,7 @@ impl Sym {
     }
     #[inline]
     pub fn as_str(&self) -> &'static str {
-        names::text(self.0)
+        names::get(self.0).text
     }
 }
 
@@ -127,7 +160,8 @@ impl Ord for Sym {
         if self.0 == o.0 {
             return std::cmp::Ordering::Equal;
         }
-        self.as_str().as_bytes().cmp(o.as_str().as_bytes())
+        let (a, b) = (names::get(self.0), names::get(o.0));
+        cmp_name_text(a, b.key, b.text.as_bytes())
     }
 }
 
@@ -252,14 +286,31 @@ impl Attrs {
     }
     #[inline]
     pub fn get_entry(&self, k: &str) -> Option<&Entry> {
-        match self
-            .entries
-            .binary_search_by(|e| e.0.as_ref().cmp(k))
-            .ok()
-            .map(|i| &self.entries[i])
-        {
-            Some(e) => Some(e),
-            None => self.base.as_ref()?.get_entry(k),
+        let key = order_key(k.as_bytes());
+        self.find(|e| cmp_name_text(names::get(e.0 .0), key, k.as_bytes()))
+    }
+    /// [`Attrs::get`] by an interned name: no text is read unless the name
+    /// shares its first 8 bytes with a name of the set.
+    #[inline]
+    pub fn get_sym(&self, k: &Sym) -> Option<&Value> {
+        self.get_sym_entry(k).map(|e| &e.1)
+    }
+    #[inline]
+    pub fn get_sym_entry(&self, k: &Sym) -> Option<&Entry> {
+        let n = names::get(k.0);
+        self.find(|e| {
+            if e.0 .0 == k.0 {
+                std::cmp::Ordering::Equal
+            } else {
+                cmp_name_text(names::get(e.0 .0), n.key, n.text.as_bytes())
+            }
+        })
+    }
+    #[inline]
+    fn find(&self, f: impl Fn(&Entry) -> std::cmp::Ordering + Copy) -> Option<&Entry> {
+        match self.entries.binary_search_by(f) {
+            Ok(i) => Some(&self.entries[i]),
+            Err(_) => self.base.as_ref()?.find(f),
         }
     }
     #[inline]
@@ -300,12 +351,12 @@ impl Attrs {
     pub fn intersect(&self, other: &Attrs) -> Attrs {
         let entries = if self.len() < other.len() {
             self.iter()
-                .filter_map(|e| other.get_entry(&e.0).cloned())
+                .filter_map(|e| other.get_sym_entry(&e.0).cloned())
                 .collect()
         } else {
             other
                 .iter()
-                .filter(|e| self.get(&e.0).is_some())
+                .filter(|e| self.get_sym(&e.0).is_some())
                 .cloned()
                 .collect()
         };
@@ -356,7 +407,7 @@ impl Attrs {
         };
         let top = merge_sorted(over, ys);
         if base.len() >= LAYER_MIN_BASE && top.len() * LAYER_RATIO <= base.len() {
-            let added = ys.iter().filter(|e| x.get(&e.0).is_none()).count();
+            let added = ys.iter().filter(|e| x.get_sym(&e.0).is_none()).count();
             return Rc::new(Attrs {
                 len: x.len() + added,
                 entries: top,
@@ -909,6 +960,69 @@ mod tests {
         v.sort();
         let t: Vec<&str> = v.iter().map(|s| s.as_str()).collect();
         assert_eq!(t, ["B", "a", "ab", "b"]);
+    }
+
+    #[test]
+    fn names_order_by_bytes_past_their_first_eight_and_around_nul_bytes() {
+        // Pairs whose first 8 bytes (zero-padded) are equal, where only the
+        // texts decide; and bytes >= 0x80, which must sort after ASCII.
+        let texts = [
+            "buildInputs",
+            "buildInputsX",
+            "buildInput",
+            "build",
+            "build\0",
+            "build\0\0",
+            "build\0a",
+            "",
+            "\0",
+            "nativeBuildInputs",
+            "z\u{e9}",
+            "zz",
+            "aaaaaaaa",
+            "aaaaaaaab",
+        ];
+        let mut syms: Vec<Sym> = texts.iter().map(|t| Sym::from(*t)).collect();
+        syms.sort();
+        let mut bytes: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+        bytes.sort();
+        let got: Vec<&[u8]> = syms.iter().map(|s| s.as_bytes()).collect();
+        assert_eq!(got, bytes);
+        for x in &syms {
+            for y in &syms {
+                assert_eq!(x.cmp(y), x.as_bytes().cmp(y.as_bytes()), "{x:?} {y:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn lookups_by_name_and_by_text_find_the_same_entries_in_flat_and_layered_sets() {
+        let many: Vec<String> = (0..40).map(|i| format!("attribute{i:02}")).collect();
+        let refs: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
+        let base = Rc::new(set(&refs));
+        let top = Rc::new(set(&["attribute07", "attribute99", "attr"]));
+        let layered = Attrs::update(&base, &top);
+        assert!(layered.base.is_some(), "a few names over 40 make a layer");
+        for a in [&base, &layered] {
+            for probe in refs
+                .iter()
+                .chain(&["attribute99", "attr", "attribute", "zzz", ""])
+            {
+                let by_text = a.get_entry(probe).map(|e| e.0.as_str());
+                let by_sym = a.get_sym_entry(&Sym::from(*probe)).map(|e| e.0.as_str());
+                assert_eq!(by_text, by_sym, "{probe}");
+            }
+        }
+        assert!(matches!(
+            layered.get_sym(&Sym::from("attribute07")),
+            Some(Value::Int(0))
+        ));
+        assert!(matches!(
+            layered.get_sym(&Sym::from("attribute08")),
+            Some(Value::Int(8))
+        ));
+        assert!(matches!(layered.get("attribute99"), Some(Value::Int(1))));
+        assert!(base.get_sym(&Sym::from("attribute99")).is_none());
     }
 
     #[test]
