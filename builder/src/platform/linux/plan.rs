@@ -270,6 +270,28 @@ pub(super) fn prepare(
     stage: Option<&Path>,
     chown_to: Option<(u32, u32)>,
 ) -> Result<Prepared, SandboxError> {
+    prepare_parts(spec, root, stage, chown_to, true)
+}
+
+/// [`prepare`] without [`Prepared::early`] (left empty), for a pre-made
+/// sandbox that has run its early steps already: none of the early part's
+/// host lookups (devices, extra paths) on the build's critical path.
+pub(super) fn prepare_late(
+    spec: &SandboxSpec,
+    root: &Path,
+    stage: Option<&Path>,
+    chown_to: Option<(u32, u32)>,
+) -> Result<Prepared, SandboxError> {
+    prepare_parts(spec, root, stage, chown_to, false)
+}
+
+fn prepare_parts(
+    spec: &SandboxSpec,
+    root: &Path,
+    stage: Option<&Path>,
+    chown_to: Option<(u32, u32)>,
+    with_early: bool,
+) -> Result<Prepared, SandboxError> {
     check_spec(spec, root)?;
     let root = root.to_path_buf();
     let mut ops = Vec::new();
@@ -308,112 +330,114 @@ pub(super) fn prepare(
 
     // /build (bound late) and /tmp.
     let build = under(&root, SANDBOX_BUILD_DIR);
-    ops.push(Op::Mkdir {
-        path: cpath(&build)?,
-        mode: 0o700,
-    });
-    let tmp = under(&root, "/tmp");
-    ops.push(Op::Mkdir {
-        path: cpath(&tmp)?,
-        mode: 0o1777,
-    });
-    ops.push(Op::Chmod {
-        path: cpath(&tmp)?,
-        mode: 0o1777,
-    });
+    if with_early {
+        ops.push(Op::Mkdir {
+            path: cpath(&build)?,
+            mode: 0o700,
+        });
+        let tmp = under(&root, "/tmp");
+        ops.push(Op::Mkdir {
+            path: cpath(&tmp)?,
+            mode: 0o1777,
+        });
+        ops.push(Op::Chmod {
+            path: cpath(&tmp)?,
+            mode: 0o1777,
+        });
 
-    // /etc.
-    let etc = under(&root, "/etc");
-    ops.push(Op::Mkdir {
-        path: cpath(&etc)?,
-        mode: 0o755,
-    });
-    for (name, text) in [("passwd", PASSWD), ("group", GROUP), ("hosts", HOSTS)] {
-        ops.push(Op::WriteFile {
-            path: cpath(&etc.join(name))?,
-            data: text.as_bytes().to_vec(),
-            mode: 0o644,
+        // /etc.
+        let etc = under(&root, "/etc");
+        ops.push(Op::Mkdir {
+            path: cpath(&etc)?,
+            mode: 0o755,
         });
-    }
-    if spec.network {
-        ops.push(Op::WriteFile {
-            path: cpath(&etc.join("nsswitch.conf"))?,
-            data: NSSWITCH.as_bytes().to_vec(),
-            mode: 0o644,
-        });
-        for name in FOD_ETC {
-            let host = Path::new("/etc").join(name);
-            if let Some(Kind::File) = kind_of(&host)? {
-                expose(&mut ops, Kind::File, &host, &etc.join(name))?;
+        for (name, text) in [("passwd", PASSWD), ("group", GROUP), ("hosts", HOSTS)] {
+            ops.push(Op::WriteFile {
+                path: cpath(&etc.join(name))?,
+                data: text.as_bytes().to_vec(),
+                mode: 0o644,
+            });
+        }
+        if spec.network {
+            ops.push(Op::WriteFile {
+                path: cpath(&etc.join("nsswitch.conf"))?,
+                data: NSSWITCH.as_bytes().to_vec(),
+                mode: 0o644,
+            });
+            for name in FOD_ETC {
+                let host = Path::new("/etc").join(name);
+                if let Some(Kind::File) = kind_of(&host)? {
+                    expose(&mut ops, Kind::File, &host, &etc.join(name))?;
+                }
             }
         }
-    }
 
-    // /dev.
-    let dev = under(&root, "/dev");
-    ops.push(Op::Mkdir {
-        path: cpath(&dev)?,
-        mode: 0o755,
-    });
-    let mut devices: Vec<&str> = DEVICES.to_vec();
-    if spec.kvm && Path::new("/dev/kvm").exists() {
-        devices.push("kvm");
-    }
-    for d in devices {
-        // Read-only binds still allow reading and writing the device, but
-        // not chmod/chown of the host's node (which the builder owns when
-        // the caller is root, root being mapped to the build user).
-        expose(
-            &mut ops,
-            Kind::File,
-            &Path::new("/dev").join(d),
-            &dev.join(d),
-        )?;
-    }
-    for (name, to) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        ops.push(Op::Symlink {
-            target: cstr_bytes(to.as_bytes(), "link")?,
-            link: cpath(&dev.join(name))?,
+        // /dev.
+        let dev = under(&root, "/dev");
+        ops.push(Op::Mkdir {
+            path: cpath(&dev)?,
+            mode: 0o755,
+        });
+        let mut devices: Vec<&str> = DEVICES.to_vec();
+        if spec.kvm && Path::new("/dev/kvm").exists() {
+            devices.push("kvm");
+        }
+        for d in devices {
+            // Read-only binds still allow reading and writing the device, but
+            // not chmod/chown of the host's node (which the builder owns when
+            // the caller is root, root being mapped to the build user).
+            expose(
+                &mut ops,
+                Kind::File,
+                &Path::new("/dev").join(d),
+                &dev.join(d),
+            )?;
+        }
+        for (name, to) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            ops.push(Op::Symlink {
+                target: cstr_bytes(to.as_bytes(), "link")?,
+                link: cpath(&dev.join(name))?,
+            });
+        }
+        ops.push(Op::Mkdir {
+            path: cpath(&dev.join("pts"))?,
+            mode: 0o755,
+        });
+        ops.push(Op::Devpts {
+            pts: cpath(&dev.join("pts"))?,
+            ptmx: cpath(&dev.join("ptmx"))?,
+        });
+        ops.push(Op::Mkdir {
+            path: cpath(&dev.join("shm"))?,
+            mode: 0o1777,
+        });
+        ops.push(Op::Mount {
+            source: Some(CString::from(c"none")),
+            target: cpath(&dev.join("shm"))?,
+            fstype: Some(CString::from(c"tmpfs")),
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
+            data: Some(CString::from(c"size=50%,mode=1777")),
+        });
+
+        // /proc of the new PID namespace.
+        let proc_dir = under(&root, "/proc");
+        ops.push(Op::Mkdir {
+            path: cpath(&proc_dir)?,
+            mode: 0o555,
+        });
+        ops.push(Op::Mount {
+            source: Some(CString::from(c"none")),
+            target: cpath(&proc_dir)?,
+            fstype: Some(CString::from(c"proc")),
+            flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            data: None,
         });
     }
-    ops.push(Op::Mkdir {
-        path: cpath(&dev.join("pts"))?,
-        mode: 0o755,
-    });
-    ops.push(Op::Devpts {
-        pts: cpath(&dev.join("pts"))?,
-        ptmx: cpath(&dev.join("ptmx"))?,
-    });
-    ops.push(Op::Mkdir {
-        path: cpath(&dev.join("shm"))?,
-        mode: 0o1777,
-    });
-    ops.push(Op::Mount {
-        source: Some(CString::from(c"none")),
-        target: cpath(&dev.join("shm"))?,
-        fstype: Some(CString::from(c"tmpfs")),
-        flags: libc::MS_NOSUID | libc::MS_NODEV,
-        data: Some(CString::from(c"size=50%,mode=1777")),
-    });
-
-    // /proc of the new PID namespace.
-    let proc_dir = under(&root, "/proc");
-    ops.push(Op::Mkdir {
-        path: cpath(&proc_dir)?,
-        mode: 0o555,
-    });
-    ops.push(Op::Mount {
-        source: Some(CString::from(c"none")),
-        target: cpath(&proc_dir)?,
-        fstype: Some(CString::from(c"proc")),
-        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        data: None,
-    });
 
     // Extra sandbox paths (e.g. /bin/sh). Those inside the store directory
     // go on top of the store layer, which is laid out late.
@@ -425,7 +449,7 @@ pub(super) fn prepare(
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
         if inside {
             extra_path(&mut in_store, &root, p)?;
-        } else {
+        } else if with_early {
             extra_path(&mut ops, &root, p)?;
         }
     }
@@ -438,7 +462,7 @@ pub(super) fn prepare(
     if let Some(to) = chown_to {
         ops = chown_created(ops, to)?;
     }
-    let early = ops;
+    let early = if with_early { ops } else { Vec::new() };
 
     // The build's own part.
     let mut late = Vec::new();
@@ -654,5 +678,60 @@ pub(super) fn describe_step(step: u32) -> String {
         child::STEP_EXEC => "executing the builder".into(),
         child::STEP_SIGNALS => "resetting signals".into(),
         other => format!("sandbox set-up step {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &Path) -> SandboxSpec {
+        for d in ["store", "build", "root"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::write(dir.join("input-file"), "x").unwrap();
+        SandboxSpec {
+            builder: "/bin/sh".into(),
+            args: vec!["-c".into(), "true".into()],
+            env: vec![("out".into(), "/nix/store/x".into())],
+            env_bytes: Vec::new(),
+            logical_store_dir: "/nix/store".into(),
+            physical_store_dir: dir.to_path_buf(),
+            inputs: vec!["input-file".into()],
+            store_dir_host: dir.join("store"),
+            build_dir: dir.join("build"),
+            root_dir: dir.join("root"),
+            scratch_dir: None,
+            network: false,
+            extra_paths: vec![
+                SandboxPath::parse("/bin/sh=/bin/busybox?").unwrap(),
+                SandboxPath::parse(&format!("/nix/store/extra={}", dir.display())).unwrap(),
+            ],
+            kvm: false,
+            timeout: None,
+            max_silent: None,
+            cancel: None,
+            pool: None,
+        }
+    }
+
+    #[test]
+    fn the_late_plan_alone_is_the_full_plans_late_part() {
+        let d = tempfile::tempdir().unwrap();
+        let s = spec(d.path());
+        let root = d.path().join("root");
+        let stage = d.path().join("stage");
+        for chown in [None, Some((1000, 100))] {
+            let full = prepare(&s, &root, Some(&stage), chown).unwrap();
+            let late = prepare_late(&s, &root, Some(&stage), chown).unwrap();
+            assert!(late.early.is_empty());
+            assert!(!full.early.is_empty());
+            assert_eq!(format!("{:?}", late.late), format!("{:?}", full.late));
+            assert_eq!(late.argv, full.argv);
+            assert_eq!(late.envp, full.envp);
+            assert_eq!(late.builder, full.builder);
+            // The extra path inside the store is the build's own (late).
+            assert!(format!("{:?}", late.late).contains("/nix/store/extra"));
+        }
     }
 }

@@ -462,7 +462,7 @@ pub(super) fn spawn_in(
     hand_over(spec, ids).map_err(SandboxError::Setup)?;
     let chown_to = ids.root_mode.then_some((SANDBOX_UID, SANDBOX_GID));
     let dir = warm_dir(spec);
-    let prepared = plan::prepare(spec, &dir, Some(&stage_dir(&dir)), chown_to)?;
+    let prepared = plan::prepare_late(spec, &dir, Some(&stage_dir(&dir)), chown_to)?;
     let early = &warm.parts.plan.early;
     let mut late = Box::new(ChildPlan {
         ops: prepared.late,
