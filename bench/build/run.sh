@@ -57,7 +57,7 @@ NIX
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-declare -A B3T NIXT SETUP ADOPT REG FRESHT PREMADE STEPS
+declare -A B3T NIXT SETUP ADOPT REG FRESHT PREMADE STEPS TAIL
 FRESH=${FRESH:-0}
 for shape in chain fan; do
   for r in $(seq 1 "$ROUNDS"); do
@@ -73,6 +73,7 @@ for shape in chain fan; do
     PREMADE[$shape]="$(sed -n 's/.*; \([0-9]*\) sandboxes made ahead of time.*/\1/p' "$WORK/b3.err")"
     # Where a build step's time went (medians of the last round).
     STEPS[$shape]="$(sed -n 's/^stats: per build (median): //p' "$WORK/b3.err")"
+    TAIL[$shape]="$(sed -n 's/^stats: after the last build (ms): //p' "$WORK/b3.err")"
     SETUP[$shape]+="$(sed -n 's/.*sandbox set-up per build: median \([0-9.]*\) ms.*/\1/p' "$WORK/b3.err") "
     # Adopting the outputs on the step's path: the scan (canonicalise,
     # hash, start the flushes) plus the add (move into place).
@@ -111,7 +112,7 @@ for shape in chain fan; do
   n=$(tr ' ' '\n' <<<"${NIXT[$shape]}" | grep . | median)
   s=$(tr ' ' '\n' <<<"${SETUP[$shape]}" | grep . | median)
   a=$(tr ' ' '\n' <<<"${ADOPT[$shape]}" | grep . | median)
-  g=$(tr ' ' '\n' <<<"${REG[$shape]:-}" | grep . | median)
+  g=$(tr ' ' '\n' <<<"${REG[$shape]:-}" | { grep . || true; } | median)
   builds=$N; [ "$shape" = fan ] && builds=$((N + 1))
   printf '%-6s %8d %10.3f %10.3f %8.3f %16.2f %16.2f %16.2f %8s' "$shape" "$builds" "$b" "$n" "$(echo "$b / $n" | bc -l)" "$s" "$a" "${g:-0}" "${PREMADE[$shape]:-?}"
   if [ "$FRESH" = 1 ]; then
@@ -122,5 +123,6 @@ for shape in chain fan; do
 done
 for shape in chain fan; do
   echo "b3 $shape, per build (ms, medians of the last round): ${STEPS[$shape]:-?}"
+  echo "b3 $shape, after the last build (ms, last round): ${TAIL[$shape]:-?}"
 done
 echo "rounds=$ROUNDS jobs=$JOBS load: $(cut -d' ' -f1-3 /proc/loadavg)"

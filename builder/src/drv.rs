@@ -144,6 +144,7 @@ pub fn job_from_derivation(
             .is_none_or(|v| v != "0")
             .then_some(crate::job::OVERLAY_FROM_INPUTS),
         pool: None,
+        work_dirs: None,
     })
 }
 

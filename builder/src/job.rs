@@ -73,6 +73,9 @@ pub struct BuildJob {
     pub overlay: Option<usize>,
     /// Pre-made sandboxes to take this build's from, when one fits.
     pub pool: Option<crate::sandbox::SandboxPool>,
+    /// Work directories made ahead of time to take this build's from
+    /// (made here when there is none).
+    pub work_dirs: Option<WorkDirStock>,
 }
 
 /// A finished build.
@@ -180,6 +183,62 @@ impl Drop for WorkDir {
         if !self.kept {
             let _ = remove_tree(&self.path);
         }
+    }
+}
+
+/// Work directories made ahead of time, so that a build's start does not
+/// wait for their three new inodes (on the store's file system, a good part
+/// of a millisecond each, and more under load). Cheap to clone; whoever
+/// fills it (a chore thread) and the builds that take from it share one
+/// stock. Directories left when the last clone goes are removed.
+#[derive(Clone, Debug)]
+pub struct WorkDirStock {
+    inner: std::sync::Arc<StockInner>,
+}
+
+#[derive(Debug)]
+struct StockInner {
+    parent: PathBuf,
+    prefix: String,
+    ready: std::sync::Mutex<Vec<WorkDir>>,
+}
+
+impl WorkDirStock {
+    /// An empty stock of directories `parent/<prefix>…` (see
+    /// [`BuildJob::work_parent`] and [`BuildJob::work_prefix`]).
+    pub fn new(parent: &Path, prefix: &str) -> WorkDirStock {
+        WorkDirStock {
+            inner: std::sync::Arc::new(StockInner {
+                parent: parent.to_path_buf(),
+                prefix: prefix.to_string(),
+                ready: std::sync::Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    fn ready(&self) -> std::sync::MutexGuard<'_, Vec<WorkDir>> {
+        self.inner.ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes directories until `want` are ready (none if that many are);
+    /// a failure leaves the rest to the builds, which make their own.
+    pub fn top_up(&self, want: usize) {
+        while self.ready().len() < want {
+            match WorkDir::create(&self.inner.parent, &self.inner.prefix, "build") {
+                Ok(w) => self.ready().push(w),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// A ready directory, if there is one.
+    pub fn take(&self) -> Option<WorkDir> {
+        self.ready().pop()
+    }
+
+    /// The directories nobody took (for removal elsewhere).
+    pub fn drain(&self) -> Vec<WorkDir> {
+        std::mem::take(&mut *self.ready())
     }
 }
 
@@ -359,8 +418,11 @@ impl BuildJob {
             output_names.insert(name.clone(), base.to_string());
         }
 
-        let work = WorkDir::create(&self.work_parent, &self.work_prefix, &self.name)
-            .map_err(JobError::WorkDir)?;
+        let work = match self.work_dirs.as_ref().and_then(WorkDirStock::take) {
+            Some(w) => w,
+            None => WorkDir::create(&self.work_parent, &self.work_prefix, &self.name)
+                .map_err(JobError::WorkDir)?,
+        };
         let overlay = self.overlay.is_some_and(|from| inputs.len() >= from);
         if overlay {
             let d = work.scratch();
@@ -434,6 +496,31 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
+
+    #[test]
+    fn a_work_dir_stock_hands_out_fresh_dirs_and_removes_the_rest() {
+        let parent = tempfile::tempdir().unwrap();
+        let stock = WorkDirStock::new(parent.path(), ".b3-test-");
+        assert!(stock.take().is_none());
+        stock.top_up(3);
+        stock.top_up(2);
+        let a = stock.take().unwrap();
+        let b = stock.take().unwrap();
+        assert_ne!(a.path(), b.path());
+        for w in [&a, &b] {
+            assert!(w.build().is_dir() && w.store().is_dir());
+            assert_eq!(std::fs::read_dir(w.build()).unwrap().count(), 0);
+            assert_eq!(std::fs::read_dir(w.store()).unwrap().count(), 0);
+        }
+        let c = stock.take().unwrap();
+        assert!(stock.take().is_none());
+        stock.top_up(1);
+        drop(stock);
+        // The one left in the stock went with it; taken ones stay theirs.
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 3);
+        drop((a, b, c));
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+    }
 
     #[test]
     fn finishing_the_trash_waits_for_every_chore_and_removes_every_dir() {

@@ -84,7 +84,15 @@ impl Registrar {
                         let started = Instant::now();
                         let paths: Vec<StorePath> =
                             c.placed.iter().map(|p| p.path().clone()).collect();
-                        let r = commit(&store, c).map(|()| started.elapsed());
+                        // A panic must still report (the scheduler waits
+                        // for every commit it queued).
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            commit(&store, c)
+                        }))
+                        .unwrap_or_else(|_| {
+                            Err(StoreError::Other("the registering thread panicked".into()).into())
+                        })
+                        .map(|()| started.elapsed());
                         state.remove(&paths);
                         done(r);
                     }

@@ -32,12 +32,12 @@ use b3_store::traits::StoreError;
 
 use crate::buildlog::RawLog;
 use crate::drv::DrvJobError;
-use crate::job::Trash;
+use crate::job::{Trash, WorkDirStock};
 use crate::platform::Cancel;
 use crate::realise::{read_derivation, RealiseError, RealiseSettings};
 use crate::registrar::Registrar;
 use crate::sandbox::SandboxPool;
-use crate::step::{build_locks, build_step, substitute_step, StepCtx, StepDone};
+use crate::step::{build_locks, build_step, substitute_step, work_prefix, StepCtx, StepDone};
 use crate::timing::Timeline;
 
 /// One thing asked for: outputs (all if empty) of a derivation.
@@ -83,6 +83,10 @@ pub struct RealiseReport {
     /// Per build, how long registering its outputs took (waiting for their
     /// flushes, then the database), overlapped with the builds after it.
     pub registrations: Vec<Duration>,
+    /// What the realisation waited for after its last build: the
+    /// registrations still queued, ending the unused pre-made sandboxes,
+    /// and the clean-up chores (removing work directories, writing logs).
+    pub tail: Vec<(&'static str, Duration)>,
     /// Nix's failure bits (0x04 build failure, 0x01 timeout, 0x02 hash
     /// mismatch, 0x08 not deterministic).
     pub status_mask: u8,
@@ -214,6 +218,7 @@ pub fn realise_goals(
         premade_sandboxes: 0,
         sandboxes_made: 0,
         registrations: Vec::new(),
+        tail: Vec::new(),
         status_mask: 0,
         goal_names: goals.iter().map(|g| store.print_path(&g.drv)).collect(),
         logger: logger.clone(),
@@ -259,6 +264,7 @@ pub fn realise_goals(
     let trash = Trash::new();
     let pool = sandbox_pool(store, settings);
     let registrar = Registrar::new(store);
+    let work_dirs = WorkDirStock::new(store.real_store_dir(), &work_prefix());
     let ctx = StepCtx {
         store,
         settings,
@@ -269,13 +275,26 @@ pub fn realise_goals(
         trash: &trash,
         pool: pool.as_ref(),
         registrar: &registrar,
+        work_dirs: &work_dirs,
     };
     s.run(&ctx);
+    let mut t = std::time::Instant::now();
+    let mut lap = |name: &'static str, tail: &mut Vec<(&'static str, Duration)>| {
+        let now = std::time::Instant::now();
+        tail.push((name, now - t));
+        t = now;
+    };
     registrar.finish();
+    lap("registrations", &mut s.report.tail);
     s.report.premade_sandboxes = pool.as_ref().map_or(0, SandboxPool::served);
     s.report.sandboxes_made = pool.as_ref().map_or(0, SandboxPool::made);
     drop(pool);
+    lap("sandbox pool", &mut s.report.tail);
+    for w in work_dirs.drain() {
+        trash.put(w);
+    }
     trash.finish();
+    lap("clean-up", &mut s.report.tail);
     for (g, i) in goals.iter().zip(top) {
         let n = &mut s.nodes[i];
         let r = match n.state {
@@ -523,15 +542,22 @@ impl<'a> Sched<'a> {
     /// Tells the sandbox pool how many builds are still to start, so that
     /// it makes no sandbox nobody will use (a single build, the end of a
     /// realisation). Told each time a build is marked running, before its
-    /// thread starts, so that the pool never counts it.
+    /// thread starts, so that the pool never counts it. Work directories
+    /// for the next builds (as many as may run at once) are made ahead on
+    /// a chore thread.
     fn tell_pool(&self, ctx: &StepCtx<'_>) {
+        let to_start = self
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.state, State::Waiting | State::Queued))
+            .count();
         if let Some(pool) = ctx.pool {
-            let to_start = self
-                .nodes
-                .iter()
-                .filter(|n| matches!(n.state, State::Waiting | State::Queued))
-                .count();
             pool.set_demand(to_start);
+        }
+        if to_start > 0 {
+            let want = to_start.min(self.settings.max_jobs.max(1));
+            let stock = ctx.work_dirs.clone();
+            ctx.trash.later(move || stock.top_up(want));
         }
     }
 

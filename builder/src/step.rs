@@ -31,7 +31,7 @@ use crate::buildlog::{log_path, BuildOutput, RawLog};
 use crate::builtin_fetchurl;
 use crate::checks::check_outputs;
 use crate::drv::{check_fixed_output, fixed_output_ca, job_from_derivation, BuildSettings};
-use crate::job::{BuildResult, Trash, WorkDir};
+use crate::job::{BuildResult, Trash, WorkDir, WorkDirStock};
 use crate::platform::{Cancel, ExitStatus};
 use crate::realise::{failure_text, scan_output, RealiseError, RealiseSettings};
 use crate::registrar::{Commit, Registrar};
@@ -59,6 +59,13 @@ pub(crate) struct StepCtx<'a> {
     pub pool: Option<&'a SandboxPool>,
     /// Registers finished builds' outputs while later builds run.
     pub registrar: &'a Registrar,
+    /// Work directories made ahead of the builds (see [`work_prefix`]).
+    pub work_dirs: &'a WorkDirStock,
+}
+
+/// Name prefix of this process's build work directories.
+pub(crate) fn work_prefix() -> String {
+    format!("{WORK_PREFIX}{}-build-", std::process::id())
 }
 
 /// How a step ended well.
@@ -306,7 +313,8 @@ fn sandboxed_job(
         impure_env: ctx.settings.impure_env.clone(),
     };
     let mut job = job_from_derivation(store.store_dir(), drv_path, drv, closure, &build_settings)?;
-    job.work_prefix = format!("{WORK_PREFIX}{}-build-", std::process::id());
+    job.work_prefix = work_prefix();
+    job.work_dirs = Some(ctx.work_dirs.clone());
     job.cancel = Some(ctx.cancel.clone());
     // A build through a vfs view has a store of its own: a fresh sandbox.
     if ctx.settings.vfs.is_none() {

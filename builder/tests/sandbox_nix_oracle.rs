@@ -234,6 +234,7 @@ fn compare_with_nix(script: &str, fixed_output: bool) {
         cancel: None,
         overlay: Some(0),
         pool: None,
+        work_dirs: None,
     };
     let mut log = Vec::new();
     let res = job.run(&mut log).expect("sandbox runs");

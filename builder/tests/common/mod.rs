@@ -56,6 +56,7 @@ pub fn job(script: &str, work_parent: &Path) -> BuildJob {
         cancel: None,
         overlay: Some(0),
         pool: None,
+        work_dirs: None,
     }
 }
 

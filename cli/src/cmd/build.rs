@@ -316,6 +316,14 @@ fn print_stats(report: &b3_builder::schedule::RealiseReport, wall: Duration) {
         wall.saturating_sub(steps).as_secs_f64()
     ));
     eprintln!("{line}");
+    if !report.tail.is_empty() {
+        let parts: Vec<String> = report
+            .tail
+            .iter()
+            .map(|(name, d)| format!("{name} {:.2}", ms(*d)))
+            .collect();
+        eprintln!("stats: after the last build (ms): {}", parts.join(" "));
+    }
     // Registering happens after the step, while later builds run.
     let mut reg = report.registrations.clone();
     if !reg.is_empty() {
