@@ -18,7 +18,9 @@ pub struct SourceFile {
     /// Whether `name` is a real path (vs a pseudo-origin).
     pub is_path: bool,
     pub text: Rc<str>,
-    line_starts: Vec<u32>,
+    /// Where each line starts, found on the first position resolved in the
+    /// file: most files of an evaluation never have one resolved.
+    line_starts: std::cell::OnceCell<Vec<u32>>,
 }
 
 thread_local! {
@@ -46,12 +48,6 @@ pub fn add_file(name: &str, is_path: bool, text: Rc<str>) -> u32 {
     if base == 0 {
         return 0;
     }
-    let mut line_starts = vec![0u32];
-    for (i, b) in text.bytes().enumerate() {
-        if b == b'\n' {
-            line_starts.push(i as u32 + 1);
-        }
-    }
     FILES.with(|f| {
         let mut f = f.borrow_mut();
         f.push(Rc::new(SourceFile {
@@ -59,7 +55,7 @@ pub fn add_file(name: &str, is_path: bool, text: Rc<str>) -> u32 {
             name: name.into(),
             is_path,
             text,
-            line_starts,
+            line_starts: std::cell::OnceCell::new(),
         }));
     });
     base
@@ -104,11 +100,12 @@ impl Pos {
     pub fn resolve(&self) -> Option<Resolved> {
         let f = file_of(self.0)?;
         let off = self.0 - f.base;
-        let line = match f.line_starts.binary_search(&off) {
+        let starts = f.line_starts();
+        let line = match starts.binary_search(&off) {
             Ok(i) => i,
             Err(i) => i - 1,
         };
-        let start = f.line_starts[line];
+        let start = starts[line];
         let col = f
             .text
             .get(start as usize..off as usize)
@@ -123,14 +120,54 @@ impl Pos {
 }
 
 impl SourceFile {
+    fn line_starts(&self) -> &[u32] {
+        self.line_starts.get_or_init(|| {
+            let mut v = vec![0u32];
+            for (i, b) in self.text.bytes().enumerate() {
+                if b == b'\n' {
+                    v.push(i as u32 + 1);
+                }
+            }
+            v
+        })
+    }
     pub fn line_text(&self, line: u32) -> Option<&str> {
         let i = line.checked_sub(1)? as usize;
-        let start = *self.line_starts.get(i)? as usize;
-        let end = self
-            .line_starts
+        let starts = self.line_starts();
+        let start = *starts.get(i)? as usize;
+        let end = starts
             .get(i + 1)
             .map(|e| *e as usize - 1)
             .unwrap_or(self.text.len());
         self.text.get(start..end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_resolve_to_line_and_column_once_lines_are_found_on_demand() {
+        let text = "a\nbé c\n\nlast";
+        let base = add_file("/t/pos-test.nix", true, Rc::from(text));
+        let at = |off: usize| {
+            let r = Pos::new(base, off as u32)
+                .resolve()
+                .expect("a registered file");
+            (r.line, r.col)
+        };
+        assert_eq!(at(0), (1, 1));
+        assert_eq!(at(1), (1, 2));
+        assert_eq!(at(2), (2, 1));
+        // Columns count characters: `é` is two bytes.
+        assert_eq!(at(text.find(" c").unwrap() + 1), (2, 4));
+        assert_eq!(at(text.find("last").unwrap()), (4, 1));
+        let f = Pos::new(base, 0).resolve().unwrap().file;
+        assert_eq!(f.line_text(2), Some("bé c"));
+        assert_eq!(f.line_text(3), Some(""));
+        assert_eq!(f.line_text(4), Some("last"));
+        assert_eq!(f.line_text(5), None);
+        assert_eq!(f.line_text(0), None);
     }
 }
