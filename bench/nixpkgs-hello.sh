@@ -3,7 +3,7 @@
 # written) with `b3 instantiate` and Nix 2.8's `nix-instantiate` side by side:
 # checks both print the same drv path, then prints CPU time (user+sys, best of
 # $RUNS, default 3), peak RSS and the b3/Nix ratios.
-# b3 keeps a parse cache of lowered files ($XDG_CACHE_HOME/b3/parse, see
+# b3 keeps a parse cache of lowered files ($XDG_CACHE_HOME/b3/parse-v2.sqlite, see
 # evaluator/src/parse_cache.rs); Nix 2.8 has none. The b3 runs here use a
 # cache of their own, filled by the first (drv-path check) run, so they are
 # warm; COLD=1 empties it before every measured run instead.

@@ -3,11 +3,13 @@
 #   hello: `nix-instantiate NIXPKGS -A hello` vs `b3 instantiate NIXPKGS -A hello`
 #          (both with their store already holding the closure; median of N runs).
 #          b3 keeps a parse cache of lowered files (evaluator/src/parse_cache.rs,
-#          $XDG_CACHE_HOME/b3/parse); Nix 2.8 has none and parses every file on
-#          every run. So hello is reported twice: "warm", b3 with the cache
-#          filled by the warm-up run (the normal case on a user's machine), and
-#          "cold", b3 with a new, empty cache directory for each run (it parses
-#          everything and writes the entries, as a first run does).
+#          one SQLite database $XDG_CACHE_HOME/b3/parse-v2.sqlite); Nix 2.8 has
+#          none and parses every file on every run. So hello is reported three
+#          times: "warm", b3 with the cache filled by the warm-up run (the
+#          normal case on a user's machine); "cold", b3 with a new, empty cache
+#          directory for each run (it parses everything and writes the entries,
+#          as a first run does); and "cache off" (B3_PARSE_CACHE=0: parses
+#          everything, writes nothing), which cold should cost barely more than.
 #   qa:    `nix-env -f NIXPKGS -qa --drv-path` vs `b3 env -f NIXPKGS -qa --drv-path`
 #          (one run each; b3 with -j 1 and with -j JOBS, which forks
 #          processes sharing the evaluated package set)
@@ -18,6 +20,7 @@
 # time), and the peak of the sum of Pss over all its processes at once
 # (bench/nixpkgs/pss.sh; pages forked processes share count once).
 #
+# QA_OFF=1 adds a b3 -qa -j 1 run with the parse cache off, before the first.
 # Usage: bench/nixpkgs/run.sh [--nixpkgs DIR] [--b3 PATH] [--runs N] [--jobs N] [--only hello|qa]
 set -uo pipefail
 
@@ -34,7 +37,7 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -89,7 +92,7 @@ if [ "$only" != qa ]; then
   # Warm both stores (and the page cache) once.
   nix-instantiate "$nixpkgs" -A hello >/dev/null 2>&1
   env -u NIX_REMOTE "$b3" --store "$store" instantiate "$nixpkgs" -A hello >/dev/null 2>&1
-  nt=(); nm=(); nc=(); bt=(); bm=(); bc=(); ct=(); cm=(); cc=()
+  nt=(); nm=(); nc=(); bt=(); bm=(); bc=(); ct=(); cm=(); cc=(); ot=(); om=(); oc=()
   for i in $(seq "$runs"); do
     measure "$work/nix-hello" nix-instantiate "$nixpkgs" -A hello || exit 1
     nt+=("$secs"); nm+=("$kib"); nc+=("$cpu")
@@ -100,15 +103,22 @@ if [ "$only" != qa ]; then
     measure "$work/b3-hello-cold" env -u NIX_REMOTE XDG_CACHE_HOME="$work/xdg-cold-$i" \
       "$b3" --store "$store" instantiate "$nixpkgs" -A hello || exit 1
     ct+=("$secs"); cm+=("$kib"); cc+=("$cpu")
+    measure "$work/b3-hello-off" env -u NIX_REMOTE B3_PARSE_CACHE=0 \
+      "$b3" --store "$store" instantiate "$nixpkgs" -A hello || exit 1
+    ot+=("$secs"); om+=("$kib"); oc+=("$cpu")
   done
   same=$(cmp -s "$work/nix-hello" "$work/b3-hello" && cmp -s "$work/nix-hello" "$work/b3-hello-cold" \
-    && echo identical || echo DIFFERENT)
+    && cmp -s "$work/nix-hello" "$work/b3-hello-off" && echo identical || echo DIFFERENT)
   med() { printf '%s\n' "$@" | median; }
   row "hello warm (median $runs)" "$(med "${nt[@]}")" "$(med "${nm[@]}")" "$(med "${bt[@]}")" "$(med "${bm[@]}")"
   echo "  cpu (user+sys, median): nix $(med "${nc[@]}") s, b3 $(med "${bc[@]}") s ($(ratio "$(med "${bc[@]}")" "$(med "${nc[@]}")")x)"
   row "hello cold (median $runs)" "$(med "${nt[@]}")" "$(med "${nm[@]}")" "$(med "${ct[@]}")" "$(med "${cm[@]}")"
   echo "  cpu (user+sys, median): nix $(med "${nc[@]}") s, b3 $(med "${cc[@]}") s ($(ratio "$(med "${cc[@]}")" "$(med "${nc[@]}")")x)"
-  echo "  cold = b3 with a new, empty parse cache directory for each run; $(find "$work/xdg-cold-1" -type f | wc -l) entries written per run"
+  row "hello cache off (med $runs)" "$(med "${nt[@]}")" "$(med "${nm[@]}")" "$(med "${ot[@]}")" "$(med "${om[@]}")"
+  echo "  cpu (user+sys, median): nix $(med "${nc[@]}") s, b3 $(med "${oc[@]}") s ($(ratio "$(med "${oc[@]}")" "$(med "${nc[@]}")")x)"
+  echo "  cold/off: time $(ratio "$(med "${ct[@]}")" "$(med "${ot[@]}")")x, cpu $(ratio "$(med "${cc[@]}")" "$(med "${oc[@]}")")x; warm/off: time $(ratio "$(med "${bt[@]}")" "$(med "${ot[@]}")")x"
+  entries=$(sqlite3 "$work/xdg-cold-1/b3/parse-v2.sqlite" 'SELECT count(*) FROM entries' 2>/dev/null || echo "?")
+  echo "  cold = b3 with a new, empty parse cache directory for each run; $entries entries written per run, $(find "$work/xdg-cold-1" -type f | wc -l) files"
   echo "  drv path: $(cat "$work/b3-hello") ($same)"
 fi
 
@@ -122,8 +132,14 @@ if [ "$only" != hello ]; then
   echo "load before qa: $(cut -d' ' -f1-3 /proc/loadavg)"
   measure_pss "$work/nix-qa" nix-env -f "$nixpkgs" -qa --drv-path || exit 1
   n_s=$secs n_k=$kib n_cpu=$cpu n_pss=$pss
-  # -j 1 finds the entries hello's runs left and parses (and caches) the
-  # other files; -j N then runs with every file cached.
+  # The first -j 1 run finds the entries hello's runs left and parses (and
+  # caches) the other files; with QA_OFF=1 a cache-off run comes first, to
+  # compare it with. -j N then runs with every file cached.
+  if [ "${QA_OFF:-0}" = 1 ]; then
+    measure_pss "$work/b3-qa-off" env B3_PARSE_CACHE=0 "$b3" env -f "$nixpkgs" -qa --drv-path -j 1 || exit 1
+    row "qa -j 1 cache off" "$n_s" "$n_k" "$secs" "$kib"
+    qa_extra "-j 1 cache off"
+  fi
   measure_pss "$work/b3-qa-1" "$b3" env -f "$nixpkgs" -qa --drv-path -j 1 || exit 1
   row "qa --drv-path -j 1" "$n_s" "$n_k" "$secs" "$kib"
   qa_extra "-j 1"

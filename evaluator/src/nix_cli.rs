@@ -158,7 +158,14 @@ pub fn parse_cmdline(args: &[String]) -> Result<Cmdline, String> {
 
 /// Runs an already-parsed command line on the big-stack thread.
 pub fn run_cmdline(c: Cmdline) -> u8 {
-    driver::with_big_stack(move || execute(c))
+    driver::with_big_stack(move || execute_and_flush(c))
+}
+
+/// Runs the command, then writes the parse cache's new entries.
+fn execute_and_flush(c: Cmdline) -> u8 {
+    let code = execute(c);
+    crate::parse_cache::flush();
+    code
 }
 
 /// Runs nix-instantiate with `args` (without argv0); returns the exit code.
@@ -170,7 +177,7 @@ pub fn run_args(args: Vec<String>) -> u8 {
             return 1;
         }
     };
-    driver::with_big_stack(move || execute(c))
+    driver::with_big_stack(move || execute_and_flush(c))
 }
 
 pub fn options_for(c: &Cmdline) -> Options {

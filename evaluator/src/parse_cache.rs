@@ -9,17 +9,21 @@
 //! different lowering wrote. The value is [`codec`]'s encoding of the tree,
 //! behind a header holding the key again and a checksum.
 //!
-//! Entries live in `$XDG_CACHE_HOME/b3/parse` (default `~/.cache/b3/parse`),
-//! one file per key, written to a temporary name and renamed into place. An
-//! entry that is truncated, damaged or written for another key is ignored and
-//! the file parsed again; a directory that cannot be written means no cache.
-//! `B3_PARSE_CACHE=0` turns the cache off. Once a day the first process to
-//! use the cache removes entries nobody read for a month ([`sweep`]). Only
+//! Entries live in one SQLite database, `$XDG_CACHE_HOME/b3/parse-v2.sqlite`
+//! (default `~/.cache/b3`), read one prepared query per file and written in
+//! one transaction per process ([`db`]). An entry that is truncated, damaged
+//! or written for another key is ignored and the file parsed again; a
+//! database that cannot be opened or written means no cache (or no new
+//! entries). `B3_PARSE_CACHE=0` turns the cache off. Once a day one process
+//! deletes entries nobody used for a month, and the directory of one file
+//! per entry that earlier b3 versions wrote is swept until empty
+//! ([`sweep`]). Only
 //! files that lowered without error and without lint checks are cached, so a
 //! hit never has a warning to replay and parse errors always come from a real
 //! parse.
 
 pub mod codec;
+pub mod db;
 pub mod sweep;
 // The tests evaluate files by their Unix paths as Nix path literals, and
 // read the language tests and nixpkgs at Unix paths; the Windows build's
@@ -29,9 +33,7 @@ mod tests;
 
 use std::cell::RefCell;
 use std::fs;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
@@ -42,7 +44,7 @@ use crate::eval::Lint;
 use crate::value::Sym;
 
 /// Bumped whenever the entry layout or the codec's encoding changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &[u8; 4] = b"B3PC";
 /// magic, version, key, payload length, checksum.
 const HEADER: usize = 4 + 4 + 32 + 8 + 8;
@@ -154,27 +156,29 @@ pub fn checksum(b: &[u8]) -> u64 {
     h ^ (h >> 29)
 }
 
-/// One cache directory.
+/// One cache: a database of entries (see [`db`]).
 #[derive(Debug)]
 pub struct Cache {
-    dir: PathBuf,
-    /// Set after the first failed write: the directory is not writable, so
-    /// the rest of the run does not try again.
-    unwritable: AtomicBool,
+    db: db::Db,
+    /// The directory of one file per entry that b3 used before the
+    /// database, swept once a day until it is empty ([`sweep`]).
+    legacy: Option<PathBuf>,
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// The database's file name in the cache directory.
+pub const DB_NAME: &str = "parse-v2.sqlite";
 
 impl Cache {
+    /// The cache whose database is `DB_NAME` in directory `dir`.
     pub fn at(dir: impl Into<PathBuf>) -> Cache {
         Cache {
-            dir: dir.into(),
-            unwritable: AtomicBool::new(false),
+            db: db::Db::at(dir.into().join(DB_NAME)),
+            legacy: None,
         }
     }
 
     /// The cache the environment asks for: none under `B3_PARSE_CACHE=0`,
-    /// else `$XDG_CACHE_HOME/b3/parse` or `$HOME/.cache/b3/parse`.
+    /// else in `$XDG_CACHE_HOME/b3` or `$HOME/.cache/b3`.
     pub fn from_env() -> Option<Cache> {
         let dir = cache_dir(
             std::env::var_os("B3_PARSE_CACHE").as_deref(),
@@ -184,98 +188,84 @@ impl Cache {
         if dir.is_none() {
             tracing::debug!("parse cache off");
         }
-        dir.map(Cache::at)
+        dir.map(|d| {
+            let legacy = d.join("parse");
+            Cache {
+                legacy: Some(legacy),
+                ..Cache::at(d)
+            }
+        })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Where the entry for `key` lives.
-    pub fn entry_path(&self, key: &Key) -> PathBuf {
-        self.dir.join(data_encoding::HEXLOWER.encode(key))
+    pub fn db(&self) -> &db::Db {
+        &self.db
     }
 
     /// The stored tree for `key`, re-based onto file `fid`; `None` when
     /// there is none or it cannot be trusted.
     pub fn load(&self, key: &Key, fid: u32) -> Option<Expr> {
-        READ_BUF.with(|b| {
-            let mut bytes = b.borrow_mut();
-            read_whole(&self.entry_path(key), &mut bytes).ok()?;
-            self.load_from(&bytes, key, fid)
-        })
+        self.db
+            .get(key, &mut |bytes| self.load_from(bytes, key, fid))
     }
 
     fn load_from(&self, bytes: &[u8], key: &Key, fid: u32) -> Option<Expr> {
         let payload = match check_entry(bytes, key) {
             Ok(p) => p,
             Err(why) => {
-                tracing::debug!(entry = %self.entry_path(key).display(), "parse cache entry ignored: {why}");
+                tracing::debug!("parse cache entry ignored: {why}");
                 return None;
             }
         };
         match codec::decode(payload, fid) {
             Ok(e) => Some(e),
             Err(why) => {
-                tracing::debug!(entry = %self.entry_path(key).display(), "parse cache entry ignored: {why}");
+                tracing::debug!("parse cache entry ignored: {why}");
                 None
             }
         }
     }
 
-    /// Stores `e` (lowered as file `fid` of `len` bytes) under `key`. Best
-    /// effort: failures only mean a later run parses again.
+    /// Queues `e` (lowered as file `fid` of `len` bytes) to be stored under
+    /// `key`. Best effort: failures only mean a later run parses again.
     pub fn store(&self, key: &Key, e: &Expr, fid: u32, len: u32) {
-        if self.unwritable.load(Ordering::Relaxed) {
-            return;
-        }
-        let payload = match codec::encode(e, fid, len) {
+        let mut entry = match codec::encode_after(e, fid, len, HEADER) {
             Ok(p) => p,
             Err(why) => {
                 tracing::debug!("file not cached: {why}");
                 return;
             }
         };
-        let mut entry = Vec::with_capacity(HEADER + payload.len());
-        entry.extend_from_slice(MAGIC);
-        entry.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        entry.extend_from_slice(key);
-        entry.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        entry.extend_from_slice(&checksum(&payload).to_le_bytes());
-        entry.extend_from_slice(&payload);
-        match self.write_entry(key, &entry) {
-            Ok(()) => count(|s| s.stored += 1),
-            Err(why) => {
-                self.unwritable.store(true, Ordering::Relaxed);
-                tracing::debug!(dir = %self.dir.display(), "parse cache not writable, not caching: {why}");
-            }
-        }
+        write_header(&mut entry, key);
+        let n = self.db.put(key, entry);
+        count(|s| s.stored += n);
     }
 
-    fn write_entry(&self, key: &Key, entry: &[u8]) -> std::io::Result<()> {
-        let dest = self.entry_path(key);
-        let tmp = self.dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut f = match fs::File::create(&tmp) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(&self.dir)?;
-                fs::File::create(&tmp)?
-            }
-            Err(e) => return Err(e),
-        };
-        let res = f.write_all(entry).and_then(|()| {
-            drop(f);
-            fs::rename(&tmp, &dest)
-        });
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        res
+    /// Writes this process's queued entries now.
+    pub fn flush(&self) {
+        let n = self.db.flush().written;
+        count(|s| s.stored += n);
     }
+}
+
+/// An entry: the header (magic, format, key, payload length, checksum)
+/// and the payload.
+pub fn entry_bytes(key: &Key, payload: &[u8]) -> Vec<u8> {
+    let mut entry = vec![0; HEADER];
+    entry.extend_from_slice(payload);
+    write_header(&mut entry, key);
+    entry
+}
+
+/// Fills in the header of `entry`, whose payload follows [`HEADER`] bytes
+/// of room.
+fn write_header(entry: &mut [u8], key: &Key) {
+    let (head, payload) = entry.split_at_mut(HEADER);
+    let sum = checksum(payload);
+    head[..4].copy_from_slice(MAGIC);
+    head[4..8].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    head[8..40].copy_from_slice(key);
+    head[40..48].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    head[48..56].copy_from_slice(&sum.to_le_bytes());
 }
 
 /// The cache directory for these values of `B3_PARSE_CACHE`,
@@ -293,7 +283,7 @@ pub fn cache_dir(
         Some(x) if Path::new(x).is_absolute() => PathBuf::from(x),
         _ => PathBuf::from(home.filter(|h| !h.is_empty())?).join(".cache"),
     };
-    Some(base.join("b3").join("parse"))
+    Some(base.join("b3"))
 }
 
 /// What the cache did on this thread so far.
@@ -317,27 +307,12 @@ pub fn stats() -> Stats {
 }
 
 fn count(f: impl FnOnce(&mut Stats)) {
-    STATS.with(|s| {
+    // `try_with`: the last flush may run while this thread's locals go.
+    let _ = STATS.try_with(|s| {
         let mut v = s.get();
         f(&mut v);
         s.set(v);
     });
-}
-
-thread_local! {
-    /// Entries are read into one buffer, grown to the largest: a fresh
-    /// buffer per file would fault in new pages for every entry read.
-    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Reads a whole file into `buf` with one `read` of its size (plus the open
-/// and stat).
-fn read_whole(p: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut f = fs::File::open(p)?;
-    let len = usize::try_from(f.metadata()?.len())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
-    buf.resize(len, 0);
-    f.read_exact(buf)
 }
 
 /// Why an entry's bytes were not used.
@@ -390,22 +365,48 @@ fn env_cache() -> Option<&'static Cache> {
     CACHE
         .get_or_init(|| {
             let c = Cache::from_env();
-            if let Some(c) = &c {
-                c.sweep_if_due(std::time::SystemTime::now());
+            if let Some(legacy) = c.as_ref().and_then(|c| c.legacy.as_deref()) {
+                sweep::sweep_if_due(legacy, std::time::SystemTime::now());
             }
             c
         })
         .as_ref()
 }
 
+/// Writes the entries this process queued in the environment's cache.
+/// Front ends call it when evaluation is done; a forked child calls it
+/// before it `_exit`s. The thread that used the cache also does when it
+/// ends.
+pub fn flush() {
+    if let Some(c) = env_cache() {
+        c.flush();
+    }
+}
+
+/// Flushes the environment's cache when the thread that used it ends (the
+/// evaluation thread of every front end), so no caller can forget to.
+struct FlushOnExit;
+impl Drop for FlushOnExit {
+    fn drop(&mut self) {
+        flush();
+    }
+}
+
+thread_local! {
+    static FLUSH_ON_EXIT: FlushOnExit = const { FlushOnExit };
+}
+
 /// Runs `f` with `cache` (or no cache) in place of the environment's, on
-/// this thread.
+/// this thread; `cache`'s queued entries are written when `f` returns.
 pub fn with_cache<T>(cache: Option<Cache>, f: impl FnOnce() -> T) -> T {
     struct Restore(Option<Option<std::rc::Rc<Cache>>>);
     impl Drop for Restore {
         fn drop(&mut self) {
             let prev = self.0.take();
-            OVERRIDE.with(|o| *o.borrow_mut() = prev);
+            let ours = OVERRIDE.with(|o| std::mem::replace(&mut *o.borrow_mut(), prev));
+            if let Some(Some(c)) = ours {
+                c.flush();
+            }
         }
     }
     let prev = OVERRIDE.with(|o| o.borrow_mut().replace(cache.map(std::rc::Rc::new)));
@@ -456,7 +457,10 @@ pub fn parse(
         Some(Some(c)) => run(&c),
         Some(None) => lower(),
         None => match env_cache() {
-            Some(c) => run(c),
+            Some(c) => {
+                FLUSH_ON_EXIT.with(|_| ());
+                run(c)
+            }
             None => lower(),
         },
     }

@@ -223,7 +223,11 @@ fn collect(setup: Arc<Setup>, jobs: usize, chunks: usize) -> Result<Vec<Row>, St
     let h = std::thread::Builder::new()
         .name("b3-query".into())
         .stack_size(4 << 30)
-        .spawn(move || collect_here(&setup, jobs, chunks))
+        .spawn(move || {
+            let r = collect_here(&setup, jobs, chunks);
+            b3_evaluator::parse_cache::flush();
+            r
+        })
         .map_err(|e| format!("error: cannot start the evaluation thread: {e}\n"))?;
     match h.join() {
         Ok(r) => r,

@@ -137,20 +137,34 @@ fn binop_of(t: u8) -> Result<BinOp, DecodeError> {
 
 /// Encodes `e`, lowered as file `fid` of `len` bytes, into bytes.
 pub fn encode(e: &Expr, fid: u32, len: u32) -> Result<Vec<u8>, EncodeError> {
+    encode_after(e, fid, len, 0)
+}
+
+/// As [`encode`], with `room` zero bytes in front of the encoding (where
+/// the cache puts an entry's header): the tree is written once, into the
+/// buffer that becomes the entry, not copied behind the header and the
+/// name table. Layout after `room`: the tree's length (8 bytes, little
+/// endian), the tree, then the name table it refers to.
+pub fn encode_after(e: &Expr, fid: u32, len: u32, room: usize) -> Result<Vec<u8>, EncodeError> {
+    // Entries come out at about 0.8 times their source's size: sized to
+    // the source, the buffer is never grown (and copied) on the way.
+    let mut tree = Vec::with_capacity(room + 8 + len as usize + 4096);
+    tree.resize(room + 8, 0);
     let mut enc = Encoder {
         fid,
         len,
-        tree: Vec::with_capacity(4096),
+        tree,
         syms: FxHashMap::with_capacity_and_hasher(1024, Default::default()),
         sym_list: Vec::new(),
     };
     enc.expr(e)?;
-    let mut out = Vec::with_capacity(enc.tree.len() + 16 * enc.sym_list.len() + 8);
+    let mut out = enc.tree;
+    let tree_len = (out.len() - room - 8) as u64;
+    out[room..room + 8].copy_from_slice(&tree_len.to_le_bytes());
     put_uv(&mut out, enc.sym_list.len() as u64);
     for s in &enc.sym_list {
         put_bytes(&mut out, s.as_bytes());
     }
-    out.extend_from_slice(&enc.tree);
     Ok(out)
 }
 
@@ -488,8 +502,15 @@ impl Encoder {
 
 /// Decodes bytes written by [`encode`], giving positions in file `fid`.
 pub fn decode(buf: &[u8], fid: u32) -> Result<Expr, DecodeError> {
+    let (head, rest) = buf.split_at_checked(8).ok_or(DecodeError::Truncated)?;
+    let mut n = [0u8; 8];
+    n.copy_from_slice(head);
+    let tree_len = usize::try_from(u64::from_le_bytes(n)).map_err(|_| DecodeError::Truncated)?;
+    let (tree, names) = rest
+        .split_at_checked(tree_len)
+        .ok_or(DecodeError::Truncated)?;
     let mut d = Decoder {
-        buf,
+        buf: names,
         at: 0,
         fid,
         syms: Vec::new(),
@@ -502,9 +523,14 @@ pub fn decode(buf: &[u8], fid: u32) -> Result<Expr, DecodeError> {
         let s = std::str::from_utf8(b).map_err(|_| DecodeError::Utf8)?;
         syms.push(Sym::new(s));
     }
+    if d.at != names.len() {
+        return Err(DecodeError::Trailing(names.len() - d.at));
+    }
     d.syms = syms;
+    d.buf = tree;
+    d.at = 0;
     let e = d.expr()?;
-    match buf.len() - d.at {
+    match tree.len() - d.at {
         0 => Ok(e),
         n => Err(DecodeError::Trailing(n)),
     }

@@ -1,20 +1,19 @@
-//! Keeping the parse cache from growing without end: entries nobody has
-//! read for a month go (a rebuilt b3 or an edited file leaves its old
-//! entries unread for good), and so do the temporary files of writers that
-//! were killed between creating and renaming them.
+//! Emptying the directory of one file per entry (`~/.cache/b3/parse`) that
+//! b3 wrote before its entries moved into a database ([`super::db`], which
+//! sweeps its own rows). Its entries are only read by the b3 binaries that
+//! wrote them (the binary's identity is part of every key), so entries
+//! nobody has read for a month go, and so do the temporary files of writers
+//! that were killed between creating and renaming them. Once no entry is
+//! left, the stamp and the directory go too.
 //!
 //! A sweep reads the directory once and stats each file, so it runs at most
-//! once a day per cache: the modification time of a stamp file in the
-//! directory says when the last one ran. "Last read" is the later of a
-//! file's access and modification times; on a `noatime` file system that is
-//! its creation, so a month-old entry in daily use is removed and written
-//! again once a month, which costs one parse.
+//! once a day: the modification time of a stamp file in the directory says
+//! when the last one ran (a process that finds no directory pays one stat).
+//! "Last read" is the later of a file's access and modification times.
 
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
-
-use super::Cache;
 
 /// Entries not read for this long are removed.
 pub const KEEP_UNREAD: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -52,60 +51,67 @@ fn older_than(md: &fs::Metadata, now: SystemTime, age: Duration) -> bool {
         .is_some_and(|d| d > age)
 }
 
-impl Cache {
-    /// Sweeps the cache if the last sweep is at least [`SWEEP_EVERY`] old
-    /// (or never happened). Best effort: a failure only means no sweep.
-    pub fn sweep_if_due(&self, now: SystemTime) -> Option<Swept> {
-        let stamp = self.dir().join(STAMP);
-        let due = match fs::metadata(&stamp) {
-            Ok(md) => md
-                .modified()
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_none_or(|d| d >= SWEEP_EVERY),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.dir().is_dir(),
-            Err(_) => false,
-        };
-        if !due {
-            return None;
-        }
-        // Claim the sweep first, so concurrent processes mostly skip it.
-        let f = fs::File::create(&stamp).ok()?;
-        f.set_modified(now).ok()?;
-        Some(self.sweep(now))
+/// Sweeps `dir` if the last sweep is at least [`SWEEP_EVERY`] old (or
+/// never happened). Best effort: a failure only means no sweep.
+pub fn sweep_if_due(dir: &Path, now: SystemTime) -> Option<Swept> {
+    let stamp = dir.join(STAMP);
+    let due = match fs::metadata(&stamp) {
+        Ok(md) => md
+            .modified()
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_none_or(|d| d >= SWEEP_EVERY),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => dir.is_dir(),
+        Err(_) => false,
+    };
+    if !due {
+        return None;
     }
+    // Claim the sweep first, so concurrent processes mostly skip it.
+    let f = fs::File::create(&stamp).ok()?;
+    f.set_modified(now).ok()?;
+    Some(sweep(dir, now))
+}
 
-    /// Removes entries unread for [`KEEP_UNREAD`] and temporary files older
-    /// than [`TMP_GRACE`]; leaves every other file alone.
-    pub fn sweep(&self, now: SystemTime) -> Swept {
-        let mut swept = Swept::default();
-        let Ok(dir) = fs::read_dir(self.dir()) else {
-            return swept;
+/// Removes entries unread for [`KEEP_UNREAD`] and temporary files older
+/// than [`TMP_GRACE`]; leaves every other file alone. A directory left with
+/// no entry or temporary file loses its stamp and, if then empty, goes.
+pub fn sweep(dir: &Path, now: SystemTime) -> Swept {
+    let mut swept = Swept::default();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return swept;
+    };
+    let mut kept = 0u64;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let (is_entry, age) = if is_entry_name(name) {
+            (true, KEEP_UNREAD)
+        } else if name.starts_with(".tmp-") {
+            (false, TMP_GRACE)
+        } else {
+            continue;
         };
-        for e in dir.flatten() {
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let (is_entry, age) = if is_entry_name(name) {
-                (true, KEEP_UNREAD)
-            } else if name.starts_with(".tmp-") {
-                (false, TMP_GRACE)
+        let Ok(md) = e.metadata() else { continue };
+        if md.is_file() && older_than(&md, now, age) && remove(&e.path()) {
+            if is_entry {
+                swept.entries += 1;
             } else {
-                continue;
-            };
-            let Ok(md) = e.metadata() else { continue };
-            if md.is_file() && older_than(&md, now, age) && remove(&e.path()) {
-                if is_entry {
-                    swept.entries += 1;
-                } else {
-                    swept.temporaries += 1;
-                }
+                swept.temporaries += 1;
             }
+        } else {
+            kept += 1;
         }
-        if swept != Swept::default() {
-            tracing::debug!(dir = %self.dir().display(), ?swept, "parse cache swept");
-        }
-        swept
     }
+    if kept == 0 {
+        let _ = fs::remove_file(dir.join(STAMP));
+        // Fails, as it should, when files of someone else's are left.
+        let _ = fs::remove_dir(dir);
+    }
+    if swept != Swept::default() {
+        tracing::debug!(dir = %dir.display(), ?swept, "old parse cache directory swept");
+    }
+    swept
 }
 
 fn remove(p: &Path) -> bool {
@@ -155,7 +161,7 @@ mod tests {
         // Look-alikes that are not entries stay, however old.
         file(&d, &"A".repeat(64), now, 365 * DAY);
         file(&d, "notes.txt", now, 365 * DAY);
-        let swept = Cache::at(&d).sweep(now);
+        let swept = sweep(&d, now);
         assert_eq!(
             swept,
             Swept {
@@ -188,7 +194,7 @@ mod tests {
         let f = fs::File::options().write(true).open(d.join(&name)).unwrap();
         f.set_times(FileTimes::new().set_accessed(now - DAY))
             .unwrap();
-        assert_eq!(Cache::at(&d).sweep(now), Swept::default());
+        assert_eq!(sweep(&d, now), Swept::default());
         assert!(d.join(&name).exists());
         fs::remove_dir_all(&d).unwrap();
     }
@@ -197,27 +203,51 @@ mod tests {
     fn sweeps_run_at_most_once_a_day() {
         let d = dir("daily");
         let now = SystemTime::now();
-        let cache = Cache::at(&d);
-        // No stamp yet: the first use sweeps and leaves one.
-        assert_eq!(cache.sweep_if_due(now), Some(Swept::default()));
-        assert!(d.join(STAMP).exists());
         let old = "d".repeat(64);
+        let young = "e".repeat(64);
+        file(&d, &young, now, Duration::ZERO);
+        // No stamp yet: the first use sweeps and leaves one.
+        assert_eq!(sweep_if_due(&d, now), Some(Swept::default()));
+        assert!(d.join(STAMP).exists());
         file(&d, &old, now, 40 * DAY);
         // Within the day: no sweep, the old entry stays.
-        assert_eq!(cache.sweep_if_due(now + DAY / 2), None);
+        assert_eq!(sweep_if_due(&d, now + DAY / 2), None);
         assert!(d.join(&old).exists());
-        // A day later it goes.
+        // A day later it goes; the young entry stays.
         assert_eq!(
-            cache.sweep_if_due(now + DAY + Duration::from_secs(1)),
+            sweep_if_due(&d, now + DAY + Duration::from_secs(1)),
             Some(Swept {
                 entries: 1,
                 temporaries: 0
             })
         );
         assert!(!d.join(&old).exists());
+        assert!(d.join(&young).exists());
         fs::remove_dir_all(&d).unwrap();
-        // A cache whose directory does not exist yet does nothing.
-        assert_eq!(Cache::at(&d).sweep_if_due(now), None);
+        // A directory that does not exist is left so.
+        assert_eq!(sweep_if_due(&d, now), None);
         assert!(!d.exists());
+    }
+
+    #[test]
+    fn a_directory_left_without_entries_is_removed() {
+        let d = dir("gone");
+        let now = SystemTime::now();
+        file(&d, &"f".repeat(64), now, 40 * DAY);
+        assert_eq!(
+            sweep_if_due(&d, now),
+            Some(Swept {
+                entries: 1,
+                temporaries: 0
+            })
+        );
+        assert!(!d.exists(), "stamp and directory removed");
+        // Someone else's file keeps the directory (not the stamp).
+        let d = dir("kept");
+        file(&d, "notes.txt", now, 40 * DAY);
+        assert_eq!(sweep_if_due(&d, now), Some(Swept::default()));
+        assert!(d.join("notes.txt").exists());
+        assert!(!d.join(STAMP).exists());
+        fs::remove_dir_all(&d).unwrap();
     }
 }

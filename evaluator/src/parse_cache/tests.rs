@@ -83,21 +83,21 @@ fn program(tag: &str) -> (PathBuf, PathBuf) {
 fn eval_with(cache: Option<Cache>, file: &Path, opts: Options) -> (Result<String, String>, Stats) {
     let file = file.to_owned();
     with_big_stack(move || {
-        with_cache(cache, || {
-            let before = stats();
+        let before = stats();
+        // The cache writes its queue when `with_cache` ends: `after` counts it.
+        let out = with_cache(cache, || {
             let ev = Ev::new(opts);
-            let out = ev
-                .eval_expr_str(&format!("import {}", file.display()), "«string»")
+            ev.eval_expr_str(&format!("import {}", file.display()), "«string»")
                 .and_then(|v| ev.render(&v, OutputMode::Nix, true))
-                .map_err(|e| e.msg().to_string());
-            let after = stats();
-            let diff = Stats {
-                hits: after.hits - before.hits,
-                misses: after.misses - before.misses,
-                stored: after.stored - before.stored,
-            };
-            (out, diff)
-        })
+                .map_err(|e| e.msg().to_string())
+        });
+        let after = stats();
+        let diff = Stats {
+            hits: after.hits - before.hits,
+            misses: after.misses - before.misses,
+            stored: after.stored - before.stored,
+        };
+        (out, diff)
     })
 }
 
@@ -105,21 +105,13 @@ fn eval_file(cache: Option<Cache>, file: &Path) -> (Result<String, String>, Stat
     eval_with(cache, file, Options::default())
 }
 
-fn entries(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = match fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.len() == 64)
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    v.sort();
-    v
+/// The rows of the cache database in `dir`: (key, entry, last used).
+fn rows(dir: &Path) -> Vec<(Key, Vec<u8>, i64)> {
+    Cache::at(dir).db().rows()
+}
+
+fn entries(dir: &Path) -> usize {
+    rows(dir).len()
 }
 
 #[test]
@@ -142,7 +134,7 @@ fn a_hit_evaluates_to_the_same_value_as_a_parse() {
             stored: 2
         }
     );
-    assert_eq!(entries(&cache_dir).len(), 2);
+    assert_eq!(entries(&cache_dir), 2);
 
     let (second, s2) = eval_file(Some(Cache::at(&cache_dir)), &main);
     assert_eq!(second.as_deref(), Ok(plain.as_str()));
@@ -178,23 +170,24 @@ fn changed_bytes_of_the_same_size_and_mtime_miss() {
     let (b, s) = eval_file(Some(Cache::at(&cache_dir)), &f);
     assert_eq!(b.as_deref(), Ok("{ v = 34; }"));
     assert_eq!((s.hits, s.misses), (0, 1));
-    assert_eq!(entries(&cache_dir).len(), 2, "one entry per content");
+    assert_eq!(entries(&cache_dir), 2, "one entry per content");
 }
 
 /// Damages every entry with `damage`, then checks the program still
 /// evaluates to `want` by parsing, and that the entries were rewritten.
-fn damaged_entries_fall_back(tag: &str, damage: impl Fn(&Path, &[u8]) -> Vec<u8>) {
+fn damaged_entries_fall_back(tag: &str, damage: impl Fn(&[u8]) -> Vec<u8>) {
     let (d, main) = program(tag);
     let cache_dir = fresh_dir(&format!("{tag}-cache"));
     let _c = Cleanup(vec![d, cache_dir.clone()]);
     let (want, _) = eval_file(Some(Cache::at(&cache_dir)), &main);
     let want = want.expect("the program evaluates");
-    let es = entries(&cache_dir);
+    let es = rows(&cache_dir);
     assert_eq!(es.len(), 2);
-    for e in &es {
-        let good = fs::read(e).unwrap();
-        fs::write(e, damage(e, &good)).unwrap();
+    let db = Cache::at(&cache_dir);
+    for (k, good, used) in &es {
+        db.db().put_row(k, &damage(good), *used).unwrap();
     }
+    drop(db);
     let (got, s) = eval_file(Some(Cache::at(&cache_dir)), &main);
     assert_eq!(got.as_deref(), Ok(want.as_str()), "{tag}");
     assert_eq!(
@@ -213,7 +206,7 @@ fn damaged_entries_fall_back(tag: &str, damage: impl Fn(&Path, &[u8]) -> Vec<u8>
 
 #[test]
 fn a_corrupted_entry_is_parsed_again() {
-    damaged_entries_fall_back("flip", |_, b| {
+    damaged_entries_fall_back("flip", |b| {
         let mut b = b.to_vec();
         let i = HEADER + (b.len() - HEADER) / 2;
         b[i] ^= 0x20;
@@ -223,9 +216,9 @@ fn a_corrupted_entry_is_parsed_again() {
 
 #[test]
 fn a_truncated_or_empty_entry_is_parsed_again() {
-    damaged_entries_fall_back("trunc", |_, b| b[..b.len() - 3].to_vec());
-    damaged_entries_fall_back("half-header", |_, b| b[..HEADER / 2].to_vec());
-    damaged_entries_fall_back("empty", |_, _| Vec::new());
+    damaged_entries_fall_back("trunc", |b| b[..b.len() - 3].to_vec());
+    damaged_entries_fall_back("half-header", |b| b[..HEADER / 2].to_vec());
+    damaged_entries_fall_back("empty", |_| Vec::new());
 }
 
 #[test]
@@ -235,17 +228,10 @@ fn an_entry_of_another_key_or_format_is_parsed_again() {
         let k = [7u8; 32];
         let e = Expr::Lit(crate::Value::Int(1));
         let payload = codec::encode(&e, 1, 1).unwrap();
-        let mut v = Vec::new();
-        v.extend_from_slice(MAGIC);
-        v.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        v.extend_from_slice(&k);
-        v.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        v.extend_from_slice(&checksum(&payload).to_le_bytes());
-        v.extend_from_slice(&payload);
-        v
+        entry_bytes(&k, &payload)
     };
-    damaged_entries_fall_back("other-key", |_, _| other.clone());
-    damaged_entries_fall_back("other-version", |_, b| {
+    damaged_entries_fall_back("other-key", |_| other.clone());
+    damaged_entries_fall_back("other-version", |b| {
         let mut b = b.to_vec();
         b[4] = b[4].wrapping_add(1);
         b
@@ -260,7 +246,7 @@ fn an_unwritable_cache_dir_still_evaluates() {
     let blocker = d.join("not-a-dir");
     fs::write(&blocker, "").unwrap();
     let (plain, _) = eval_file(None, &main);
-    let (got, s) = eval_file(Some(Cache::at(blocker.join("b3/parse"))), &main);
+    let (got, s) = eval_file(Some(Cache::at(blocker.join("b3"))), &main);
     assert_eq!(got, plain);
     assert!(got.is_ok());
     assert_eq!((s.hits, s.stored), (0, 0));
@@ -278,7 +264,7 @@ fn files_lowered_with_lints_on_are_not_cached() {
     let (got, s) = eval_with(Some(Cache::at(&cache_dir)), &main, opts);
     assert!(got.is_ok(), "{got:?}");
     assert_eq!(s, Stats::default());
-    assert!(entries(&cache_dir).is_empty());
+    assert_eq!(entries(&cache_dir), 0);
 }
 
 #[test]
@@ -287,15 +273,15 @@ fn cache_dir_follows_xdg_then_home_and_can_be_turned_off() {
     let o = |s: &'static str| Some(OsStr::new(s));
     assert_eq!(
         cache_dir(None, o("/x/cache"), o("/home/u")),
-        Some(PathBuf::from("/x/cache/b3/parse"))
+        Some(PathBuf::from("/x/cache/b3"))
     );
     assert_eq!(
         cache_dir(o("1"), None, o("/home/u")),
-        Some(PathBuf::from("/home/u/.cache/b3/parse"))
+        Some(PathBuf::from("/home/u/.cache/b3"))
     );
     assert_eq!(
         cache_dir(None, o("relative"), o("/home/u")),
-        Some(PathBuf::from("/home/u/.cache/b3/parse"))
+        Some(PathBuf::from("/home/u/.cache/b3"))
     );
     assert_eq!(cache_dir(o("0"), o("/x/cache"), o("/home/u")), None);
     assert_eq!(cache_dir(None, None, None), None);
@@ -515,4 +501,250 @@ fn decode_vs_parse_timings() {
             );
         }
     });
+}
+
+#[test]
+fn a_database_that_is_not_sqlite_is_made_again() {
+    let (d, main) = program("notadb");
+    let cache_dir = fresh_dir("notadb-cache");
+    let _c = Cleanup(vec![d, cache_dir.clone()]);
+    let (plain, _) = eval_file(None, &main);
+    let junk: Vec<u8> = b"this is not an SQLite database\n".repeat(4000);
+    fs::write(cache_dir.join(DB_NAME), &junk).unwrap();
+    let (got, s) = eval_file(Some(Cache::at(&cache_dir)), &main);
+    assert_eq!(got, plain);
+    assert_eq!((s.hits, s.misses), (0, 2));
+    let (again, s) = eval_file(Some(Cache::at(&cache_dir)), &main);
+    assert_eq!(again, plain);
+    assert_eq!(s.hits, 2, "the junk was replaced by a database");
+}
+
+#[test]
+fn a_truncated_database_falls_back_to_parsing() {
+    let (d, _main) = program("truncdb");
+    let cache_dir = fresh_dir("truncdb-cache");
+    let _c = Cleanup(vec![d.clone(), cache_dir.clone()]);
+    // A third file with a big entry, so the database spans many pages.
+    let big: String = (0..4000).map(|i| format!("  a{i} = {i};\n")).collect();
+    fs::write(d.join("big.nix"), format!("{{\n{big}}}\n")).unwrap();
+    let top = d.join("top.nix");
+    fs::write(&top, "[ (import ./main.nix).a (import ./big.nix).a3999 ]\n").unwrap();
+    let (plain, _) = eval_file(None, &top);
+    assert_eq!(plain.as_deref(), Ok("[ 3 3999 ]"));
+    let (first, s) = eval_file(Some(Cache::at(&cache_dir)), &top);
+    assert_eq!(first, plain);
+    assert_eq!(s.stored, 4);
+    let db = cache_dir.join(DB_NAME);
+    let len = fs::metadata(&db).unwrap().len();
+    for keep in [len / 2, len / 3, 100, 0] {
+        fs::File::options()
+            .write(true)
+            .open(&db)
+            .unwrap()
+            .set_len(keep)
+            .unwrap();
+        let (got, s) = eval_file(Some(Cache::at(&cache_dir)), &top);
+        assert_eq!(got, plain, "database cut to {keep} bytes");
+        assert_eq!(s.hits + s.misses, 4, "database cut to {keep} bytes");
+    }
+}
+
+#[test]
+fn a_read_only_cache_still_evaluates() {
+    use std::os::unix::fs::PermissionsExt;
+    let (d, main) = program("ro");
+    let cache_dir = fresh_dir("ro-cache");
+    let _c = Cleanup(vec![d, cache_dir.clone()]);
+    let (plain, _) = eval_file(None, &main);
+    let (first, _) = eval_file(Some(Cache::at(&cache_dir)), &main);
+    assert_eq!(first, plain);
+    let db = cache_dir.join(DB_NAME);
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o444)).unwrap();
+    fs::set_permissions(&cache_dir, fs::Permissions::from_mode(0o555)).unwrap();
+    // Root writes whatever the modes say; then this checks evaluation only.
+    let enforced = fs::write(cache_dir.join("probe"), "").is_err();
+    // A file the cache has no entry for: the miss cannot be written.
+    let extra = main.with_file_name("extra.nix");
+    fs::write(&extra, "(import ./main.nix).a + 1\n").unwrap();
+    let (got, s) = eval_file(Some(Cache::at(&cache_dir)), &extra);
+    let _ = fs::set_permissions(&cache_dir, fs::Permissions::from_mode(0o755));
+    assert_eq!(got.as_deref(), Ok("4"));
+    if enforced {
+        assert_eq!(s.hits + s.misses, 3);
+        assert_eq!(s.stored, 0);
+    }
+}
+
+/// fork/waitpid/_exit from the C library std links (the evaluator has no
+/// libc dependency of its own).
+mod sys {
+    extern "C" {
+        pub fn fork() -> i32;
+        pub fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
+        pub fn _exit(code: i32) -> !;
+    }
+}
+
+/// Forks a child that runs `f` and exits 0 if it returned true; returns
+/// the child's pid. Only called in a process running one test (see
+/// [`run_alone`]): a fork while another thread holds one of SQLite's
+/// global locks would leave the child waiting for it forever.
+fn fork_child(f: impl FnOnce() -> bool) -> i32 {
+    // SAFETY: the child only runs `f` and `_exit`s.
+    let pid = unsafe { sys::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(false);
+        // SAFETY: leaves the child without running the parent's destructors.
+        unsafe { sys::_exit(if ok { 0 } else { 1 }) }
+    }
+    pid
+}
+
+fn exit_status(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for a child of this process.
+    let r = unsafe { sys::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid);
+    status
+}
+
+fn test_key(n: u16) -> Key {
+    let mut k = [0x5a; 32];
+    k[..2].copy_from_slice(&n.to_le_bytes());
+    k
+}
+
+/// The variable that hands a forking helper test its directory.
+const ALONE_DIR: &str = "B3_PARSE_CACHE_TEST_DIR";
+
+/// Runs the `#[ignore]`d helper test `name` of this test binary in a new
+/// process where it is the only test, in a fresh directory; asserts that
+/// it ran and passed.
+fn run_alone(name: &str) {
+    let dir = fresh_dir("alone");
+    let _c = Cleanup(vec![dir.clone()]);
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(ALONE_DIR, &dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Not a time limit on the test (it takes well under a second), a
+    // guard against a hung child: a failure beats a CI job that never ends.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > give_up {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{name} failed:\n{text}");
+    assert!(text.contains("1 passed"), "{name} did not run:\n{text}");
+}
+
+/// The directory [`run_alone`] made, or `None` when a helper test is run
+/// some other way (`--ignored` with other tests): it then does nothing.
+fn alone_dir() -> Option<PathBuf> {
+    std::env::var_os(ALONE_DIR).map(PathBuf::from)
+}
+
+#[test]
+fn a_forked_child_writes_its_own_batch_and_leaves_the_parents_connection_alone() {
+    run_alone("parse_cache::tests::fork_helper_child_batch");
+}
+
+#[test]
+fn two_processes_writing_the_same_key_both_finish_with_the_right_value() {
+    run_alone("parse_cache::tests::fork_helper_two_writers");
+}
+
+#[test]
+#[ignore = "run in a process of its own by a_forked_child_writes_its_own_batch_..."]
+fn fork_helper_child_batch() {
+    let Some(dir) = alone_dir() else { return };
+    let cache = Cache::at(&dir);
+    let db = cache.db();
+    // The parent has a connection open and entries queued when it forks.
+    db.put_row(
+        &test_key(0),
+        b"before",
+        db::day(std::time::SystemTime::now()),
+    )
+    .unwrap();
+    db.put(&test_key(1), b"parent".to_vec());
+    let child = fork_child(|| {
+        db.put(&test_key(2), b"child".to_vec());
+        db.flush().written == 1 && db.get(&test_key(0), &mut |b| Some(b == b"before")) == Some(true)
+    });
+    assert_eq!(exit_status(child), 0, "the child wrote its one entry");
+    // The parent's connection still reads (the child's entry included) and
+    // writes its own queue.
+    assert_eq!(
+        db.get(&test_key(2), &mut |b| Some(b.to_vec())),
+        Some(b"child".to_vec())
+    );
+    assert_eq!(db.flush().written, 1);
+    let rows: Vec<(Key, Vec<u8>)> = db.rows().into_iter().map(|(k, e, _)| (k, e)).collect();
+    assert_eq!(
+        rows,
+        vec![
+            (test_key(0), b"before".to_vec()),
+            (test_key(1), b"parent".to_vec()),
+            (test_key(2), b"child".to_vec()),
+        ]
+    );
+    let fresh = Cache::at(&dir);
+    assert_eq!(fresh.db().count(), Some(3));
+}
+
+#[test]
+#[ignore = "run in a process of its own by two_processes_writing_the_same_key_..."]
+fn fork_helper_two_writers() {
+    let Some(dir) = alone_dir() else { return };
+    // The same file lowered by two processes gives the same entry.
+    let entry = entry_bytes(&test_key(7), &vec![0xab; 200_000]);
+    // Both create the database and write at about the same time, many
+    // times over, so their transactions overlap.
+    let writer = |me: u16| {
+        let dir = dir.clone();
+        let entry = entry.clone();
+        move || {
+            for round in 0..30u16 {
+                let c = Cache::at(&dir);
+                c.db().put(&test_key(7), entry.clone());
+                c.db()
+                    .put(&test_key(1000 * me + round), vec![me as u8; 1000]);
+                c.db().flush();
+            }
+            true
+        }
+    };
+    let a = fork_child(writer(1));
+    let b = fork_child(writer(2));
+    assert_eq!(exit_status(a), 0);
+    assert_eq!(exit_status(b), 0);
+    let c = Cache::at(&dir);
+    assert_eq!(
+        c.db()
+            .get(&test_key(7), &mut |b| Some(b == entry.as_slice())),
+        Some(true)
+    );
+    let n = c.db().count().unwrap();
+    assert!(n > 1 && n <= 61, "{n} rows");
 }

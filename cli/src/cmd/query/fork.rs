@@ -191,6 +191,9 @@ fn spawn(walk: &Walk, tag: usize, body: impl FnOnce(&Walk) -> Vec<u8>) -> Result
             }
             Err(_) => 101,
         };
+        // The files this child lowered that no process had cached: `_exit`
+        // runs no destructor that would write them.
+        b3_evaluator::parse_cache::flush();
         walk.ev.store_io.finish_child();
         let _ = std::io::stderr().flush();
         // SAFETY: ends this child at once; its memory is a copy.
