@@ -127,7 +127,8 @@ impl WorkDir {
         self.path.join("store")
     }
     /// The sandbox's scratch directory (see [`SandboxSpec::scratch_dir`]),
-    /// made only for a build that uses it.
+    /// made for a build that uses it (or ahead of time, with the rest of
+    /// the directory, by a [`WorkDirStock`]).
     pub fn scratch(&self) -> PathBuf {
         self.path.join("scratch")
     }
@@ -221,12 +222,17 @@ impl WorkDirStock {
     }
 
     /// Makes directories until `want` are ready (none if that many are);
-    /// a failure leaves the rest to the builds, which make their own.
+    /// a failure leaves the rest to the builds, which make their own. Each
+    /// comes with its (empty) scratch directory, which builds whose store
+    /// is an overlay use and the others leave to the clean-up.
     pub fn top_up(&self, want: usize) {
         while self.ready().len() < want {
-            match WorkDir::create(&self.inner.parent, &self.inner.prefix, "build") {
-                Ok(w) => self.ready().push(w),
-                Err(_) => return,
+            let made = WorkDir::create(&self.inner.parent, &self.inner.prefix, "build")
+                .ok()
+                .filter(|w| std::fs::create_dir(w.scratch()).is_ok());
+            match made {
+                Some(w) => self.ready().push(w),
+                None => return,
             }
         }
     }
@@ -425,10 +431,17 @@ impl BuildJob {
         };
         let overlay = self.overlay.is_some_and(|from| inputs.len() >= from);
         if overlay {
+            // A directory from the stock has its (empty) scratch already.
             let d = work.scratch();
-            std::fs::create_dir(&d).map_err(|e| {
-                JobError::WorkDir(OsError::from_io(format!("creating {}", d.display()), &e))
-            })?;
+            match std::fs::create_dir(&d) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(JobError::WorkDir(OsError::from_io(
+                        format!("creating {}", d.display()),
+                        &e,
+                    )))
+                }
+                _ => {}
+            }
         }
         for (file, data) in &env.files {
             let p = work.build().join(file);
@@ -508,9 +521,10 @@ mod tests {
         let b = stock.take().unwrap();
         assert_ne!(a.path(), b.path());
         for w in [&a, &b] {
-            assert!(w.build().is_dir() && w.store().is_dir());
-            assert_eq!(std::fs::read_dir(w.build()).unwrap().count(), 0);
-            assert_eq!(std::fs::read_dir(w.store()).unwrap().count(), 0);
+            assert!(w.build().is_dir() && w.store().is_dir() && w.scratch().is_dir());
+            for d in [w.build(), w.store(), w.scratch()] {
+                assert_eq!(std::fs::read_dir(d).unwrap().count(), 0);
+            }
         }
         let c = stock.take().unwrap();
         assert!(stock.take().is_none());
