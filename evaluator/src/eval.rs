@@ -759,7 +759,7 @@ impl Ev {
             AttrName::Dynamic(e) => {
                 let v = self.eval(e, env)?;
                 match v {
-                    Value::Str(s) => Ok(Sym::from(s.lossy().as_str())),
+                    Value::Str(s) => Ok(Sym::from(&*s.lossy_ref())),
                     v => err(
                         format!(
                             "expected a string but found {}: {}",
@@ -873,7 +873,7 @@ impl Ev {
                     )
                 }
             };
-            let key: Sym = Sym::from(key.lossy().as_str());
+            let key: Sym = Sym::from(&*key.lossy_ref());
             let v = self.mk_thunk(e, &venv, false);
             match entries.binary_search_by(|x| x.0.cmp(&key)) {
                 Ok(_) => {
@@ -1742,6 +1742,30 @@ mod tests {
                 _ => (k.to_string(), -1),
             })
             .collect()
+    }
+
+    #[test]
+    fn names_given_as_strings_find_and_make_the_same_attributes() {
+        let e = |x: &str| eval(x).unwrap_or_else(|m| panic!("{x}: {m}"));
+        assert_eq!(e(r#"builtins.getAttr "b" { a = 1; b = 2; }"#), "2");
+        assert_eq!(e(r#"builtins.hasAttr "c" { a = 1; b = 2; }"#), "false");
+        assert_eq!(e(r#"builtins.hasAttr ("a" + "b") { ab = 1; }"#), "true");
+        assert_eq!(
+            e(
+                r#"builtins.attrNames (builtins.listToAttrs [ { name = "z"; value = 1; } { name = "y" + "x"; value = 2; } { name = "z"; value = 3; } ])"#
+            ),
+            r#"[ "yx" "z" ]"#
+        );
+        assert_eq!(
+            e(
+                r#"(builtins.listToAttrs [ { name = "z"; value = 1; } { name = "z"; value = 3; } ]).z"#
+            ),
+            "1"
+        );
+        assert_eq!(e(r#"let k = "dyn"; in { ${k} = 1; s = 2; }.${k}"#), "1");
+        assert_eq!(e(r#"{ a.${"b" + "c"} = 5; }.a ? bc"#), "true");
+        let missing = eval(r#"builtins.getAttr "nope" { a = 1; }"#).unwrap_err();
+        assert!(missing.contains("attribute 'nope' missing"), "{missing}");
     }
 
     #[test]

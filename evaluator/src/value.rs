@@ -231,6 +231,12 @@ impl NixStr {
     pub fn lossy(&self) -> String {
         String::from_utf8_lossy(&self.s).into_owned()
     }
+    /// [`NixStr::lossy`] without a copy when the bytes are UTF-8 (an
+    /// attribute name being looked up or interned needs none).
+    #[inline]
+    pub fn lossy_ref(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.s)
+    }
 }
 
 pub fn merge_ctx(into: &mut Context, from: &Option<Box<Context>>) {

@@ -34,7 +34,8 @@ fn attr_values(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 }
 
 fn get_attr(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
-    let k = ev.force_string(&a[0], p)?;
+    let k = ev.force_str(&a[0], p)?;
+    let k = k.lossy_ref();
     let s = ev.force_attrs(&a[1], p)?;
     match s.get(&k) {
         Some(v) => ev.force(v),
@@ -43,7 +44,8 @@ fn get_attr(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
 }
 
 fn has_attr(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
-    let k = ev.force_string(&a[0], p)?;
+    let k = ev.force_str(&a[0], p)?;
+    let k = k.lossy_ref();
     let s = ev.force_attrs(&a[1], p)?;
     Ok(Value::Bool(s.get(&k).is_some()))
 }
@@ -132,14 +134,14 @@ fn list_to_attrs(ev: &Ev, a: &[Value], p: Pos) -> R<Value> {
     for x in l.iter() {
         let s = ev.force_attrs(x, p)?;
         let name = match s.get("name") {
-            Some(n) => ev.force_string(n, p)?,
+            Some(n) => ev.force_str(n, p)?,
             None => return err("attribute 'name' missing", p),
         };
         let value = match s.get_entry("value") {
             Some(e) => e.clone(),
             None => return err("attribute 'value' missing", p),
         };
-        v.push((Sym::from(name.as_str()), value.1, value.2));
+        v.push((Sym::from(&*name.lossy_ref()), value.1, value.2));
     }
     Ok(Value::attrs(Attrs::from_unsorted_first(v)))
 }
