@@ -174,43 +174,10 @@ fn dropping_a_pool_ends_its_sandboxes_and_removes_its_directory() {
 }
 
 /// The host's root, which the pivot stacks on the sandbox's root, leaves
-/// the build's mount namespace before the builder starts, whether the
-/// sandbox process detaches it itself or hands the wait for the kernel's
-/// grace period to the parent (see `detach.rs`): the builder's first look
-/// at `/proc/self/mountinfo` shows one mount at `/` and none of the host's
-/// own file systems, in a fresh sandbox and in a pre-made one alike.
+/// the build's mount namespace before the builder starts (here detached by
+/// the sandbox process itself; `sandbox_detach.rs` checks the same with
+/// the parent's detaching threads).
 #[test]
 fn the_old_root_has_left_the_sandbox_before_the_builder_starts() {
-    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    // The host types checked below exist, so their absence means something.
-    let fs_type = |line: &str| {
-        line.split(" - ")
-            .nth(1)
-            .and_then(|t| t.split(' ').next())
-            .unwrap_or("")
-            .to_string()
-    };
-    assert!(
-        host.lines().any(|l| fs_type(l) == "sysfs"),
-        "the host has a sysfs mount: {host}"
-    );
-    let script = "cp /proc/self/mountinfo /build/mi; cat /build/mi; \
-                  echo ROOTS $(cut -d' ' -f5 /build/mi | grep -cx /); touch $out";
-    let work = tempdir();
-    let pool = SandboxPool::new(1, work.path().join("pool"));
-    let fresh = log_of(&pooled(script, work.path(), &pool));
-    assert_eq!(pool.served(), 0, "the first build ran in a fresh sandbox");
-    pool.wait_ready().expect("a sandbox is made");
-    let warm = log_of(&pooled(script, work.path(), &pool));
-    assert_eq!(pool.served(), 1, "the second build ran in the pool");
-    for (kind, log) in [("fresh", &fresh), ("pooled", &warm)] {
-        assert!(log.contains("ROOTS 1\n"), "{kind}: one mount at /: {log}");
-        for line in log.lines().filter(|l| l.contains(" - ")) {
-            let t = fs_type(line);
-            assert!(
-                !matches!(t.as_str(), "sysfs" | "cgroup" | "cgroup2"),
-                "{kind}: a host mount is listed: {line}\n{log}"
-            );
-        }
-    }
+    common::old_root_leaves_before_the_builder_starts();
 }

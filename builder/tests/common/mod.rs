@@ -136,3 +136,50 @@ pub fn open_store(root: &Path) -> b3_store::local::LocalStore {
     assert_eq!(store.print_path(&bb), BB);
     store
 }
+
+/// The builder's first look at `/proc/self/mountinfo`, in a fresh sandbox
+/// and in a pre-made one, shows one mount at `/` and none of the host's own
+/// file systems: the host's root, which the pivot stacks on the sandbox's
+/// root, has left the build's mount namespace before the builder starts.
+pub fn old_root_leaves_before_the_builder_starts() {
+    use b3_builder::sandbox::SandboxPool;
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let fs_type = |line: &str| {
+        line.split(" - ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .unwrap_or("")
+            .to_string()
+    };
+    // The host types checked below exist, so their absence means something.
+    assert!(
+        host.lines().any(|l| fs_type(l) == "sysfs"),
+        "the host has a sysfs mount: {host}"
+    );
+    let script = "cp /proc/self/mountinfo /build/mi; cat /build/mi; \
+                  echo ROOTS $(cut -d' ' -f5 /build/mi | grep -cx /); touch $out";
+    let work = tempdir();
+    let pool = SandboxPool::new(1, work.path().join("pool"));
+    let build = || {
+        let mut j = job(script, work.path());
+        j.pool = Some(pool.clone());
+        let (res, log) = run(&j);
+        assert!(res.outcome.status.success(), "{log}");
+        log
+    };
+    let fresh = build();
+    assert_eq!(pool.served(), 0, "the first build ran in a fresh sandbox");
+    pool.wait_ready().expect("a sandbox is made");
+    let warm = build();
+    assert_eq!(pool.served(), 1, "the second build ran in the pool");
+    for (kind, log) in [("fresh", &fresh), ("pooled", &warm)] {
+        assert!(log.contains("ROOTS 1\n"), "{kind}: one mount at /: {log}");
+        for line in log.lines().filter(|l| l.contains(" - ")) {
+            let t = fs_type(line);
+            assert!(
+                !matches!(t.as_str(), "sysfs" | "cgroup" | "cgroup2"),
+                "{kind}: a host mount is listed: {line}\n{log}"
+            );
+        }
+    }
+}

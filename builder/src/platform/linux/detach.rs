@@ -8,8 +8,9 @@
 //! (mean 1.5 ms at load 5), measured in the sandbox process just before
 //! it executes the builder.
 //!
-//! So, as root, the sandbox process hands that wait to threads of the
-//! parent. It sends them, over a Unix socket (`SCM_RIGHTS`), an `O_PATH`
+//! So, as root and when asked (`B3_SANDBOX_DETACH=1`, see [`sender`] for
+//! why not by default), the sandbox process hands that wait to threads of
+//! the parent. It sends them, over a Unix socket (`SCM_RIGHTS`), an `O_PATH`
 //! descriptor of the old root taken before the pivot and a descriptor of
 //! its mount namespace. A [`serve`] thread joins that mount namespace (it
 //! has its own `fs_struct`, see `unshare(CLONE_FS)`, which `setns`
@@ -60,12 +61,19 @@ pub(super) struct Detacher {
 }
 
 /// The sending end of the detaching threads' socket, started on first use;
-/// `None` when not running as root, when they could not be started, or
-/// when `B3_SANDBOX_DETACH=0` says to detach in the sandbox process (for
-/// comparisons).
+/// `None` (the sandbox process detaches its old root itself) unless
+/// `B3_SANDBOX_DETACH=1` asks for them, when not running as root, or when
+/// they could not be started.
+///
+/// Off by default: measured side by side (50-step chains, load 3-6, two
+/// cores), the hand-off saved about 1.5 ms of median pivot-to-exec time per
+/// build only while CPU-bound tasks competed for both cores, was neutral
+/// within the noise otherwise (the threads' wake-up costs about what a
+/// short grace period does), and moved no build's wall-clock total beyond
+/// the run-to-run noise.
 pub(super) fn sender(root_mode: bool) -> Option<RawFd> {
     static DETACHER: OnceLock<Option<Detacher>> = OnceLock::new();
-    if !root_mode || std::env::var_os("B3_SANDBOX_DETACH").is_some_and(|v| v == "0") {
+    if !root_mode || std::env::var_os("B3_SANDBOX_DETACH").is_none_or(|v| v != "1") {
         return None;
     }
     DETACHER
