@@ -174,9 +174,8 @@ fn dropping_a_pool_ends_its_sandboxes_and_removes_its_directory() {
 }
 
 /// The host's root, which the pivot stacks on the sandbox's root, leaves
-/// the build's mount namespace before the builder starts (here detached by
-/// the sandbox process itself; `sandbox_detach.rs` checks the same with
-/// the parent's detaching threads).
+/// the build's mount namespace before the builder starts, in a fresh
+/// sandbox and in a pre-made one alike.
 #[test]
 fn the_old_root_has_left_the_sandbox_before_the_builder_starts() {
     common::old_root_leaves_before_the_builder_starts();

@@ -20,7 +20,6 @@
 //! users. Supplementary groups are dropped before the switch.
 
 mod child;
-mod detach;
 mod plan;
 pub(super) mod pool;
 mod seccomp;
@@ -355,7 +354,6 @@ fn spawn_fresh(spec: &SandboxSpec, started: Instant) -> Result<SandboxedChild, S
         err_write: err_w.as_raw_fd(),
         log_write: log_w.as_raw_fd(),
         stdin: stdin.as_raw_fd(),
-        detach: detach::sender(ids.root_mode).unwrap_or(-1),
     };
     child_plan.fill_pointers();
 

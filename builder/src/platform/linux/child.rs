@@ -145,9 +145,6 @@ pub(crate) struct ChildPlan {
     pub err_write: c_int,
     pub log_write: c_int,
     pub stdin: c_int,
-    /// The detaching thread's socket (see `detach.rs`), or -1: the pivot
-    /// then detaches the old root itself.
-    pub detach: c_int,
 }
 
 impl ChildPlan {
@@ -213,7 +210,7 @@ fn run(plan: &ChildPlan) -> ! {
     unsafe {
         prelude(plan);
         for (i, op) in plan.ops.iter().enumerate() {
-            if let Err(e) = run_op(op, plan.detach) {
+            if let Err(e) = run_op(op) {
                 fail(plan, i as u32, e);
             }
         }
@@ -246,9 +243,9 @@ pub(crate) extern "C" fn warm_main(arg: *mut c_void) -> c_int {
         stdio(plan);
         // Copies of the parent's descriptors (other builds' log pipes among
         // them) must not stay open while this process waits.
-        close_others([plan.err_write, warm.go_read, plan.detach]);
+        close_others(plan.err_write, warm.go_read);
         for (i, op) in plan.ops.iter().enumerate() {
-            if let Err(e) = run_op(op, plan.detach) {
+            if let Err(e) = run_op(op) {
                 fail(plan, i as u32, e);
             }
         }
@@ -273,7 +270,7 @@ pub(crate) extern "C" fn warm_main(arg: *mut c_void) -> c_int {
         libc::close(warm.go_read);
         let late = &*(usize::from_le_bytes(addr) as *const ChildPlan);
         for (i, op) in late.ops.iter().enumerate() {
-            if let Err(e) = run_op(op, late.detach) {
+            if let Err(e) = run_op(op) {
                 fail(late, i as u32, e);
             }
         }
@@ -281,23 +278,17 @@ pub(crate) extern "C" fn warm_main(arg: *mut c_void) -> c_int {
     }
 }
 
-/// Closes every descriptor above 2 except those of `keep` (negative
-/// entries keep nothing).
-unsafe fn close_others(mut keep: [c_int; 3]) {
-    keep.sort_unstable();
+/// Closes every descriptor above 2 except `a` and `b`.
+unsafe fn close_others(a: c_int, b: c_int) {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
     let close = |from: c_int, to: c_int| {
         if from <= to {
             libc::syscall(libc::SYS_close_range, from as u32, to as u32, 0u32);
         }
     };
-    let mut next = 3;
-    for k in keep {
-        if k >= next {
-            close(next, k - 1);
-            next = k + 1;
-        }
-    }
-    close(next, c_int::MAX);
+    close(3, lo - 1);
+    close(lo + 1, hi - 1);
+    close(hi + 1, c_int::MAX);
 }
 
 fn report(fd: c_int, step: u32, err: c_int) {
@@ -432,9 +423,8 @@ unsafe fn exec_builder(plan: &ChildPlan) -> ! {
     fail(plan, STEP_EXEC, errno())
 }
 
-/// Runs one step; `Err(errno)` on failure. `detach` is the plan's
-/// [`ChildPlan::detach`], for the pivot.
-fn run_op(op: &Op, detach: c_int) -> Result<(), c_int> {
+/// Runs one step; `Err(errno)` on failure.
+fn run_op(op: &Op) -> Result<(), c_int> {
     // SAFETY: raw syscalls on NUL-terminated strings owned by the plan.
     unsafe {
         let rc = match op {
@@ -493,7 +483,7 @@ fn run_op(op: &Op, detach: c_int) -> Result<(), c_int> {
             Op::SetHostname(name) => libc::sethostname(name.as_ptr(), name.as_bytes().len()),
             Op::SetDomainname(name) => libc::setdomainname(name.as_ptr(), name.as_bytes().len()),
             Op::LoopbackUp => loopback_up(),
-            Op::PivotRoot { new_root } => pivot_root(new_root, detach),
+            Op::PivotRoot { new_root } => pivot_root(new_root),
             Op::Chdir(path) => libc::chdir(path.as_ptr()),
             Op::StoreLayer {
                 target,
@@ -518,7 +508,7 @@ fn store_layer(
 ) -> Result<(), c_int> {
     if let Some(options) = overlay {
         for p in points {
-            run_op(p, -1)?;
+            run_op(p)?;
         }
         // SAFETY: mount with NUL-terminated strings owned by the plan.
         let rc = unsafe {
@@ -549,7 +539,7 @@ fn store_layer(
         return Err(errno());
     }
     for p in points {
-        run_op(p, -1)?;
+        run_op(p)?;
     }
     Ok(())
 }
@@ -766,50 +756,21 @@ unsafe fn loopback_up() -> c_int {
     rc
 }
 
-unsafe fn pivot_root(new_root: &CStr, detach: c_int) -> c_int {
+unsafe fn pivot_root(new_root: &CStr) -> c_int {
     // pivot_root(".", ".") stacks the old root on top of the new one, so a
     // lazy unmount of "." removes it without needing a directory for it.
     let rc = libc::chdir(new_root.as_ptr());
     if rc < 0 {
         return rc;
     }
-    // With a detaching thread, the old root (still "/" here) and this
-    // mount namespace go to it after the pivot: it detaches the old root
-    // and waits out the kernel's grace period, while this process only
-    // waits for the detach itself (see `detach.rs`).
-    let (mut ns, mut old_root, mut id) = (-1, -1, 0);
-    if detach >= 0 {
-        old_root = libc::open(
-            c"/".as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        );
-        id = super::detach::mount_id(old_root);
-        if id != 0 {
-            ns = libc::open(
-                c"/proc/self/ns/mnt".as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC,
-            );
-        }
-    }
     let dot = c".";
     let rc = libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as c_int;
-    let sent = rc == 0 && ns >= 0 && super::detach::send(detach, ns, old_root);
-    let detached = sent && super::detach::wait_detached(id);
-    for fd in [ns, old_root] {
-        if fd >= 0 {
-            libc::close(fd);
-        }
-    }
     if rc < 0 {
         return rc;
     }
-    if !detached {
-        let rc = libc::umount2(dot.as_ptr(), libc::MNT_DETACH);
-        // The thread may have detached it meanwhile ("." is then the
-        // namespace's root, which cannot be unmounted).
-        if rc < 0 && !(sent && super::detach::is_detached(id)) {
-            return rc;
-        }
+    let rc = libc::umount2(dot.as_ptr(), libc::MNT_DETACH);
+    if rc < 0 {
+        return rc;
     }
     libc::chdir(c"/".as_ptr())
 }

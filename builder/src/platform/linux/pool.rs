@@ -387,8 +387,6 @@ fn make(dir: &Path, key: &Key, template: &SandboxSpec) -> Result<Warm, SandboxEr
         err_write: err_w.as_raw_fd(),
         log_write: log_w.as_raw_fd(),
         stdin: stdin.as_raw_fd(),
-        // Kept open while the process waits (see `close_others`).
-        detach: super::detach::sender(ids.root_mode).unwrap_or(-1),
     };
     early.fill_pointers();
     let parts = Box::new(WarmParts {
@@ -483,8 +481,6 @@ pub(super) fn spawn_in(
         err_write: early.err_write,
         log_write: -1,
         stdin: -1,
-        // The same descriptor number in the child's table.
-        detach: early.detach,
     });
     late.fill_pointers();
 
