@@ -30,9 +30,7 @@ use b3_builder::realise::RealiseSettings;
 use b3_builder::sandbox::SandboxPath;
 use b3_builder::schedule::{realise_goals, Goal};
 use b3_store::activity::{self, Logger, Verbosity};
-use b3_store::binary_cache::Substituters;
 use b3_store::path::{StoreDir, StorePath};
-use b3_store::substitute::Substitute;
 
 use super::Global;
 use crate::installable::{self, DefaultFile, InstallableArgs, Resolved};
@@ -126,54 +124,38 @@ fn settings_from(
     for w in config.warnings() {
         logger.warn(&w.to_string());
     }
-    let conf = &config.settings;
-    let mut s = RealiseSettings {
-        logger: Some(logger.clone()),
-        ..RealiseSettings::default()
-    };
-    for p in &conf.sandbox_paths.0 {
-        s.extra_paths.push(SandboxPath::parse(&p.spec)?);
-    }
+    let mut s = super::realise_config::from_config(&config, store_dir)?;
+    s.logger = Some(logger.clone());
     for spec in &a.sandbox_paths {
         s.extra_paths.push(SandboxPath::parse(spec)?);
     }
-    s.cores = match a.cores {
-        Some(c) => c,
-        None if conf.cores > 0 => conf.cores as u32,
-        None => s.cores,
-    };
-    let jobs_set = config
-        .provenance("max-jobs")
-        .is_some_and(|p| p.set != b3_store::settings::Origin::Default);
-    s.max_jobs = match &a.max_jobs {
-        Some(j) if j == "auto" => s.max_jobs,
-        Some(j) => j
-            .parse()
-            .map_err(|_| anyhow::anyhow!("'--max-jobs' should be 'auto' or an integer"))?,
-        None if jobs_set => conf.max_jobs.0 as usize,
-        None => s.max_jobs,
-    };
+    if let Some(c) = a.cores {
+        s.cores = c;
+    }
+    match &a.max_jobs {
+        Some(j) if j == "auto" => s.max_jobs = RealiseSettings::default().max_jobs,
+        Some(j) => {
+            s.max_jobs = j
+                .parse()
+                .map_err(|_| anyhow::anyhow!("'--max-jobs' should be 'auto' or an integer"))?
+        }
+        None => {}
+    }
     if s.max_jobs == 0 {
         anyhow::bail!(
             "unable to start any build; either increase '--max-jobs' or enable remote builds"
         );
     }
-    s.max_substitution_jobs = conf.max_substitution_jobs.max(1) as usize;
-    s.keep_going = a.keep_going || conf.keep_going;
-    s.keep_failed = a.keep_failed || conf.keep_failed;
-    let secs =
-        |flag: Option<u64>, conf: u64| flag.or((conf > 0).then_some(conf)).map(Duration::from_secs);
-    s.timeout = secs(a.timeout, conf.timeout);
-    s.max_silent = secs(a.max_silent_time, conf.max_silent_time);
-    s.log_lines = if logs_shown {
-        0
-    } else {
-        conf.log_lines as usize
-    };
-    // Binary caches (`substituters`, `trusted-public-keys`, `require-sigs`,
-    // `substitute`): asked for missing outputs before building.
-    if let Some(subst) = Substituters::from_settings(conf, store_dir)? {
-        s.substituter = Some(Arc::new(subst) as Arc<dyn Substitute>);
+    s.keep_going |= a.keep_going;
+    s.keep_failed |= a.keep_failed;
+    if let Some(t) = a.timeout {
+        s.timeout = Some(Duration::from_secs(t));
+    }
+    if let Some(t) = a.max_silent_time {
+        s.max_silent = Some(Duration::from_secs(t));
+    }
+    if logs_shown {
+        s.log_lines = 0;
     }
     Ok(s)
 }
