@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use b3_store::binary_cache::Substituters;
 use b3_store::local::LocalStore;
-use b3_store::substitute::{Substitute, Substituted};
+use b3_store::substitute::Substitute;
 use substitute_common::*;
 
 /// Entries of the store directory that are not store paths (temporary
@@ -57,7 +57,7 @@ fn concurrent_substitutions_sharing_references_fetch_each_nar_once_and_all_end_v
         .collect();
     for t in threads {
         let (p, got, valid) = t.join().unwrap();
-        assert_eq!(got, Ok(Substituted::Done), "{p}");
+        assert_eq!(got, Ok(b3_store::substitute::Substituted::Done), "{p}");
         assert!(valid, "{p} reported done but is not valid");
     }
     assert_holds_exactly(&store, closure.clone());
