@@ -115,6 +115,7 @@ fn install_logger(
 }
 
 fn settings_from(
+    g: &Global,
     a: &Args,
     logger: &Logger,
     logs_shown: bool,
@@ -157,6 +158,11 @@ fn settings_from(
     if logs_shown {
         s.log_lines = 0;
     }
+    s.vfs = super::shell::vfs_builds_with(
+        g,
+        a.vfs || config.settings.b3_vfs_builds,
+        a.trace.as_deref(),
+    )?;
     Ok(s)
 }
 
@@ -177,8 +183,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             }
         }));
     }
-    let mut settings = settings_from(&a, &logger, logs_shown, store.store_dir())?;
-    settings.vfs = super::shell::vfs_builds_with(g, a.vfs, a.trace.as_deref(), &a.option)?;
+    let settings = settings_from(g, &a, &logger, logs_shown, store.store_dir())?;
     let items = installable::resolve(&store, &a.inst, DefaultFile::Build)?;
     let evaluated = items.is_empty()
         || a.inst.from_expr

@@ -164,19 +164,16 @@ pub fn print_trace_report(
 }
 
 /// `--vfs`/`--trace` of `b3 build`: vfs-backed build settings over the
-/// object database [`odb_dir`] (the trace log starts empty). Builds also
-/// go through views when nix.conf (or `NIX_CONFIG`, or the command's
-/// `--option NAME VALUE` pairs) sets `b3-vfs-builds = true`, a b3-only
-/// setting real Nix warns about and ignores.
+/// object database [`odb_dir`] (the trace log starts empty). `vfs` is also
+/// true when nix.conf (or `NIX_CONFIG`, or `--option`) sets
+/// `b3-vfs-builds = true`, a b3-only setting real Nix warns about and
+/// ignores.
 pub fn vfs_builds_with(
     g: &Global,
     vfs: bool,
     trace: Option<&Path>,
-    options: &[String],
 ) -> anyhow::Result<Option<std::sync::Arc<b3_builder::vfs_build::VfsBuilds>>> {
-    let by_default =
-        || -> anyhow::Result<bool> { Ok(super::config::load(options)?.settings.b3_vfs_builds) };
-    if !vfs && trace.is_none() && !by_default()? {
+    if !vfs && trace.is_none() {
         return Ok(None);
     }
     let trace = match trace {
