@@ -20,8 +20,13 @@
 //! add; nothing registered ever lacks its references or its bytes on disk.
 //! A commit that fails removes its paths, and the commits of builds that
 //! used them then fail on their missing references.
+//!
+//! The references of every path registered here are kept for the rest of
+//! the realisation, so the closure of a build's inputs that were built in
+//! the same realisation (a chain's every step) is walked in memory rather
+//! than asked of the database each time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{mpsc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,11 +62,27 @@ pub struct Registrar {
     state: std::sync::Arc<Pending>,
 }
 
-/// Placed paths whose commit is queued or running, with their references.
+/// Placed paths whose commit is queued or running, and the paths this
+/// realisation registered, with their references.
 #[derive(Default)]
 struct Pending {
-    paths: Mutex<BTreeMap<StorePath, BTreeSet<StorePath>>>,
+    paths: Mutex<Known>,
     idle: Condvar,
+}
+
+#[derive(Default)]
+struct Known {
+    /// Queued or being committed.
+    pending: BTreeMap<StorePath, BTreeSet<StorePath>>,
+    /// Registered by this realisation (valid paths' references never
+    /// change).
+    registered: HashMap<StorePath, BTreeSet<StorePath>>,
+}
+
+impl Known {
+    fn references(&self, p: &StorePath) -> Option<&BTreeSet<StorePath>> {
+        self.pending.get(p).or_else(|| self.registered.get(p))
+    }
 }
 
 impl std::fmt::Debug for Registrar {
@@ -93,7 +114,7 @@ impl Registrar {
                             Err(StoreError::Other("the registering thread panicked".into()).into())
                         })
                         .map(|()| started.elapsed());
-                        state.remove(&paths);
+                        state.settle(&paths, r.is_ok());
                         done(r);
                     }
                 })
@@ -120,7 +141,8 @@ impl Registrar {
         {
             let mut p = self.state.lock();
             for placed in &c.placed {
-                p.insert(placed.path().clone(), placed.info().references.clone());
+                p.pending
+                    .insert(placed.path().clone(), placed.info().references.clone());
             }
         }
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
@@ -134,13 +156,13 @@ impl Registrar {
         drop(tx);
         let started = Instant::now();
         let r = commit(store, back.0).map(|()| started.elapsed());
-        self.state.remove(&paths);
+        self.state.settle(&paths, r.is_ok());
         (back.1)(r);
     }
 
     /// Whether `p` is placed and its registration queued.
     pub(crate) fn is_pending(&self, p: &StorePath) -> bool {
-        self.state.lock().contains_key(p)
+        self.state.lock().pending.contains_key(p)
     }
 
     /// The closure of `roots`, which may be registered or pending.
@@ -149,30 +171,32 @@ impl Registrar {
         store: &LocalStore,
         roots: &BTreeSet<StorePath>,
     ) -> Result<BTreeSet<StorePath>, StoreError> {
-        // Taken before the database is asked: a path leaves this map only
-        // after it is registered, so whatever is not here is either in the
-        // database or not valid at all.
-        let pending = self.state.lock().clone();
-        if pending.is_empty() {
-            return store.query_closure_sync(roots);
-        }
-        let mut from_queue = BTreeSet::new();
+        // Walked under the lock, before the database is asked: a path
+        // leaves `pending` only for `registered` or for good, so whatever
+        // is in neither is either in the database or not valid at all.
+        let mut known = BTreeSet::new();
         let mut from_db = BTreeSet::new();
-        let mut todo: Vec<&StorePath> = roots.iter().collect();
-        while let Some(p) = todo.pop() {
-            match pending.get(p) {
-                Some(refs) => {
-                    if from_queue.insert(p.clone()) {
-                        todo.extend(refs.iter().filter(|r| *r != p));
+        {
+            let state = self.state.lock();
+            let mut todo: Vec<&StorePath> = roots.iter().collect();
+            while let Some(p) = todo.pop() {
+                match state.references(p) {
+                    Some(refs) => {
+                        if known.insert(p.clone()) {
+                            todo.extend(refs.iter().filter(|r| *r != p));
+                        }
                     }
-                }
-                None => {
-                    from_db.insert(p.clone());
+                    None => {
+                        from_db.insert(p.clone());
+                    }
                 }
             }
         }
+        if from_db.is_empty() {
+            return Ok(known);
+        }
         let mut all = store.query_closure_sync(&from_db)?;
-        all.extend(from_queue);
+        all.extend(known);
         Ok(all)
     }
 
@@ -180,7 +204,7 @@ impl Registrar {
     /// inputs' registrations, such as output checks on requisites).
     pub(crate) fn wait_idle(&self) {
         let mut p = self.state.lock();
-        while !p.is_empty() {
+        while !p.pending.is_empty() {
             p = self.state.idle.wait(p).unwrap_or_else(|e| e.into_inner());
         }
     }
@@ -201,16 +225,22 @@ impl Drop for Registrar {
 }
 
 impl Pending {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<StorePath, BTreeSet<StorePath>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
         self.paths.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn remove(&self, paths: &[StorePath]) {
+    /// `paths` are no longer pending: registered (`ok`) or given up (any of
+    /// them may then be missing, so the database answers for all).
+    fn settle(&self, paths: &[StorePath], ok: bool) {
         let mut p = self.lock();
         for path in paths {
-            p.remove(path);
+            if let Some(refs) = p.pending.remove(path) {
+                if ok {
+                    p.registered.insert(path.clone(), refs);
+                }
+            }
         }
-        if p.is_empty() {
+        if p.pending.is_empty() {
             self.idle.notify_all();
         }
     }
@@ -235,4 +265,108 @@ fn commit(store: &LocalStore, c: Commit) -> Result<(), RealiseError> {
     store.register_derivation_outputs(&drv_path, &outputs)?;
     drop(locks);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use b3_store::local::LocalStoreConfig;
+    use b3_store::traits::ValidPathInfo;
+
+    fn path_of(s: &LocalStore, c: char, name: &str) -> StorePath {
+        let text = format!("{}/{}-{name}", s.store_dir(), c.to_string().repeat(32));
+        s.store_dir().parse(&text).unwrap()
+    }
+
+    /// Places a one-file output at `path` that names `refs`.
+    fn place(s: &LocalStore, path: &StorePath, refs: &[&StorePath]) -> Placed {
+        let work = s.real_store_dir().join(format!(
+            ".b3-tmp-{}-reg-{}",
+            std::process::id(),
+            path.hash_part()
+        ));
+        std::fs::create_dir_all(&work).unwrap();
+        let out = work.join("out");
+        let text: String = refs.iter().map(|r| s.print_path(r) + "\n").collect();
+        std::fs::write(&out, text).unwrap();
+        let hashes: Vec<String> = refs.iter().map(|r| r.hash_part()).collect();
+        let prepared = s.prepare_adoption(&out, hashes.iter()).unwrap();
+        let mut info = ValidPathInfo::new(path.clone(), prepared.nar_hash(), prepared.nar_size());
+        info.references = refs.iter().map(|r| (*r).clone()).collect();
+        let pending: BTreeSet<StorePath> = refs.iter().map(|r| (*r).clone()).collect();
+        s.place_adopted(prepared, &info, &|r| pending.contains(r))
+            .unwrap()
+            .unwrap()
+    }
+
+    fn commit_of(s: &LocalStore, drv: char, placed: Placed) -> Commit {
+        let out = placed.path().clone();
+        let text = format!("a derivation {drv}");
+        let drv_path = s
+            .add_text_sync(&format!("{drv}.drv"), text.as_bytes(), &BTreeSet::new())
+            .unwrap();
+        Commit {
+            drv_path,
+            placed: vec![placed],
+            outputs: vec![("out".into(), out)],
+            locks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn closures_of_paths_registered_here_match_the_database_and_failed_ones_are_forgotten() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(LocalStoreConfig::new(d.path().join("root"))).unwrap();
+        let reg = Registrar::new(&s);
+        let a = path_of(&s, 'a', "a");
+        let b = path_of(&s, 'b', "b");
+        let c = path_of(&s, 'c', "c");
+        let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = |f: &std::sync::Arc<std::sync::atomic::AtomicUsize>| {
+            let f = f.clone();
+            move |r: Result<Duration, RealiseError>| {
+                if r.is_err() {
+                    f.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        };
+        reg.submit(&s, commit_of(&s, 'f', place(&s, &a, &[])), count(&failures));
+        reg.submit(
+            &s,
+            commit_of(&s, 'h', place(&s, &b, &[&a])),
+            count(&failures),
+        );
+        // While pending or registered, the closure is the same.
+        let roots = BTreeSet::from([b.clone()]);
+        assert_eq!(
+            reg.closure(&s, &roots).unwrap(),
+            BTreeSet::from([a.clone(), b.clone()])
+        );
+        reg.wait_idle();
+        assert_eq!(failures.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(
+            reg.closure(&s, &roots).unwrap(),
+            s.query_closure_sync(&roots).unwrap()
+        );
+
+        // C refers to a path that is given up before C's commit: C's commit
+        // fails and its closure is no longer answered from memory (the
+        // database does not know C, so asking is an error).
+        let gone = path_of(&s, 'g', "gone");
+        let placed_gone = place(&s, &gone, &[]);
+        reg.state
+            .lock()
+            .pending
+            .insert(gone.clone(), BTreeSet::new());
+        let placed_c = place(&s, &c, &[&gone]);
+        s.discard_adopted(placed_gone);
+        reg.state.settle(std::slice::from_ref(&gone), false);
+        reg.submit(&s, commit_of(&s, 'i', placed_c), count(&failures));
+        reg.wait_idle();
+        assert_eq!(failures.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(!s.is_valid_sync(&c).unwrap());
+        assert!(reg.closure(&s, &BTreeSet::from([c.clone()])).is_err());
+        // The registered ones are still answered.
+        assert_eq!(reg.closure(&s, &roots).unwrap(), BTreeSet::from([a, b]));
+    }
 }

@@ -215,6 +215,7 @@ fn run(plan: &ChildPlan) -> ! {
             }
         }
         stdio(plan);
+        harden(plan);
         exec_builder(plan)
     }
 }
@@ -249,6 +250,10 @@ pub(crate) extern "C" fn warm_main(arg: *mut c_void) -> c_int {
                 fail(plan, i as u32, e);
             }
         }
+        // Nothing of the late steps needs what the filter or no_new_privs
+        // take away (they set no set-id bits and no extended attributes),
+        // so the build does not wait for them.
+        harden(plan);
         report(plan.err_write, STEP_READY, 0);
         let mut addr = [0u8; 8];
         let mut got = 0;
@@ -344,7 +349,40 @@ unsafe fn stdio(plan: &ChildPlan) {
     check(plan, STEP_STDIO, libc::dup2(plan.log_write, 2));
 }
 
-/// Limits, ids, no-new-privs, seccomp, exec.
+/// Core-dump limit, no-new-privs and the seccomp filter: what the builder
+/// gets whatever its ids, so a pre-made sandbox does it ahead of time.
+unsafe fn harden(plan: &ChildPlan) {
+    let mut lim: libc::rlimit = std::mem::zeroed();
+    check(
+        plan,
+        STEP_LIMITS,
+        libc::getrlimit(libc::RLIMIT_CORE, &mut lim),
+    );
+    lim.rlim_cur = 0;
+    check(plan, STEP_LIMITS, libc::setrlimit(libc::RLIMIT_CORE, &lim));
+    check(
+        plan,
+        STEP_NO_NEW_PRIVS,
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+    );
+    let prog = libc::sock_fprog {
+        len: plan.seccomp.len() as u16,
+        filter: plan.seccomp.as_ptr() as *mut libc::sock_filter,
+    };
+    check(
+        plan,
+        STEP_SECCOMP,
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &prog as *const libc::sock_fprog as libc::c_ulong,
+            0,
+            0,
+        ),
+    );
+}
+
+/// Ids, then exec (after [`harden`]).
 unsafe fn exec_builder(plan: &ChildPlan) -> ! {
     // Nothing else of the parent's may leak into the builder.
     if libc::syscall(
@@ -360,15 +398,6 @@ unsafe fn exec_builder(plan: &ChildPlan) -> ! {
     }
 
     libc::umask(0o022);
-    let mut lim: libc::rlimit = std::mem::zeroed();
-    check(
-        plan,
-        STEP_LIMITS,
-        libc::getrlimit(libc::RLIMIT_CORE, &mut lim),
-    );
-    lim.rlim_cur = 0;
-    check(plan, STEP_LIMITS, libc::setrlimit(libc::RLIMIT_CORE, &lim));
-
     if plan.drop_groups {
         check(
             plan,
@@ -392,27 +421,6 @@ unsafe fn exec_builder(plan: &ChildPlan) -> ! {
         plan,
         STEP_IDS,
         libc::syscall(libc::SYS_setuid, plan.uid as libc::c_long) as c_int,
-    );
-
-    check(
-        plan,
-        STEP_NO_NEW_PRIVS,
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
-    );
-    let prog = libc::sock_fprog {
-        len: plan.seccomp.len() as u16,
-        filter: plan.seccomp.as_ptr() as *mut libc::sock_filter,
-    };
-    check(
-        plan,
-        STEP_SECCOMP,
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
-            &prog as *const libc::sock_fprog as libc::c_ulong,
-            0,
-            0,
-        ),
     );
 
     libc::execve(

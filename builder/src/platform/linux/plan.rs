@@ -247,6 +247,26 @@ fn chown_created(ops: Vec<Op>, to: (u32, u32)) -> Result<Vec<Op>, SandboxError> 
     Ok(out)
 }
 
+/// [`chown_created`] for the inputs' mount points: only their symlinks.
+fn chown_symlinks(points: Vec<Op>, to: (u32, u32)) -> Vec<Op> {
+    let mut out = Vec::with_capacity(points.len());
+    for op in points {
+        let link = match &op {
+            Op::Symlink { link, .. } => Some(link.clone()),
+            _ => None,
+        };
+        out.push(op);
+        if let Some(path) = link {
+            out.push(Op::Chown {
+                path,
+                uid: to.0,
+                gid: to.1,
+            });
+        }
+    }
+    out
+}
+
 /// `chown_to`: give the created files and directories to this (sandbox)
 /// uid/gid (needed when the set-up runs as a different id than the build).
 ///
@@ -511,7 +531,9 @@ fn prepare_parts(
         });
     }
     if let Some(to) = chown_to {
-        points = chown_created(points, to)?;
+        // Only a symlink standing for an input is seen: the other points
+        // are hidden under their binds, so their owner does not matter.
+        points = chown_symlinks(points, to);
     }
     late.push(Op::StoreLayer {
         target: cpath(&store)?,
