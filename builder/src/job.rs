@@ -7,7 +7,9 @@
 //! Independent of the store crate: store paths are plain strings. The work
 //! directory is removed when the [`BuildResult`] (or the job, on error) is
 //! dropped, so callers move the outputs out first (same file system: put the
-//! work directory next to the store, see [`BuildJob::work_parent`]).
+//! work directory next to the store, see [`BuildJob::work_parent`]), or
+//! handed back to a [`WorkDirStock`] for a later build (emptied first, see
+//! [`crate::recycle`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -107,11 +109,18 @@ pub enum JobError {
 pub struct WorkDir {
     path: PathBuf,
     kept: bool,
+    /// An earlier build ran here (see [`WorkDirStock::recycle`]).
+    reused: bool,
 }
 
 impl WorkDir {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+    /// Whether an earlier build of the realisation ran in this directory
+    /// (emptied since, see [`WorkDirStock::recycle`]).
+    pub fn reused(&self) -> bool {
+        self.reused
     }
     /// The sandbox root's mount point (made by a sandbox that needs one:
     /// a pre-made sandbox has its own).
@@ -151,7 +160,11 @@ impl WorkDir {
             let path = parent.join(format!("{prefix}{safe}-{}-{n}", std::process::id()));
             match std::fs::create_dir(&path) {
                 Ok(()) => {
-                    let wd = WorkDir { path, kept: false };
+                    let wd = WorkDir {
+                        path,
+                        kept: false,
+                        reused: false,
+                    };
                     for d in [wd.build(), wd.store()] {
                         std::fs::create_dir(&d).map_err(|e| {
                             OsError::from_io(format!("creating {}", d.display()), &e)
@@ -189,9 +202,11 @@ impl Drop for WorkDir {
 
 /// Work directories made ahead of time, so that a build's start does not
 /// wait for their three new inodes (on the store's file system, a good part
-/// of a millisecond each, and more under load). Cheap to clone; whoever
-/// fills it (a chore thread) and the builds that take from it share one
-/// stock. Directories left when the last clone goes are removed.
+/// of a millisecond each, and more under load), and those of finished
+/// builds, emptied for the next ones ([`WorkDirStock::recycle`]): making
+/// and removing directories costs CPU the builds need. Cheap to clone;
+/// whoever fills it (a chore thread) and the builds that take from it share
+/// one stock. Directories left when the last clone goes are removed.
 #[derive(Clone, Debug)]
 pub struct WorkDirStock {
     inner: std::sync::Arc<StockInner>,
@@ -201,7 +216,19 @@ pub struct WorkDirStock {
 struct StockInner {
     parent: PathBuf,
     prefix: String,
-    ready: std::sync::Mutex<Vec<WorkDir>>,
+    shelf: std::sync::Mutex<Shelf>,
+}
+
+#[derive(Debug, Default)]
+struct Shelf {
+    ready: Vec<WorkDir>,
+    /// Finished builds' directories being emptied, to be ready soon.
+    cleaning: usize,
+    /// How many builds may still take a directory at once (see
+    /// [`WorkDirStock::set_demand`]).
+    demand: usize,
+    /// Directories handed out again.
+    reused: u64,
 }
 
 impl WorkDirStock {
@@ -212,39 +239,94 @@ impl WorkDirStock {
             inner: std::sync::Arc::new(StockInner {
                 parent: parent.to_path_buf(),
                 prefix: prefix.to_string(),
-                ready: std::sync::Mutex::new(Vec::new()),
+                shelf: std::sync::Mutex::new(Shelf::default()),
             }),
         }
     }
 
-    fn ready(&self) -> std::sync::MutexGuard<'_, Vec<WorkDir>> {
-        self.inner.ready.lock().unwrap_or_else(|e| e.into_inner())
+    fn shelf(&self) -> std::sync::MutexGuard<'_, Shelf> {
+        self.inner.shelf.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes directories until `want` are ready (none if that many are);
-    /// a failure leaves the rest to the builds, which make their own. Each
-    /// comes with its (empty) scratch directory, which builds whose store
-    /// is an overlay use and the others leave to the clean-up.
+    /// Makes directories until `want` are ready or being emptied (none if
+    /// that many are); a failure leaves the rest to the builds, which make
+    /// their own. Each comes with its (empty) scratch directory, which
+    /// builds whose store is an overlay use and the others leave alone.
     pub fn top_up(&self, want: usize) {
-        while self.ready().len() < want {
+        loop {
+            {
+                let s = self.shelf();
+                if s.ready.len() + s.cleaning >= want {
+                    return;
+                }
+            }
             let made = WorkDir::create(&self.inner.parent, &self.inner.prefix, "build")
                 .ok()
                 .filter(|w| std::fs::create_dir(w.scratch()).is_ok());
             match made {
-                Some(w) => self.ready().push(w),
+                Some(w) => self.shelf().ready.push(w),
                 None => return,
             }
         }
     }
 
-    /// A ready directory, if there is one.
+    /// Says how many builds may still want a directory at once: finished
+    /// builds' directories are kept for them (one more than that is
+    /// ready or being emptied, at most: the stock also holds the one made
+    /// ahead for the build after the next), the others removed. Zero at the
+    /// end of a realisation.
+    pub fn set_demand(&self, builds: usize) {
+        self.shelf().demand = builds;
+    }
+
+    /// A ready directory, if there is one; the last one handed back first.
     pub fn take(&self) -> Option<WorkDir> {
-        self.ready().pop()
+        let mut s = self.shelf();
+        let w = s.ready.pop()?;
+        s.reused += u64::from(w.reused);
+        Some(w)
+    }
+
+    /// Hands a finished build's directory back (its outputs moved out):
+    /// `trash` empties it for a later build, or removes it when the stock
+    /// holds enough (see [`Self::set_demand`]) or it cannot be emptied.
+    /// Never for a directory kept for the user (`--keep-failed`).
+    pub fn recycle(&self, dir: WorkDir, trash: &Trash) {
+        let keep = {
+            let mut s = self.shelf();
+            let keep = dir.path.parent() == Some(self.inner.parent.as_path())
+                && s.ready.len() + s.cleaning <= s.demand;
+            s.cleaning += usize::from(keep);
+            keep
+        };
+        if !keep {
+            trash.put(dir);
+            return;
+        }
+        let stock = self.clone();
+        trash.later(move || {
+            let mut dir = dir;
+            let clean = crate::recycle::clean(dir.path()).is_ok();
+            let mut s = stock.shelf();
+            s.cleaning -= 1;
+            if clean && s.demand > 0 {
+                dir.reused = true;
+                s.ready.push(dir);
+            } else {
+                drop(s);
+                drop(dir);
+            }
+        });
+    }
+
+    /// How many directories were handed out again (see [`Self::recycle`]).
+    pub fn reused(&self) -> u64 {
+        self.shelf().reused
     }
 
     /// The directories nobody took (for removal elsewhere).
     pub fn drain(&self) -> Vec<WorkDir> {
-        std::mem::take(&mut *self.ready())
+        std::mem::take(&mut self.shelf().ready)
     }
 }
 
@@ -360,7 +442,7 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(unix)]
-fn make_owner_writable(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+pub(crate) fn make_owner_writable(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if meta.permissions().mode() & 0o700 != 0o700 {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
@@ -369,7 +451,7 @@ fn make_owner_writable(path: &Path, meta: &std::fs::Metadata) -> std::io::Result
 }
 
 #[cfg(not(unix))]
-fn make_owner_writable(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+pub(crate) fn make_owner_writable(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
     let mut perms = meta.permissions();
     if perms.readonly() {
         #[allow(clippy::permissions_set_readonly_false)]
@@ -534,6 +616,57 @@ mod tests {
         assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 3);
         drop((a, b, c));
         assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_recycled_dir_comes_back_empty_while_builds_want_one_and_is_removed_after() {
+        let parent = tempfile::tempdir().unwrap();
+        let stock = WorkDirStock::new(parent.path(), ".b3-test-");
+        let trash = Trash::new();
+        stock.set_demand(1);
+        stock.top_up(1);
+        let a = stock.take().unwrap();
+        assert!(!a.reused());
+        let a_path = a.path().to_path_buf();
+        std::fs::write(a.build().join("left"), "x").unwrap();
+        std::fs::create_dir(a.store().join("out")).unwrap();
+        stock.recycle(a, &trash);
+        // Being emptied (on a chore thread) counts as ready.
+        stock.top_up(1);
+        trash.finish();
+        let b = stock.take().expect("the emptied directory");
+        assert!(stock.take().is_none());
+        assert_eq!(b.path(), a_path);
+        assert!(b.reused());
+        assert_eq!(stock.reused(), 1);
+        for d in [b.build(), b.store(), b.scratch()] {
+            assert_eq!(std::fs::read_dir(d).unwrap().count(), 0);
+        }
+        // No build wants one: handed back, it is removed (at once, now
+        // that the trash is finished).
+        stock.set_demand(0);
+        stock.recycle(b, &trash);
+        assert!(stock.take().is_none());
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_dir_that_cannot_be_emptied_is_removed_not_recycled() {
+        let parent = tempfile::tempdir().unwrap();
+        let stock = WorkDirStock::new(parent.path(), ".b3-test-");
+        let trash = Trash::new();
+        stock.set_demand(2);
+        let w = WorkDir::create(parent.path(), ".b3-test-", "t").unwrap();
+        std::fs::write(w.path().join("unexpected"), "").unwrap();
+        stock.recycle(w, &trash);
+        // One from another directory is not taken in either.
+        let other = tempfile::tempdir().unwrap();
+        let o = WorkDir::create(other.path(), ".b3-test-", "o").unwrap();
+        stock.recycle(o, &trash);
+        trash.finish();
+        assert!(stock.take().is_none());
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 0);
     }
 
     #[test]

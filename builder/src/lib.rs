@@ -20,6 +20,7 @@ pub mod env;
 pub mod job;
 pub mod platform;
 pub mod realise;
+mod recycle;
 pub mod registrar;
 pub mod sandbox;
 pub mod schedule;

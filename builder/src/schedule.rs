@@ -80,6 +80,10 @@ pub struct RealiseReport {
     pub premade_sandboxes: u64,
     /// How many sandboxes were made ahead of time (used or not).
     pub sandboxes_made: u64,
+    /// How many builds ran in a work directory an earlier build of this
+    /// realisation had used (emptied in between, see
+    /// [`WorkDirStock::recycle`]).
+    pub reused_work_dirs: u64,
     /// Per build, how long registering its outputs took (waiting for their
     /// flushes, then the database), overlapped with the builds after it.
     pub registrations: Vec<Duration>,
@@ -217,6 +221,7 @@ pub fn realise_goals(
         checked: Vec::new(),
         premade_sandboxes: 0,
         sandboxes_made: 0,
+        reused_work_dirs: 0,
         registrations: Vec::new(),
         tail: Vec::new(),
         status_mask: 0,
@@ -290,6 +295,10 @@ pub fn realise_goals(
     s.report.sandboxes_made = pool.as_ref().map_or(0, SandboxPool::made);
     drop(pool);
     lap("sandbox pool", &mut s.report.tail);
+    s.report.reused_work_dirs = work_dirs.reused();
+    // No build is left to take a directory: those still being emptied are
+    // removed instead.
+    work_dirs.set_demand(0);
     for w in work_dirs.drain() {
         trash.put(w);
     }
@@ -544,7 +553,7 @@ impl<'a> Sched<'a> {
     /// realisation). Told each time a build is marked running, before its
     /// thread starts, so that the pool never counts it. Work directories
     /// for the next builds (as many as may run at once) are made ahead on
-    /// a chore thread.
+    /// a chore thread, when finished builds' directories do not serve them.
     fn tell_pool(&self, ctx: &StepCtx<'_>) {
         let to_start = self
             .nodes
@@ -554,8 +563,9 @@ impl<'a> Sched<'a> {
         if let Some(pool) = ctx.pool {
             pool.set_demand(to_start);
         }
-        if to_start > 0 {
-            let want = to_start.min(self.settings.max_jobs.max(1));
+        let want = to_start.min(self.settings.max_jobs.max(1));
+        ctx.work_dirs.set_demand(want);
+        if want > 0 {
             let stock = ctx.work_dirs.clone();
             ctx.trash.later(move || stock.top_up(want));
         }

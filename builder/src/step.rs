@@ -53,13 +53,15 @@ pub(crate) struct StepCtx<'a> {
     /// Cancelled when the realisation stops (a build failed without
     /// `keep_going`): running builds are killed, nothing more registered.
     pub cancel: &'a Cancel,
-    /// Where finished builds' work directories go to be removed.
+    /// Runs the chores that may follow a build's end (emptying or removing
+    /// its work directory, writing its log).
     pub trash: &'a Trash,
     /// Pre-made sandboxes for this realisation's builds.
     pub pool: Option<&'a SandboxPool>,
     /// Registers finished builds' outputs while later builds run.
     pub registrar: &'a Registrar,
-    /// Work directories made ahead of the builds (see [`work_prefix`]).
+    /// Work directories made ahead of the builds or left by finished ones
+    /// (see [`work_prefix`]).
     pub work_dirs: &'a WorkDirStock,
 }
 
@@ -273,7 +275,9 @@ pub(crate) fn build_step(
     if ended.is_err() && ctx.settings.keep_failed {
         keep_build_dir(ctx, drv_path, result);
     } else {
-        ctx.trash.put(result.work_dir);
+        // Its outputs are in the store (or unwanted): emptied, the
+        // directory serves a later build (see crate::recycle).
+        ctx.work_dirs.recycle(result.work_dir, ctx.trash);
     }
     match ended {
         Ok(StepDone::Built {
@@ -336,9 +340,11 @@ fn run_builtin_fetchurl(
 ) -> Result<BuildResult, RealiseError> {
     let started = std::time::Instant::now();
     let name = drv_path.derivation_name().unwrap_or("fetchurl");
-    let prefix = format!("{WORK_PREFIX}{}-build-", std::process::id());
-    let work = WorkDir::create(ctx.store.real_store_dir(), &prefix, name)
-        .map_err(crate::job::JobError::WorkDir)?;
+    let work = match ctx.work_dirs.take() {
+        Some(w) => w,
+        None => WorkDir::create(ctx.store.real_store_dir(), &work_prefix(), name)
+            .map_err(crate::job::JobError::WorkDir)?,
+    };
     let mut found = BTreeMap::new();
     let mut missing = Vec::new();
     let status = match outputs.get("out") {

@@ -285,6 +285,10 @@ fn print_stats(report: &b3_builder::schedule::RealiseReport, wall: Duration) {
     if report.built.is_empty() {
         return;
     }
+    eprintln!(
+        "stats: builds in a work directory an earlier build used (emptied): {}",
+        report.reused_work_dirs
+    );
     // Median per phase of a build step, and what is left of the wall time
     // (start-up, evaluation of the goals, scheduling) when the steps'
     // own time is taken out (exact for a chain, where they run one by one).
