@@ -64,7 +64,16 @@ fn a_pooled_sandbox_shows_the_builder_exactly_what_a_fresh_one_does() {
     pool.wait_ready().expect("a sandbox is made");
     let warm = log_of(&pooled(PROBE, work.path(), &pool));
     assert_eq!(pool.served(), 1, "the second build ran in the pool");
-    assert_eq!(fresh, warm, "pooled and fresh sandboxes differ");
+    // A pre-made sandbox reaches the host through layers stacked under its
+    // store layer (the physical store read-only, the work directories
+    // writable; see `plan::HostLayers`): its mount table lists them, and
+    // that is the only difference.
+    let with_layers = fresh.replace(
+        "/nix/store rw;/nix/store/",
+        "/nix/store ro;/nix/store rw;/nix/store rw;/nix/store/",
+    );
+    assert_ne!(with_layers, fresh, "the fresh mount table: {fresh}");
+    assert_eq!(with_layers, warm, "pooled and fresh sandboxes differ");
     assert!(!warm.contains("LEAK"), "{warm}");
     // The shape a fresh sandbox has (checked in detail elsewhere).
     assert!(warm.contains("ids 1000 100 100"), "{warm}");
@@ -159,18 +168,13 @@ fn dropping_a_pool_ends_its_sandboxes_and_removes_its_directory() {
     log_of(&pooled("touch $out", work.path(), &pool));
     pool.wait_ready().expect("a sandbox is made");
     assert!(dir.is_dir());
-    // The stage of the store is mounted (in each sandbox's own mount
-    // namespace) on a host directory beside the pool's.
-    let stage = work.path().join("pool-stage");
-    assert!(stage.is_dir());
     assert_eq!(
-        std::fs::read_dir(&stage).unwrap().count(),
+        std::fs::read_dir(&dir).unwrap().count(),
         0,
-        "empty on the host"
+        "the roots are mounted in the sandboxes' own namespaces only"
     );
     drop(pool);
     assert!(!dir.exists(), "the pool's directory is removed");
-    assert!(!stage.exists(), "the stage's directory is removed");
 }
 
 /// The host's root, which the pivot stacks on the sandbox's root, leaves
@@ -179,4 +183,31 @@ fn dropping_a_pool_ends_its_sandboxes_and_removes_its_directory() {
 #[test]
 fn the_old_root_has_left_the_sandbox_before_the_builder_starts() {
     common::old_root_leaves_before_the_builder_starts();
+}
+
+/// What lies under a pre-made sandbox's store layer (its host layers: the
+/// whole physical store, the work directories) stays covered even in a
+/// user namespace the builder makes itself, where it holds every
+/// capability over its copy of the mounts: the kernel locks the copied
+/// mounts to what covers them.
+#[test]
+fn the_host_layers_under_a_pooled_store_stay_covered_from_a_nested_user_namespace() {
+    let work = tempdir();
+    let pool = SandboxPool::new(1, work.path().join("pool"));
+    let script = "unshare -Urm sh -c 'umount /nix/store; umount -l /nix/store; \
+                    mount --move /nix/store /tmp; echo NESTED $(ls -A /nix/store)'; \
+                  touch $out";
+    log_of(&pooled("touch $out", work.path(), &pool));
+    pool.wait_ready().expect("a sandbox is made");
+    let log = log_of(&pooled(script, work.path(), &pool));
+    assert_eq!(pool.served(), 1, "the build ran in the pool");
+    let nested = log
+        .lines()
+        .find(|l| l.starts_with("NESTED"))
+        .unwrap_or_else(|| panic!("the builder made no user namespace: {log}"));
+    assert_eq!(
+        nested.trim_end(),
+        format!("NESTED {}", BB.trim_start_matches("/nix/store/")),
+        "{log}"
+    );
 }

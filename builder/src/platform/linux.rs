@@ -327,7 +327,7 @@ fn spawn_fresh(spec: &SandboxSpec, started: Instant) -> Result<SandboxedChild, S
     let ids = id_mapping();
     hand_over(spec, ids).map_err(SandboxError::Setup)?;
     let chown_to = ids.root_mode.then_some((SANDBOX_UID, SANDBOX_GID));
-    let prepared = plan::prepare(spec, &spec.root_dir, None, chown_to)?;
+    let prepared = plan::prepare(spec, &spec.root_dir, chown_to)?;
     let mut ops = prepared.early;
     ops.extend(prepared.late);
 

@@ -60,25 +60,21 @@ pub(crate) enum Op {
         target: CString,
         recursive: bool,
     },
-    /// A read-only bind of the physical store at `stage` for
-    /// [`Op::BindInputs`]. With `in_root`, `stage` is a directory of the
-    /// root tmpfs, and if the kernel refuses the bind it is removed again,
-    /// which tells [`Op::BindInputs`] to bind each input from the store
-    /// itself. Otherwise `stage` is a host directory outside the new root
-    /// (a pre-made sandbox's, see `pool.rs`) and a refused bind fails the
-    /// step.
+    /// A read-only bind of the physical store at `stage`, a directory of
+    /// the root tmpfs, for [`Op::BindInputs`] (a fresh sandbox's; a
+    /// pre-made one has [`Op::HostLayers`]). If the kernel refuses the
+    /// bind, `stage` is removed again, which tells [`Op::BindInputs`] to
+    /// bind each input from the store itself.
     Stage {
         physical: CString,
         stage: CString,
-        in_root: bool,
     },
     /// The inputs, read-only, at their mount points: one plain bind per
     /// input taken from the stage (a bind inherits the source mount's
-    /// read-only flag, so no remount per input). A stage `in_root` is then
-    /// detached and removed; one outside the new root goes with the old
-    /// root, which the pivot detaches (no unmount of its own on the
-    /// build's critical path). Without a stage, each input gets its own
-    /// [`Op::BindReadOnly`].
+    /// read-only flag, so no remount per input). With `in_root`, the stage
+    /// is then detached and removed (without a stage, each input gets its
+    /// own [`Op::BindReadOnly`]); otherwise the stage is a pre-made
+    /// sandbox's host layer, which stays covered by the store layer.
     BindInputs {
         stage: CString,
         binds: Vec<InputBind>,
@@ -109,7 +105,22 @@ pub(crate) enum Op {
         target: CString,
         upper: CString,
         overlay: Option<CString>,
+        /// The points for the overlay's lower layer when they are made
+        /// elsewhere than at their paths under `target` (a pre-made
+        /// sandbox's store directory is covered by its host layers).
+        lower_points: Option<Vec<Op>>,
         points: Vec<Op>,
+    },
+    /// A pre-made sandbox's way to the host after its early pivot: opens
+    /// `store` (a directory of the root tmpfs) as descriptor `fds[0]`, binds
+    /// `physical` read-only on it and opens that as `fds[1]`, binds `work`
+    /// (writable) on top and opens that as `fds[2]` (all close-on-exec).
+    /// The store layer mounted later covers all three.
+    HostLayers {
+        store: CString,
+        physical: CString,
+        work: CString,
+        fds: [c_int; 3],
     },
 }
 
@@ -477,11 +488,7 @@ fn run_op(op: &Op) -> Result<(), c_int> {
                 target,
                 recursive,
             } => bind_read_only(source, target, *recursive),
-            Op::Stage {
-                physical,
-                stage,
-                in_root,
-            } => return make_stage(physical, stage, *in_root),
+            Op::Stage { physical, stage } => return make_stage(physical, stage),
             Op::BindInputs {
                 stage,
                 binds,
@@ -497,8 +504,23 @@ fn run_op(op: &Op) -> Result<(), c_int> {
                 target,
                 upper,
                 overlay,
+                lower_points,
                 points,
-            } => return store_layer(target, upper, overlay.as_deref(), points),
+            } => {
+                return store_layer(
+                    target,
+                    upper,
+                    overlay.as_deref(),
+                    lower_points.as_deref(),
+                    points,
+                )
+            }
+            Op::HostLayers {
+                store,
+                physical,
+                work,
+                fds,
+            } => return host_layers(store, physical, work, fds),
         };
         if rc < 0 {
             Err(errno())
@@ -512,10 +534,11 @@ fn store_layer(
     target: &CStr,
     upper: &CStr,
     overlay: Option<&CStr>,
+    lower_points: Option<&[Op]>,
     points: &[Op],
 ) -> Result<(), c_int> {
     if let Some(options) = overlay {
-        for p in points {
+        for p in lower_points.unwrap_or(points) {
             run_op(p)?;
         }
         // SAFETY: mount with NUL-terminated strings owned by the plan.
@@ -550,6 +573,40 @@ fn store_layer(
         run_op(p)?;
     }
     Ok(())
+}
+
+fn host_layers(store: &CStr, physical: &CStr, work: &CStr, fds: &[c_int; 3]) -> Result<(), c_int> {
+    let check = |rc: c_int| if rc < 0 { Err(errno()) } else { Ok(()) };
+    // SAFETY: raw syscalls on NUL-terminated strings owned by the plan.
+    unsafe {
+        let open_as = |want: c_int| -> Result<(), c_int> {
+            let fd = libc::open(
+                store.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            );
+            check(fd)?;
+            if fd != want {
+                let rc = libc::dup3(fd, want, libc::O_CLOEXEC);
+                let e = errno();
+                libc::close(fd);
+                if rc < 0 {
+                    return Err(e);
+                }
+            }
+            Ok(())
+        };
+        open_as(fds[0])?;
+        check(bind_read_only(physical, store, false))?;
+        open_as(fds[1])?;
+        check(libc::mount(
+            work.as_ptr(),
+            store.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ))?;
+        open_as(fds[2])
+    }
 }
 
 unsafe fn write_file(path: &CStr, data: &[u8], mode: libc::mode_t) -> c_int {
@@ -623,23 +680,16 @@ unsafe fn bind_read_only(source: &CStr, target: &CStr, recursive: bool) -> c_int
     )
 }
 
-fn make_stage(physical: &CStr, stage: &CStr, in_root: bool) -> Result<(), c_int> {
+fn make_stage(physical: &CStr, stage: &CStr) -> Result<(), c_int> {
     // SAFETY: raw syscalls on NUL-terminated strings owned by the plan.
     unsafe {
         let rc = libc::mkdir(stage.as_ptr(), 0o700);
         if rc < 0 && errno() != libc::EEXIST {
             return Err(errno());
         }
-        if bind_read_only(physical, stage, false) < 0 {
-            // A host directory is shared by every pre-made sandbox: never
-            // removed here, so a refused bind is an error.
-            if !in_root {
-                return Err(errno());
-            }
-            // No stage: the inputs are bound one by one (see BindInputs).
-            if libc::rmdir(stage.as_ptr()) < 0 {
-                return Err(errno());
-            }
+        // No stage: the inputs are bound one by one (see BindInputs).
+        if bind_read_only(physical, stage, false) < 0 && libc::rmdir(stage.as_ptr()) < 0 {
+            return Err(errno());
         }
     }
     Ok(())
@@ -691,8 +741,8 @@ fn bind_inputs(stage: &CStr, binds: &[InputBind], in_root: bool) -> Result<(), c
         // The whole store must not stay visible, even on failure. A lazy
         // detach takes it out of the tree at once; only the freeing waits
         // (a plain unmount waits for an RCU grace period, measured at up to
-        // 6 ms under load). A stage outside the new root is detached with
-        // the old root by the pivot, which always follows.
+        // 6 ms under load). A pre-made sandbox's host layer stays, covered
+        // by the store layer.
         if in_root {
             check(libc::umount2(stage.as_ptr(), libc::MNT_DETACH))?;
             check(libc::rmdir(stage.as_ptr()))?;

@@ -154,14 +154,18 @@ fn expose_split(
 /// host directory that receives the outputs): then the mount points cost no
 /// inodes on the host's file system, nor their removal afterwards. `None`
 /// (bind the host directory and make the mount points in it) without a
-/// scratch directory or when a path cannot be written in overlay options.
-fn overlay_options(spec: &SandboxSpec, root: &Path) -> Result<Option<CString>, SandboxError> {
-    let Some(work) = &spec.scratch_dir else {
+/// scratch directory (`work`) or when a path cannot be written in overlay
+/// options.
+fn overlay_options(
+    lower: &Path,
+    upper: &Path,
+    work: Option<&Path>,
+) -> Result<Option<CString>, SandboxError> {
+    let Some(work) = work else {
         return Ok(None);
     };
-    let lower = under(root, &spec.logical_store_dir);
-    let paths = [&lower, &spec.store_dir_host, work];
-    let plain = |p: &&PathBuf| {
+    let paths = [lower, upper, work];
+    let plain = |p: &&Path| {
         !p.as_os_str()
             .as_bytes()
             .iter()
@@ -173,7 +177,7 @@ fn overlay_options(spec: &SandboxSpec, root: &Path) -> Result<Option<CString>, S
     let mut o = b"lowerdir=".to_vec();
     o.extend_from_slice(lower.as_os_str().as_bytes());
     o.extend_from_slice(b",upperdir=");
-    o.extend_from_slice(spec.store_dir_host.as_os_str().as_bytes());
+    o.extend_from_slice(upper.as_os_str().as_bytes());
     o.extend_from_slice(b",workdir=");
     o.extend_from_slice(work.as_os_str().as_bytes());
     // `volatile`: no syncs of the upper layer, at unmount least of all (a
@@ -203,17 +207,11 @@ fn check_spec(spec: &SandboxSpec, root: &Path) -> Result<(), SandboxError> {
             )));
         }
     }
-    for (what, p) in [
-        ("store output directory", spec.store_dir_host.as_path()),
-        ("build directory", spec.build_dir.as_path()),
-        ("root mount point", root),
-    ] {
-        if !p.is_dir() {
-            return Err(invalid(format!(
-                "{what} {} is not a directory",
-                p.display()
-            )));
-        }
+    if !root.is_dir() {
+        return Err(invalid(format!(
+            "root mount point {} is not a directory",
+            root.display()
+        )));
     }
     Ok(())
 }
@@ -267,53 +265,251 @@ fn chown_symlinks(points: Vec<Op>, to: (u32, u32)) -> Vec<Op> {
     out
 }
 
+/// Descriptors through which a pre-made sandbox, already pivoted into its
+/// root, reaches the host for its late steps (see [`prepare_pooled`]):
+/// numbers in the sandbox process's descriptor table, chosen by the pool.
+#[derive(Debug, Clone)]
+pub(super) struct HostLayers {
+    /// The root tmpfs's store directory, the overlay's lower layer.
+    pub lower: i32,
+    /// The physical store, read-only: where the inputs are bound from.
+    pub stage: i32,
+    /// `work_parent`, writable: the builds' work directories.
+    pub work: i32,
+    /// The host directory holding the work directories.
+    pub work_parent: PathBuf,
+}
+
+impl HostLayers {
+    /// The sandbox process's path of `rel` under descriptor `fd`.
+    fn path(fd: i32, rel: &Path) -> PathBuf {
+        let base = PathBuf::from(format!("/proc/self/fd/{fd}"));
+        if rel.as_os_str().is_empty() {
+            base
+        } else {
+            base.join(rel)
+        }
+    }
+
+    /// `host` (a directory of a build's work directory) as the sandbox
+    /// process reaches it.
+    fn work_path(&self, host: &Path, what: &str) -> Result<PathBuf, SandboxError> {
+        let rel = host.strip_prefix(&self.work_parent).map_err(|_| {
+            invalid(format!(
+                "{what} {} is not under {}",
+                host.display(),
+                self.work_parent.display()
+            ))
+        })?;
+        Ok(Self::path(self.work, rel))
+    }
+}
+
 /// `chown_to`: give the created files and directories to this (sandbox)
 /// uid/gid (needed when the set-up runs as a different id than the build).
 ///
-/// The steps come in two parts. [`Prepared::early`] depends only on what
-/// every build of a realisation shares ([`Prepared::early`] of two specs
-/// that differ only in their per-build fields is the same): the root
-/// tmpfs, `/dev`, `/proc`, `/etc`, `/tmp`, the extra sandbox paths outside
-/// the store, host and domain name, loopback, and a read-only stage of the
-/// physical store. [`Prepared::late`] is the build's own: the inputs (bound
-/// from the stage, which then goes), the outputs' directory, `/build`,
-/// extra paths inside the store, and the pivot into the root. A fresh
-/// sandbox runs both in one go; a pre-made one (see `pool.rs`) runs the
-/// early part ahead of time and the late part when the build starts.
-/// `root` is where the root tmpfs is mounted: `spec.root_dir` for a fresh
-/// sandbox, the pool's directory for a pre-made one. `stage` is an empty
-/// host directory outside `root` for the stage of the store (see
-/// [`Op::Stage`]); without one, the stage is a directory of the root.
+/// A fresh sandbox runs [`Prepared::early`] and then [`Prepared::late`] in
+/// one go: the root tmpfs, `/dev`, `/proc`, `/etc`, `/tmp`, the extra
+/// sandbox paths, host and domain name, loopback and a read-only stage of
+/// the physical store; then the build's own part: the inputs (bound from
+/// the stage, which then goes), the outputs' directory, `/build`, extra
+/// paths inside the store, and the pivot into the root. `root` is
+/// `spec.root_dir`.
 pub(super) fn prepare(
     spec: &SandboxSpec,
     root: &Path,
-    stage: Option<&Path>,
     chown_to: Option<(u32, u32)>,
-) -> Result<Prepared, SandboxError> {
-    prepare_parts(spec, root, stage, chown_to, true)
-}
-
-/// [`prepare`] without [`Prepared::early`] (left empty), for a pre-made
-/// sandbox that has run its early steps already: none of the early part's
-/// host lookups (devices, extra paths) on the build's critical path.
-pub(super) fn prepare_late(
-    spec: &SandboxSpec,
-    root: &Path,
-    stage: Option<&Path>,
-    chown_to: Option<(u32, u32)>,
-) -> Result<Prepared, SandboxError> {
-    prepare_parts(spec, root, stage, chown_to, false)
-}
-
-fn prepare_parts(
-    spec: &SandboxSpec,
-    root: &Path,
-    stage: Option<&Path>,
-    chown_to: Option<(u32, u32)>,
-    with_early: bool,
 ) -> Result<Prepared, SandboxError> {
     check_spec(spec, root)?;
-    let root = root.to_path_buf();
+    check_dirs(spec)?;
+    let store = under(root, &spec.logical_store_dir);
+    let stage = under(root, STAGE);
+    let layers = Op::Stage {
+        physical: cpath(&spec.physical_store_dir)?,
+        stage: cpath(&stage)?,
+    };
+    let early = early_ops(spec, root, layers, chown_to)?;
+
+    let mut late = vec![Op::Chmod {
+        path: cpath(&spec.store_dir_host)?,
+        mode: 0o1775,
+    }];
+    let ((_, points), binds) = input_points(spec, chown_to, &store, None, &stage)?;
+    let lower = store.clone();
+    late.push(Op::StoreLayer {
+        target: cpath(&store)?,
+        upper: cpath(&spec.store_dir_host)?,
+        overlay: overlay_options(&lower, &spec.store_dir_host, spec.scratch_dir.as_deref())?,
+        lower_points: None,
+        points,
+    });
+    late.push(Op::BindInputs {
+        stage: cpath(&stage)?,
+        binds,
+        in_root: true,
+    });
+    late.push(Op::Chmod {
+        path: cpath(&spec.build_dir)?,
+        mode: 0o700,
+    });
+    late.push(Op::Mount {
+        source: Some(cpath(&spec.build_dir)?),
+        target: cpath(&under(root, SANDBOX_BUILD_DIR))?,
+        fstype: None,
+        flags: libc::MS_BIND,
+        data: None,
+    });
+    let mut in_store = Vec::new();
+    for p in spec.extra_paths.iter().filter(|p| in_store_dir(spec, p)) {
+        extra_path(&mut in_store, root, p)?;
+    }
+    if let Some(to) = chown_to {
+        in_store = chown_created(in_store, to)?;
+    }
+    late.extend(in_store);
+    late.push(Op::PivotRoot {
+        new_root: cpath(root)?,
+    });
+    late.push(Op::Chdir(cstr_bytes(
+        SANDBOX_BUILD_DIR.as_bytes(),
+        "build dir",
+    )?));
+    exec_parts(spec, early, late)
+}
+
+/// The early steps of a pre-made sandbox, run ahead of time: those of a
+/// fresh sandbox, except that instead of a stage of the store it stacks
+/// its [`HostLayers`] on the store directory (the tmpfs directory itself,
+/// then a read-only bind of the physical store, then a writable bind of the
+/// work directories' parent, each kept open as a descriptor), and it ends
+/// with the pivot into the root. The old root (the host's mounts) thus
+/// leaves the sandbox before any build is handed to it, and the build's
+/// late steps ([`prepare_pooled_late`]) unmount nothing: an unmount waits
+/// for an RCU grace period (measured at 0.1 to 3 ms under load), which here
+/// no build waits for. What the layers show is covered by the store layer
+/// the late steps mount on top, and stays out of the builder's reach: it
+/// has no capabilities, and the mounts a nested user namespace copies are
+/// locked to their covers. `template`'s per-build fields play no role.
+pub(super) fn prepare_pooled(
+    template: &SandboxSpec,
+    root: &Path,
+    host: &HostLayers,
+    chown_to: Option<(u32, u32)>,
+) -> Result<Vec<Op>, SandboxError> {
+    if !root.is_dir() {
+        return Err(invalid(format!(
+            "root mount point {} is not a directory",
+            root.display()
+        )));
+    }
+    let layers = Op::HostLayers {
+        store: cpath(&under(root, &template.logical_store_dir))?,
+        physical: cpath(&template.physical_store_dir)?,
+        work: cpath(&host.work_parent)?,
+        fds: [host.lower, host.stage, host.work],
+    };
+    let mut early = early_ops(template, root, layers, chown_to)?;
+    early.push(Op::PivotRoot {
+        new_root: cpath(root)?,
+    });
+    Ok(early)
+}
+
+/// The late steps of a build in a pre-made sandbox (see [`prepare_pooled`]),
+/// which has pivoted already: every host path is reached through `host`'s
+/// descriptors, every sandbox path is absolute in the new root.
+/// [`Prepared::early`] is left empty.
+pub(super) fn prepare_pooled_late(
+    spec: &SandboxSpec,
+    host: &HostLayers,
+    chown_to: Option<(u32, u32)>,
+) -> Result<Prepared, SandboxError> {
+    check_spec(spec, Path::new("/"))?;
+    check_dirs(spec)?;
+    if spec.extra_paths.iter().any(|p| in_store_dir(spec, p)) {
+        return Err(invalid(
+            "a pre-made sandbox cannot show extra paths inside the store".into(),
+        ));
+    }
+    let store = PathBuf::from(&spec.logical_store_dir);
+    let upper = host.work_path(&spec.store_dir_host, "the store output directory")?;
+    let build = host.work_path(&spec.build_dir, "the build directory")?;
+    let scratch = match &spec.scratch_dir {
+        Some(d) => Some(host.work_path(d, "the scratch directory")?),
+        None => None,
+    };
+    let lower = HostLayers::path(host.lower, Path::new(""));
+    let stage = HostLayers::path(host.stage, Path::new(""));
+
+    let mut late = vec![Op::Chmod {
+        path: cpath(&upper)?,
+        mode: 0o1775,
+    }];
+    let overlay = overlay_options(&lower, &upper, scratch.as_deref())?;
+    let (points, binds) = input_points(spec, chown_to, &store, Some(&lower), &stage)?;
+    let (lower_points, points) = match overlay {
+        Some(_) => points,
+        None => (Vec::new(), points.1),
+    };
+    late.push(Op::StoreLayer {
+        target: cpath(&store)?,
+        upper: cpath(&upper)?,
+        overlay,
+        lower_points: Some(lower_points),
+        points,
+    });
+    late.push(Op::BindInputs {
+        stage: cpath(&stage)?,
+        binds,
+        in_root: false,
+    });
+    late.push(Op::Chmod {
+        path: cpath(&build)?,
+        mode: 0o700,
+    });
+    late.push(Op::Mount {
+        source: Some(cpath(&build)?),
+        target: cstr_bytes(SANDBOX_BUILD_DIR.as_bytes(), "build dir")?,
+        fstype: None,
+        flags: libc::MS_BIND,
+        data: None,
+    });
+    late.push(Op::Chdir(cstr_bytes(
+        SANDBOX_BUILD_DIR.as_bytes(),
+        "build dir",
+    )?));
+    exec_parts(spec, Vec::new(), late)
+}
+
+fn check_dirs(spec: &SandboxSpec) -> Result<(), SandboxError> {
+    for (what, p) in [
+        ("store output directory", spec.store_dir_host.as_path()),
+        ("build directory", spec.build_dir.as_path()),
+    ] {
+        if !p.is_dir() {
+            return Err(invalid(format!(
+                "{what} {} is not a directory",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn in_store_dir(spec: &SandboxSpec, p: &SandboxPath) -> bool {
+    p.target
+        .strip_prefix(spec.logical_store_dir.as_str())
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Set-up every build of a realisation shares; `layers` is how the store
+/// is staged for the inputs ([`Op::Stage`] or [`Op::HostLayers`]).
+fn early_ops(
+    spec: &SandboxSpec,
+    root: &Path,
+    layers: Op,
+    chown_to: Option<(u32, u32)>,
+) -> Result<Vec<Op>, SandboxError> {
     let mut ops = Vec::new();
 
     // Our mounts must not propagate back to the host.
@@ -326,152 +522,134 @@ fn prepare_parts(
     });
     ops.push(Op::Mount {
         source: Some(CString::from(c"tmpfs")),
-        target: cpath(&root)?,
+        target: cpath(root)?,
         fstype: Some(CString::from(c"tmpfs")),
         flags: libc::MS_NOSUID | libc::MS_NODEV,
         data: Some(CString::from(c"mode=0750")),
     });
 
-    // The store directory (filled late) and the stage the inputs are bound
-    // from.
-    let store = under(&root, &spec.logical_store_dir);
-    mkdir_parents(&mut ops, &root, &spec.logical_store_dir)?;
+    // The store directory (filled late) and what the inputs are bound from.
+    let store = under(root, &spec.logical_store_dir);
+    mkdir_parents(&mut ops, root, &spec.logical_store_dir)?;
     ops.push(Op::Mkdir {
         path: cpath(&store)?,
         mode: 0o755,
     });
-    let in_root = stage.is_none();
-    let stage = stage.map_or_else(|| under(&root, STAGE), Path::to_path_buf);
-    ops.push(Op::Stage {
-        physical: cpath(&spec.physical_store_dir)?,
-        stage: cpath(&stage)?,
-        in_root,
-    });
+    ops.push(layers);
 
     // /build (bound late) and /tmp.
-    let build = under(&root, SANDBOX_BUILD_DIR);
-    if with_early {
-        ops.push(Op::Mkdir {
-            path: cpath(&build)?,
-            mode: 0o700,
-        });
-        let tmp = under(&root, "/tmp");
-        ops.push(Op::Mkdir {
-            path: cpath(&tmp)?,
-            mode: 0o1777,
-        });
-        ops.push(Op::Chmod {
-            path: cpath(&tmp)?,
-            mode: 0o1777,
-        });
+    let build = under(root, SANDBOX_BUILD_DIR);
+    ops.push(Op::Mkdir {
+        path: cpath(&build)?,
+        mode: 0o700,
+    });
+    let tmp = under(root, "/tmp");
+    ops.push(Op::Mkdir {
+        path: cpath(&tmp)?,
+        mode: 0o1777,
+    });
+    ops.push(Op::Chmod {
+        path: cpath(&tmp)?,
+        mode: 0o1777,
+    });
 
-        // /etc.
-        let etc = under(&root, "/etc");
-        ops.push(Op::Mkdir {
-            path: cpath(&etc)?,
-            mode: 0o755,
-        });
-        for (name, text) in [("passwd", PASSWD), ("group", GROUP), ("hosts", HOSTS)] {
-            ops.push(Op::WriteFile {
-                path: cpath(&etc.join(name))?,
-                data: text.as_bytes().to_vec(),
-                mode: 0o644,
-            });
-        }
-        if spec.network {
-            ops.push(Op::WriteFile {
-                path: cpath(&etc.join("nsswitch.conf"))?,
-                data: NSSWITCH.as_bytes().to_vec(),
-                mode: 0o644,
-            });
-            for name in FOD_ETC {
-                let host = Path::new("/etc").join(name);
-                if let Some(Kind::File) = kind_of(&host)? {
-                    expose(&mut ops, Kind::File, &host, &etc.join(name))?;
-                }
-            }
-        }
-
-        // /dev.
-        let dev = under(&root, "/dev");
-        ops.push(Op::Mkdir {
-            path: cpath(&dev)?,
-            mode: 0o755,
-        });
-        let mut devices: Vec<&str> = DEVICES.to_vec();
-        if spec.kvm && Path::new("/dev/kvm").exists() {
-            devices.push("kvm");
-        }
-        for d in devices {
-            // Read-only binds still allow reading and writing the device, but
-            // not chmod/chown of the host's node (which the builder owns when
-            // the caller is root, root being mapped to the build user).
-            expose(
-                &mut ops,
-                Kind::File,
-                &Path::new("/dev").join(d),
-                &dev.join(d),
-            )?;
-        }
-        for (name, to) in [
-            ("fd", "/proc/self/fd"),
-            ("stdin", "/proc/self/fd/0"),
-            ("stdout", "/proc/self/fd/1"),
-            ("stderr", "/proc/self/fd/2"),
-        ] {
-            ops.push(Op::Symlink {
-                target: cstr_bytes(to.as_bytes(), "link")?,
-                link: cpath(&dev.join(name))?,
-            });
-        }
-        ops.push(Op::Mkdir {
-            path: cpath(&dev.join("pts"))?,
-            mode: 0o755,
-        });
-        ops.push(Op::Devpts {
-            pts: cpath(&dev.join("pts"))?,
-            ptmx: cpath(&dev.join("ptmx"))?,
-        });
-        ops.push(Op::Mkdir {
-            path: cpath(&dev.join("shm"))?,
-            mode: 0o1777,
-        });
-        ops.push(Op::Mount {
-            source: Some(CString::from(c"none")),
-            target: cpath(&dev.join("shm"))?,
-            fstype: Some(CString::from(c"tmpfs")),
-            flags: libc::MS_NOSUID | libc::MS_NODEV,
-            data: Some(CString::from(c"size=50%,mode=1777")),
-        });
-
-        // /proc of the new PID namespace.
-        let proc_dir = under(&root, "/proc");
-        ops.push(Op::Mkdir {
-            path: cpath(&proc_dir)?,
-            mode: 0o555,
-        });
-        ops.push(Op::Mount {
-            source: Some(CString::from(c"none")),
-            target: cpath(&proc_dir)?,
-            fstype: Some(CString::from(c"proc")),
-            flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            data: None,
+    // /etc.
+    let etc = under(root, "/etc");
+    ops.push(Op::Mkdir {
+        path: cpath(&etc)?,
+        mode: 0o755,
+    });
+    for (name, text) in [("passwd", PASSWD), ("group", GROUP), ("hosts", HOSTS)] {
+        ops.push(Op::WriteFile {
+            path: cpath(&etc.join(name))?,
+            data: text.as_bytes().to_vec(),
+            mode: 0o644,
         });
     }
+    if spec.network {
+        ops.push(Op::WriteFile {
+            path: cpath(&etc.join("nsswitch.conf"))?,
+            data: NSSWITCH.as_bytes().to_vec(),
+            mode: 0o644,
+        });
+        for name in FOD_ETC {
+            let host = Path::new("/etc").join(name);
+            if let Some(Kind::File) = kind_of(&host)? {
+                expose(&mut ops, Kind::File, &host, &etc.join(name))?;
+            }
+        }
+    }
+
+    // /dev.
+    let dev = under(root, "/dev");
+    ops.push(Op::Mkdir {
+        path: cpath(&dev)?,
+        mode: 0o755,
+    });
+    let mut devices: Vec<&str> = DEVICES.to_vec();
+    if spec.kvm && Path::new("/dev/kvm").exists() {
+        devices.push("kvm");
+    }
+    for d in devices {
+        // Read-only binds still allow reading and writing the device, but
+        // not chmod/chown of the host's node (which the builder owns when
+        // the caller is root, root being mapped to the build user).
+        expose(
+            &mut ops,
+            Kind::File,
+            &Path::new("/dev").join(d),
+            &dev.join(d),
+        )?;
+    }
+    for (name, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        ops.push(Op::Symlink {
+            target: cstr_bytes(to.as_bytes(), "link")?,
+            link: cpath(&dev.join(name))?,
+        });
+    }
+    ops.push(Op::Mkdir {
+        path: cpath(&dev.join("pts"))?,
+        mode: 0o755,
+    });
+    ops.push(Op::Devpts {
+        pts: cpath(&dev.join("pts"))?,
+        ptmx: cpath(&dev.join("ptmx"))?,
+    });
+    ops.push(Op::Mkdir {
+        path: cpath(&dev.join("shm"))?,
+        mode: 0o1777,
+    });
+    ops.push(Op::Mount {
+        source: Some(CString::from(c"none")),
+        target: cpath(&dev.join("shm"))?,
+        fstype: Some(CString::from(c"tmpfs")),
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: Some(CString::from(c"size=50%,mode=1777")),
+    });
+
+    // /proc of the new PID namespace.
+    let proc_dir = under(root, "/proc");
+    ops.push(Op::Mkdir {
+        path: cpath(&proc_dir)?,
+        mode: 0o555,
+    });
+    ops.push(Op::Mount {
+        source: Some(CString::from(c"none")),
+        target: cpath(&proc_dir)?,
+        fstype: Some(CString::from(c"proc")),
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: None,
+    });
 
     // Extra sandbox paths (e.g. /bin/sh). Those inside the store directory
     // go on top of the store layer, which is laid out late.
-    let mut in_store = Vec::new();
-    for p in &spec.extra_paths {
-        let inside = p
-            .target
-            .strip_prefix(spec.logical_store_dir.as_str())
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-        if inside {
-            extra_path(&mut in_store, &root, p)?;
-        } else if with_early {
-            extra_path(&mut ops, &root, p)?;
-        }
+    for p in spec.extra_paths.iter().filter(|p| !in_store_dir(spec, p)) {
+        extra_path(&mut ops, root, p)?;
     }
 
     ops.push(Op::SetHostname(CString::from(c"localhost")));
@@ -479,18 +657,27 @@ fn prepare_parts(
     if !spec.network {
         ops.push(Op::LoopbackUp);
     }
-    if let Some(to) = chown_to {
-        ops = chown_created(ops, to)?;
+    match chown_to {
+        Some(to) => chown_created(ops, to),
+        None => Ok(ops),
     }
-    let early = if with_early { ops } else { Vec::new() };
+}
 
-    // The build's own part.
-    let mut late = Vec::new();
-    late.push(Op::Chmod {
-        path: cpath(&spec.store_dir_host)?,
-        mode: 0o1775,
-    });
+/// The inputs' mount points and binds: `(lower points, points)` (the same
+/// points made at `lower/<input>` and at `store/<input>`; see
+/// [`Op::StoreLayer`]; the first list is empty without `lower`) and the
+/// binds from `stage/<input>` to `store/<input>`.
+type Points = (Vec<Op>, Vec<Op>);
+
+fn input_points(
+    spec: &SandboxSpec,
+    chown_to: Option<(u32, u32)>,
+    store: &Path,
+    lower: Option<&Path>,
+    stage: &Path,
+) -> Result<(Points, Vec<InputBind>), SandboxError> {
     let mut points = Vec::with_capacity(spec.inputs.len());
+    let mut lower_points = Vec::new();
     let mut binds = Vec::with_capacity(spec.inputs.len());
     for input in &spec.inputs {
         let source = spec.physical_store_dir.join(input);
@@ -500,33 +687,28 @@ fn prepare_parts(
                 OsErrorKind::NotFound,
             ))
         })?;
-        let target = store.join(input);
+        let target = cpath(&store.join(input))?;
+        let point = |path: CString| match &kind {
+            Kind::Dir => Ok(Op::Mkdir { path, mode: 0o555 }),
+            Kind::File => Ok(Op::Touch { path }),
+            Kind::Symlink(to) => Ok::<_, SandboxError>(Op::Symlink {
+                target: cpath(to)?,
+                link: path,
+            }),
+        };
+        if let Some(lower) = lower {
+            lower_points.push(point(cpath(&lower.join(input))?)?);
+        }
+        points.push(point(target.clone())?);
         let recursive = match kind {
-            Kind::Dir => {
-                points.push(Op::Mkdir {
-                    path: cpath(&target)?,
-                    mode: 0o555,
-                });
-                true
-            }
-            Kind::File => {
-                points.push(Op::Touch {
-                    path: cpath(&target)?,
-                });
-                false
-            }
-            Kind::Symlink(to) => {
-                points.push(Op::Symlink {
-                    target: cpath(&to)?,
-                    link: cpath(&target)?,
-                });
-                continue;
-            }
+            Kind::Dir => true,
+            Kind::File => false,
+            Kind::Symlink(_) => continue,
         };
         binds.push(InputBind {
             staged: cpath(&stage.join(input))?,
             source: cpath(&source)?,
-            target: cpath(&target)?,
+            target,
             recursive,
         });
     }
@@ -534,41 +716,13 @@ fn prepare_parts(
         // Only a symlink standing for an input is seen: the other points
         // are hidden under their binds, so their owner does not matter.
         points = chown_symlinks(points, to);
+        lower_points = chown_symlinks(lower_points, to);
     }
-    late.push(Op::StoreLayer {
-        target: cpath(&store)?,
-        upper: cpath(&spec.store_dir_host)?,
-        overlay: overlay_options(spec, &root)?,
-        points,
-    });
-    late.push(Op::BindInputs {
-        stage: cpath(&stage)?,
-        binds,
-        in_root,
-    });
-    late.push(Op::Chmod {
-        path: cpath(&spec.build_dir)?,
-        mode: 0o700,
-    });
-    late.push(Op::Mount {
-        source: Some(cpath(&spec.build_dir)?),
-        target: cpath(&build)?,
-        fstype: None,
-        flags: libc::MS_BIND,
-        data: None,
-    });
-    if let Some(to) = chown_to {
-        in_store = chown_created(in_store, to)?;
-    }
-    late.extend(in_store);
-    late.push(Op::PivotRoot {
-        new_root: cpath(&root)?,
-    });
-    late.push(Op::Chdir(cstr_bytes(
-        SANDBOX_BUILD_DIR.as_bytes(),
-        "build dir",
-    )?));
+    Ok(((lower_points, points), binds))
+}
 
+/// The builder, its arguments and environment, with the steps.
+fn exec_parts(spec: &SandboxSpec, early: Vec<Op>, late: Vec<Op>) -> Result<Prepared, SandboxError> {
     let builder = cstr_bytes(spec.builder.as_bytes(), "builder")?;
     // argv[0] is the builder's base name, as Nix passes it.
     let base = spec.builder.rsplit('/').next().unwrap_or(&spec.builder);
@@ -677,6 +831,11 @@ pub(super) fn describe(op: &Op) -> String {
             format!("bind-mounting {} read-only for the inputs", show(physical))
         }
         Op::BindInputs { .. } => "bind-mounting the inputs read-only".into(),
+        Op::HostLayers { physical, work, .. } => format!(
+            "stacking {} (read-only) and {} on the store directory",
+            show(physical),
+            show(work)
+        ),
         Op::Devpts { pts, .. } => format!("mounting devpts on {}", show(pts)),
         Op::SetHostname(_) => "setting the host name".into(),
         Op::SetDomainname(_) => "setting the domain name".into(),
@@ -737,23 +896,124 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_late_plan_alone_is_the_full_plans_late_part() {
-        let d = tempfile::tempdir().unwrap();
-        let s = spec(d.path());
-        let root = d.path().join("root");
-        let stage = d.path().join("stage");
-        for chown in [None, Some((1000, 100))] {
-            let full = prepare(&s, &root, Some(&stage), chown).unwrap();
-            let late = prepare_late(&s, &root, Some(&stage), chown).unwrap();
-            assert!(late.early.is_empty());
-            assert!(!full.early.is_empty());
-            assert_eq!(format!("{:?}", late.late), format!("{:?}", full.late));
-            assert_eq!(late.argv, full.argv);
-            assert_eq!(late.envp, full.envp);
-            assert_eq!(late.builder, full.builder);
-            // The extra path inside the store is the build's own (late).
-            assert!(format!("{:?}", late.late).contains("/nix/store/extra"));
+    /// Every path a step names, for checking where the steps reach.
+    fn paths(ops: &[Op]) -> Vec<String> {
+        let mut out = Vec::new();
+        for op in ops {
+            let mut add = |c: &CString| out.push(show(c));
+            match op {
+                Op::Mkdir { path, .. }
+                | Op::Chmod { path, .. }
+                | Op::WriteFile { path, .. }
+                | Op::Touch { path }
+                | Op::Chown { path, .. } => add(path),
+                Op::Symlink { link, .. } => add(link),
+                Op::Mount { source, target, .. } => {
+                    source.iter().for_each(&mut add);
+                    add(target)
+                }
+                Op::BindReadOnly { source, target, .. } => {
+                    add(source);
+                    add(target)
+                }
+                Op::BindInputs { stage, binds, .. } => {
+                    add(stage);
+                    for b in binds {
+                        add(&b.staged);
+                        add(&b.target);
+                    }
+                }
+                Op::StoreLayer {
+                    target,
+                    upper,
+                    lower_points,
+                    points,
+                    ..
+                } => {
+                    add(target);
+                    add(upper);
+                    out.extend(paths(lower_points.as_deref().unwrap_or(&[])));
+                    out.extend(paths(points));
+                }
+                Op::Chdir(p) => add(p),
+                _ => {}
+            }
         }
+        out
+    }
+
+    #[test]
+    fn a_fresh_sandbox_pivots_after_binding_the_inputs_from_its_stage() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = spec(d.path());
+        s.scratch_dir = Some(d.path().join("store"));
+        let root = d.path().join("root");
+        let p = prepare(&s, &root, Some((1000, 100))).unwrap();
+        assert!(p.early.iter().any(|op| matches!(op, Op::Stage { .. })));
+        assert!(!p.early.iter().any(|op| matches!(op, Op::PivotRoot { .. })));
+        let pivot = p
+            .late
+            .iter()
+            .position(|op| matches!(op, Op::PivotRoot { .. }))
+            .expect("the late steps pivot");
+        let binds = p
+            .late
+            .iter()
+            .position(|op| matches!(op, Op::BindInputs { in_root: true, .. }))
+            .expect("the inputs are bound from the stage, which then goes");
+        assert!(binds < pivot);
+        // The extra path inside the store is the build's own (late).
+        assert!(format!("{:?}", p.late).contains("/nix/store/extra"));
+        assert_eq!(show(&p.argv[0]), "sh");
+    }
+
+    #[test]
+    fn a_pooled_sandbox_pivots_early_and_its_build_reaches_the_host_only_through_descriptors() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = spec(d.path());
+        s.extra_paths
+            .retain(|p| !p.target.starts_with("/nix/store"));
+        s.scratch_dir = Some(d.path().join("scratch"));
+        std::fs::create_dir_all(d.path().join("scratch")).unwrap();
+        let root = d.path().join("root");
+        let host = HostLayers {
+            lower: 20,
+            stage: 21,
+            work: 22,
+            work_parent: d.path().to_path_buf(),
+        };
+        for chown in [None, Some((1000, 100))] {
+            let early = prepare_pooled(&s, &root, &host, chown).unwrap();
+            assert!(matches!(early.last(), Some(Op::PivotRoot { .. })));
+            assert!(early.iter().any(|op| matches!(
+                op,
+                Op::HostLayers {
+                    fds: [20, 21, 22],
+                    ..
+                }
+            )));
+            let late = prepare_pooled_late(&s, &host, chown).unwrap();
+            assert!(late.early.is_empty());
+            assert!(!late.late.iter().any(|op| matches!(
+                op,
+                Op::PivotRoot { .. } | Op::Stage { .. } | Op::BindInputs { in_root: true, .. }
+            )));
+            for p in paths(&late.late) {
+                assert!(
+                    p.starts_with("/proc/self/fd/2")
+                        || p.starts_with("/nix/store/")
+                        || p == "/nix/store"
+                        || p == "/build",
+                    "a late step names host path {p}"
+                );
+            }
+            let text = format!("{:?}", late.late);
+            assert!(text.contains("lowerdir=/proc/self/fd/20,upperdir=/proc/self/fd/22/store,workdir=/proc/self/fd/22/scratch"), "{text}");
+            assert!(text.contains("/proc/self/fd/21/input-file"), "{text}");
+        }
+        // A directory outside the work parent is refused, not reached.
+        let mut outside = s.clone();
+        outside.build_dir = std::env::temp_dir();
+        assert!(prepare_pooled_late(&outside, &host, None).is_err());
     }
 }

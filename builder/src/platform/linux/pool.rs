@@ -3,17 +3,21 @@
 //!
 //! Creating the namespaces (the network namespace above all) and laying out
 //! the root (tmpfs, `/dev`, `/proc`, `/etc`, `/tmp`, the extra sandbox
-//! paths, a read-only stage of the physical store) depends only on settings
-//! every build of a realisation shares, not on the build. A [`Pool`] keeps
-//! up to `size` sandbox processes that have done exactly that (the *early*
-//! steps of [`super::plan::prepare`]) and then wait. A build takes one and
-//! sends it the address of its *late* steps: bind its inputs from the stage
-//! (mounted on a host directory outside the root, so the pivot's detach of
-//! the old root takes it along), show its outputs' directory and `/build`,
-//! pivot into the root; then the process drops its privileges and executes the
-//! builder as a fresh sandbox's does. One background thread refills the
-//! pool while builds run. Every sandbox serves one build: its namespaces,
-//! `/tmp` and processes die with it, as a fresh sandbox's do.
+//! paths) depends only on settings every build of a realisation shares, not
+//! on the build. A [`Pool`] keeps up to `size` sandbox processes that have
+//! done exactly that (the steps of [`super::plan::prepare_pooled`]): they
+//! have stacked their host layers on the store directory (the physical
+//! store read-only, the work directories' parent writable, each kept open
+//! as a descriptor), pivoted into the root and detached the host's mounts,
+//! and they wait. A build takes one and sends it the address of its late
+//! steps ([`super::plan::prepare_pooled_late`]): make its inputs' mount
+//! points, cover the host layers with its store layer, bind its inputs and
+//! `/build` through the descriptors; then the process drops its ids and
+//! executes the builder as a fresh sandbox's does. Nothing is unmounted on
+//! the build's way (an unmount waits for an RCU grace period). One
+//! background thread refills the pool while builds run. Every sandbox
+//! serves one build: its namespaces, `/tmp` and processes die with it, as a
+//! fresh sandbox's do.
 //!
 //! The waiting process shares the parent's memory (`CLONE_VM`, as
 //! `posix_spawn` does), so the late steps need no encoding: the parent
@@ -25,8 +29,9 @@
 //! every build that uses it (each holds a reference).
 //!
 //! A pool serves specs with the *template* it was last offered: same store
-//! directories, extra paths and `/dev/kvm`, no network. Anything else
-//! (fixed-output builds, builds through a vfs view) gets a fresh sandbox.
+//! directories, work directories' parent, extra paths (none inside the
+//! store) and `/dev/kvm`, no network. Anything else (fixed-output builds,
+//! builds through a vfs view) gets a fresh sandbox.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -52,6 +57,9 @@ struct Key {
     physical_store_dir: PathBuf,
     extra_paths: Vec<SandboxPath>,
     kvm: bool,
+    /// The directory holding the build's work directory (see
+    /// [`plan::HostLayers`]).
+    work_parent: PathBuf,
 }
 
 impl Key {
@@ -59,11 +67,27 @@ impl Key {
         if spec.network {
             return None;
         }
+        // Bound late and from the host, which a pre-made sandbox has left.
+        let in_store = |p: &SandboxPath| {
+            p.target
+                .strip_prefix(spec.logical_store_dir.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        if spec.extra_paths.iter().any(in_store) {
+            return None;
+        }
+        // The build's directories are reached under one parent.
+        let work_parent = spec.store_dir_host.parent()?.parent()?.to_path_buf();
+        let under = |p: &Path| p.starts_with(&work_parent) && p != work_parent;
+        if !under(&spec.build_dir) || !spec.scratch_dir.as_deref().is_none_or(under) {
+            return None;
+        }
         Some(Key {
             logical_store_dir: spec.logical_store_dir.clone(),
             physical_store_dir: spec.physical_store_dir.clone(),
             extra_paths: spec.extra_paths.clone(),
             kvm: spec.kvm,
+            work_parent,
         })
     }
 }
@@ -124,6 +148,8 @@ struct Guard {
 struct WarmParts {
     plan: WarmPlan,
     stack: Stack,
+    /// Its descriptors to the host, for the late steps.
+    host: plan::HostLayers,
 }
 
 // SAFETY: the raw pointers in the plans point into strings the same
@@ -292,18 +318,7 @@ impl Drop for Pool {
             let _ = f.join();
         }
         let _ = std::fs::remove_dir(&self.shared.dir);
-        let _ = std::fs::remove_dir(stage_dir(&self.shared.dir));
     }
-}
-
-/// Where a pre-made sandbox mounts its stage of the store: a host directory
-/// beside `dir` (the roots' mount point), outside the root, so that the
-/// pivot's detach of the old root takes the stage with it and no unmount
-/// of its own delays the build (see [`child::Op::Stage`]).
-fn stage_dir(dir: &Path) -> PathBuf {
-    let mut s = dir.as_os_str().to_owned();
-    s.push("-stage");
-    PathBuf::from(s)
 }
 
 /// The filling thread: keeps `size` sandboxes of the template ready.
@@ -349,33 +364,33 @@ fn fill(shared: &Shared) {
 
 /// Starts one sandbox process and waits until its early steps are done.
 fn make(dir: &Path, key: &Key, template: &SandboxSpec) -> Result<Warm, SandboxError> {
-    let stage = stage_dir(dir);
-    for d in [dir, stage.as_path()] {
-        std::fs::create_dir_all(d).map_err(|e| {
-            SandboxError::Setup(OsError::from_io(format!("creating {}", d.display()), &e))
-        })?;
-    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        SandboxError::Setup(OsError::from_io(format!("creating {}", dir.display()), &e))
+    })?;
     let ids = id_mapping();
     let chown_to = ids.root_mode.then_some((SANDBOX_UID, SANDBOX_GID));
-    // The template's per-build parts play no role in the early steps.
-    let mut t = template.clone();
-    t.inputs.clear();
-    t.store_dir_host = dir.to_path_buf();
-    t.build_dir = dir.to_path_buf();
-    t.scratch_dir = None;
-    let prepared = plan::prepare(&t, dir, Some(&stage), chown_to)?;
 
     let (sync_r, sync_w) = pipe().map_err(SandboxError::Setup)?;
     let (err_r, err_w) = pipe().map_err(SandboxError::Setup)?;
     let (log_r, log_w) = pipe().map_err(SandboxError::Setup)?;
     let (go_r, go_w) = pipe().map_err(SandboxError::Setup)?;
+    // The child keeps only its error and go pipes (see `warm_main`), so the
+    // numbers above both are free for its host layers.
+    let base = err_w.as_raw_fd().max(go_r.as_raw_fd()) + 1;
+    let host = plan::HostLayers {
+        lower: base,
+        stage: base + 1,
+        work: base + 2,
+        work_parent: key.work_parent.clone(),
+    };
+    let early_ops = plan::prepare_pooled(template, dir, &host, chown_to)?;
     let stdin = std::fs::File::open("/dev/null")
         .map_err(|e| SandboxError::Setup(OsError::from_io("opening /dev/null", &e)))?;
     let mut early = ChildPlan {
-        ops: prepared.early,
+        ops: early_ops,
         argv: Vec::new(),
         envp: Vec::new(),
-        builder: prepared.builder,
+        builder: c"/".into(),
         argv_owned: Vec::new(),
         envp_owned: Vec::new(),
         uid: SANDBOX_UID,
@@ -395,6 +410,7 @@ fn make(dir: &Path, key: &Key, template: &SandboxSpec) -> Result<Warm, SandboxEr
             go_read: go_r.as_raw_fd(),
         },
         stack: Stack::new()?,
+        host,
     });
     let top = parts.stack.top();
     let arg = (&parts.plan as *const WarmPlan) as *mut libc::c_void;
@@ -461,8 +477,7 @@ pub(super) fn spawn_in(
     let ids = id_mapping();
     hand_over(spec, ids).map_err(SandboxError::Setup)?;
     let chown_to = ids.root_mode.then_some((SANDBOX_UID, SANDBOX_GID));
-    let dir = warm_dir(spec);
-    let prepared = plan::prepare_late(spec, &dir, Some(&stage_dir(&dir)), chown_to)?;
+    let prepared = plan::prepare_pooled_late(spec, &warm.parts.host, chown_to)?;
     let early = &warm.parts.plan.early;
     let mut late = Box::new(ChildPlan {
         ops: prepared.late,
@@ -544,12 +559,4 @@ pub(super) fn spawn_in(
             .fetch_add(1, Ordering::Relaxed);
     }
     Ok(child)
-}
-
-/// The directory pooled roots are mounted on, for `spec`'s pool.
-fn warm_dir(spec: &SandboxSpec) -> PathBuf {
-    spec.pool
-        .as_ref()
-        .map(|p| p.platform().shared.dir.clone())
-        .unwrap_or_else(|| spec.root_dir.clone())
 }
