@@ -295,6 +295,7 @@ impl WorkDirStock {
         let keep = {
             let mut s = self.shelf();
             let keep = dir.path.parent() == Some(self.inner.parent.as_path())
+                && s.demand > 0
                 && s.ready.len() + s.cleaning <= s.demand;
             s.cleaning += usize::from(keep);
             keep
