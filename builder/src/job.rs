@@ -271,10 +271,11 @@ impl WorkDirStock {
     }
 
     /// Says how many builds may still want a directory at once: finished
-    /// builds' directories are kept for them (one more than that is
-    /// ready or being emptied, at most: the stock also holds the one made
-    /// ahead for the build after the next), the others removed. Zero at the
-    /// end of a realisation.
+    /// builds' directories are kept for them (up to two more than that
+    /// ready or being emptied: the stock also holds those made ahead for
+    /// the builds after the next, and a directory removed now may have to
+    /// be made again a moment later), the others removed. Zero at the end
+    /// of a realisation.
     pub fn set_demand(&self, builds: usize) {
         self.shelf().demand = builds;
     }
@@ -296,7 +297,7 @@ impl WorkDirStock {
             let mut s = self.shelf();
             let keep = dir.path.parent() == Some(self.inner.parent.as_path())
                 && s.demand > 0
-                && s.ready.len() + s.cleaning <= s.demand;
+                && s.ready.len() + s.cleaning <= s.demand + 1;
             s.cleaning += usize::from(keep);
             keep
         };
