@@ -215,6 +215,14 @@ pub enum SandboxError {
 /// its own PID namespace, whose end kills all of them.
 ///
 /// Blocking; from async code call it inside `spawn_blocking`.
+/// Waits until what every sandbox reaped so far kept in the kernel (its
+/// namespaces, whose teardown follows the build rather than delaying it) is
+/// gone, so its work directory can serve another build; see
+/// [`platform::wait_released`].
+pub fn wait_released() {
+    platform::wait_released()
+}
+
 pub fn run(spec: &SandboxSpec, log: &mut dyn Write) -> Result<RunOutcome, SandboxError> {
     platform::sandbox_support().map_err(SandboxError::Setup)?;
     let child = platform::spawn_sandboxed(spec)?;

@@ -279,28 +279,69 @@ fn hold_namespaces(pid: c_int) -> Vec<OwnedFd> {
 }
 
 /// Closes namespace descriptors on a background thread (at once if it
-/// cannot be started).
+/// cannot be started). Each call counts as one release for
+/// [`wait_released`].
 fn release_later(fds: Vec<OwnedFd>) {
     use std::sync::mpsc::Sender;
     static CLOSER: std::sync::OnceLock<Option<Sender<Vec<OwnedFd>>>> = std::sync::OnceLock::new();
     if fds.is_empty() {
         return;
     }
+    RELEASES
+        .issued
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let tx = CLOSER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<OwnedFd>>();
         std::thread::Builder::new()
             .name("b3-sandbox-release".into())
-            .spawn(move || rx.into_iter().for_each(drop))
+            .spawn(move || rx.into_iter().for_each(|fds| RELEASES.done_with(fds)))
             .ok()
             .map(|_| tx)
     });
     match tx {
         Some(tx) => {
             if let Err(back) = tx.send(fds) {
-                drop(back.0);
+                RELEASES.done_with(back.0);
             }
         }
-        None => drop(fds),
+        None => RELEASES.done_with(fds),
+    }
+}
+
+/// Counts of the namespace releases handed to [`release_later`] and of
+/// those done.
+struct Releases {
+    issued: std::sync::atomic::AtomicU64,
+    done: std::sync::Mutex<u64>,
+    changed: std::sync::Condvar,
+}
+
+static RELEASES: Releases = Releases {
+    issued: std::sync::atomic::AtomicU64::new(0),
+    done: std::sync::Mutex::new(0),
+    changed: std::sync::Condvar::new(),
+};
+
+impl Releases {
+    fn done_with(&self, fds: Vec<OwnedFd>) {
+        drop(fds);
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.changed.notify_all();
+    }
+}
+
+/// Waits until the namespaces of every sandbox reaped so far are released:
+/// their mounts are gone. A work directory a finished build's sandbox
+/// showed can then serve another build without the old overlay still
+/// holding its layers (overlayfs warns of layers in use by two mounts).
+pub fn wait_released() {
+    let target = RELEASES.issued.load(std::sync::atomic::Ordering::SeqCst);
+    let mut done = RELEASES.done.lock().unwrap_or_else(|e| e.into_inner());
+    while *done < target {
+        done = RELEASES
+            .changed
+            .wait(done)
+            .unwrap_or_else(|e| e.into_inner());
     }
 }
 
@@ -803,6 +844,24 @@ impl Drop for SandboxedChild {
     fn drop(&mut self) {
         if !self.reaped {
             let _ = self.kill_and_reap();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_for_released_sandboxes_waits_until_their_descriptors_are_closed() {
+        for _ in 0..20 {
+            let (r, w) = pipe().unwrap();
+            release_later(vec![w]);
+            wait_released();
+            // Every write end is closed: the read sees end of file at once.
+            let mut buf = [0u8; 1];
+            let n = std::io::Read::read(&mut std::fs::File::from(r), &mut buf).unwrap();
+            assert_eq!(n, 0);
         }
     }
 }

@@ -27,7 +27,7 @@ mod unsupported;
 #[cfg(not(any(target_os = "linux", windows)))]
 use unsupported as imp;
 
-pub use imp::{spawn_sandboxed, SandboxedChild, ROOT_MODE_BUILD_ID};
+pub use imp::{spawn_sandboxed, wait_released, SandboxedChild, ROOT_MODE_BUILD_ID};
 
 #[cfg(target_os = "linux")]
 pub use linux::pool::Pool;
