@@ -203,7 +203,8 @@ mod tests {
         // What the overlay leaves in its work directory.
         let volatile = w.scratch().join("work/incompat/volatile");
         std::fs::create_dir_all(&volatile).unwrap();
-        std::fs::set_permissions(w.scratch().join("work"), PermissionsExt::from_mode(0o000)).unwrap();
+        std::fs::set_permissions(w.scratch().join("work"), PermissionsExt::from_mode(0o000))
+            .unwrap();
         // What the sandbox does to the directories it shows.
         std::fs::set_permissions(w.store(), PermissionsExt::from_mode(0o1775)).unwrap();
         std::fs::set_permissions(w.build(), PermissionsExt::from_mode(0o500)).unwrap();
