@@ -321,29 +321,28 @@ mod tests {
         let a = path_of(&s, 'a', "a");
         let b = path_of(&s, 'b', "b");
         let c = path_of(&s, 'c', "c");
-        let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = |f: &std::sync::Arc<std::sync::atomic::AtomicUsize>| {
-            let f = f.clone();
+        // Each commit's outcome, in order (the registering thread reports
+        // after it has settled the paths, so waiting for idle is not
+        // enough to see the report).
+        let (tx, rx) = std::sync::mpsc::channel::<bool>();
+        let report = |tx: &std::sync::mpsc::Sender<bool>| {
+            let tx = tx.clone();
             move |r: Result<Duration, RealiseError>| {
-                if r.is_err() {
-                    f.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
+                let _ = tx.send(r.is_ok());
             }
         };
-        reg.submit(&s, commit_of(&s, 'f', place(&s, &a, &[])), count(&failures));
-        reg.submit(
-            &s,
-            commit_of(&s, 'h', place(&s, &b, &[&a])),
-            count(&failures),
-        );
+        reg.submit(&s, commit_of(&s, 'f', place(&s, &a, &[])), report(&tx));
+        reg.submit(&s, commit_of(&s, 'h', place(&s, &b, &[&a])), report(&tx));
         // While pending or registered, the closure is the same.
         let roots = BTreeSet::from([b.clone()]);
         assert_eq!(
             reg.closure(&s, &roots).unwrap(),
             BTreeSet::from([a.clone(), b.clone()])
         );
-        reg.wait_idle();
-        assert_eq!(failures.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert!(
+            rx.recv().unwrap() && rx.recv().unwrap(),
+            "both commits succeed"
+        );
         assert_eq!(
             reg.closure(&s, &roots).unwrap(),
             s.query_closure_sync(&roots).unwrap()
@@ -361,9 +360,8 @@ mod tests {
         let placed_c = place(&s, &c, &[&gone]);
         s.discard_adopted(placed_gone);
         reg.state.settle(std::slice::from_ref(&gone), false);
-        reg.submit(&s, commit_of(&s, 'i', placed_c), count(&failures));
-        reg.wait_idle();
-        assert_eq!(failures.load(std::sync::atomic::Ordering::SeqCst), 1);
+        reg.submit(&s, commit_of(&s, 'i', placed_c), report(&tx));
+        assert!(!rx.recv().unwrap(), "the commit of C fails");
         assert!(!s.is_valid_sync(&c).unwrap());
         assert!(reg.closure(&s, &BTreeSet::from([c.clone()])).is_err());
         // The registered ones are still answered.

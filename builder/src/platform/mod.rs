@@ -301,16 +301,17 @@ impl Cancel {
     /// Signals every watcher; later calls do nothing.
     pub fn cancel(&self) {
         use std::sync::atomic::Ordering;
-        if self.inner.flag.swap(true, Ordering::SeqCst) {
-            return;
-        }
+        let first = !self.inner.flag.swap(true, Ordering::SeqCst);
         #[cfg(unix)]
-        if let Some((_, w)) = &self.inner.wake {
+        if let (true, Some((_, w))) = (first, &self.inner.wake) {
             use std::os::fd::AsRawFd;
             // The byte is never read: the pipe stays readable for everyone.
             // SAFETY: writing one byte from a valid buffer to our own fd.
             let _ = unsafe { libc::write(w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
         }
+        // Watchers elsewhere poll the flag.
+        #[cfg(not(unix))]
+        let _ = first;
     }
 
     pub fn is_cancelled(&self) -> bool {
