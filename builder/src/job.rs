@@ -308,6 +308,10 @@ impl WorkDirStock {
         let stock = self.clone();
         trash.later(move || {
             let mut dir = dir;
+            // The last build's mounts of it (an overlay using its store and
+            // scratch directories as layers) must be gone first: they go
+            // with its sandbox's namespaces, released after the build.
+            crate::sandbox::wait_released();
             let clean = crate::recycle::clean(dir.path()).is_ok();
             let mut s = stock.shelf();
             s.cleaning -= 1;
