@@ -446,11 +446,16 @@ pub(super) fn prepare_pooled_late(
         mode: 0o1775,
     }];
     let overlay = overlay_options(&lower, &upper, scratch.as_deref())?;
-    let (points, binds) = input_points(spec, chown_to, &store, Some(&lower), &stage)?;
+    // The lower layer's points and the binds' sources are named relative
+    // to the working directory, set to the lower layer, then the stage: a
+    // path through /proc/self/fd/N costs a walk through procfs each time.
+    let here = Path::new("");
+    let (points, binds) = input_points(spec, chown_to, &store, Some(here), here)?;
     let (lower_points, points) = match overlay {
         Some(_) => points,
         None => (Vec::new(), points.1),
     };
+    late.push(Op::Chdir(cpath(&lower)?));
     late.push(Op::StoreLayer {
         target: cpath(&store)?,
         upper: cpath(&upper)?,
@@ -458,6 +463,7 @@ pub(super) fn prepare_pooled_late(
         lower_points: Some(lower_points),
         points,
     });
+    late.push(Op::Chdir(cpath(&stage)?));
     late.push(Op::BindInputs {
         stage: cpath(&stage)?,
         binds,
@@ -1003,13 +1009,18 @@ mod tests {
                     p.starts_with("/proc/self/fd/2")
                         || p.starts_with("/nix/store/")
                         || p == "/nix/store"
-                        || p == "/build",
+                        || p == "/build"
+                        || p == "input-file",
                     "a late step names host path {p}"
                 );
             }
             let text = format!("{:?}", late.late);
             assert!(text.contains("lowerdir=/proc/self/fd/20,upperdir=/proc/self/fd/22/store,workdir=/proc/self/fd/22/scratch"), "{text}");
-            assert!(text.contains("/proc/self/fd/21/input-file"), "{text}");
+            // Points and sources are relative to the lower layer and the
+            // stage, entered first.
+            assert!(text.contains("Chdir(\"/proc/self/fd/20\")"), "{text}");
+            assert!(text.contains("Chdir(\"/proc/self/fd/21\")"), "{text}");
+            assert!(text.contains("staged: \"input-file\""), "{text}");
         }
         // A directory outside the work parent is refused, not reached.
         let mut outside = s.clone();
