@@ -12,7 +12,8 @@
 # Environment: B3 (path of the b3 binary; default: build it in release mode),
 # JOBS (max-jobs for both; default: number of cores), N (default 50),
 # FRESH=1 (also time b3 with B3_SANDBOX_POOL=0, every sandbox made when its
-# build starts, in the same rounds).
+# build starts, in the same rounds), SETTLE (seconds of quiet after a sync
+# before each timed run; default 0.5).
 #
 # b3 normally makes sandboxes ahead of time (see builder/src/platform/linux/
 # pool.rs); "premade" counts the builds (of the last round) that got one.
@@ -55,6 +56,9 @@ in {
 NIX
 
 now() { date +%s.%N; }
+# Before each timed run: the previous run's writeback (and the removal of
+# the last round's store) must not run during this one, for either tool.
+settle() { sync; sleep "${SETTLE:-0.5}"; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 declare -A B3T NIXT SETUP ADOPT REG FRESHT PREMADE STEPS TAIL
@@ -65,6 +69,7 @@ for shape in chain fan; do
     store="$WORK/store-$nonce"
     # b3: instantiate into a fresh store (not timed), then build.
     drv=$("$B3" --store "$store" instantiate "$WORK/shapes.nix" --argstr nonce "$nonce" -A "$shape")
+    settle
     t0=$(now)
     "$B3" --store "$store" build -j "$JOBS" --stats "$drv" >"$WORK/b3.out" 2>"$WORK/b3.err" \
       || { cat "$WORK/b3.err" >&2; exit 1; }
@@ -84,6 +89,7 @@ for shape in chain fan; do
     # Nix: the same derivation, instantiated (not timed), then built.
     ndrv=$(nix-instantiate "$WORK/shapes.nix" --argstr nonce "$nonce" -A "$shape" 2>/dev/null)
     [ "$ndrv" = "$drv" ] || { echo "b3 and Nix disagree on the drv: $drv vs $ndrv" >&2; exit 1; }
+    settle
     t0=$(now)
     nix-build --no-out-link -j "$JOBS" "$ndrv" >"$WORK/nix.out" 2>"$WORK/nix.err" \
       || { cat "$WORK/nix.err" >&2; exit 1; }
@@ -94,6 +100,7 @@ for shape in chain fan; do
     if [ "$FRESH" = 1 ]; then
       # b3 again, every sandbox made when its build starts (a new store).
       drv=$("$B3" --store "$store" instantiate "$WORK/shapes.nix" --argstr nonce "$nonce" -A "$shape")
+      settle
       t0=$(now)
       B3_SANDBOX_POOL=0 "$B3" --store "$store" build -j "$JOBS" "$drv" >/dev/null 2>"$WORK/b3.err" \
         || { cat "$WORK/b3.err" >&2; exit 1; }

@@ -307,6 +307,27 @@ fn print_stats(report: &b3_builder::schedule::RealiseReport, wall: Duration) {
         wall.saturating_sub(steps).as_secs_f64()
     ));
     eprintln!("{line}");
+    // The means, where the slow builds show (a chain's wall time is the sum).
+    let mut means: Vec<(&str, Duration)> =
+        phases.iter().map(|(n, _)| (*n, Duration::ZERO)).collect();
+    for b in &report.built {
+        for (name, d) in b.timeline.phases() {
+            match means.iter_mut().find(|(n, _)| n == name) {
+                Some((_, t)) => *t += *d,
+                None => means.push((name, *d)),
+            }
+        }
+    }
+    let n = report.built.len() as f64;
+    let parts: Vec<String> = means
+        .iter()
+        .map(|(name, d)| format!("{name} {:.2}", ms(*d) / n))
+        .collect();
+    eprintln!(
+        "stats: per build (mean): {} = {:.2} ms",
+        parts.join(" "),
+        ms(steps) / n
+    );
     if !report.tail.is_empty() {
         let parts: Vec<String> = report
             .tail
