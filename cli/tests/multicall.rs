@@ -7,17 +7,30 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// A directory with nix-build, nix-shell and nix-store linked to b3.
+static BIN_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// A directory with nix-build, nix-shell and nix-store linked to b3,
+/// removed when the test process exits (a static is never dropped).
 fn bin_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
+    BIN_DIR.get_or_init(|| {
+        let d = tempfile::Builder::new()
+            .prefix("b3-multicall-")
+            .tempdir()
+            .unwrap()
+            .keep();
         for name in ["nix-build", "nix-shell", "nix-store", "nix-instantiate"] {
-            std::os::unix::fs::symlink(b3(), d.path().join(name)).unwrap();
+            std::os::unix::fs::symlink(b3(), d.join(name)).unwrap();
         }
+        // SAFETY: registers a plain function with no captured state.
+        unsafe { libc::atexit(remove_bin_dir) };
         d
     })
-    .path()
+}
+
+extern "C" fn remove_bin_dir() {
+    if let Some(d) = BIN_DIR.get() {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
 fn nix(name: &str, args: &[&str]) -> Command {
@@ -30,20 +43,22 @@ fn ex() -> String {
     examples().to_string_lossy().into_owned()
 }
 
-fn built(attr: &str) -> (String, PathBuf) {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let link = dir.join("result");
+/// Builds `attr` with `-o DIR/result`; the directory goes with the
+/// returned guard.
+fn built(attr: &str) -> (String, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("result");
     let out = ok(nix(
         "nix-build",
         &[&ex(), "-A", attr, "-o", link.to_str().unwrap()],
     ));
-    (out.trim().to_string(), link)
+    (out.trim().to_string(), link, dir)
 }
 
 #[test]
 fn multicall_nix_build_prints_outputs_and_makes_result_links() {
     prebuilt();
-    let (out, link) = built("greet");
+    let (out, link, _dir) = built("greet");
     assert!(
         out.starts_with("/nix/store/") && out.ends_with("-greet-1.0"),
         "{out}"
@@ -84,8 +99,8 @@ fn multicall_nix_build_prints_outputs_and_makes_result_links() {
 #[test]
 fn multicall_nix_store_queries() {
     prebuilt();
-    let (greet, _) = built("greet");
-    let (hello, _) = built("hello");
+    let (greet, _, _greet_dir) = built("greet");
+    let (hello, _, _hello_dir) = built("hello");
     let refs = ok(nix("nix-store", &["-q", "--references", &greet]));
     assert!(
         refs.lines().any(|l| l == hello),

@@ -42,15 +42,14 @@ fn fetchurl_over_http_matches_nix_and_checks_sha256() {
     let nix = nix_eval(&expr).unwrap();
     assert_eq!(b3_eval(&expr, None).unwrap(), nix);
 
+    let body_file = std::env::temp_dir().join(format!("b3-fetch-body-{}", std::process::id()));
+    std::fs::write(&body_file, &body).unwrap();
     let good = Command::new("nix-hash")
         .args(["--type", "sha256", "--flat", "--base32"])
-        .arg({
-            let t = std::env::temp_dir().join(format!("b3-fetch-body-{}", std::process::id()));
-            std::fs::write(&t, &body).unwrap();
-            t
-        })
-        .output()
-        .expect("nix-hash is needed: run scripts/setup-test-deps.sh");
+        .arg(&body_file)
+        .output();
+    let _ = std::fs::remove_file(&body_file);
+    let good = good.expect("nix-hash is needed: run scripts/setup-test-deps.sh");
     let good = String::from_utf8(good.stdout).unwrap().trim().to_string();
     let pinned = format!(
         "builtins.fetchurl {{ url = {}; sha256 = \"{good}\"; }}",
