@@ -12,8 +12,8 @@
 # Environment: B3 (path of the b3 binary; default: build it in release mode),
 # JOBS (max-jobs for both; default: number of cores), N (default 50),
 # FRESH=1 (also time b3 with B3_SANDBOX_POOL=0, every sandbox made when its
-# build starts, in the same rounds), SETTLE (seconds of quiet after a sync
-# before each timed run; default 0.5).
+# build starts, in the same rounds), SETTLE_IDLE (how idle, in percent, the
+# CPUs must be before each timed run; default 90).
 #
 # b3 normally makes sandboxes ahead of time (see builder/src/platform/linux/
 # pool.rs); "premade" counts the builds (of the last round) that got one.
@@ -56,9 +56,23 @@ in {
 NIX
 
 now() { date +%s.%N; }
-# Before each timed run: the previous run's writeback (and the removal of
-# the last round's store) must not run during this one, for either tool.
-settle() { sync; sleep "${SETTLE:-0.5}"; }
+# Before each timed run: the previous run's aftermath must not run during
+# this one, for either tool: its writeback (sync) and what the kernel does
+# after it in the background (tearing down ~50 sandboxes' network
+# namespaces takes a workqueue a while), so wait until the CPUs are idle
+# (at least 90% over 0.2 s, for at most 5 s).
+idle_pct() {
+  local a b
+  a=($(head -1 /proc/stat)); sleep 0.2; b=($(head -1 /proc/stat))
+  local total=0 i
+  for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+  echo $(( total > 0 ? 100 * (b[4] - a[4] + b[5] - a[5]) / total : 100 ))
+}
+settle() {
+  sync
+  local tries=0
+  while [ "$(idle_pct)" -lt "${SETTLE_IDLE:-90}" ] && [ $tries -lt 25 ]; do tries=$((tries + 1)); done
+}
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 declare -A B3T NIXT SETUP ADOPT REG FRESHT PREMADE STEPS TAIL
