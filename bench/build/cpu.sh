@@ -27,21 +27,8 @@ command -v perf >/dev/null || { echo "perf missing (apt-get install linux-perf)"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/b3-bench-cpu.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-# The same expression as run.sh.
-cat > "$WORK/shapes.nix" <<NIX
-{ nonce, n ? $N }:
-let
-  mk = name: script: derivation {
-    inherit name; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" script ];
-  };
-  chainStep = i: prev: mk "chain-\${nonce}-\${toString i}" "echo \${prev} > \$out";
-  chain = builtins.foldl' (prev: i: chainStep i prev) "start" (builtins.genList (i: i + 1) n);
-  leaves = builtins.genList (i: mk "leaf-\${nonce}-\${toString i}" "echo \${toString i} > \$out") n;
-in {
-  inherit chain;
-  fan = mk "fan-\${nonce}" "echo \${toString leaves} > \$out";
-}
-NIX
+. bench/build/shapes.sh
+write_shapes "$WORK/shapes.nix" "$N"
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 declare -A TASK USER SYS WALL REUSED INODES FREED DISCARDS

@@ -38,22 +38,8 @@ command -v nix-build >/dev/null || { echo "nix-build missing: run scripts/setup-
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/b3-bench-build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-# The expression: `chain` (each derivation refers to the previous one) and
-# `fan` (N independent leaves and a root that refers to all of them).
-cat > "$WORK/shapes.nix" <<NIX
-{ nonce, n ? $N }:
-let
-  mk = name: script: derivation {
-    inherit name; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" script ];
-  };
-  chainStep = i: prev: mk "chain-\${nonce}-\${toString i}" "echo \${prev} > \$out";
-  chain = builtins.foldl' (prev: i: chainStep i prev) "start" (builtins.genList (i: i + 1) n);
-  leaves = builtins.genList (i: mk "leaf-\${nonce}-\${toString i}" "echo \${toString i} > \$out") n;
-in {
-  inherit chain;
-  fan = mk "fan-\${nonce}" "echo \${toString leaves} > \$out";
-}
-NIX
+. bench/build/shapes.sh
+write_shapes "$WORK/shapes.nix" "$N"
 
 now() { date +%s.%N; }
 # Before each timed run: the previous run's aftermath must not run during

@@ -219,42 +219,36 @@ fn check_spec(spec: &SandboxSpec, root: &Path) -> Result<(), SandboxError> {
 /// Gives what the set-up creates to the build user, as Nix's chroot does.
 /// Mount points hidden under binds are left alone.
 fn chown_created(ops: Vec<Op>, to: (u32, u32)) -> Result<Vec<Op>, SandboxError> {
-    let mut out = Vec::with_capacity(ops.len() * 2);
-    for op in ops {
-        let created = match &op {
-            Op::Mkdir { path, .. } | Op::WriteFile { path, .. } => Some(path.clone()),
-            Op::Symlink { link, .. } => Some(link.clone()),
-            // A fresh tmpfs's root belongs to whoever mounted it.
-            Op::Mount {
-                target,
-                fstype: Some(fs),
-                ..
-            } if fs.as_bytes() == b"tmpfs" => Some(target.clone()),
-            Op::Devpts { ptmx, .. } => Some(ptmx.clone()),
-            _ => None,
-        };
-        out.push(op);
-        if let Some(path) = created {
-            out.push(Op::Chown {
-                path,
-                uid: to.0,
-                gid: to.1,
-            });
-        }
-    }
-    Ok(out)
+    Ok(chown_made(ops, to, |op| match op {
+        Op::Mkdir { path, .. } | Op::WriteFile { path, .. } => Some(path.clone()),
+        Op::Symlink { link, .. } => Some(link.clone()),
+        // A fresh tmpfs's root belongs to whoever mounted it.
+        Op::Mount {
+            target,
+            fstype: Some(fs),
+            ..
+        } if fs.as_bytes() == b"tmpfs" => Some(target.clone()),
+        Op::Devpts { ptmx, .. } => Some(ptmx.clone()),
+        _ => None,
+    }))
 }
 
 /// [`chown_created`] for the inputs' mount points: only their symlinks.
 fn chown_symlinks(points: Vec<Op>, to: (u32, u32)) -> Vec<Op> {
-    let mut out = Vec::with_capacity(points.len());
-    for op in points {
-        let link = match &op {
-            Op::Symlink { link, .. } => Some(link.clone()),
-            _ => None,
-        };
+    chown_made(points, to, |op| match op {
+        Op::Symlink { link, .. } => Some(link.clone()),
+        _ => None,
+    })
+}
+
+/// Follows each step after which `made` names a path with a chown of that
+/// path to `to`.
+fn chown_made(ops: Vec<Op>, to: (u32, u32), made: impl Fn(&Op) -> Option<CString>) -> Vec<Op> {
+    let mut out = Vec::with_capacity(ops.len() * 2);
+    for op in ops {
+        let path = made(&op);
         out.push(op);
-        if let Some(path) = link {
+        if let Some(path) = path {
             out.push(Op::Chown {
                 path,
                 uid: to.0,
