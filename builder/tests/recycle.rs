@@ -12,10 +12,10 @@ use std::path::Path;
 
 use b3_builder::realise::RealiseSettings;
 use b3_builder::sandbox::SandboxPath;
-use b3_builder::schedule::{realise_goals, Goal, RealiseReport};
+use b3_builder::schedule::{realise_goals, RealiseReport};
 use b3_store::local::LocalStore;
 use b3_store::path::StorePath;
-use common::{copy_drv, nix_instantiate, open_store, tempdir};
+use common::{copy_drv, goal, nix_instantiate, open_store, tempdir};
 
 /// What a step records (`found` lines) before it leaves its litter.
 const LOOK: &str = r#"
@@ -62,14 +62,6 @@ fn settings(jobs: usize) -> RealiseSettings {
         extra_paths: vec![SandboxPath::parse("/bin/sh=/bin/busybox").unwrap()],
         max_jobs: jobs,
         ..RealiseSettings::default()
-    }
-}
-
-fn goal(drv: &StorePath) -> Goal {
-    Goal {
-        drv: drv.clone(),
-        outputs: BTreeSet::new(),
-        check: false,
     }
 }
 

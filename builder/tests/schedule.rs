@@ -17,7 +17,7 @@ use b3_store::activity::{ActivityId, ActivityType, Field, LogSink, Logger, Resul
 use b3_store::local::LocalStore;
 use b3_store::path::StorePath;
 use b3_store::substitute::{Substitute, SubstituteError, Substituted};
-use common::{copy_drv, nix_instantiate, open_store, tempdir};
+use common::{copy_drv, goal, nix_instantiate, open_store, tempdir};
 
 const GRAPH: &str = r#"
 let
@@ -166,14 +166,6 @@ fn settings(rec: &Arc<Rec>, jobs: usize) -> RealiseSettings {
         max_jobs: jobs,
         logger: Some(Logger::new(rec.clone(), Verbosity::Info)),
         ..RealiseSettings::default()
-    }
-}
-
-fn goal(drv: &StorePath) -> Goal {
-    Goal {
-        drv: drv.clone(),
-        outputs: BTreeSet::new(),
-        check: false,
     }
 }
 

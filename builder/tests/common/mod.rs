@@ -183,3 +183,12 @@ pub fn old_root_leaves_before_the_builder_starts() {
         }
     }
 }
+
+/// A goal of every output of `drv`, built (not checked).
+pub fn goal(drv: &b3_store::path::StorePath) -> b3_builder::schedule::Goal {
+    b3_builder::schedule::Goal {
+        drv: drv.clone(),
+        outputs: std::collections::BTreeSet::new(),
+        check: false,
+    }
+}
