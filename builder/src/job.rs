@@ -378,12 +378,20 @@ impl Trash {
                 let rx = rx.clone();
                 std::thread::Builder::new()
                     .name(format!("b3-trash-{i}"))
-                    .spawn(move || loop {
-                        // The lock is held only while taking a chore.
-                        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        match next {
-                            Ok(chore) => chore(),
-                            Err(_) => break,
+                    .spawn(move || {
+                        // A chore's results are wanted later, if at all:
+                        // the builds waiting for the CPU come first. (The
+                        // only lock a chore takes is the stock's, for a
+                        // moment; a build that waits for it sleeps and so
+                        // leaves the CPU to it.)
+                        b3_store::os::yield_to_foreground(b3_store::os::Background::Idle);
+                        loop {
+                            // The lock is held only while taking a chore.
+                            let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            match next {
+                                Ok(chore) => chore(),
+                                Err(_) => break,
+                            }
                         }
                     })
                     .ok()
@@ -597,6 +605,22 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn chores_run_only_on_cpus_the_builds_leave_idle() {
+        let trash = Trash::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        trash.later(move || {
+            // SAFETY: sched_getscheduler only reads.
+            let _ = tx.send(unsafe { libc::sched_getscheduler(0) });
+        });
+        let policy = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        trash.finish();
+        assert_eq!(policy, libc::SCHED_IDLE);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
+    }
 
     #[test]
     fn a_work_dir_stock_hands_out_fresh_dirs_and_removes_the_rest() {

@@ -101,6 +101,10 @@ impl Registrar {
             std::thread::Builder::new()
                 .name("b3-register".into())
                 .spawn(move || {
+                    // Registration overlaps the builds after it, which come
+                    // first; it holds the database's write lock, so it must
+                    // not starve either (not `Idle`).
+                    b3_store::os::yield_to_foreground(b3_store::os::Background::Low);
                     for (c, done) in rx {
                         let started = Instant::now();
                         let paths: Vec<StorePath> =
@@ -311,6 +315,31 @@ mod tests {
             outputs: vec![("out".into(), out)],
             locks: Vec::new(),
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn registration_gives_way_to_the_builds_but_is_not_left_idle() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(LocalStoreConfig::new(d.path().join("root"))).unwrap();
+        let reg = Registrar::new(&s);
+        let a = path_of(&s, 'a', "a");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The report runs on the registering thread.
+        reg.submit(&s, commit_of(&s, 'f', place(&s, &a, &[])), move |r| {
+            // SAFETY: both calls only read the calling thread's settings.
+            let seen = unsafe {
+                (
+                    libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t),
+                    libc::sched_getscheduler(0),
+                )
+            };
+            let _ = tx.send((r.is_ok(), seen));
+        });
+        let (ok, (nice, policy)) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        reg.finish();
+        assert!(ok);
+        assert_eq!((nice, policy), (19, libc::SCHED_OTHER));
     }
 
     #[test]

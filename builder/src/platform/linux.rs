@@ -294,7 +294,12 @@ fn release_later(fds: Vec<OwnedFd>) {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<OwnedFd>>();
         std::thread::Builder::new()
             .name("b3-sandbox-release".into())
-            .spawn(move || rx.into_iter().for_each(|fds| RELEASES.done_with(fds)))
+            .spawn(move || {
+                // Tearing namespaces down is the kernel's work, charged to
+                // this thread; nobody waits for it but the recycler.
+                b3_store::os::yield_to_foreground(b3_store::os::Background::Idle);
+                rx.into_iter().for_each(|fds| RELEASES.done_with(fds))
+            })
             .ok()
             .map(|_| tx)
     });

@@ -27,6 +27,24 @@ mod windows;
 #[cfg(windows)]
 pub use windows::*;
 
+/// How far a background thread gives way to the others (see
+/// [`yield_to_foreground`]). Neither can be undone: an unprivileged
+/// thread may lower its priority but never raise it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Background {
+    /// Runs only on a CPU nothing else wants (Linux `SCHED_IDLE`), and any
+    /// other thread waking up takes the CPU at once. For chores whose
+    /// results nobody waits on soon and that hold nothing another process
+    /// could wait for: removing and emptying directories, writing build
+    /// logs, closing a finished sandbox's namespaces.
+    Idle,
+    /// The lowest priority that still gets a share of a busy CPU (nice
+    /// 19). For threads that may hold what other processes wait for (the
+    /// store database's write lock, flushes a registration waits on), which
+    /// must not starve while builds keep the CPUs busy.
+    Low,
+}
+
 /// A file name as the bytes a NAR or a hash sees. On Windows names are
 /// UTF-16: they become UTF-8, and a name that is not Unicode is an error.
 pub fn name_bytes(name: &OsStr) -> io::Result<Cow<'_, [u8]>> {

@@ -192,3 +192,17 @@ pub fn is_special(meta: &Metadata) -> bool {
     let ft = meta.file_type();
     !(ft.is_file() || ft.is_dir() || ft.is_symlink())
 }
+
+/// Lowers the calling thread's priority (see [`super::Background`]):
+/// Windows sets one thread's priority directly.
+pub fn yield_to_foreground(how: super::Background) {
+    use windows_sys::Win32::System::Threading::{
+        GetCurrentThread, SetThreadPriority, THREAD_PRIORITY_IDLE, THREAD_PRIORITY_LOWEST,
+    };
+    let priority = match how {
+        super::Background::Idle => THREAD_PRIORITY_IDLE,
+        super::Background::Low => THREAD_PRIORITY_LOWEST,
+    };
+    // SAFETY: the pseudo-handle of the calling thread is always valid.
+    unsafe { SetThreadPriority(GetCurrentThread(), priority) };
+}
