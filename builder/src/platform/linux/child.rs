@@ -458,15 +458,14 @@ fn run_op(op: &Op) -> Result<(), c_int> {
             Op::Chmod { path, mode } => libc::chmod(path.as_ptr(), *mode),
             Op::WriteFile { path, data, mode } => write_file(path, data, *mode),
             Op::Touch { path } => {
-                let fd = libc::open(
-                    path.as_ptr(),
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC,
-                    0o444,
-                );
-                if fd >= 0 {
-                    libc::close(fd);
+                // One call, and no open file to set up and tear down: a
+                // build makes one of these per input that is a file.
+                let rc = libc::mknod(path.as_ptr(), libc::S_IFREG | 0o444, 0);
+                if rc < 0 && errno() == libc::EEXIST {
+                    touch_existing(path)
+                } else {
+                    rc
                 }
-                fd
             }
             Op::Symlink { target, link } => libc::symlink(target.as_ptr(), link.as_ptr()),
             Op::Chown { path, uid, gid } => libc::lchown(path.as_ptr(), *uid, *gid),
@@ -528,6 +527,20 @@ fn run_op(op: &Op) -> Result<(), c_int> {
             Ok(())
         }
     }
+}
+
+/// `Op::Touch` of a path that exists: fine if it can be opened for writing,
+/// as `touch` would.
+unsafe fn touch_existing(path: &CStr) -> c_int {
+    let fd = libc::open(
+        path.as_ptr(),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC,
+        0o444,
+    );
+    if fd >= 0 {
+        libc::close(fd);
+    }
+    fd
 }
 
 fn store_layer(
