@@ -13,6 +13,13 @@
 //! attributes of a fresh one (those of the work directory itself, made the
 //! same way and never shown to a build). Anything else found there, or a
 //! step that fails, makes the directory unfit, and it is removed as before.
+//!
+//! `store/` and `scratch/` come back as new directories, not emptied ones.
+//! An overlay marks the directories it uses as layers, and the last build's
+//! overlay can outlive the release of its sandbox's namespaces for a while
+//! (the kernel frees unmounted trees after an RCU grace period). An overlay
+//! mounted on the same directories meanwhile makes the kernel warn that
+//! they are "in-use" by two mounts; new directories are never in use.
 
 use std::io;
 use std::path::Path;
@@ -32,6 +39,9 @@ const PARTS: [(&str, bool); 4] = [
 /// it) is not recycled: file systems rarely shrink a directory, and the
 /// builds after would list the big one.
 const MAX_DIR_SIZE: u64 = 64 * 1024;
+
+/// The parts an overlay may have used as its layers (see the module docs).
+const LAYERS: [&str; 2] = ["store", "scratch"];
 
 /// Empties the work directory `work` and resets its parts as described in
 /// the module docs. An error leaves it unfit for another build.
@@ -63,6 +73,9 @@ pub(crate) fn clean(work: &Path) -> io::Result<()> {
         for e in std::fs::read_dir(&path)? {
             remove_tree(&e?.path())?;
         }
+        if LAYERS.iter().any(|l| name == *l) {
+            renew(work, &path)?;
+        }
         reset(&path, work, &top)?;
         required += usize::from(*must);
     }
@@ -70,6 +83,18 @@ pub(crate) fn clean(work: &Path) -> io::Result<()> {
         return Err(unfit(work, "lacks its build or store directory"));
     }
     Ok(())
+}
+
+/// Replaces the empty directory `part` of `work` with a new one.
+fn renew(work: &Path, part: &Path) -> io::Result<()> {
+    // A name that `clean` does not accept: one left by a crash here makes
+    // the work directory unfit.
+    let new = work.join(".renewed");
+    std::fs::create_dir(&new)?;
+    // Renaming a directory over an empty one replaces it.
+    std::fs::rename(&new, part).inspect_err(|_| {
+        let _ = std::fs::remove_dir(&new);
+    })
 }
 
 fn unfit(path: &Path, why: &str) -> io::Error {
@@ -179,6 +204,28 @@ mod tests {
         let w = WorkDir::create(parent, ".b3-test-", "t").unwrap();
         std::fs::create_dir(w.scratch()).unwrap();
         w
+    }
+
+    #[test]
+    fn an_overlays_layers_come_back_as_new_directories_and_build_stays() {
+        let parent = tempfile::tempdir().unwrap();
+        let w = work_dir(parent.path());
+        let ino = |p: &Path| std::fs::symlink_metadata(p).unwrap().ino();
+        let before = [ino(&w.build()), ino(&w.store()), ino(&w.scratch())];
+        std::fs::create_dir_all(w.scratch().join("work/incompat/volatile")).unwrap();
+        std::fs::write(w.store().join("abc-out"), "x").unwrap();
+        clean(w.path()).unwrap();
+        let after = [ino(&w.build()), ino(&w.store()), ino(&w.scratch())];
+        assert_eq!(after[0], before[0]);
+        assert_ne!(after[1], before[1]);
+        assert_ne!(after[2], before[2]);
+        for d in [w.store(), w.scratch()] {
+            assert_eq!(entries(&d), 0, "{}", d.display());
+            assert_eq!(mode(&d), mode(w.path()), "{}", d.display());
+        }
+        // Nothing else is left in the work directory.
+        assert_eq!(entries(w.path()), 3);
+        clean(w.path()).unwrap();
     }
 
     #[test]
