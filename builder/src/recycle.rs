@@ -14,12 +14,15 @@
 //! same way and never shown to a build). Anything else found there, or a
 //! step that fails, makes the directory unfit, and it is removed as before.
 //!
-//! `store/` and `scratch/` come back as new directories, not emptied ones.
-//! An overlay marks the directories it uses as layers, and the last build's
+//! After an overlay, `store/` and `scratch/` come back as new directories,
+//! not emptied ones. An overlay marks the directories it uses as layers,
+//! and the last build's
 //! overlay can outlive the release of its sandbox's namespaces for a while
 //! (the kernel frees unmounted trees after an RCU grace period). An overlay
 //! mounted on the same directories meanwhile makes the kernel warn that
 //! they are "in-use" by two mounts; new directories are never in use.
+//! (Every overlay leaves its `work` directory in `scratch/`; without one,
+//! the directories are emptied in place: each new inode costs.)
 
 use std::io;
 use std::path::Path;
@@ -54,6 +57,7 @@ pub(crate) fn clean(work: &Path) -> io::Result<()> {
         ));
     }
     let top = std::fs::symlink_metadata(work)?;
+    let overlaid = std::fs::symlink_metadata(work.join("scratch/work")).is_ok();
     let mut required = 0;
     for entry in std::fs::read_dir(work)? {
         let entry = entry?;
@@ -73,7 +77,7 @@ pub(crate) fn clean(work: &Path) -> io::Result<()> {
         for e in std::fs::read_dir(&path)? {
             remove_tree(&e?.path())?;
         }
-        if LAYERS.iter().any(|l| name == *l) {
+        if overlaid && LAYERS.iter().any(|l| name == *l) {
             renew(work, &path)?;
         }
         reset(&path, work, &top)?;
@@ -207,11 +211,17 @@ mod tests {
     }
 
     #[test]
-    fn an_overlays_layers_come_back_as_new_directories_and_build_stays() {
+    fn an_overlays_layers_come_back_as_new_directories_and_the_rest_is_emptied_in_place() {
         let parent = tempfile::tempdir().unwrap();
         let w = work_dir(parent.path());
         let ino = |p: &Path| std::fs::symlink_metadata(p).unwrap().ino();
         let before = [ino(&w.build()), ino(&w.store()), ino(&w.scratch())];
+        // Without an overlay (no `work` in scratch/), emptied in place.
+        std::fs::write(w.store().join("abc-out"), "x").unwrap();
+        clean(w.path()).unwrap();
+        let plain = [ino(&w.build()), ino(&w.store()), ino(&w.scratch())];
+        assert_eq!(plain, before);
+        // After one, renewed.
         std::fs::create_dir_all(w.scratch().join("work/incompat/volatile")).unwrap();
         std::fs::write(w.store().join("abc-out"), "x").unwrap();
         clean(w.path()).unwrap();
