@@ -144,6 +144,69 @@ fn consecutive_pooled_builds_do_not_see_each_others_files_processes_or_inputs() 
     }
 }
 
+/// A sandbox makes its store's mount points ahead of time for the inputs
+/// of the last build taken from its pool (`plan::Premade`). The next build
+/// must see exactly its own inputs: points it lacks removed, the ones it
+/// has bound as always.
+#[test]
+fn points_made_ahead_for_an_earlier_build_neither_show_nor_stand_in_for_inputs() {
+    let work = tempdir();
+    let pool = SandboxPool::new(1, work.path().join("pool"));
+    let other = std::fs::read_dir("/nix/store")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with(".drv"))
+        .expect("some other store path exists");
+    let bb = BB.trim_start_matches("/nix/store/");
+    let list = format!(
+        "echo STORE $(ls -A /nix/store); \
+         [ -e /nix/store/{other} ] && echo SIZE $(wc -c < /nix/store/{other}); touch $out"
+    );
+    let list = list.as_str();
+    let store_of = |log: &str| {
+        log.lines()
+            .find(|l| l.starts_with("STORE"))
+            .unwrap_or_else(|| panic!("no STORE in {log}"))
+            .trim_end()
+            .to_string()
+    };
+    let with_other = |script: &str| {
+        let mut j = pooled(script, work.path(), &pool);
+        j.inputs.push(format!("/nix/store/{other}"));
+        j
+    };
+    // The template (fresh), then a build with two inputs in the pool.
+    log_of(&with_other(list));
+    for round in 0..2 {
+        pool.wait_ready().expect("a sandbox is made");
+        let served = pool.served();
+        let two = log_of(&with_other(list));
+        assert_eq!(pool.served(), served + 1);
+        let mut both = [bb.to_string(), other.clone()];
+        both.sort();
+        assert_eq!(store_of(&two), format!("STORE {}", both.join(" ")), "{two}");
+        // The input is there with its contents, not an empty point.
+        let size = std::fs::metadata(format!("/nix/store/{other}"))
+            .unwrap()
+            .len();
+        assert!(
+            two.contains(&format!("SIZE {size}")),
+            "round {round}: {two}"
+        );
+        // Its sandbox was made after the build above was taken: it has a
+        // point for `other`, which this build must not see.
+        pool.wait_ready().expect("a sandbox is made");
+        let one = log_of(&pooled(list, work.path(), &pool));
+        assert_eq!(pool.served(), served + 2);
+        assert_eq!(
+            store_of(&one),
+            format!("STORE {bb}"),
+            "round {round}: {one}"
+        );
+    }
+}
+
 #[test]
 fn a_pool_is_not_used_for_builds_with_network_access() {
     let work = tempdir();

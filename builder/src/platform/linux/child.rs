@@ -35,6 +35,11 @@ pub(crate) enum Op {
     Touch {
         path: CString,
     },
+    /// Removes a mount point nothing is mounted on: `rmdir` or `unlink`.
+    Remove {
+        path: CString,
+        dir: bool,
+    },
     Symlink {
         target: CString,
         link: CString,
@@ -467,6 +472,8 @@ fn run_op(op: &Op) -> Result<(), c_int> {
                     rc
                 }
             }
+            Op::Remove { path, dir: true } => libc::rmdir(path.as_ptr()),
+            Op::Remove { path, dir: false } => libc::unlink(path.as_ptr()),
             Op::Symlink { target, link } => libc::symlink(target.as_ptr(), link.as_ptr()),
             Op::Chown { path, uid, gid } => libc::lchown(path.as_ptr(), *uid, *gid),
             Op::Mount {

@@ -123,6 +123,9 @@ struct State {
     /// Why the pool stopped making sandboxes (their set-up failed).
     broken: Option<String>,
     stop: bool,
+    /// The inputs of the last build taken here whose store is an overlay:
+    /// the points new sandboxes make ahead of time (see `plan::Premade`).
+    recent: Arc<Vec<String>>,
 }
 
 /// A waiting pre-made sandbox.
@@ -150,6 +153,8 @@ struct WarmParts {
     stack: Stack,
     /// Its descriptors to the host, for the late steps.
     host: plan::HostLayers,
+    /// The points its store's lower layer has already.
+    premade: plan::Premade,
 }
 
 // SAFETY: the raw pointers in the plans point into strings the same
@@ -250,6 +255,9 @@ impl Pool {
     pub(crate) fn take(&self, spec: &SandboxSpec) -> Option<Warm> {
         let key = Key::of(spec)?;
         let mut st = self.offer(spec, &key);
+        if spec.scratch_dir.is_some() && st.recent.as_slice() != spec.inputs.as_slice() {
+            st.recent = Arc::new(spec.inputs.clone());
+        }
         let deadline = Instant::now() + Duration::from_secs(1);
         loop {
             if st.broken.is_some() || st.stop {
@@ -340,7 +348,7 @@ const FILLERS: usize = 2;
 /// the other fillers.
 fn fill(shared: &Shared) {
     loop {
-        let (key, spec) = {
+        let (key, spec, recent) = {
             let mut st = shared.lock();
             loop {
                 if st.stop {
@@ -352,14 +360,14 @@ fn fill(shared: &Shared) {
                 let wanted = shared.size.min(shared.demand.load(Ordering::Relaxed));
                 let want = st.broken.is_none() && st.warm.len() + st.making.len() < wanted;
                 if let (true, Some((k, s))) = (want, &st.template) {
-                    let job = (k.clone(), s.clone());
+                    let job = (k.clone(), s.clone(), st.recent.clone());
                     st.making.push(job.0.clone());
                     break job;
                 }
                 st = shared.wait(st);
             }
         };
-        let made = make(&shared.dir, &key, &spec);
+        let made = make(&shared.dir, &key, &spec, &recent);
         if made.is_ok() {
             shared.made.fetch_add(1, Ordering::Relaxed);
         }
@@ -381,7 +389,12 @@ fn fill(shared: &Shared) {
 }
 
 /// Starts one sandbox process and waits until its early steps are done.
-fn make(dir: &Path, key: &Key, template: &SandboxSpec) -> Result<Warm, SandboxError> {
+fn make(
+    dir: &Path,
+    key: &Key,
+    template: &SandboxSpec,
+    recent: &[String],
+) -> Result<Warm, SandboxError> {
     std::fs::create_dir_all(dir).map_err(|e| {
         SandboxError::Setup(OsError::from_io(format!("creating {}", dir.display()), &e))
     })?;
@@ -401,7 +414,9 @@ fn make(dir: &Path, key: &Key, template: &SandboxSpec) -> Result<Warm, SandboxEr
         work: base + 2,
         work_parent: key.work_parent.clone(),
     };
-    let early_ops = plan::prepare_pooled(template, dir, &host, chown_to)?;
+    let mut early_ops = plan::prepare_pooled(template, dir, &host, chown_to)?;
+    let premade = plan::premade_kinds(&template.physical_store_dir, recent);
+    early_ops.extend(plan::premade_points(&premade, host.lower, chown_to)?);
     let stdin = std::fs::File::open("/dev/null")
         .map_err(|e| SandboxError::Setup(OsError::from_io("opening /dev/null", &e)))?;
     let mut early = ChildPlan {
@@ -429,6 +444,7 @@ fn make(dir: &Path, key: &Key, template: &SandboxSpec) -> Result<Warm, SandboxEr
         },
         stack: Stack::new()?,
         host,
+        premade,
     });
     let top = parts.stack.top();
     let arg = (&parts.plan as *const WarmPlan) as *mut libc::c_void;
@@ -496,7 +512,8 @@ pub(super) fn spawn_in(
     let ids = id_mapping();
     hand_over(spec, ids).map_err(SandboxError::Setup)?;
     let chown_to = ids.root_mode.then_some((SANDBOX_UID, SANDBOX_GID));
-    let prepared = plan::prepare_pooled_late(spec, &warm.parts.host, chown_to)?;
+    let prepared =
+        plan::prepare_pooled_late(spec, &warm.parts.host, &warm.parts.premade, chown_to)?;
     let early = &warm.parts.plan.early;
     let mut late = Box::new(ChildPlan {
         ops: prepared.late,
