@@ -131,6 +131,35 @@ fn open_sweeps_leftovers_of_dead_processes_only() {
 }
 
 #[test]
+fn a_process_with_a_locked_temp_roots_file_keeps_its_temp_dirs_whatever_its_other_files_say() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    drop(open(&root));
+    let sd = root.join("nix/store");
+    let roots = root.join("nix/var/b3/temproots");
+    // Process 999998 is adding a path: its temp dir, its locked file. Its
+    // second file is unlocked: it is opening the store again right now (a
+    // file is made, then locked), or it is a dead namesake's leftover.
+    std::fs::create_dir_all(sd.join(".b3-tmp-999998-0/node")).unwrap();
+    let held = b3_store::lock::FileLock::lock(
+        &roots.join("999998-0"),
+        b3_store::lock::LockMode::Exclusive,
+    )
+    .unwrap();
+    std::fs::write(roots.join("999998-1"), "").unwrap();
+    // Another process opens the store and sweeps.
+    let other = open(&root);
+    assert!(sd.join(".b3-tmp-999998-0/node").is_dir());
+    assert!(roots.join("999998-0").exists());
+    assert!(!roots.join("999998-1").exists());
+    // Once it is gone, its temp dir goes with the next sweep.
+    drop(held);
+    drop(other);
+    drop(open(&root));
+    assert!(!sd.join(".b3-tmp-999998-0").exists());
+}
+
+#[test]
 fn gc_honours_temp_roots_of_open_stores_and_references() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().join("r");
