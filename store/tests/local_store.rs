@@ -159,6 +159,38 @@ fn a_process_with_a_locked_temp_roots_file_keeps_its_temp_dirs_whatever_its_othe
     assert!(!sd.join(".b3-tmp-999998-0").exists());
 }
 
+#[cfg(unix)]
+#[test]
+fn a_running_process_the_sweep_did_not_list_keeps_its_temp_dirs() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    drop(open(&root));
+    let sd = root.join("nix/store");
+    let roots = root.join("nix/var/b3/temproots");
+    // A process that opened the store after another's scan of the
+    // temporary roots: running, with a temp dir, and no file in the scan.
+    let mut running = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let tmp = sd.join(format!(".b3-tmp-{}-0", running.id()));
+    std::fs::create_dir_all(tmp.join("node")).unwrap();
+    // A dead process's leftover makes the next open sweep.
+    std::fs::write(roots.join("999997-0"), "").unwrap();
+    drop(open(&root));
+    assert!(
+        tmp.join("node").is_dir(),
+        "a running process's temp dir was swept"
+    );
+    assert!(!roots.join("999997-0").exists());
+    // Once it has ended, it goes.
+    running.kill().unwrap();
+    running.wait().unwrap();
+    std::fs::write(roots.join("999997-0"), "").unwrap();
+    drop(open(&root));
+    assert!(!tmp.exists());
+}
+
 #[test]
 fn gc_honours_temp_roots_of_open_stores_and_references() {
     let d = tempfile::tempdir().unwrap();

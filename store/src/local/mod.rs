@@ -1063,6 +1063,7 @@ impl LocalStore {
         if scan.dead.is_empty() && !always {
             return Ok(report);
         }
+        let dead_pids: BTreeSet<u32> = scan.dead.iter().map(|(p, _)| *p).collect();
         let own = std::process::id();
         let entries = std::fs::read_dir(&self.inner.real_store)
             .map_err(io_ctx("listing the store directory"))?;
@@ -1076,12 +1077,19 @@ impl LocalStore {
                 .or_else(|| name.strip_prefix('.')?.strip_prefix(TMP_PREFIX));
             if let Some(rest) = tmp_rest {
                 let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-                // A process with a locked file is alive, whatever other
-                // files of its pid say: one it is opening right now is
-                // unlocked for a moment, and another instance's may be a
-                // leftover of an earlier process with the same pid.
+                // Only a process known to be gone: the scan above is a
+                // snapshot, and a process that opened the store since has a
+                // file it did not list, and may have temporary directories
+                // by now. A process with a locked file is alive, whatever
+                // other files of its pid say (one it is opening right now is
+                // unlocked for a moment). One whose file this sweep holds
+                // cannot finish opening before the sweep is done.
                 let dead = match pid {
-                    Some(p) => p != own && !scan.live_pids.contains(&p),
+                    Some(p) => {
+                        p != own
+                            && !scan.live_pids.contains(&p)
+                            && (dead_pids.contains(&p) || !crate::os::process_exists(p))
+                    }
                     None => true,
                 };
                 if dead {

@@ -111,6 +111,20 @@ pub fn is_special(meta: &Metadata) -> bool {
     ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device()
 }
 
+/// Whether a process with this pid exists (one we may not signal exists).
+pub fn process_exists(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
 /// Lowers the calling thread's priority (see [`super::Background`]).
 /// Background chores at the builds' priority delayed the thread that starts
 /// the next build of a chain by 0.2–0.3 ms per wake-up on two cores; a
