@@ -140,6 +140,31 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<PathRow> {
 /// close still checkpoints the WAL into the database; the files left are
 /// SQLite's own and are reused by the next opener. Best effort: a refusal
 /// only keeps the default.
+/// Runs `f` again while the database is busy, for up to the busy timeout.
+/// SQLite answers "busy" at once, without its busy handler, where waiting
+/// could deadlock: several processes switching a new database to WAL at the
+/// same moment meet that (eight concurrent first opens failed with
+/// "database is locked" about one time in five).
+fn when_not_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// How long a statement waits for a busy database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(600);
+
 fn keep_wal_files(conn: &Connection) {
     let mut on: std::ffi::c_int = 1;
     // SAFETY: a file-control call on the live handle of `conn`, with a
@@ -160,10 +185,10 @@ impl Db {
     /// logical store directory `store_dir`.
     pub fn open(file: &Path, store_dir: &str) -> Result<Db, DbError> {
         let mut conn = Connection::open(file)?;
-        conn.busy_timeout(Duration::from_secs(600))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         // WAL is persistent; setting it again is a no-op. It cannot run inside
         // a transaction, and may itself meet a busy database.
-        conn.pragma_update(None, "journal_mode", "wal")?;
+        when_not_busy(|| conn.pragma_update(None, "journal_mode", "wal"))?;
         conn.pragma_update(None, "synchronous", "normal")?;
         conn.pragma_update(None, "foreign_keys", "on")?;
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
