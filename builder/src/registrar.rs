@@ -103,7 +103,8 @@ impl Registrar {
                 .spawn(move || {
                     // Registration overlaps the builds after it, which come
                     // first; it holds the database's write lock, so it must
-                    // not starve either (not `Idle`).
+                    // not starve either (not `Idle`). The store's flushing
+                    // threads, which it waits for, keep their priority.
                     b3_store::os::yield_to_foreground(b3_store::os::Background::Low);
                     for (c, done) in rx {
                         let started = Instant::now();

@@ -76,14 +76,7 @@ fn pool() -> &'static Pool {
             let made = std::thread::Builder::new()
                 .name(format!("b3-fsync-{i}"))
                 .stack_size(64 << 10)
-                .spawn(move || {
-                    // Registrations wait for these flushes (and hold the
-                    // database's lock meanwhile); the builds running
-                    // beside them come first. Threads inherit the policy
-                    // of the one that starts them, which is never idle.
-                    crate::os::yield_to_foreground(crate::os::Background::Low);
-                    pool.run()
-                });
+                .spawn(move || pool.run());
             if made.is_ok() {
                 pool.threads
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -40,8 +40,9 @@ pub enum Background {
     Idle,
     /// The lowest priority that still gets a share of a busy CPU (nice
     /// 19). For threads that may hold what other processes wait for (the
-    /// store database's write lock, flushes a registration waits on), which
-    /// must not starve while builds keep the CPUs busy.
+    /// store database's write lock), which must not starve while builds
+    /// keep the CPUs busy. Threads others wait on while they hold such a
+    /// lock (the store's flushing threads) keep their priority.
     Low,
 }
 
