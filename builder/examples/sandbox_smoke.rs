@@ -23,6 +23,7 @@ fn main() {
         build_dir: tmp.join("build"),
         root_dir: tmp.join("root"),
         scratch_dir: None,
+        made_points: Default::default(),
         network: false,
         extra_paths: vec![SandboxPath::parse("/bin/sh=/bin/busybox").unwrap()],
         kvm: true,

@@ -111,6 +111,12 @@ pub struct WorkDir {
     kept: bool,
     /// An earlier build ran here (see [`WorkDirStock::recycle`]).
     reused: bool,
+    /// The mount points `store/` holds, kept from the last build here (see
+    /// [`SandboxSpec::made_points`]).
+    points: BTreeMap<String, sandbox::MadePoint>,
+    /// The inputs of the last build here whose points were made in
+    /// `store/`: the only names the recycler may keep there.
+    point_names: Vec<String>,
 }
 
 impl WorkDir {
@@ -142,6 +148,19 @@ impl WorkDir {
         self.path.join("scratch")
     }
 
+    /// Removes the mount points kept in `store/`.
+    fn drop_points(&mut self) -> Result<(), OsError> {
+        for (name, made) in std::mem::take(&mut self.points) {
+            let p = self.store().join(&name);
+            let r = match made {
+                sandbox::MadePoint::Dir => std::fs::remove_dir(&p),
+                sandbox::MadePoint::File => std::fs::remove_file(&p),
+            };
+            r.map_err(|e| OsError::from_io(format!("removing {}", p.display()), &e))?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn create(parent: &Path, prefix: &str, name: &str) -> Result<WorkDir, OsError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let safe: String = name
@@ -164,6 +183,8 @@ impl WorkDir {
                         path,
                         kept: false,
                         reused: false,
+                        points: BTreeMap::new(),
+                        point_names: Vec::new(),
                     };
                     for d in [wd.build(), wd.store()] {
                         std::fs::create_dir(&d).map_err(|e| {
@@ -312,7 +333,14 @@ impl WorkDirStock {
             // scratch directories as layers) must be gone first: they go
             // with its sandbox's namespaces, released after the build.
             crate::sandbox::wait_released();
-            let clean = crate::recycle::clean(dir.path()).is_ok();
+            let clean = match crate::recycle::clean(dir.path(), &dir.point_names) {
+                Ok(points) => {
+                    dir.points = points;
+                    dir.point_names.clear();
+                    true
+                }
+                Err(_) => false,
+            };
             let mut s = stock.shelf();
             s.cleaning -= 1;
             if clean && s.demand > 0 {
@@ -520,7 +548,7 @@ impl BuildJob {
             output_names.insert(name.clone(), base.to_string());
         }
 
-        let work = match self.work_dirs.as_ref().and_then(WorkDirStock::take) {
+        let mut work = match self.work_dirs.as_ref().and_then(WorkDirStock::take) {
             Some(w) => w,
             None => WorkDir::create(&self.work_parent, &self.work_prefix, &self.name)
                 .map_err(JobError::WorkDir)?,
@@ -546,6 +574,15 @@ impl BuildJob {
             })?;
         }
 
+        // The points the last build here left serve this one in the bind
+        // layout; an overlay's upper layer must hold none.
+        let made_points = if overlay {
+            work.drop_points()?;
+            BTreeMap::new()
+        } else {
+            std::mem::take(&mut work.points)
+        };
+        let point_names = if overlay { Vec::new() } else { inputs.clone() };
         let spec = SandboxSpec {
             builder: self.builder.clone(),
             args: self.args.clone(),
@@ -558,6 +595,7 @@ impl BuildJob {
             build_dir: work.build(),
             root_dir: work.root(),
             scratch_dir: overlay.then(|| work.scratch()),
+            made_points,
             network: self.fixed_output,
             extra_paths: self.extra_paths.clone(),
             kvm: self.kvm,
@@ -567,6 +605,7 @@ impl BuildJob {
             pool: self.pool.clone(),
         };
         let outcome = sandbox::run(&spec, log)?;
+        work.point_names = point_names;
 
         let mut outputs = BTreeMap::new();
         let mut missing = Vec::new();

@@ -14,6 +14,15 @@
 //! same way and never shown to a build). Anything else found there, or a
 //! step that fails, makes the directory unfit, and it is removed as before.
 //!
+//! In the bind layout (no overlay), the mount points the last build made
+//! in `store/` for its inputs stay when they are still what the sandbox
+//! made (empty, with its modes and owner): a build's inputs are mostly the
+//! last one's, and each point kept is one fewer to make, on the store's
+//! file system, on the next build's critical path. The builder could not
+//! touch them: each was covered by a read-only bind for its whole run. The
+//! next build removes those it does not need before its builder starts
+//! (`SandboxSpec::made_points`).
+//!
 //! After an overlay, `store/` and `scratch/` come back as new directories,
 //! not emptied ones. An overlay marks the directories it uses as layers,
 //! and the last build's
@@ -24,10 +33,12 @@
 //! (Every overlay leaves its `work` directory in `scratch/`; without one,
 //! the directories are emptied in place: each new inode costs.)
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
 use crate::job::{make_owner_writable, remove_tree};
+use crate::sandbox::MadePoint;
 
 /// The directories a work directory may hold, and whether each must be
 /// there (see [`crate::job::WorkDir`]).
@@ -47,8 +58,13 @@ const MAX_DIR_SIZE: u64 = 64 * 1024;
 const LAYERS: [&str; 2] = ["store", "scratch"];
 
 /// Empties the work directory `work` and resets its parts as described in
-/// the module docs. An error leaves it unfit for another build.
-pub(crate) fn clean(work: &Path) -> io::Result<()> {
+/// the module docs, keeping in `store/` the points of `point_names` (the
+/// last build's inputs, when its points were made there), which it
+/// returns. An error leaves it unfit for another build.
+pub(crate) fn clean(
+    work: &Path,
+    point_names: &[String],
+) -> io::Result<BTreeMap<String, MadePoint>> {
     if !cfg!(unix) {
         // Only Unix owners, modes and attributes are reset here.
         return Err(io::Error::new(
@@ -58,6 +74,7 @@ pub(crate) fn clean(work: &Path) -> io::Result<()> {
     }
     let top = std::fs::symlink_metadata(work)?;
     let overlaid = std::fs::symlink_metadata(work.join("scratch/work")).is_ok();
+    let mut kept = BTreeMap::new();
     let mut required = 0;
     for entry in std::fs::read_dir(work)? {
         let entry = entry?;
@@ -75,7 +92,18 @@ pub(crate) fn clean(work: &Path) -> io::Result<()> {
         }
         make_owner_writable(&path, &meta)?;
         for e in std::fs::read_dir(&path)? {
-            remove_tree(&e?.path())?;
+            let e = e?;
+            if name == "store" && !overlaid {
+                let n = e.file_name();
+                let wanted = n
+                    .to_str()
+                    .is_some_and(|n| point_names.iter().any(|p| p == n));
+                if let Some(kind) = wanted.then(|| point_kind(&e.path(), &top)).flatten() {
+                    kept.insert(n.to_string_lossy().into_owned(), kind);
+                    continue;
+                }
+            }
+            remove_tree(&e.path())?;
         }
         if overlaid && LAYERS.iter().any(|l| name == *l) {
             renew(work, &path)?;
@@ -86,7 +114,33 @@ pub(crate) fn clean(work: &Path) -> io::Result<()> {
     if required != PARTS.iter().filter(|(_, must)| *must).count() {
         return Err(unfit(work, "lacks its build or store directory"));
     }
-    Ok(())
+    Ok(kept)
+}
+
+/// What the sandbox made at `path` as a mount point, if it is still just
+/// that: an empty directory (0555) or an empty file (0444) owned as the
+/// fresh directory `top` is.
+#[cfg(unix)]
+fn point_kind(path: &Path, top: &std::fs::Metadata) -> Option<MadePoint> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    if (m.uid(), m.gid()) != (top.uid(), top.gid()) {
+        return None;
+    }
+    let mode = m.mode() & 0o7777;
+    if m.is_dir() && mode == 0o555 {
+        let empty = std::fs::read_dir(path).ok()?.next().is_none();
+        return empty.then_some(MadePoint::Dir);
+    }
+    if m.file_type().is_file() && mode == 0o444 && m.len() == 0 && m.nlink() == 1 {
+        return Some(MadePoint::File);
+    }
+    None
+}
+
+#[cfg(not(unix))]
+fn point_kind(_: &Path, _: &std::fs::Metadata) -> Option<MadePoint> {
+    None
 }
 
 /// Replaces the empty directory `part` of `work` with a new one.
@@ -218,13 +272,13 @@ mod tests {
         let before = [ino(&w.build()), ino(&w.store()), ino(&w.scratch())];
         // Without an overlay (no `work` in scratch/), emptied in place.
         std::fs::write(w.store().join("abc-out"), "x").unwrap();
-        clean(w.path()).unwrap();
+        clean(w.path(), &[]).unwrap();
         let plain = [ino(&w.build()), ino(&w.store()), ino(&w.scratch())];
         assert_eq!(plain, before);
         // After one, renewed.
         std::fs::create_dir_all(w.scratch().join("work/incompat/volatile")).unwrap();
         std::fs::write(w.store().join("abc-out"), "x").unwrap();
-        clean(w.path()).unwrap();
+        clean(w.path(), &[]).unwrap();
         let after = [ino(&w.build()), ino(&w.store()), ino(&w.scratch())];
         assert_eq!(after[0], before[0]);
         assert_ne!(after[1], before[1]);
@@ -235,7 +289,67 @@ mod tests {
         }
         // Nothing else is left in the work directory.
         assert_eq!(entries(w.path()), 3);
-        clean(w.path()).unwrap();
+        clean(w.path(), &[]).unwrap();
+    }
+
+    #[test]
+    fn the_last_builds_untouched_mount_points_stay_and_everything_else_goes() {
+        let parent = tempfile::tempdir().unwrap();
+        let w = work_dir(parent.path());
+        let s = w.store();
+        let point = |name: &str, dir: bool, mode: u32| {
+            let p = s.join(name);
+            if dir {
+                std::fs::create_dir(&p).unwrap();
+            } else {
+                std::fs::write(&p, "").unwrap();
+            }
+            std::fs::set_permissions(&p, PermissionsExt::from_mode(mode)).unwrap();
+        };
+        point("a-dir", true, 0o555);
+        point("b-file", false, 0o444);
+        // Not what the sandbox made: wrong modes, contents, a symlink.
+        point("c-writable", true, 0o755);
+        point("d-full", true, 0o755);
+        std::fs::write(s.join("d-full/x"), "x").unwrap();
+        std::fs::set_permissions(s.join("d-full"), PermissionsExt::from_mode(0o555)).unwrap();
+        std::fs::write(s.join("e-data"), "x").unwrap();
+        std::fs::set_permissions(s.join("e-data"), PermissionsExt::from_mode(0o444)).unwrap();
+        std::os::unix::fs::symlink("a-dir", s.join("f-link")).unwrap();
+        // A point of an input the last build did not have, and an output.
+        point("g-other", true, 0o555);
+        point("h-out", false, 0o444);
+        let names: Vec<String> = [
+            "a-dir",
+            "b-file",
+            "c-writable",
+            "d-full",
+            "e-data",
+            "f-link",
+        ]
+        .map(String::from)
+        .to_vec();
+        let kept = clean(w.path(), &names).unwrap();
+        assert_eq!(
+            kept,
+            BTreeMap::from([
+                ("a-dir".to_string(), MadePoint::Dir),
+                ("b-file".to_string(), MadePoint::File),
+            ])
+        );
+        let mut left: Vec<String> = std::fs::read_dir(&s)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a-dir", "b-file"]);
+        // Without names, or after an overlay, nothing stays.
+        assert!(clean(w.path(), &[]).unwrap().is_empty());
+        assert_eq!(entries(&s), 0);
+        point("a-dir", true, 0o555);
+        std::fs::create_dir_all(w.scratch().join("work")).unwrap();
+        assert!(clean(w.path(), &names).unwrap().is_empty());
+        assert_eq!(entries(&w.store()), 0);
     }
 
     #[test]
@@ -266,7 +380,7 @@ mod tests {
         std::fs::set_permissions(w.store(), PermissionsExt::from_mode(0o1775)).unwrap();
         std::fs::set_permissions(w.build(), PermissionsExt::from_mode(0o500)).unwrap();
 
-        clean(w.path()).unwrap();
+        clean(w.path(), &[]).unwrap();
         for d in [w.build(), w.store(), w.scratch()] {
             assert_eq!(entries(&d), 0, "{}", d.display());
             assert_eq!(mode(&d), fresh, "{}", d.display());
@@ -294,7 +408,7 @@ mod tests {
         }
         std::os::unix::fs::symlink("/", w.build().join("root")).unwrap();
 
-        clean(w.path()).unwrap();
+        clean(w.path(), &[]).unwrap();
         assert_eq!(entries(&w.build()), 0);
         assert_eq!(entries(&w.store()), 0);
         assert_eq!(
@@ -312,18 +426,18 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let w = work_dir(parent.path());
         std::fs::write(w.path().join("stray"), "").unwrap();
-        assert!(clean(w.path()).is_err());
+        assert!(clean(w.path(), &[]).is_err());
 
         let w = work_dir(parent.path());
         std::fs::remove_dir(w.build()).unwrap();
         std::os::unix::fs::symlink(parent.path(), w.build()).unwrap();
-        assert!(clean(w.path()).is_err());
+        assert!(clean(w.path(), &[]).is_err());
         // The symlink's target was not touched.
         assert!(parent.path().is_dir());
 
         let w = work_dir(parent.path());
         std::fs::remove_dir(w.store()).unwrap();
-        assert!(clean(w.path()).is_err());
+        assert!(clean(w.path(), &[]).is_err());
     }
 
     #[test]
@@ -338,7 +452,7 @@ mod tests {
             // A file system that reports no size for directories (tmpfs).
             return;
         }
-        assert!(clean(w.path()).is_err());
+        assert!(clean(w.path(), &[]).is_err());
     }
 
     #[test]
@@ -365,7 +479,7 @@ mod tests {
                 ) == 0
             }
         };
-        clean(w.path()).unwrap();
+        clean(w.path(), &[]).unwrap();
         for d in [w.build(), w.store()] {
             let m = std::fs::symlink_metadata(&d).unwrap();
             assert_eq!((m.uid(), m.gid()), (top.uid(), top.gid()));

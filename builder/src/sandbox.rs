@@ -7,6 +7,7 @@
 //! This module knows nothing about derivations; see [`crate::job`] for the
 //! Nix semantics (environment, passAsFile, structured attrs) on top of it.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -60,6 +61,16 @@ impl SandboxPath {
 /// (except `extra_paths` marked optional); nothing here is created or
 /// removed by [`run`] on the host except inside `store_dir_host`
 /// (mount points for the inputs) and whatever the builder writes.
+/// What a mount point left in a work directory's store directory is (see
+/// [`SandboxSpec::made_points`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MadePoint {
+    /// An empty directory (mode 0555), for an input that is a directory.
+    Dir,
+    /// An empty file (mode 0444), for an input that is a file.
+    File,
+}
+
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
     /// Program to execute, as a path inside the sandbox.
@@ -95,6 +106,13 @@ pub struct SandboxSpec {
     /// that shows the outputs' directory and the inputs as one store).
     /// `None`: the inputs' mount points are made in `store_dir_host`.
     pub scratch_dir: Option<PathBuf>,
+    /// Mount points `store_dir_host` holds already, by base name: those of
+    /// the last build in the same work directory, kept for the next (see
+    /// `crate::recycle`). This build's own are used as they are; the
+    /// others are removed before the builder starts. Must be empty when
+    /// `scratch_dir` is given (an overlay's upper layer shows whatever it
+    /// holds).
+    pub made_points: BTreeMap<String, MadePoint>,
     /// Share the host's network (fixed-output derivations only). Otherwise a
     /// new network namespace with only `lo` up.
     pub network: bool,

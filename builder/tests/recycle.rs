@@ -186,3 +186,69 @@ fn a_kept_failed_build_dir_is_not_recycled() {
     }
     assert!(store.is_valid_sync(&chain).unwrap());
 }
+
+/// In the bind layout a recycled work directory keeps the last build's
+/// mount points for the next (see `recycle`): a build must still see
+/// exactly its own inputs, with their contents, whichever points it finds.
+#[cfg(target_os = "linux")]
+#[test]
+fn points_kept_in_a_recycled_work_dir_neither_show_nor_stand_in_for_inputs() {
+    use b3_builder::job::{Trash, WorkDirStock};
+    let work = tempdir();
+    let stock = WorkDirStock::new(work.path(), ".b3-test-");
+    stock.set_demand(2);
+    let other = std::fs::read_dir("/nix/store")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with(".drv"))
+        .expect("some other store path exists");
+    let size = std::fs::metadata(format!("/nix/store/{other}"))
+        .unwrap()
+        .len();
+    let script = format!(
+        "echo STORE $(ls -A /nix/store); \
+         [ -e /nix/store/{other} ] && echo SIZE $(wc -c < /nix/store/{other}); touch $out"
+    );
+    let build = |with_other: bool| {
+        let mut j = common::job(&script, work.path());
+        j.overlay = None;
+        j.work_dirs = Some(stock.clone());
+        if with_other {
+            j.inputs.push(format!("/nix/store/{other}"));
+        }
+        let (res, log) = common::run(&j);
+        assert!(res.outcome.status.success(), "{log}");
+        let reused = res.work_dir.reused();
+        let trash = Trash::new();
+        stock.recycle(res.work_dir, &trash);
+        trash.finish();
+        let store = log
+            .lines()
+            .find(|l| l.starts_with("STORE"))
+            .unwrap_or_else(|| panic!("no STORE in {log}"))
+            .trim_end()
+            .to_string();
+        (store, log, reused)
+    };
+    let bb = common::BB.trim_start_matches("/nix/store/");
+    let mut both = [bb.to_string(), other.clone()];
+    both.sort();
+    let both = format!("STORE {}", both.join(" "));
+    let (store, log, _) = build(true);
+    assert_eq!(store, both, "{log}");
+    for round in 0..2 {
+        // The directory kept points for both inputs: this build has one.
+        let (store, log, reused) = build(false);
+        assert!(reused, "round {round}: the work directory was recycled");
+        assert_eq!(store, format!("STORE {bb}"), "round {round}: {log}");
+        // It kept one: this build needs both, with their contents.
+        let (store, log, reused) = build(true);
+        assert!(reused);
+        assert_eq!(store, both, "round {round}: {log}");
+        assert!(
+            log.contains(&format!("SIZE {size}")),
+            "round {round}: {log}"
+        );
+    }
+}

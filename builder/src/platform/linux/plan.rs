@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::child::{self, InputBind, Op};
 use crate::platform::{OsError, OsErrorKind};
-use crate::sandbox::{SandboxError, SandboxPath, SandboxSpec, SANDBOX_BUILD_DIR};
+use crate::sandbox::{MadePoint, SandboxError, SandboxPath, SandboxSpec, SANDBOX_BUILD_DIR};
 
 pub(super) struct Prepared {
     /// Set-up shared by every build with the same template (see [`prepare`]).
@@ -214,6 +214,11 @@ fn check_spec(spec: &SandboxSpec, root: &Path) -> Result<(), SandboxError> {
             "root mount point {} is not a directory",
             root.display()
         )));
+    }
+    if spec.scratch_dir.is_some() && !spec.made_points.is_empty() {
+        return Err(invalid(
+            "the store directory of an overlay must hold no mount points".into(),
+        ));
     }
     Ok(())
 }
@@ -436,6 +441,14 @@ pub(super) fn premade_kinds(physical: &Path, inputs: &[String]) -> Premade {
             _ => None,
         })
         .collect()
+}
+
+/// The kind of input a point left in the store directory stands for.
+fn made_as(made: MadePoint) -> Kind {
+    match made {
+        MadePoint::Dir => Kind::Dir,
+        MadePoint::File => Kind::File,
+    }
 }
 
 fn is_base_name(name: &str) -> bool {
@@ -747,10 +760,22 @@ fn input_points(
 ) -> Result<(Points, Vec<InputBind>), SandboxError> {
     let mut points = Vec::with_capacity(spec.inputs.len());
     let mut lower_points = Vec::new();
+    let inputs: std::collections::HashSet<&str> = spec.inputs.iter().map(String::as_str).collect();
+    // Points left in the store directory for paths this build does not
+    // have go first.
+    for (name, made) in &spec.made_points {
+        if !is_base_name(name) {
+            return Err(invalid(format!("mount point name {name:?}")));
+        }
+        if !inputs.contains(name.as_str()) {
+            points.push(Op::Remove {
+                path: cpath(&store.join(name))?,
+                dir: *made == MadePoint::Dir,
+            });
+        }
+    }
     if let Some((lower, premade)) = lower {
-        // Points made ahead for paths this build does not have go first.
-        let inputs: std::collections::HashSet<&str> =
-            spec.inputs.iter().map(String::as_str).collect();
+        // So do points made ahead in the lower layer.
         for (name, kind) in premade {
             if !inputs.contains(name.as_str()) {
                 lower_points.push(Op::Remove {
@@ -784,7 +809,17 @@ fn input_points(
                 None => lower_points.push(point_op(&kind, path)?),
             }
         }
-        points.push(point_op(&kind, target.clone())?);
+        match spec.made_points.get(input) {
+            Some(made) if made_as(*made) == kind => {}
+            Some(made) => {
+                points.push(Op::Remove {
+                    path: target.clone(),
+                    dir: *made == MadePoint::Dir,
+                });
+                points.push(point_op(&kind, target.clone())?);
+            }
+            None => points.push(point_op(&kind, target.clone())?),
+        }
         let recursive = match kind {
             Kind::Dir => true,
             Kind::File => false,
@@ -969,6 +1004,7 @@ mod tests {
             build_dir: dir.join("build"),
             root_dir: dir.join("root"),
             scratch_dir: None,
+            made_points: BTreeMap::new(),
             network: false,
             extra_paths: vec![
                 SandboxPath::parse("/bin/sh=/bin/busybox?").unwrap(),
@@ -1130,6 +1166,71 @@ mod tests {
                 other => panic!("unexpected lower step {other:?}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn points_left_in_the_store_directory_serve_a_build_and_the_others_go_first() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = spec(d.path());
+        s.extra_paths
+            .retain(|p| !p.target.starts_with("/nix/store"));
+        std::fs::write(d.path().join("aaa-file"), "x").unwrap();
+        std::fs::create_dir(d.path().join("ccc-now-dir")).unwrap();
+        std::fs::write(d.path().join("ddd-new"), "x").unwrap();
+        s.inputs = vec!["aaa-file".into(), "ccc-now-dir".into(), "ddd-new".into()];
+        s.made_points = BTreeMap::from([
+            ("aaa-file".to_string(), MadePoint::File),
+            ("bbb-gone".to_string(), MadePoint::Dir),
+            ("ccc-now-dir".to_string(), MadePoint::File),
+        ]);
+        let store_points = |late: &[Op]| -> Vec<String> {
+            let Some(Op::StoreLayer { points, .. }) =
+                late.iter().find(|op| matches!(op, Op::StoreLayer { .. }))
+            else {
+                panic!("no store layer");
+            };
+            points
+                .iter()
+                .map(|op| match op {
+                    Op::Remove { path, dir } => format!("remove dir={dir} {}", show(path)),
+                    Op::Mkdir { path, .. } => format!("mkdir {}", show(path)),
+                    Op::Touch { path } => format!("touch {}", show(path)),
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect()
+        };
+        let want = [
+            "remove dir=true /nix/store/bbb-gone",
+            "remove dir=false /nix/store/ccc-now-dir",
+            "mkdir /nix/store/ccc-now-dir",
+            "touch /nix/store/ddd-new",
+        ];
+        // A fresh sandbox: the store directory is bound at the root's
+        // store, where the points are named.
+        let root = d.path().join("root");
+        let fresh = prepare(&s, &root, None).unwrap();
+        let rooted: Vec<String> = want
+            .iter()
+            .map(|w| w.replace("/nix/store", &format!("{}/nix/store", root.display())))
+            .collect();
+        assert_eq!(store_points(&fresh.late), rooted);
+        // A pre-made one, pivoted already.
+        let host = HostLayers {
+            lower: 20,
+            stage: 21,
+            work: 22,
+            work_parent: d.path().to_path_buf(),
+        };
+        let pooled = prepare_pooled_late(&s, &host, &Premade::new(), None).unwrap();
+        assert_eq!(store_points(&pooled.late), want);
+        // An overlay's upper layer would show them: refused.
+        s.scratch_dir = Some(d.path().join("scratch"));
+        assert!(prepare(&s, &root, None).is_err());
+        assert!(prepare_pooled_late(&s, &host, &Premade::new(), None).is_err());
+        // So is a name that is not a base name.
+        s.scratch_dir = None;
+        s.made_points.insert("../x".into(), MadePoint::File);
+        assert!(prepare(&s, &root, None).is_err());
     }
 
     #[test]
