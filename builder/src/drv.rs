@@ -140,9 +140,7 @@ pub fn job_from_derivation(
         kvm: settings.kvm,
         impure_env: settings.impure_env.clone(),
         cancel: None,
-        overlay: std::env::var_os("B3_SANDBOX_OVERLAY")
-            .is_none_or(|v| v != "0")
-            .then_some(crate::job::OVERLAY_FROM_INPUTS),
+        overlay: crate::job::overlay_from_env(),
         pool: None,
         work_dirs: None,
     })

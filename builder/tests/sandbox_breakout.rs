@@ -302,15 +302,14 @@ fn silent_builder_is_killed_after_max_silent_time() {
     assert!(t.elapsed() < Duration::from_secs(30));
 }
 
-/// The layout a build gets by default: bound below
-/// [`b3_builder::job::OVERLAY_FROM_INPUTS`] inputs (no overlay, no scratch
-/// directory), overlaid from there on; either way the builder sees only
-/// its inputs in the store, cannot write to them, and its output lands in
-/// the work directory.
+/// Both store layouts: bound (the default: no overlay, no scratch
+/// directory) or overlaid from a number of inputs on
+/// (`B3_SANDBOX_OVERLAY`); either way the builder sees only its inputs in
+/// the store, cannot write to them, and its output lands in the work
+/// directory.
 #[test]
 fn the_store_layout_follows_the_number_of_inputs_and_shows_only_them() {
-    let from = b3_builder::job::OVERLAY_FROM_INPUTS;
-    for (threshold, overlaid) in [(from, false), (1, true)] {
+    for (threshold, overlaid) in [(None, false), (Some(2), false), (Some(1), true)] {
         let work = tempdir();
         let script = format!(
             "echo STORE: $(ls -A /nix/store); \
@@ -318,7 +317,7 @@ fn the_store_layout_follows_the_number_of_inputs_and_shows_only_them() {
              echo ok > $out"
         );
         let mut j = job(&script, work.path());
-        j.overlay = Some(threshold);
+        j.overlay = threshold;
         let (res, log) = run(&j);
         assert!(res.outcome.status.success(), "{log}");
         assert!(!log.contains("LEAK"), "{log}");
@@ -335,7 +334,7 @@ fn the_store_layout_follows_the_number_of_inputs_and_shows_only_them() {
         assert_eq!(
             res.work_dir.scratch().exists(),
             overlaid,
-            "a scratch directory only for the overlay (threshold {threshold})"
+            "a scratch directory only for the overlay (threshold {threshold:?})"
         );
     }
 }
