@@ -193,8 +193,23 @@ fn a_kept_failed_build_dir_is_not_recycled() {
 #[cfg(target_os = "linux")]
 #[test]
 fn points_kept_in_a_recycled_work_dir_neither_show_nor_stand_in_for_inputs() {
+    points_kept_serve_only_their_inputs(false);
+}
+
+/// The same through pre-made sandboxes, whose late steps name the store
+/// directory differently.
+#[cfg(target_os = "linux")]
+#[test]
+fn points_kept_in_a_recycled_work_dir_serve_only_their_inputs_in_pre_made_sandboxes() {
+    points_kept_serve_only_their_inputs(true);
+}
+
+#[cfg(target_os = "linux")]
+fn points_kept_serve_only_their_inputs(pooled: bool) {
     use b3_builder::job::{Trash, WorkDirStock};
+    use b3_builder::sandbox::SandboxPool;
     let work = tempdir();
+    let pool = pooled.then(|| SandboxPool::new(1, work.path().join("pool")));
     let stock = WorkDirStock::new(work.path(), ".b3-test-");
     stock.set_demand(2);
     let other = std::fs::read_dir("/nix/store")
@@ -214,6 +229,12 @@ fn points_kept_in_a_recycled_work_dir_neither_show_nor_stand_in_for_inputs() {
         let mut j = common::job(&script, work.path());
         j.overlay = None;
         j.work_dirs = Some(stock.clone());
+        j.pool = pool.clone();
+        if let Some(p) = &pool {
+            // The first build makes the template (an error says none is
+            // set yet); the others wait for a sandbox made from it.
+            let _ = p.wait_ready();
+        }
         if with_other {
             j.inputs.push(format!("/nix/store/{other}"));
         }
@@ -237,6 +258,9 @@ fn points_kept_in_a_recycled_work_dir_neither_show_nor_stand_in_for_inputs() {
     let both = format!("STORE {}", both.join(" "));
     let (store, log, _) = build(true);
     assert_eq!(store, both, "{log}");
+    if let Some(p) = &pool {
+        assert_eq!(p.served(), 0, "the first build made the template");
+    }
     for round in 0..2 {
         // The directory kept points for both inputs: this build has one.
         let (store, log, reused) = build(false);
@@ -250,5 +274,8 @@ fn points_kept_in_a_recycled_work_dir_neither_show_nor_stand_in_for_inputs() {
             log.contains(&format!("SIZE {size}")),
             "round {round}: {log}"
         );
+    }
+    if let Some(p) = &pool {
+        assert_eq!(p.served(), 4, "the later builds ran in pre-made sandboxes");
     }
 }
