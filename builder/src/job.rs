@@ -162,7 +162,12 @@ impl WorkDir {
                 sandbox::MadePoint::Dir => std::fs::remove_dir(&p),
                 sandbox::MadePoint::File => std::fs::remove_file(&p),
             };
-            r.map_err(|e| OsError::from_io(format!("removing {}", p.display()), &e))?;
+            match r {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(OsError::from_io(format!("removing {}", p.display()), &e))
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
