@@ -212,12 +212,7 @@ fn points_kept_serve_only_their_inputs(pooled: bool) {
     let pool = pooled.then(|| SandboxPool::new(1, work.path().join("pool")));
     let stock = WorkDirStock::new(work.path(), ".b3-test-");
     stock.set_demand(2);
-    let other = std::fs::read_dir("/nix/store")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.ends_with(".drv"))
-        .expect("some other store path exists");
+    let other = common::other_store_path();
     let size = std::fs::metadata(format!("/nix/store/{other}"))
         .unwrap()
         .len();

@@ -100,12 +100,7 @@ fn consecutive_pooled_builds_do_not_see_each_others_files_processes_or_inputs() 
     let work = tempdir();
     let pool = SandboxPool::new(1, work.path().join("pool"));
     // A store path on the host that only the first build declares.
-    let other = std::fs::read_dir("/nix/store")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.ends_with(".drv"))
-        .expect("some other store path exists");
+    let other = common::other_store_path();
     let leave_traces = "echo a > /tmp/from-a; echo a > /build/from-a; \
          echo a > /dev/shm/from-a; (sleep 1000 &) ; sleep 1000 & \
          echo A-STORE $(ls -A /nix/store); touch $out";
@@ -152,12 +147,7 @@ fn consecutive_pooled_builds_do_not_see_each_others_files_processes_or_inputs() 
 fn points_made_ahead_for_an_earlier_build_neither_show_nor_stand_in_for_inputs() {
     let work = tempdir();
     let pool = SandboxPool::new(1, work.path().join("pool"));
-    let other = std::fs::read_dir("/nix/store")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.ends_with(".drv"))
-        .expect("some other store path exists");
+    let other = common::other_store_path();
     let bb = BB.trim_start_matches("/nix/store/");
     let list = format!(
         "echo STORE $(ls -A /nix/store); \

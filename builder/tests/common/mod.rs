@@ -61,6 +61,17 @@ pub fn job(script: &str, work_parent: &Path) -> BuildJob {
 }
 
 /// Runs the job, returning the result and the whole log as text.
+/// The base name of a store path on the host other than [`BB`], for a
+/// build to declare as an extra input (any `.drv` file will do).
+pub fn other_store_path() -> String {
+    std::fs::read_dir("/nix/store")
+        .expect("/nix/store is readable")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with(".drv"))
+        .expect("some other store path exists")
+}
+
 pub fn run(job: &BuildJob) -> (BuildResult, String) {
     let mut log = Vec::new();
     let res = job.run(&mut log).expect("the sandbox runs");
