@@ -758,34 +758,7 @@ fn input_points(
     lower: Option<(&Path, &Premade)>,
     stage: &Path,
 ) -> Result<(Points, Vec<InputBind>), SandboxError> {
-    let mut points = Vec::with_capacity(spec.inputs.len());
-    let mut lower_points = Vec::new();
-    let inputs: std::collections::HashSet<&str> = spec.inputs.iter().map(String::as_str).collect();
-    // Points left in the store directory for paths this build does not
-    // have go first.
-    for (name, made) in &spec.made_points {
-        if !is_base_name(name) {
-            return Err(invalid(format!("mount point name {name:?}")));
-        }
-        if !inputs.contains(name.as_str()) {
-            points.push(Op::Remove {
-                path: cpath(&store.join(name))?,
-                dir: *made == MadePoint::Dir,
-            });
-        }
-    }
-    if let Some((lower, premade)) = lower {
-        // So do points made ahead in the lower layer.
-        for (name, kind) in premade {
-            if !inputs.contains(name.as_str()) {
-                lower_points.push(Op::Remove {
-                    path: cpath(&lower.join(name))?,
-                    dir: *kind == Kind::Dir,
-                });
-            }
-        }
-    }
-    let mut binds = Vec::with_capacity(spec.inputs.len());
+    let mut kinds = Vec::with_capacity(spec.inputs.len());
     for input in &spec.inputs {
         let source = spec.physical_store_dir.join(input);
         let kind = kind_of(&source)?.ok_or_else(|| {
@@ -794,32 +767,22 @@ fn input_points(
                 OsErrorKind::NotFound,
             ))
         })?;
-        let target = cpath(&store.join(input))?;
-        if let Some((lower, premade)) = lower {
-            let path = cpath(&lower.join(input))?;
-            match premade.get(input) {
-                Some(k) if *k == kind => {}
-                Some(k) => {
-                    lower_points.push(Op::Remove {
-                        path: path.clone(),
-                        dir: *k == Kind::Dir,
-                    });
-                    lower_points.push(point_op(&kind, path)?);
-                }
-                None => lower_points.push(point_op(&kind, path)?),
-            }
+        kinds.push((input.as_str(), kind));
+    }
+    let mut made = Premade::new();
+    for (name, point) in &spec.made_points {
+        if !is_base_name(name) {
+            return Err(invalid(format!("mount point name {name:?}")));
         }
-        match spec.made_points.get(input) {
-            Some(made) if made_as(*made) == kind => {}
-            Some(made) => {
-                points.push(Op::Remove {
-                    path: target.clone(),
-                    dir: *made == MadePoint::Dir,
-                });
-                points.push(point_op(&kind, target.clone())?);
-            }
-            None => points.push(point_op(&kind, target.clone())?),
-        }
+        made.insert(name.clone(), made_as(*point));
+    }
+    let mut points = points_for(store, &made, &kinds)?;
+    let mut lower_points = match lower {
+        Some((lower, premade)) => points_for(lower, premade, &kinds)?,
+        None => Vec::new(),
+    };
+    let mut binds = Vec::with_capacity(spec.inputs.len());
+    for (input, kind) in &kinds {
         let recursive = match kind {
             Kind::Dir => true,
             Kind::File => false,
@@ -827,8 +790,8 @@ fn input_points(
         };
         binds.push(InputBind {
             staged: cpath(&stage.join(input))?,
-            source: cpath(&source)?,
-            target,
+            source: cpath(&spec.physical_store_dir.join(input))?,
+            target: cpath(&store.join(input))?,
             recursive,
         });
     }
@@ -839,6 +802,42 @@ fn input_points(
         lower_points = chown_symlinks(lower_points, to);
     }
     Ok(((lower_points, points), binds))
+}
+
+/// The steps that leave in `dir`, which holds the points `existing`,
+/// exactly one point per input of `inputs`: those of paths the build does
+/// not have go first, then each input's is kept, replaced (another kind)
+/// or made.
+fn points_for(
+    dir: &Path,
+    existing: &Premade,
+    inputs: &[(&str, Kind)],
+) -> Result<Vec<Op>, SandboxError> {
+    let mut ops = Vec::with_capacity(inputs.len());
+    let wanted: std::collections::HashSet<&str> = inputs.iter().map(|(i, _)| *i).collect();
+    for (name, kind) in existing {
+        if !wanted.contains(name.as_str()) {
+            ops.push(Op::Remove {
+                path: cpath(&dir.join(name))?,
+                dir: *kind == Kind::Dir,
+            });
+        }
+    }
+    for (input, kind) in inputs {
+        let path = cpath(&dir.join(input))?;
+        match existing.get(*input) {
+            Some(k) if k == kind => {}
+            Some(k) => {
+                ops.push(Op::Remove {
+                    path: path.clone(),
+                    dir: *k == Kind::Dir,
+                });
+                ops.push(point_op(kind, path)?);
+            }
+            None => ops.push(point_op(kind, path)?),
+        }
+    }
+    Ok(ops)
 }
 
 /// The builder, its arguments and environment, with the steps.
