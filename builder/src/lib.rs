@@ -27,3 +27,4 @@ pub mod schedule;
 pub mod step;
 pub mod timing;
 pub mod vfs_build;
+mod workers;

@@ -39,6 +39,7 @@ use crate::registrar::Registrar;
 use crate::sandbox::SandboxPool;
 use crate::step::{build_locks, build_step, substitute_step, work_prefix, StepCtx, StepDone};
 use crate::timing::Timeline;
+use crate::workers::{Job, Workers};
 
 /// One thing asked for: outputs (all if empty) of a derivation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,19 +406,39 @@ impl<'a> Sched<'a> {
         i
     }
 
-    fn run(&mut self, ctx: &StepCtx<'_>) {
+    fn run<'c>(&mut self, ctx: &'c StepCtx<'_>) {
         let (tx, rx) = mpsc::channel::<(usize, JobResult)>();
         let mut announced = false;
-        std::thread::scope(|scope| loop {
+        let workers: Workers<'c> = Workers::new();
+        std::thread::scope(|scope| {
+            let run_job = |job: Job<'c>| {
+                if workers.push(job) {
+                    scope.spawn(|| workers.work());
+                }
+            };
+            self.run_loop(ctx, &tx, &rx, &mut announced, &run_job);
+            workers.close();
+        });
+    }
+
+    fn run_loop<'c>(
+        &mut self,
+        ctx: &'c StepCtx<'_>,
+        tx: &mpsc::Sender<(usize, JobResult)>,
+        rx: &mpsc::Receiver<(usize, JobResult)>,
+        announced: &mut bool,
+        run_job: &dyn Fn(Job<'c>),
+    ) {
+        loop {
             while let Some(i) = self.to_init.pop_front() {
                 if self.nodes[i].state == State::Init {
                     self.init(i);
                 }
             }
-            if !announced {
+            if !*announced {
                 self.announce();
                 self.make_lock_files(ctx);
-                announced = true;
+                *announced = true;
             }
             while !self.stopping && self.running_builds < self.settings.max_jobs.max(1) {
                 let Some(i) = self.build_queue.pop_front() else {
@@ -439,7 +460,7 @@ impl<'a> Sched<'a> {
                 let inputs = self.input_outputs(i);
                 let tx = tx.clone();
                 let tl = Timeline::new();
-                scope.spawn(move || {
+                run_job(Box::new(move || {
                     let r = std::panic::catch_unwind(AssertUnwindSafe(|| match &drv {
                         Some(d) => build_step(ctx, &drv_path, d, &outputs, &inputs, check, tl),
                         None => Err(StoreError::Other("derivation not loaded".into()).into()),
@@ -448,7 +469,7 @@ impl<'a> Sched<'a> {
                         Err(StoreError::Other("a build worker panicked".into()).into())
                     });
                     let _ = tx.send((i, JobResult::Build(r)));
-                });
+                }));
             }
             while !self.stopping && self.running_substs < self.settings.max_substitution_jobs.max(1)
             {
@@ -459,7 +480,7 @@ impl<'a> Sched<'a> {
                 self.progress();
                 let paths = self.nodes[i].subst_paths.clone();
                 let tx = tx.clone();
-                scope.spawn(move || {
+                run_job(Box::new(move || {
                     let r =
                         std::panic::catch_unwind(AssertUnwindSafe(|| substitute_step(ctx, &paths)))
                             .unwrap_or_else(|_| {
@@ -467,7 +488,7 @@ impl<'a> Sched<'a> {
                                     .into())
                             });
                     let _ = tx.send((i, JobResult::Subst(r)));
-                });
+                }));
             }
             if self.running_builds + self.running_substs + self.running_commits == 0 {
                 break;
@@ -523,7 +544,7 @@ impl<'a> Sched<'a> {
                 }
             }
             self.progress();
-        });
+        }
     }
 
     /// Makes the lock files the builds to come will take (the build lock
