@@ -26,8 +26,11 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-/// Threads waiting in `fsync`. They use no CPU while waiting, and more of
-/// them in flight lets the device merge more flushes.
+/// Threads waiting in `fsync` at most. They use no CPU while waiting, and
+/// more of them in flight lets the device merge more flushes. They are
+/// started as flushes wait for one, not all at first: making a thread costs
+/// its stack's mapping, and a process that adds one small path at a time
+/// (a chain of builds) never needs more than a few.
 const THREADS: usize = 32;
 /// Files queued beyond those being flushed: bounds the open descriptors
 /// (the submitter waits when the queue is full).
@@ -52,50 +55,78 @@ struct Job {
 }
 
 struct Pool {
-    queue: Mutex<VecDeque<Job>>,
+    queue: Mutex<Queue>,
     /// Signalled when a job is queued.
     work: Condvar,
     /// Signalled when a job is taken (room in the queue).
     room: Condvar,
-    /// Threads actually started.
-    threads: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Threads started (and running: they never end).
+    threads: usize,
+    /// Threads waiting for a job.
+    idle: usize,
 }
 
 fn pool() -> &'static Pool {
-    static POOL: OnceLock<&'static Pool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let pool: &'static Pool = Box::leak(Box::new(Pool {
-            queue: Mutex::new(VecDeque::new()),
-            work: Condvar::new(),
-            room: Condvar::new(),
-            threads: std::sync::atomic::AtomicUsize::new(0),
-        }));
-        for i in 0..THREADS {
-            // A thread that cannot be made leaves the others to do the work;
-            // with none at all, `submit` flushes on the caller's thread.
-            let made = std::thread::Builder::new()
-                .name(format!("b3-fsync-{i}"))
-                .stack_size(64 << 10)
-                .spawn(move || pool.run());
-            if made.is_ok() {
-                pool.threads
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        pool
-    })
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(Pool::new)
 }
 
 impl Pool {
+    fn new() -> Pool {
+        Pool {
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
+            room: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `job`, starting a thread for it if none is idle and there
+    /// are fewer than [`THREADS`]. Gives the job back when there is no
+    /// thread at all to run it (none could be started).
+    fn push(&'static self, job: Job) -> Result<(), Job> {
+        let mut q = self.lock();
+        while q.jobs.len() >= QUEUE {
+            q = self.room.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+        if q.idle <= q.jobs.len() && q.threads < THREADS {
+            let made = std::thread::Builder::new()
+                .name(format!("b3-fsync-{}", q.threads))
+                .stack_size(64 << 10)
+                .spawn(move || self.run());
+            // A thread that cannot be made leaves the others to do the work.
+            if made.is_ok() {
+                q.threads += 1;
+            }
+        }
+        if q.threads == 0 {
+            return Err(job);
+        }
+        q.jobs.push_back(job);
+        drop(q);
+        self.work.notify_one();
+        Ok(())
+    }
+
     fn run(&self) {
         loop {
             let job = {
-                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let mut q = self.lock();
                 loop {
-                    if let Some(j) = q.pop_front() {
+                    if let Some(j) = q.jobs.pop_front() {
                         break j;
                     }
+                    q.idle += 1;
                     q = self.work.wait(q).unwrap_or_else(|e| e.into_inner());
+                    q.idle -= 1;
                 }
             };
             self.room.notify_one();
@@ -118,23 +149,16 @@ impl SyncGroup {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             st.pending += 1;
         }
-        let p = pool();
-        if p.threads.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            let r = crate::os::flush_node(&file);
-            drop(file);
-            self.finish_one(r);
-            return;
-        }
-        let mut q = p.queue.lock().unwrap_or_else(|e| e.into_inner());
-        while q.len() >= QUEUE {
-            q = p.room.wait(q).unwrap_or_else(|e| e.into_inner());
-        }
-        q.push_back(Job {
+        let job = Job {
             file,
             group: Arc::clone(self),
-        });
-        drop(q);
-        p.work.notify_one();
+        };
+        // With no thread at all, the caller's thread flushes.
+        if let Err(job) = pool().push(job) {
+            let r = crate::os::flush_node(&job.file);
+            drop(job.file);
+            self.finish_one(r);
+        }
     }
 
     /// Open `path` (a file or directory, never following a symlink) and
@@ -203,6 +227,37 @@ mod tests {
         g.submit(crate::os::open_node(dir.path()).unwrap());
         g.wait().unwrap();
         assert_eq!(g.state.lock().unwrap().pending, 0);
+    }
+
+    #[test]
+    fn flushes_one_at_a_time_start_one_thread_and_many_at_once_start_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool: &'static Pool = Box::leak(Box::new(Pool::new()));
+        let flush = |names: std::ops::Range<usize>| {
+            let g = SyncGroup::new();
+            for i in names {
+                let p = dir.path().join(format!("f{i}"));
+                std::fs::write(&p, "x").unwrap();
+                g.state.lock().unwrap().pending += 1;
+                let job = Job {
+                    file: File::open(&p).unwrap(),
+                    group: g.clone(),
+                };
+                assert!(pool.push(job).is_ok());
+            }
+            g.wait().unwrap();
+        };
+        for i in 0..20 {
+            flush(i..i + 1);
+            // The thread goes back to waiting after its flush.
+            while pool.lock().idle == 0 {
+                std::thread::yield_now();
+            }
+        }
+        assert_eq!(pool.lock().threads, 1);
+        flush(100..400);
+        let threads = pool.lock().threads;
+        assert!(threads > 1 && threads <= THREADS, "{threads} threads");
     }
 
     #[test]
