@@ -331,15 +331,24 @@ impl LocalStore {
         if names.is_empty() {
             return Ok(());
         }
+        let temp_roots = || {
+            self.inner
+                .temp_roots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        // A root once written stays for the process's life.
+        if temp_roots()
+            .as_ref()
+            .is_none_or(|tr| tr.has_all(names.iter().map(String::as_str)))
+        {
+            return Ok(());
+        }
         // Shared gc.lock: not while a collector is marking.
         let _gc = FileLock::lock(&self.gc_lock_path(), LockMode::Shared)
             .map_err(io_ctx("locking gc.lock"))?;
-        let tr = self
-            .inner
-            .temp_roots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(tr) = tr.as_ref() {
+        let mut tr = temp_roots();
+        if let Some(tr) = tr.as_mut() {
             tr.append(names.iter().map(|s| s.as_str()))
                 .map_err(io_ctx("writing temporary roots"))?;
         }

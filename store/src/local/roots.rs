@@ -13,7 +13,7 @@
 //! Appending a temporary root takes `gc.lock` shared, so it cannot interleave
 //! with the collector's mark phase (which holds it exclusively).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,10 @@ use crate::lock::{FileLock, LockMode};
 #[derive(Debug)]
 pub struct TempRoots {
     lock: FileLock,
+    /// The names in the file: a root is written once, however often the
+    /// process asks for it (a chain of builds asks again for every path
+    /// of the chain at each step).
+    written: HashSet<String>,
 }
 
 impl TempRoots {
@@ -36,18 +40,35 @@ impl TempRoots {
         // A leftover file of a dead process with our pid: start it afresh.
         let lock = FileLock::lock(&path, LockMode::Exclusive)?;
         lock.file().set_len(0)?;
-        Ok(TempRoots { lock })
+        Ok(TempRoots {
+            lock,
+            written: HashSet::new(),
+        })
     }
 
-    /// Append roots (store path base names). The caller holds `gc.lock` shared.
-    pub fn append<'a>(&self, base_names: impl IntoIterator<Item = &'a str>) -> io::Result<()> {
+    /// Whether every one of `base_names` is in the file already.
+    pub fn has_all<'a>(&self, mut base_names: impl Iterator<Item = &'a str>) -> bool {
+        base_names.all(|n| self.written.contains(n))
+    }
+
+    /// Append the roots (store path base names) not in the file yet. The
+    /// caller holds `gc.lock` shared.
+    pub fn append<'a>(&mut self, base_names: impl IntoIterator<Item = &'a str>) -> io::Result<()> {
         let mut s = String::new();
+        let mut new = Vec::new();
         for n in base_names {
-            s.push_str(n);
-            s.push('\n');
+            if !self.written.contains(n) && !new.contains(&n) {
+                s.push_str(n);
+                s.push('\n');
+                new.push(n);
+            }
+        }
+        if new.is_empty() {
+            return Ok(());
         }
         let mut f = self.lock.file();
         f.write_all(s.as_bytes())?;
+        self.written.extend(new.into_iter().map(String::from));
         Ok(())
     }
 
@@ -203,10 +224,10 @@ mod tests {
     #[test]
     fn temp_roots_of_live_and_dead_processes() {
         let d = tempfile::tempdir().unwrap();
-        let tr = TempRoots::create(d.path()).unwrap();
+        let mut tr = TempRoots::create(d.path()).unwrap();
         tr.append(["aaa-x", "bbb-y"]).unwrap();
         // A "dead" process's file: present, unlocked.
-        let tr2 = TempRoots::create(d.path()).unwrap();
+        let mut tr2 = TempRoots::create(d.path()).unwrap();
         tr2.append(["ddd-w"]).unwrap();
         std::fs::write(d.path().join("999999-0"), "ccc-z\n").unwrap();
         let scan = scan_temp_roots(d.path()).unwrap();
@@ -220,6 +241,29 @@ mod tests {
         tr.remove().unwrap();
         tr2.remove().unwrap();
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_temp_root_asked_for_again_is_written_once() {
+        let d = tempfile::tempdir().unwrap();
+        let mut tr = TempRoots::create(d.path()).unwrap();
+        assert!(!tr.has_all(["aaa-x"].into_iter()));
+        tr.append(["aaa-x", "bbb-y", "aaa-x"]).unwrap();
+        assert!(tr.has_all(["bbb-y", "aaa-x"].into_iter()));
+        assert!(!tr.has_all(["bbb-y", "ccc-z"].into_iter()));
+        tr.append(["bbb-y", "ccc-z", "aaa-x"]).unwrap();
+        let file = d.path().join(format!("{}-", std::process::id()));
+        let text: String = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().starts_with(&*file.to_string_lossy()))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        assert_eq!(text, "aaa-x\nbbb-y\nccc-z\n");
+        let scan = scan_temp_roots(d.path()).unwrap();
+        assert_eq!(scan.roots.len(), 3);
+        drop(scan);
+        tr.remove().unwrap();
     }
 
     #[test]
