@@ -88,6 +88,28 @@ fn kind_of(p: &Path) -> Result<Option<Kind>, SandboxError> {
     }
 }
 
+/// The kinds of the store paths a realisation's pre-made sandboxes have
+/// exposed. A valid store path never changes, and a build's inputs are
+/// rooted while it runs, so each is inspected once, not at every build
+/// that needs it (a chain's step needs every path before it).
+#[derive(Debug, Default)]
+pub(super) struct KindCache(std::sync::Mutex<std::collections::HashMap<PathBuf, Kind>>);
+
+impl KindCache {
+    /// As [`kind_of`], answered from memory for a path seen before.
+    fn kind_of(&self, p: &Path) -> Result<Option<Kind>, SandboxError> {
+        let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = lock().get(p) {
+            return Ok(Some(k.clone()));
+        }
+        let k = kind_of(p)?;
+        if let Some(k) = &k {
+            lock().insert(p.to_path_buf(), k.clone());
+        }
+        Ok(k)
+    }
+}
+
 /// `mkdir -p` of every ancestor of `inside` below the root (not `inside`).
 fn mkdir_parents(ops: &mut Vec<Op>, root: &Path, inside: &str) -> Result<(), SandboxError> {
     let mut cur = root.to_path_buf();
@@ -335,7 +357,7 @@ pub(super) fn prepare(
         path: cpath(&spec.store_dir_host)?,
         mode: 0o1775,
     }];
-    let ((_, points), binds) = input_points(spec, chown_to, &store, None, &stage)?;
+    let ((_, points), binds) = input_points(spec, chown_to, &store, None, &stage, None)?;
     let lower = store.clone();
     late.push(Op::StoreLayer {
         target: cpath(&store)?,
@@ -498,6 +520,7 @@ pub(super) fn prepare_pooled_late(
     spec: &SandboxSpec,
     host: &HostLayers,
     premade: &Premade,
+    kinds: &KindCache,
     chown_to: Option<(u32, u32)>,
 ) -> Result<Prepared, SandboxError> {
     check_spec(spec, Path::new("/"))?;
@@ -526,7 +549,14 @@ pub(super) fn prepare_pooled_late(
     // to the working directory, set to the lower layer, then the stage: a
     // path through /proc/self/fd/N costs a walk through procfs each time.
     let here = Path::new("");
-    let (points, binds) = input_points(spec, chown_to, &store, Some((here, premade)), here)?;
+    let (points, binds) = input_points(
+        spec,
+        chown_to,
+        &store,
+        Some((here, premade)),
+        here,
+        Some(kinds),
+    )?;
     let (lower_points, points) = match overlay {
         Some(_) => points,
         None => (Vec::new(), points.1),
@@ -757,11 +787,16 @@ fn input_points(
     store: &Path,
     lower: Option<(&Path, &Premade)>,
     stage: &Path,
+    known: Option<&KindCache>,
 ) -> Result<(Points, Vec<InputBind>), SandboxError> {
     let mut kinds = Vec::with_capacity(spec.inputs.len());
     for input in &spec.inputs {
         let source = spec.physical_store_dir.join(input);
-        let kind = kind_of(&source)?.ok_or_else(|| {
+        let kind = match known {
+            Some(k) => k.kind_of(&source)?,
+            None => kind_of(&source)?,
+        };
+        let kind = kind.ok_or_else(|| {
             SandboxError::Setup(OsError::new(
                 format!("input path {} does not exist", source.display()),
                 OsErrorKind::NotFound,
@@ -1065,6 +1100,27 @@ mod tests {
     }
 
     #[test]
+    fn a_kind_is_inspected_once_and_a_missing_path_is_looked_for_again() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = KindCache::default();
+        let p = d.path().join("aaa-x");
+        assert_eq!(cache.kind_of(&p).unwrap(), None);
+        std::fs::create_dir(&p).unwrap();
+        assert_eq!(cache.kind_of(&p).unwrap(), Some(Kind::Dir));
+        // Answered from memory: a store path does not change while valid.
+        std::fs::remove_dir(&p).unwrap();
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(cache.kind_of(&p).unwrap(), Some(Kind::Dir));
+        assert_eq!(kind_of(&p).unwrap(), Some(Kind::File));
+        let l = d.path().join("bbb-y");
+        std::os::unix::fs::symlink("aaa-x", &l).unwrap();
+        assert_eq!(
+            cache.kind_of(&l).unwrap(),
+            Some(Kind::Symlink(PathBuf::from("aaa-x")))
+        );
+    }
+
+    #[test]
     fn a_fresh_sandbox_pivots_after_binding_the_inputs_from_its_stage() {
         let d = tempfile::tempdir().unwrap();
         let mut s = spec(d.path());
@@ -1114,7 +1170,9 @@ mod tests {
                     ..
                 }
             )));
-            let late = prepare_pooled_late(&s, &host, &Premade::new(), chown).unwrap();
+            let late =
+                prepare_pooled_late(&s, &host, &Premade::new(), &KindCache::default(), chown)
+                    .unwrap();
             assert!(late.early.is_empty());
             assert!(!late.late.iter().any(|op| matches!(
                 op,
@@ -1141,7 +1199,14 @@ mod tests {
         // A directory outside the work parent is refused, not reached.
         let mut outside = s.clone();
         outside.build_dir = std::env::temp_dir();
-        assert!(prepare_pooled_late(&outside, &host, &Premade::new(), None).is_err());
+        assert!(prepare_pooled_late(
+            &outside,
+            &host,
+            &Premade::new(),
+            &KindCache::default(),
+            None
+        )
+        .is_err());
     }
 
     /// The lower layer's steps of `late` (those before the store layer),
@@ -1220,12 +1285,15 @@ mod tests {
             work: 22,
             work_parent: d.path().to_path_buf(),
         };
-        let pooled = prepare_pooled_late(&s, &host, &Premade::new(), None).unwrap();
+        let pooled =
+            prepare_pooled_late(&s, &host, &Premade::new(), &KindCache::default(), None).unwrap();
         assert_eq!(store_points(&pooled.late), want);
         // An overlay's upper layer would show them: refused.
         s.scratch_dir = Some(d.path().join("scratch"));
         assert!(prepare(&s, &root, None).is_err());
-        assert!(prepare_pooled_late(&s, &host, &Premade::new(), None).is_err());
+        assert!(
+            prepare_pooled_late(&s, &host, &Premade::new(), &KindCache::default(), None).is_err()
+        );
         // So is a name that is not a base name.
         s.scratch_dir = None;
         s.made_points.insert("../x".into(), MadePoint::File);
@@ -1293,7 +1361,7 @@ mod tests {
             work: 22,
             work_parent: d.path().to_path_buf(),
         };
-        let late = prepare_pooled_late(&s, &host, &stale, None).unwrap();
+        let late = prepare_pooled_late(&s, &host, &stale, &KindCache::default(), None).unwrap();
         let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
         assert_eq!(
             lower_steps(&late.late),
@@ -1316,7 +1384,7 @@ mod tests {
         // Without an overlay the lower layer is covered whole: nothing to
         // remove there, and the points are made in the store layer.
         s.scratch_dir = None;
-        let late = prepare_pooled_late(&s, &host, &stale, None).unwrap();
+        let late = prepare_pooled_late(&s, &host, &stale, &KindCache::default(), None).unwrap();
         assert!(lower_steps(&late.late).is_empty());
     }
 }

@@ -112,6 +112,8 @@ struct Shared {
     /// How many builds are still to start (see [`Pool::set_demand`]);
     /// `usize::MAX` until someone says.
     demand: AtomicUsize,
+    /// The kinds of the inputs its sandboxes exposed.
+    kinds: plan::KindCache,
 }
 
 #[derive(Default)]
@@ -200,6 +202,7 @@ impl Pool {
                 served: AtomicU64::new(0),
                 made: AtomicU64::new(0),
                 demand: AtomicUsize::new(usize::MAX),
+                kinds: plan::KindCache::default(),
             }),
             fillers: Mutex::new(Vec::new()),
         }
@@ -508,12 +511,15 @@ pub(super) fn spawn_in(
     mut warm: Warm,
     started: Instant,
 ) -> Result<SandboxedChild, SandboxError> {
-    let _refill = Refill(spec.pool.as_ref().map(|p| p.platform().shared.clone()));
+    let shared = spec.pool.as_ref().map(|p| p.platform().shared.clone());
+    let _refill = Refill(shared.clone());
     let ids = id_mapping();
     hand_over(spec, ids).map_err(SandboxError::Setup)?;
     let chown_to = ids.root_mode.then_some((SANDBOX_UID, SANDBOX_GID));
+    let no_cache = plan::KindCache::default();
+    let kinds = shared.as_ref().map_or(&no_cache, |s| &s.kinds);
     let prepared =
-        plan::prepare_pooled_late(spec, &warm.parts.host, &warm.parts.premade, chown_to)?;
+        plan::prepare_pooled_late(spec, &warm.parts.host, &warm.parts.premade, kinds, chown_to)?;
     let early = &warm.parts.plan.early;
     let mut late = Box::new(ChildPlan {
         ops: prepared.late,
