@@ -280,6 +280,13 @@ impl WorkDirStock {
         self.inner.shelf.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether fewer than `want` directories are ready or being emptied:
+    /// whether [`Self::top_up`] has anything to do.
+    pub fn short_of(&self, want: usize) -> bool {
+        let s = self.shelf();
+        s.ready.len() + s.cleaning < want
+    }
+
     /// Makes directories until `want` are ready or being emptied (none if
     /// that many are); a failure leaves the rest to the builds, which make
     /// their own. Each comes with its (empty) scratch directory, which
@@ -677,7 +684,9 @@ mod tests {
         let parent = tempfile::tempdir().unwrap();
         let stock = WorkDirStock::new(parent.path(), ".b3-test-");
         assert!(stock.take().is_none());
+        assert!(stock.short_of(1));
         stock.top_up(3);
+        assert!(!stock.short_of(3) && stock.short_of(4));
         stock.top_up(2);
         let a = stock.take().unwrap();
         let b = stock.take().unwrap();

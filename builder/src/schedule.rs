@@ -591,7 +591,8 @@ impl<'a> Sched<'a> {
         }
         let want = to_start.min(self.settings.max_jobs.max(1));
         ctx.work_dirs.set_demand(want);
-        if want > 0 {
+        // Only when short: a chore's wake-up costs the builds' CPUs too.
+        if want > 0 && ctx.work_dirs.short_of(want) {
             let stock = ctx.work_dirs.clone();
             ctx.trash.later(move || stock.top_up(want));
         }
