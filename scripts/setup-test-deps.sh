@@ -67,3 +67,17 @@ fi
 drv=$(nix-instantiate -E 'derivation { name = "hello"; system = "x86_64-linux"; builder = "/bin/sh"; args = ["-c" "echo hi > $out"]; }' 2>/dev/null)
 [ "$drv" = /nix/store/76w21n1f03fs5kw8fnffphx7qrqffw6r-hello.drv ] || { echo "setup: Nix oracle self-check failed: got '$drv'" >&2; exit 1; }
 log "Nix oracle ready: $(nix --version)"
+
+# The static busybox the oracle tests name as a builder: `<hash>-bb` with
+# bin/busybox and bin/sh -> busybox, added to Nix's store (its path depends
+# only on Debian's busybox binary) and kept by a GC root.
+if ! ls -d /nix/store/*-bb >/dev/null 2>&1 || [ ! -e /nix/var/nix/gcroots/b3-test-bb ]; then
+  tree=$(mktemp -d)
+  mkdir -p "$tree/bb/bin"
+  cp /bin/busybox "$tree/bb/bin/busybox"
+  ln -s busybox "$tree/bb/bin/sh"
+  bb=$($SUDO nix-store --add "$tree/bb")
+  rm -rf "$tree"
+  $SUDO ln -sfn "$bb" /nix/var/nix/gcroots/b3-test-bb
+  log "busybox for the oracle tests: $bb"
+fi
