@@ -86,6 +86,36 @@ impl FileLock {
     }
 }
 
+/// A lock file kept open and locked in place, for a lock taken often and
+/// briefly (`gc.lock` around each temporary root): no open, close or
+/// inode check each time. Only for a file nobody unlinks. Taking it needs
+/// `&mut`: threads sharing one would share one lock, and the first to
+/// unlock would release it under the others.
+#[derive(Debug)]
+pub struct ReusableLock {
+    file: File,
+}
+
+impl ReusableLock {
+    pub fn open(path: &Path) -> io::Result<ReusableLock> {
+        Ok(ReusableLock {
+            file: open_lock_file(path)?,
+        })
+    }
+
+    /// Runs `f` with the lock held in `mode` (waiting for it), then
+    /// releases it.
+    pub fn with<R>(&mut self, mode: LockMode, f: impl FnOnce() -> R) -> io::Result<R> {
+        match mode {
+            LockMode::Shared => self.file.lock_shared()?,
+            LockMode::Exclusive => self.file.lock()?,
+        }
+        let r = f();
+        self.file.unlock()?;
+        Ok(r)
+    }
+}
+
 fn open_lock_file(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
@@ -185,6 +215,36 @@ mod tests {
         assert!(locks.try_lock("abc-x").unwrap().is_none());
         drop(held);
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_reusable_lock_is_held_exactly_while_its_closure_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("gc.lock");
+        let mut l = ReusableLock::open(&p).unwrap();
+        for _ in 0..3 {
+            let inside = l
+                .with(LockMode::Shared, || {
+                    let ex = FileLock::try_lock(&p, LockMode::Exclusive).unwrap();
+                    let sh = FileLock::try_lock(&p, LockMode::Shared).unwrap();
+                    (ex.is_none(), sh.is_some())
+                })
+                .unwrap();
+            assert_eq!(inside, (true, true));
+            assert!(FileLock::try_lock(&p, LockMode::Exclusive)
+                .unwrap()
+                .is_some());
+        }
+        // Held elsewhere exclusively: `with` waits for it.
+        let ex = FileLock::lock(&p, LockMode::Exclusive).unwrap();
+        let waited = std::thread::scope(|s| {
+            let h = s.spawn(|| l.with(LockMode::Shared, std::time::Instant::now).unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let released = std::time::Instant::now();
+            drop(ex);
+            h.join().unwrap() >= released
+        });
+        assert!(waited);
     }
 
     #[test]

@@ -46,7 +46,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::canonicalise::canonicalise_tree;
 use crate::canonicalise::remove_tree;
 use crate::hash::{Hash, HashAlgo};
-use crate::lock::{FileLock, LockMode, PathLocks};
+use crate::lock::{FileLock, LockMode, PathLocks, ReusableLock};
 use crate::path::{ContentAddress, ContentAddressMethod, FileIngestionMethod, StoreDir, StorePath};
 use crate::traits::{StoreError, ValidPathInfo};
 
@@ -125,6 +125,9 @@ struct Inner {
     db: Mutex<Db>,
     locks: PathLocks,
     temp_roots: Mutex<Option<TempRoots>>,
+    /// `gc.lock`, kept open for [`LocalStore::add_temp_roots`], with the
+    /// pid of the process that opened it.
+    gc_shared: Mutex<Option<(u32, ReusableLock)>>,
     fsync: bool,
     sync_whole_fs: bool,
     /// Whether unregistered entries of the store directory may be deleted
@@ -212,6 +215,7 @@ impl LocalStore {
                 db: Mutex::new(db),
                 locks,
                 temp_roots: Mutex::new(Some(temp_roots)),
+                gc_shared: Mutex::new(None),
                 fsync: cfg.fsync,
                 sync_whole_fs: cfg.sync_whole_fs,
                 sweep_unregistered,
@@ -344,15 +348,29 @@ impl LocalStore {
         {
             return Ok(());
         }
-        // Shared gc.lock: not while a collector is marking.
-        let _gc = FileLock::lock(&self.gc_lock_path(), LockMode::Shared)
-            .map_err(io_ctx("locking gc.lock"))?;
-        let mut tr = temp_roots();
-        if let Some(tr) = tr.as_mut() {
-            tr.append(names.iter().map(|s| s.as_str()))
-                .map_err(io_ctx("writing temporary roots"))?;
-        }
-        Ok(())
+        // Shared gc.lock: not while a collector is marking. Kept open, and
+        // taken by one thread at a time (see ReusableLock); a forked child
+        // opens its own, since a shared description would share the lock.
+        let mut gc = self
+            .inner
+            .gc_shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let pid = std::process::id();
+        let gc = match &mut *gc {
+            Some((owner, lock)) if *owner == pid => lock,
+            slot => {
+                let lock =
+                    ReusableLock::open(&self.gc_lock_path()).map_err(io_ctx("opening gc.lock"))?;
+                &mut slot.insert((pid, lock)).1
+            }
+        };
+        gc.with(LockMode::Shared, || match temp_roots().as_mut() {
+            Some(tr) => tr.append(names.iter().map(|s| s.as_str())),
+            None => Ok(()),
+        })
+        .map_err(io_ctx("locking gc.lock"))?
+        .map_err(io_ctx("writing temporary roots"))
     }
 
     /// A fresh name directly inside the store directory for a node being
