@@ -85,6 +85,9 @@ pub struct RealiseReport {
     /// realisation had used (emptied in between, see
     /// [`WorkDirStock::recycle`]).
     pub reused_work_dirs: u64,
+    /// How many builds ran on the scheduling thread itself, because
+    /// nothing else could start before they ended (a chain's steps).
+    pub builds_in_line: u64,
     /// Per build, how long registering its outputs took (waiting for their
     /// flushes, then the database), overlapped with the builds after it.
     pub registrations: Vec<Duration>,
@@ -223,6 +226,7 @@ pub fn realise_goals(
         premade_sandboxes: 0,
         sandboxes_made: 0,
         reused_work_dirs: 0,
+        builds_in_line: 0,
         registrations: Vec::new(),
         tail: Vec::new(),
         status_mask: 0,
@@ -460,7 +464,12 @@ impl<'a> Sched<'a> {
                 let inputs = self.input_outputs(i);
                 let tx = tx.clone();
                 let tl = Timeline::new();
-                run_job(Box::new(move || {
+                let alone = self.running_builds == 1
+                    && self.running_substs == 0
+                    && self.build_queue.is_empty()
+                    && self.subst_queue.is_empty()
+                    && self.to_init.is_empty();
+                let job: Job<'c> = Box::new(move || {
                     let r = std::panic::catch_unwind(AssertUnwindSafe(|| match &drv {
                         Some(d) => build_step(ctx, &drv_path, d, &outputs, &inputs, check, tl),
                         None => Err(StoreError::Other("derivation not loaded".into()).into()),
@@ -469,7 +478,16 @@ impl<'a> Sched<'a> {
                         Err(StoreError::Other("a build worker panicked".into()).into())
                     });
                     let _ = tx.send((i, JobResult::Build(r)));
-                }));
+                });
+                // Nothing else can start before this build ends (a chain's
+                // next step needs it): it runs on this thread, without two
+                // hand-overs between threads on each step's path.
+                if alone {
+                    self.report.builds_in_line += 1;
+                    job();
+                } else {
+                    run_job(job);
+                }
             }
             while !self.stopping && self.running_substs < self.settings.max_substitution_jobs.max(1)
             {

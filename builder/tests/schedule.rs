@@ -181,6 +181,14 @@ fn builds_run_in_parallel_up_to_max_jobs_and_inputs_first() {
         let report = realise(&f, &settings(&rec, jobs), "fan");
         assert_eq!(report.exit_code(), 0);
         assert_eq!(report.built.len(), 5);
+        // Leaves start while others could: on worker threads. The fan
+        // (and at most the last leaf, if the others ended first) has
+        // nothing beside it and runs on the scheduling thread.
+        assert!(
+            (1..=2).contains(&report.builds_in_line),
+            "{} builds in line",
+            report.builds_in_line
+        );
         let outs = report.into_result().unwrap();
         let fan_out = std::fs::read_to_string(f.store.real_path(&outs[0]["out"])).unwrap();
         assert_eq!(fan_out, "1\n2\n3\n4\n");
@@ -209,6 +217,9 @@ fn a_chain_reads_inputs_registered_after_it_started_and_registers_every_referenc
     assert_eq!(report.exit_code(), 0);
     assert_eq!(report.built.len(), 3);
     assert_eq!(report.registrations.len(), 3);
+    // Each step is the only build that can run: none is handed to a
+    // worker thread.
+    assert_eq!(report.builds_in_line, 3);
     let top = report.into_result().unwrap()[0]["out"].clone();
     let closure = f
         .store

@@ -286,8 +286,9 @@ fn print_stats(report: &b3_builder::schedule::RealiseReport, wall: Duration) {
         return;
     }
     eprintln!(
-        "stats: builds in a work directory an earlier build used (emptied): {}",
-        report.reused_work_dirs
+        "stats: builds in a work directory an earlier build used (emptied): {}; \
+         on the scheduling thread (nothing else could run): {}",
+        report.reused_work_dirs, report.builds_in_line
     );
     // Median per phase of a build step, and what is left of the wall time
     // (start-up, evaluation of the goals, scheduling) when the steps'
