@@ -176,6 +176,13 @@ impl SandboxPool {
         self.inner.set_demand(builds);
     }
 
+    /// Starts making sandboxes like `template`'s ahead of the first build
+    /// (its per-build fields play no role); at most as many as the demand
+    /// (see [`Self::set_demand`]).
+    pub fn warm_up(&self, template: &SandboxSpec) {
+        self.inner.warm_up(template);
+    }
+
     /// Waits until a sandbox like the last build's is ready (builds do
     /// not wait: they take one if there is one). An error says why none
     /// can be made, or that no build has used the pool yet.

@@ -36,7 +36,7 @@ use crate::job::{Trash, WorkDirStock};
 use crate::platform::Cancel;
 use crate::realise::{read_derivation, RealiseError, RealiseSettings};
 use crate::registrar::Registrar;
-use crate::sandbox::SandboxPool;
+use crate::sandbox::{SandboxPool, SandboxSpec};
 use crate::step::{build_locks, build_step, substitute_step, work_prefix, StepCtx, StepDone};
 use crate::timing::Timeline;
 use crate::workers::{Job, Workers};
@@ -196,6 +196,9 @@ struct Sched<'a> {
     /// Commits queued at the registrar and not yet reported.
     running_commits: usize,
     stopping: bool,
+    /// Some derivation needs building (see [`Sched::warm_up`]).
+    wants_build: bool,
+    warmed_up: bool,
     done_builds: u64,
     failed_builds: u64,
     done_substs: u64,
@@ -246,6 +249,8 @@ pub fn realise_goals(
         running_substs: 0,
         running_commits: 0,
         stopping: false,
+        wants_build: false,
+        warmed_up: false,
         done_builds: 0,
         failed_builds: 0,
         done_substs: 0,
@@ -438,6 +443,9 @@ impl<'a> Sched<'a> {
                 if self.nodes[i].state == State::Init {
                     self.init(i);
                 }
+                if self.wants_build && !self.warmed_up {
+                    self.warm_up(ctx);
+                }
             }
             if !*announced {
                 self.announce();
@@ -563,6 +571,46 @@ impl<'a> Sched<'a> {
             }
             self.progress();
         }
+    }
+
+    /// Has the sandbox pool start making a sandbox as soon as one build
+    /// is known to be needed, so that the first build finds it made while
+    /// the rest of the graph was read (a sandbox takes milliseconds to
+    /// make, about as long as planning fifty derivations). Builds in a
+    /// fresh sandbox (through a vfs view) need none.
+    fn warm_up(&mut self, ctx: &StepCtx<'_>) {
+        self.warmed_up = true;
+        let Some(pool) = ctx.pool else { return };
+        if ctx.settings.vfs.is_some() {
+            return;
+        }
+        let store = ctx.store;
+        let work = store
+            .real_store_dir()
+            .join(format!("{}template", work_prefix()));
+        let template = SandboxSpec {
+            builder: "/bin/sh".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            env_bytes: Vec::new(),
+            logical_store_dir: store.store_dir().as_str().to_string(),
+            physical_store_dir: store.real_store_dir().to_path_buf(),
+            inputs: Vec::new(),
+            store_dir_host: work.join("store"),
+            build_dir: work.join("build"),
+            root_dir: work.join("root"),
+            scratch_dir: None,
+            made_points: BTreeMap::new(),
+            network: false,
+            extra_paths: ctx.settings.extra_paths.clone(),
+            kvm: ctx.settings.kvm,
+            timeout: None,
+            max_silent: None,
+            cancel: None,
+            pool: None,
+        };
+        pool.set_demand(1);
+        pool.warm_up(&template);
     }
 
     /// Makes the lock files the builds to come will take (the build lock
@@ -822,6 +870,7 @@ impl<'a> Sched<'a> {
             return;
         };
         self.nodes[i].state = State::Waiting;
+        self.wants_build = true;
         self.nodes[i].pending = 0;
         self.nodes[i].failed_inputs = 0;
         for (input, outs) in &drv.input_drvs {

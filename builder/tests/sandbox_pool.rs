@@ -12,7 +12,7 @@
 mod common;
 
 use b3_builder::job::BuildJob;
-use b3_builder::sandbox::SandboxPool;
+use b3_builder::sandbox::{SandboxPool, SandboxSpec};
 use common::{job, run, tempdir, BB};
 
 /// What a builder sees: ids, names, the root, devices, mounts (targets and
@@ -93,6 +93,42 @@ fn a_pooled_sandbox_shows_the_builder_exactly_what_a_fresh_one_does() {
         format!("store {}", BB.trim_start_matches("/nix/store/")),
         "only the input is in the store"
     );
+}
+
+#[test]
+fn a_pool_warmed_up_before_any_build_serves_the_first_one() {
+    let work = tempdir();
+    let pool = SandboxPool::new(1, work.path().join("pool"));
+    let j = pooled("echo hi; echo done > $out", work.path(), &pool);
+    // What a realisation knows before its first build: the store, the
+    // settings and where work directories go; no build's own fields.
+    let w = work.path().join("template");
+    pool.warm_up(&SandboxSpec {
+        builder: "/bin/sh".into(),
+        args: Vec::new(),
+        env: Vec::new(),
+        env_bytes: Vec::new(),
+        logical_store_dir: j.logical_store_dir.clone(),
+        physical_store_dir: j.physical_store_dir.clone(),
+        inputs: Vec::new(),
+        store_dir_host: w.join("store"),
+        build_dir: w.join("build"),
+        root_dir: w.join("root"),
+        scratch_dir: None,
+        made_points: Default::default(),
+        network: false,
+        extra_paths: j.extra_paths.clone(),
+        kvm: j.kvm,
+        timeout: None,
+        max_silent: None,
+        cancel: None,
+        pool: None,
+    });
+    pool.wait_ready()
+        .expect("a sandbox is made before any build");
+    assert_eq!(pool.made(), 1);
+    assert_eq!(log_of(&j), "hi\n");
+    assert_eq!(pool.served(), 1, "the first build ran in the pool");
 }
 
 #[test]

@@ -47,6 +47,7 @@ impl Pool {
         0
     }
     pub fn set_demand(&self, _builds: usize) {}
+    pub fn warm_up(&self, _template: &crate::sandbox::SandboxSpec) {}
     pub fn made(&self) -> u64 {
         0
     }

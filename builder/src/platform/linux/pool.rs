@@ -253,6 +253,15 @@ impl Pool {
         }
     }
 
+    /// Starts making sandboxes for `template` before any build asks, so
+    /// that a realisation's first build can take one (made while the rest
+    /// of the realisation is planned). Specs no pool serves are ignored.
+    pub fn warm_up(&self, template: &SandboxSpec) {
+        if let Some(key) = Key::of(template) {
+            drop(self.offer(template, &key));
+        }
+    }
+
     /// A ready sandbox for `spec`, if there is one or one is about to be;
     /// otherwise `spec` becomes the template for the next builds.
     pub(crate) fn take(&self, spec: &SandboxSpec) -> Option<Warm> {
