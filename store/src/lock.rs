@@ -90,15 +90,21 @@ impl FileLock {
 /// briefly (`gc.lock` around each temporary root): no open, close or
 /// inode check each time. Only for a file nobody unlinks. Taking it needs
 /// `&mut`: threads sharing one would share one lock, and the first to
-/// unlock would release it under the others.
+/// unlock would release it under the others. On Windows, whose locks are
+/// byte ranges that an unlock of a handle can fail to release cleanly, it
+/// opens and locks the file each time, as [`FileLock`] does.
 #[derive(Debug)]
 pub struct ReusableLock {
+    path: PathBuf,
+    #[cfg(unix)]
     file: File,
 }
 
 impl ReusableLock {
     pub fn open(path: &Path) -> io::Result<ReusableLock> {
         Ok(ReusableLock {
+            path: path.to_path_buf(),
+            #[cfg(unix)]
             file: open_lock_file(path)?,
         })
     }
@@ -106,13 +112,26 @@ impl ReusableLock {
     /// Runs `f` with the lock held in `mode` (waiting for it), then
     /// releases it.
     pub fn with<R>(&mut self, mode: LockMode, f: impl FnOnce() -> R) -> io::Result<R> {
-        match mode {
-            LockMode::Shared => self.file.lock_shared()?,
-            LockMode::Exclusive => self.file.lock()?,
+        #[cfg(unix)]
+        {
+            match mode {
+                LockMode::Shared => self.file.lock_shared()?,
+                LockMode::Exclusive => self.file.lock()?,
+            }
+            let r = f();
+            self.file.unlock()?;
+            Ok(r)
         }
-        let r = f();
-        self.file.unlock()?;
-        Ok(r)
+        #[cfg(not(unix))]
+        {
+            let _held = FileLock::lock(&self.path, mode)?;
+            Ok(f())
+        }
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

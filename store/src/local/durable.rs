@@ -230,34 +230,41 @@ mod tests {
     }
 
     #[test]
-    fn flushes_one_at_a_time_start_one_thread_and_many_at_once_start_more() {
+    fn flushes_one_at_a_time_start_one_thread_and_flushes_waiting_together_start_more() {
         let dir = tempfile::tempdir().unwrap();
         let pool: &'static Pool = Box::leak(Box::new(Pool::new()));
-        let flush = |names: std::ops::Range<usize>| {
-            let g = SyncGroup::new();
-            for i in names {
-                let p = dir.path().join(format!("f{i}"));
-                std::fs::write(&p, "x").unwrap();
-                g.state.lock().unwrap().pending += 1;
-                let job = Job {
-                    file: File::open(&p).unwrap(),
-                    group: g.clone(),
-                };
-                assert!(pool.push(job).is_ok());
+        let job = |g: &Arc<SyncGroup>, i: usize| {
+            let p = dir.path().join(format!("f{i}"));
+            std::fs::write(&p, "x").unwrap();
+            Job {
+                file: File::open(&p).unwrap(),
+                group: g.clone(),
             }
-            g.wait().unwrap();
         };
         for i in 0..20 {
-            flush(i..i + 1);
+            let g = SyncGroup::new();
+            g.state.lock().unwrap().pending += 1;
+            assert!(pool.push(job(&g, i)).is_ok());
+            g.wait().unwrap();
             // The thread goes back to waiting after its flush.
             while pool.lock().idle == 0 {
                 std::thread::yield_now();
             }
         }
         assert_eq!(pool.lock().threads, 1);
-        flush(100..400);
-        let threads = pool.lock().threads;
-        assert!(threads > 1 && threads <= THREADS, "{threads} threads");
+        // While the group is held, no thread can report its flush done (nor
+        // take another): each file queued finds none idle and starts one,
+        // up to the limit.
+        let g = SyncGroup::new();
+        {
+            let mut held = g.state.lock().unwrap();
+            for i in 100..200 {
+                held.pending += 1;
+                assert!(pool.push(job(&g, i)).is_ok());
+            }
+        }
+        g.wait().unwrap();
+        assert_eq!(pool.lock().threads, THREADS);
     }
 
     #[test]
