@@ -50,7 +50,10 @@ fn cstr_bytes(b: &[u8], what: &str) -> Result<CString, SandboxError> {
 }
 
 fn cpath(p: &Path) -> Result<CString, SandboxError> {
-    cstr_bytes(p.as_os_str().as_bytes(), &format!("path {}", p.display()))
+    // The description is made only for the error: a plan converts a few
+    // paths per input, on each build's critical path.
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| invalid(format!("path {} contains a NUL byte", p.display())))
 }
 
 /// A path under the (not yet pivoted) sandbox root.
