@@ -605,6 +605,15 @@ fn hand_over(spec: &SandboxSpec, ids: IdMapping) -> Result<(), OsError> {
         return Ok(());
     }
     let chown = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        // A recycled work directory's are the build user's already; a
+        // change of owner writes the inode (its ctime) even when it is not
+        // one, a look does not.
+        if std::fs::symlink_metadata(p)
+            .is_ok_and(|m| m.uid() == ids.host_uid && m.gid() == ids.host_gid)
+        {
+            return Ok(());
+        }
         std::os::unix::fs::lchown(p, Some(ids.host_uid), Some(ids.host_gid))
             .map_err(|e| OsError::from_io(format!("changing the owner of {}", p.display()), &e))
     };
