@@ -657,6 +657,13 @@ impl<'a> Sched<'a> {
         }
         let want = to_start.min(self.settings.max_jobs.max(1));
         ctx.work_dirs.set_demand(want);
+        if to_start == 0 {
+            // The last builds run: the directories no build will take go
+            // now, on idle CPUs, rather than after them.
+            for w in ctx.work_dirs.drain() {
+                ctx.trash.put(w);
+            }
+        }
         // Only when short: a chore's wake-up costs the builds' CPUs too.
         if want > 0 && ctx.work_dirs.short_of(want) {
             let stock = ctx.work_dirs.clone();
