@@ -287,25 +287,6 @@ impl WorkDirStock {
         s.ready.len() + s.cleaning < want
     }
 
-    /// Whether no directory is ready to be taken now (those being emptied
-    /// do not count: a build does not wait for them).
-    pub fn none_ready(&self) -> bool {
-        self.shelf().ready.is_empty()
-    }
-
-    /// Makes one directory if none is ready (see [`Self::top_up`]).
-    pub fn make_one_ready(&self) {
-        if !self.none_ready() {
-            return;
-        }
-        let made = WorkDir::create(&self.inner.parent, &self.inner.prefix, "build")
-            .ok()
-            .filter(|w| std::fs::create_dir(w.scratch()).is_ok());
-        if let Some(w) = made {
-            self.shelf().ready.push(w);
-        }
-    }
-
     /// Makes directories until `want` are ready or being emptied (none if
     /// that many are); a failure leaves the rest to the builds, which make
     /// their own. Each comes with its (empty) scratch directory, which
@@ -412,8 +393,6 @@ type Chore = Box<dyn FnOnce() + Send>;
 /// the store's sweep of `.b3-tmp-<pid>-…` entries deletes later.
 pub struct Trash {
     tx: std::sync::Mutex<Option<std::sync::mpsc::Sender<Chore>>>,
-    /// To the thread for [`Trash::soon`].
-    soon_tx: std::sync::Mutex<Option<std::sync::mpsc::Sender<Chore>>>,
     workers: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
@@ -464,21 +443,8 @@ impl Trash {
                     .ok()
             })
             .collect();
-        let (soon_tx, soon_rx) = std::sync::mpsc::channel::<Chore>();
-        let mut workers = workers;
-        let soon = std::thread::Builder::new()
-            .name("b3-chores".into())
-            .spawn(move || soon_rx.into_iter().for_each(|chore| chore()));
-        let soon_tx = match soon {
-            Ok(h) => {
-                workers.push(h);
-                Some(soon_tx)
-            }
-            Err(_) => None,
-        };
         Trash {
             tx: std::sync::Mutex::new((!workers.is_empty()).then_some(tx)),
-            soon_tx: std::sync::Mutex::new(soon_tx),
             workers: std::sync::Mutex::new(workers),
         }
     }
@@ -501,32 +467,9 @@ impl Trash {
         }
     }
 
-    /// Runs `chore` on the one chore thread that keeps normal priority,
-    /// for work the builds will soon wait for (a realisation's lock files,
-    /// work directories when none is ready), which the idle chore threads
-    /// would not get to while the builds keep every CPU busy.
-    /// [`Trash::finish`] waits for it too. At once if there is no thread.
-    pub fn soon(&self, chore: impl FnOnce() + Send + 'static) {
-        let tx = self.soon_tx.lock().unwrap_or_else(|e| e.into_inner());
-        match tx.as_ref() {
-            Some(tx) => {
-                if let Err(back) = tx.send(Box::new(chore)) {
-                    (back.0)();
-                }
-            }
-            None => chore(),
-        }
-    }
-
     /// Waits until everything put here is removed.
     pub fn finish(&self) {
         drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
-        drop(
-            self.soon_tx
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
-        );
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
         for w in workers {
             let _ = w.join();
@@ -734,37 +677,6 @@ mod tests {
         assert_eq!(policy, libc::SCHED_IDLE);
         // SAFETY: as above.
         assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
-    }
-
-    #[test]
-    fn a_chore_wanted_soon_runs_at_normal_priority_and_finish_waits_for_it() {
-        let trash = Trash::new();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let d = done.clone();
-        trash.soon(move || {
-            // SAFETY: asks for the calling thread's policy.
-            let _ = tx.send(unsafe { libc::sched_getscheduler(0) });
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            d.store(true, std::sync::atomic::Ordering::SeqCst);
-        });
-        let policy = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
-        assert_eq!(policy, libc::SCHED_OTHER);
-        trash.finish();
-        assert!(done.load(std::sync::atomic::Ordering::SeqCst));
-    }
-
-    #[test]
-    fn a_stock_with_none_ready_makes_exactly_one() {
-        let parent = tempfile::tempdir().unwrap();
-        let stock = WorkDirStock::new(parent.path(), ".b3-test-");
-        assert!(stock.none_ready());
-        stock.make_one_ready();
-        stock.make_one_ready();
-        assert!(!stock.none_ready());
-        let a = stock.take().unwrap();
-        assert!(stock.none_ready() && stock.take().is_none());
-        assert!(a.build().is_dir() && a.store().is_dir());
     }
 
     #[test]

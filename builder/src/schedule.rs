@@ -614,18 +614,15 @@ impl<'a> Sched<'a> {
     }
 
     /// Makes the lock files the builds to come will take (the build lock
-    /// and the store's lock of each output) ahead of them, dependencies
-    /// first, on the chore thread that keeps normal priority (the idle ones
-    /// fell behind the builds): a new file costs an inode, which on some
-    /// file systems is a good part of a millisecond, on each build's
-    /// critical path otherwise. Only for outputs about to be built, whose
-    /// lock files their builds would make anyway.
+    /// and the store's lock of each output) on the trash thread, ahead of
+    /// them: a new file costs an inode, which on some file systems is a
+    /// good part of a millisecond, on each build's critical path otherwise.
+    /// Only for outputs about to be built, whose lock files their builds
+    /// would make anyway.
     fn make_lock_files(&self, ctx: &StepCtx<'_>) {
-        // A node is added after those that need it.
         let outputs: Vec<StorePath> = self
             .nodes
             .iter()
-            .rev()
             .filter(|n| !n.check && matches!(n.state, State::Waiting | State::Queued))
             .flat_map(|n| n.outputs.values().cloned())
             .collect();
@@ -634,7 +631,7 @@ impl<'a> Sched<'a> {
         }
         let locks = ctx.locks.clone();
         let store = ctx.store.clone();
-        ctx.trash.soon(move || {
+        ctx.trash.later(move || {
             for p in &outputs {
                 // A failure only leaves the file to the build.
                 let _ = locks.make_file(&p.base_name());
@@ -666,13 +663,6 @@ impl<'a> Sched<'a> {
             for w in ctx.work_dirs.drain() {
                 ctx.trash.put(w);
             }
-        }
-        // The next build would make its own, on its path: one is made now,
-        // at normal priority (the idle chore threads emptying finished
-        // builds' directories may not run before it starts).
-        if to_start > 0 && ctx.work_dirs.none_ready() {
-            let stock = ctx.work_dirs.clone();
-            ctx.trash.soon(move || stock.make_one_ready());
         }
         // Only when short: a chore's wake-up costs the builds' CPUs too.
         if want > 0 && ctx.work_dirs.short_of(want) {
