@@ -620,9 +620,12 @@ impl<'a> Sched<'a> {
     /// Only for outputs about to be built, whose lock files their builds
     /// would make anyway.
     fn make_lock_files(&self, ctx: &StepCtx<'_>) {
+        // Dependencies first (a node is added after those that need it):
+        // the first builds find theirs made.
         let outputs: Vec<StorePath> = self
             .nodes
             .iter()
+            .rev()
             .filter(|n| !n.check && matches!(n.state, State::Waiting | State::Queued))
             .flat_map(|n| n.outputs.values().cloned())
             .collect();
