@@ -165,9 +165,13 @@ impl Registrar {
         (back.1)(r);
     }
 
-    /// Whether `p` is placed and its registration queued.
-    pub(crate) fn is_pending(&self, p: &StorePath) -> bool {
-        self.state.lock().pending.contains_key(p)
+    /// Whether `p` is placed and queued, or registered here: valid (or
+    /// about to be) without asking the database. A path registered here
+    /// stays valid: its registration made it a temporary root of this
+    /// process, which no collector deletes.
+    pub(crate) fn is_pending_or_registered(&self, p: &StorePath) -> bool {
+        let state = self.state.lock();
+        state.pending.contains_key(p) || state.registered.contains_key(p)
     }
 
     /// The closure of `roots`, which may be registered or pending.
@@ -394,7 +398,10 @@ mod tests {
         assert!(!rx.recv().unwrap(), "the commit of C fails");
         assert!(!s.is_valid_sync(&c).unwrap());
         assert!(reg.closure(&s, &BTreeSet::from([c.clone()])).is_err());
-        // The registered ones are still answered.
+        // The registered ones are still answered, and known valid without
+        // the database; the failed and given-up ones are not.
+        assert!(reg.is_pending_or_registered(&a) && reg.is_pending_or_registered(&b));
+        assert!(!reg.is_pending_or_registered(&c) && !reg.is_pending_or_registered(&gone));
         assert_eq!(reg.closure(&s, &roots).unwrap(), BTreeSet::from([a, b]));
     }
 }

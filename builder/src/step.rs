@@ -562,7 +562,9 @@ fn finish(
                     return Err(RealiseError::Cancelled(drv_s));
                 }
                 if let Some(p) = prepared.remove(todo[i]) {
-                    let pending = |r: &StorePath| added.contains(r) || ctx.registrar.is_pending(r);
+                    let pending = |r: &StorePath| {
+                        added.contains(r) || ctx.registrar.is_pending_or_registered(r)
+                    };
                     match store.place_adopted(p, info, &pending) {
                         Ok(Some(p)) => placed.push(p),
                         Ok(None) => {}

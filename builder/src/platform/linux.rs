@@ -727,6 +727,24 @@ impl SandboxedChild {
         if deadline.is_none() && cancel_fd.is_none() {
             return ExitWait::Exited;
         }
+        // Mostly it has exited already (its end closed the log): one look,
+        // without a pidfd to open, poll and close.
+        // SAFETY: all-zero bytes are a valid siginfo_t.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own child into a valid siginfo_t; WNOWAIT
+        // leaves it to be reaped by `wait`.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.pid.0 as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: filled in by waitid (or still zero: not exited).
+        if rc == 0 && unsafe { info.si_pid() } != 0 {
+            return ExitWait::Exited;
+        }
         // SAFETY: pidfd_open on our own child; the fd is owned below.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid.0, 0) } as RawFd;
         if fd < 0 {
