@@ -264,8 +264,6 @@ pub struct SandboxedChild {
     /// A pre-made sandbox's set-up report, read once the builder is gone
     /// (see [`pool::spawn_in`]).
     report: Option<LateReport>,
-    /// Wakes the pool's fillers when dropped (see [`pool::Refill`]).
-    refill: Option<pool::Refill>,
 }
 
 /// Where a pre-made sandbox reports a failed set-up step, and what the
@@ -473,7 +471,6 @@ fn spawn_fresh(spec: &SandboxSpec, started: Instant) -> Result<SandboxedChild, S
         reaped: false,
         held: Held::default(),
         report: None,
-        refill: None,
     };
     child.held.namespaces = hold_namespaces(pid);
 
@@ -842,9 +839,6 @@ impl SandboxedChild {
                 let nfds = if cancel_fd.is_some() && !killed { 2 } else { 1 };
                 // SAFETY: `nfds` valid pollfds.
                 let rc = unsafe { libc::poll(pfds.as_mut_ptr(), nfds, wait_ms) };
-                // The build has set up (it printed or ended): the pool may
-                // make the next sandbox now.
-                self.refill = None;
                 if rc > 0 && nfds == 2 && pfds[1].revents != 0 {
                     // Another build failed: end the namespace (the whole
                     // process tree) and drain what is left of the log.

@@ -530,7 +530,7 @@ pub(super) fn spawn_in(
     started: Instant,
 ) -> Result<SandboxedChild, SandboxError> {
     let shared = spec.pool.as_ref().map(|p| p.platform().shared.clone());
-    let refill = Refill(shared.clone());
+    let _refill = Refill(shared.clone());
     let ids = id_mapping();
     hand_over(spec, ids).map_err(SandboxError::Setup)?;
     let chown_to = ids.root_mode.then_some((SANDBOX_UID, SANDBOX_GID));
@@ -575,7 +575,6 @@ pub(super) fn spawn_in(
             pooled: None,
         },
         report: None,
-        refill: None,
     };
     let addr = (&*late as *const ChildPlan) as usize;
     let sent = match warm.go.take() {
@@ -612,7 +611,6 @@ pub(super) fn spawn_in(
         _warm: parts,
         _late: late,
     });
-    child.refill = Some(refill);
     if let Some(pool) = &spec.pool {
         pool.platform()
             .shared
@@ -622,17 +620,9 @@ pub(super) fn spawn_in(
     Ok(child)
 }
 
-/// Tells the fillers that a sandbox was taken, when dropped: once the
-/// build's process is first heard of (its output or its end, see
-/// `SandboxedChild::wait_with_log`), or when [`spawn_in`] fails. Woken
-/// while the build sets up, a filler would take a CPU from it.
-pub(super) struct Refill(Option<Arc<Shared>>);
-
-impl std::fmt::Debug for Refill {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Refill")
-    }
-}
+/// Tells the fillers that a sandbox was taken, when dropped: at the end of
+/// [`spawn_in`], once the build's builder runs (or its set-up failed).
+struct Refill(Option<Arc<Shared>>);
 
 impl Drop for Refill {
     fn drop(&mut self) {
