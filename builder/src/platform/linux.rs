@@ -261,26 +261,11 @@ pub struct SandboxedChild {
     cancel: Option<super::Cancel>,
     reaped: bool,
     held: Held,
-    /// A pre-made sandbox's set-up report, read once the builder is gone
-    /// (see [`pool::spawn_in`]).
-    report: Option<LateReport>,
 }
 
-/// Where a pre-made sandbox reports a failed set-up step, and what the
-/// report is read against.
-#[derive(Debug)]
-struct LateReport {
-    err: OwnedFd,
-    builder: String,
-    /// `started` in [`child::monotonic_ns`] terms.
-    started_ns: u64,
-}
-
-/// Starts the builder described by `spec`: in a pre-made sandbox of
-/// `spec.pool` when one is ready for it (returning once the sandbox has its
-/// build's steps; a step that fails is reported by
-/// [`SandboxedChild::wait_with_log`]), else in a fresh one (returning once
-/// the builder has been executed, or with the step that failed).
+/// Starts the builder described by `spec` and returns once it has been
+/// executed (or set-up failed): in a pre-made sandbox of `spec.pool` when
+/// one is ready for it, else in a fresh one.
 pub fn spawn_sandboxed(spec: &SandboxSpec) -> Result<SandboxedChild, SandboxError> {
     let started = Instant::now();
     if let Some(pool) = &spec.pool {
@@ -436,7 +421,6 @@ fn spawn_fresh(spec: &SandboxSpec, started: Instant) -> Result<SandboxedChild, S
         err_write: err_w.as_raw_fd(),
         log_write: log_w.as_raw_fd(),
         stdin: stdin.as_raw_fd(),
-        exec_at: Default::default(),
     };
     child_plan.fill_pointers();
 
@@ -470,7 +454,6 @@ fn spawn_fresh(spec: &SandboxSpec, started: Instant) -> Result<SandboxedChild, S
         cancel: spec.cancel.clone(),
         reaped: false,
         held: Held::default(),
-        report: None,
     };
     child.held.namespaces = hold_namespaces(pid);
 
@@ -792,29 +775,6 @@ impl SandboxedChild {
         }
     }
 
-    /// A pre-made sandbox's set-up, judged once its process is reaped: a
-    /// failed step's report, or when the builder was executed.
-    fn late_report(&mut self, r: LateReport) -> Result<(), SandboxError> {
-        let late = self.held.pooled.as_ref().map(pool::InUse::late);
-        match read_report(r.err.as_raw_fd())? {
-            Some((step, errno)) => Err(step_error(
-                step,
-                errno,
-                late.map_or(&[], |l| l.ops.as_slice()),
-                &r.builder,
-            )),
-            None => {
-                let at = late.map_or(0, |l| l.exec_at.load(std::sync::atomic::Ordering::Relaxed));
-                self.setup_time = if at > r.started_ns {
-                    Duration::from_nanos(at - r.started_ns)
-                } else {
-                    self.started.elapsed()
-                };
-                Ok(())
-            }
-        }
-    }
-
     /// Streams the builder's output to `log` until every process in the
     /// sandbox has closed it, then reaps the builder.
     pub fn wait_with_log(mut self, log: &mut dyn Write) -> Result<RunOutcome, SandboxError> {
@@ -917,12 +877,6 @@ impl SandboxedChild {
         }
         let status = wait(self.pid).map_err(SandboxError::Supervise)?;
         self.reaped = true;
-        if let Some(r) = self.report.take() {
-            if let Err(e) = self.late_report(r) {
-                self.release();
-                return Err(e);
-            }
-        }
         self.release();
         if let Some(e) = log_error {
             return Err(SandboxError::Log(e));

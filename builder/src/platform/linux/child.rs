@@ -161,22 +161,6 @@ pub(crate) struct ChildPlan {
     pub err_write: c_int,
     pub log_write: c_int,
     pub stdin: c_int,
-    /// When the builder was about to be executed (`CLOCK_MONOTONIC`, ns;
-    /// zero before). Seen by the parent only when the child shares its
-    /// memory (a pre-made sandbox's), which then need not be woken by the
-    /// exec to learn it.
-    pub exec_at: std::sync::atomic::AtomicU64,
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds (async-signal-safe).
-pub(crate) fn monotonic_ns() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec; clock_gettime is async-signal-safe.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
 }
 
 impl ChildPlan {
@@ -455,8 +439,6 @@ unsafe fn exec_builder(plan: &ChildPlan) -> ! {
         libc::syscall(libc::SYS_setuid, plan.uid as libc::c_long) as c_int,
     );
 
-    plan.exec_at
-        .store(monotonic_ns(), std::sync::atomic::Ordering::Relaxed);
     libc::execve(
         plan.builder.as_ptr(),
         plan.argv.as_ptr(),

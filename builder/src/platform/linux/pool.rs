@@ -44,8 +44,7 @@ use std::time::{Duration, Instant};
 use super::child::{self, ChildPlan, WarmPlan};
 use super::{
     clone_flags, clone_sandbox, hand_over, hold_namespaces, id_mapping, kill, pipe, plan,
-    read_report, seccomp_filter, step_error, wait, write_id_maps, Held, LateReport, SandboxedChild,
-    Stack,
+    read_report, seccomp_filter, step_error, wait, write_id_maps, Held, SandboxedChild, Stack,
 };
 use crate::platform::{OsError, OsErrorKind, Pid};
 use crate::sandbox::{SandboxError, SandboxPath, SandboxSpec, SANDBOX_GID, SANDBOX_UID};
@@ -172,13 +171,6 @@ pub(crate) struct InUse {
 
 // SAFETY: as for WarmParts.
 unsafe impl Send for InUse {}
-
-impl InUse {
-    /// The late steps the build's process ran.
-    pub(super) fn late(&self) -> &ChildPlan {
-        &self._late
-    }
-}
 
 impl std::fmt::Debug for InUse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -455,7 +447,6 @@ fn make(
         err_write: err_w.as_raw_fd(),
         log_write: log_w.as_raw_fd(),
         stdin: stdin.as_raw_fd(),
-        exec_at: Default::default(),
     };
     early.fill_pointers();
     let parts = Box::new(WarmParts {
@@ -556,7 +547,6 @@ pub(super) fn spawn_in(
         err_write: early.err_write,
         log_write: -1,
         stdin: -1,
-        exec_at: Default::default(),
     });
     late.fill_pointers();
 
@@ -574,7 +564,6 @@ pub(super) fn spawn_in(
             namespaces: std::mem::take(&mut warm.guard.namespaces),
             pooled: None,
         },
-        report: None,
     };
     let addr = (&*late as *const ChildPlan) as usize;
     let sent = match warm.go.take() {
@@ -597,16 +586,19 @@ pub(super) fn spawn_in(
             &e,
         )));
     }
-    // Not waited for here: the child reports a failed step on `err_r` and
-    // stamps the moment it executes the builder in `late` (it shares our
-    // memory), both read once it is reaped (`SandboxedChild::late_report`).
-    // Waking for the exec would take a CPU from the builder it starts.
-    let started_ns = child::monotonic_ns().saturating_sub(started.elapsed().as_nanos() as u64);
-    child.report = Some(LateReport {
-        err: err_r,
-        builder: spec.builder.clone(),
-        started_ns,
-    });
+    let report = read_report(err_r.as_raw_fd());
+    child.setup_time = started.elapsed();
+    match report {
+        Ok(None) => {}
+        Ok(Some((step, errno))) => {
+            let _ = child.kill_and_reap();
+            return Err(step_error(step, errno, &late.ops, &spec.builder));
+        }
+        Err(e) => {
+            let _ = child.kill_and_reap();
+            return Err(e);
+        }
+    }
     child.held.pooled = Some(InUse {
         _warm: parts,
         _late: late,
