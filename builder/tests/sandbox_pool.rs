@@ -132,6 +132,34 @@ fn a_pool_warmed_up_before_any_build_serves_the_first_one() {
 }
 
 #[test]
+fn a_pooled_build_whose_builder_cannot_be_executed_fails_with_the_step_and_the_next_one_runs() {
+    let work = tempdir();
+    let pool = SandboxPool::new(1, work.path().join("pool"));
+    log_of(&pooled("echo first > $out", work.path(), &pool));
+    pool.wait_ready().expect("a sandbox is made");
+    let mut bad = pooled("true", work.path(), &pool);
+    bad.builder = "/nonexistent/sh".into();
+    let mut log = Vec::new();
+    let err = bad.run(&mut log).expect_err("no such builder");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("executing builder '/nonexistent/sh'") && msg.contains("(os error 2)"),
+        "{msg}"
+    );
+    // A good build after it: the report of one sandbox is not another's.
+    pool.wait_ready().expect("a sandbox is made");
+    // A pool of one makes another only once its sandbox is taken: the
+    // failed build took it.
+    assert_eq!(pool.made(), 2);
+    let (res, log) = run(&pooled("echo again; echo > $out", work.path(), &pool));
+    assert!(res.outcome.status.success(), "{log}");
+    assert_eq!(log, "again\n");
+    assert_eq!(pool.served(), 1, "the good build ran in the pool");
+    assert!(res.outcome.setup_time > std::time::Duration::ZERO);
+    assert!(res.outcome.setup_time <= res.outcome.total_time);
+}
+
+#[test]
 fn consecutive_pooled_builds_do_not_see_each_others_files_processes_or_inputs() {
     let work = tempdir();
     let pool = SandboxPool::new(1, work.path().join("pool"));
