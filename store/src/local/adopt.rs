@@ -47,6 +47,8 @@ pub struct Prepared {
     nar_hash: Hash,
     nar_size: u64,
     found: BTreeSet<String>,
+    /// Whether the tree's top is a directory (as it was walked).
+    is_dir: bool,
     /// The flushes of the tree's files, still under way.
     sync: Option<Arc<SyncGroup>>,
 }
@@ -297,6 +299,7 @@ impl LocalStore {
             nar_hash: sink.hasher.finish(),
             nar_size,
             found: sink.scanner.found(),
+            is_dir: meta.is_dir(),
             sync,
         })
     }
@@ -386,9 +389,7 @@ impl LocalStore {
             self.delete_physical(&dest)?;
         }
         let node = &prepared.node;
-        let is_dir = std::fs::symlink_metadata(node)
-            .map_err(at(node, "inspecting"))?
-            .is_dir();
+        let is_dir = prepared.is_dir;
         // A directory moving to another parent needs its own write
         // permission (its `..` changes); see `new_tmp_node`.
         if is_dir {
