@@ -417,7 +417,6 @@ impl<'a> Sched<'a> {
 
     fn run<'c>(&mut self, ctx: &'c StepCtx<'_>) {
         let (tx, rx) = mpsc::channel::<(usize, JobResult)>();
-        let mut announced = false;
         let workers: Workers<'c> = Workers::new();
         std::thread::scope(|scope| {
             let run_job = |job: Job<'c>| {
@@ -425,7 +424,7 @@ impl<'a> Sched<'a> {
                     scope.spawn(|| workers.work());
                 }
             };
-            self.run_loop(ctx, &tx, &rx, &mut announced, &run_job);
+            self.run_loop(ctx, &tx, &rx, &run_job);
             workers.close();
         });
     }
@@ -435,9 +434,9 @@ impl<'a> Sched<'a> {
         ctx: &'c StepCtx<'_>,
         tx: &mpsc::Sender<(usize, JobResult)>,
         rx: &mpsc::Receiver<(usize, JobResult)>,
-        announced: &mut bool,
         run_job: &dyn Fn(Job<'c>),
     ) {
+        let mut announced = false;
         loop {
             while let Some(i) = self.to_init.pop_front() {
                 if self.nodes[i].state == State::Init {
@@ -447,10 +446,10 @@ impl<'a> Sched<'a> {
                     self.warm_up(ctx);
                 }
             }
-            if !*announced {
+            if !announced {
                 self.announce();
                 self.make_lock_files(ctx);
-                *announced = true;
+                announced = true;
             }
             while !self.stopping && self.running_builds < self.settings.max_jobs.max(1) {
                 let Some(i) = self.build_queue.pop_front() else {
