@@ -1024,6 +1024,25 @@ pub(super) fn describe_step(step: u32) -> String {
 mod tests {
     use super::*;
 
+    /// A spec a pre-made sandbox can serve: no extra path in the store.
+    fn pooled_spec(dir: &Path) -> SandboxSpec {
+        let mut s = spec(dir);
+        s.extra_paths
+            .retain(|p| !p.target.starts_with("/nix/store"));
+        s
+    }
+
+    /// Host layers as a pre-made sandbox keeps them (descriptor numbers
+    /// are not opened: the plans only name them).
+    fn host_layers(dir: &Path) -> HostLayers {
+        HostLayers {
+            lower: 20,
+            stage: 21,
+            work: 22,
+            work_parent: dir.to_path_buf(),
+        }
+    }
+
     fn spec(dir: &Path) -> SandboxSpec {
         for d in ["store", "build", "root"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
@@ -1151,18 +1170,11 @@ mod tests {
     #[test]
     fn a_pooled_sandbox_pivots_early_and_its_build_reaches_the_host_only_through_descriptors() {
         let d = tempfile::tempdir().unwrap();
-        let mut s = spec(d.path());
-        s.extra_paths
-            .retain(|p| !p.target.starts_with("/nix/store"));
+        let mut s = pooled_spec(d.path());
         s.scratch_dir = Some(d.path().join("scratch"));
         std::fs::create_dir_all(d.path().join("scratch")).unwrap();
         let root = d.path().join("root");
-        let host = HostLayers {
-            lower: 20,
-            stage: 21,
-            work: 22,
-            work_parent: d.path().to_path_buf(),
-        };
+        let host = host_layers(d.path());
         for chown in [None, Some((1000, 100))] {
             let early = prepare_pooled(&s, &root, &host, chown).unwrap();
             assert!(matches!(early.last(), Some(Op::PivotRoot { .. })));
@@ -1238,9 +1250,7 @@ mod tests {
     #[test]
     fn points_left_in_the_store_directory_serve_a_build_and_the_others_go_first() {
         let d = tempfile::tempdir().unwrap();
-        let mut s = spec(d.path());
-        s.extra_paths
-            .retain(|p| !p.target.starts_with("/nix/store"));
+        let mut s = pooled_spec(d.path());
         std::fs::write(d.path().join("aaa-file"), "x").unwrap();
         std::fs::create_dir(d.path().join("ccc-now-dir")).unwrap();
         std::fs::write(d.path().join("ddd-new"), "x").unwrap();
@@ -1282,12 +1292,7 @@ mod tests {
             .collect();
         assert_eq!(store_points(&fresh.late), rooted);
         // A pre-made one, pivoted already.
-        let host = HostLayers {
-            lower: 20,
-            stage: 21,
-            work: 22,
-            work_parent: d.path().to_path_buf(),
-        };
+        let host = host_layers(d.path());
         let pooled =
             prepare_pooled_late(&s, &host, &Premade::new(), &KindCache::default(), None).unwrap();
         assert_eq!(store_points(&pooled.late), want);
@@ -1306,9 +1311,7 @@ mod tests {
     #[test]
     fn points_made_ahead_are_kept_when_they_fit_and_removed_when_a_build_lacks_them() {
         let d = tempfile::tempdir().unwrap();
-        let mut s = spec(d.path());
-        s.extra_paths
-            .retain(|p| !p.target.starts_with("/nix/store"));
+        let mut s = pooled_spec(d.path());
         s.scratch_dir = Some(d.path().join("scratch"));
         std::fs::create_dir_all(d.path().join("scratch")).unwrap();
         // In the physical store: a file, a directory, a symlink.
@@ -1358,12 +1361,7 @@ mod tests {
         let mut stale = premade.clone();
         stale.insert("ccc-now-dir".into(), Kind::File);
         s.inputs = vec!["aaa-file".into(), "ccc-now-dir".into(), "ddd-new".into()];
-        let host = HostLayers {
-            lower: 20,
-            stage: 21,
-            work: 22,
-            work_parent: d.path().to_path_buf(),
-        };
+        let host = host_layers(d.path());
         let late = prepare_pooled_late(&s, &host, &stale, &KindCache::default(), None).unwrap();
         let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
         assert_eq!(
