@@ -95,17 +95,19 @@ impl FileLock {
 /// opens and locks the file each time, as [`FileLock`] does.
 #[derive(Debug)]
 pub struct ReusableLock {
-    path: PathBuf,
     #[cfg(unix)]
     file: File,
+    #[cfg(not(unix))]
+    path: PathBuf,
 }
 
 impl ReusableLock {
     pub fn open(path: &Path) -> io::Result<ReusableLock> {
         Ok(ReusableLock {
-            path: path.to_path_buf(),
             #[cfg(unix)]
             file: open_lock_file(path)?,
+            #[cfg(not(unix))]
+            path: path.to_path_buf(),
         })
     }
 
@@ -127,11 +129,6 @@ impl ReusableLock {
             let _held = FileLock::lock(&self.path, mode)?;
             Ok(f())
         }
-    }
-
-    /// The lock file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
