@@ -170,6 +170,14 @@ impl SandboxPool {
         self.inner.made()
     }
 
+    /// How many network namespaces its sandboxes were made in, and how
+    /// many times a sandbox was made in one an earlier sandbox had used
+    /// (as root only; see `platform/linux/netns.rs`). Without root, every
+    /// sandbox makes its own and both are 0.
+    pub fn network_namespaces(&self) -> (u64, u64) {
+        self.inner.network_namespaces()
+    }
+
     /// How many builds are still to start: at most that many sandboxes
     /// are kept ready (by default, as many as the pool's size).
     pub fn set_demand(&self, builds: usize) {

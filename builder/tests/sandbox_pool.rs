@@ -203,6 +203,58 @@ fn consecutive_pooled_builds_do_not_see_each_others_files_processes_or_inputs() 
     }
 }
 
+/// As root, pooled sandboxes take network namespaces in turn
+/// (`platform/linux/netns.rs`): one that a build left a connection in is
+/// not handed out again, so no build sees another's sockets, and a clean
+/// one is. Without root every sandbox makes its own, and the same holds.
+#[test]
+fn a_pooled_build_never_sees_the_sockets_an_earlier_build_left() {
+    let work = tempdir();
+    let pool = SandboxPool::new(1, work.path().join("pool"));
+    let look =
+        "echo TCP $(cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -vc local_address); \
+         touch $out";
+    // A connection over the loopback: the side that closes first keeps
+    // its socket (TIME_WAIT) after both processes are gone.
+    let connect = format!(
+        "{BB}/bin/busybox nc -l -p 5000 >/dev/null & sleep 0.3; \
+         echo hi | {BB}/bin/busybox nc -w 1 127.0.0.1 5000; wait; \
+         echo LEFT $(cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -vc local_address); \
+         touch $out"
+    );
+    let tcp = |log: &str, tag: &str| -> usize {
+        log.lines()
+            .find_map(|l| l.strip_prefix(tag))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {tag} in {log}"))
+    };
+    // The first build makes its own sandbox; the others are pooled.
+    for round in 0..6 {
+        if round > 0 {
+            pool.wait_ready().expect("a sandbox is made");
+        }
+        let served = pool.served();
+        if round == 2 {
+            let log = log_of(&pooled(&connect, work.path(), &pool));
+            assert!(
+                tcp(&log, "LEFT ") > 0,
+                "the connection left a socket: {log}"
+            );
+        } else {
+            let log = log_of(&pooled(look, work.path(), &pool));
+            assert_eq!(tcp(&log, "TCP "), 0, "round {round}: {log}");
+        }
+        assert_eq!(pool.served(), served + u64::from(round > 0));
+    }
+    let (made, reused) = pool.network_namespaces();
+    if made > 0 {
+        // Five pooled builds, one at a time: from the third sandbox on,
+        // the namespace of a finished build was free.
+        assert!(reused > 0, "made {made}, reused {reused}");
+        assert!(made + reused >= 5, "made {made}, reused {reused}");
+    }
+}
+
 /// A sandbox makes its store's mount points ahead of time for the inputs
 /// of the last build taken from its pool (`plan::Premade`). The next build
 /// must see exactly its own inputs: points it lacks removed, the ones it

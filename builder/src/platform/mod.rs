@@ -51,6 +51,9 @@ impl Pool {
     pub fn made(&self) -> u64 {
         0
     }
+    pub fn network_namespaces(&self) -> (u64, u64) {
+        (0, 0)
+    }
     pub fn wait_ready(&self) -> Result<(), crate::sandbox::SandboxError> {
         Err(crate::sandbox::SandboxError::Setup(OsError::new(
             "pre-made sandboxes",

@@ -814,7 +814,7 @@ unsafe fn devpts(pts: &CStr, ptmx: &CStr) -> c_int {
     )
 }
 
-unsafe fn loopback_up() -> c_int {
+pub(super) unsafe fn loopback_up() -> c_int {
     let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
     if fd < 0 {
         return fd;

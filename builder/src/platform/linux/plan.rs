@@ -354,7 +354,7 @@ pub(super) fn prepare(
         physical: cpath(&spec.physical_store_dir)?,
         stage: cpath(&stage)?,
     };
-    let early = early_ops(spec, root, layers, chown_to)?;
+    let early = early_ops(spec, root, layers, chown_to, NetSetup::Own)?;
 
     let mut late = vec![Op::Chmod {
         path: cpath(&spec.store_dir_host)?,
@@ -403,6 +403,16 @@ pub(super) fn prepare(
     exec_parts(spec, early, late)
 }
 
+/// Whether a sandbox without network access sets up the network namespace
+/// it runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NetSetup {
+    /// A new one, made with the sandbox: its loopback is brought up.
+    Own,
+    /// One kept for sandboxes ([`super::netns`]), set up already.
+    Kept,
+}
+
 /// The early steps of a pre-made sandbox, run ahead of time: those of a
 /// fresh sandbox, except that instead of a stage of the store it stacks
 /// its [`HostLayers`] on the store directory (the tmpfs directory itself,
@@ -421,6 +431,7 @@ pub(super) fn prepare_pooled(
     root: &Path,
     host: &HostLayers,
     chown_to: Option<(u32, u32)>,
+    network: NetSetup,
 ) -> Result<Vec<Op>, SandboxError> {
     if !root.is_dir() {
         return Err(invalid(format!(
@@ -434,7 +445,7 @@ pub(super) fn prepare_pooled(
         work: cpath(&host.work_parent)?,
         fds: [host.lower, host.stage, host.work],
     };
-    let mut early = early_ops(template, root, layers, chown_to)?;
+    let mut early = early_ops(template, root, layers, chown_to, network)?;
     early.push(Op::PivotRoot {
         new_root: cpath(root)?,
     });
@@ -624,6 +635,7 @@ fn early_ops(
     root: &Path,
     layers: Op,
     chown_to: Option<(u32, u32)>,
+    network: NetSetup,
 ) -> Result<Vec<Op>, SandboxError> {
     let mut ops = Vec::new();
 
@@ -769,7 +781,7 @@ fn early_ops(
 
     ops.push(Op::SetHostname(CString::from(c"localhost")));
     ops.push(Op::SetDomainname(CString::from(c"(none)")));
-    if !spec.network {
+    if !spec.network && network == NetSetup::Own {
         ops.push(Op::LoopbackUp);
     }
     match chown_to {
@@ -1176,8 +1188,13 @@ mod tests {
         let root = d.path().join("root");
         let host = host_layers(d.path());
         for chown in [None, Some((1000, 100))] {
-            let early = prepare_pooled(&s, &root, &host, chown).unwrap();
+            let early = prepare_pooled(&s, &root, &host, chown, NetSetup::Own).unwrap();
             assert!(matches!(early.last(), Some(Op::PivotRoot { .. })));
+            assert!(early.iter().any(|op| matches!(op, Op::LoopbackUp)));
+            // In a kept network namespace, the loopback is up already.
+            let kept = prepare_pooled(&s, &root, &host, chown, NetSetup::Kept).unwrap();
+            assert!(!kept.iter().any(|op| matches!(op, Op::LoopbackUp)));
+            assert_eq!(kept.len(), early.len() - 1);
             assert!(early.iter().any(|op| matches!(
                 op,
                 Op::HostLayers {

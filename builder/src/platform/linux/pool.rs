@@ -42,6 +42,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::child::{self, ChildPlan, WarmPlan};
+use super::netns::{NetLease, NetRing};
 use super::{
     clone_flags, clone_sandbox, hand_over, hold_namespaces, id_mapping, kill, pipe, plan,
     read_report, seccomp_filter, step_error, wait, write_id_maps, Held, SandboxedChild, Stack,
@@ -114,6 +115,8 @@ struct Shared {
     demand: AtomicUsize,
     /// The kinds of the inputs its sandboxes exposed.
     kinds: plan::KindCache,
+    /// The network namespaces its sandboxes take in turn (as root).
+    net: Arc<NetRing>,
 }
 
 #[derive(Default)]
@@ -157,6 +160,9 @@ struct WarmParts {
     host: plan::HostLayers,
     /// The points its store's lower layer has already.
     premade: plan::Premade,
+    /// Its network namespace, if kept for later sandboxes: given back
+    /// when this is dropped, after the process is reaped.
+    _net: Option<NetLease>,
 }
 
 // SAFETY: the raw pointers in the plans point into strings the same
@@ -203,6 +209,7 @@ impl Pool {
                 made: AtomicU64::new(0),
                 demand: AtomicUsize::new(usize::MAX),
                 kinds: plan::KindCache::default(),
+                net: Arc::default(),
             }),
             fillers: Mutex::new(Vec::new()),
         }
@@ -216,6 +223,12 @@ impl Pool {
     /// How many sandboxes it made (served or not).
     pub fn made(&self) -> u64 {
         self.shared.made.load(Ordering::Relaxed)
+    }
+
+    /// How many network namespaces its sandboxes were made in, and how
+    /// many times one was taken again (see [`NetRing`]).
+    pub fn network_namespaces(&self) -> (u64, u64) {
+        self.shared.net.counts()
     }
 
     /// Tells the pool how many builds are still to start: it keeps at most
@@ -379,7 +392,7 @@ fn fill(shared: &Shared) {
                 st = shared.wait(st);
             }
         };
-        let made = make(&shared.dir, &key, &spec, &recent);
+        let made = make(&shared.dir, &key, &spec, &recent, &shared.net);
         if made.is_ok() {
             shared.made.fetch_add(1, Ordering::Relaxed);
         }
@@ -406,6 +419,7 @@ fn make(
     key: &Key,
     template: &SandboxSpec,
     recent: &[String],
+    net: &Arc<NetRing>,
 ) -> Result<Warm, SandboxError> {
     std::fs::create_dir_all(dir).map_err(|e| {
         SandboxError::Setup(OsError::from_io(format!("creating {}", dir.display()), &e))
@@ -426,7 +440,17 @@ fn make(
         work: base + 2,
         work_parent: key.work_parent.clone(),
     };
-    let mut early_ops = plan::prepare_pooled(template, dir, &host, chown_to)?;
+    // This thread's network namespace becomes the sandbox's.
+    let lease = net.enter();
+    let (network, mut flags) = match lease {
+        Some(_) => (
+            plan::NetSetup::Kept,
+            clone_flags(false) & !libc::CLONE_NEWNET,
+        ),
+        None => (plan::NetSetup::Own, clone_flags(false)),
+    };
+    flags |= libc::CLONE_VM;
+    let mut early_ops = plan::prepare_pooled(template, dir, &host, chown_to, network)?;
     let premade = plan::premade_kinds(&template.physical_store_dir, recent);
     early_ops.extend(plan::premade_points(&premade, host.lower, chown_to)?);
     let stdin = std::fs::File::open("/dev/null")
@@ -457,20 +481,14 @@ fn make(
         stack: Stack::new()?,
         host,
         premade,
+        _net: lease,
     });
     let top = parts.stack.top();
     let arg = (&parts.plan as *const WarmPlan) as *mut libc::c_void;
     // SAFETY: the child shares our memory (CLONE_VM): `parts` (its plan and
     // stack) is kept alive, unchanged, until the child is reaped (`Warm`,
     // then `InUse`); it runs only async-signal-safe code (see child.rs).
-    let pid = unsafe {
-        clone_sandbox(
-            child::warm_main,
-            top,
-            clone_flags(false) | libc::CLONE_VM,
-            arg,
-        )
-    }?;
+    let pid = unsafe { clone_sandbox(child::warm_main, top, flags, arg) }?;
     // The child's ends (it has its own descriptor table).
     drop(sync_r);
     drop(err_w);
