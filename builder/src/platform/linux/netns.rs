@@ -11,9 +11,9 @@
 //!   when its sandbox's process is reaped ([`NetLease`] is dropped then),
 //!   and every process of the build is gone by then: they die with PID 1 of
 //!   their PID namespace, whose exit completes only after theirs.
-//! - It is taken again only if nothing of the last build is left in it: no
-//!   TCP socket (one in `TIME_WAIT` would keep its port for a minute) and
-//!   no UNIX socket. Otherwise it is dropped and a new one made.
+//! - It is taken again only if nothing of the last build is left in it:
+//!   no socket, and no TCP connection in `TIME_WAIT` (which would keep its
+//!   port for a minute). Otherwise it is dropped and a new one made.
 //! - The build cannot change it: it is owned by the host's user namespace,
 //!   in which a build has no capability, so its loopback (brought up when
 //!   it is made), addresses, routes and settings stay as they were.
@@ -60,13 +60,10 @@ impl Drop for NetLease {
     }
 }
 
-/// The files listing a network namespace's sockets that a build could
-/// leave behind it (as seen by the calling thread, in that namespace).
-const SOCKET_TABLES: [&str; 3] = [
-    "/proc/thread-self/net/tcp",
-    "/proc/thread-self/net/tcp6",
-    "/proc/thread-self/net/unix",
-];
+/// The calling thread's network namespace's socket counts. Its tables of
+/// sockets (`net/tcp` and the like) would do, but reading one walks the
+/// host's whole TCP hash table (about a millisecond here).
+const SOCKSTAT: &str = "/proc/thread-self/net/sockstat";
 
 impl NetRing {
     /// Moves the calling thread into a network namespace of the ring (a
@@ -137,26 +134,35 @@ fn make_one() -> Result<OwnedFd, OsError> {
         .map_err(|e| OsError::from_io("opening the new network namespace", &e))
 }
 
-/// Whether the calling thread's network namespace has no TCP and no UNIX
-/// socket (a table the kernel lacks, such as `tcp6` without IPv6, counts
-/// as empty).
+/// Whether the calling thread's network namespace holds no socket of a
+/// process (of any kind) and no TCP connection waiting out its close
+/// (`TIME_WAIT`). A socket being freed still counts, and an unreadable or
+/// unexpected count means no.
 fn holds_no_sockets() -> std::io::Result<bool> {
-    let mut buf = Vec::with_capacity(512);
-    for table in SOCKET_TABLES {
-        buf.clear();
-        match std::fs::File::open(table) {
-            Ok(mut f) => {
-                f.read_to_end(&mut buf)?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        }
-        // A header line, then one line per socket.
-        if buf.iter().filter(|&&b| b == b'\n').count() > 1 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    let mut text = String::with_capacity(256);
+    std::fs::File::open(SOCKSTAT)?.read_to_string(&mut text)?;
+    Ok(no_sockets_in(&text))
+}
+
+/// [`holds_no_sockets`] on the text of `sockstat`: its first lines read
+/// `sockets: used N` and `TCP: inuse N orphan N tw N ...`. Only `used`
+/// and `tw` count this namespace alone (`orphan` counts the host's).
+fn no_sockets_in(sockstat: &str) -> bool {
+    let field = |line: &str, name: &str| -> Option<u64> {
+        let mut words = line.split_whitespace();
+        words.find(|w| *w == name)?;
+        words.next()?.parse().ok()
+    };
+    let mut lines = sockstat.lines();
+    let used = lines
+        .next()
+        .filter(|l| l.starts_with("sockets:"))
+        .and_then(|l| field(l, "used"));
+    let waiting = lines
+        .next()
+        .filter(|l| l.starts_with("TCP:"))
+        .and_then(|l| field(l, "tw"));
+    used == Some(0) && waiting == Some(0)
 }
 
 #[cfg(test)]
@@ -177,6 +183,24 @@ mod tests {
         std::thread::spawn(f)
             .join()
             .expect("the test thread panicked")
+    }
+
+    #[test]
+    fn only_a_namespace_without_sockets_or_closing_connections_counts_as_clean() {
+        let stat = |used: u32, tw: u32| {
+            format!(
+                "sockets: used {used}\nTCP: inuse 0 orphan 3 tw {tw} alloc 9 mem 4\n\
+                 UDP: inuse 0 mem 0\n"
+            )
+        };
+        assert!(no_sockets_in(&stat(0, 0)));
+        assert!(!no_sockets_in(&stat(1, 0)));
+        assert!(!no_sockets_in(&stat(0, 1)));
+        assert!(!no_sockets_in(""));
+        assert!(!no_sockets_in("sockets: used 0\nUDP: inuse 0 mem 0\n"));
+        assert!(!no_sockets_in(
+            "sockets: used x\nTCP: inuse 0 orphan 0 tw 0\n"
+        ));
     }
 
     #[test]
