@@ -209,6 +209,19 @@ fn consecutive_pooled_builds_do_not_see_each_others_files_processes_or_inputs() 
 /// one is. Without root every sandbox makes its own, and the same holds.
 #[test]
 fn a_pooled_build_never_sees_the_sockets_an_earlier_build_left() {
+    let (made, reused) = builds_leaving_and_looking_for_sockets();
+    if made > 0 {
+        // Five pooled builds, one at a time: from the third sandbox on,
+        // the namespace of a finished build was free.
+        assert!(reused > 0, "made {made}, reused {reused}");
+        assert!(made + reused >= 5, "made {made}, reused {reused}");
+    }
+}
+
+/// Runs six builds in a new pool (the third leaves a connection behind)
+/// and checks that none sees a socket it did not make; returns the
+/// pool's [`SandboxPool::network_namespaces`].
+fn builds_leaving_and_looking_for_sockets() -> (u64, u64) {
     let work = tempdir();
     let pool = SandboxPool::new(1, work.path().join("pool"));
     let look =
@@ -246,13 +259,52 @@ fn a_pooled_build_never_sees_the_sockets_an_earlier_build_left() {
         }
         assert_eq!(pool.served(), served + u64::from(round > 0));
     }
-    let (made, reused) = pool.network_namespaces();
-    if made > 0 {
-        // Five pooled builds, one at a time: from the third sandbox on,
-        // the namespace of a finished build was free.
-        assert!(reused > 0, "made {made}, reused {reused}");
-        assert!(made + reused >= 5, "made {made}, reused {reused}");
+    pool.network_namespaces()
+}
+
+/// Without root, a keeper process in a user namespace of its own makes the
+/// network namespaces and clones the sandboxes into them
+/// (`platform/linux/keeper.rs`). As root, this runs the tests below and
+/// two of the isolation tests above as `nobody`.
+#[test]
+fn without_root_pooled_sandboxes_isolate_as_fresh_ones_and_take_namespaces_in_turn() {
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
     }
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "inner_unprivileged_pool_takes_network_namespaces_from_the_keeper",
+            "a_pooled_sandbox_shows_the_builder_exactly_what_a_fresh_one_does",
+            "consecutive_pooled_builds_do_not_see_each_others_files_processes_or_inputs",
+            "--include-ignored",
+            "--test-threads=1",
+        ])
+        .env("TMPDIR", "/tmp")
+        .output()
+        .expect("setpriv runs (util-linux)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "as nobody:\n{text}");
+    assert!(text.contains("3 passed"), "{text}");
+}
+
+#[test]
+#[ignore = "run as nobody by without_root_pooled_sandboxes_isolate_as_fresh_ones_and_take_namespaces_in_turn"]
+fn inner_unprivileged_pool_takes_network_namespaces_from_the_keeper() {
+    // SAFETY: plain getter.
+    assert_ne!(unsafe { libc::geteuid() }, 0, "run as nobody");
+    let (made, reused) = builds_leaving_and_looking_for_sockets();
+    assert!(made > 0, "the keeper made none");
+    assert!(reused > 0, "made {made}, reused {reused}");
+    assert!(made + reused >= 5, "made {made}, reused {reused}");
 }
 
 /// A sandbox makes its store's mount points ahead of time for the inputs

@@ -20,6 +20,7 @@
 //! users. Supplementary groups are dropped before the switch.
 
 mod child;
+mod keeper;
 mod netns;
 mod plan;
 pub(super) mod pool;

@@ -18,17 +18,57 @@
 //!   in which a build has no capability, so its loopback (brought up when
 //!   it is made), addresses, routes and settings stay as they were.
 //!
-//! Making one takes a thread privileged in the process's own user
-//! namespace (`unshare` of a network namespace needs `CAP_SYS_ADMIN`
-//! there): without root, [`NetRing::enter`] answers `None` and every
-//! sandbox makes a namespace of its own, as a fresh sandbox does.
+//! Making and joining one takes privilege in the process's own user
+//! namespace (`CAP_SYS_ADMIN`). As root, the pool's filling thread does
+//! both and clones the sandbox; without root, the [`Keeper`] does, in a
+//! user namespace of its own. If neither can, [`NetRing::enter`] answers
+//! `None` and every sandbox makes a namespace of its own, as a fresh
+//! sandbox does.
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::keeper::Keeper;
 use crate::platform::OsError;
+
+/// Where a ring's namespaces are made and joined.
+#[derive(Clone, Copy)]
+pub(super) enum Host<'a> {
+    /// The calling thread (as root): what it clones gets the namespace.
+    ThisThread,
+    /// The keeper (without root): the sandboxes it clones get it.
+    Keeper(&'a Keeper),
+}
+
+impl Host<'_> {
+    fn make(self) -> Result<OwnedFd, OsError> {
+        match self {
+            Host::ThisThread => make_one(),
+            Host::Keeper(k) => k.make_net(),
+        }
+    }
+
+    fn join(self, fd: &OwnedFd) -> bool {
+        match self {
+            // SAFETY: setns on a descriptor we own; it changes only this
+            // thread's network namespace.
+            Host::ThisThread => unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) == 0 },
+            Host::Keeper(k) => k.join_net(fd).is_ok(),
+        }
+    }
+
+    /// Whether the namespace it is in holds no socket (see
+    /// [`holds_no_sockets`]).
+    fn is_clean(self) -> bool {
+        let stat = match self {
+            Host::ThisThread => holds_no_sockets(SOCKSTAT),
+            Host::Keeper(k) => holds_no_sockets(&k.sockstat()),
+        };
+        matches!(stat, Ok(true))
+    }
+}
 
 /// Network namespaces kept for later sandboxes; see the module docs.
 #[derive(Default)]
@@ -66,29 +106,25 @@ impl Drop for NetLease {
 const SOCKSTAT: &str = "/proc/thread-self/net/sockstat";
 
 impl NetRing {
-    /// Moves the calling thread into a network namespace of the ring (a
-    /// kept one if one is clean, else a new one with its loopback up), so
-    /// that a sandbox it clones without `CLONE_NEWNET` has that namespace
-    /// to itself; `None` (the thread unchanged or in some namespace of the
-    /// ring, which nothing else uses) if this process cannot make one.
-    pub(super) fn enter(self: &Arc<Self>) -> Option<NetLease> {
+    /// Moves `host` into a network namespace of the ring (a kept one if
+    /// one is clean, else a new one with its loopback up), so that a
+    /// sandbox it clones without `CLONE_NEWNET` has that namespace to
+    /// itself; `None` (`host` unchanged or in some namespace of the ring
+    /// that nothing else uses) if it cannot make one.
+    pub(super) fn enter(self: &Arc<Self>, host: Host<'_>) -> Option<NetLease> {
         if self.unable.load(Ordering::Relaxed) {
             return None;
         }
         loop {
             let kept = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(fd) = kept else { break };
-            // SAFETY: setns on a descriptor we own; it changes only this
-            // thread's network namespace.
-            if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } == 0
-                && matches!(holds_no_sockets(), Ok(true))
-            {
+            if host.join(&fd) && host.is_clean() {
                 self.reused.fetch_add(1, Ordering::Relaxed);
                 return Some(self.lease(fd));
             }
             // Dropped: the kernel tears it down once its last user is gone.
         }
-        match make_one() {
+        match host.make() {
             Ok(fd) => {
                 self.made.fetch_add(1, Ordering::Relaxed);
                 Some(self.lease(fd))
@@ -134,13 +170,14 @@ fn make_one() -> Result<OwnedFd, OsError> {
         .map_err(|e| OsError::from_io("opening the new network namespace", &e))
 }
 
-/// Whether the calling thread's network namespace holds no socket of a
+/// Whether a network namespace (`sockstat`: its socket counts, as seen by
+/// a task in it) holds no socket of a
 /// process (of any kind) and no TCP connection waiting out its close
 /// (`TIME_WAIT`). A socket being freed still counts, and an unreadable or
 /// unexpected count means no.
-fn holds_no_sockets() -> std::io::Result<bool> {
+fn holds_no_sockets(sockstat: &str) -> std::io::Result<bool> {
     let mut text = String::with_capacity(256);
-    std::fs::File::open(SOCKSTAT)?.read_to_string(&mut text)?;
+    std::fs::File::open(sockstat)?.read_to_string(&mut text)?;
     Ok(no_sockets_in(&text))
 }
 
@@ -210,21 +247,21 @@ mod tests {
         let r = ring.clone();
         let outcome = on_thread(move || {
             // None without the privilege to make one.
-            let first = r.enter()?;
+            let first = r.enter(Host::ThisThread)?;
             let a = current();
             // Only one sandbox at a time: a namespace in use is not handed
             // out again.
-            let second = r.enter().expect("a second namespace");
+            let second = r.enter(Host::ThisThread).expect("a second namespace");
             let b = current();
             drop(second);
             drop(first);
             // The last one given back is the first taken.
-            let again = r.enter().expect("a kept namespace");
+            let again = r.enter(Host::ThisThread).expect("a kept namespace");
             let reused = current();
             // A socket left in it: it is not handed out again.
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback is up");
             drop(again);
-            let next = r.enter().expect("another namespace");
+            let next = r.enter(Host::ThisThread).expect("another namespace");
             let after = current();
             drop(listener);
             drop(next);

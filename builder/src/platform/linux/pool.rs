@@ -42,7 +42,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::child::{self, ChildPlan, WarmPlan};
-use super::netns::{NetLease, NetRing};
+use super::keeper::Keeper;
+use super::netns::{Host, NetLease, NetRing};
 use super::{
     clone_flags, clone_sandbox, hand_over, hold_namespaces, id_mapping, kill, pipe, plan,
     read_report, seccomp_filter, step_error, wait, write_id_maps, Held, SandboxedChild, Stack,
@@ -115,8 +116,37 @@ struct Shared {
     demand: AtomicUsize,
     /// The kinds of the inputs its sandboxes exposed.
     kinds: plan::KindCache,
-    /// The network namespaces its sandboxes take in turn (as root).
+    /// The network namespaces its sandboxes take in turn.
     net: Arc<NetRing>,
+    /// Without root, the process that makes them and clones the sandboxes
+    /// into them; held while a filler uses it.
+    keeper: Mutex<KeeperState>,
+}
+
+/// Whether a pool has a [`Keeper`].
+#[derive(Default)]
+enum KeeperState {
+    #[default]
+    Untried,
+    Running(Keeper),
+    /// It could not be started: sandboxes make their own namespaces.
+    Unavailable,
+}
+
+impl KeeperState {
+    /// The keeper, started on first use.
+    fn get(&mut self) -> Option<&Keeper> {
+        if matches!(self, KeeperState::Untried) {
+            *self = match Keeper::start() {
+                Ok(k) => KeeperState::Running(k),
+                Err(_) => KeeperState::Unavailable,
+            };
+        }
+        match self {
+            KeeperState::Running(k) => Some(k),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -210,6 +240,7 @@ impl Pool {
                 demand: AtomicUsize::new(usize::MAX),
                 kinds: plan::KindCache::default(),
                 net: Arc::default(),
+                keeper: Mutex::default(),
             }),
             fillers: Mutex::new(Vec::new()),
         }
@@ -392,7 +423,7 @@ fn fill(shared: &Shared) {
                 st = shared.wait(st);
             }
         };
-        let made = make(&shared.dir, &key, &spec, &recent, &shared.net);
+        let made = make(shared, &key, &spec, &recent);
         if made.is_ok() {
             shared.made.fetch_add(1, Ordering::Relaxed);
         }
@@ -415,12 +446,12 @@ fn fill(shared: &Shared) {
 
 /// Starts one sandbox process and waits until its early steps are done.
 fn make(
-    dir: &Path,
+    shared: &Shared,
     key: &Key,
     template: &SandboxSpec,
     recent: &[String],
-    net: &Arc<NetRing>,
 ) -> Result<Warm, SandboxError> {
+    let dir = shared.dir.as_path();
     std::fs::create_dir_all(dir).map_err(|e| {
         SandboxError::Setup(OsError::from_io(format!("creating {}", dir.display()), &e))
     })?;
@@ -440,8 +471,19 @@ fn make(
         work: base + 2,
         work_parent: key.work_parent.clone(),
     };
-    // This thread's network namespace becomes the sandbox's.
-    let lease = net.enter();
+    // The sandbox gets a namespace of the ring: as root, this thread joins
+    // it and clones the sandbox; without root, the keeper does both (held
+    // until it has, so that no other filler moves it meanwhile).
+    let mut keeper_state =
+        (!ids.root_mode).then(|| shared.keeper.lock().unwrap_or_else(|e| e.into_inner()));
+    let keeper = keeper_state.as_deref_mut().and_then(KeeperState::get);
+    let net_host = match (ids.root_mode, keeper) {
+        (true, _) => Some(Host::ThisThread),
+        (false, Some(k)) => Some(Host::Keeper(k)),
+        (false, None) => None,
+    };
+    let lease = net_host.and_then(|h| shared.net.enter(h));
+    let keeper = keeper.filter(|_| lease.is_some());
     let (network, mut flags) = match lease {
         Some(_) => (
             plan::NetSetup::Kept,
@@ -488,7 +530,15 @@ fn make(
     // SAFETY: the child shares our memory (CLONE_VM): `parts` (its plan and
     // stack) is kept alive, unchanged, until the child is reaped (`Warm`,
     // then `InUse`); it runs only async-signal-safe code (see child.rs).
-    let pid = unsafe { clone_sandbox(child::warm_main, top, flags, arg) }?;
+    let pid = unsafe {
+        match keeper {
+            Some(k) => k.clone_sandbox(top, flags, arg),
+            None => clone_sandbox(child::warm_main, top, flags, arg),
+        }
+    }?;
+    // The keeper mapped the ids of what it cloned.
+    let mapped = keeper.is_some();
+    drop(keeper_state);
     // The child's ends (it has its own descriptor table).
     drop(sync_r);
     drop(err_w);
@@ -507,7 +557,9 @@ fn make(
         log_r,
         parts,
     };
-    write_id_maps(pid, ids).map_err(SandboxError::Setup)?;
+    if !mapped {
+        write_id_maps(pid, ids).map_err(SandboxError::Setup)?;
+    }
     let mut sync_file = std::fs::File::from(sync_w);
     sync_file
         .write_all(&[1])
