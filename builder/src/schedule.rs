@@ -81,6 +81,10 @@ pub struct RealiseReport {
     pub premade_sandboxes: u64,
     /// How many sandboxes were made ahead of time (used or not).
     pub sandboxes_made: u64,
+    /// How many network namespaces the sandboxes made ahead of time were
+    /// made in, and how many times one was taken again
+    /// ([`SandboxPool::network_namespaces`]).
+    pub network_namespaces: (u64, u64),
     /// How many builds ran in a work directory an earlier build of this
     /// realisation had used (emptied in between, see
     /// [`WorkDirStock::recycle`]).
@@ -228,6 +232,7 @@ pub fn realise_goals(
         checked: Vec::new(),
         premade_sandboxes: 0,
         sandboxes_made: 0,
+        network_namespaces: (0, 0),
         reused_work_dirs: 0,
         builds_in_line: 0,
         registrations: Vec::new(),
@@ -303,6 +308,9 @@ pub fn realise_goals(
     lap("registrations", &mut s.report.tail);
     s.report.premade_sandboxes = pool.as_ref().map_or(0, SandboxPool::served);
     s.report.sandboxes_made = pool.as_ref().map_or(0, SandboxPool::made);
+    s.report.network_namespaces = pool
+        .as_ref()
+        .map_or((0, 0), SandboxPool::network_namespaces);
     drop(pool);
     lap("sandbox pool", &mut s.report.tail);
     s.report.reused_work_dirs = work_dirs.reused();

@@ -106,4 +106,13 @@ fn an_unprivileged_user_builds_a_chain_in_sandboxes_made_ahead_of_time() {
         .and_then(|n| n.trim().parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no pool statistics: {stderr}"));
     assert!(made >= 1, "no sandbox was made ahead of time: {stderr}");
+    // "... in N network namespaces made and M taken again": without root,
+    // the keeper made them (see builder/src/platform/linux/keeper.rs).
+    let namespaces = stderr
+        .split(" network namespaces made")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no network namespace statistics: {stderr}"));
+    assert!(namespaces >= 1, "{stderr}");
 }

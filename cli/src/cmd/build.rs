@@ -271,7 +271,8 @@ fn print_stats(report: &b3_builder::schedule::RealiseReport, wall: Duration) {
     eprintln!(
         "stats: built {} derivations ({} by other processes, {} substituted) in {:.3} s; \
          sandbox set-up per build: median {:.2} ms, mean {:.2} ms, max {:.2} ms; \
-         {} sandboxes made ahead of time ({} made in all)",
+         {} sandboxes made ahead of time ({} made in all, in {} network namespaces \
+         made and {} taken again)",
         report.built.len(),
         report.built_elsewhere.len(),
         report.substituted.len(),
@@ -280,7 +281,9 @@ fn print_stats(report: &b3_builder::schedule::RealiseReport, wall: Duration) {
         ms(mean),
         ms(max),
         report.premade_sandboxes,
-        report.sandboxes_made
+        report.sandboxes_made,
+        report.network_namespaces.0,
+        report.network_namespaces.1
     );
     if report.built.is_empty() {
         return;
