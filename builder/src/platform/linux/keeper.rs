@@ -17,7 +17,10 @@
 //!
 //! The keeper shares b3's memory (`CLONE_VM`, like the sandboxes) and its
 //! descriptor table (`CLONE_FILES`: the namespaces it opens are b3's to
-//! keep), and runs only async-signal-safe code on a stack of its own. It
+//! keep), and runs only async-signal-safe code on a stack of its own (as a
+//! pre-made sandbox does, it shares the `errno` slot of the thread that
+//! started it, which can only blur the error number that thread reports
+//! for a failure at the same moment). It
 //! takes one request at a time from a [`Mailbox`], signalled through a
 //! pipe; it ends when b3 closes that pipe, or dies with the thread that
 //! started it.
