@@ -13,7 +13,8 @@
 # JOBS (max-jobs for both; default: number of cores), N (default 50),
 # FRESH=1 (also time b3 with B3_SANDBOX_POOL=0, every sandbox made when its
 # build starts, in the same rounds), SETTLE_IDLE (how idle, in percent, the
-# CPUs must be before each timed run; default 90).
+# CPUs must be before each timed run; default 90), B3_USER (run b3 as this
+# user, e.g. nobody, to measure it without root; Nix runs as before).
 #
 # b3 normally makes sandboxes ahead of time (see builder/src/platform/linux/
 # pool.rs); "premade" counts the builds (of the last round) that got one.
@@ -37,6 +38,15 @@ command -v nix-build >/dev/null || { echo "nix-build missing: run scripts/setup-
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/b3-bench-build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+if [ -n "${B3_USER:-}" ]; then
+  # Its stores go in WORK; HOME keeps its caches out of the user's own.
+  chmod 1777 "$WORK"
+  mkdir -m 1777 "$WORK/home"
+  B3_BIN=$B3
+  b3() { setpriv --reuid="$B3_USER" --regid="$(id -g "$B3_USER")" --clear-groups \
+    env HOME="$WORK/home" "$B3_BIN" "$@"; }
+  B3=b3
+fi
 
 . bench/build/shapes.sh
 write_shapes "$WORK/shapes.nix" "$N"
