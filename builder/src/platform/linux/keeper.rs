@@ -22,8 +22,8 @@
 //! started it, which can only blur the error number that thread reports
 //! for a failure at the same moment). It
 //! takes one request at a time from a [`Mailbox`], signalled through a
-//! pipe; it ends when b3 closes that pipe, or dies with the thread that
-//! started it.
+//! pipe; it is ended with its pool, and dies with the thread that started
+//! it.
 
 use std::ffi::c_int;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -206,8 +206,11 @@ impl Keeper {
 
 impl Drop for Keeper {
     fn drop(&mut self) {
-        // End of file on its requests: it exits.
+        // It waits for a request (none is under way while it is dropped):
+        // ended, not merely told (end of file on its requests), since a
+        // process that copied our descriptors could keep that pipe open.
         drop(self.requests.take());
+        let _ = super::kill(self.pid);
         let _ = wait(self.pid);
     }
 }
