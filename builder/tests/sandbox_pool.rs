@@ -272,28 +272,14 @@ fn without_root_pooled_sandboxes_isolate_as_fresh_ones_and_take_namespaces_in_tu
     if unsafe { libc::geteuid() } != 0 {
         return;
     }
-    let exe = std::env::current_exe().expect("the test binary");
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&exe)
-        .args([
-            "--exact",
+    common::run_as_nobody(
+        &[
             "inner_unprivileged_pool_takes_network_namespaces_from_the_keeper",
             "a_pooled_sandbox_shows_the_builder_exactly_what_a_fresh_one_does",
             "consecutive_pooled_builds_do_not_see_each_others_files_processes_or_inputs",
-            "--include-ignored",
-            "--test-threads=1",
-        ])
-        .env("TMPDIR", "/tmp")
-        .output()
-        .expect("setpriv runs (util-linux)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &[],
     );
-    assert!(out.status.success(), "as nobody:\n{text}");
-    assert!(text.contains("3 passed"), "{text}");
 }
 
 #[test]

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use b3_builder::job::JobError;
@@ -150,27 +149,10 @@ fn unprivileged_user_can_run_the_sandbox() {
         // Already unprivileged: the other tests prove it directly.
         return;
     }
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&exe)
-        .args([
-            "--exact",
-            "inner_unprivileged_build",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("B3_INNER_UNPRIVILEGED", "1")
-        .env("TMPDIR", "/tmp")
-        .output()
-        .expect("setpriv runs (util-linux)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let text = common::run_as_nobody(
+        &["inner_unprivileged_build"],
+        &[("B3_INNER_UNPRIVILEGED", std::ffi::OsStr::new("1"))],
     );
-    assert!(out.status.success(), "unprivileged run failed:\n{text}");
-    assert!(text.contains("1 passed"), "{text}");
     assert!(text.contains("inner ok uid=65534"), "{text}");
 }
 

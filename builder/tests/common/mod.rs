@@ -203,3 +203,30 @@ pub fn goal(drv: &b3_store::path::StorePath) -> b3_builder::schedule::Goal {
         check: false,
     }
 }
+
+/// Runs the tests `names` of the calling test binary (ignored ones too)
+/// as user `nobody`, with `envs` set, and returns what they printed
+/// (stdout, then stderr), failing if any failed. For root-only tests that
+/// check the unprivileged paths.
+pub fn run_as_nobody(names: &[&str], envs: &[(&str, &std::ffi::OsStr)]) -> String {
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .arg("--exact")
+        .args(names)
+        .args(["--include-ignored", "--test-threads=1", "--nocapture"])
+        .env("TMPDIR", "/tmp");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("setpriv runs (util-linux)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "as nobody:\n{text}");
+    assert!(text.contains(&format!("{} passed", names.len())), "{text}");
+    text
+}
