@@ -97,22 +97,23 @@ fn an_unprivileged_user_builds_a_chain_in_sandboxes_made_ahead_of_time() {
     .unwrap();
     assert!(text.trim().ends_with("-unpriv-chain-7"), "{text}");
 
-    // "N sandboxes made ahead of time (M made in all)": at least one was
-    // made without root (its early steps ran) and the builds succeeded.
-    let made = stderr
-        .split(" made in all")
-        .next()
-        .and_then(|s| s.rsplit('(').next())
-        .and_then(|n| n.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no pool statistics: {stderr}"));
+    // "N sandboxes made ahead of time (M made in all, in K network
+    // namespaces made and J taken again)": at least one sandbox was made
+    // without root (its early steps ran) and the builds succeeded; the
+    // keeper made its network namespaces (builder/src/platform/linux/keeper.rs).
+    let made = number_before(&stderr, " made in all", '(');
     assert!(made >= 1, "no sandbox was made ahead of time: {stderr}");
-    // "... in N network namespaces made and M taken again": without root,
-    // the keeper made them (see builder/src/platform/linux/keeper.rs).
-    let namespaces = stderr
-        .split(" network namespaces made")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no network namespace statistics: {stderr}"));
+    let namespaces = number_before(&stderr, " network namespaces made", ' ');
     assert!(namespaces >= 1, "{stderr}");
+}
+
+/// The number in `stats` that ends right before `marker`, after the last
+/// `start` before it.
+fn number_before(stats: &str, marker: &str, start: char) -> u64 {
+    stats
+        .split(marker)
+        .next()
+        .and_then(|s| s.rsplit(start).next())
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no \"{marker}\" in the statistics: {stats}"))
 }
