@@ -255,8 +255,8 @@ impl Pending {
     }
 }
 
-/// Registers `c`'s outputs in order, then the derivation's output mapping;
-/// on the first failure the outputs not yet registered are removed.
+/// Registers `c`'s outputs and the derivation's output mapping in one
+/// transaction; on failure none is registered and all are removed.
 fn commit(store: &LocalStore, c: Commit) -> Result<(), RealiseError> {
     let Commit {
         drv_path,
@@ -264,14 +264,7 @@ fn commit(store: &LocalStore, c: Commit) -> Result<(), RealiseError> {
         outputs,
         locks,
     } = c;
-    let mut rest = placed.into_iter();
-    while let Some(p) = rest.next() {
-        if let Err(e) = store.commit_adopted(p) {
-            rest.for_each(|p| store.discard_adopted(p));
-            return Err(e.into());
-        }
-    }
-    store.register_derivation_outputs(&drv_path, &outputs)?;
+    store.commit_built(placed, &drv_path, &outputs)?;
     drop(locks);
     Ok(())
 }

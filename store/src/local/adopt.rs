@@ -454,7 +454,51 @@ impl LocalStore {
         r
     }
 
-    fn commit_placed(&self, placed: &Placed) -> Result<(), StoreError> {
+    /// Registers a build's placed outputs (each after those it refers to,
+    /// or with them) and records them as the outputs of `drv`, a
+    /// registered derivation, in one transaction: on any failure none is
+    /// registered and every one is removed again.
+    pub fn commit_built(
+        &self,
+        placed: Vec<Placed>,
+        drv: &StorePath,
+        outputs: &[(String, StorePath)],
+    ) -> Result<(), StoreError> {
+        let r = self.commit_all(&placed, drv, outputs);
+        if r.is_err() {
+            placed.into_iter().for_each(|p| self.discard_adopted(p));
+        }
+        r
+    }
+
+    fn commit_all(
+        &self,
+        placed: &[Placed],
+        drv: &StorePath,
+        outputs: &[(String, StorePath)],
+    ) -> Result<(), StoreError> {
+        for p in placed {
+            self.wait_flushed(p)?;
+        }
+        super::crash_point("before-register");
+        let items: Vec<_> = placed
+            .iter()
+            .map(|p| {
+                let refs = p.info.references.iter().map(|r| self.print_path(r));
+                (self.row_of(&p.info), refs.collect())
+            })
+            .collect();
+        let outs: Vec<(String, String)> = outputs
+            .iter()
+            .map(|(n, p)| (n.clone(), self.print_path(p)))
+            .collect();
+        self.db()
+            .register_built(&items, &self.print_path(drv), &outs)
+            .map_err(super::db_err)
+    }
+
+    /// Waits until `placed`'s bytes are on disk (see `finish_placing`).
+    fn wait_flushed(&self, placed: &Placed) -> Result<(), StoreError> {
         let dest = &placed.dest;
         if let Some(g) = &placed.prepared.sync {
             g.wait().map_err(at(dest, "syncing"))?;
@@ -462,6 +506,11 @@ impl LocalStore {
             // The one-syncfs-per-add mode (`B3_FSYNC=syncfs`).
             self.sync_filesystem(dest)?;
         }
+        Ok(())
+    }
+
+    fn commit_placed(&self, placed: &Placed) -> Result<(), StoreError> {
+        self.wait_flushed(placed)?;
         super::crash_point("before-register");
         let info = &placed.info;
         let row = self.row_of(info);
@@ -512,6 +561,7 @@ mod tests {
     use super::*;
     use crate::local::LocalStoreConfig;
     use crate::path::StorePath;
+    use std::collections::BTreeMap;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn store(d: &Path) -> LocalStore {
@@ -772,6 +822,69 @@ mod tests {
         assert!(s.commit_adopted(placed_b).is_err());
         for p in [&a, &b] {
             assert!(!s.is_valid_sync(p).unwrap());
+            assert!(!s.real_path(p).exists(), "{p:?} left in the store");
+        }
+    }
+
+    /// A, and B referring to A, placed as a build's two outputs; `drv`
+    /// stands for its derivation, registered when `registered`.
+    fn two_outputs(
+        s: &LocalStore,
+        registered: bool,
+    ) -> (StorePath, StorePath, StorePath, Vec<Placed>) {
+        let a = path_of(s, 'a', "a");
+        let b = path_of(s, 'b', "b");
+        let drv = path_of(s, 'd', "d.drv");
+        if registered {
+            let pd = prepared_file(s, "d", &[]);
+            let id = info_of(&pd, &drv, &[]);
+            let placed = s.place_adopted(pd, &id, &|_| false).unwrap().unwrap();
+            s.commit_adopted(placed).unwrap();
+        }
+        let pa = prepared_file(s, "a", &[]);
+        let ia = info_of(&pa, &a, &[]);
+        let placed_a = s.place_adopted(pa, &ia, &|_| false).unwrap().unwrap();
+        let pb = prepared_file(s, "b", &[&a]);
+        let ib = info_of(&pb, &b, &[&a]);
+        let placed_b = s.place_adopted(pb, &ib, &|r| r == &a).unwrap().unwrap();
+        (a, b, drv, vec![placed_a, placed_b])
+    }
+
+    #[test]
+    fn a_build_s_outputs_register_with_their_derivation_s_mapping() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store_with(d.path(), true);
+        let (a, b, drv, placed) = two_outputs(&s, true);
+        let outputs = [
+            ("out".to_string(), a.clone()),
+            ("dev".to_string(), b.clone()),
+        ];
+        s.commit_built(placed, &drv, &outputs).unwrap();
+        assert!(s.is_valid_sync(&a).unwrap());
+        let info = s.query_path_info_sync(&b).unwrap().unwrap();
+        assert_eq!(info.references, BTreeSet::from([a.clone()]));
+        let recorded: BTreeMap<_, _> = s
+            .query_derivation_outputs(&drv)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(recorded.get("out"), Some(&a));
+        assert_eq!(recorded.get("dev"), Some(&b));
+    }
+
+    #[test]
+    fn a_build_whose_mapping_cannot_be_recorded_registers_none_of_its_outputs() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        // Its derivation is not registered: the mapping is refused.
+        let (a, b, drv, placed) = two_outputs(&s, false);
+        let outputs = [
+            ("out".to_string(), a.clone()),
+            ("dev".to_string(), b.clone()),
+        ];
+        assert!(s.commit_built(placed, &drv, &outputs).is_err());
+        for p in [&a, &b] {
+            assert!(!s.is_valid_sync(p).unwrap(), "{p:?} registered");
             assert!(!s.real_path(p).exists(), "{p:?} left in the store");
         }
     }

@@ -263,6 +263,34 @@ impl Db {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Self::insert_paths(&tx, items)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Registers a build's outputs (as [`Self::register`]) and records
+    /// them as the outputs of the registered derivation `drv`, in one
+    /// transaction: either all of it is registered or none, so a failure
+    /// never leaves some outputs valid and others, or the mapping, not.
+    pub fn register_built(
+        &mut self,
+        items: &[(PathRow, BTreeSet<String>)],
+        drv: &str,
+        outputs: &[(String, String)],
+    ) -> Result<(), DbError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Self::insert_paths(&tx, items)?;
+        Self::insert_derivation_outputs(&tx, drv, outputs)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_paths(
+        tx: &rusqlite::Transaction<'_>,
+        items: &[(PathRow, BTreeSet<String>)],
+    ) -> Result<(), DbError> {
         let mut fresh = Vec::new();
         {
             let mut ins = tx.prepare_cached(
@@ -292,7 +320,7 @@ impl Db {
             )?;
             for (path, refs, id) in fresh {
                 for r in refs {
-                    let rid = Self::id_of(&tx, r)?.ok_or_else(|| DbError::MissingReference {
+                    let rid = Self::id_of(tx, r)?.ok_or_else(|| DbError::MissingReference {
                         path: path.to_string(),
                         reference: r.clone(),
                     })?;
@@ -300,7 +328,6 @@ impl Db {
                 }
             }
         }
-        tx.commit()?;
         Ok(())
     }
 
@@ -458,17 +485,26 @@ impl Db {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let id = Self::id_of(&tx, drv)?.ok_or_else(|| DbError::MissingReference {
+        Self::insert_derivation_outputs(&tx, drv, outputs)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_derivation_outputs(
+        tx: &rusqlite::Transaction<'_>,
+        drv: &str,
+        outputs: &[(String, String)],
+    ) -> Result<(), DbError> {
+        let id = Self::id_of(tx, drv)?.ok_or_else(|| DbError::MissingReference {
             path: drv.to_string(),
             reference: drv.to_string(),
         })?;
+        let mut ins = tx.prepare_cached(
+            "INSERT OR REPLACE INTO derivation_outputs (drv, output, path) VALUES (?1, ?2, ?3)",
+        )?;
         for (name, path) in outputs {
-            tx.execute(
-                "INSERT OR REPLACE INTO derivation_outputs (drv, output, path) VALUES (?1, ?2, ?3)",
-                params![id, name, path],
-            )?;
+            ins.execute(params![id, name, path])?;
         }
-        tx.commit()?;
         Ok(())
     }
 
