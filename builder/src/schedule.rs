@@ -311,15 +311,16 @@ pub fn realise_goals(
     s.report.network_namespaces = pool
         .as_ref()
         .map_or((0, 0), SandboxPool::network_namespaces);
-    drop(pool);
-    lap("sandbox pool", &mut s.report.tail);
     s.report.reused_work_dirs = work_dirs.reused();
     // No build is left to take a directory: those still being emptied are
-    // removed instead.
+    // removed instead, on the trash's threads while this one ends the
+    // pool's sandboxes.
     work_dirs.set_demand(0);
     for w in work_dirs.drain() {
         trash.put(w);
     }
+    drop(pool);
+    lap("sandbox pool", &mut s.report.tail);
     trash.finish();
     lap("clean-up", &mut s.report.tail);
     for (g, i) in goals.iter().zip(top) {
