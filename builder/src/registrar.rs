@@ -106,6 +106,7 @@ impl Registrar {
                     // not starve either (not `Idle`). The store's flushing
                     // threads, which it waits for, keep their priority.
                     b3_store::os::yield_to_foreground(b3_store::os::Background::Low);
+                    let mut since_checkpoint = 0;
                     for (c, done) in rx {
                         let started = Instant::now();
                         let paths: Vec<StorePath> =
@@ -121,6 +122,16 @@ impl Registrar {
                         .map(|()| started.elapsed());
                         state.settle(&paths, r.is_ok());
                         done(r);
+                        since_checkpoint += 1;
+                        if since_checkpoint >= CHECKPOINT_EVERY && state.lock().pending.is_empty() {
+                            checkpoint(&store);
+                            since_checkpoint = 0;
+                        }
+                    }
+                    // Queue closed (see `close`): what the last commits
+                    // wrote goes too, while the realisation ends its pool.
+                    if since_checkpoint > 0 {
+                        checkpoint(&store);
                     }
                 })
                 .ok()
@@ -218,9 +229,15 @@ impl Registrar {
         }
     }
 
+    /// Takes no more commits: the thread ends after the queued ones (and
+    /// a last checkpoint), without waiting for it here (see `finish`).
+    pub fn close(&self) {
+        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+
     /// Waits for every queued commit and ends the thread.
     pub fn finish(&self) {
-        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        self.close();
         if let Some(w) = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = w.join();
         }
@@ -252,6 +269,21 @@ impl Pending {
         if p.pending.is_empty() {
             self.idle.notify_all();
         }
+    }
+}
+
+/// After this many commits, once none is queued, the registering thread
+/// has the store copy its write-ahead log into the database (about eight
+/// pages a build): the builds after them go on meanwhile, and the close at
+/// the end of the process, which the user waits for, finds little left to
+/// sync (see [`LocalStore::checkpoint_wal`]).
+const CHECKPOINT_EVERY: usize = 8;
+
+/// See [`CHECKPOINT_EVERY`]. A checkpoint that fails changes nothing: the
+/// WAL stays as it was, for the next one or the close.
+fn checkpoint(store: &LocalStore) {
+    if let Err(e) = store.checkpoint_wal() {
+        tracing::debug!("checkpointing the store's WAL: {e}");
     }
 }
 
@@ -338,6 +370,36 @@ mod tests {
         reg.finish();
         assert!(ok);
         assert_eq!((nice, policy), (19, libc::SCHED_OTHER));
+    }
+
+    #[test]
+    fn registrations_reach_the_database_file_itself_before_the_store_closes() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(LocalStoreConfig::new(d.path().join("root"))).unwrap();
+        let reg = Registrar::new(&s);
+        let a = path_of(&s, 'a', "a");
+        let b = path_of(&s, 'b', "b");
+        reg.submit(&s, commit_of(&s, 'f', place(&s, &a, &[])), |r| {
+            assert!(r.is_ok())
+        });
+        reg.submit(&s, commit_of(&s, 'h', place(&s, &b, &[&a])), |r| {
+            assert!(r.is_ok())
+        });
+        reg.close();
+        reg.finish();
+        // The store is still open, so nothing has checkpointed at a close:
+        // the database file alone, read without its WAL, has them only if
+        // the registering thread checkpointed before it ended.
+        let file = d.path().join("root/nix/var/b3/db.sqlite");
+        let copy = d.path().join("copy.sqlite");
+        std::fs::copy(&file, &copy).unwrap();
+        let db = b3_store::local::db::Db::open(&copy, s.store_dir().as_str()).unwrap();
+        for p in [&a, &b] {
+            assert!(
+                db.is_valid(&s.print_path(p)).unwrap(),
+                "{p:?} only in the WAL"
+            );
+        }
     }
 
     #[test]

@@ -304,7 +304,9 @@ pub fn realise_goals(
         tail.push((name, now - t));
         t = now;
     };
-    registrar.finish();
+    // Every commit is done (the loop waited for them); the registering
+    // thread's last checkpoint runs while the pool ends.
+    registrar.close();
     lap("registrations", &mut s.report.tail);
     s.report.premade_sandboxes = pool.as_ref().map_or(0, SandboxPool::served);
     s.report.sandboxes_made = pool.as_ref().map_or(0, SandboxPool::made);
@@ -322,6 +324,7 @@ pub fn realise_goals(
     drop(pool);
     lap("sandbox pool", &mut s.report.tail);
     trash.finish();
+    registrar.finish();
     lap("clean-up", &mut s.report.tail);
     for (g, i) in goals.iter().zip(top) {
         let n = &mut s.nodes[i];

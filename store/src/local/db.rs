@@ -180,6 +180,46 @@ fn keep_wal_files(conn: &Connection) {
     }
 }
 
+/// A second connection to a store's database that only copies the WAL's
+/// committed pages into the database file (a passive checkpoint), so that
+/// a writer's WAL stays short: the last connection to close checkpoints
+/// whatever is left, syncing the WAL first, which for the 400 pages fifty
+/// builds leave took 2 to 3 ms at the end of every `b3 build`. Run on a
+/// thread no build waits for, the syncs overlap the builds; a passive
+/// checkpoint never waits for the database's writers or readers.
+pub struct Checkpointer {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer").finish_non_exhaustive()
+    }
+}
+
+impl Checkpointer {
+    /// Opens `file`, a database [`Db::open`] has opened before.
+    pub fn open(file: &Path) -> Result<Checkpointer, DbError> {
+        let conn = Connection::open(file)?;
+        conn.pragma_update(None, "synchronous", "normal")?;
+        // As `Db::open`'s: this connection may be the last to close.
+        conn.pragma_update(None, "journal_size_limit", 4 << 20)?;
+        keep_wal_files(&conn);
+        Ok(Checkpointer { conn })
+    }
+
+    /// Copies what it can of the WAL into the database file; returns the
+    /// frames in the WAL and how many of them are now in the database
+    /// (both -1 if the database is not in WAL mode).
+    pub fn run(&mut self) -> Result<(i32, i32), DbError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?)
+    }
+}
+
 impl Db {
     /// Open (creating and migrating as needed) the database at `file` for the
     /// logical store directory `store_dir`.

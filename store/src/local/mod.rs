@@ -123,6 +123,8 @@ struct Inner {
     real_store: PathBuf,
     state: PathBuf,
     db: Mutex<Db>,
+    /// Opened by the first [`LocalStore::checkpoint_wal`].
+    checkpointer: Mutex<Option<db::Checkpointer>>,
     locks: PathLocks,
     temp_roots: Mutex<Option<TempRoots>>,
     /// `gc.lock`, kept open for [`LocalStore::add_temp_roots`], with the
@@ -213,6 +215,7 @@ impl LocalStore {
                 real_store,
                 state,
                 db: Mutex::new(db),
+                checkpointer: Mutex::new(None),
                 locks,
                 temp_roots: Mutex::new(Some(temp_roots)),
                 gc_shared: Mutex::new(None),
@@ -307,6 +310,27 @@ impl LocalStore {
         // A panic while holding the lock leaves SQLite consistent (its own
         // transactions roll back), so a poisoned mutex is still usable.
         self.inner.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Copies the database's write-ahead log into the database file on a
+    /// connection of its own (see [`db::Checkpointer`]), for a thread that
+    /// registers many paths while nothing waits for it: the WAL stays
+    /// short, and so does the sync the store's last close does. Returns
+    /// how many frames the WAL held and how many of them are copied.
+    pub fn checkpoint_wal(&self) -> Result<(i32, i32), StoreError> {
+        let mut c = self
+            .inner
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if c.is_none() {
+            let file = self.inner.state.join("db.sqlite");
+            *c = Some(db::Checkpointer::open(&file).map_err(db_err)?);
+        }
+        match c.as_mut() {
+            Some(c) => c.run().map_err(db_err),
+            None => Ok((0, 0)),
+        }
     }
 
     pub(crate) fn gc_lock_path(&self) -> PathBuf {
