@@ -481,13 +481,7 @@ impl LocalStore {
             self.wait_flushed(p)?;
         }
         super::crash_point("before-register");
-        let items: Vec<_> = placed
-            .iter()
-            .map(|p| {
-                let refs = p.info.references.iter().map(|r| self.print_path(r));
-                (self.row_of(&p.info), refs.collect())
-            })
-            .collect();
+        let items: Vec<_> = placed.iter().map(|p| self.registration_of(p)).collect();
         let outs: Vec<(String, String)> = outputs
             .iter()
             .map(|(n, p)| (n.clone(), self.print_path(p)))
@@ -512,10 +506,16 @@ impl LocalStore {
     fn commit_placed(&self, placed: &Placed) -> Result<(), StoreError> {
         self.wait_flushed(placed)?;
         super::crash_point("before-register");
+        self.db()
+            .register(&[self.registration_of(placed)])
+            .map_err(super::db_err)
+    }
+
+    /// `placed`'s database row and the printed paths it refers to.
+    fn registration_of(&self, placed: &Placed) -> (super::db::PathRow, BTreeSet<String>) {
         let info = &placed.info;
-        let row = self.row_of(info);
-        let refs = info.references.iter().map(|r| self.print_path(r)).collect();
-        self.db().register(&[(row, refs)]).map_err(super::db_err)
+        let refs = info.references.iter().map(|r| self.print_path(r));
+        (self.row_of(info), refs.collect())
     }
 
     /// Gives up a placed path that will not be registered: removes it from
