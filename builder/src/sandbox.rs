@@ -160,6 +160,19 @@ impl SandboxPool {
         }
     }
 
+    /// Like [`Self::new`], but `dir` may serve other pools (of this process
+    /// or others) at the same time, and outlives them all: it is made if
+    /// absent and never removed. Each sandbox mounts its root on it in a
+    /// mount namespace of its own, so nothing of a pool shows there; a
+    /// directory that stays spares each realisation a new inode (on some
+    /// file systems a good part of a millisecond, on its first sandbox's
+    /// way) and leaves nothing to sweep after a crash.
+    pub fn with_shared_root(size: usize, dir: PathBuf) -> SandboxPool {
+        SandboxPool {
+            inner: std::sync::Arc::new(platform::Pool::with_shared_root(size, dir)),
+        }
+    }
+
     /// How many builds ran in a pre-made sandbox so far.
     pub fn served(&self) -> u64 {
         self.inner.served()

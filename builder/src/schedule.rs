@@ -338,25 +338,26 @@ pub fn realise_goals(
     s.report
 }
 
+/// Where every pool of the store mounts its sandboxes' roots (see
+/// [`SandboxPool::with_shared_root`]).
+pub const SANDBOX_ROOT: &str = ".b3-sandbox-root";
+
 /// Pre-made sandboxes for one realisation (`B3_SANDBOX_POOL=0`: none),
-/// their roots mounted on a directory the store sweeps if b3 dies.
+/// their roots mounted on the store's [`SANDBOX_ROOT`].
 fn sandbox_pool(store: &LocalStore, settings: &RealiseSettings) -> Option<SandboxPool> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
     if std::env::var_os("B3_SANDBOX_POOL").is_some_and(|v| v == "0") {
         return None;
     }
-    let dir = store.real_store_dir().join(format!(
-        ".b3-tmp-{}-sandbox-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dir = store.real_store_dir().join(SANDBOX_ROOT);
     // Twice the builds that may run at once: making one takes 1.3 to 7 ms
     // (measured on a chain of 50, median 2.4 ms), longer than a short
     // build, so one spare per slot ran dry and a tenth of the builds
     // waited for theirs (p90 1.2 ms). The pool never keeps more than the
     // builds still to start.
-    Some(SandboxPool::new((2 * settings.max_jobs).clamp(2, 16), dir))
+    Some(SandboxPool::with_shared_root(
+        (2 * settings.max_jobs).clamp(2, 16),
+        dir,
+    ))
 }
 
 fn pick_outputs(

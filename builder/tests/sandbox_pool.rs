@@ -384,6 +384,44 @@ fn dropping_a_pool_ends_its_sandboxes_and_removes_its_directory() {
     assert!(!dir.exists(), "the pool's directory is removed");
 }
 
+#[test]
+fn pools_sharing_a_root_directory_serve_builds_side_by_side_and_leave_it_in_place() {
+    let work = tempdir();
+    let root = work.path().join("shared-root");
+    let a = SandboxPool::with_shared_root(1, root.clone());
+    let b = SandboxPool::with_shared_root(1, root.clone());
+    // The first build of each runs fresh and gives it its template.
+    log_of(&pooled("touch $out", work.path(), &a));
+    log_of(&pooled("touch $out", work.path(), &b));
+    a.wait_ready().expect("a sandbox is made");
+    b.wait_ready().expect("a sandbox is made");
+    // Both wait with their roots mounted on the one directory, each in its
+    // own mount namespace: both serve a build, each showing only its own.
+    let from_a = log_of(&pooled(PROBE, work.path(), &a));
+    let from_b = log_of(&pooled(PROBE, work.path(), &b));
+    assert_eq!((a.served(), b.served()), (1, 1));
+    assert_eq!(from_a, from_b);
+    assert!(!from_a.contains("LEAK"), "{from_a}");
+    drop(a);
+    assert!(root.is_dir(), "a shared directory outlives its pools");
+    b.wait_ready()
+        .expect("the other pool still makes sandboxes");
+    assert_eq!(log_of(&pooled(PROBE, work.path(), &b)), from_b);
+    assert_eq!(b.served(), 2);
+    drop(b);
+    assert!(root.is_dir());
+    assert_eq!(
+        std::fs::read_dir(&root).unwrap().count(),
+        0,
+        "nothing of the sandboxes shows on the host"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(root.to_str().unwrap()),
+        "nothing is mounted on it in the host's namespace: {mounts}"
+    );
+}
+
 /// The host's root, which the pivot stacks on the sandbox's root, leaves
 /// the build's mount namespace before the builder starts, in a fresh
 /// sandbox and in a pre-made one alike.

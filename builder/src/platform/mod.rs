@@ -43,6 +43,9 @@ impl Pool {
     pub fn new(_size: usize, _dir: PathBuf) -> Pool {
         Pool
     }
+    pub fn with_shared_root(_size: usize, _dir: PathBuf) -> Pool {
+        Pool
+    }
     pub fn served(&self) -> u64 {
         0
     }

@@ -108,6 +108,8 @@ struct Shared {
     /// Mount point of the pooled sandboxes' roots (each in its own mount
     /// namespace, so one directory serves them all).
     dir: PathBuf,
+    /// Whether `dir` is this pool's own, removed when it is dropped.
+    own_dir: bool,
     served: AtomicU64,
     /// How many sandboxes were made.
     made: AtomicU64,
@@ -229,12 +231,24 @@ impl Pool {
     /// `dir` (created when first needed, removed on drop; put it where the
     /// store sweeps leftovers of dead processes).
     pub fn new(size: usize, dir: PathBuf) -> Pool {
+        Pool::with_dir(size, dir, true)
+    }
+
+    /// A pool whose sandboxes mount their roots on `dir`, which other
+    /// pools (of this process or others) may use at the same time: made
+    /// if absent, never removed (see [`crate::sandbox::SandboxPool`]).
+    pub fn with_shared_root(size: usize, dir: PathBuf) -> Pool {
+        Pool::with_dir(size, dir, false)
+    }
+
+    fn with_dir(size: usize, dir: PathBuf, own_dir: bool) -> Pool {
         Pool {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 changed: Condvar::new(),
                 size: size.max(1),
                 dir,
+                own_dir,
                 served: AtomicU64::new(0),
                 made: AtomicU64::new(0),
                 demand: AtomicUsize::new(usize::MAX),
@@ -389,7 +403,9 @@ impl Drop for Pool {
         for f in fillers {
             let _ = f.join();
         }
-        let _ = std::fs::remove_dir(&self.shared.dir);
+        if self.shared.own_dir {
+            let _ = std::fs::remove_dir(&self.shared.dir);
+        }
     }
 }
 
