@@ -173,7 +173,6 @@ impl WorkDir {
     }
 
     pub(crate) fn create(parent: &Path, prefix: &str, name: &str) -> Result<WorkDir, OsError> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
         let safe: String = name
             .chars()
             .map(|c| {
@@ -186,8 +185,11 @@ impl WorkDir {
             .take(64)
             .collect();
         loop {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = parent.join(format!("{prefix}{safe}-{}-{n}", std::process::id()));
+            let path = parent.join(format!(
+                "{prefix}{safe}-{}-{}",
+                std::process::id(),
+                next_n()
+            ));
             match std::fs::create_dir(&path) {
                 Ok(()) => {
                     let wd = WorkDir {
@@ -208,6 +210,41 @@ impl WorkDir {
                 Err(e) => return Err(OsError::from_io(format!("creating {}", path.display()), &e)),
             }
         }
+    }
+}
+
+/// A number no other work directory name of this process has.
+fn next_n() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Where a realisation leaves emptied work directories for the next one,
+/// under their parent (see [`WorkDirStock::keeping_spares`]).
+pub const SPARE_DIR: &str = ".b3-spare-work";
+
+/// How many emptied work directories a realisation leaves, and how many
+/// [`SPARE_DIR`] holds at most.
+const SPARES: usize = 2;
+
+impl WorkDir {
+    /// Moves this emptied directory (its points removed) into `spares`
+    /// for a later realisation, unless that holds [`SPARES`] already.
+    /// On failure it is still here (and removed on drop).
+    fn park(&mut self, spares: &Path) -> std::io::Result<()> {
+        self.drop_points()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        match std::fs::create_dir(spares) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        if std::fs::read_dir(spares)?.count() >= SPARES {
+            return Err(std::io::ErrorKind::StorageFull.into());
+        }
+        let to = spares.join(format!("{}-{}", std::process::id(), next_n()));
+        std::fs::rename(&self.path, &to)?;
+        self.kept = true;
+        Ok(())
     }
 }
 
@@ -248,6 +285,9 @@ pub struct WorkDirStock {
 struct StockInner {
     parent: PathBuf,
     prefix: String,
+    /// Leave emptied directories for the next realisation (see
+    /// [`WorkDirStock::keeping_spares`]).
+    spares: bool,
     shelf: std::sync::Mutex<Shelf>,
 }
 
@@ -261,6 +301,8 @@ struct Shelf {
     demand: usize,
     /// Directories handed out again.
     reused: u64,
+    /// Directories left (or being left) for the next realisation.
+    parked: usize,
 }
 
 impl WorkDirStock {
@@ -271,9 +313,73 @@ impl WorkDirStock {
             inner: std::sync::Arc::new(StockInner {
                 parent: parent.to_path_buf(),
                 prefix: prefix.to_string(),
+                spares: false,
                 shelf: std::sync::Mutex::new(Shelf::default()),
             }),
         }
+    }
+
+    /// A stock that starts with the emptied directories an earlier
+    /// realisation left in `parent`'s [`SPARE_DIR`] (as many as `want`,
+    /// each taken by renaming it, so that concurrent realisations never
+    /// share one), and that leaves up to two there when it no longer needs
+    /// them ([`Self::recycle`], [`Self::put_away`]): a realisation then
+    /// makes no directory for its first builds and removes none at its end
+    /// (new inodes and freed ones, which on some file systems cost a good
+    /// part of a millisecond each, and a discard).
+    pub fn keeping_spares(parent: &Path, prefix: &str, want: usize) -> WorkDirStock {
+        let stock = WorkDirStock {
+            inner: std::sync::Arc::new(StockInner {
+                parent: parent.to_path_buf(),
+                prefix: prefix.to_string(),
+                spares: true,
+                shelf: std::sync::Mutex::new(Shelf::default()),
+            }),
+        };
+        let Ok(entries) = std::fs::read_dir(parent.join(SPARE_DIR)) else {
+            return stock;
+        };
+        let mut taken = Vec::new();
+        for e in entries.flatten().take(want) {
+            let to = parent.join(format!("{prefix}spare-{}-{}", std::process::id(), next_n()));
+            // Another realisation may have taken it first.
+            if std::fs::rename(e.path(), &to).is_ok() {
+                taken.push(WorkDir {
+                    path: to,
+                    kept: false,
+                    reused: true,
+                    points: BTreeMap::new(),
+                    point_names: Vec::new(),
+                });
+            }
+        }
+        stock.shelf().ready = taken;
+        stock
+    }
+
+    /// Disposes of an emptied directory no build will take: leaves it for
+    /// the next realisation if this stock keeps spares and has left fewer
+    /// than two, else has `trash` remove it.
+    pub fn put_away(&self, dir: WorkDir, trash: &Trash) {
+        if !self.claim_spare() {
+            trash.put(dir);
+            return;
+        }
+        let spares = self.inner.parent.join(SPARE_DIR);
+        trash.later(move || {
+            let mut dir = dir;
+            // Not left: removed (on drop).
+            let _ = dir.park(&spares);
+        });
+    }
+
+    /// Whether one more directory may be left for the next realisation
+    /// (counted as left if so).
+    fn claim_spare(&self) -> bool {
+        let mut s = self.shelf();
+        let ok = self.inner.spares && s.parked < SPARES;
+        s.parked += usize::from(ok);
+        ok
     }
 
     fn shelf(&self) -> std::sync::MutexGuard<'_, Shelf> {
@@ -334,9 +440,11 @@ impl WorkDirStock {
     pub fn recycle(&self, dir: WorkDir, trash: &Trash) {
         let keep = {
             let mut s = self.shelf();
-            let keep = dir.path.parent() == Some(self.inner.parent.as_path())
-                && s.demand > 0
-                && s.ready.len() + s.cleaning <= s.demand + 1;
+            let here = dir.path.parent() == Some(self.inner.parent.as_path());
+            let wanted = s.demand > 0 && s.ready.len() + s.cleaning <= s.demand + 1;
+            // At a realisation's end, emptied to be left for the next.
+            let spare = s.demand == 0 && self.inner.spares && s.parked + s.cleaning < SPARES;
+            let keep = here && (wanted || spare);
             s.cleaning += usize::from(keep);
             keep
         };
@@ -364,6 +472,11 @@ impl WorkDirStock {
             if clean && s.demand > 0 {
                 dir.reused = true;
                 s.ready.push(dir);
+            } else if clean && stock.inner.spares && s.parked < SPARES {
+                s.parked += 1;
+                drop(s);
+                // Not left: removed (on drop).
+                let _ = dir.park(&stock.inner.parent.join(SPARE_DIR));
             } else {
                 drop(s);
                 drop(dir);
@@ -739,6 +852,58 @@ mod tests {
         stock.recycle(b, &trash);
         assert!(stock.take().is_none());
         assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_stock_keeping_spares_leaves_two_emptied_dirs_and_the_next_stock_takes_them() {
+        let parent = tempfile::tempdir().unwrap();
+        let spares = parent.path().join(SPARE_DIR);
+        let trash = Trash::new();
+        let stock = WorkDirStock::keeping_spares(parent.path(), ".b3-test-", 2);
+        assert!(stock.take().is_none(), "none left before");
+        stock.set_demand(1);
+        stock.top_up(3);
+        let a = stock.take().unwrap();
+        std::fs::write(a.build().join("left"), "x").unwrap();
+        std::fs::write(a.store().join("out"), "x").unwrap();
+        // The realisation ends: the finished build's directory is emptied
+        // and left, so is one of those nobody took; the third is removed.
+        stock.set_demand(0);
+        stock.recycle(a, &trash);
+        for w in stock.drain() {
+            stock.put_away(w, &trash);
+        }
+        trash.finish();
+        assert_eq!(std::fs::read_dir(&spares).unwrap().count(), 2);
+        assert_eq!(
+            std::fs::read_dir(parent.path()).unwrap().count(),
+            1,
+            "only the spares' directory is left"
+        );
+        let next = WorkDirStock::keeping_spares(parent.path(), ".b3-test-", 3);
+        let b = next.take().unwrap();
+        let c = next.take().unwrap();
+        assert!(next.take().is_none());
+        assert_ne!(b.path(), c.path());
+        for w in [&b, &c] {
+            assert!(w.reused());
+            assert!(w.path().starts_with(parent.path()));
+            for d in [w.build(), w.store()] {
+                assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "{d:?}");
+            }
+        }
+        assert_eq!(std::fs::read_dir(&spares).unwrap().count(), 0);
+        // A stock that keeps none takes none and leaves none.
+        drop((b, c));
+        let plain = WorkDirStock::new(parent.path(), ".b3-test-");
+        plain.top_up(1);
+        let d = plain.take().unwrap();
+        let trash = Trash::new();
+        plain.put_away(d, &trash);
+        trash.finish();
+        assert_eq!(std::fs::read_dir(&spares).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -284,7 +284,11 @@ pub fn realise_goals(
     let trash = Trash::new();
     let pool = sandbox_pool(store, settings);
     let registrar = Registrar::new(store);
-    let work_dirs = WorkDirStock::new(store.real_store_dir(), &work_prefix());
+    let work_dirs = WorkDirStock::keeping_spares(
+        store.real_store_dir(),
+        &work_prefix(),
+        settings.max_jobs.max(1),
+    );
     let ctx = StepCtx {
         store,
         settings,
@@ -319,7 +323,7 @@ pub fn realise_goals(
     // pool's sandboxes.
     work_dirs.set_demand(0);
     for w in work_dirs.drain() {
-        trash.put(w);
+        work_dirs.put_away(w, &trash);
     }
     drop(pool);
     lap("sandbox pool", &mut s.report.tail);
@@ -676,7 +680,7 @@ impl<'a> Sched<'a> {
             // The last builds run: the directories no build will take go
             // now, on idle CPUs, rather than after them.
             for w in ctx.work_dirs.drain() {
-                ctx.trash.put(w);
+                ctx.work_dirs.put_away(w, ctx.trash);
             }
         }
         // Only when short: a chore's wake-up costs the builds' CPUs too.
