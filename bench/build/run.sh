@@ -23,7 +23,9 @@
 # give the same .drv paths); evaluation is not timed. The builder is /bin/sh,
 # which both sandboxes bind to /bin/busybox (extra-sandbox-paths in
 # /etc/nix/nix.conf, which b3 reads too). A fresh nonce per round makes every
-# derivation new to both stores.
+# derivation new to both stores. Like Nix's /nix/store, b3's store (one in
+# WORK) lives on from round to round, as a user's does; FRESH's runs use a
+# store of their own.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROUNDS=${1:-3}
@@ -76,8 +78,8 @@ FRESH=${FRESH:-0}
 for shape in chain fan; do
   for r in $(seq 1 "$ROUNDS"); do
     nonce="$shape-$r-$$-$RANDOM"
-    store="$WORK/store-$nonce"
-    # b3: instantiate into a fresh store (not timed), then build.
+    store="$WORK/store"
+    # b3: instantiate (not timed), then build.
     drv=$("$B3" --store "$store" instantiate "$WORK/shapes.nix" --argstr nonce "$nonce" -A "$shape")
     settle
     t0=$(now)
@@ -106,9 +108,10 @@ for shape in chain fan; do
     t1=$(now)
     NIXT[$shape]+="$(echo "$t1 - $t0" | bc -l) "
     cmp -s "$WORK/b3.out" "$WORK/nix.out" || { echo "different output paths" >&2; exit 1; }
-    rm -rf "$store"
     if [ "$FRESH" = 1 ]; then
-      # b3 again, every sandbox made when its build starts (a new store).
+      # b3 again, every sandbox made when its build starts (a store of
+      # its own, for the same derivations).
+      store="$WORK/store-fresh"
       drv=$("$B3" --store "$store" instantiate "$WORK/shapes.nix" --argstr nonce "$nonce" -A "$shape")
       settle
       t0=$(now)
