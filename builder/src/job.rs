@@ -309,11 +309,15 @@ impl WorkDirStock {
     /// An empty stock of directories `parent/<prefix>…` (see
     /// [`BuildJob::work_parent`] and [`BuildJob::work_prefix`]).
     pub fn new(parent: &Path, prefix: &str) -> WorkDirStock {
+        WorkDirStock::with(parent, prefix, false)
+    }
+
+    fn with(parent: &Path, prefix: &str, spares: bool) -> WorkDirStock {
         WorkDirStock {
             inner: std::sync::Arc::new(StockInner {
                 parent: parent.to_path_buf(),
                 prefix: prefix.to_string(),
-                spares: false,
+                spares,
                 shelf: std::sync::Mutex::new(Shelf::default()),
             }),
         }
@@ -328,14 +332,7 @@ impl WorkDirStock {
     /// (new inodes and freed ones, which on some file systems cost a good
     /// part of a millisecond each, and a discard).
     pub fn keeping_spares(parent: &Path, prefix: &str, want: usize) -> WorkDirStock {
-        let stock = WorkDirStock {
-            inner: std::sync::Arc::new(StockInner {
-                parent: parent.to_path_buf(),
-                prefix: prefix.to_string(),
-                spares: true,
-                shelf: std::sync::Mutex::new(Shelf::default()),
-            }),
-        };
+        let stock = WorkDirStock::with(parent, prefix, true);
         let Ok(entries) = std::fs::read_dir(parent.join(SPARE_DIR)) else {
             return stock;
         };
@@ -472,14 +469,12 @@ impl WorkDirStock {
             if clean && s.demand > 0 {
                 dir.reused = true;
                 s.ready.push(dir);
-            } else if clean && stock.inner.spares && s.parked < SPARES {
-                s.parked += 1;
-                drop(s);
-                // Not left: removed (on drop).
-                let _ = dir.park(&stock.inner.parent.join(SPARE_DIR));
             } else {
                 drop(s);
-                drop(dir);
+                if clean && stock.claim_spare() {
+                    // Not left: removed (on drop), as any other.
+                    let _ = dir.park(&stock.inner.parent.join(SPARE_DIR));
+                }
             }
         });
     }
